@@ -1,0 +1,1 @@
+"""Subcommands of ``ros-mm-perception``; each module has ``add_parser(subparsers)``."""

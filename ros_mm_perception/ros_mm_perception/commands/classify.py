@@ -1,0 +1,48 @@
+"""``ros-mm-perception classify IMAGE --labels "a,b,c"``: whole-frame zero-shot labels."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("classify", help="zero-shot label an image with CLIP",
+                       description="Score an image against a comma-separated vocabulary with CLIP.")
+    p.add_argument("image", help="image file (PNG, JPEG, ...)")
+    p.add_argument("--labels", required=True, help='comma-separated phrases, e.g. "red mug,person,door"')
+    add_clip_arguments(p)
+    p.add_argument("--top-k", type=int, default=None, help="how many labels to print (default: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def add_clip_arguments(p) -> None:
+    """The CLIP model options shared by every command that loads CLIP."""
+    p.add_argument("--model", default="", help="open_clip model name or model folder (default: embedded model)")
+    p.add_argument("--pretrained", default="", help="open_clip pretrained tag or local checkpoint file")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--precision", default="auto", help="auto, fp32, fp16 or bf16")
+
+
+def split_phrases(text: str, sep: str = ",") -> list:
+    """Split a user's phrase list, dropping surrounding spaces and empty entries."""
+    return [p.strip() for p in text.split(sep) if p.strip()]
+
+
+def run(args) -> int:
+    from ros_mm_perception.core.clip_model import load_clip
+    from ros_mm_perception.core.config import check_phrases
+    from ros_mm_perception.core.image_io import read_rgb
+    from ros_mm_perception.core.labeler import ClipLabeler
+
+    phrases = check_phrases(split_phrases(args.labels), "--labels")
+    image = read_rgb(args.image)
+    labeler = ClipLabeler(load_clip(args.model, args.pretrained, args.device, args.precision), phrases)
+    labels = labeler.label(image, top_k=args.top_k or len(phrases))
+    if args.json:
+        print(json.dumps({"labels": [{"label": lb.phrase, "score": lb.score} for lb in labels]}))
+    else:
+        width = max(len(lb.phrase) for lb in labels)
+        for lb in labels:
+            print(f"{lb.phrase:<{width}}  {lb.score:.3f}")
+    return 0

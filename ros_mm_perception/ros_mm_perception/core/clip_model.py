@@ -1,0 +1,138 @@
+"""Loading CLIP-family models through open_clip.
+
+Three ways to name a model:
+
+* ``load_clip("")`` – the embedded default model shipped in the package (see :mod:`.embedded`);
+* ``load_clip("ViT-B-16", "laion2b_s34b_b88k")`` – an open_clip name + pretrained tag, taken from the
+  hub cache (honours ``HF_HUB_OFFLINE``); a local checkpoint file may replace the tag;
+* ``load_clip("/path/to/dir")`` or ``load_clip("local-dir:/path")`` – a folder written by
+  :func:`save_clip` (``open_clip_config.json`` + weights), the format open_clip itself reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from ros_mm_perception.core.devices import resolve_device, resolve_dtype
+from ros_mm_perception.core.errors import ModelNotFoundError, UserError
+from ros_mm_perception.core.preprocess import ClipPreprocessor
+
+CONFIG_NAME = "open_clip_config.json"
+WEIGHTS_NAME = "open_clip_model.safetensors"
+
+
+@dataclass
+class ClipModel:
+    """A loaded open_clip model with its tokenizer and device-side preprocessing."""
+
+    model: Any
+    tokenizer: Any
+    preprocessor: ClipPreprocessor
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocessor.size
+
+
+def _missing_weights_error(name: str, pretrained: str, err: Exception) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"CLIP weights for model {name!r} pretrained {pretrained!r} are not in the local cache and could "
+        f"not be downloaded ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}). "
+        f"Download them on a machine with network access (e.g. "
+        f"`python -c \"import open_clip; open_clip.create_model_and_transforms('{name}', pretrained='{pretrained}')\"` "
+        f"fills the Hugging Face cache, which you can copy to ~/.cache/huggingface), or pass a local "
+        f"checkpoint path as pretrained, or a model folder as the model; leave the model empty to use the "
+        f"embedded default."
+    )
+
+
+def load_clip(name: str = "", pretrained: str = "", device: str = "auto", precision: str = "auto") -> ClipModel:
+    """Load an open_clip model (see the module docstring for how to name one).
+
+    ``precision`` auto means fp16 on CUDA and fp32 on CPU. Raises :class:`ModelNotFoundError` with what
+    to download when weights are missing, :class:`UserError` for unknown names.
+    """
+    import open_clip
+
+    dev = resolve_device(device)
+    dtype = resolve_dtype(precision, dev, cuda_default="fp16")
+    if not name:
+        from ros_mm_perception.core.embedded import embedded_clip_dir
+
+        name = str(embedded_clip_dir())
+    if name.startswith("local-dir:"):
+        name = name[len("local-dir:"):]
+    local_dir = Path(name).expanduser()
+    if local_dir.is_dir():
+        if not (local_dir / CONFIG_NAME).is_file():
+            raise ModelNotFoundError(f"{local_dir} has no {CONFIG_NAME}; it is not an open_clip model folder")
+        model_id = f"local-dir:{local_dir.resolve()}"
+        pretrained_arg = None
+    elif os.sep in name or name.endswith((".pt", ".bin", ".safetensors")):
+        raise ModelNotFoundError(f"CLIP model path {name!r} does not exist")
+    else:
+        if name not in open_clip.list_models():
+            raise UserError(f"unknown open_clip model {name!r}; see open_clip.list_models() for names")
+        if pretrained and (os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors"))) \
+                and not Path(pretrained).expanduser().is_file():
+            raise ModelNotFoundError(f"CLIP checkpoint {pretrained!r} does not exist")
+        if pretrained and not Path(pretrained).expanduser().is_file() \
+                and pretrained not in open_clip.list_pretrained_tags_by_model(name):
+            tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+            raise UserError(f"unknown pretrained tag {pretrained!r} for {name!r}; known tags: {tags}")
+        model_id, pretrained_arg = name, (str(Path(pretrained).expanduser()) if pretrained else None)
+    try:
+        model, _, transform = open_clip.create_model_and_transforms(
+            model_id, pretrained=pretrained_arg, device=dev,
+            precision={torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32"),
+        )
+    except (RuntimeError, OSError, ValueError) as err:
+        if pretrained_arg is None and not model_id.startswith("local-dir:"):
+            raise
+        raise _missing_weights_error(name, pretrained or model_id, err) from err
+    model.eval().requires_grad_(False)
+    tokenizer = open_clip.get_tokenizer(model_id)
+    pp = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    mean = pp.get("mean", model.visual.image_mean)
+    std = pp.get("std", model.visual.image_std)
+    preprocessor = ClipPreprocessor(size, mean, std, dev, dtype)
+    return ClipModel(model=model, tokenizer=tokenizer, preprocessor=preprocessor, name=name, device=dev, dtype=dtype)
+
+
+def save_clip(model, model_cfg: Dict[str, Any], directory, *, half: bool = False,
+              preprocess_cfg: Optional[Dict[str, Any]] = None) -> Path:
+    """Write ``model`` as an open_clip model folder (config JSON + safetensors weights).
+
+    ``model_cfg`` is the open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``). With
+    ``half`` the weights are stored in fp16 (they are loaded back in the requested precision).
+    """
+    from open_clip.push_to_hf_hub import save_config_for_hf
+    from safetensors.torch import save_file
+
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # Models built directly from a config (not through open_clip.create_model) lack these.
+    model.visual.image_mean = getattr(model.visual, "image_mean", None) or OPENAI_DATASET_MEAN
+    model.visual.image_std = getattr(model.visual, "image_std", None) or OPENAI_DATASET_STD
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
+               for k, v in model.state_dict().items()}
+    save_file(tensors, str(directory / WEIGHTS_NAME))
+    save_config_for_hf(model, directory / CONFIG_NAME, model_config=model_cfg)
+    if preprocess_cfg:
+        cfg = json.loads((directory / CONFIG_NAME).read_text())
+        cfg["preprocess_cfg"].update(preprocess_cfg)
+        (directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
+    return directory

@@ -1,0 +1,142 @@
+"""The one home of every default: :class:`PerceptionConfig`.
+
+The ROS node declares one parameter per field (with the description and range kept in the field
+metadata), ``config/perception.yaml`` mirrors these defaults, launch files override them, and the
+command line builds the same dataclass. :meth:`PerceptionConfig.replace` validates a change before
+it takes effect, so a bad ``ros2 param set`` is rejected with a reason and the old values are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+from ros_mm_perception.core.errors import UserError
+
+MAX_PHRASES = 256
+MAX_PHRASE_CHARS = 200
+
+GROUNDING_SOURCES = ("auto", "paligemma", "clip", "off")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value was rejected; the message says which and why."""
+
+
+def _param(default, description: str, *, low=None, high=None, choices=None):
+    meta = {"description": description}
+    if low is not None:
+        meta["range"] = (low, high)
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class PerceptionConfig:
+    """Settings of the perception pipeline and node. Every default lives here."""
+
+    # Models
+    device: str = _param("auto", "Compute device: auto (CUDA when available), cpu or cuda[:N].")
+    precision: str = _param("auto", "Model precision: auto (fp16/bf16 on CUDA, fp32 on CPU), fp32, fp16, bf16.",
+                            choices=PRECISIONS)
+    clip_model: str = _param("", "open_clip model name; empty uses the embedded default model.")
+    clip_pretrained: str = _param("", "open_clip pretrained tag (hub cache) or a local checkpoint path.")
+    paligemma_model: str = _param("", "PaliGemma model id (hub cache) or local directory; empty disables PaliGemma.")
+    # Vocabulary and prompts
+    labels: List[str] = _param(["person", "chair", "door", "cup"],
+                               "Whole-frame zero-shot vocabulary (phrases).")
+    prompt_templates: List[str] = _param(["a photo of {}."],
+                                         "CLIP prompt templates; '{}' is replaced by each phrase.")
+    detect_phrases: List[str] = _param(["person", "cup"], "Phrases to ground as detections.")
+    # Behaviour
+    enable_labels: bool = _param(True, "Publish whole-frame zero-shot labels.")
+    grounding_source: str = _param("auto", "Detection source: auto (PaliGemma when configured, else CLIP), "
+                                   "paligemma, clip, or off.", choices=GROUNDING_SOURCES)
+    top_k: int = _param(5, "How many labels to publish per frame.", low=1, high=MAX_PHRASES)
+    score_threshold: float = _param(0.3, "Minimum detection score in [0, 1].", low=0.0, high=1.0)
+    nms_iou: float = _param(0.5, "IoU above which same-phrase detections are suppressed.", low=0.0, high=1.0)
+    labels_rate_hz: float = _param(0.0, "Maximum rate of zero-shot labeling per camera; 0 = every frame.",
+                                   low=0.0, high=1000.0)
+    detect_rate_hz: float = _param(0.0, "Maximum rate of detection per camera; 0 = every frame.",
+                                   low=0.0, high=1000.0)
+    language: str = _param("en", "PaliGemma prompt language code.")
+    max_new_tokens: int = _param(32, "PaliGemma generation budget per answer.", low=1, high=512)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad field."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            expected = type(f.default) if f.default is not dataclasses.MISSING else list
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+                value = float(value)
+            if expected is list:
+                if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                    raise ConfigError(f"{f.name} must be a list of strings, got {value!r}")
+                object.__setattr__(self, f.name, [v.strip() for v in value])
+                value = getattr(self, f.name)
+            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ConfigError(f"{f.name} must be {expected.__name__}, got {type(value).__name__} {value!r}")
+            lo_hi = f.metadata.get("range")
+            if lo_hi and not (lo_hi[0] <= value <= lo_hi[1]):
+                raise ConfigError(f"{f.name}={value} is outside [{lo_hi[0]}, {lo_hi[1]}]")
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(choices)}")
+        for name in ("labels", "detect_phrases"):
+            check_phrases(getattr(self, name), name, allow_empty=(name == "detect_phrases"))
+        if not self.prompt_templates or any("{}" not in t for t in self.prompt_templates):
+            raise ConfigError("prompt_templates must be non-empty and each must contain '{}'")
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ConfigError(f"device={self.device!r} must be auto, cpu or cuda[:N]")
+
+    def replace(self, **changes: Any) -> "PerceptionConfig":
+        """Return a validated copy with ``changes``; raises :class:`ConfigError` and leaves ``self`` as is."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "PerceptionConfig":
+        """Build from a mapping (e.g. the ``ros__parameters`` of a YAML file); unknown keys are errors."""
+        return cls().replace(**values)
+
+    @staticmethod
+    def describe() -> Dict[str, Dict[str, Any]]:
+        """Field name → {default, description, range?, choices?}: what the node declares as parameters."""
+        out = {}
+        for f in dataclasses.fields(PerceptionConfig):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            out[f.name] = {"default": default, **f.metadata}
+        return out
+
+
+def check_phrases(phrases, what: str = "phrases", *, allow_empty: bool = False) -> List[str]:
+    """Validate a list of phrases (non-empty strings, no duplicates, bounded size); return it stripped."""
+    cleaned = [p.strip() for p in phrases]
+    if not cleaned and not allow_empty:
+        raise ConfigError(f"{what} must not be empty")
+    if len(cleaned) > MAX_PHRASES:
+        raise ConfigError(f"{what} has {len(cleaned)} entries; at most {MAX_PHRASES} are allowed")
+    for p in cleaned:
+        if not p:
+            raise ConfigError(f"{what} contains an empty phrase")
+        if len(p) > MAX_PHRASE_CHARS:
+            raise ConfigError(f"{what} has a phrase of {len(p)} characters; at most {MAX_PHRASE_CHARS} are allowed")
+    dupes = sorted({p for p in cleaned if cleaned.count(p) > 1})
+    if dupes:
+        raise ConfigError(f"{what} has duplicates: {', '.join(dupes)}")
+    return cleaned

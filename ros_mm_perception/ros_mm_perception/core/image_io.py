@@ -1,0 +1,33 @@
+"""Reading image files as HxWx3 uint8 RGB frames (OpenCV decoding)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ros_mm_perception.core.errors import ImageFormatError, UserError
+
+
+def read_rgb(path) -> np.ndarray:
+    """Decode an image file (PNG, JPEG, ...) to HxWx3 uint8 RGB; grey and alpha are converted."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"image file not found: {path}")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ImageFormatError(f"cannot decode {path}: not an image OpenCV can read, or truncated")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def write_rgb(path, image: np.ndarray) -> Path:
+    """Encode an HxWx3 uint8 RGB frame to ``path`` (format from the suffix)."""
+    import cv2
+
+    path = Path(path)
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise UserError(f"cannot write image {path}")
+    return path

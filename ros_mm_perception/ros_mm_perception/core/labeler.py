@@ -1,0 +1,136 @@
+"""CLIP zero-shot labeling of frames and regions with cached text embeddings.
+
+Follows open_clip's ``build_zero_shot_classifier``: each phrase is written into every prompt
+template, the normalised text embeddings are averaged and normalised again. Embeddings are cached per
+phrase (keyed by the templates), so changing the vocabulary only encodes the new phrases.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ros_mm_perception.core.clip_model import ClipModel
+from ros_mm_perception.core.config import check_phrases
+from ros_mm_perception.core.results import Box, Label
+
+DEFAULT_TEMPLATES = ("a photo of {}.",)
+
+
+class ClipLabeler:
+    """Zero-shot labels for frames and regions over a vocabulary of phrases."""
+
+    def __init__(self, clip: ClipModel, vocabulary: Sequence[str] = (), templates: Sequence[str] = DEFAULT_TEMPLATES):
+        self.clip = clip
+        self._templates: Tuple[str, ...] = tuple(templates)
+        self._cache: Dict[str, torch.Tensor] = {}
+        self.text_encodes = 0
+        """How many phrases have been through the text encoder (cache misses)."""
+        self._vocabulary: Tuple[str, ...] = ()
+        self._vocab_embeddings: Optional[torch.Tensor] = None
+        if vocabulary:
+            self.set_vocabulary(vocabulary)
+
+    @property
+    def vocabulary(self) -> Tuple[str, ...]:
+        return self._vocabulary
+
+    @property
+    def templates(self) -> Tuple[str, ...]:
+        return self._templates
+
+    def set_templates(self, templates: Sequence[str]) -> None:
+        """Change the prompt templates; this invalidates every cached text embedding."""
+        templates = tuple(templates)
+        if not templates or any("{}" not in t for t in templates):
+            raise ValueError("templates must be non-empty and each must contain '{}'")
+        if templates != self._templates:
+            self._templates = templates
+            self._cache.clear()
+            if self._vocabulary:
+                self._vocab_embeddings = self.text_embeddings(self._vocabulary)
+
+    def set_vocabulary(self, phrases: Sequence[str]) -> None:
+        """Set the whole-frame vocabulary; embeddings of phrases seen before are reused."""
+        phrases = tuple(check_phrases(phrases, "vocabulary"))
+        self._vocab_embeddings = self.text_embeddings(phrases)
+        self._vocabulary = phrases
+
+    @torch.inference_mode()
+    def text_embeddings(self, phrases: Sequence[str]) -> torch.Tensor:
+        """Normalised class embeddings, one row per phrase (``P x D``), from the cache where possible."""
+        missing = [p for p in dict.fromkeys(phrases) if p not in self._cache]
+        if missing:
+            texts = [t.format(p) for p in missing for t in self._templates]
+            tokens = self.clip.tokenizer(texts).to(self.clip.device)
+            emb = self.clip.model.encode_text(tokens).float()
+            emb = emb / emb.norm(dim=-1, keepdim=True)
+            emb = emb.view(len(missing), len(self._templates), -1).mean(dim=1)
+            emb = emb / emb.norm(dim=-1, keepdim=True)
+            self._cache.update(zip(missing, emb))
+            self.text_encodes += len(missing)
+        return torch.stack([self._cache[p] for p in phrases])
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalised image embeddings (``N x D``, float32) for a preprocessed batch."""
+        emb = self.clip.model.encode_image(pixels).float()
+        return emb / emb.norm(dim=-1, keepdim=True)
+
+    @torch.inference_mode()
+    def logits(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """CLIP logits: cosine similarity times the model's learned logit scale (``N x P``)."""
+        scale = self.clip.model.logit_scale.exp().float()
+        return scale * image_embeddings @ text_embeddings.T
+
+    def _phrases_and_embeddings(self, phrases: Optional[Sequence[str]]):
+        if phrases is None:
+            if self._vocab_embeddings is None:
+                raise ValueError("no vocabulary set: call set_vocabulary() or pass phrases")
+            return self._vocabulary, self._vocab_embeddings
+        phrases = tuple(check_phrases(phrases))
+        return phrases, self.text_embeddings(phrases)
+
+    def probabilities(self, images: Sequence[np.ndarray], phrases: Optional[Sequence[str]] = None) -> np.ndarray:
+        """Softmax over phrases for each frame (``N x P``), phrases default to the vocabulary."""
+        phrases, text = self._phrases_and_embeddings(phrases)
+        if len(images) == 0:
+            return np.zeros((0, len(phrases)), dtype=np.float32)
+        image_emb = self.encode_pixels(self.clip.preprocessor.frames(images))
+        return self.logits(image_emb, text).softmax(dim=-1).cpu().numpy()
+
+    def label_batch(self, images: Sequence[np.ndarray], top_k: int = 5,
+                    phrases: Optional[Sequence[str]] = None) -> List[List[Label]]:
+        """Top-k labels for each frame, sorted by probability (probabilities sum to 1 over phrases)."""
+        phrases, _ = self._phrases_and_embeddings(phrases)
+        probs = self.probabilities(images, phrases)
+        return [top_labels(row, phrases, top_k) for row in probs]
+
+    def label(self, image: np.ndarray, top_k: int = 5, phrases: Optional[Sequence[str]] = None) -> List[Label]:
+        """Top-k labels for one HxWx3 uint8 RGB frame."""
+        return self.label_batch([image], top_k, phrases)[0]
+
+    def region_logits(self, image: np.ndarray, boxes: Sequence[Box], phrases: Optional[Sequence[str]] = None,
+                      margin: float = 0.0) -> np.ndarray:
+        """CLIP logits of each box crop against each phrase (``B x P``), all crops in one batch."""
+        phrases, text = self._phrases_and_embeddings(phrases)
+        if len(boxes) == 0:
+            return np.zeros((0, len(phrases)), dtype=np.float32)
+        image_emb = self.encode_pixels(self.clip.preprocessor.regions(image, boxes, margin))
+        return self.logits(image_emb, text).cpu().numpy()
+
+    def score_regions(self, image: np.ndarray, boxes: Sequence[Box], phrases: Optional[Sequence[str]] = None,
+                      margin: float = 0.0) -> np.ndarray:
+        """Softmax over phrases for each box crop (``B x P``)."""
+        logits = self.region_logits(image, boxes, phrases, margin)
+        if logits.size == 0:
+            return logits
+        return torch.from_numpy(logits).softmax(dim=-1).numpy()
+
+
+def top_labels(probabilities: np.ndarray, phrases: Sequence[str], top_k: int) -> List[Label]:
+    """The ``top_k`` (phrase, probability) pairs of one row, highest first."""
+    order = np.argsort(-probabilities, kind="stable")[: max(1, int(top_k))]
+    return [Label(phrases[i], float(probabilities[i])) for i in order]

@@ -1,0 +1,98 @@
+"""Image preprocessing with torch ops on the model's device.
+
+Frames are uploaded as uint8 and resized, cropped and normalised where the model runs, matching
+open_clip's inference transform (resize the shortest side with bicubic antialiasing, centre crop,
+normalise). Uploading uint8 moves 4x fewer bytes than float and keeps the work on the GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ros_mm_perception.core.errors import ImageFormatError
+
+
+def check_rgb(image: np.ndarray) -> np.ndarray:
+    """Validate an HxWx3 uint8 RGB frame and return it."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        dtype = getattr(image, "dtype", type(image).__name__)
+        raise ImageFormatError(f"expected an HxWx3 uint8 RGB image, got shape {shape} dtype {dtype}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ImageFormatError(f"image is empty: shape {image.shape}")
+    return image
+
+
+def upload(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """HxWx3 uint8 numpy → 3xHxW uint8 tensor on ``device`` (one copy, non-blocking where pinned)."""
+    check_rgb(image)
+    return torch.from_numpy(np.ascontiguousarray(image)).to(device, non_blocking=True).permute(2, 0, 1)
+
+
+class ClipPreprocessor:
+    """open_clip's 'shortest side + centre crop' inference transform, on tensors."""
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], device: torch.device,
+                 dtype: torch.dtype = torch.float32):
+        self.size = int(size)
+        self.device = device
+        self.dtype = dtype
+        self.mean = torch.tensor(mean, device=device, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, device=device, dtype=torch.float32).view(3, 1, 1)
+
+    def _resize_crop(self, chw: torch.Tensor) -> torch.Tensor:
+        _, h, w = chw.shape
+        # Same output size rule as torchvision's Resize(int): the long side is truncated.
+        if h <= w:
+            new_h, new_w = self.size, max(self.size, int(self.size * w / h))
+        else:
+            new_h, new_w = max(self.size, int(self.size * h / w)), self.size
+        if (new_h, new_w) == (h, w):
+            resized = chw.float()
+        else:
+            resized = F.interpolate(chw[None].float(), size=(new_h, new_w), mode="bicubic",
+                                    align_corners=False, antialias=True)[0]
+            # PIL (open_clip's reference) rounds and clamps to uint8 after resizing.
+            resized = resized.round_().clamp_(0, 255)
+        top = int(round((new_h - self.size) / 2.0))
+        left = int(round((new_w - self.size) / 2.0))
+        return resized[:, top:top + self.size, left:left + self.size]
+
+    def __call__(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """uint8 3xHxW tensors (any sizes) → normalised Nx3xSxS batch in the model's dtype."""
+        batch = torch.stack([self._resize_crop(img) for img in images])
+        batch = (batch / 255.0 - self.mean) / self.std
+        return batch.to(self.dtype)
+
+    def frames(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+        """HxWx3 uint8 RGB numpy frames → model-ready batch."""
+        return self([upload(f, self.device) for f in frames])
+
+    def regions(self, image: np.ndarray, boxes: Sequence[Tuple[float, float, float, float]],
+                margin: float = 0.0) -> torch.Tensor:
+        """Crop ``boxes`` (x0, y0, x1, y1 pixels) from one frame, each grown by ``margin`` of its size."""
+        chw = upload(image, self.device)
+        return self([chw[:, y0:y1, x0:x1] for x0, y0, x1, y1 in crop_windows(image.shape, boxes, margin)])
+
+
+def crop_windows(shape, boxes, margin: float = 0.0):
+    """Integer crop windows for ``boxes`` clamped to the image, at least 1 pixel each."""
+    h, w = shape[:2]
+    out = []
+    for box in boxes:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if not all(np.isfinite([x0, y0, x1, y1])):
+            raise ValueError(f"box {box} has non-finite coordinates")
+        x0, x1 = min(x0, x1), max(x0, x1)
+        y0, y1 = min(y0, y1), max(y0, y1)
+        mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+        ix0 = int(np.clip(np.floor(x0 - mx), 0, w - 1))
+        iy0 = int(np.clip(np.floor(y0 - my), 0, h - 1))
+        ix1 = int(np.clip(np.ceil(x1 + mx), ix0 + 1, w))
+        iy1 = int(np.clip(np.ceil(y1 + my), iy0 + 1, h))
+        out.append((ix0, iy0, ix1, iy1))
+    return out

@@ -1,0 +1,25 @@
+"""Shared fixtures: tiny models with random weights, saved and loaded through the real loaders."""
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A tiny open_clip model folder (random weights) written by the package's own saver."""
+    from ros_mm_perception.core.random_models import build_random_clip
+
+    return build_random_clip(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_clip_dir):
+    """The tiny CLIP loaded through :func:`load_clip` on the CPU in fp32."""
+    from ros_mm_perception.core.clip_model import load_clip
+
+    return load_clip(str(tiny_clip_dir), device="cpu", precision="fp32")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

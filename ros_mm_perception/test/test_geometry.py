@@ -1,0 +1,152 @@
+"""3D positions from a synthetic depth image rendered from known geometry.
+
+The scene: a background wall at 4 m and a fronto-parallel rectangle (the object) at 2 m spanning
+X in [-0.5, -0.1] m and Y in [-0.6, -0.1] m, seen by a pinhole camera. Each pixel's depth is where its
+centre ray hits the scene, so the expected 3D centre and size follow from the geometry alone.
+Tolerance: 1 micrometre (depth values are exact in both encodings: 2000 mm and 2.0 m).
+"""
+
+import numpy as np
+import pytest
+
+from ros_mm_perception.core.errors import ImageFormatError
+from ros_mm_perception.core.geometry import box_position, check_depth, locate, read_depth
+from ros_mm_perception.core.results import Detection, Intrinsics
+
+K = Intrinsics(fx=500.0, fy=400.0, cx=319.5, cy=239.5)
+H, W = 480, 640
+WALL, Z = 4.0, 2.0
+X_RANGE, Y_RANGE = (-0.5, -0.1), (-0.6, -0.1)
+TOL = 1e-6
+
+
+def render(intrinsics=K, h=H, w=W, object_depth=None):
+    """Depth in metres (float64) of the wall + rectangle scene; ``object_depth(u, v)`` tilts the object."""
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    x, y = (u - intrinsics.cx) * Z / intrinsics.fx, (v - intrinsics.cy) * Z / intrinsics.fy
+    inside = (x >= X_RANGE[0]) & (x < X_RANGE[1]) & (y >= Y_RANGE[0]) & (y < Y_RANGE[1])
+    depth = np.full((h, w), WALL)
+    depth[inside] = Z if object_depth is None else object_depth(u, v)[inside]
+    return depth
+
+
+def object_box(intrinsics=K):
+    """The rectangle's projection as a corner-coordinate box (pixel i spans [i, i + 1))."""
+    x0 = intrinsics.fx * X_RANGE[0] / Z + intrinsics.cx + 0.5
+    x1 = intrinsics.fx * X_RANGE[1] / Z + intrinsics.cx + 0.5
+    y0 = intrinsics.fy * Y_RANGE[0] / Z + intrinsics.cy + 0.5
+    y1 = intrinsics.fy * Y_RANGE[1] / Z + intrinsics.cy + 0.5
+    return (x0, y0, x1, y1)
+
+
+EXPECTED_CENTRE = (sum(X_RANGE) / 2, sum(Y_RANGE) / 2, Z)
+EXPECTED_SIZE = (X_RANGE[1] - X_RANGE[0], Y_RANGE[1] - Y_RANGE[0], 0.0)
+
+
+def as_mm(depth_m):
+    return np.round(depth_m * 1000).astype(np.uint16)
+
+
+@pytest.mark.parametrize("encoding", ["16UC1", "32FC1"])
+def test_centre_and_size_match_the_rendered_geometry(encoding):
+    depth = render()
+    depth = as_mm(depth) if encoding == "16UC1" else depth.astype(np.float32)
+    centre, size = box_position(depth, K, object_box())
+    np.testing.assert_allclose(centre, EXPECTED_CENTRE, atol=TOL)
+    np.testing.assert_allclose(size, EXPECTED_SIZE, atol=TOL)
+
+
+def test_the_background_around_the_object_does_not_pull_the_depth():
+    x0, y0, x1, y1 = object_box()
+    loose = (x0 - 15, y0 - 15, x1 + 15, y1 + 15)   # a detector's box is rarely tight
+    centre, _ = box_position(render().astype(np.float32), K, loose)
+    assert centre[2] == pytest.approx(Z, abs=TOL)
+
+
+@pytest.mark.parametrize("encoding,invalid", [
+    ("16UC1", [0]), ("32FC1", [0.0, np.nan, np.inf, -np.inf, -1.0]),
+])
+def test_holes_and_zeros_are_ignored(encoding, invalid, rng):
+    depth = render()
+    depth = as_mm(depth) if encoding == "16UC1" else depth.astype(np.float32)
+    x0, y0, x1, y1 = (int(round(c)) for c in object_box())
+    patch = depth[y0:y1, x0:x1]
+    holes = rng.random(patch.shape) < 0.4          # 40 % of the object's pixels have no reading
+    patch[holes] = rng.choice(np.asarray(invalid, dtype=depth.dtype), size=int(holes.sum()))
+    centre, size = box_position(depth, K, object_box())
+    np.testing.assert_allclose(centre, EXPECTED_CENTRE, atol=TOL)
+    np.testing.assert_allclose(size, EXPECTED_SIZE, atol=TOL)
+
+
+def test_an_empty_centre_falls_back_to_the_whole_box():
+    depth = render().astype(np.float32)
+    x0, y0, x1, y1 = object_box()
+    cx0, cx1 = int(x0 + (x1 - x0) * 0.2), int(np.ceil(x1 - (x1 - x0) * 0.2))
+    cy0, cy1 = int(y0 + (y1 - y0) * 0.2), int(np.ceil(y1 - (y1 - y0) * 0.2))
+    depth[cy0:cy1, cx0:cx1] = np.nan
+    centre, _ = box_position(depth, K, object_box())
+    np.testing.assert_allclose(centre, EXPECTED_CENTRE, atol=TOL)
+
+
+def test_a_box_without_any_valid_depth_has_no_position():
+    depth = as_mm(render())
+    x0, y0, x1, y1 = (int(round(c)) for c in object_box())
+    depth[y0:y1, x0:x1] = 0
+    assert box_position(depth, K, object_box()) is None
+
+
+def test_a_tilted_surface_gives_its_median_depth_and_visible_extent():
+    x0, _, x1, _ = object_box()
+    # Depth grows linearly from 2.0 m at the left edge to 2.4 m at the right edge of the object.
+    depth = render(object_depth=lambda u, v: 2.0 + 0.4 * (u + 0.5 - x0) / (x1 - x0)).astype(np.float32)
+    centre, size = box_position(depth, K, object_box())
+    step = 0.4 / (x1 - x0)                          # depth change from one pixel column to the next
+    assert centre[2] == pytest.approx(2.2, abs=step)
+    # The central half spans 0.2 m of depth; the 10th-90th percentile spread is 80 % of it.
+    assert size[2] == pytest.approx(0.8 * 0.2, abs=2 * step)
+
+
+def test_depth_at_half_resolution_is_scaled_onto_the_image():
+    half = Intrinsics(K.fx / 2, K.fy / 2, (K.cx + 0.5) / 2 - 0.5, (K.cy + 0.5) / 2 - 0.5)
+    depth = as_mm(render(half, H // 2, W // 2))
+    centre, size = box_position(depth, K, object_box(), image_shape=(H, W))
+    np.testing.assert_allclose(centre, EXPECTED_CENTRE, atol=TOL)
+    np.testing.assert_allclose(size, EXPECTED_SIZE, atol=TOL)
+
+
+def test_depth_with_another_aspect_ratio_is_a_clear_error():
+    with pytest.raises(ImageFormatError, match="640x480"):
+        box_position(np.zeros((480, 480), np.uint16), K, object_box(), image_shape=(H, W))
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.uint16), [[1, 2]]])
+def test_bad_depth_arrays_are_rejected(bad):
+    with pytest.raises(ImageFormatError):
+        check_depth(bad)
+
+
+def test_locate_sets_3d_only_when_depth_and_intrinsics_exist():
+    dets = [Detection("box", 0.9, object_box()), Detection("nothing", 0.5, (0, 0, 4, 4))]
+    depth = render().astype(np.float32)
+    depth[0:4, 0:4] = np.nan
+    locate(dets, None, K, (H, W))
+    locate(dets, depth, None, (H, W))
+    assert dets[0].xyz is None and dets[0].size_xyz is None
+    locate(dets, depth, K, (H, W))
+    np.testing.assert_allclose(dets[0].xyz, EXPECTED_CENTRE, atol=TOL)
+    assert dets[1].xyz is None and dets[1].size_xyz is None
+
+
+def test_read_depth_reads_16_bit_png_and_npy(tmp_path):
+    import cv2
+
+    depth = as_mm(render())
+    cv2.imwrite(str(tmp_path / "d.png"), depth)
+    np.save(tmp_path / "d.npy", depth.astype(np.float32) / 1000)
+    assert np.array_equal(read_depth(tmp_path / "d.png"), depth)
+    assert read_depth(tmp_path / "d.npy").dtype == np.float32
+    with pytest.raises(ImageFormatError, match="does not exist"):
+        read_depth(tmp_path / "missing.png")
+    cv2.imwrite(str(tmp_path / "rgb.png"), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ImageFormatError, match="uint8"):
+        read_depth(tmp_path / "rgb.png")

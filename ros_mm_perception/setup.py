@@ -20,7 +20,7 @@ setup(
     ],
     python_requires=">=3.10",
     # colcon builds with ROS's own numpy/OpenCV (rosdep keys in package.xml); pip users pick extras.
-    install_requires=["setuptools", "numpy", "pyyaml"],
+    install_requires=["setuptools", "numpy", "pyyaml", "scipy"],
     extras_require={
         "ml": [
             "torch>=2.1",

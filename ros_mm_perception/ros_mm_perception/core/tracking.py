@@ -1,0 +1,127 @@
+"""Per-camera multi-object tracking of phrase detections: stable integer ids across frames.
+
+Policy (one :class:`Tracker` per camera, updated on each frame where detection ran):
+
+* **Association** – each track predicts its box with a constant-velocity model; detections are matched
+  to tracks by IoU with the predicted box (optimal assignment, ``scipy.optimize.linear_sum_assignment``),
+  pairs below ``iou_threshold`` never match. Detections of the same phrase are matched first, then
+  the remaining detections and tracks regardless of phrase.
+* **Births** – an unmatched detection starts a track. The track gets its id once it has been seen in
+  ``min_hits`` consecutive updates (default 1: at once, so a planner can refer to it immediately);
+  until then its detection carries ``track_id=None``. A tentative track that misses once is dropped.
+* **Deaths** – a confirmed track missed in more than ``max_missed`` consecutive updates is deleted;
+  an object seen again before that keeps its id (short occlusions, missed detections).
+* **Label changes** – the id follows the object, not the phrase: a track matched in the second stage
+  takes the detection's new phrase and keeps its id.
+* Ids are positive integers, counted per tracker from 1 and never reused, also not after :meth:`reset`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from ros_mm_perception.core.boxes import box_iou
+from ros_mm_perception.core.results import Detection
+
+VELOCITY_SMOOTHING = 0.5
+"""Weight of the newest displacement in the track's velocity estimate (exponential smoothing)."""
+
+
+@dataclass
+class Track:
+    """One tracked object: its last box, per-update velocity and bookkeeping."""
+
+    phrase: str
+    box: np.ndarray
+    track_id: Optional[int] = None
+    hits: int = 1
+    missed: int = 0
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
+
+    def predicted_box(self) -> np.ndarray:
+        """Where the box is expected in the next update (last box moved by velocity per elapsed update)."""
+        return self.box + self.velocity * (self.missed + 1)
+
+    def observe(self, phrase: str, box: np.ndarray) -> None:
+        step = (box - self.box) / (self.missed + 1)
+        weight = 1.0 if self.hits == 1 else VELOCITY_SMOOTHING
+        self.velocity = weight * step + (1 - weight) * self.velocity
+        self.phrase, self.box = phrase, box
+        self.hits += 1
+        self.missed = 0
+
+
+class Tracker:
+    """Assigns stable track ids to one camera's detections (see the module docstring for the policy)."""
+
+    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 5, min_hits: int = 1):
+        self.iou_threshold = float(iou_threshold)
+        self.max_missed = int(max_missed)
+        self.min_hits = max(1, int(min_hits))
+        self._tracks: List[Track] = []
+        self._last_id = 0
+
+    @property
+    def tracks(self) -> List[Track]:
+        """The live tracks (confirmed and tentative)."""
+        return list(self._tracks)
+
+    def reset(self) -> None:
+        """Forget every track; ids already given out are still never reused."""
+        self._tracks = []
+
+    def update(self, detections: Sequence[Detection]) -> Sequence[Detection]:
+        """Match ``detections`` to tracks, set each detection's ``track_id`` in place and return them."""
+        boxes = np.asarray([d.box for d in detections], dtype=np.float64).reshape(-1, 4)
+        phrases = [d.phrase for d in detections]
+        free_dets = list(range(len(detections)))
+        free_tracks = list(range(len(self._tracks)))
+        owner = {}
+        for same_phrase in (True, False):
+            for d, t in self._assign(boxes, phrases, free_dets, free_tracks, same_phrase):
+                track = self._tracks[t]
+                track.observe(phrases[d], boxes[d])
+                self._confirm(track)
+                owner[d] = track
+                free_dets.remove(d)
+                free_tracks.remove(t)
+        kept = [track for t, track in enumerate(self._tracks) if t not in free_tracks or self._survives_miss(track)]
+        for d in free_dets:
+            owner[d] = Track(phrases[d], boxes[d])
+            self._confirm(owner[d])
+            kept.append(owner[d])
+        self._tracks = kept
+        for d, det in enumerate(detections):
+            det.track_id = owner[d].track_id
+        return detections
+
+    def _survives_miss(self, track: Track) -> bool:
+        track.missed += 1
+        if track.track_id is None:
+            return False
+        return track.missed <= self.max_missed
+
+    def _confirm(self, track: Track) -> None:
+        if track.track_id is None and track.hits >= self.min_hits:
+            self._last_id += 1
+            track.track_id = self._last_id
+
+    def _assign(self, boxes, phrases, dets, tracks, same_phrase):
+        if not dets or not tracks:
+            return []
+        predicted = np.stack([self._tracks[t].predicted_box() for t in tracks])
+        iou = box_iou(boxes[dets], predicted)
+        allowed = iou >= self.iou_threshold
+        if same_phrase:
+            allowed &= np.asarray([[phrases[d] == self._tracks[t].phrase for t in tracks] for d in dets])
+        if not allowed.any():
+            return []
+        # Forbidden pairs cost more than any set of allowed ones, so the solver maximises the number of
+        # allowed matches first and their total IoU second.
+        cost = np.where(allowed, 1.0 - iou, 1.0 + len(dets) + len(tracks))
+        rows, cols = linear_sum_assignment(cost)
+        return [(dets[r], tracks[c]) for r, c in zip(rows, cols) if allowed[r, c]]

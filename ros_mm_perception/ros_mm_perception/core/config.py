@@ -9,6 +9,7 @@ it takes effect, so a bad ``ros2 param set`` is rejected with a reason and the o
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
@@ -18,6 +19,8 @@ MAX_PHRASES = 256
 MAX_PHRASE_CHARS = 200
 
 GROUNDING_SOURCES = ("auto", "paligemma", "clip", "off")
+IMAGE_TRANSPORTS = ("raw", "compressed")
+RELIABILITIES = ("best_effort", "reliable")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -26,8 +29,10 @@ class ConfigError(UserError, ValueError):
     """A configuration value was rejected; the message says which and why."""
 
 
-def _param(default, description: str, *, low=None, high=None, choices=None):
+def _param(default, description: str, *, low=None, high=None, choices=None, read_only=False):
     meta = {"description": description}
+    if read_only:
+        meta["read_only"] = True
     if low is not None:
         meta["range"] = (low, high)
     if choices is not None:
@@ -42,12 +47,14 @@ class PerceptionConfig:
     """Settings of the perception pipeline and node. Every default lives here."""
 
     # Models
-    device: str = _param("auto", "Compute device: auto (CUDA when available), cpu or cuda[:N].")
+    device: str = _param("auto", "Compute device: auto (CUDA when available), cpu or cuda[:N].", read_only=True)
     precision: str = _param("auto", "Model precision: auto (fp16/bf16 on CUDA, fp32 on CPU), fp32, fp16, bf16.",
-                            choices=PRECISIONS)
-    clip_model: str = _param("", "open_clip model name; empty uses the embedded default model.")
-    clip_pretrained: str = _param("", "open_clip pretrained tag (hub cache) or a local checkpoint path.")
-    paligemma_model: str = _param("", "PaliGemma model id (hub cache) or local directory; empty disables PaliGemma.")
+                            choices=PRECISIONS, read_only=True)
+    clip_model: str = _param("", "open_clip model name; empty uses the embedded default model.", read_only=True)
+    clip_pretrained: str = _param("", "open_clip pretrained tag (hub cache) or a local checkpoint path.",
+                                  read_only=True)
+    paligemma_model: str = _param("", "PaliGemma model id (hub cache) or local directory; empty disables PaliGemma.",
+                                  read_only=True)
     # Vocabulary and prompts
     labels: List[str] = _param(["person", "chair", "door", "cup"],
                                "Whole-frame zero-shot vocabulary (phrases).")
@@ -67,6 +74,22 @@ class PerceptionConfig:
                                    low=0.0, high=1000.0)
     language: str = _param("en", "PaliGemma prompt language code.")
     max_new_tokens: int = _param(32, "PaliGemma generation budget per answer.", low=1, high=512)
+    # ROS node (read only: fixed when the node starts; list defaults stay non-empty, as ROS cannot type [])
+    cameras: List[str] = _param(["camera"], "Camera names. One camera uses the topics image, depth, camera_info, "
+                                "detections, ...; several use <camera>/image, <camera>/detections, ...",
+                                read_only=True)
+    image_transport: str = _param("raw", "raw subscribes sensor_msgs/Image on image; compressed subscribes "
+                                  "sensor_msgs/CompressedImage on image/compressed.", choices=IMAGE_TRANSPORTS,
+                                  read_only=True)
+    use_depth: bool = _param(False, "Subscribe depth and camera_info too and publish detections_3d.", read_only=True)
+    depth_tolerance_s: float = _param(0.05, "Largest stamp difference between an image and the depth paired with it.",
+                                      low=0.0, high=10.0)
+    qos_reliability: str = _param("best_effort", "Camera subscription reliability (keep last 1): best_effort "
+                                  "or reliable.", choices=RELIABILITIES, read_only=True)
+    max_batch: int = _param(4, "Most frames (one per camera) processed in one model call.", low=1, high=64)
+    diagnostics_period_s: float = _param(1.0, "Period of the /diagnostics report.", low=0.1, high=60.0,
+                                         read_only=True)
+    autostart: bool = _param(True, "Configure and activate the lifecycle node at start-up.", read_only=True)
 
     def __post_init__(self):
         self.validate()
@@ -94,6 +117,7 @@ class PerceptionConfig:
                 raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(choices)}")
         for name in ("labels", "detect_phrases"):
             check_phrases(getattr(self, name), name, allow_empty=(name == "detect_phrases"))
+        check_camera_names(self.cameras)
         if not self.prompt_templates or any("{}" not in t for t in self.prompt_templates):
             raise ConfigError("prompt_templates must be non-empty and each must contain '{}'")
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
@@ -122,6 +146,19 @@ class PerceptionConfig:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             out[f.name] = {"default": default, **f.metadata}
         return out
+
+
+def check_camera_names(cameras) -> List[str]:
+    """Validate camera names: at least one, unique, each a ROS name token (letters, digits, '_')."""
+    if not cameras:
+        raise ConfigError("cameras must name at least one camera")
+    for name in cameras:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+            raise ConfigError(f"camera name {name!r} must start with a letter and hold only letters, digits and '_'")
+    dupes = sorted({c for c in cameras if cameras.count(c) > 1})
+    if dupes:
+        raise ConfigError(f"cameras has duplicates: {', '.join(dupes)}")
+    return list(cameras)
 
 
 def check_phrases(phrases, what: str = "phrases", *, allow_empty: bool = False) -> List[str]:

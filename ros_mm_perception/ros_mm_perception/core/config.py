@@ -74,6 +74,13 @@ class PerceptionConfig:
                                    low=0.0, high=1000.0)
     language: str = _param("en", "PaliGemma prompt language code.")
     max_new_tokens: int = _param(32, "PaliGemma generation budget per answer.", low=1, high=512)
+    # Tracking
+    track_iou: float = _param(0.3, "Least IoU between a detection and a track's predicted box to continue the "
+                              "track.", low=0.01, high=1.0)
+    track_max_missed: int = _param(5, "Detection runs a track may go unmatched before it is deleted.",
+                                   low=0, high=1000)
+    track_min_hits: int = _param(1, "Consecutive detections a new track needs before it gets an id (1 = at once).",
+                                 low=1, high=100)
     # ROS node (read only: fixed when the node starts; list defaults stay non-empty, as ROS cannot type [])
     cameras: List[str] = _param(["camera"], "Camera names. One camera uses the topics image, depth, camera_info, "
                                 "detections, ...; several use <camera>/image, <camera>/detections, ...",

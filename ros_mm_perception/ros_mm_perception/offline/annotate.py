@@ -1,0 +1,60 @@
+"""Drawing results on frames (OpenCV): boxes, phrases, scores and track ids; contact sheets."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ros_mm_perception.core.results import FrameResult
+from ros_mm_perception.messages.convert import phrase_colour
+
+
+def detection_text(phrase: str, score: float, track_id) -> str:
+    """``red circle 0.87 #3`` (the track id only when tracked)."""
+    return f"{phrase} {score:.2f}" + ("" if track_id is None else f" #{track_id}")
+
+
+def annotate(image: np.ndarray, result: FrameResult) -> np.ndarray:
+    """A copy of the RGB ``image`` with each detection's box and ``phrase score #track`` drawn on it."""
+    import cv2
+
+    out = np.ascontiguousarray(image).copy()
+    scale = max(out.shape[0], out.shape[1]) / 640.0
+    font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale
+    thickness = max(1, int(round(2 * scale)))
+    for det in result.detections:
+        colour = tuple(int(255 * c) for c in phrase_colour(det.phrase))
+        x0, y0, x1, y1 = (int(round(v)) for v in det.box)
+        cv2.rectangle(out, (x0, y0), (x1, y1), colour, thickness)
+        text = detection_text(det.phrase, det.score, det.track_id)
+        (tw, th), base = cv2.getTextSize(text, font, font_scale, max(1, thickness // 2))
+        ty = y0 - 2 if y0 - th - base - 2 >= 0 else min(y1 + th + base + 2, out.shape[0] - 1)
+        cv2.rectangle(out, (x0, ty - th - base), (x0 + tw + 4, ty + 2), colour, -1)
+        cv2.putText(out, text, (x0 + 2, ty - base + 2), font, font_scale, (0, 0, 0), max(1, thickness // 2),
+                    cv2.LINE_AA)
+    return out
+
+
+def contact_sheet(tiles: Sequence[np.ndarray], captions: Sequence[str], columns: int = 4,
+                  tile_width: int = 320) -> np.ndarray:
+    """RGB images side by side in a grid, each scaled to ``tile_width`` with a caption bar above it."""
+    import cv2
+
+    if not tiles:
+        raise ValueError("a contact sheet needs at least one image")
+    bar = 22
+    scaled = [cv2.resize(t, (tile_width, int(round(t.shape[0] * tile_width / t.shape[1]))),
+                         interpolation=cv2.INTER_AREA) for t in tiles]
+    cell_h = max(s.shape[0] for s in scaled) + bar
+    columns = min(columns, len(scaled))
+    rows = -(-len(scaled) // columns)
+    gap = 4
+    sheet = np.full((rows * (cell_h + gap) + gap, columns * (tile_width + gap) + gap, 3), 255, np.uint8)
+    for i, (tile, text) in enumerate(zip(scaled, captions)):
+        y, x = gap + (i // columns) * (cell_h + gap), gap + (i % columns) * (tile_width + gap)
+        sheet[y:y + bar, x:x + tile_width] = 40
+        cv2.putText(sheet, text, (x + 4, y + bar - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+        sheet[y + bar:y + bar + tile.shape[0], x:x + tile_width] = tile
+    return sheet

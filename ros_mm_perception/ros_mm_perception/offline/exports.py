@@ -1,0 +1,93 @@
+"""Dataset exports of offline results: JSON Lines (one line per frame) and COCO detection files.
+
+Both are written atomically (:class:`~.atomic.AtomicFile`): the final file appears only when the
+whole input was processed. Boxes are in pixels of the original image.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Dict, List, Sequence
+
+from ros_mm_perception.core.results import Detection, FrameResult
+from ros_mm_perception.offline.atomic import AtomicFile
+from ros_mm_perception.offline.sources import InputFrame
+
+
+def detection_record(det: Detection) -> Dict:
+    """A detection as JSON: ``label``, ``score``, ``box`` [x0, y0, x1, y1], ``track_id`` and 3D when known."""
+    record = {"label": det.phrase, "score": float(det.score), "box": [float(v) for v in det.box],
+              "track_id": det.track_id}
+    if det.xyz is not None:
+        record["xyz"] = [float(v) for v in det.xyz]
+    if det.size_xyz is not None:
+        record["size_xyz"] = [float(v) for v in det.size_xyz]
+    return record
+
+
+def frame_record(item: InputFrame, result: FrameResult) -> Dict:
+    """One JSON Lines record: where the frame came from, its header, labels and detections."""
+    return {
+        "index": item.index,
+        "name": item.name,
+        "camera": result.camera,
+        "frame_id": result.frame_id,
+        "stamp": {"sec": result.stamp.sec, "nanosec": result.stamp.nanosec},
+        "width": result.width,
+        "height": result.height,
+        "labels": [{"label": lb.phrase, "score": float(lb.score)} for lb in result.labels],
+        "detections": [detection_record(d) for d in result.detections],
+    }
+
+
+class JsonlExport:
+    """Writes one JSON object per processed frame, one per line, in processing order."""
+
+    def __init__(self, path):
+        self.out = AtomicFile(path, "w")
+
+    def add(self, item: InputFrame, result: FrameResult) -> None:
+        self.out.file.write(json.dumps(frame_record(item, result)) + "\n")
+
+    def commit(self):
+        return self.out.commit()
+
+    def abort(self) -> None:
+        self.out.abort()
+
+
+class CocoExport:
+    """Collects a COCO detection data set: images (one per processed frame), annotations, categories.
+
+    Categories are the detection phrases (ids from 1, in the given order); ``bbox`` is
+    [x, y, width, height] in pixels; each annotation also keeps ``score`` and ``track_id``.
+    ``file_name`` is the frame's name (a file of an image folder, ``/topic#n`` in a bag, ``video#n``).
+    """
+
+    def __init__(self, path, phrases: Sequence[str]):
+        self.out = AtomicFile(path, "w")
+        self.categories: Dict[str, int] = {p: i + 1 for i, p in enumerate(phrases)}
+        self.images: List[Dict] = []
+        self.annotations: List[Dict] = []
+
+    def add(self, item: InputFrame, result: FrameResult) -> None:
+        image_id = len(self.images) + 1
+        self.images.append({"id": image_id, "file_name": item.name, "width": result.width, "height": result.height,
+                            "frame_id": result.frame_id, "stamp_ns": result.stamp.to_ns()})
+        for det in result.detections:
+            x0, y0, x1, y1 = (float(v) for v in det.box)
+            category = self.categories.setdefault(det.phrase, len(self.categories) + 1)
+            self.annotations.append({
+                "id": len(self.annotations) + 1, "image_id": image_id, "category_id": category,
+                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
+                "score": float(det.score), "track_id": det.track_id,
+            })
+
+    def commit(self):
+        categories = [{"id": i, "name": p, "supercategory": "object"} for p, i in self.categories.items()]
+        json.dump({"info": {"description": "ros_mm_perception offline detections"}, "images": self.images,
+                   "annotations": self.annotations, "categories": categories}, self.out.file)
+        return self.out.commit()
+
+    def abort(self) -> None:
+        self.out.abort()

@@ -1,0 +1,104 @@
+"""MCAP output of ROS 2 messages that ``ros2 bag``, Foxglove and ``mcap_ros2`` read.
+
+The file uses the ``ros2`` profile: one ``ros2msg`` schema per message type (the layout rosbag2
+writes, from :func:`~ros_mm_perception.messages.typestore.schema_text`) and ``cdr`` channels, one
+per topic; messages are rosbags message objects serialized with the type store. It is written to a
+temporary file and renamed on :meth:`RosMcapFile.commit` (:mod:`.atomic`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Dict
+
+from ros_mm_perception import __version__
+from ros_mm_perception.messages.typestore import schema_text
+from ros_mm_perception.offline.atomic import AtomicFile
+
+
+class RosMcapFile:
+    """Append ROS 2 messages (objects of ``store``'s classes) to an MCAP file, topic by topic."""
+
+    def __init__(self, path, store):
+        from mcap.writer import CompressionType, Writer
+
+        self.store = store
+        self.out = AtomicFile(path)
+        self.writer = Writer(self.out.file, compression=CompressionType.ZSTD)
+        self.writer.start(profile="ros2", library=f"ros_mm_perception {__version__}")
+        self.schemas: Dict[str, int] = {}
+        self.channels: Dict[str, int] = {}
+        self.counts: Counter = Counter()
+
+    def write(self, topic: str, msg, log_time_ns: int) -> None:
+        """Write ``msg`` on ``topic``; ``log_time_ns`` is its recording time (and publish time)."""
+        typename = msg.__msgtype__
+        channel = self.channels.get(topic)
+        if channel is None:
+            if typename not in self.schemas:
+                self.schemas[typename] = self.writer.register_schema(
+                    typename, "ros2msg", schema_text(self.store, typename).encode())
+            channel = self.channels[topic] = self.writer.register_channel(topic, "cdr", self.schemas[typename])
+        data = self.store.serialize_cdr(msg, typename)
+        self.writer.add_message(channel, log_time=log_time_ns, publish_time=log_time_ns,
+                                sequence=self.counts[topic], data=bytes(data))
+        self.counts[topic] += 1
+
+    def commit(self) -> Path:
+        """Write the summary section and rename the file into place."""
+        self.writer.finish()
+        return self.out.commit()
+
+    def abort(self) -> None:
+        self.out.abort()
+
+
+class ResultsMcap:
+    """The live node's output topics for each processed frame, written to an MCAP file.
+
+    Per frame, under the frame's namespace ``ns``: ``ns/detections`` (Detection2DArray, always, also
+    when empty), ``ns/detections_3d`` (Detection3DArray, when the frame had depth and intrinsics),
+    ``ns/labels`` (Classification, when labels ran) and, with ``debug_images``, ``ns/debug_image``
+    (the annotated frame, rgb8). Once per namespace, ``ns/label_info`` (LabelInfo: the detection
+    phrases and threshold). Every message carries its input image's header; its log time is the
+    input's recording time.
+    """
+
+    def __init__(self, path, phrases, threshold: float, debug_images: bool = False, distro: str = "jazzy"):
+        from ros_mm_perception.messages.typestore import rosbags_types, typestore
+
+        store = typestore(distro)
+        self.types = rosbags_types(store)
+        self.file = RosMcapFile(path, store)
+        self.phrases = list(phrases)
+        self.threshold = float(threshold)
+        self.debug_images = debug_images
+        self.namespaces = set()
+
+    def add(self, item, result) -> None:
+        from ros_mm_perception.messages import convert
+
+        types, ns, t = self.types, item.namespace, item.log_time_ns
+        if ns not in self.namespaces:
+            self.namespaces.add(ns)
+            info = convert.label_info(types, convert.result_header(types, result), self.phrases, self.threshold)
+            self.file.write(f"{ns}/label_info", info, t)
+        self.file.write(f"{ns}/detections", convert.detection_2d_array(types, result), t)
+        if item.frame.depth is not None and item.frame.intrinsics is not None:
+            self.file.write(f"{ns}/detections_3d", convert.detection_3d_array(types, result), t)
+        if result.labels_ran:
+            self.file.write(f"{ns}/labels", convert.classification(types, result), t)
+        if self.debug_images:
+            from ros_mm_perception.core.image_codec import numpy_to_image
+            from ros_mm_perception.offline.annotate import annotate
+
+            debug = numpy_to_image(annotate(item.frame.image, result), "rgb8", data_as="numpy",
+                                   header=convert.result_header(types, result), msg_factory=types.Image)
+            self.file.write(f"{ns}/debug_image", debug, t)
+
+    def commit(self) -> Path:
+        return self.file.commit()
+
+    def abort(self) -> None:
+        self.file.abort()

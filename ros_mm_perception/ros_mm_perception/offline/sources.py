@@ -1,0 +1,139 @@
+"""Inputs of offline processing: what a frame source yields, image folders and video files.
+
+Every source yields one :class:`InputFrame` per input image, in input order: either a decoded
+:class:`~ros_mm_perception.core.results.Frame` or the reason it could not be read (a corrupt
+message or file), so the caller can count and skip it. ``len(source)`` is the expected number of
+input images (for progress bars). rosbag2 inputs live in :mod:`.bag_source`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from ros_mm_perception.core.errors import UserError
+from ros_mm_perception.core.results import Frame, Stamp
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+BAG_SUFFIXES = (".mcap", ".db3")
+DEFAULT_FPS = 10.0
+"""Frame rate that stamps the frames of an image folder (frame i has stamp i / fps)."""
+DEFAULT_NAMESPACE = "/camera"
+"""Output namespace of inputs that have no topics (image folders, videos)."""
+
+
+@dataclass
+class InputFrame:
+    """One input image: the decoded frame, or ``error`` saying why it was skipped."""
+
+    index: int
+    """Position among the input images (0-based, skipped ones included)."""
+    name: str
+    """Where it came from: a file path relative to the input, ``video.mp4#12`` or ``/topic#12``."""
+    namespace: str
+    """Output topic namespace, e.g. ``/camera`` → ``/camera/detections``."""
+    log_time_ns: int
+    """Recording time in a bag; the frame's stamp for folders and videos."""
+    frame: Optional[Frame] = None
+    error: str = ""
+
+
+def camera_name(namespace: str) -> str:
+    """The pipeline's camera key for an output namespace (``/front/color`` → ``front/color``)."""
+    return namespace.strip("/") or DEFAULT_NAMESPACE.strip("/")
+
+
+class FolderSource:
+    """The image files of a folder (not recursive), in name order; unreadable files are skipped."""
+
+    def __init__(self, folder, fps: float = DEFAULT_FPS, namespace: str = DEFAULT_NAMESPACE):
+        self.folder = Path(folder)
+        self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not self.files:
+            raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}")
+        if fps <= 0:
+            raise UserError(f"--fps must be positive, got {fps}")
+        self.period_ns = int(round(1e9 / fps))
+        self.namespace = namespace
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __iter__(self) -> Iterator[InputFrame]:
+        from ros_mm_perception.core.image_io import read_rgb
+
+        for index, path in enumerate(self.files):
+            stamp = Stamp.from_ns(index * self.period_ns)
+            item = InputFrame(index, path.name, self.namespace, stamp.to_ns())
+            try:
+                image = read_rgb(path)
+            except UserError as err:
+                item.error = str(err)
+            else:
+                item.frame = Frame(image, camera=camera_name(self.namespace), frame_id=camera_name(self.namespace),
+                                   stamp=stamp)
+            yield item
+
+    def close(self) -> None:
+        """Nothing to release (files are opened one at a time)."""
+
+
+class VideoSource:
+    """The frames of a video file (OpenCV); frame i is stamped i / (the video's frame rate)."""
+
+    def __init__(self, path, namespace: str = DEFAULT_NAMESPACE):
+        import cv2
+
+        self.path = Path(path)
+        self.capture = cv2.VideoCapture(str(self.path))
+        if not self.capture.isOpened():
+            raise UserError(f"cannot open video {self.path}: not a video OpenCV can read")
+        self.frame_count = max(int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+        fps = self.capture.get(cv2.CAP_PROP_FPS)
+        self.period_ns = int(round(1e9 / (fps if fps > 0 else DEFAULT_FPS)))
+        self.namespace = namespace
+
+    def __len__(self) -> int:
+        """The frame count the container declares (some formats only estimate it)."""
+        return self.frame_count
+
+    def __iter__(self) -> Iterator[InputFrame]:
+        import cv2
+
+        index = 0
+        while True:
+            ok, bgr = self.capture.read()
+            if not ok:
+                return
+            stamp = Stamp.from_ns(index * self.period_ns)
+            name = camera_name(self.namespace)
+            frame = Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), camera=name, frame_id=name, stamp=stamp)
+            yield InputFrame(index, f"{self.path.name}#{index}", self.namespace, stamp.to_ns(), frame=frame)
+            index += 1
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+def open_input(path, *, fps: float = DEFAULT_FPS, **bag_options):
+    """Open ``path`` as a rosbag2 (folder with metadata.yaml, .mcap or .db3), an image folder or a video.
+
+    ``fps`` stamps the frames of an image folder; ``bag_options`` go to :class:`~.bag_source.BagSource` (camera and depth topic selection).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"input not found: {path}")
+    if path.is_dir() and not (path / "metadata.yaml").is_file():
+        return FolderSource(path, fps=fps)
+    if path.is_dir() or path.suffix.lower() in BAG_SUFFIXES:
+        from ros_mm_perception.offline.bag_source import BagSource
+
+        return BagSource(path, **bag_options)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return VideoSource(path)
+    raise UserError(
+        f"cannot tell what {path} is: expected a rosbag2 folder, a .mcap or .db3 file, a folder of images "
+        f"or a video ({', '.join(VIDEO_SUFFIXES)})"
+    )

@@ -14,5 +14,7 @@ echo "setting up $venv (first run takes a few minutes)" >&2
 "$venv/bin/python" -m pip install -q --upgrade pip
 # This torch pair is the CUDA build that also runs on the CPU; open_clip needs torchvision.
 "$venv/bin/python" -m pip install -q torch==2.14.1 torchvision==0.29.1
-"$venv/bin/python" -m pip install -q -e "$root/ros_mm_perception[ml,bag,test]"
+# compat mode puts the source folder on sys.path, so running from the repository root finds the
+# real package, not the ament package folder of the same name.
+"$venv/bin/python" -m pip install -q -e "$root/ros_mm_perception[ml,bag,test]" --config-settings editable_mode=compat
 echo "$want" > "$stamp"

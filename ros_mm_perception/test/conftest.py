@@ -1,6 +1,12 @@
 """Shared fixtures: tiny models with random weights, saved and loaded through the real loaders."""
 
-import numpy as np
+import os
+
+# Tests never reach a model hub: fail fast instead of retrying the network (read at import time).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
 import pytest
 
 

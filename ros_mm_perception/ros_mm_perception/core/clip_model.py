@@ -25,6 +25,7 @@ from ros_mm_perception.core.preprocess import ClipPreprocessor
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
 @dataclass
@@ -55,16 +56,10 @@ def _missing_weights_error(name: str, pretrained: str, err: Exception) -> ModelN
     )
 
 
-def load_clip(name: str = "", pretrained: str = "", device: str = "auto", precision: str = "auto") -> ClipModel:
-    """Load an open_clip model (see the module docstring for how to name one).
-
-    ``precision`` auto means fp16 on CUDA and fp32 on CPU. Raises :class:`ModelNotFoundError` with what
-    to download when weights are missing, :class:`UserError` for unknown names.
-    """
+def _resolve_source(name: str, pretrained: str):
+    """Map the user's (name, pretrained) to open_clip's (model id, pretrained argument), checking both."""
     import open_clip
 
-    dev = resolve_device(device)
-    dtype = resolve_dtype(precision, dev, cuda_default="fp16")
     if not name:
         from ros_mm_perception.core.embedded import embedded_clip_dir
 
@@ -75,35 +70,52 @@ def load_clip(name: str = "", pretrained: str = "", device: str = "auto", precis
     if local_dir.is_dir():
         if not (local_dir / CONFIG_NAME).is_file():
             raise ModelNotFoundError(f"{local_dir} has no {CONFIG_NAME}; it is not an open_clip model folder")
-        model_id = f"local-dir:{local_dir.resolve()}"
-        pretrained_arg = None
-    elif os.sep in name or name.endswith((".pt", ".bin", ".safetensors")):
+        return f"local-dir:{local_dir.resolve()}", None
+    if os.sep in name or name.endswith(_CHECKPOINT_SUFFIXES):
         raise ModelNotFoundError(f"CLIP model path {name!r} does not exist")
-    else:
-        if name not in open_clip.list_models():
-            raise UserError(f"unknown open_clip model {name!r}; see open_clip.list_models() for names")
-        if pretrained and (os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors"))) \
-                and not Path(pretrained).expanduser().is_file():
-            raise ModelNotFoundError(f"CLIP checkpoint {pretrained!r} does not exist")
-        if pretrained and not Path(pretrained).expanduser().is_file() \
-                and pretrained not in open_clip.list_pretrained_tags_by_model(name):
-            tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
-            raise UserError(f"unknown pretrained tag {pretrained!r} for {name!r}; known tags: {tags}")
-        model_id, pretrained_arg = name, (str(Path(pretrained).expanduser()) if pretrained else None)
+    if name not in open_clip.list_models():
+        raise UserError(f"unknown open_clip model {name!r}; see open_clip.list_models() for names")
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    checkpoint = Path(pretrained).expanduser()
+    if checkpoint.is_file():
+        return name, str(checkpoint)
+    if os.sep in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES):
+        raise ModelNotFoundError(f"CLIP checkpoint {pretrained!r} does not exist")
+    if pretrained not in tags:
+        what = f"unknown pretrained tag {pretrained!r}" if pretrained else "no pretrained weights given"
+        raise UserError(f"{what} for open_clip model {name!r}: pass a tag ({', '.join(tags) or 'none known'}) "
+                        "or a local checkpoint path")
+    return name, pretrained
+
+
+def load_clip(name: str = "", pretrained: str = "", device: str = "auto", precision: str = "auto") -> ClipModel:
+    """Load an open_clip model (see the module docstring for how to name one).
+
+    ``precision`` auto means fp16 on CUDA and fp32 on CPU. Raises :class:`ModelNotFoundError` with what
+    to download when weights are missing, :class:`UserError` for unknown names.
+    """
+    import open_clip
+
+    dev = resolve_device(device)
+    dtype = resolve_dtype(precision, dev, cuda_default="fp16")
+    model_id, pretrained_arg = _resolve_source(name, pretrained)
     try:
-        model, _, transform = open_clip.create_model_and_transforms(
+        model, _, _ = open_clip.create_model_and_transforms(
             model_id, pretrained=pretrained_arg, device=dev,
             precision={torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32"),
         )
-    except (RuntimeError, OSError, ValueError) as err:
-        if pretrained_arg is None and not model_id.startswith("local-dir:"):
-            raise
-        raise _missing_weights_error(name, pretrained or model_id, err) from err
+    except Exception as err:  # open_clip, huggingface_hub and safetensors raise many kinds
+        if pretrained_arg is None or Path(pretrained_arg).is_file():
+            raise ModelNotFoundError(f"cannot load CLIP weights from {pretrained_arg or model_id}: {err}") from err
+        raise _missing_weights_error(name, pretrained_arg, err) from err
     model.eval().requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(model_id)
     pp = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
+    if pp.get("resize_mode", "shortest") != "shortest" or pp.get("interpolation", "bicubic") != "bicubic":
+        raise UserError(f"CLIP model {name!r} uses resize mode {pp.get('resize_mode')!r} / interpolation "
+                        f"{pp.get('interpolation')!r}; only 'shortest' with 'bicubic' is supported")
     mean = pp.get("mean", model.visual.image_mean)
     std = pp.get("std", model.visual.image_std)
     preprocessor = ClipPreprocessor(size, mean, std, dev, dtype)

@@ -1,0 +1,139 @@
+"""ClipLabeler against a direct open_clip computation on the same tiny model."""
+
+import cv2
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from ros_mm_perception.core.config import ConfigError
+from ros_mm_perception.core.labeler import ClipLabeler
+
+PHRASES = ["red mug", "person", "open door"]
+TEMPLATES = ("a photo of {}.", "a picture of a {}.")
+
+# Antialiased bicubic resampling in torch and in PIL differ by at most one grey level (0.015 in
+# normalised units) on camera-like (smooth) images; on pure noise, single pixels can differ by ~14
+# grey levels while the mean stays below 0.01. Embeddings agree to within 1e-3 in cosine.
+SMOOTH_MAX_TOL = 2 / 255 / 0.26
+PIXEL_MEAN_TOL = 0.01
+EMBEDDING_COS_TOL = 1e-3
+PROB_TOL = 2e-3
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_clip_dir):
+    """The same tiny model, tokenizer and transform, built by open_clip itself."""
+    model, _, transform = open_clip.create_model_and_transforms(f"local-dir:{tiny_clip_dir}")
+    model.eval()
+    return model, open_clip.get_tokenizer(f"local-dir:{tiny_clip_dir}"), transform
+
+
+def reference_probs(reference, images, phrases, templates):
+    model, tokenizer, transform = reference
+    with torch.no_grad():
+        rows = []
+        for phrase in phrases:
+            emb = model.encode_text(tokenizer([t.format(phrase) for t in templates]))
+            emb = emb / emb.norm(dim=-1, keepdim=True)
+            emb = emb.mean(dim=0)
+            rows.append(emb / emb.norm())
+        text = torch.stack(rows)
+        pixels = torch.stack([transform(Image.fromarray(im)) for im in images])
+        img = model.encode_image(pixels)
+        img = img / img.norm(dim=-1, keepdim=True)
+        return (model.logit_scale.exp() * img @ text.T).softmax(dim=-1).numpy(), img
+
+
+def smooth_image(rng, shape):
+    """Camera-like content: low-resolution noise upsampled bilinearly."""
+    small = rng.integers(0, 256, (max(1, shape[0] // 4), max(1, shape[1] // 4), 3), dtype=np.uint8)
+    return cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+@pytest.mark.parametrize("shape", [(48, 64, 3), (64, 40, 3), (32, 32, 3), (120, 160, 3), (480, 640, 3)])
+def test_preprocessing_matches_open_clip(tiny_clip, reference, rng, shape):
+    for image, max_tol in ((smooth_image(rng, shape), SMOOTH_MAX_TOL),
+                           (rng.integers(0, 256, shape, dtype=np.uint8), None)):
+        ours = tiny_clip.preprocessor.frames([image])[0]
+        theirs = reference[2](Image.fromarray(image))
+        assert ours.shape == theirs.shape
+        diff = (ours - theirs).abs()
+        assert diff.mean().item() < PIXEL_MEAN_TOL
+        if max_tol is not None:
+            assert diff.max().item() < max_tol
+
+
+def test_labels_equal_direct_open_clip(tiny_clip, reference, rng):
+    images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
+    labeler = ClipLabeler(tiny_clip, PHRASES, TEMPLATES)
+    expected, ref_emb = reference_probs(reference, images, PHRASES, TEMPLATES)
+    ours_emb = labeler.encode_pixels(tiny_clip.preprocessor.frames(images))
+    cos = (ours_emb * ref_emb).sum(dim=-1)
+    assert torch.all(cos > 1 - EMBEDDING_COS_TOL)
+    probs = labeler.probabilities(images)
+    np.testing.assert_allclose(probs, expected, atol=PROB_TOL)
+    for row, labels in zip(expected, labeler.label_batch(images, top_k=3)):
+        assert [lb.phrase for lb in labels] == [PHRASES[i] for i in np.argsort(-row)]
+        assert sum(lb.score for lb in labels) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_single_frame_equals_batch(tiny_clip, rng):
+    images = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8) for _ in range(2)]
+    labeler = ClipLabeler(tiny_clip, PHRASES)
+    batch = labeler.label_batch(images, top_k=2)
+    for image, labels in zip(images, batch):
+        single = labeler.label(image, top_k=2)
+        assert [lb.phrase for lb in single] == [lb.phrase for lb in labels]
+        assert [lb.score for lb in single] == pytest.approx([lb.score for lb in labels], abs=1e-5)
+
+
+def test_text_cache_reused_and_invalidated(tiny_clip):
+    labeler = ClipLabeler(tiny_clip, PHRASES)
+    assert labeler.text_encodes == 3
+    labeler.set_vocabulary(["person", "red mug", "open door"])   # same phrases, new order
+    assert labeler.text_encodes == 3
+    labeler.set_vocabulary(["person", "chair"])                   # one new phrase
+    assert labeler.text_encodes == 4
+    before = labeler.text_embeddings(["person"]).clone()
+    labeler.set_templates(["a blurry photo of {}."])              # templates change → cache cleared
+    assert labeler.text_encodes == 6                               # vocabulary re-encoded at once
+    assert not torch.allclose(before, labeler.text_embeddings(["person"]))
+    labeler.set_templates(["a blurry photo of {}."])              # unchanged → nothing re-encoded
+    assert labeler.text_encodes == 6
+
+
+def test_region_scores_equal_cropped_frames(tiny_clip, rng):
+    image = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    boxes = [(0, 0, 40, 30), (10.4, 5.6, 70.2, 59.9), (79, 59, 80, 60)]
+    labeler = ClipLabeler(tiny_clip, PHRASES)
+    scores = labeler.score_regions(image, boxes)
+    assert scores.shape == (3, 3)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+    crops = [image[0:30, 0:40], image[5:60, 10:71], image[59:60, 79:80]]
+    np.testing.assert_allclose(scores, labeler.probabilities(crops), atol=1e-5)
+    assert labeler.score_regions(image, []).shape == (0, 3)
+
+
+def test_bad_inputs(tiny_clip):
+    labeler = ClipLabeler(tiny_clip)
+    with pytest.raises(ValueError, match="no vocabulary"):
+        labeler.label(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ConfigError, match="empty phrase"):
+        labeler.set_vocabulary(["cup", " "])
+    with pytest.raises(ConfigError, match="duplicates"):
+        labeler.set_vocabulary(["cup", "cup"])
+    with pytest.raises(ConfigError, match="must not be empty"):
+        labeler.set_vocabulary([])
+    with pytest.raises(ConfigError, match="at most"):
+        labeler.set_vocabulary(["x" * 1000])
+    labeler.set_vocabulary(["cup"])
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        labeler.label(np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        labeler.label(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="non-finite"):
+        labeler.score_regions(np.zeros((8, 8, 3), np.uint8), [(0, 0, float("nan"), 4)])
+    with pytest.raises(ValueError, match="'{}'"):
+        labeler.set_templates(["no placeholder"])

@@ -1,0 +1,379 @@
+"""The ROS-free perception pipeline: frames in, labels and tracked, language-grounded detections out.
+
+One :class:`PerceptionPipeline` owns one copy of each model and serves every camera; the live node and
+the offline tools run the same object. Per frame (or per batch of frames from several cameras):
+
+* **labels** – CLIP zero-shot labels over ``config.labels`` (top ``config.top_k``);
+* **detections** for ``config.detect_phrases`` from ``config.grounding_source``:
+
+  - ``paligemma``: PaliGemma ``detect`` boxes, each re-scored by CLIP: the box crop is scored
+    against the *competing phrases* (the detect phrases, then the label vocabulary, then any other
+    phrase PaliGemma answered with) and ``p_clip`` is the softmax probability of the box's phrase.
+    The final score is the geometric mean ``sqrt(p_paligemma * p_clip)``: high only when both models
+    agree, on the same [0, 1] scale for every phrase and frame. Boxes below ``score_threshold`` are
+    dropped and same-phrase boxes overlapping more than ``nms_iou`` are suppressed (highest score kept);
+  - ``clip``: CLIP-only grounding (region proposals scored by CLIP, thresholded and suppressed);
+  - ``auto``: PaliGemma when a PaliGemma model is configured, else CLIP; ``off``: no detections;
+
+* **tracking** – a :class:`~ros_mm_perception.core.tracking.Tracker` per camera sets ``track_id``;
+* **3D** – with depth and intrinsics on the frame, :func:`~ros_mm_perception.core.geometry.locate`
+  sets ``xyz`` and ``size_xyz``.
+
+Each part has its own maximum rate per camera (``labels_rate_hz``, ``detect_rate_hz``; 0 = every
+frame), judged by frame stamps on a fixed grid: a part runs on the first frame at or after each due
+time, so 30 Hz input with ``detect_rate_hz=10`` detects on every third frame on average. A stamp that
+goes backwards (a bag restarts, simulation resets) restarts the grid.
+
+Batches make one call per model: PaliGemma detects on all due frames at once, and CLIP encodes the
+due frames (labels) and every PaliGemma box crop in one image batch; tensors leave the GPU once.
+All public methods are thread-safe (one lock): service calls wait for the frame batch in progress.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ros_mm_perception.core.boxes import nms
+from ros_mm_perception.core.clip_model import ClipModel
+from ros_mm_perception.core.config import ConfigError, PerceptionConfig, check_phrases
+from ros_mm_perception.core.errors import UserError
+from ros_mm_perception.core.geometry import check_depth, depth_scale, locate
+from ros_mm_perception.core.labeler import ClipLabeler, top_labels
+from ros_mm_perception.core.preprocess import check_rgb, crop_windows, upload
+from ros_mm_perception.core.results import Detection, Frame, FrameResult, Label
+from ros_mm_perception.core.tracking import Tracker
+
+MODEL_FIELDS = ("device", "precision", "clip_model", "clip_pretrained", "paligemma_model")
+"""Settings fixed for the life of a pipeline (changing them means building a new one)."""
+
+
+def combine_scores(detector_scores, clip_probabilities) -> np.ndarray:
+    """The re-scoring rule: geometric mean of detector confidence and CLIP probability, in [0, 1]."""
+    a = np.clip(np.asarray(detector_scores, dtype=np.float64), 0.0, 1.0)
+    b = np.clip(np.asarray(clip_probabilities, dtype=np.float64), 0.0, 1.0)
+    return np.sqrt(a * b)
+
+
+def suppress(detections: Sequence[Detection], score_threshold: float, nms_iou: float) -> List[Detection]:
+    """Drop detections under ``score_threshold``, then per-phrase NMS; highest score first."""
+    kept = [d for d in detections if d.score >= score_threshold]
+    out: List[Detection] = []
+    for phrase in dict.fromkeys(d.phrase for d in kept):
+        group = [d for d in kept if d.phrase == phrase]
+        out += [group[i] for i in nms([d.box for d in group], [d.score for d in group], nms_iou)]
+    return sorted(out, key=lambda d: -d.score)
+
+
+class RateGate:
+    """Decides by frame stamp whether a part is due, at most ``rate_hz`` times per second on average."""
+
+    def __init__(self):
+        self._due_ns: Optional[int] = None
+        self._last_ns: Optional[int] = None
+
+    def due(self, stamp_ns: int, rate_hz: float) -> bool:
+        went_back = self._last_ns is not None and stamp_ns < self._last_ns
+        self._last_ns = stamp_ns
+        if rate_hz <= 0:
+            self._due_ns = None
+            return True
+        period = max(1, int(round(1e9 / rate_hz)))
+        if self._due_ns is None or went_back or stamp_ns - self._due_ns >= 2 * period:
+            self._due_ns = stamp_ns          # (re)start the grid here
+            return True
+        if stamp_ns >= self._due_ns + period:
+            self._due_ns += period
+            return True
+        return False
+
+
+@dataclass
+class _CameraState:
+    tracker: Tracker
+    labels_gate: RateGate = field(default_factory=RateGate)
+    detect_gate: RateGate = field(default_factory=RateGate)
+
+
+class PerceptionPipeline:
+    """Labels, grounded detections, tracks and 3D for frames of any number of cameras.
+
+    ``clip`` and ``paligemma`` may be given already loaded (they stay the caller's to close);
+    otherwise they are loaded from ``config`` (PaliGemma only when ``config.paligemma_model`` is set).
+    """
+
+    def __init__(self, config: PerceptionConfig, *, clip: Optional[ClipModel] = None, paligemma=None):
+        if not isinstance(config, PerceptionConfig):
+            raise TypeError(f"config must be a PerceptionConfig, got {type(config).__name__}")
+        self._lock = threading.RLock()
+        self._owned = []
+        if clip is None:
+            from ros_mm_perception.core.clip_model import load_clip
+
+            clip = load_clip(config.clip_model, config.clip_pretrained, config.device, config.precision)
+        if paligemma is None and config.paligemma_model:
+            from ros_mm_perception.core.paligemma import load_paligemma
+
+            paligemma = load_paligemma(config.paligemma_model, config.device, config.precision)
+            self._owned.append(paligemma)
+        self._clip: Optional[ClipModel] = clip
+        self._paligemma = paligemma
+        self._labeler: Optional[ClipLabeler] = ClipLabeler(clip, config.labels, config.prompt_templates)
+        self._cameras: Dict[str, _CameraState] = {}
+        self._competing: Tuple[tuple, Optional[torch.Tensor]] = ((), None)
+        self.config = config
+        self._check_source(config)
+        self._encode(config.detect_phrases)
+
+    # ----------------------------------------------------------------- configuration and state
+
+    @property
+    def model_state(self) -> str:
+        """``"ready"`` or ``"closed"``."""
+        return "closed" if self._labeler is None else "ready"
+
+    @property
+    def has_paligemma(self) -> bool:
+        return self._paligemma is not None
+
+    @property
+    def labeler(self) -> ClipLabeler:
+        self._check_open()
+        return self._labeler
+
+    def detection_source(self, config: Optional[PerceptionConfig] = None) -> str:
+        """The grounding source in effect: ``paligemma``, ``clip`` or ``off`` (``auto`` resolved)."""
+        source = (config or self.config).grounding_source
+        if source == "auto":
+            return "paligemma" if self._paligemma is not None else "clip"
+        return source
+
+    def update_config(self, config: PerceptionConfig) -> None:
+        """Apply run-time changes (vocabulary, phrases, templates, thresholds, rates, tracking).
+
+        Only new phrases go through the text encoder. Model settings cannot change at run time
+        (:class:`ConfigError`); nothing changes when a check fails.
+        """
+        if not isinstance(config, PerceptionConfig):
+            raise TypeError(f"config must be a PerceptionConfig, got {type(config).__name__}")
+        with self._lock:
+            self._check_open()
+            for name in MODEL_FIELDS:
+                if getattr(config, name) != getattr(self.config, name):
+                    raise ConfigError(f"{name} cannot change at run time; restart with the new model setting")
+            self._check_source(config)
+            self._labeler.set_templates(config.prompt_templates)
+            self._labeler.set_vocabulary(config.labels)
+            self._encode(config.detect_phrases)
+            for state in self._cameras.values():
+                self._configure_tracker(state.tracker, config)
+            self.config = config
+
+    def reset(self, camera: Optional[str] = None) -> None:
+        """Forget tracks and rate state of ``camera`` (all cameras when None); track ids stay unique."""
+        with self._lock:
+            for name, state in self._cameras.items():
+                if camera is None or name == camera:
+                    state.tracker.reset()
+                    state.labels_gate, state.detect_gate = RateGate(), RateGate()
+
+    def close(self) -> None:
+        """Release the models (closing those this pipeline loaded) and free cached GPU memory."""
+        with self._lock:
+            if self._labeler is None:
+                return
+            cuda = self._clip.device.type == "cuda"
+            for model in self._owned:
+                model.close()
+            self._owned, self._paligemma, self._clip, self._labeler = [], None, None, None
+            self._competing = ((), None)
+            if cuda:
+                torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------------------- per frame
+
+    def process(self, frame: Frame) -> FrameResult:
+        """Labels and detections (with track ids, and 3D when the frame has depth and intrinsics)."""
+        return self.process_batch([frame])[0]
+
+    def process_batch(self, frames: Sequence[Frame]) -> List[FrameResult]:
+        """Process frames of several cameras with one call per model; results in input order."""
+        with self._lock:
+            self._check_open()
+            cfg = self.config
+            source = self.detection_source(cfg)
+            for f in frames:
+                self._check_frame(f)
+            runs_labels, runs_detect = [], []
+            for f in frames:
+                state = self._camera(f.camera)
+                ns = f.stamp.to_ns()
+                runs_labels.append(cfg.enable_labels and state.labels_gate.due(ns, cfg.labels_rate_hz))
+                runs_detect.append(source != "off" and state.detect_gate.due(ns, cfg.detect_rate_hz))
+            label_images = [f.image for f, run in zip(frames, runs_labels) if run]
+            detect_images = [f.image for f, run in zip(frames, runs_detect) if run]
+            labels, detections = self._run_models(label_images, detect_images, cfg.detect_phrases, source,
+                                                  cfg.score_threshold)
+            labels, detections = iter(labels), iter(detections)
+            results = []
+            for f, run_labels, run_detect in zip(frames, runs_labels, runs_detect):
+                result = _empty_result(f)
+                if run_labels:
+                    result.labels, result.labels_ran = next(labels), True
+                if run_detect:
+                    dets = next(detections)
+                    locate(dets, f.depth, f.intrinsics, f.image.shape)
+                    self._cameras[f.camera].tracker.update(dets)
+                    result.detections, result.detections_ran = dets, True
+                results.append(result)
+            return results
+
+    # -------------------------------------------------------------------------------- services
+
+    def ground(self, frame: Frame, phrases: Sequence[str], score_threshold: Optional[float] = None) -> FrameResult:
+        """Detect ``phrases`` in ``frame`` now (no tracking, no rate limit), with 3D when possible.
+
+        Uses the configured grounding source; with ``off`` it uses PaliGemma when configured, else CLIP.
+        """
+        phrases = check_phrases(phrases, "phrases")
+        threshold = self.config.score_threshold if score_threshold is None else float(score_threshold)
+        if not 0.0 <= threshold <= 1.0:
+            raise UserError(f"score_threshold={threshold} is outside [0, 1]")
+        with self._lock:
+            self._check_open()
+            self._check_frame(frame)
+            source = self.detection_source()
+            if source == "off":
+                source = "paligemma" if self._paligemma is not None else "clip"
+            _, (dets,) = self._run_models([], [frame.image], phrases, source, threshold)
+            locate(dets, frame.depth, frame.intrinsics, frame.image.shape)
+            result = _empty_result(frame)
+            result.detections, result.detections_ran = dets, True
+            return result
+
+    def classify(self, image: np.ndarray, labels: Sequence[str], top_k: Optional[int] = None) -> List[Label]:
+        """Zero-shot labels of ``image`` over ``labels`` (all of them, sorted, unless ``top_k``)."""
+        labels = check_phrases(labels, "labels")
+        with self._lock:
+            self._check_open()
+            return self._labeler.label(check_rgb(image), top_k=top_k or len(labels), phrases=labels)
+
+    def answer(self, image: np.ndarray, question: str) -> str:
+        """PaliGemma's answer to ``question`` about ``image``."""
+        if not isinstance(question, str) or not question.strip():
+            raise UserError("the question is empty")
+        with self._lock:
+            return self._require_paligemma().answer(check_rgb(image), question.strip())
+
+    def caption(self, image: np.ndarray) -> str:
+        """PaliGemma's caption of ``image``."""
+        with self._lock:
+            return self._require_paligemma().caption(check_rgb(image))
+
+    # -------------------------------------------------------------------------------- internals
+
+    def _run_models(self, label_images, detect_images, phrases, source, threshold):
+        """(labels per label image, detections per detect image), one call per model."""
+        cfg = self.config
+        if not phrases or not detect_images or source == "clip":
+            proposals = [[] for _ in detect_images]
+        else:
+            proposals = [list(d) for d in self._paligemma.detect_batch(detect_images, list(phrases))]
+        labels, clip_probs = self._clip_scores(label_images, detect_images, proposals, phrases)
+        if source == "clip" and phrases:
+            from ros_mm_perception.core.clip_grounding import ground_with_clip
+
+            detections = [ground_with_clip(self._labeler, image, list(phrases), score_threshold=threshold,
+                                           nms_iou=cfg.nms_iou) for image in detect_images]
+        else:
+            detections = []
+            for dets, probs in zip(proposals, clip_probs):
+                for det, score in zip(dets, combine_scores([d.score for d in dets], probs)):
+                    det.score = float(score)
+                detections.append(suppress(dets, threshold, cfg.nms_iou))
+        return labels, detections
+
+    @torch.inference_mode()
+    def _clip_scores(self, label_images, detect_images, proposals, phrases):
+        """Whole-frame labels and per-box CLIP probabilities from one CLIP image batch."""
+        crops = [(i, box) for i, dets in enumerate(proposals) for box in (d.box for d in dets)]
+        if not label_images and not crops:
+            return [], [np.zeros(0) for _ in proposals]
+        device = self._clip.device
+        pixels = [upload(image, device) for image in label_images]
+        uploaded = {}
+        for i, box in crops:
+            if i not in uploaded:
+                uploaded[i] = upload(detect_images[i], device)
+            (x0, y0, x1, y1), = crop_windows(detect_images[i].shape, [box])
+            pixels.append(uploaded[i][:, y0:y1, x0:x1])
+        embeddings = self._labeler.encode_pixels(self._clip.preprocessor(pixels))
+        n = len(label_images)
+        labels = []
+        if n:
+            vocabulary = self._labeler.vocabulary
+            text = self._labeler.text_embeddings(vocabulary)
+            probs = self._labeler.logits(embeddings[:n], text).softmax(dim=-1).cpu().numpy()
+            labels = [top_labels(row, vocabulary, self.config.top_k) for row in probs]
+        box_probs = np.zeros(0)
+        if crops:
+            extra = [d.phrase for dets in proposals for d in dets]
+            competing, text = self._competing_embeddings([*phrases, *self._labeler.vocabulary, *extra])
+            column = torch.as_tensor([competing.index(d.phrase) for dets in proposals for d in dets], device=device)
+            probs = self._labeler.logits(embeddings[n:], text).softmax(dim=-1)
+            box_probs = probs.gather(1, column[:, None])[:, 0].cpu().numpy()
+        split = np.cumsum([len(d) for d in proposals])[:-1]
+        return labels, np.split(box_probs, split)
+
+    def _competing_embeddings(self, phrases) -> Tuple[Tuple[str, ...], torch.Tensor]:
+        key = (tuple(dict.fromkeys(phrases)), self._labeler.templates)
+        if key != self._competing[0]:
+            self._competing = (key, self._labeler.text_embeddings(key[0]))
+        return key[0], self._competing[1]
+
+    def _encode(self, phrases: Sequence[str]) -> None:
+        """Encode (and cache) phrases now, so the first frame that needs them does not wait."""
+        if phrases:
+            self._labeler.text_embeddings(phrases)
+
+    def _camera(self, camera: str) -> _CameraState:
+        state = self._cameras.get(camera)
+        if state is None:
+            state = self._cameras[camera] = _CameraState(self._configure_tracker(Tracker(), self.config))
+        return state
+
+    @staticmethod
+    def _configure_tracker(tracker: Tracker, config: PerceptionConfig) -> Tracker:
+        tracker.iou_threshold = config.track_iou
+        tracker.max_missed = config.track_max_missed
+        tracker.min_hits = config.track_min_hits
+        return tracker
+
+    @staticmethod
+    def _check_frame(frame: Frame) -> None:
+        check_rgb(frame.image)
+        if frame.depth is not None:
+            depth_scale(frame.image.shape, check_depth(frame.depth).shape)
+
+    def _check_source(self, config: PerceptionConfig) -> None:
+        if config.grounding_source == "paligemma" and self._paligemma is None:
+            raise ConfigError("grounding_source=paligemma needs a PaliGemma model: set paligemma_model")
+
+    def _check_open(self) -> None:
+        if self._labeler is None:
+            raise UserError("the perception pipeline is closed")
+
+    def _require_paligemma(self):
+        self._check_open()
+        if self._paligemma is None:
+            raise UserError("PaliGemma is not configured: set paligemma_model to a model id or directory")
+        return self._paligemma
+
+
+def _empty_result(frame: Frame) -> FrameResult:
+    height, width = frame.image.shape[:2]
+    return FrameResult(camera=frame.camera, frame_id=frame.frame_id, stamp=frame.stamp, width=width, height=height)

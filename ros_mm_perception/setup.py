@@ -44,6 +44,7 @@ setup(
     entry_points={
         "console_scripts": [
             "ros-mm-perception = ros_mm_perception.cli:main",
+            "perception_node = ros_mm_perception.ros.perception_node:main",
         ],
     },
 )

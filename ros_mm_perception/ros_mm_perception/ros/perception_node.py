@@ -1,0 +1,414 @@
+"""The perception lifecycle node: cameras in, language-grounded detections, labels and answers out.
+
+Lifecycle: ``configure`` loads the models (one pipeline shared by every camera), ``activate``
+creates subscriptions, publishers and the inference worker, ``deactivate`` removes them, ``cleanup``
+releases the models and their GPU memory. With ``autostart`` (default) the node configures and
+activates itself at start-up. Services exist in every state and answer ``success=false`` with a
+reason until the models are loaded.
+
+Only the newest frame of each camera is processed: callbacks store messages in a
+:class:`FrameScheduler`, one worker thread takes up to ``max_batch`` waiting frames (one per camera)
+per model call. Every output carries the header of the input image it came from.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from typing import Dict, List, Optional
+
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from ros_mm_perception.core.config import PerceptionConfig
+from ros_mm_perception.core.errors import UserError
+from ros_mm_perception.core.image_codec import numpy_to_image
+from ros_mm_perception.core.results import FrameResult, Stamp
+from ros_mm_perception.core.scheduler import FrameScheduler
+from ros_mm_perception.messages import convert
+from ros_mm_perception.offline.annotate import annotate
+from ros_mm_perception.ros.camera_state import CameraState
+from ros_mm_perception.ros.msg_types import rclpy_types
+from ros_mm_perception.ros.params import config_changes, declare_config
+from ros_mm_perception.ros.stats import StatsBook, gpu_memory
+from ros_mm_perception_interfaces.srv import AskQuestion, ClassifyImage, GroundPhrases
+
+NODE_NAME = "perception"
+OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+SILENCE_WARNING_S = 5.0
+"""An active camera that has received nothing for this long is reported (log + diagnostics WARN)."""
+WORKER_POLL_S = 0.5
+
+
+class _Pending:
+    """A received image waiting in the scheduler (decoded only if it is still the newest)."""
+
+    __slots__ = ("camera", "msg", "received_at")
+
+    def __init__(self, camera: str, msg, received_at: float):
+        self.camera, self.msg, self.received_at = camera, msg, received_at
+
+
+class PerceptionNode(LifecycleNode):
+    """Lifecycle node serving one or more cameras from one :class:`PerceptionPipeline`."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.types = rclpy_types()
+        self.config: PerceptionConfig = declare_config(self)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.pipeline = None
+        self.state_label = "unconfigured"
+        self._cameras: Dict[str, CameraState] = {}
+        self._subscriptions_made: List = []
+        self._publishers_made: Dict[str, object] = {}
+        self._scheduler: Optional[FrameScheduler] = None
+        self._worker: Optional[threading.Thread] = None
+        self._stats = StatsBook(self.config.cameras, time.monotonic())
+        self._camera_group = ReentrantCallbackGroup()
+        self._service_group = MutuallyExclusiveCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        for srv_type, name, handler in ((AskQuestion, "~/ask", self._on_ask),
+                                        (GroundPhrases, "~/ground", self._on_ground),
+                                        (ClassifyImage, "~/classify", self._on_classify)):
+            self.create_service(srv_type, name, handler, callback_group=self._service_group)
+        self._diagnostics = self.create_publisher(self.types.DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        # A steady clock: diagnostics keep coming while simulation time is paused or absent.
+        self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics,
+                          callback_group=self._timer_group, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from ros_mm_perception.core.pipeline import PerceptionPipeline
+
+        self.get_logger().info(f"loading models (device {self.config.device}, clip {self.config.clip_model or 'embedded'}"
+                               f", paligemma {self.config.paligemma_model or 'off'})")
+        try:
+            self.pipeline = PerceptionPipeline(self.config)
+        except Exception as err:  # a failed load leaves the node unconfigured, with the reason logged
+            self._log_failure("configure failed", err)
+            return TransitionCallbackReturn.FAILURE
+        self._cameras = {c: CameraState(c, self.config.cameras, self.config.image_transport == "compressed")
+                         for c in self.config.cameras}
+        self.state_label = "inactive"
+        self.get_logger().info(f"models ready ({self.pipeline.model_state}); cameras: {', '.join(self._cameras)}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        cfg = self.config
+        self._scheduler = FrameScheduler(max_batch=cfg.max_batch, max_cameras=len(cfg.cameras))
+        self._stats = StatsBook(cfg.cameras, time.monotonic())
+        self._make_publishers()
+        self._make_subscriptions()
+        self._publish_label_info()
+        self._worker = threading.Thread(target=self._work, args=(self._scheduler,), name="perception-worker",
+                                        daemon=True)
+        self._worker.start()
+        self.state_label = "active"
+        topics = ", ".join(self.resolve_topic_name(cam.image_topic) for cam in self._cameras.values())
+        self.get_logger().info(f"active: listening on {topics} ({cfg.qos_reliability}, keep last 1)")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_streaming()
+        self.state_label = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_models()
+        self.state_label = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        self.state_label = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        self.state_label = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def start(self) -> bool:
+        """Configure and activate (the autostart path); False, with the reason logged, on failure."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return False
+        return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+    def release(self) -> None:
+        """Stop streaming and free the models, whatever the state (shutdown, errors, exit)."""
+        self._stop_streaming()
+        self._release_models()
+
+    def _release_models(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.close()
+            self.pipeline = None
+        self._cameras = {}
+
+    def _stop_streaming(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.close()
+        if self._worker is not None:
+            self._worker.join()
+        self._scheduler = self._worker = None
+        for sub in self._subscriptions_made:
+            self.destroy_subscription(sub)
+        for pub in self._publishers_made.values():
+            self.destroy_publisher(pub)
+        self._subscriptions_made, self._publishers_made = [], {}
+
+    # -------------------------------------------------------------------------- topics
+
+    def _make_publishers(self) -> None:
+        t, pubs = self.types, self._publishers_made
+        pubs["label_info"] = self.create_publisher(t.LabelInfo, "label_info", LATCHED_QOS)
+        for cam in self._cameras.values():
+            outputs = {"detections": t.Detection2DArray, "labels": t.Classification, "debug_image": t.Image}
+            if self.config.use_depth:
+                outputs.update(detections_3d=t.Detection3DArray, markers=t.MarkerArray)
+            for base, msg_type in outputs.items():
+                pubs[cam.topic(base)] = self.create_publisher(msg_type, cam.topic(base), OUTPUT_QOS)
+
+    def _make_subscriptions(self) -> None:
+        reliability = (ReliabilityPolicy.RELIABLE if self.config.qos_reliability == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability)
+        t = self.types
+        for cam in self._cameras.values():
+            image_type = t.CompressedImage if cam.compressed else t.Image
+            subs = [(image_type, cam.image_topic, self._image_callback(cam))]
+            if self.config.use_depth:
+                subs += [(t.Image, cam.topic("depth"), cam.on_depth),
+                         (t.CameraInfo, cam.topic("camera_info"), cam.on_camera_info)]
+            for msg_type, topic, callback in subs:
+                self._subscriptions_made.append(
+                    self.create_subscription(msg_type, topic, callback, qos, callback_group=self._camera_group))
+
+    def _image_callback(self, cam: CameraState):
+        def on_image(msg) -> None:
+            now = time.monotonic()
+            cam.on_image(msg)
+            self._stats.image_received(cam.name, now)
+            scheduler = self._scheduler
+            if scheduler is not None:
+                scheduler.put(_Pending(cam.name, msg, now))
+        return on_image
+
+    def _publisher(self, cam: CameraState, base: str):
+        return self._publishers_made.get(cam.topic(base))
+
+    def _publish_label_info(self) -> None:
+        pub = self._publishers_made.get("label_info")
+        if pub is None:
+            return
+        cfg = self.config
+        phrases = list(dict.fromkeys([*cfg.detect_phrases, *cfg.labels]))
+        header = convert.header(self.types, "", self._now())
+        pub.publish(convert.label_info(self.types, header, phrases, cfg.score_threshold))
+
+    def _now(self) -> Stamp:
+        """The node clock (simulation time under ``use_sim_time``) as a core Stamp."""
+        return Stamp.from_ns(self.get_clock().now().nanoseconds)
+
+    # ---------------------------------------------------------------------------- worker
+
+    def _work(self, scheduler: FrameScheduler) -> None:
+        """Take the newest waiting frames, run the pipeline on them in one batch, publish the results."""
+        while not scheduler.closed:
+            pending = scheduler.take(timeout=WORKER_POLL_S, max_frames=self.config.max_batch)
+            frames, received = [], []
+            for item in pending:
+                cam = self._cameras.get(item.camera)
+                if cam is None:
+                    continue
+                try:
+                    tolerance = self.config.depth_tolerance_s if self.config.use_depth else None
+                    frames.append(cam.frame(item.msg, tolerance))
+                    received.append(item.received_at)
+                except UserError as err:
+                    self.get_logger().warning(f"camera {item.camera}: frame skipped: {err}",
+                                              throttle_duration_sec=5.0)
+            if not frames:
+                continue
+            try:
+                results = self.pipeline.process_batch(frames)
+            except Exception as err:
+                self._log_failure("processing failed", err, throttle=True)
+                continue
+            for frame, result, received_at in zip(frames, results, received):
+                try:
+                    self._publish_result(self._cameras[frame.camera], frame, result)
+                except Exception as err:  # the worker must outlive any one bad frame
+                    self._log_failure(f"camera {frame.camera}: publishing failed", err, throttle=True)
+                    continue
+                self._stats.published(frame.camera, time.monotonic() - received_at)
+
+    def _publish_result(self, cam: CameraState, frame, result: FrameResult) -> None:
+        t = self.types
+        if result.detections_ran:
+            self._publisher(cam, "detections").publish(convert.detection_2d_array(t, result))
+            if self.config.use_depth:
+                self._publisher(cam, "detections_3d").publish(convert.detection_3d_array(t, result))
+                markers = self._publisher(cam, "markers")
+                if markers.get_subscription_count() > 0:
+                    markers.publish(convert.marker_array(t, result))
+        if result.labels_ran:
+            self._publisher(cam, "labels").publish(convert.classification(t, result))
+        debug = self._publisher(cam, "debug_image")
+        if debug.get_subscription_count() > 0:
+            debug.publish(numpy_to_image(annotate(frame.image, result), "rgb8", data_as="array",
+                                         header=convert.result_header(t, result), msg_factory=t.Image))
+
+    # --------------------------------------------------------------------------- parameters
+
+    def _on_set_parameters(self, parameters):
+        new, result = config_changes(self.config, parameters)
+        if not result.successful or new == self.config:
+            return result
+        if self.pipeline is not None:
+            try:
+                self.pipeline.update_config(new)
+            except UserError as err:
+                result.successful, result.reason = False, str(err)
+                return result
+        vocabulary_changed = (new.labels, new.detect_phrases, new.score_threshold) != (
+            self.config.labels, self.config.detect_phrases, self.config.score_threshold)
+        self.config = new
+        if vocabulary_changed:
+            self._publish_label_info()
+        return result
+
+    # ------------------------------------------------------------------------------ services
+
+    def _service_frame(self, camera: str, image):
+        """(frame, None) for a request, or (None, reason); the camera's newest frame when image is empty."""
+        if self.pipeline is None:
+            return None, (f"models are not loaded (node is {self.state_label}): configure the node with "
+                          f"'ros2 lifecycle set {self.get_fully_qualified_name()} configure'")
+        name = camera or self.config.cameras[0]
+        cam = self._cameras.get(name)
+        if cam is None:
+            return None, f"unknown camera {name!r}; cameras: {', '.join(self.config.cameras)}"
+        msg = image if image.height > 0 else cam.latest
+        if msg is None:
+            return None, (f"no frame received yet from camera {name!r} on "
+                          f"{self.resolve_topic_name(cam.image_topic)}; pass an image in the request")
+        tolerance = self.config.depth_tolerance_s if (self.config.use_depth and image.height == 0) else None
+        return cam.frame(msg, tolerance), None
+
+    def _answer(self, response, work):
+        """Run ``work(response)``; any failure becomes ``success=false`` with the reason."""
+        try:
+            work(response)
+            response.success, response.message = True, ""
+        except UserError as err:
+            response.success, response.message = False, str(err)
+        except Exception as err:
+            self._log_failure("service failed", err)
+            response.success, response.message = False, f"internal error: {type(err).__name__}: {err}"
+        return response
+
+    def _on_ask(self, request, response):
+        def work(resp):
+            frame, reason = self._service_frame(request.camera, request.image)
+            if frame is None:
+                raise UserError(reason)
+            resp.header = convert.header(self.types, frame.frame_id, frame.stamp)
+            question = request.question.strip()
+            resp.answer = (self.pipeline.answer(frame.image, question) if question
+                           else self.pipeline.caption(frame.image))
+        return self._answer(response, work)
+
+    def _on_ground(self, request, response):
+        def work(resp):
+            frame, reason = self._service_frame(request.camera, request.image)
+            if frame is None:
+                raise UserError(reason)
+            phrases = list(request.phrases) or self.config.detect_phrases
+            threshold = None if request.score_threshold < 0 else request.score_threshold
+            result = self.pipeline.ground(frame, phrases, score_threshold=threshold)
+            resp.detections = convert.detection_2d_array(self.types, result)
+            resp.detections_3d = convert.detection_3d_array(self.types, result)
+        return self._answer(response, work)
+
+    def _on_classify(self, request, response):
+        def work(resp):
+            frame, reason = self._service_frame(request.camera, request.image)
+            if frame is None:
+                raise UserError(reason)
+            labels = list(request.labels) or self.config.labels
+            result = FrameResult(frame.camera, frame.frame_id, frame.stamp, frame.image.shape[1],
+                                 frame.image.shape[0], labels_ran=True)
+            result.labels = self.pipeline.classify(frame.image, labels, top_k=request.top_k or self.config.top_k)
+            resp.classification = convert.classification(self.types, result)
+        return self._answer(response, work)
+
+    # --------------------------------------------------------------------------- diagnostics
+
+    def _publish_diagnostics(self) -> None:
+        t, now = self.types, time.monotonic()
+        scheduler = self._scheduler
+        reports = self._stats.report(scheduler.stats() if scheduler else {}, now)
+        node_name = self.get_fully_qualified_name()
+        model_state = self.pipeline.model_state if self.pipeline is not None else "not loaded"
+        level = "OK" if self.state_label == "active" else "WARN"
+        statuses = [convert.diagnostic_status(
+            t, f"{node_name}: pipeline", level, f"{self.state_label}, models {model_state}",
+            {"lifecycle_state": self.state_label, "model_state": model_state,
+             "max_batch": self.config.max_batch, **gpu_memory()}, hardware_id=node_name)]
+        for name, cam in self._cameras.items():
+            report = reports.get(name)
+            if report is None:
+                continue
+            topic = self.resolve_topic_name(cam.image_topic)
+            silent = self.state_label == "active" and not 0 <= report.seconds_since_image < SILENCE_WARNING_S
+            message = (f"no images on {topic} (check the topic name and that the publisher's QoS matches "
+                       f"{self.config.qos_reliability})") if silent else f"{report.processed_hz:.1f} Hz processed"
+            if silent:
+                self.get_logger().warning(f"camera {name}: {message}", throttle_duration_sec=30.0)
+            statuses.append(convert.diagnostic_status(t, f"{node_name}: camera {name}", "WARN" if silent else "OK",
+                                                      message, {"topic": topic, **report.values()},
+                                                      hardware_id=node_name))
+        self._diagnostics.publish(convert.diagnostic_array(t, self._now(), statuses))
+
+    def _log_failure(self, what: str, err: Exception, throttle: bool = False) -> None:
+        if isinstance(err, UserError):
+            text = f"{what}: {err}"
+        else:
+            text = f"{what}: {type(err).__name__}: {err}\n{traceback.format_exc()}"
+        if throttle:
+            self.get_logger().error(text, throttle_duration_sec=5.0)
+        else:
+            self.get_logger().error(text)
+
+
+def main(args=None) -> None:
+    """``ros2 run ros_mm_perception perception_node``: spin the node on a multi-threaded executor."""
+    rclpy.init(args=args)
+    node = PerceptionNode()
+    executor = MultiThreadedExecutor()
+    executor.add_node(node)
+    try:
+        if node.config.autostart and not node.start():
+            node.get_logger().error("autostart failed; the node stays unconfigured (see the error above)")
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.release()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -118,16 +118,18 @@ class PerceptionPipeline:
         if paligemma is None and config.paligemma_model:
             from ros_mm_perception.core.paligemma import load_paligemma
 
-            paligemma = load_paligemma(config.paligemma_model, config.device, config.precision)
+            paligemma = load_paligemma(config.paligemma_model, config.device, config.precision,
+                                       max_new_tokens=config.max_new_tokens)
             self._owned.append(paligemma)
         self._clip: Optional[ClipModel] = clip
         self._paligemma = paligemma
         self._labeler: Optional[ClipLabeler] = ClipLabeler(clip, config.labels, config.prompt_templates)
         self._cameras: Dict[str, _CameraState] = {}
         self._competing: Tuple[tuple, Optional[torch.Tensor]] = ((), None)
-        self.config = config
         self._check_source(config)
+        self._configure_paligemma(config)
         self._encode(config.detect_phrases)
+        self.config = config
 
     # ----------------------------------------------------------------- configuration and state
 
@@ -166,6 +168,7 @@ class PerceptionPipeline:
                 if getattr(config, name) != getattr(self.config, name):
                     raise ConfigError(f"{name} cannot change at run time; restart with the new model setting")
             self._check_source(config)
+            self._configure_paligemma(config)
             self._labeler.set_templates(config.prompt_templates)
             self._labeler.set_vocabulary(config.labels)
             self._encode(config.detect_phrases)
@@ -358,6 +361,11 @@ class PerceptionPipeline:
         check_rgb(frame.image)
         if frame.depth is not None:
             depth_scale(frame.image.shape, check_depth(frame.depth).shape)
+
+    def _configure_paligemma(self, config: PerceptionConfig) -> None:
+        if self._paligemma is not None:
+            self._paligemma.language = config.language
+            self._paligemma.max_new_tokens = config.max_new_tokens
 
     def _check_source(self, config: PerceptionConfig) -> None:
         if config.grounding_source == "paligemma" and self._paligemma is None:

@@ -1,6 +1,5 @@
 """Offline inputs: topic choice, depth pairing, rosbag2 reading (MCAP, sqlite3), folders and videos."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -21,7 +21,7 @@ def annotate(image: np.ndarray, result: FrameResult) -> np.ndarray:
 
     out = np.ascontiguousarray(image).copy()
     scale = max(out.shape[0], out.shape[1]) / 640.0
-    font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale
+    font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.4, 0.5 * scale)  # readable on small images too
     thickness = max(1, int(round(2 * scale)))
     for det in result.detections:
         colour = tuple(int(255 * c) for c in phrase_colour(det.phrase))
@@ -38,7 +38,10 @@ def annotate(image: np.ndarray, result: FrameResult) -> np.ndarray:
 
 def contact_sheet(tiles: Sequence[np.ndarray], captions: Sequence[str], columns: int = 4,
                   tile_width: int = 320) -> np.ndarray:
-    """RGB images side by side in a grid, each scaled to ``tile_width`` with a caption bar above it."""
+    """RGB images side by side in a grid, each scaled to ``tile_width`` with a caption bar above it.
+
+    A tile with an empty caption leaves its cell blank.
+    """
     import cv2
 
     if not tiles:
@@ -52,9 +55,65 @@ def contact_sheet(tiles: Sequence[np.ndarray], captions: Sequence[str], columns:
     gap = 4
     sheet = np.full((rows * (cell_h + gap) + gap, columns * (tile_width + gap) + gap, 3), 255, np.uint8)
     for i, (tile, text) in enumerate(zip(scaled, captions)):
+        if not text:  # an empty cell
+            continue
         y, x = gap + (i // columns) * (cell_h + gap), gap + (i % columns) * (tile_width + gap)
         sheet[y:y + bar, x:x + tile_width] = 40
         cv2.putText(sheet, text, (x + 4, y + bar - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
                     cv2.LINE_AA)
         sheet[y + bar:y + bar + tile.shape[0], x:x + tile_width] = tile
     return sheet
+
+
+class ContactSheetOutput:
+    """An offline output that writes a PNG contact sheet: one row per camera of annotated frames.
+
+    Every frame is kept as a small annotated tile; at :meth:`commit` ``per_camera`` of them, evenly
+    spread over the run, are laid out per camera and the PNG is written atomically.
+    """
+
+    def __init__(self, path, per_camera: int = 4, tile_width: int = 320):
+        from ros_mm_perception.offline.atomic import AtomicFile
+
+        self.out = AtomicFile(path)
+        self.per_camera = per_camera
+        self.tile_width = tile_width
+        self.tiles = {}
+
+    def add(self, item, result: FrameResult) -> None:
+        import cv2
+
+        image = item.frame.image
+        scale = self.tile_width / image.shape[1]
+        small = cv2.resize(image, (self.tile_width, int(round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        shrunk = FrameResult(result.camera, result.frame_id, result.stamp, small.shape[1], small.shape[0],
+                             detections=[_scaled(d, scale) for d in result.detections])
+        caption = f"{item.namespace or '/'} frame {len(self.tiles.get(item.namespace, []))}: " \
+                  f"{len(result.detections)} detections"
+        self.tiles.setdefault(item.namespace, []).append((annotate(small, shrunk), caption))
+
+    def commit(self):
+        import cv2
+
+        tiles, captions = [], []
+        for _, frames in sorted(self.tiles.items()):
+            picks = np.unique(np.linspace(0, len(frames) - 1, min(self.per_camera, len(frames))).round().astype(int))
+            row = [frames[i] for i in picks]
+            row += [(np.zeros_like(row[0][0]), "")] * (self.per_camera - len(row))
+            tiles += [t for t, _ in row]
+            captions += [c for _, c in row]
+        if not tiles:
+            raise ValueError("no frame was processed, so there is no contact sheet")
+        sheet = contact_sheet(tiles, captions, columns=self.per_camera, tile_width=self.tile_width)
+        ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        self.out.file.write(png.tobytes())
+        return self.out.commit()
+
+    def abort(self) -> None:
+        self.out.abort()
+
+
+def _scaled(det, scale: float):
+    from dataclasses import replace
+
+    return replace(det, box=tuple(v * scale for v in det.box))

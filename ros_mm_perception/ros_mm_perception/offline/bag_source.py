@@ -5,7 +5,7 @@ Which topics are used (:func:`plan_cameras`):
 - camera topics: those given, else every ``sensor_msgs/Image`` or ``CompressedImage`` topic that is
   not a depth topic; when both ``X`` and ``X/compressed`` are recorded only ``X`` is used;
 - depth: a raw ``sensor_msgs/Image`` topic with ``depth`` in its name (16UC1 millimetres or 32FC1
-  metres, registered to the colour image: same size), the one sharing the longest namespace with
+  metres, aligned to the colour image: same size, or same aspect ratio), the one sharing the longest namespace with
   the camera topic (or the only one, for a single camera). Each image is paired with the depth image
   whose header stamp is nearest, within ``depth_tolerance_s`` seconds (:mod:`.pairing`; default:
   the node's ``depth_tolerance_s`` setting);
@@ -25,6 +25,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.errors import ImageFormatError, UserError
+from ros_mm_perception.core.geometry import depth_scale
 from ros_mm_perception.core.image_codec import depth_to_metres
 from ros_mm_perception.core.results import Frame, Intrinsics
 from ros_mm_perception.messages.convert import stamp_of
@@ -48,7 +49,10 @@ class CameraPlan:
 
 
 def output_namespace(image_topic: str) -> str:
-    """``/front/color/image_raw`` → ``/front/color``; ``/cam/image_raw/compressed`` → ``/cam``; ``/image`` → ``""``."""
+    """The outputs' namespace of a camera topic.
+
+    ``/front/color/image_raw`` → ``/front/color``; ``/cam/image_raw/compressed`` → ``/cam``; ``/image`` → ``""``.
+    """
     topic = image_topic.rstrip("/")
     if topic.endswith("/compressed"):
         topic = topic[: -len("/compressed")]
@@ -250,17 +254,21 @@ class BagSource:
         except Exception as err:  # codec and OpenCV errors alike mean bad image data
             item.error = f"bad image data: {err}"
             return item
+        if not image.flags.writeable:  # a view of the read-only message buffer
+            image = image.copy()
         if depth is not None and intrinsics is None:
             self._warn_once(state, "no camera_info", f"{plan.image_topic}: depth without camera_info before it; "
                                                      "those frames get no 3D")
             depth = None
-        if depth is not None and depth.shape[:2] != image.shape[:2]:
-            self._warn_once(state, "size", f"{plan.depth_topic}: depth is {depth.shape[1]}x{depth.shape[0]} but "
-                            f"{plan.image_topic} is {image.shape[1]}x{image.shape[0]}; depth must be registered "
-                            "to the camera image, so those frames get no 3D")
-            depth = None
+        if depth is not None:
+            try:
+                depth_scale(image.shape, depth.shape)
+            except ImageFormatError as err:
+                self._warn_once(state, "size", f"{plan.depth_topic}: {err}; those frames get no 3D")
+                depth = None
         item.frame = Frame(image, camera=camera_name(plan.namespace), frame_id=str(msg.header.frame_id),
-                           stamp=stamp_of(msg.header), depth=depth, intrinsics=intrinsics if depth is not None else None)
+                           stamp=stamp_of(msg.header), depth=depth,
+                           intrinsics=intrinsics if depth is not None else None)
         return item
 
     def _warn_once(self, state: _CameraState, key: str, message: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ros_mm_perception.offline.runner import Summary
 
 
-def format_summary(summary: Summary) -> str:
+def format_summary(summary: Summary, outputs: bool = True) -> str:
     """Frames, skips, time, a per-phrase table (detections, distinct tracks, mean score) and the outputs."""
     rate = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
     lines = [
@@ -22,7 +22,7 @@ def format_summary(summary: Summary) -> str:
         lines.append(f"{'phrase':<{width}}  detections  tracks  mean score")
         for phrase, count, tracks, mean in rows:
             lines.append(f"{phrase:<{width}}  {count:>10}  {tracks:>6}  {mean:>10.2f}")
-    if summary.outputs:
+    if outputs and summary.outputs:
         lines.append("")
         lines.extend(f"wrote {path}" for path in summary.outputs)
     return "\n".join(lines)

@@ -21,11 +21,12 @@ from ros_mm_perception.offline.sources import InputFrame
 
 
 class Output(Protocol):
-    """Where results go: ``add`` per processed frame, then ``commit`` (returns the file) or ``abort``."""
+    """Where results go: ``add`` per processed frame, then ``commit`` (returns the file written, if any)
+    or ``abort``."""
 
     def add(self, item: InputFrame, result: FrameResult) -> None: ...
 
-    def commit(self) -> Path: ...
+    def commit(self) -> Optional[Path]: ...
 
     def abort(self) -> None: ...
 
@@ -81,8 +82,8 @@ def process_input(source, pipeline, outputs: Sequence[Output], *, phrases: Seque
 
     summary = Summary(per_label=Counter({p: 0 for p in phrases}))
     start = time.perf_counter()
-    bar = tqdm(total=len(source) or None, unit="frame", file=sys.stderr, disable=None if progress is None else not progress,
-               dynamic_ncols=True, desc="perception")
+    bar = tqdm(total=len(source) or None, unit="frame", file=sys.stderr, desc="perception", dynamic_ncols=True,
+               disable=None if progress is None else not progress)
     try:
         for item in source:
             bar.update(1)
@@ -102,7 +103,7 @@ def process_input(source, pipeline, outputs: Sequence[Output], *, phrases: Seque
         bar.close()
         summary.aux_skipped = getattr(source, "aux_skipped", 0)
         summary.seconds = time.perf_counter() - start
-        summary.outputs = [output.commit() for output in outputs]
+        summary.outputs = [path for path in (output.commit() for output in outputs) if path is not None]
     except BaseException:
         bar.close()
         for output in outputs:

@@ -120,7 +120,8 @@ class VideoSource:
 def open_input(path, *, fps: float = DEFAULT_FPS, **bag_options):
     """Open ``path`` as a rosbag2 (folder with metadata.yaml, .mcap or .db3), an image folder or a video.
 
-    ``fps`` stamps the frames of an image folder; ``bag_options`` go to :class:`~.bag_source.BagSource` (camera and depth topic selection).
+    ``fps`` stamps the frames of an image folder; ``bag_options`` go to :class:`~.bag_source.BagSource`
+    (camera and depth topic selection).
     """
     path = Path(path)
     if not path.exists():

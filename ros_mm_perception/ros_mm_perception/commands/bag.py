@@ -1,0 +1,136 @@
+"""``ros-mm-perception bag IN``: run the perception pipeline over a recording, offline.
+
+IN is a rosbag2 (folder, ``.mcap`` or ``.db3``), a folder of images or a video file. Every frame is
+processed; the results go to an MCAP file with the live node's topics and types, and optionally to
+JSON Lines and COCO files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ros_mm_perception.commands.classify import split_phrases
+from ros_mm_perception.core.config import GROUNDING_SOURCES
+from ros_mm_perception.core.errors import UserError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "bag", help="label a rosbag2 recording, image folder or video offline",
+        description="Run the perception pipeline on every frame of a rosbag2 recording (MCAP or sqlite3), "
+                    "a folder of images or a video, and write the node's output topics to an MCAP file.")
+    p.add_argument("input", metavar="IN", help="rosbag2 folder, .mcap or .db3 file, image folder or video file")
+    p.add_argument("--out", help="output MCAP file (default: <IN name>_perception.mcap in the current folder, "
+                                 "unless --jsonl or --coco is given)")
+    p.add_argument("--jsonl", metavar="FILE", help="also write one JSON line per frame")
+    p.add_argument("--coco", metavar="FILE", help="also write a COCO detection file (categories = phrases)")
+    p.add_argument("--debug-images", action="store_true", help="also write annotated images on <ns>/debug_image")
+    add_pipeline_arguments(p)
+    g = p.add_argument_group("bag topics")
+    g.add_argument("--camera-topic", action="append", default=[], metavar="TOPIC",
+                   help="image or compressed image topic to process (repeatable; default: every camera topic)")
+    g.add_argument("--depth-topic", action="append", default=None, metavar="TOPIC",
+                   help="depth image topic(s) to pair with the cameras (default: found by name)")
+    g.add_argument("--no-depth", action="store_true", help="ignore depth (no detections_3d)")
+    g.add_argument("--fps", type=float, default=None, help="frame rate that stamps the frames of an image folder")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def add_pipeline_arguments(p) -> None:
+    """Vocabulary, grounding and model options shared by the offline commands."""
+    g = p.add_argument_group("pipeline")
+    g.add_argument("--labels", help='whole-frame vocabulary, comma-separated (default: the config\'s)')
+    g.add_argument("--detect", help='phrases to detect, comma-separated, e.g. "red mug,person"')
+    g.add_argument("--grounding", choices=GROUNDING_SOURCES, help="detection source (default: auto)")
+    g.add_argument("--threshold", type=float, help="minimum detection score")
+    g.add_argument("--model", default=None, help="PaliGemma model id or folder (enables PaliGemma grounding)")
+    g.add_argument("--clip-model", default=None, help="open_clip model name or model folder (default: embedded)")
+    g.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag or checkpoint file")
+    g.add_argument("--device", default=None, help="auto, cpu or cuda[:N]")
+    g.add_argument("--precision", default=None, help="auto, fp32, fp16 or bf16")
+
+
+def config_from_args(args):
+    """The :class:`PerceptionConfig` the options describe (unset options keep the config's defaults)."""
+    from ros_mm_perception.core.config import PerceptionConfig
+
+    changes = {
+        "labels": split_phrases(args.labels) if args.labels is not None else None,
+        "detect_phrases": split_phrases(args.detect) if args.detect is not None else None,
+        "grounding_source": args.grounding, "score_threshold": args.threshold,
+        "paligemma_model": args.model, "clip_model": args.clip_model, "clip_pretrained": args.clip_pretrained,
+        "device": args.device, "precision": args.precision,
+    }
+    return PerceptionConfig().replace(**{k: v for k, v in changes.items() if v is not None})
+
+
+def build_pipeline(config):
+    """The same pipeline as the live node, with the models the config names."""
+    from ros_mm_perception.core.pipeline import PerceptionPipeline
+
+    return PerceptionPipeline(config)
+
+
+def default_output(input_path: Path) -> Path:
+    name = input_path.resolve().name
+    stem = name[: -len(input_path.suffix)] if input_path.suffix and input_path.is_file() else name
+    return Path.cwd() / f"{stem}_perception.mcap"
+
+
+def open_outputs(args, config, input_path: Path):
+    """The outputs the options ask for (MCAP, JSON Lines, COCO), each written atomically."""
+    from ros_mm_perception.offline.exports import CocoExport, JsonlExport
+    from ros_mm_perception.offline.mcap_output import ResultsMcap
+
+    out = args.out or (None if (args.jsonl or args.coco) else default_output(input_path))
+    for path in filter(None, (out, args.jsonl, args.coco)):
+        if Path(path).resolve() == input_path.resolve():
+            raise UserError(f"output {path} would overwrite the input")
+    outputs = []
+    try:
+        if out:
+            outputs.append(ResultsMcap(out, config.detect_phrases, config.score_threshold, args.debug_images))
+        if args.jsonl:
+            outputs.append(JsonlExport(args.jsonl))
+        if args.coco:
+            outputs.append(CocoExport(args.coco, config.detect_phrases))
+    except BaseException:
+        for output in outputs:
+            output.abort()
+        raise
+    return outputs
+
+
+def run(args) -> int:
+    from ros_mm_perception.offline.report import format_summary
+    from ros_mm_perception.offline.runner import process_input, stderr_report
+    from ros_mm_perception.offline.sources import DEFAULT_FPS, open_input
+
+    config = config_from_args(args)
+    input_path = Path(args.input)
+    source = open_input(input_path, fps=args.fps or DEFAULT_FPS, camera_topics=args.camera_topic,
+                        depth_topics=[] if args.no_depth else args.depth_topic,
+                        depth_tolerance_s=config.depth_tolerance_s, warn=stderr_report)
+    try:
+        pipeline = build_pipeline(config)
+        outputs = open_outputs(args, config, input_path)
+    except BaseException:
+        source.close()
+        raise
+    try:
+        summary = process_input(source, pipeline, outputs, phrases=config.detect_phrases,
+                                progress=False if args.no_progress else None)
+    finally:
+        pipeline.close()
+    if args.json:
+        print(json.dumps(summary.as_json()))
+    else:
+        print(format_summary(summary))
+    if summary.frames == 0:
+        print(f"ros-mm-perception bag: no frame of {input_path} could be processed", file=sys.stderr)
+        return 1
+    return 0

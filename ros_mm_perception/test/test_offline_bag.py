@@ -1,0 +1,291 @@
+"""``ros-mm-perception bag`` end to end on small bags, folders and videos with the tiny random CLIP.
+
+Outputs are read back with mcap_ros2 (as Foxglove does) and with rosbags (as rosbag2 does): topics,
+types, one detections message per input image, headers equal to the inputs, skipped messages
+counted, and no output file at all after an interrupted run.
+"""
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ros_mm_perception.cli import main
+from ros_mm_perception.core.results import Stamp
+from ros_mm_perception.offline.recording import START_NS, CameraRecording, write_recording
+
+K = [60.0, 0.0, 32.0, 0.0, 60.0, 24.0, 0.0, 0.0, 1.0]
+PHRASES = ["red circle", "blue square"]
+
+
+def scenes(n, seed=0):
+    from ros_mm_perception.core.scenes import render_sequence
+
+    return [s.image for s in render_sequence(seed, n, n_objects=2, size=(48, 64))]
+
+
+@pytest.fixture
+def clip_args(tiny_clip_dir):
+    return ["--clip-model", str(tiny_clip_dir), "--device", "cpu", "--precision", "fp32", "--grounding", "clip",
+            "--detect", ",".join(PHRASES), "--labels", "red circle,blue square,green star", "--threshold", "0",
+            "--no-progress"]
+
+
+@pytest.fixture
+def two_camera_bag(tmp_path):
+    """/front: 4 raw images + depth + camera_info; /rear: 3 JPEG images."""
+    depths = [np.full((48, 64), 1200, np.uint16)] * 4
+    return write_recording(tmp_path / "in.mcap", [
+        CameraRecording("/front", scenes(4), depths=depths, k=K, frame_id="front_optical"),
+        CameraRecording("/rear", scenes(3, seed=1), compressed=True, frame_id="rear_optical"),
+    ])
+
+
+def run_json(capsys, argv):
+    """Run the CLI with ``--json``; return (the JSON object, stderr)."""
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    out = captured.out.strip().splitlines()
+    assert len(out) == 1, out  # exactly one JSON object on stdout
+    return json.loads(out[0]), captured.err
+
+
+def read_mcap(path):
+    """[(topic, schema name, message, log time)] decoded by mcap_ros2 (the decoder Foxglove's tooling uses)."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    with open(path, "rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        return [(c.topic, s.name, m, r.log_time) for s, c, r, m in reader.iter_decoded_messages()]
+
+
+def stamps(msgs, topic):
+    return [(Stamp(m.header.stamp.sec, m.header.stamp.nanosec), m.header.frame_id) for t, _, m, _ in msgs if t == topic]
+
+
+def test_bag_writes_the_node_topics_with_input_headers(tmp_path, capsys, clip_args, two_camera_bag):
+    out = tmp_path / "out.mcap"
+    summary, _ = run_json(capsys, ["bag", str(two_camera_bag), "--out", str(out), "--debug-images", "--json",
+                                   *clip_args])
+    assert set(summary) == {"frames", "detections", "skipped", "per_label", "seconds"}
+    assert (summary["frames"], summary["skipped"]) == (7, 0)
+
+    msgs = read_mcap(out)
+    types = {(t, s) for t, s, _, _ in msgs}
+    assert types == {
+        ("/front/detections", "vision_msgs/msg/Detection2DArray"),
+        ("/front/detections_3d", "vision_msgs/msg/Detection3DArray"),
+        ("/front/labels", "vision_msgs/msg/Classification"),
+        ("/front/label_info", "vision_msgs/msg/LabelInfo"),
+        ("/front/debug_image", "sensor_msgs/msg/Image"),
+        ("/rear/detections", "vision_msgs/msg/Detection2DArray"),
+        ("/rear/labels", "vision_msgs/msg/Classification"),
+        ("/rear/label_info", "vision_msgs/msg/LabelInfo"),
+        ("/rear/debug_image", "sensor_msgs/msg/Image"),
+    }  # no depth on /rear, so no detections_3d there
+    front = [(Stamp.from_ns(START_NS + i * 100_000_000), "front_optical") for i in range(4)]
+    rear = [(Stamp.from_ns(START_NS + i * 100_000_000), "rear_optical") for i in range(3)]
+    for topic in ("detections", "detections_3d", "labels", "debug_image"):
+        assert stamps(msgs, f"/front/{topic}") == front
+    for topic in ("detections", "labels", "debug_image"):
+        assert stamps(msgs, f"/rear/{topic}") == rear
+
+    detections = [d for t, _, m, _ in msgs if t.endswith("/detections") for d in m.detections]
+    assert len(detections) == summary["detections"]
+    assert Counter(d.results[0].hypothesis.class_id for d in detections) == Counter(
+        {p: n for p, n in summary["per_label"].items() if n})
+    for det in detections:  # pixels of the 64x48 image, class id = the phrase
+        assert 0 <= det.bbox.center.position.x <= 64 and 0 <= det.bbox.center.position.y <= 48
+        assert det.results[0].hypothesis.class_id in PHRASES and 0 <= det.results[0].hypothesis.score <= 1
+    for _, _, m, _ in msgs:
+        if hasattr(m, "class_map"):
+            assert [c.class_name for c in m.class_map] == PHRASES
+    debug = next(m for t, _, m, _ in msgs if t == "/front/debug_image")
+    assert (debug.width, debug.height, debug.encoding) == (64, 48, "rgb8")
+
+
+def test_output_reads_back_through_rosbags_with_its_own_schemas(tmp_path, capsys, clip_args, two_camera_bag):
+    from rosbags.highlevel import AnyReader
+
+    out = tmp_path / "out.mcap"
+    run_json(capsys, ["bag", str(two_camera_bag), "--out", str(out), "--json", *clip_args])
+    per_topic = defaultdict(list)
+    with AnyReader([out]) as reader:  # no default type store: the file's schemas must be complete
+        for connection, log_time, raw in reader.messages():
+            msg = reader.deserialize(raw, connection.msgtype)
+            per_topic[connection.topic].append((msg.header.stamp.sec, msg.header.stamp.nanosec, log_time))
+    assert len(per_topic["/front/detections"]) == 4 and len(per_topic["/rear/detections"]) == 3
+    # log time = the input image's recording time (5 ms after its stamp in these recordings)
+    for sec, nanosec, log_time in per_topic["/front/detections"]:
+        assert log_time == Stamp(sec, nanosec).to_ns() + 5_000_000
+
+
+def test_corrupt_messages_are_skipped_and_counted(tmp_path, capsys, clip_args):
+    from mcap.writer import Writer
+
+    from ros_mm_perception.core.image_codec import numpy_to_image
+    from ros_mm_perception.messages.convert import header
+    from ros_mm_perception.messages.typestore import rosbags_types, schema_text, typestore
+
+    store = typestore()
+    types = rosbags_types(store)
+    images = scenes(5)
+    path = tmp_path / "corrupt.mcap"
+    with open(path, "wb") as f:
+        writer = Writer(f)
+        writer.start(profile="ros2", library="test")
+        schema = writer.register_schema("sensor_msgs/msg/Image", "ros2msg",
+                                        schema_text(store, "sensor_msgs/msg/Image").encode())
+        channel = writer.register_channel("/cam/image_raw", "cdr", schema)
+        for i, image in enumerate(images):
+            msg = numpy_to_image(image, "rgb8", header=header(types, "cam", Stamp(1, i)), msg_factory=types.Image,
+                                 data_as="numpy")
+            if i == 3:
+                msg.encoding = "rgb42"  # bad image data
+            data = bytes(store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+            if i == 1:
+                data = data[:20]  # truncated: undecodable CDR
+            writer.add_message(channel, log_time=i + 1, publish_time=i + 1, data=data)
+        writer.finish()
+    out = tmp_path / "out.mcap"
+    summary, err = run_json(capsys, ["bag", str(path), "--out", str(out), "--json", *clip_args])
+    assert (summary["frames"], summary["skipped"]) == (3, 2)
+    assert "/cam/image_raw#1" in err and "/cam/image_raw#3" in err
+    assert [s for s, _ in stamps(read_mcap(out), "/cam/detections")] == [Stamp(1, 0), Stamp(1, 2), Stamp(1, 4)]
+
+
+class Interrupting:
+    """A pipeline that works for ``after`` frames, then raises ``error`` (Ctrl-C or a crash)."""
+
+    def __init__(self, pipeline, after, error):
+        self.pipeline, self.after, self.error, self.calls = pipeline, after, error, 0
+
+    def process(self, frame):
+        self.calls += 1
+        if self.calls > self.after:
+            raise self.error
+        return self.pipeline.process(frame)
+
+    def close(self):
+        self.pipeline.close()
+
+
+@pytest.mark.parametrize("error, code", [(KeyboardInterrupt(), 130), (RuntimeError("model crashed"), None)])
+def test_interrupted_run_leaves_no_output_file(tmp_path, capsys, clip_args, two_camera_bag, monkeypatch, error,
+                                               code):
+    from ros_mm_perception.commands import bag
+
+    real = bag.build_pipeline
+    monkeypatch.setattr(bag, "build_pipeline", lambda config: Interrupting(real(config), 3, error))
+    before = set(tmp_path.iterdir())
+    argv = ["bag", str(two_camera_bag), "--out", str(tmp_path / "out.mcap"), "--jsonl", str(tmp_path / "out.jsonl"),
+            "--coco", str(tmp_path / "coco.json"), *clip_args]
+    if code is None:
+        with pytest.raises(RuntimeError, match="model crashed"):
+            main(argv)
+    else:
+        assert main(argv) == code
+    assert set(tmp_path.iterdir()) == before  # neither the outputs nor their temporary files
+
+
+def test_image_folder_to_jsonl_and_coco(tmp_path, capsys, clip_args):
+    from ros_mm_perception.core.image_io import write_rgb
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(scenes(3)):
+        write_rgb(folder / f"frame_{i:02d}.png", image)
+    (folder / "frame_01b.png").write_bytes(b"\x89PNG broken")
+    jsonl, coco = tmp_path / "frames.jsonl", tmp_path / "coco.json"
+    summary, _ = run_json(capsys, ["bag", str(folder), "--jsonl", str(jsonl), "--coco", str(coco), "--json",
+                                   *clip_args])
+    assert (summary["frames"], summary["skipped"]) == (3, 1)
+    assert not list(Path.cwd().glob("images_perception.mcap"))  # no MCAP unless asked when exports are given
+
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["name"] for r in lines] == ["frame_00.png", "frame_01.png", "frame_02.png"]
+    assert all((r["width"], r["height"]) == (64, 48) and len(r["labels"]) >= 1 for r in lines)
+    assert sum(len(r["detections"]) for r in lines) == summary["detections"]
+
+    data = json.loads(coco.read_text())
+    assert [c["name"] for c in data["categories"]] == PHRASES
+    assert [im["file_name"] for im in data["images"]] == [r["name"] for r in lines]
+    assert len(data["annotations"]) == summary["detections"]
+    ids = {im["id"] for im in data["images"]}
+    by_name = {c["id"]: c["name"] for c in data["categories"]}
+    flat = [(r["name"], d["label"], d["box"]) for r in lines for d in r["detections"]]
+    names = {im["id"]: im["file_name"] for im in data["images"]}
+    for ann, (name, label, (x0, y0, x1, y1)) in zip(data["annotations"], flat):
+        assert ann["image_id"] in ids and names[ann["image_id"]] == name and by_name[ann["category_id"]] == label
+        assert ann["bbox"] == pytest.approx([x0, y0, x1 - x0, y1 - y0]) and ann["area"] >= 0
+
+
+def test_video_input_every_frame_once(tmp_path, capsys, clip_args):
+    import cv2
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for image in scenes(4):
+        writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    writer.release()
+    out = tmp_path / "video.mcap"
+    summary, _ = run_json(capsys, ["bag", str(video), "--out", str(out), "--json", *clip_args])
+    assert (summary["frames"], summary["skipped"]) == (4, 0)
+    assert [s for s, _ in stamps(read_mcap(out), "/camera/detections")] == [Stamp.from_ns(i * 100_000_000)
+                                                                            for i in range(4)]
+
+
+def test_sqlite3_bag_and_camera_topic_choice(tmp_path, capsys, clip_args):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from ros_mm_perception.core.image_codec import numpy_to_image
+    from ros_mm_perception.messages.convert import header
+    from ros_mm_perception.messages.typestore import rosbags_types, typestore
+
+    store = typestore("humble")
+    types = rosbags_types(store)
+    bag = tmp_path / "db3_bag"
+    with Writer(bag, version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conns = {t: writer.add_connection(t, "sensor_msgs/msg/Image", typestore=store)
+                 for t in ("/a/image", "/b/image")}
+        for i, image in enumerate(scenes(2)):
+            msg = numpy_to_image(image, "rgb8", header=header(types, "a", Stamp(2, i)), msg_factory=types.Image,
+                                 data_as="numpy")
+            for conn in conns.values():
+                writer.write(conn, i + 1, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+    out = tmp_path / "out.mcap"
+    summary, _ = run_json(capsys, ["bag", str(bag), "--out", str(out), "--camera-topic", "/b/image", "--json",
+                                   *clip_args])
+    assert summary["frames"] == 2
+    assert {t for t, _, _, _ in read_mcap(out) if t.endswith("detections")} == {"/b/detections"}
+
+
+def test_bag_errors_are_one_line(tmp_path, capsys, clip_args, two_camera_bag):
+    assert main(["bag", str(two_camera_bag), "--camera-topic", "/nope", *clip_args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "/nope is not in the bag" in err and "/front/image_raw" in err
+    assert main(["bag", str(two_camera_bag), "--out", str(two_camera_bag), *clip_args]) == 2
+    assert "overwrite the input" in capsys.readouterr().err
+
+
+def test_demo_smoke(tmp_path, capsys, tiny_clip_dir):
+    import cv2
+
+    out = tmp_path / "demo"
+    summary, _ = run_json(capsys, ["demo", "--out", str(out), "--frames", "2", "--size", "48x64", "--clip-model",
+                                str(tiny_clip_dir), "--device", "cpu", "--json", "--no-progress"])
+    assert (summary["frames"], summary["skipped"]) == (4, 0)  # two cameras
+    assert 0.0 <= summary["ground_truth_recall"] <= 1.0
+    assert sorted(p.name for p in out.iterdir()) == ["contact_sheet.png", "detections.jsonl", "perception.mcap",
+                                                     "sample_scenes.mcap"]
+    sheet = cv2.imread(str(out / "contact_sheet.png"))
+    assert sheet is not None and sheet.shape[0] > 48 and sheet.shape[1] > 64
+    topics = Counter(t for t, _, _, _ in read_mcap(out / "perception.mcap"))
+    assert topics["/front/detections"] == topics["/overhead/detections"] == topics["/front/detections_3d"] == 2
+    assert main(["demo", "--out", str(out), "--frames", "1", "--size", "48x64", "--clip-model", str(tiny_clip_dir),
+                 "--device", "cpu", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"outputs in {out.resolve()}" in printed and "contact_sheet.png" in printed

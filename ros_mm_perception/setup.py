@@ -27,6 +27,7 @@ setup(
             "torchvision",
             "open_clip_torch>=2.24",
             "transformers>=4.45",
+            "tokenizers",
             "safetensors",
             "opencv-python-headless>=4.8",
             "pillow",

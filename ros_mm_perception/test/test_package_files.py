@@ -1,0 +1,206 @@
+"""Package metadata: package.xml files, declared dependencies, installed data files, launch files, .srv files."""
+
+import ast
+import pathlib
+import py_compile
+import re
+import sys
+
+import pytest
+import setuptools
+from catkin_pkg.package import parse_package
+from rosbags.typesys import get_types_from_msg
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+PKG_DIR = REPO / "ros_mm_perception"
+IFACE_DIR = REPO / "ros_mm_perception_interfaces"
+OWN = {"ros_mm_perception"}
+
+# Import name → rosdep key (package.xml) for modules a ROS install provides.
+ROSDEP = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml", "scipy": "python3-scipy",
+          "torch": "python3-torch"}
+ROS_PACKAGE_SUFFIXES = ("_msgs", "_interfaces")
+ROS_PACKAGES = {"rclpy", "rcl_interfaces", "builtin_interfaces", "launch", "launch_ros", "ament_index_python"}
+# Import name → PyPI distribution (setup.py) for everything pip installs (ML stack, bag tools).
+PIP = {"numpy": "numpy", "cv2": "opencv-python-headless", "yaml": "pyyaml", "scipy": "scipy", "torch": "torch",
+       "torchvision": "torchvision", "open_clip": "open_clip_torch", "transformers": "transformers",
+       "tokenizers": "tokenizers", "safetensors": "safetensors", "PIL": "pillow", "tqdm": "tqdm", "mcap": "mcap",
+       "mcap_ros2": "mcap-ros2-support", "rosbags": "rosbags"}
+
+
+def is_ros_package(root: str) -> bool:
+    return root in ROS_PACKAGES or root.endswith(ROS_PACKAGE_SUFFIXES)
+
+
+def import_roots(paths):
+    roots = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                root = name.split(".")[0]
+                if root not in sys.stdlib_module_names and root not in OWN:
+                    roots.setdefault(root, path.relative_to(REPO))
+    return roots
+
+
+def setup_kwargs(monkeypatch):
+    captured = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kw: captured.update(kw))
+    monkeypatch.chdir(PKG_DIR)
+    exec(compile((PKG_DIR / "setup.py").read_text(), "setup.py", "exec"), {"__name__": "__main__"})
+    return captured
+
+
+def requirement_names(requirements):
+    return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def exec_keys(package):
+    return {d.name for d in package.exec_depends + package.build_export_depends}
+
+
+@pytest.fixture(scope="module")
+def packages():
+    return parse_package(str(PKG_DIR / "package.xml")), parse_package(str(IFACE_DIR / "package.xml"))
+
+
+def test_package_xml_files_parse(packages):
+    product, interfaces = packages
+    assert (product.name, interfaces.name) == ("ros_mm_perception", "ros_mm_perception_interfaces")
+    assert product.package_format == 3 and interfaces.package_format == 3
+    assert product.get_build_type() == "ament_python"
+    assert interfaces.get_build_type() == "ament_cmake"
+    assert {"ament_cmake", "rosidl_default_generators"} <= {d.name for d in interfaces.buildtool_depends}
+    assert "rosidl_default_runtime" in {d.name for d in interfaces.exec_depends}
+    assert "rosidl_interface_packages" in {g.name for g in interfaces.member_of_groups}
+    assert product.version == interfaces.version
+
+
+def test_every_import_is_declared(packages, monkeypatch):
+    product, _ = packages
+    code = list((PKG_DIR / "ros_mm_perception").rglob("*.py")) + list((PKG_DIR / "launch").glob("*.py"))
+    roots = import_roots(code)
+    kw = setup_kwargs(monkeypatch)
+    pip = requirement_names(kw["install_requires"] + [r for extra in kw["extras_require"].values() for r in extra])
+    declared_ros = exec_keys(product)
+    problems = []
+    for root, where in sorted(roots.items()):
+        if is_ros_package(root):
+            if root not in declared_ros:
+                problems.append(f"{root} ({where}) needs <exec_depend>{root}</exec_depend> in package.xml")
+            continue
+        if root not in PIP:
+            problems.append(f"{root} ({where}) is not in this test's PIP/ROSDEP tables: declare it, then add it")
+            continue
+        if PIP[root].lower() not in pip:
+            problems.append(f"{root} ({where}) needs {PIP[root]} in setup.py install_requires or extras")
+        if root in ROSDEP and ROSDEP[root] not in declared_ros:
+            problems.append(f"{root} ({where}) needs <exec_depend>{ROSDEP[root]}</exec_depend> in package.xml")
+    assert not problems, "\n".join(problems)
+
+
+def test_node_imports_ros_only_from_the_node_layer():
+    ros_dir = PKG_DIR / "ros_mm_perception" / "ros"
+    outside = [p for p in (PKG_DIR / "ros_mm_perception").rglob("*.py") if ros_dir not in p.parents]
+    assert not [r for r in import_roots(outside) if is_ros_package(r)]
+    assert {"rclpy", "vision_msgs", "ros_mm_perception_interfaces"} <= set(import_roots(ros_dir.rglob("*.py")))
+
+
+def test_setup_installs_launch_config_and_resource_files(monkeypatch):
+    kw = setup_kwargs(monkeypatch)
+    installed = {(dest, pathlib.Path(src).as_posix()) for dest, files in kw["data_files"] for src in files}
+    expected = [("share/ament_index/resource_index/packages", "resource/ros_mm_perception"),
+                ("share/ros_mm_perception", "package.xml")]
+    for folder in ("launch", "config"):
+        files = sorted(p for p in (PKG_DIR / folder).iterdir() if p.is_file())
+        assert files, folder
+        expected += [(f"share/ros_mm_perception/{folder}", f"{folder}/{p.name}") for p in files]
+    missing = [e for e in expected if e not in installed]
+    assert not missing, f"not installed by setup.py data_files: {missing}"
+    scripts = kw["entry_points"]["console_scripts"]
+    assert "perception_node = ros_mm_perception.ros.perception_node:main" in scripts
+
+
+def test_entry_point_targets_exist():
+    tree = ast.parse((PKG_DIR / "ros_mm_perception" / "ros" / "perception_node.py").read_text())
+    assert "main" in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    cfg = (PKG_DIR / "setup.cfg").read_text()
+    assert "install_scripts=$base/lib/ros_mm_perception" in cfg  # where `ros2 run` looks
+
+
+@pytest.mark.parametrize("launch_file", sorted((PKG_DIR / "launch").glob("*.launch.py")), ids=lambda p: p.name)
+def test_launch_files_compile_and_define_a_description(launch_file, tmp_path):
+    py_compile.compile(str(launch_file), cfile=str(tmp_path / "out.pyc"), doraise=True)
+    tree = ast.parse(launch_file.read_text())
+    assert "generate_launch_description" in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+
+def parse_srv(path):
+    """(request fields, response fields) as {name: type} via rosbags' .msg parser."""
+    halves = path.read_text().split("\n---\n")
+    assert len(halves) == 2, f"{path.name} must have exactly one '---' separator"
+    out = []
+    for half, part in zip(halves, ("Request", "Response")):
+        name = f"ros_mm_perception_interfaces/msg/{path.stem}_{part}"
+        (_, fields), = get_types_from_msg(half, name).values()
+        out.append({field: spec for field, spec in fields})
+    return out
+
+
+def type_name(spec):
+    kind, detail = spec
+    if kind.name == "SEQUENCE":
+        return type_name(detail[0]) + "[]"
+    return detail[0] if kind.name == "BASE" else detail
+
+
+SRV_CONTRACT = {
+    "AskQuestion": ({"camera": "string", "image": "sensor_msgs/msg/Image", "question": "string"},
+                    {"answer": "string", "header": "std_msgs/msg/Header", "success": "bool", "message": "string"}),
+    "GroundPhrases": ({"camera": "string", "image": "sensor_msgs/msg/Image", "phrases": "string[]",
+                       "score_threshold": "float64"},
+                      {"detections": "vision_msgs/msg/Detection2DArray",
+                       "detections_3d": "vision_msgs/msg/Detection3DArray", "success": "bool", "message": "string"}),
+    "ClassifyImage": ({"camera": "string", "image": "sensor_msgs/msg/Image", "labels": "string[]", "top_k": "uint16"},
+                      {"classification": "vision_msgs/msg/Classification", "success": "bool", "message": "string"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SRV_CONTRACT))
+def test_srv_files_parse_with_the_contract_fields(name):
+    request, response = parse_srv(IFACE_DIR / "srv" / f"{name}.srv")
+    want_request, want_response = SRV_CONTRACT[name]
+    assert {k: type_name(v) for k, v in request.items()} == want_request
+    assert {k: type_name(v) for k, v in response.items()} == want_response
+
+
+def test_score_threshold_defaults_to_the_node_parameter_sentinel():
+    text = (IFACE_DIR / "srv" / "GroundPhrases.srv").read_text()
+    assert re.search(r"^float64 score_threshold -1\.0$", text, re.M)
+
+
+def test_interface_build_lists_every_srv_and_its_dependencies(packages):
+    _, interfaces = packages
+    cmake = (IFACE_DIR / "CMakeLists.txt").read_text()
+    srv_files = sorted(p.name for p in (IFACE_DIR / "srv").glob("*.srv"))
+    assert sorted(re.findall(r'"srv/(\w+\.srv)"', cmake)) == srv_files == sorted(f"{n}.srv" for n in SRV_CONTRACT)
+    used = {t.split("/")[0] for req, resp in SRV_CONTRACT.values() for t in [*req.values(), *resp.values()]
+            if "/" in t}
+    deps = set(re.search(r"DEPENDENCIES([^)]*)\)", cmake).group(1).split())
+    assert used == deps == {"sensor_msgs", "std_msgs", "vision_msgs"}
+    declared = {d.name for d in interfaces.build_depends} & {d.name for d in interfaces.exec_depends}
+    assert used <= declared
+    for pkg in used:
+        assert f"find_package({pkg} REQUIRED)" in cmake
+
+
+def test_node_uses_exactly_the_declared_services():
+    tree = ast.parse((PKG_DIR / "ros_mm_perception" / "ros" / "perception_node.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                and n.module == "ros_mm_perception_interfaces.srv" for a in n.names}
+    assert imported == set(SRV_CONTRACT)

@@ -1,0 +1,81 @@
+"""Node parameters through the config dataclass: YAML defaults, descriptors' needs, run-time changes."""
+
+import dataclasses
+import pathlib
+
+import pytest
+import yaml
+
+from ros_mm_perception.core.config import ConfigError, PerceptionConfig
+from ros_mm_perception.core.pipeline import MODEL_FIELDS
+
+PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1]
+NODE_KEY = "/**/perception"
+
+
+def yaml_parameters():
+    return yaml.safe_load((PACKAGE_DIR / "config" / "perception.yaml").read_text())[NODE_KEY]["ros__parameters"]
+
+
+def test_yaml_mirrors_the_dataclass_defaults():
+    described = {name: spec["default"] for name, spec in PerceptionConfig.describe().items()}
+    params = yaml_parameters()
+    assert sorted(params) == sorted(described), "config/perception.yaml must list exactly the config fields"
+    for name, default in described.items():
+        assert params[name] == default, name
+        # ROS types parameters by their YAML value: 1 is an integer, 1.0 a double.
+        assert type(params[name]) is type(default), f"{name}: YAML {params[name]!r} vs default {default!r}"
+
+
+def test_yaml_builds_a_valid_config():
+    assert PerceptionConfig.from_dict(yaml_parameters()) == PerceptionConfig()
+
+
+def test_list_defaults_are_non_empty_string_lists():
+    # An empty list has no type in ROS parameters or parameter files (rcl cannot parse `[]`).
+    for name, spec in PerceptionConfig.describe().items():
+        if isinstance(spec["default"], list):
+            assert spec["default"] and all(isinstance(v, str) for v in spec["default"]), name
+
+
+def test_ranges_match_the_parameter_type():
+    # Integer parameters need an IntegerRange and doubles a FloatingPointRange.
+    for name, spec in PerceptionConfig.describe().items():
+        if "range" in spec:
+            low, high = spec["range"]
+            assert type(spec["default"]) in (int, float) and low <= spec["default"] <= high, name
+            assert all(type(v) is type(spec["default"]) for v in (low, high)), name
+
+
+def test_model_choices_and_node_wiring_are_read_only():
+    read_only = {n for n, spec in PerceptionConfig.describe().items() if spec.get("read_only")}
+    assert set(MODEL_FIELDS) <= read_only
+    assert {"cameras", "image_transport", "use_depth", "qos_reliability", "autostart"} <= read_only
+    assert {"labels", "detect_phrases", "score_threshold", "labels_rate_hz", "detect_rate_hz"}.isdisjoint(read_only)
+
+
+def test_run_time_change_is_validated_and_old_values_kept():
+    cfg = PerceptionConfig()
+    new = cfg.replace(labels=["red mug", "open door"], detect_phrases=["red mug"], score_threshold=0.5,
+                      detect_rate_hz=5.0)
+    assert (new.labels, new.detect_phrases, new.score_threshold, new.detect_rate_hz) == (
+        ["red mug", "open door"], ["red mug"], 0.5, 5.0)
+    for change, reason in [({"score_threshold": -0.1}, "outside"), ({"max_batch": 0}, "outside"),
+                           ({"image_transport": "theora"}, "not one of"), ({"qos_reliability": "maybe"}, "not one of"),
+                           ({"detect_phrases": ["mug", "mug"]}, "duplicates")]:
+        with pytest.raises(ConfigError, match=reason):
+            new.replace(**change)
+    assert new.score_threshold == 0.5 and new.detect_phrases == ["red mug"]
+
+
+@pytest.mark.parametrize("cameras, reason", [([], "at least one"), (["front", "front"], "duplicates"),
+                                             (["front/left"], "letters"), (["1cam"], "start with a letter")])
+def test_camera_names_are_checked(cameras, reason):
+    with pytest.raises(ConfigError, match=reason):
+        PerceptionConfig(cameras=cameras)
+
+
+def test_every_field_has_one_described_default():
+    described = PerceptionConfig.describe()
+    assert [f.name for f in dataclasses.fields(PerceptionConfig)] == list(described)
+    assert all(spec["description"].strip() for spec in described.values())

@@ -1,0 +1,390 @@
+"""Procedurally rendered scenes of coloured shapes, with captions and ground-truth boxes.
+
+The generator draws 8 colours x 6 shapes (:data:`COLOURS`, :data:`SHAPES`) with random size,
+position and rotation on a flat, gradient, noise or textured-floor background (:data:`BACKGROUNDS`),
+then applies uneven lighting, a colour cast, blur and sensor noise. Objects may occlude each other,
+but each stays at least ``min_visible`` visible. Every object comes with its phrase ("red circle")
+and its box: the extent of its visible pixels, ``(x0, y0, x1, y1)`` in pixels.
+
+It feeds the embedded model's training, its evaluation, the tests and the demo::
+
+    scene = render_scene(np.random.default_rng(0), n_objects=3, size=(480, 640))
+    scene.image, scene.caption, [(o.phrase, o.box) for o in scene.objects]
+    frames = render_sequence(seed=0, n_frames=20)   # the same objects moving smoothly
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from ros_mm_perception.core.results import Box
+
+COLOURS: Dict[str, Tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "orange": (245, 135, 20),
+    "yellow": (240, 220, 30),
+    "green": (40, 170, 50),
+    "cyan": (30, 200, 220),
+    "blue": (30, 60, 220),
+    "purple": (135, 40, 190),
+    "pink": (250, 110, 190),
+}
+"""Colour name → base RGB (each object jitters hue, saturation and value around it)."""
+
+SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
+BACKGROUNDS = ("flat", "gradient", "noise", "floor")
+
+Combo = Tuple[str, str]
+"""A ``(colour, shape)`` pair."""
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """One rendered object: what it is and where its visible pixels are."""
+
+    colour: str
+    shape: str
+    box: Box
+    visible_fraction: float = 1.0
+    object_id: int = 0
+    """Stable index of the object within a scene or a sequence (for tracking)."""
+
+    @property
+    def phrase(self) -> str:
+        return phrase(self.colour, self.shape)
+
+
+@dataclass
+class Scene:
+    """An HxWx3 uint8 RGB image, its objects (bottom to top) and a caption naming all of them."""
+
+    image: np.ndarray
+    objects: List[SceneObject] = field(default_factory=list)
+    caption: str = ""
+    background: str = "flat"
+
+
+def phrase(colour: str, shape: str) -> str:
+    return f"{colour} {shape}"
+
+
+def all_combos() -> List[Combo]:
+    """Every ``(colour, shape)`` pair, colours outermost."""
+    return [(c, s) for c in COLOURS for s in SHAPES]
+
+
+def all_phrases() -> List[str]:
+    """Every colour-shape phrase ("red circle", ...), in :func:`all_combos` order."""
+    return [phrase(c, s) for c, s in all_combos()]
+
+
+def caption(objects: Sequence[Combo]) -> str:
+    """Natural caption naming the objects: "a red circle", "a red circle and a blue star", ..."""
+    names = [f"{_article(c)} {phrase(c, s)}" for c, s in objects]
+    if not names:
+        return "background"
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+# ---------------------------------------------------------------------------------------------- shapes
+
+def shape_polygons(shape: str, centre: Tuple[float, float], radius: float, angle: float) -> List[np.ndarray]:
+    """Outline polygons (float ``N x 2``) of a shape; a ring is its outer and inner circle.
+
+    ``radius`` is the circumradius in pixels, ``angle`` the rotation in radians.
+    """
+    if shape in ("circle", "ring"):
+        t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+        unit = [np.stack([np.cos(t), np.sin(t)], 1)]
+        if shape == "ring":
+            unit.append(unit[0] * 0.55)
+    elif shape == "square":
+        t = np.pi / 4 + np.arange(4) * np.pi / 2
+        unit = [np.stack([np.cos(t), np.sin(t)], 1) * 0.95]
+    elif shape == "triangle":
+        t = -np.pi / 2 + np.arange(3) * 2 * np.pi / 3
+        unit = [np.stack([np.cos(t), np.sin(t)], 1)]
+    elif shape == "star":
+        t = -np.pi / 2 + np.arange(10) * np.pi / 5
+        r = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+        unit = [np.stack([np.cos(t), np.sin(t)], 1) * r[:, None]]
+    elif shape == "cross":
+        a, b = 0.3, 0.95
+        unit = [np.array([[-a, -b], [a, -b], [a, -a], [b, -a], [b, a], [a, a],
+                          [a, b], [-a, b], [-a, a], [-b, a], [-b, -a], [-a, -a]])]
+    else:
+        raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return [p @ rot.T * radius + np.asarray(centre, dtype=np.float64) for p in unit]
+
+
+def shape_mask(shape: str, centre, radius: float, angle: float, hw: Tuple[int, int]) -> np.ndarray:
+    """Anti-aliased coverage in [0, 1] (float32 HxW) of one shape."""
+    mask = np.zeros(hw, np.uint8)
+    polys = shape_polygons(shape, centre, radius, angle)
+    fixed = [np.round(p * 16).astype(np.int32) for p in polys]  # 4 fractional bits
+    cv2.fillPoly(mask, fixed[:1], 255, cv2.LINE_AA, shift=4)
+    if len(fixed) > 1:  # ring: cut the hole
+        cv2.fillPoly(mask, fixed[1:], 0, cv2.LINE_AA, shift=4)
+    return mask.astype(np.float32) / 255.0
+
+
+# ------------------------------------------------------------------------------------------ backgrounds
+
+def _muted_colour(rng: np.random.Generator) -> np.ndarray:
+    """A low-saturation RGB colour (float 0..255) so that the objects stand out."""
+    hsv = np.uint8([[[rng.integers(0, 180), rng.integers(0, 70), rng.integers(60, 220)]]])
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def _smooth_noise(rng: np.random.Generator, hw: Tuple[int, int], cells: int) -> np.ndarray:
+    """Low-frequency noise in [-1, 1] (float32 HxW): a random grid upsampled bicubically."""
+    grid = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
+    return np.clip(cv2.resize(grid, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC), -1, 1)
+
+
+def render_background(rng: np.random.Generator, hw: Tuple[int, int], kind: str) -> np.ndarray:
+    """Background image (float32 HxWx3, 0..255) of kind flat, gradient, noise or floor."""
+    h, w = hw
+    base = _muted_colour(rng)
+    if kind == "flat":
+        return np.broadcast_to(base, (h, w, 3)).copy()
+    if kind == "gradient":
+        other = _muted_colour(rng)
+        theta = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        t = (xx / w - 0.5) * np.cos(theta) + (yy / h - 0.5) * np.sin(theta)
+        t = ((t - t.min()) / max(float(t.max() - t.min()), 1e-6))[..., None]
+        return base * (1 - t) + other * t
+    if kind == "noise":
+        coarse = _smooth_noise(rng, hw, int(rng.integers(3, 9)))[..., None] * rng.uniform(15, 40)
+        fine = rng.normal(0, rng.uniform(4, 14), (h, w, 1)).astype(np.float32)
+        return base + coarse + fine
+    if kind == "floor":
+        return _floor(rng, hw, base)
+    raise ValueError(f"unknown background {kind!r}; known: {', '.join(BACKGROUNDS)}")
+
+
+def _floor(rng: np.random.Generator, hw: Tuple[int, int], base: np.ndarray) -> np.ndarray:
+    """Wooden planks or tiles seen in perspective, with grain noise."""
+    h, w = hw
+    tex_h, tex_w = 256, 256
+    tex = np.empty((tex_h, tex_w, 3), np.float32)
+    tex[:] = base
+    if rng.random() < 0.5:  # planks: bands of slightly different tone with streaky grain
+        edges = np.cumsum(rng.integers(20, 48, 16))
+        for i, (a, b) in enumerate(zip(np.r_[0, edges[:-1]], edges)):
+            tex[:, a:b] *= rng.uniform(0.82, 1.12)
+        grain = cv2.resize(rng.normal(0, 1, (tex_h // 16, tex_w)).astype(np.float32), (tex_w, tex_h))
+        tex += grain[..., None] * 8
+        tex[:, np.minimum(edges, tex_w - 1)] *= 0.55
+    else:  # tiles with grout lines
+        step = int(rng.integers(32, 72))
+        grout = base * rng.uniform(0.5, 0.8)
+        tex[::step] = grout
+        tex[:, ::step] = grout
+        tex += rng.normal(0, 4, (tex_h, tex_w, 1)).astype(np.float32)
+    # Perspective: the texture's top edge recedes towards a horizon above the image.
+    squeeze = rng.uniform(0.0, 0.35) * w
+    src = np.float32([[0, 0], [tex_w, 0], [tex_w, tex_h], [0, tex_h]])
+    dst = np.float32([[squeeze, 0], [w - squeeze, 0], [w, h], [0, h]])
+    warp = cv2.getPerspectiveTransform(src, dst)
+    return cv2.warpPerspective(tex, warp, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+# ---------------------------------------------------------------------------------------------- scenes
+
+@dataclass(frozen=True)
+class _Placement:
+    colour: str
+    shape: str
+    rgb: Tuple[float, float, float]
+    centre: Tuple[float, float]
+    radius: float
+    angle: float
+
+
+def object_rgb(rng: np.random.Generator, colour: str) -> Tuple[float, float, float]:
+    """The base colour with a little hue, saturation and value jitter (RGB floats 0..255)."""
+    if colour not in COLOURS:
+        raise ValueError(f"unknown colour {colour!r}; known: {', '.join(COLOURS)}")
+    hsv = cv2.cvtColor(np.uint8([[COLOURS[colour]]]), cv2.COLOR_RGB2HSV)[0, 0].astype(np.float64)
+    hsv[0] = (hsv[0] + rng.uniform(-4, 4)) % 180  # OpenCV hue unit is 2 degrees
+    hsv[1] *= rng.uniform(0.8, 1.0)
+    hsv[2] *= rng.uniform(0.8, 1.0)
+    rgb = cv2.cvtColor(np.uint8([[np.round(hsv)]]), cv2.COLOR_HSV2RGB)[0, 0]
+    return tuple(float(v) for v in rgb)
+
+
+def _pick_combos(rng: np.random.Generator, n: int, combos: Optional[Sequence[Combo]]) -> List[Combo]:
+    pool = list(combos) if combos is not None else all_combos()
+    if n > len(pool):
+        raise ValueError(f"asked for {n} distinct objects but only {len(pool)} colour-shape combinations allowed")
+    return [pool[i] for i in rng.choice(len(pool), size=n, replace=False)]
+
+
+def _place(rng, combos: Sequence[Combo], hw, size_range, occlusion: bool, min_visible: float):
+    """Random placements whose objects stay inside the image and at least ``min_visible`` visible."""
+    h, w = hw
+    short = min(h, w)
+    placed: List[_Placement] = []
+    masks: List[np.ndarray] = []
+    for colour, shape in combos:
+        for attempt in range(40):
+            scale = 1.0 if attempt < 20 else 0.7  # shrink when the image is crowded
+            radius = 0.5 * short * rng.uniform(*size_range) * scale
+            centre = (rng.uniform(radius, w - radius), rng.uniform(radius, h - radius))
+            cand = _Placement(colour, shape, object_rgb(rng, colour), centre, radius, rng.uniform(0, 2 * np.pi))
+            mask = shape_mask(shape, centre, radius, cand.angle, hw)
+            if _acceptable(mask, masks, occlusion, min_visible):
+                break
+        else:
+            raise ValueError(f"cannot place {len(combos)} objects in a {w}x{h} image; use fewer or smaller ones")
+        placed.append(cand)
+        masks.append(mask)
+    return placed, masks
+
+
+def _acceptable(mask: np.ndarray, below: List[np.ndarray], occlusion: bool, min_visible: float) -> bool:
+    """Whether ``mask`` drawn on top keeps every object below at least ``min_visible`` visible."""
+    for k, other in enumerate(below):
+        if float((other * mask).sum()) == 0:
+            continue
+        if not occlusion:
+            return False
+        cover = np.maximum.reduce(below[k + 1:] + [mask])
+        if float((other * (1.0 - cover)).sum()) < min_visible * float(other.sum()):
+            return False
+    return True
+
+
+def _composite(background: np.ndarray, placements: Sequence[_Placement], masks: Sequence[np.ndarray],
+               shading: np.ndarray) -> Tuple[np.ndarray, List[Tuple[Box, float]]]:
+    """Paint objects over the background (bottom to top); visible box and fraction of each."""
+    img = background.copy()
+    cover = np.zeros(background.shape[:2], np.float32)  # coverage by objects drawn later (top)
+    visible = []
+    for p, m in zip(reversed(placements), reversed(masks)):
+        seen = m * (1.0 - cover)
+        visible.append(_box_and_fraction(seen, m))
+        cover = np.maximum(cover, m)
+    for p, m in zip(placements, masks):
+        a = m[..., None]
+        colour = np.asarray(p.rgb, np.float32) * shading[..., None]
+        img = img * (1 - a) + colour * a
+    return img, visible[::-1]
+
+
+def _box_and_fraction(seen: np.ndarray, full: np.ndarray) -> Tuple[Box, float]:
+    ys, xs = np.nonzero(seen > 0.5)
+    frac = float(seen.sum() / max(float(full.sum()), 1e-6))
+    if xs.size == 0:
+        return (0.0, 0.0, 0.0, 0.0), 0.0
+    return (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)), frac
+
+
+def _object_shading(rng: np.random.Generator, hw) -> np.ndarray:
+    """A gentle diagonal shading field (about 0.85..1.1) that gives the flat shapes some relief."""
+    h, w = hw
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    theta = rng.uniform(0, 2 * np.pi)
+    t = (xx / max(w, 1) * np.cos(theta) + yy / max(h, 1) * np.sin(theta))
+    return 1.0 + rng.uniform(0.0, 0.12) * (t - t.mean())
+
+
+def _finish(rng: np.random.Generator, img: np.ndarray, lighting: bool, blur: bool) -> np.ndarray:
+    """Lighting (uneven brightness, colour cast), blur and sensor noise; back to uint8."""
+    h, w = img.shape[:2]
+    if lighting:
+        field_ = 1.0 + _smooth_noise(rng, (h, w), 2) * rng.uniform(0.0, 0.25)
+        cast = rng.uniform(0.95, 1.05, 3).astype(np.float32)
+        img = img * (rng.uniform(0.75, 1.2) * field_)[..., None] * cast
+    if blur:
+        sigma = rng.uniform(0.0, 1.2) * min(h, w) / 240.0
+        if sigma > 0.3:
+            img = cv2.GaussianBlur(img, (0, 0), sigma)
+        img = img + rng.normal(0, rng.uniform(0.0, 4.0), img.shape).astype(np.float32)
+    return np.clip(np.round(img), 0, 255).astype(np.uint8)
+
+
+def render_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 640), *,
+                 objects: Optional[Sequence[Combo]] = None, combos: Optional[Sequence[Combo]] = None,
+                 background: Optional[str] = None, size_range: Tuple[float, float] = (0.2, 0.45),
+                 occlusion: bool = True, min_visible: float = 0.6, lighting: bool = True,
+                 blur: bool = True) -> Scene:
+    """Render one scene of ``n_objects`` distinct colour-shape objects.
+
+    ``rng`` is a numpy Generator or an int seed; ``size`` is ``(height, width)``. ``objects`` names
+    the ``(colour, shape)`` pairs to draw (else they are drawn at random from ``combos``, default all).
+    ``size_range`` is the object's diameter as a fraction of the image's short side. ``background`` is
+    one of :data:`BACKGROUNDS` (default random).
+    """
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    hw = (int(size[0]), int(size[1]))
+    if min(hw) < 8:
+        raise ValueError(f"scene size {size} is too small; at least 8x8 pixels")
+    chosen = list(objects) if objects is not None else _pick_combos(rng, n_objects, combos)
+    for c, s in chosen:
+        if c not in COLOURS or s not in SHAPES:
+            raise ValueError(f"unknown object ({c!r}, {s!r}); colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)}")
+    kind = background or BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    bg = render_background(rng, hw, kind)
+    placements, masks = _place(rng, chosen, hw, size_range, occlusion, min_visible)
+    img, visible = _composite(bg, placements, masks, _object_shading(rng, hw))
+    image = _finish(rng, img, lighting, blur)
+    objs = [SceneObject(p.colour, p.shape, box, frac, i)
+            for i, (p, (box, frac)) in enumerate(zip(placements, visible))]
+    return Scene(image, objs, caption([(p.colour, p.shape) for p in placements]), kind)
+
+
+def render_sequence(seed: int, n_frames: int, n_objects: int = 3, size: Tuple[int, int] = (480, 640), *,
+                    objects: Optional[Sequence[Combo]] = None, background: Optional[str] = None,
+                    speed: float = 0.02, size_range: Tuple[float, float] = (0.15, 0.3)) -> List[Scene]:
+    """``n_frames`` scenes of the same objects moving smoothly (bouncing off the image borders).
+
+    Each object keeps its ``object_id``, colour and shape; it moves about ``speed`` of the image's
+    short side per frame and turns slowly. Objects may cross and occlude each other. The background
+    and lighting stay fixed; only the sensor noise changes per frame.
+    """
+    rng = np.random.default_rng(seed)
+    hw = (int(size[0]), int(size[1]))
+    chosen = list(objects) if objects is not None else _pick_combos(rng, n_objects, None)
+    kind = background or BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    bg = render_background(rng, hw, kind)
+    shading = _object_shading(rng, hw)
+    start, _ = _place(rng, chosen, hw, size_range, occlusion=False, min_visible=1.0)
+    light_seed = int(rng.integers(2**32))  # the same lighting in every frame
+    short = min(hw)
+    pos = np.array([p.centre for p in start], np.float64)
+    heading = rng.uniform(0, 2 * np.pi, len(start))
+    vel = np.stack([np.cos(heading), np.sin(heading)], 1) * speed * short
+    spin = rng.uniform(-0.05, 0.05, len(start))
+    frames = []
+    for t in range(n_frames):
+        placements = [_Placement(p.colour, p.shape, p.rgb, tuple(pos[i]), p.radius, p.angle + spin[i] * t)
+                      for i, p in enumerate(start)]
+        masks = [shape_mask(p.shape, p.centre, p.radius, p.angle, hw) for p in placements]
+        img, visible = _composite(bg, placements, masks, shading)
+        img = _finish(np.random.default_rng(light_seed), img, lighting=True, blur=False)
+        noise = np.random.default_rng([light_seed, t]).normal(0, 2.0, img.shape)
+        img = np.clip(img + noise, 0, 255).astype(np.uint8)
+        objs = [SceneObject(p.colour, p.shape, box, frac, i)
+                for i, (p, (box, frac)) in enumerate(zip(placements, visible))]
+        frames.append(Scene(img, objs, caption([(p.colour, p.shape) for p in placements]), kind))
+        for i, p in enumerate(start):  # move and bounce off the borders
+            pos[i] += vel[i]
+            for axis, limit in ((0, hw[1]), (1, hw[0])):
+                if pos[i, axis] < p.radius or pos[i, axis] > limit - p.radius:
+                    vel[i, axis] = -vel[i, axis]
+                    pos[i, axis] = np.clip(pos[i, axis], p.radius, limit - p.radius)
+    return frames

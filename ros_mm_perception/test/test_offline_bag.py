@@ -102,7 +102,7 @@ def test_bag_writes_the_node_topics_with_input_headers(tmp_path, capsys, clip_ar
         assert det.results[0].hypothesis.class_id in PHRASES and 0 <= det.results[0].hypothesis.score <= 1
     for _, _, m, _ in msgs:
         if hasattr(m, "class_map"):
-            assert [c.class_name for c in m.class_map] == PHRASES
+            assert [c.class_name for c in m.class_map] == [*PHRASES, "green star"]  # detect, then labels
     debug = next(m for t, _, m, _ in msgs if t == "/front/debug_image")
     assert (debug.width, debug.height, debug.encoding) == (64, 48, "rgb8")
 

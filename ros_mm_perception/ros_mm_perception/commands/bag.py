@@ -93,7 +93,7 @@ def open_outputs(args, config, input_path: Path):
     outputs = []
     try:
         if out:
-            outputs.append(ResultsMcap(out, config.detect_phrases, config.score_threshold, args.debug_images))
+            outputs.append(ResultsMcap(out, config, args.debug_images))
         if args.jsonl:
             outputs.append(JsonlExport(args.jsonl))
         if args.coco:

@@ -69,7 +69,7 @@ def run(args) -> int:
     scenes = demo.demo_scenes(args.frames, size, args.seed)
     bag = write_recording(out / OUTPUT_FILES[0][0], demo.demo_recordings(scenes))
     truth = demo.GroundTruthCheck(scenes)
-    outputs = [ResultsMcap(out / OUTPUT_FILES[1][0], config.detect_phrases, config.score_threshold, debug_images=True),
+    outputs = [ResultsMcap(out / OUTPUT_FILES[1][0], config, debug_images=True),
                JsonlExport(out / OUTPUT_FILES[2][0]), ContactSheetOutput(out / OUTPUT_FILES[3][0]), truth]
     try:
         summary = process_input(BagSource(bag, warn=stderr_report), pipeline, outputs,

@@ -61,18 +61,18 @@ class ResultsMcap:
     when empty), ``ns/detections_3d`` (Detection3DArray, when the frame had depth and intrinsics),
     ``ns/labels`` (Classification, when labels ran) and, with ``debug_images``, ``ns/debug_image``
     (the annotated frame, rgb8). Once per namespace, ``ns/label_info`` (LabelInfo: the detection
-    phrases and threshold). Every message carries its input image's header; its log time is the
-    input's recording time.
+    phrases then the label vocabulary, and the score threshold, as the node publishes it). Every
+    message carries its input image's header; its log time is the input's recording time.
     """
 
-    def __init__(self, path, phrases, threshold: float, debug_images: bool = False, distro: str = "jazzy"):
+    def __init__(self, path, config, debug_images: bool = False, distro: str = "jazzy"):
         from ros_mm_perception.messages.typestore import rosbags_types, typestore
 
         store = typestore(distro)
         self.types = rosbags_types(store)
         self.file = RosMcapFile(path, store)
-        self.phrases = list(phrases)
-        self.threshold = float(threshold)
+        self.phrases = list(dict.fromkeys([*config.detect_phrases, *config.labels]))
+        self.threshold = config.score_threshold
         self.debug_images = debug_images
         self.namespaces = set()
 

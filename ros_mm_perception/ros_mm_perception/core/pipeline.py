@@ -139,8 +139,9 @@ class PerceptionPipeline:
         return "closed" if self._labeler is None else "ready"
 
     @property
-    def has_paligemma(self) -> bool:
-        return self._paligemma is not None
+    def paligemma(self):
+        """The PaliGemma engine in use, or None."""
+        return self._paligemma
 
     @property
     def labeler(self) -> ClipLabeler:

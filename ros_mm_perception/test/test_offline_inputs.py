@@ -261,3 +261,8 @@ def test_unknown_inputs_are_user_errors(tmp_path, name):
         (tmp_path / name).write_text("a,b\n")
     with pytest.raises(UserError):
         open_input(tmp_path / name)
+
+
+def test_topics_do_not_apply_to_folders(tmp_path):
+    with pytest.raises(UserError, match="not a rosbag2 recording"):
+        open_input(tmp_path, camera_topics=["/cam/image_raw"])

@@ -126,12 +126,15 @@ def open_input(path, *, fps: float = DEFAULT_FPS, **bag_options):
     path = Path(path)
     if not path.exists():
         raise UserError(f"input not found: {path}")
-    if path.is_dir() and not (path / "metadata.yaml").is_file():
-        return FolderSource(path, fps=fps)
     if path.is_dir() or path.suffix.lower() in BAG_SUFFIXES:
-        from ros_mm_perception.offline.bag_source import BagSource
+        if path.is_file() or (path / "metadata.yaml").is_file():
+            from ros_mm_perception.offline.bag_source import BagSource
 
-        return BagSource(path, **bag_options)
+            return BagSource(path, **bag_options)
+    if bag_options.get("camera_topics") or bag_options.get("depth_topics"):
+        raise UserError(f"{path} is not a rosbag2 recording, so camera and depth topics do not apply")
+    if path.is_dir():
+        return FolderSource(path, fps=fps)
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return VideoSource(path)
     raise UserError(

@@ -308,13 +308,17 @@ class PerceptionPipeline:
         if not label_images and not crops:
             return [], [np.zeros(0) for _ in proposals]
         device = self._clip.device
-        pixels = [upload(image, device) for image in label_images]
-        uploaded = {}
+        uploaded = {}                                  # each frame goes to the device once
+
+        def on_device(image):
+            if id(image) not in uploaded:
+                uploaded[id(image)] = upload(image, device)
+            return uploaded[id(image)]
+
+        pixels = [on_device(image) for image in label_images]
         for i, box in crops:
-            if i not in uploaded:
-                uploaded[i] = upload(detect_images[i], device)
             (x0, y0, x1, y1), = crop_windows(detect_images[i].shape, [box])
-            pixels.append(uploaded[i][:, y0:y1, x0:x1])
+            pixels.append(on_device(detect_images[i])[:, y0:y1, x0:x1])
         embeddings = self._labeler.encode_pixels(self._clip.preprocessor(pixels))
         n = len(label_images)
         labels = []

@@ -19,9 +19,11 @@ import traceback
 from typing import Dict, List, Optional
 
 import rclpy
+import rclpy.logging
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -394,7 +396,12 @@ class PerceptionNode(LifecycleNode):
 def main(args=None) -> None:
     """``ros2 run ros_mm_perception perception_node``: spin the node on a multi-threaded executor."""
     rclpy.init(args=args)
-    node = PerceptionNode()
+    try:
+        node = PerceptionNode()
+    except (UserError, ParameterException) as err:  # a bad parameter file or override: one clear line
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid parameters: {err}")
+        rclpy.try_shutdown()
+        raise SystemExit(2) from None
     executor = MultiThreadedExecutor()
     executor.add_node(node)
     try:

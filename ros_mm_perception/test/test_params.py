@@ -79,3 +79,17 @@ def test_every_field_has_one_described_default():
     described = PerceptionConfig.describe()
     assert [f.name for f in dataclasses.fields(PerceptionConfig)] == list(described)
     assert all(spec["description"].strip() for spec in described.values())
+
+
+def test_readme_parameter_table_matches_the_defaults():
+    readme = (PACKAGE_DIR.parent / "README.md").read_text()
+    section = readme.split("## ROS 2", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`") and cells[2].startswith("`"):
+            rows[cells[0].strip("`")] = (yaml.safe_load(cells[2].strip("`")), cells[3])
+    described = PerceptionConfig.describe()
+    assert sorted(rows) == sorted(described), "README's ROS 2 parameter table must list every config field"
+    for name, spec in described.items():
+        assert rows[name] == (spec["default"], "no" if spec.get("read_only") else "yes"), name

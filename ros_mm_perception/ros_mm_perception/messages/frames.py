@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from ros_mm_perception.core.errors import ImageFormatError
 from ros_mm_perception.core.image_codec import compressed_to_rgb, depth_to_metres, image_to_rgb
 from ros_mm_perception.core.results import Frame, Intrinsics

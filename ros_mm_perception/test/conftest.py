@@ -26,6 +26,14 @@ def tiny_clip(tiny_clip_dir):
     return load_clip(str(tiny_clip_dir), device="cpu", precision="fp32")
 
 
+@pytest.fixture(scope="session")
+def tiny_paligemma_dir(tmp_path_factory):
+    """A tiny PaliGemma folder (random weights, small custom tokenizer) written by ``save_pretrained``."""
+    from ros_mm_perception.core.random_models import build_random_paligemma
+
+    return build_random_paligemma(tmp_path_factory.mktemp("tiny_paligemma"))
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

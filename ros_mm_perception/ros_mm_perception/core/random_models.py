@@ -32,3 +32,147 @@ def build_random_clip(directory, model_cfg: Optional[Dict[str, Any]] = None, *, 
     torch.manual_seed(seed)
     model = open_clip.CLIP(**model_cfg)
     return save_clip(model, model_cfg, directory)
+
+
+_PALIGEMMA_WORDS = (
+    "a an the this that these those of in on at to from by with without and or not no yes is are was be "
+    "what where which who how many much color colour shape size kind there here it its one two three four "
+    "five six seven eight nine ten some all none left right top bottom front back behind near far next "
+    "above below under over inside outside open closed empty full big small large tiny tall short long "
+    "red green blue yellow black white gray grey brown orange pink purple dark light bright "
+    "person people man woman child boy girl robot arm hand face head dog cat bird horse cow sheep "
+    "mug cup glass bottle bowl plate fork knife spoon table chair sofa couch bed desk shelf cabinet drawer "
+    "door window wall floor ceiling stairs room kitchen office hallway corridor garage street road sidewalk "
+    "car truck bus bicycle motorcycle train boat plane sign light traffic cone box bag backpack "
+    "laptop computer screen monitor keyboard mouse phone book paper pen lamp clock plant tree flower "
+    "picture photo image scene camera sky cloud grass water sea snow sun building house tower bridge "
+    "caption answer detect segment ocr en es de fr zh text word letter number standing sitting walking "
+    "holding looking picture shows showing image contains photo of a robot in an office"
+).split()
+
+
+def _tiny_paligemma_processor(image_size: int, patch_size: int):
+    """A PaliGemmaProcessor with a small BPE tokenizer (Gemma's special ids, ``▁`` word marks)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PaliGemmaProcessor, PreTrainedTokenizerFast, SiglipImageProcessor
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never")
+    alphabet = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:?!'\"-()/\n▁")
+    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
+                                  initial_alphabet=alphabet, show_progress=False)
+    tok.train_from_iterator([" ".join(_PALIGEMMA_WORDS), " ; ".join(_PALIGEMMA_WORDS)], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>")
+    image_processor = SiglipImageProcessor(size={"height": image_size, "width": image_size},
+                                           image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    image_processor.image_seq_length = (image_size // patch_size) ** 2
+    return PaliGemmaProcessor(image_processor=image_processor, tokenizer=fast)
+
+
+_SIGLIP_SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                      image_size=224, patch_size=14)
+PALIGEMMA_SIZES: Dict[str, Dict[str, Any]] = {
+    "tiny": {
+        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                       image_size=32, patch_size=8),
+        "text": dict(model_type="gemma", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=2, num_key_value_heads=1, head_dim=16, initializer_range=0.5,
+                     max_position_embeddings=512),
+        "vocab_size": None,  # the tokenizer's size
+        "weights": True,
+    },
+    "tiny-paligemma2": {
+        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                       image_size=32, patch_size=8),
+        "text": dict(model_type="gemma2", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=2, num_key_value_heads=1, head_dim=16, initializer_range=0.5,
+                     max_position_embeddings=512, query_pre_attn_scalar=16, final_logit_softcapping=30.0,
+                     attn_logit_softcapping=50.0, sliding_window=8),
+        "vocab_size": None,
+        "weights": True,
+    },
+    "paligemma-3b-224": {
+        "vision": _SIGLIP_SO400M,
+        "text": dict(model_type="gemma", hidden_size=2048, intermediate_size=16384, num_hidden_layers=18,
+                     num_attention_heads=8, num_key_value_heads=1, head_dim=256),
+        "vocab_size": 257216,
+    },
+    "paligemma2-3b-224": {
+        "vision": _SIGLIP_SO400M,
+        "text": dict(model_type="gemma2", hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+                     num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
+                     final_logit_softcapping=30.0, attn_logit_softcapping=50.0, sliding_window=4096),
+        "vocab_size": 257216,
+    },
+}
+"""Architectures for :func:`build_random_paligemma`: tiny PaliGemma 1 and 2 for tests, the real 3B/224 shapes."""
+
+
+def build_random_paligemma(directory, size: str = "tiny", seed: int = 0) -> Path:
+    """Write a PaliGemma model folder with random weights for ``size`` (see ``PALIGEMMA_SIZES``).
+
+    The folder holds the config and a processor with a small custom tokenizer (``<image>``, the 1024
+    ``<locNNNN>`` and 128 ``<segNNN>`` tokens, a few hundred words). The tiny sizes also get their
+    weights, so they load like any checkpoint; the real-size ones hold the config only and are loaded
+    with ``load_paligemma(directory, random_weights=True)``, which builds the weights on the device.
+    """
+    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
+
+    if size not in PALIGEMMA_SIZES:
+        raise ValueError(f"unknown PaliGemma size {size!r}; known: {', '.join(PALIGEMMA_SIZES)}")
+    spec = PALIGEMMA_SIZES[size]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    processor = _tiny_paligemma_processor(spec["vision"]["image_size"], spec["vision"]["patch_size"])
+    tokenizer = processor.tokenizer
+    vocab_size = spec["vocab_size"] or len(tokenizer)
+    hidden = spec["text"]["hidden_size"]
+    with_weights = spec.get("weights", False)
+    config = PaliGemmaConfig(
+        vision_config=dict(model_type="siglip_vision_model", vision_use_head=False, **spec["vision"]),
+        text_config=dict(vocab_size=vocab_size, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         tie_word_embeddings=not with_weights, **spec["text"]),
+        image_token_index=processor.image_token_id, vocab_size=vocab_size, projection_dim=hidden,
+        hidden_size=hidden, tie_word_embeddings=not with_weights,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    processor.save_pretrained(directory)
+    if with_weights:
+        # Untied, widely spread random weights make greedy answers depend on the image and prompt.
+        torch.manual_seed(seed)
+        PaliGemmaForConditionalGeneration(config).save_pretrained(directory)
+    else:
+        config.save_pretrained(directory)
+    return directory
+
+
+def build_random_mask_decoder(path, seed: int = 0) -> Path:
+    """Write an ``.npz`` with the parameter names and shapes of big_vision's ``vae-oid.npz``, random values."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    shapes = {"_vq_vae._embedding": (128, 512), "decoder.0.weight": (128, 512, 1, 1), "decoder.0.bias": (128,)}
+    for block in (2, 3):
+        for conv, k in ((0, 3), (2, 3), (4, 1)):
+            shapes[f"decoder.{block}.net.{conv}.weight"] = (128, 128, k, k)
+            shapes[f"decoder.{block}.net.{conv}.bias"] = (128,)
+    for index, (c_in, c_out) in zip((4, 6, 8, 10), ((128, 128), (128, 64), (64, 32), (32, 16))):
+        shapes[f"decoder.{index}.weight"] = (c_in, c_out, 4, 4)  # ConvTranspose2d layout
+        shapes[f"decoder.{index}.bias"] = (c_out,)
+    shapes["decoder.12.weight"], shapes["decoder.12.bias"] = (1, 16, 1, 1), (1,)
+    params = {}
+    for name, shape in shapes.items():
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        scale = 1.0 if name.startswith("_vq_vae") else 1.0 / np.sqrt(fan_in)
+        params[name] = (rng.standard_normal(shape) * scale).astype(np.float32)
+    # An output layer of alternating sign and no bias gives masks with both inside and outside pixels.
+    params["decoder.12.weight"] = np.abs(params["decoder.12.weight"]) * np.resize([1.0, -1.0], (1, 16, 1, 1))
+    params["decoder.12.bias"][:] = 0.0
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **params)
+    return path

@@ -1,0 +1,363 @@
+"""PaliGemma / PaliGemma 2 engine: visual question answering, captioning, OCR, detection, segmentation.
+
+``load_paligemma(model)`` takes a hub id (from the Hugging Face cache; ``HF_HUB_OFFLINE=1`` is
+honoured) or a local folder written by ``save_pretrained``. Frames are HxWx3 uint8 RGB numpy arrays;
+they are uploaded as uint8 and resized/normalised by the model's own processor on the model device.
+
+Prompts follow the mix checkpoints: ``answer <lang> <question>``, ``caption <lang>``, ``ocr``,
+``detect a ; b`` and ``segment a``. Every task goes through one ``generate`` call per batch
+(:meth:`PaliGemmaEngine._generate`), greedy, returning texts, token ids and the model's
+log-probability of every generated token.
+
+Detection confidence: PaliGemma emits no scores. A detection's score is the geometric mean of the
+model's probabilities (softmax of the raw logits) of the tokens that make up its entry: the four
+location tokens and the label tokens (not the ``;`` separator, not the ``<seg>`` tokens). It is in
+(0, 1], comparable across phrases and frames, and low when the model hesitated about where or what.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ros_mm_perception.core.config import PerceptionConfig, check_phrases
+from ros_mm_perception.core.devices import resolve_device, resolve_dtype
+from ros_mm_perception.core.errors import ModelNotFoundError, UserError
+from ros_mm_perception.core.paligemma_parser import ParsedObject, parse_detections
+from ros_mm_perception.core.preprocess import check_rgb, upload
+from ros_mm_perception.core.results import Detection
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "google/paligemma2-3b-mix-224"
+"""The checkpoint suggested to users (the command line's default ``--model``)."""
+MAX_PROMPT_CHARS = 1000
+"""Longest accepted prompt (question, or the whole ``detect a ; b ; ...`` prompt) in characters."""
+IMAGE_TOKEN = "<image>"
+_LANGUAGE = re.compile(r"^[a-z]{2,3}([-_][A-Za-z0-9]{1,8})?$")
+_DEFAULTS = PerceptionConfig()
+
+
+class PromptError(UserError, ValueError):
+    """A prompt, question or phrase list was rejected before reaching the model."""
+
+
+@dataclass
+class PaliGemmaSegment(Detection):
+    """A :class:`Detection` from ``segment``, with its 16 mask codebook indices.
+
+    ``mask`` is set only when the engine has a mask decoder (see :attr:`PaliGemmaEngine.has_mask_decoder`).
+    """
+
+    seg_codes: Tuple[int, ...] = ()
+
+
+@dataclass
+class Generation:
+    """One generated answer: its text, per-token log-probabilities and (for parsing) token character spans."""
+
+    text: str
+    logprobs: np.ndarray
+    token_spans: List[Tuple[int, int]] = field(default_factory=list)
+
+    def score(self, spans: Sequence[Tuple[int, int]]) -> float:
+        """Geometric mean of the probabilities of the tokens overlapping any of ``spans``."""
+        picked = [lp for lp, (a, b) in zip(self.logprobs, self.token_spans)
+                  if any(a < end and start < b for start, end in spans)]
+        return float(np.exp(np.mean(picked))) if picked else 0.0
+
+
+class _TokenLogProbs:
+    """Logits processor that records the model's log-probability of each generated token.
+
+    It sees the raw logits of step t and, at step t+1, the token chosen at step t (the last input
+    id), so it keeps one ``B x V`` row at a time on the device.
+    """
+
+    def __init__(self):
+        self._last: Optional[torch.Tensor] = None
+        self._steps: List[torch.Tensor] = []
+
+    def _collect(self, tokens: torch.Tensor) -> None:
+        if self._last is not None:
+            self._steps.append(self._last.gather(1, tokens[:, None])[:, 0])
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self._collect(input_ids[:, -1])
+        self._last = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        """``B x T`` log-probabilities of ``new_tokens`` (the generated part of the sequences)."""
+        if new_tokens.shape[1]:
+            self._collect(new_tokens[:, -1])
+        self._last = None
+        if not self._steps:
+            return new_tokens.new_zeros(new_tokens.shape, dtype=torch.float32)
+        return torch.stack(self._steps, dim=1)
+
+
+def check_prompt(text, what: str = "prompt") -> str:
+    """Validate a prompt or question (1..MAX_PROMPT_CHARS characters) and return it whitespace-normalised."""
+    if not isinstance(text, str):
+        raise PromptError(f"{what} must be a string, got {type(text).__name__}")
+    cleaned = " ".join(text.split())
+    if not cleaned:
+        raise PromptError(f"{what} is empty")
+    if len(cleaned) > MAX_PROMPT_CHARS:
+        raise PromptError(f"{what} has {len(cleaned)} characters; at most {MAX_PROMPT_CHARS} are allowed")
+    if IMAGE_TOKEN in cleaned:
+        raise PromptError(f"{what} must not contain {IMAGE_TOKEN}; the image is added by the engine")
+    return cleaned
+
+
+def check_language(code) -> str:
+    """Validate a prompt language code (``en``, ``es``, ``zh``, ``pt-BR``, ...) and return it."""
+    if not isinstance(code, str) or not _LANGUAGE.match(code):
+        raise PromptError(f"language {code!r} is not a language code like en, es or zh")
+    return code
+
+
+def _normal(label: str) -> str:
+    return " ".join(label.lower().split())
+
+
+class PaliGemmaEngine:
+    """A loaded PaliGemma model with its processor; see the module docstring for prompts and scores.
+
+    ``logits_processors`` (transformers ``LogitsProcessor`` objects, empty by default) are applied
+    after the engine's own score recording in every generate call, e.g. to constrain the output.
+    """
+
+    def __init__(self, model, processor, *, name: str, device: torch.device, dtype: torch.dtype,
+                 max_new_tokens: int = _DEFAULTS.max_new_tokens, language: str = _DEFAULTS.language,
+                 mask_decoder=None):
+        self.model = model
+        self.processor = processor
+        self.processor.tokenizer.padding_side = "left"
+        self.name = name
+        self.device = device
+        self.dtype = dtype
+        self.max_new_tokens = max_new_tokens
+        self.language = language
+        self.mask_decoder = mask_decoder
+        self.logits_processors: list = []
+        self._warned_no_mask = False
+
+    # ---- settings ---------------------------------------------------------------------------
+    @property
+    def language(self) -> str:
+        """Prompt language code (``en``, ``es``, ``zh``, ...) used by answer, ask_many and caption."""
+        return self._language
+
+    @language.setter
+    def language(self, code: str) -> None:
+        self._language = check_language(code)
+
+    @property
+    def has_mask_decoder(self) -> bool:
+        return self.mask_decoder is not None
+
+    # ---- tasks ------------------------------------------------------------------------------
+    def answer(self, image, question: str) -> str:
+        """Answer one question about ``image``."""
+        return self.ask_many(image, [question])[0]
+
+    def caption(self, image) -> str:
+        return self.answer_batch([image], [f"caption {self.language}"])[0]
+
+    def ocr(self, image) -> str:
+        """The text PaliGemma reads in ``image``."""
+        return self.answer_batch([image], ["ocr"])[0]
+
+    def ask_many(self, image, questions: Sequence[str]) -> List[str]:
+        """Several questions about one frame in one generate call; answers in question order."""
+        prompts = [f"answer {self.language} {check_prompt(q, 'question')}" for q in questions]
+        return self.answer_batch([image] * len(prompts), prompts)
+
+    def answer_batch(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> List[str]:
+        """Raw prompts, one per image (pairs ``(images[i], prompts[i])``), in one generate call."""
+        return [g.text for g in self._generate(images, prompts)]
+
+    def detect(self, image, phrases: Sequence[str]) -> List[Detection]:
+        """Ground ``phrases`` in ``image``; boxes in original-image pixels, scores as documented above."""
+        return self.detect_batch([image], phrases)[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray], phrases: Sequence[str]) -> List[List[Detection]]:
+        """The same phrases over several frames (e.g. cameras) in one generate call, in frame order.
+
+        Entries whose label is not one of ``phrases`` (compared case-insensitively) are dropped; the
+        returned ``phrase`` is the caller's spelling.
+        """
+        phrases = self._check_phrases(phrases)
+        prompt = "detect " + " ; ".join(phrases)
+        generations = self._generate(images, [prompt] * len(images), spans=True)
+        return [[self._detection(obj, gen, phrase, Detection)
+                 for obj, phrase in self._matched(gen, image, phrases)]
+                for gen, image in zip(generations, images)]
+
+    def segment(self, image, phrase: str) -> List[PaliGemmaSegment]:
+        """Boxes, mask codebook indices and, with a mask decoder, masks in original-image pixels."""
+        phrases = self._check_phrases([phrase])
+        gen = self._generate([image], [f"segment {phrases[0]}"], spans=True)[0]
+        found = [self._detection(obj, gen, p, PaliGemmaSegment, seg_codes=obj.seg_codes)
+                 for obj, p in self._matched(gen, image, phrases)]
+        with_codes = [s for s in found if s.seg_codes]
+        if with_codes and self.mask_decoder is None and not self._warned_no_mask:
+            log.warning("no mask decoder configured: segment returns boxes and <seg> codes but no masks; "
+                        "pass mask_decoder=PATH/vae-oid.npz to load_paligemma")
+            self._warned_no_mask = True
+        if with_codes and self.mask_decoder is not None:
+            from ros_mm_perception.core.seg_decoder import masks_in_boxes
+
+            codes = torch.tensor([s.seg_codes for s in with_codes], device=self.device)
+            with torch.inference_mode():
+                logits = self.mask_decoder(codes)
+            masks = masks_in_boxes(logits, [s.box for s in with_codes], *image.shape[:2])
+            for s, m in zip(with_codes, masks):
+                s.mask = m
+        return found
+
+    def close(self) -> None:
+        """Release the model and free its GPU memory; the engine cannot be used afterwards."""
+        self.model = None
+        self.mask_decoder = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ---- internals --------------------------------------------------------------------------
+    def _check_phrases(self, phrases) -> List[str]:
+        if isinstance(phrases, str) or not all(isinstance(p, str) for p in phrases):
+            raise PromptError("phrases must be a list of strings")
+        phrases = check_phrases(list(phrases), "phrases")
+        bad = [p for p in phrases if ";" in p]
+        if bad:
+            raise PromptError(f"phrases must not contain ';' (it separates phrases): {bad[0]!r}")
+        check_prompt("detect " + " ; ".join(phrases), "detect prompt (split the phrases over several calls)")
+        return phrases
+
+    def _matched(self, gen: Generation, image, phrases: Sequence[str]):
+        by_key = {_normal(p): p for p in phrases}
+        height, width = image.shape[:2]
+        for obj in parse_detections(gen.text, width, height):
+            phrase = by_key.get(_normal(obj.label))
+            if phrase is not None:
+                yield obj, phrase
+
+    @staticmethod
+    def _detection(obj: ParsedObject, gen: Generation, phrase: str, cls, **extra):
+        return cls(phrase=phrase, score=gen.score([obj.loc_span, obj.label_span]), box=obj.box,
+                   source="paligemma", **extra)
+
+    def _generate(self, images: Sequence[np.ndarray], prompts: Sequence[str], *,
+                  spans: bool = False) -> List[Generation]:
+        """The one place that runs the model: processor → greedy generate → texts and token scores."""
+        images, prompts = list(images), [check_prompt(p) for p in prompts]
+        if len(images) != len(prompts):
+            raise PromptError(f"got {len(images)} images for {len(prompts)} prompts; pass one image per prompt")
+        for img in images:
+            check_rgb(img)
+        if self.model is None:
+            raise RuntimeError("this PaliGemma engine was closed")
+        if not prompts:
+            return []
+        pixels = [upload(img, self.device) for img in images]
+        inputs = self.processor(images=pixels, text=[IMAGE_TOKEN + p for p in prompts], return_tensors="pt",
+                                padding="longest", device=self.device)
+        model_inputs = {k: inputs[k].to(self.device) for k in ("input_ids", "attention_mask", "token_type_ids")}
+        model_inputs["pixel_values"] = inputs["pixel_values"].to(self.device, self.dtype)
+        recorder = _TokenLogProbs()
+        from transformers import LogitsProcessorList
+
+        with torch.inference_mode():
+            sequences = self.model.generate(**model_inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                            logits_processor=LogitsProcessorList([recorder, *self.logits_processors]))
+        new_tokens = sequences[:, model_inputs["input_ids"].shape[1]:]
+        logprobs = recorder.finish(new_tokens).cpu().numpy()
+        return [self._decode(ids, lps, spans) for ids, lps in zip(new_tokens.cpu().tolist(), logprobs)]
+
+    def _decode(self, ids: List[int], logprobs: np.ndarray, spans: bool) -> Generation:
+        tokenizer = self.processor.tokenizer
+        stops = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+        end = next((i for i, t in enumerate(ids) if t in stops), len(ids))
+        ids, logprobs = ids[:end], logprobs[:end]
+        decode = dict(skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        text = tokenizer.decode(ids, **decode)
+        token_spans = []
+        if spans and ids:
+            ends = [len(t) for t in tokenizer.batch_decode([ids[:k] for k in range(1, len(ids) + 1)], **decode)]
+            token_spans = list(zip([0] + ends[:-1], ends))
+        # Spans index the raw text; plain answers are stripped.
+        return Generation(text=text if spans else text.strip(), logprobs=logprobs, token_spans=token_spans)
+
+
+def _is_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or model.count("/") > 1 or model.endswith(("\\",))
+
+
+def _missing_model_error(model: str, local: bool, err: Exception) -> ModelNotFoundError:
+    reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}" if str(err) else type(err).__name__
+    if local:
+        return ModelNotFoundError(
+            f"{model} is not a complete PaliGemma model folder ({reason}); pass a folder written by "
+            f"save_pretrained (config.json, model*.safetensors, tokenizer and processor files) or a hub id "
+            f"such as {DEFAULT_MODEL}")
+    return ModelNotFoundError(
+        f"PaliGemma model {model!r} is not in the Hugging Face cache and could not be downloaded ({reason}). "
+        f"Accept the Gemma licence on https://huggingface.co/{model}, then on a machine with network access run "
+        f"`hf auth login` and `hf download {model}` (older huggingface_hub: `huggingface-cli login` and "
+        f"`huggingface-cli download {model}`), copying ~/.cache/huggingface here if needed; or pass a local "
+        f"model folder instead")
+
+
+def load_paligemma(model: str, device: str = "auto", precision: str = "auto", *, mask_decoder: str = "",
+                   max_new_tokens: int = _DEFAULTS.max_new_tokens, random_weights: bool = False) -> PaliGemmaEngine:
+    """Load PaliGemma or PaliGemma 2 from a hub id (cache) or a local folder.
+
+    ``precision`` auto is bf16 on CUDA and fp32 on CPU. ``mask_decoder`` is the path of the ``<seg>``
+    mask decoder checkpoint (``vae-oid.npz``); empty means segment returns boxes and codes only.
+    ``random_weights`` builds the folder's architecture with random weights on the device (benchmarks:
+    compute does not depend on weight values). A missing model raises :class:`ModelNotFoundError`
+    saying what to download or which path to pass.
+    """
+    from transformers import AutoConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+
+    if not isinstance(model, str) or not model.strip():
+        raise ModelNotFoundError(f"no PaliGemma model given; pass a hub id such as {DEFAULT_MODEL} "
+                                 f"or a local model folder")
+    dev = resolve_device(device)
+    dtype = resolve_dtype(precision, dev, cuda_default="bf16")
+    path = Path(model).expanduser()
+    local = path.exists()
+    if not local and _is_path(model):
+        raise ModelNotFoundError(f"PaliGemma model folder {model!r} does not exist; pass an existing folder "
+                                 f"or a hub id such as {DEFAULT_MODEL}")
+    source = str(path) if local else model
+    try:
+        config = AutoConfig.from_pretrained(source)
+        if config.model_type != "paligemma":
+            raise UserError(f"{model} is a {config.model_type!r} model, not PaliGemma")
+        processor = PaliGemmaProcessor.from_pretrained(source)
+        if random_weights:
+            with torch.device(dev):
+                net = PaliGemmaForConditionalGeneration._from_config(config, dtype=dtype)
+        else:
+            net = PaliGemmaForConditionalGeneration.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise _missing_model_error(model, local, err) from err
+    net = net.to(dev).eval().requires_grad_(False)
+    decoder = None
+    if mask_decoder:
+        from ros_mm_perception.core.seg_decoder import load_mask_decoder
+
+        decoder = load_mask_decoder(mask_decoder, dev)
+    return PaliGemmaEngine(net, processor, name=model, device=dev, dtype=dtype, max_new_tokens=max_new_tokens,
+                           mask_decoder=decoder)

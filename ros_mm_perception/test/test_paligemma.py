@@ -145,16 +145,13 @@ def test_paligemma2_batches_and_maps_boxes(tmp_path, frames):
 # ---- text tasks -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("language", ["en", "es"])
-def test_text_tasks_match_transformers_own_pipeline(engine, frames, language):
-    engine.language = language
-    try:
-        image = frames[0]
-        assert engine.answer(image, "  what color is\nthe mug? ") == \
-            reference_answer(engine, image, f"<image>answer {language} what color is the mug?")
-        assert engine.caption(image) == reference_answer(engine, image, f"<image>caption {language}")
-        assert engine.ocr(image) == reference_answer(engine, image, "<image>ocr")
-    finally:
-        engine.language = "en"
+def test_text_tasks_match_transformers_own_pipeline(engine, frames, language, monkeypatch):
+    monkeypatch.setattr(engine, "language", language)
+    image = frames[0]
+    assert engine.answer(image, "  what color is\nthe mug? ") == \
+        reference_answer(engine, image, f"<image>answer {language} what color is the mug?")
+    assert engine.caption(image) == reference_answer(engine, image, f"<image>caption {language}")
+    assert engine.ocr(image) == reference_answer(engine, image, "<image>ocr")
 
 
 def test_questions_and_frames_batch_in_request_order(engine, frames):
@@ -169,15 +166,12 @@ def test_questions_and_frames_batch_in_request_order(engine, frames):
 
 # ---- detection ------------------------------------------------------------------------------------
 
-def test_detect_maps_boxes_to_a_non_square_frame(engine, frames):
+def test_detect_maps_boxes_to_a_non_square_frame(engine, frames, monkeypatch):
     image = frames[0]  # 100 wide, 40 high: stretched to the model's square input
     height, width = image.shape[:2]
     force(engine, loc(256, 512, 768, 1000) + " red mug ; " + loc(100, 50, 900, 300) + " person")
-    engine.max_new_tokens = 20
-    try:
-        found = engine.detect(image, ["Red Mug", "person", "door"])
-    finally:
-        engine.max_new_tokens = SHORT
+    monkeypatch.setattr(engine, "max_new_tokens", 20)
+    found = engine.detect(image, ["Red Mug", "person", "door"])
     assert [d.phrase for d in found] == ["Red Mug", "person"]
     assert found[0].box == pytest.approx((512 / LOC_GRID * width, 256 / LOC_GRID * height,
                                           1000 / LOC_GRID * width, 768 / LOC_GRID * height))
@@ -186,17 +180,14 @@ def test_detect_maps_boxes_to_a_non_square_frame(engine, frames):
     assert all(d.source == "paligemma" and 0.0 < d.score <= 1.0 for d in found)
 
 
-def test_detections_with_other_labels_are_dropped(engine, frames):
+def test_detections_with_other_labels_are_dropped(engine, frames, monkeypatch):
     force(engine, loc(1, 2, 300, 400) + " cat ; " + loc(5, 6, 700, 800) + " dog")
-    engine.max_new_tokens = 20
-    try:
-        found = engine.detect(frames[1], ["dog", "chair"])
-    finally:
-        engine.max_new_tokens = SHORT
+    monkeypatch.setattr(engine, "max_new_tokens", 20)
+    found = engine.detect(frames[1], ["dog", "chair"])
     assert [d.phrase for d in found] == ["dog"]
 
 
-def test_score_is_the_geometric_mean_of_the_entry_token_probabilities(engine, frames):
+def test_score_is_the_geometric_mean_of_the_entry_token_probabilities(engine, frames, monkeypatch):
     image = frames[1]
     # The answer's pieces; the score of an entry uses its location and label tokens only.
     pieces = [loc(256, 512, 768, 1000), " red mug", " ;", " ", loc(10, 20, 30, 40), " person"]
@@ -205,19 +196,16 @@ def test_score_is_the_geometric_mean_of_the_entry_token_probabilities(engine, fr
     forced = ids(engine, "".join(pieces))
     assert forced == [t for p in piece_ids for t in p]
     force(engine, "".join(pieces))
-    engine.max_new_tokens = 20
-    try:
-        found = engine.detect(image, ["red mug", "person"])
-    finally:
-        engine.max_new_tokens = SHORT
+    monkeypatch.setattr(engine, "max_new_tokens", 20)
+    found = engine.detect(image, ["red mug", "person"])
     # Independent check: one forward pass over prompt + forced answer, probabilities from raw logits.
     prompt = engine.processor(images=[image], text=["<image>detect red mug ; person"], return_tensors="pt")
     n_prompt = prompt["input_ids"].shape[1]
     full = torch.cat([prompt["input_ids"], torch.tensor([forced])], dim=1)
-    token_types = torch.cat([torch.zeros(1, n_prompt, dtype=torch.long), torch.ones(1, len(forced), dtype=torch.long)], 1)
+    token_types = torch.cat([torch.zeros(1, n_prompt), torch.ones(1, len(forced))], 1).long()  # suffix is causal
     with torch.inference_mode():
-        logits = engine.model(input_ids=full, pixel_values=prompt["pixel_values"], attention_mask=torch.ones_like(full),
-                              token_type_ids=token_types).logits[0]
+        logits = engine.model(input_ids=full, pixel_values=prompt["pixel_values"],
+                              attention_mask=torch.ones_like(full), token_type_ids=token_types).logits[0]
     logprobs = torch.log_softmax(logits.float(), -1)
     token_lp = [logprobs[n_prompt + i - 1, t].item() for i, t in enumerate(forced)]
     starts = np.cumsum([0] + [len(p) for p in piece_ids])
@@ -226,18 +214,16 @@ def test_score_is_the_geometric_mean_of_the_entry_token_probabilities(engine, fr
     assert [d.score for d in found] == pytest.approx(want, rel=1e-4)
 
 
-def test_detect_batch_keeps_frame_order_and_each_frames_size(engine, frames):
+def test_detect_batch_keeps_frame_order_and_each_frames_size(engine, frames, monkeypatch):
     answers = [loc(100, 200, 300, 400) + " cup", loc(512, 0, 1023, 512) + " cup", "nothing here"]
     force(engine, *answers)
-    engine.max_new_tokens = 12
-    try:
-        per_frame = engine.detect_batch(frames, ["cup"])
-    finally:
-        engine.max_new_tokens = SHORT
+    monkeypatch.setattr(engine, "max_new_tokens", 12)
+    per_frame = engine.detect_batch(frames, ["cup"])
     assert [len(dets) for dets in per_frame] == [1, 1, 0]
     for dets, image, (y0, x0, y1, x1) in zip(per_frame[:2], frames, [(100, 200, 300, 400), (512, 0, 1023, 512)]):
         h, w = image.shape[:2]
-        assert dets[0].box == pytest.approx((x0 / LOC_GRID * w, y0 / LOC_GRID * h, x1 / LOC_GRID * w, y1 / LOC_GRID * h))
+        want = (x0 / LOC_GRID * w, y0 / LOC_GRID * h, x1 / LOC_GRID * w, y1 / LOC_GRID * h)
+        assert dets[0].box == pytest.approx(want)
 
 
 # ---- segmentation ---------------------------------------------------------------------------------
@@ -246,15 +232,12 @@ def segment_answer(codes):
     return loc(256, 100, 768, 900) + "".join(f"<seg{c:03d}>" for c in codes) + " cat"
 
 
-def test_segment_without_decoder_gives_box_and_codes_and_says_there_is_no_mask(engine, frames, caplog):
+def test_segment_without_decoder_gives_box_and_codes_and_says_there_is_no_mask(engine, frames, caplog, monkeypatch):
     codes = list(range(0, 128, 8))
     force(engine, segment_answer(codes))
-    engine.max_new_tokens = 24
-    try:
-        with caplog.at_level(logging.WARNING):
-            (found,) = engine.segment(frames[0], "cat")
-    finally:
-        engine.max_new_tokens = SHORT
+    monkeypatch.setattr(engine, "max_new_tokens", 24)
+    with caplog.at_level(logging.WARNING):
+        (found,) = engine.segment(frames[0], "cat")
     assert isinstance(found, PaliGemmaSegment)
     assert found.seg_codes == tuple(codes) and found.mask is None and found.phrase == "cat"
     assert "no mask decoder" in caplog.text

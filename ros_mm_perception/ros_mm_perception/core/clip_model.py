@@ -38,10 +38,18 @@ class ClipModel:
     name: str
     device: torch.device
     dtype: torch.dtype
+    fast_encoder: Optional[Any] = None
+    """A :class:`~ros_mm_perception.core.fast_clip.FastClipEncoder` set by ``enable_fast_clip``, or ``None``."""
 
     @property
     def image_size(self) -> int:
         return self.preprocessor.size
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Image embeddings (not normalised) of a preprocessed batch, through the fast encoder when enabled."""
+        if self.fast_encoder is not None:
+            return self.fast_encoder(pixels)
+        return self.model.encode_image(pixels)
 
 
 def _missing_weights_error(name: str, pretrained: str, err: Exception) -> ModelNotFoundError:

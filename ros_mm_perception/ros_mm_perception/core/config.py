@@ -23,6 +23,7 @@ IMAGE_TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+FAST_PATHS = ("auto", "off", "static", "graph", "compile")
 
 
 class ConfigError(UserError, ValueError):
@@ -55,6 +56,13 @@ class PerceptionConfig:
                                   read_only=True)
     paligemma_model: str = _param("", "PaliGemma model id (hub cache) or local directory; empty disables PaliGemma.",
                                   read_only=True)
+    clip_fast_path: str = _param("auto", "CLIP image encoding: auto (graph on CUDA, off on CPU), off, static (fixed "
+                                 "batch buckets), graph (+ CUDA graphs) or compile (+ torch.compile).",
+                                 choices=FAST_PATHS, read_only=True)
+    paligemma_fast_path: str = _param("auto", "PaliGemma generation: auto (graph on CUDA, off on CPU), off "
+                                      "(transformers generate), static (static KV cache, fixed shapes), graph "
+                                      "(+ CUDA graphs) or compile (+ torch.compile).", choices=FAST_PATHS,
+                                      read_only=True)
     # Vocabulary and prompts
     labels: List[str] = _param(["person", "chair", "door", "cup"],
                                "Whole-frame zero-shot vocabulary (phrases).")

@@ -76,7 +76,7 @@ class ClipLabeler:
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised image embeddings (``N x D``, float32) for a preprocessed batch."""
-        emb = self.clip.model.encode_image(pixels).float()
+        emb = self.clip.encode_image(pixels).float()
         return emb / emb.norm(dim=-1, keepdim=True)
 
     @torch.inference_mode()

@@ -1,0 +1,90 @@
+"""Fast CLIP image encoding at fixed batch buckets.
+
+A batch of N preprocessed images is copied into the static input of the smallest bucket that holds it
+(1, 2, 4, ... 64 by default; larger batches are split), encoded by that bucket's captured call and the
+first N rows are returned. Images do not interact inside the encoder, so the padding rows change
+nothing. Modes (see :data:`~ros_mm_perception.core.cuda_graphs.FAST_PATH_MODES`): ``graph`` replays a
+CUDA graph of open_clip's own ``encode_image``; ``compile`` captures the torch.compile'd encoder;
+``static`` runs the buckets without graphs (the CPU behaviour of the other two).
+
+Enable it with :func:`enable_fast_clip`; :meth:`ClipModel.encode_image` then routes through it.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, Tuple
+
+import torch
+
+from ros_mm_perception.core.cuda_graphs import CapturedCall, bucket_for, compiled, new_pool, resolve_mode
+
+DEFAULT_BUCKETS: Tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+
+
+class FastClipEncoder:
+    """``encode_image`` of an open_clip model at fixed batch buckets (see the module docstring)."""
+
+    def __init__(self, model, image_size: int, device: torch.device, dtype: torch.dtype, *, mode: str = "graph",
+                 buckets: Iterable[int] = DEFAULT_BUCKETS, compile_backend: str = "inductor"):
+        if mode not in ("static", "graph", "compile"):
+            raise ValueError(f"FastClipEncoder mode must be static, graph or compile, got {mode!r}")
+        self.buckets = tuple(sorted(set(int(b) for b in buckets)))
+        if not self.buckets or self.buckets[0] < 1:
+            raise ValueError(f"batch buckets must be positive integers, got {buckets!r}")
+        self.mode = mode
+        self.image_size = int(image_size)
+        self.device = device
+        self.dtype = dtype
+        self._encode = compiled(model.encode_image, compile_backend) if mode == "compile" else model.encode_image
+        self._pool = new_pool(device) if mode != "static" else None
+        self._calls: Dict[int, Tuple[torch.Tensor, CapturedCall]] = {}
+
+    @property
+    def captured_buckets(self) -> Tuple[int, ...]:
+        return tuple(sorted(self._calls))
+
+    @torch.inference_mode()
+    def warm_up(self, batch_sizes: Iterable[int] = (1,)) -> None:
+        """Prepare (compile and capture) the buckets that hold ``batch_sizes`` now rather than on first use."""
+        for n in batch_sizes:
+            self._call(bucket_for(int(n), self.buckets) or self.buckets[-1])
+
+    @torch.inference_mode()
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Image embeddings (``N x D`` in the model's dtype, not normalised) of an ``N x 3 x S x S`` batch."""
+        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, self.image_size, self.image_size):
+            raise ValueError(f"expected N x 3 x {self.image_size} x {self.image_size} pixels, got {tuple(pixels.shape)}")
+        chunks = []
+        for chunk in pixels.split(self.buckets[-1]):
+            n = chunk.shape[0]
+            inputs, call = self._call(bucket_for(n, self.buckets))
+            inputs[:n].copy_(chunk)
+            chunks.append(call()[:n].clone())
+        if not chunks:
+            return self._encode(pixels.to(self.dtype))
+        return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+
+    def _call(self, bucket: int) -> Tuple[torch.Tensor, CapturedCall]:
+        if bucket not in self._calls:
+            inputs = torch.zeros(bucket, 3, self.image_size, self.image_size, device=self.device, dtype=self.dtype)
+            device = self.device if self.mode != "static" else torch.device("cpu")
+            self._calls[bucket] = (inputs, CapturedCall(lambda: self._encode(inputs), device, self._pool))
+        return self._calls[bucket]
+
+
+def enable_fast_clip(clip, mode: str = "auto", *, buckets: Iterable[int] = DEFAULT_BUCKETS,
+                     warm_up: Iterable[int] = (), compile_backend: str = "inductor"):
+    """Route ``clip.encode_image`` through a :class:`FastClipEncoder` (``mode`` auto: graph on CUDA, off on CPU).
+
+    ``off`` restores open_clip's own path. ``warm_up`` lists batch sizes to prepare now (the node does
+    this when it configures). Returns the encoder, or ``None`` for ``off``.
+    """
+    mode = resolve_mode(mode, clip.device)
+    if mode == "off":
+        clip.fast_encoder = None
+        return None
+    encoder = FastClipEncoder(clip.model, clip.image_size, clip.device, clip.dtype, mode=mode, buckets=buckets,
+                              compile_backend=compile_backend)
+    encoder.warm_up(warm_up)
+    clip.fast_encoder = encoder
+    return encoder

@@ -1,0 +1,136 @@
+"""CLIP-only grounding plumbing: proposals, the score rule, thresholding, NMS, one batch per frame."""
+
+import numpy as np
+import pytest
+
+from ros_mm_perception.core.boxes import box_iou
+from ros_mm_perception.core.clip_grounding import (NULL_PROMPTS, context_squares, ground_with_clip, phrase_scores,
+                                                   propose_regions, sliding_windows)
+from ros_mm_perception.core.errors import ImageFormatError
+from ros_mm_perception.core.labeler import ClipLabeler
+from ros_mm_perception.core.scenes import render_scene
+
+
+class ScriptedLabeler:
+    """Stands in for ClipLabeler: logits come from a function of (crop box, phrase); calls are recorded."""
+
+    def __init__(self, logit):
+        self.logit = logit
+        self.calls = []
+
+    def region_logits(self, image, boxes, phrases, margin=0.0):
+        self.calls.append((len(boxes), list(phrases)))
+        return np.array([[self.logit(b, p) for p in phrases] for b in boxes], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def labeler(tiny_clip):
+    return ClipLabeler(tiny_clip)
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return render_scene(11, n_objects=3, size=(96, 128)).image
+
+
+def test_detections_are_valid_sorted_and_above_threshold(labeler, frame):
+    dets = ground_with_clip(labeler, frame, ["red circle", "blue star"], score_threshold=0.0)
+    assert dets, "threshold 0 keeps at least the best region of each phrase"
+    assert [d.score for d in dets] == sorted((d.score for d in dets), reverse=True)
+    for d in dets:
+        x0, y0, x1, y1 = d.box
+        assert d.source == "clip" and d.phrase in ("red circle", "blue star")
+        assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 96
+        assert 0.0 <= d.score <= 1.0
+    high = ground_with_clip(labeler, frame, ["red circle", "blue star"], score_threshold=0.4)
+    assert all(d.score >= 0.4 for d in high) and len(high) <= len(dets)
+
+
+def test_nms_leaves_no_same_phrase_pair_above_the_iou(labeler, frame):
+    for iou in (0.2, 0.5):
+        dets = ground_with_clip(labeler, frame, ["green ring"], score_threshold=0.0, nms_iou=iou)
+        boxes = [d.box for d in dets]
+        overlap = box_iou(boxes, boxes) - np.eye(len(boxes))
+        assert overlap.max() <= iou + 1e-9
+    loose = ground_with_clip(labeler, frame, ["green ring"], score_threshold=0.0, nms_iou=0.95)
+    assert len(loose) > len(ground_with_clip(labeler, frame, ["green ring"], score_threshold=0.0, nms_iou=0.2))
+
+
+def test_max_detections_and_empty_phrases(labeler, frame):
+    assert len(ground_with_clip(labeler, frame, ["a", "b"], score_threshold=0.0, max_detections=3)) == 3
+    before = labeler.text_encodes
+    assert ground_with_clip(labeler, frame, []) == []
+    assert labeler.text_encodes == before
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (5, 7, 3), (7, 300, 3)])
+def test_tiny_and_thin_images_work(labeler, shape):
+    image = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    dets = ground_with_clip(labeler, image, ["red circle"], score_threshold=0.0)
+    assert dets
+    for d in dets:
+        assert 0 <= d.box[0] < d.box[2] <= shape[1] and 0 <= d.box[1] < d.box[3] <= shape[0]
+
+
+def test_bad_input_is_rejected(labeler, frame):
+    with pytest.raises(ImageFormatError):
+        ground_with_clip(labeler, frame.astype(np.float32), ["red circle"])
+    with pytest.raises(ValueError, match="duplicates"):
+        ground_with_clip(labeler, frame, ["red circle", "red circle"])
+
+
+def test_all_regions_are_scored_in_one_batch_with_the_null_prompts(frame):
+    spy = ScriptedLabeler(lambda box, phrase: 0.0)
+    ground_with_clip(spy, frame, ["red circle", "background"])
+    assert len(spy.calls) == 1
+    n, phrases = spy.calls[0]
+    assert n == len(propose_regions(frame))
+    assert phrases[:2] == ["red circle", "background"] and set(NULL_PROMPTS) <= set(phrases)
+    assert len(phrases) == len(set(phrases))
+
+
+def test_a_phrase_losing_to_the_null_prompts_scores_low_everywhere(frame):
+    absent = ScriptedLabeler(lambda box, phrase: 5.0 if phrase == "an object" else 0.0)
+    scores = phrase_scores(absent, frame, propose_regions(frame), ["red circle"])
+    assert scores.max() < 0.01
+    assert ground_with_clip(absent, frame, ["red circle"]) == []
+
+
+def test_the_region_a_phrase_fits_best_wins_and_keeps_its_box(frame, monkeypatch):
+    import ros_mm_perception.core.clip_grounding as grounding
+
+    target = (40.0, 30.0, 70.0, 60.0)
+    square = context_squares(np.array([target]), *frame.shape[:2])[0]
+    proposals = np.concatenate([[target], propose_regions(frame)])
+    monkeypatch.setattr(grounding, "propose_regions", lambda image: proposals)
+
+    def logit(box, phrase):
+        return 10.0 * float(box_iou([box], [square])[0, 0]) if phrase == "red circle" else 2.0
+
+    dets = ground_with_clip(ScriptedLabeler(logit), frame, ["red circle"])
+    assert dets[0].box == target and dets[0].score > 0.9
+    overlap = box_iou([d.box for d in dets], [target])[:, 0]
+    assert (overlap[1:] <= 0.5).all()
+
+
+def test_windows_cover_the_image_and_fitted_boxes_hug_an_object():
+    windows = sliding_windows(90, 160)
+    covered = np.zeros((90, 160), bool)
+    for x0, y0, x1, y1 in windows.astype(int):
+        covered[y0:y1 + 1, x0:x1 + 1] = True
+    assert covered.all()
+    assert (np.abs((windows[:, 2] - windows[:, 0]) - (windows[:, 3] - windows[:, 1])) < 1e-9).all()
+    scene = render_scene(4, objects=[("blue", "triangle")], size=(120, 160), background="noise",
+                         size_range=(0.3, 0.3))
+    proposals = propose_regions(scene.image)
+    assert box_iou([scene.objects[0].box], proposals).max() > 0.8
+    assert box_iou(proposals, proposals)[np.triu_indices(len(proposals), 1)].max() <= 0.9
+
+
+def test_context_squares_are_square_centred_and_inside():
+    sq = context_squares(np.array([[10, 10, 30, 20], [0, 0, 5, 50], [90, 40, 100, 60]]), 60, 100, margin=0.1)
+    sides = sq[:, 2:] - sq[:, :2]
+    assert np.allclose(sides[:, 0], sides[:, 1])
+    assert np.allclose(sides[:, 0], [24, 60, 24])
+    assert (sq[:, :2] >= 0).all() and (sq[:, 2] <= 100).all() and (sq[:, 3] <= 60).all()
+    assert np.allclose((sq[0, :2] + sq[0, 2:]) / 2, (20, 15))

@@ -59,3 +59,120 @@ def test_labeler_routes_through_the_fast_encoder(tiny_clip_dir, rng):
     assert clip.fast_encoder is encoder and encoder.captured_buckets == (4,)
     np.testing.assert_allclose(labeler.probabilities(frames), plain, atol=CLIP_ATOL)
     assert enable_fast_clip(clip, "auto") is None and clip.fast_encoder is None   # auto on CPU is off
+
+
+# ---- PaliGemma -----------------------------------------------------------------------------------
+
+NEW_TOKENS = 8
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_paligemma_dir):
+    from ros_mm_perception.core.paligemma import load_paligemma
+
+    return load_paligemma(str(tiny_paligemma_dir), device="cpu", precision="fp32", max_new_tokens=NEW_TOKENS,
+                          fast_path="off")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    rng = np.random.default_rng(1)
+    return [rng.integers(0, 256, (40 + 8 * i, 64, 3), dtype=np.uint8) for i in range(3)]
+
+
+def reference(engine, images, prompts):
+    """transformers' greedy ``generate`` on the processor's batch: generated ids and their log-probabilities."""
+    from ros_mm_perception.core.preprocess import upload
+
+    inputs = engine.processor(images=[upload(i, engine.device) for i in images],
+                              text=["<image>" + p for p in prompts], return_tensors="pt", padding="longest")
+    with torch.inference_mode():
+        out = engine.model.generate(**{k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids",
+                                                               "pixel_values")},
+                                    max_new_tokens=NEW_TOKENS, do_sample=False, output_scores=True,
+                                    return_dict_in_generate=True)
+    ids = out.sequences[:, inputs["input_ids"].shape[1]:]
+    logprobs = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], 1).gather(2, ids[..., None])
+    return ids, logprobs[..., 0]
+
+
+def assert_same_generation(engine, fast, images, prompts):
+    ids, logprobs = reference(engine, images, prompts)
+    fast_ids, fast_logprobs = fast.generate(images, prompts, NEW_TOKENS)
+    # generate may stop one step earlier or later only when every row already finished (pad after that).
+    width = min(ids.shape[1], fast_ids.shape[1])
+    assert fast_ids[:, :width].tolist() == ids[:, :width].tolist()
+    torch.testing.assert_close(fast_logprobs[:, :width], logprobs[:, :width], atol=LOGPROB_ATOL, rtol=0)
+    assert (ids[:, width:] == engine.processor.tokenizer.pad_token_id).all()
+
+
+QUESTIONS = ["answer en what color is the mug?", "caption en", "answer en is the door on the left open or closed?"]
+
+
+def test_fast_generation_matches_generate(engine, frames):
+    from ros_mm_perception.core.fast_generate import FastGenerator
+
+    fast = FastGenerator(engine.model, engine.processor, engine.device, engine.dtype, mode="static",
+                         batch_buckets=(1, 2, 4), text_buckets=(16, 32))
+    assert_same_generation(engine, fast, frames[:1], QUESTIONS[:1])
+    assert_same_generation(engine, fast, [frames[0]] * 3, QUESTIONS)         # one image, prompts of three lengths
+    assert_same_generation(engine, fast, frames, ["detect person ; cup", "ocr", QUESTIONS[2]])
+    assert_same_generation(engine, fast, frames + frames[:2], QUESTIONS + QUESTIONS[:2])  # split over batches
+    assert fast.supports(QUESTIONS, NEW_TOKENS)
+    assert not fast.supports(["answer en " + "is it red or blue " * 10], NEW_TOKENS)   # over the text buckets
+
+
+def test_finished_rows_continue_with_pad_like_generate(engine, frames):
+    from ros_mm_perception.core.fast_generate import FastGenerator
+
+    ids, _ = reference(engine, frames[:2], QUESTIONS[:2])
+    config = engine.model.generation_config
+    saved = config.eos_token_id
+    config.eos_token_id = [saved, int(ids[0, 2]), int(ids[1, 4])]   # make both rows finish early
+    try:
+        fast = FastGenerator(engine.model, engine.processor, engine.device, engine.dtype, mode="static")
+        assert_same_generation(engine, fast, frames[:2], QUESTIONS[:2])
+        fast_ids, _ = fast.generate(frames[:2], QUESTIONS[:2], NEW_TOKENS)
+        assert fast_ids.shape[1] < NEW_TOKENS
+    finally:
+        config.eos_token_id = saved
+
+
+def test_compiled_generation_matches_generate(engine, frames):
+    from ros_mm_perception.core.fast_generate import FastGenerator
+
+    fast = FastGenerator(engine.model, engine.processor, engine.device, engine.dtype, mode="compile",
+                         compile_backend="eager", batch_buckets=(2,), text_buckets=(32,))
+    assert_same_generation(engine, fast, frames[:2], QUESTIONS[1:])
+
+
+def test_engine_fast_path_gives_the_plain_answers(engine, frames):
+    from transformers import LogitsProcessor
+
+    prompts = ["caption en", "detect person ; cup ; door"]
+    plain = engine.answer_batch(frames[:2], prompts)
+    plain_detections = engine.detect_batch(frames[:2], ["person", "cup"])
+    engine.fast_path = "static"
+    try:
+        engine.warm_up([1, 2])
+        assert engine.fast_path == "static"
+        assert engine.answer_batch(frames[:2], prompts) == plain
+        fast_detections = engine.detect_batch(frames[:2], ["person", "cup"])
+        assert [[(d.phrase, d.box) for d in f] for f in fast_detections] == \
+            [[(d.phrase, d.box) for d in f] for f in plain_detections]
+        np.testing.assert_allclose([d.score for f in fast_detections for d in f],
+                                   [d.score for f in plain_detections for d in f], atol=LOGPROB_ATOL)
+
+        class OnlyToken(LogitsProcessor):          # the fast path cannot run these: generate must
+            def __call__(self, input_ids, scores):
+                forced = torch.full_like(scores, -float("inf"))
+                forced[:, 5] = 0.0
+                return forced
+
+        engine.logits_processors = [OnlyToken()]
+        only = engine.processor.tokenizer.decode([5] * NEW_TOKENS, skip_special_tokens=True)
+        assert engine.answer_batch(frames[:1], prompts[:1]) == [only.strip()]
+    finally:
+        engine.logits_processors = []
+        engine.fast_path = "off"
+    assert engine.fast_path == "off"

@@ -53,7 +53,8 @@ class FastClipEncoder:
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """Image embeddings (``N x D`` in the model's dtype, not normalised) of an ``N x 3 x S x S`` batch."""
         if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, self.image_size, self.image_size):
-            raise ValueError(f"expected N x 3 x {self.image_size} x {self.image_size} pixels, got {tuple(pixels.shape)}")
+            size = self.image_size
+            raise ValueError(f"expected N x 3 x {size} x {size} pixels, got {tuple(pixels.shape)}")
         chunks = []
         for chunk in pixels.split(self.buckets[-1]):
             n = chunk.shape[0]

@@ -134,11 +134,12 @@ class PaliGemmaEngine:
 
     ``logits_processors`` (transformers ``LogitsProcessor`` objects, empty by default) are applied
     after the engine's own score recording in every generate call, e.g. to constrain the output.
+    ``fast_path`` (see :attr:`fast_path`) picks transformers' ``generate`` or the fixed-shape fast path.
     """
 
     def __init__(self, model, processor, *, name: str, device: torch.device, dtype: torch.dtype,
                  max_new_tokens: int = _DEFAULTS.max_new_tokens, language: str = _DEFAULTS.language,
-                 mask_decoder=None):
+                 mask_decoder=None, fast_path: str = _DEFAULTS.paligemma_fast_path):
         self.model = model
         self.processor = processor
         self.processor.tokenizer.padding_side = "left"
@@ -150,6 +151,7 @@ class PaliGemmaEngine:
         self.mask_decoder = mask_decoder
         self.logits_processors: list = []
         self._warned_no_mask = False
+        self.fast_path = fast_path
 
     # ---- settings ---------------------------------------------------------------------------
     @property
@@ -164,6 +166,27 @@ class PaliGemmaEngine:
     @property
     def has_mask_decoder(self) -> bool:
         return self.mask_decoder is not None
+
+    @property
+    def fast_path(self) -> str:
+        """Generation path: ``off`` (transformers ``generate``), ``static``, ``graph`` or ``compile`` (see
+        :mod:`~ros_mm_perception.core.fast_generate`); set ``auto`` for graph on CUDA, off on CPU. Calls with
+        ``logits_processors`` or prompts longer than its buckets use ``generate``."""
+        return self._fast.mode if self._fast is not None else "off"
+
+    @fast_path.setter
+    def fast_path(self, mode: str) -> None:
+        from ros_mm_perception.core.cuda_graphs import resolve_mode
+        from ros_mm_perception.core.fast_generate import FastGenerator
+
+        mode = resolve_mode(mode, self.device)
+        self._fast = None if mode == "off" else FastGenerator(self.model, self.processor, self.device, self.dtype,
+                                                              mode=mode)
+
+    def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
+        """Prepare the fast path's shapes for these batch sizes now (the node calls this when it configures)."""
+        if self._fast is not None:
+            self._fast.warm_up(batch_sizes, self.max_new_tokens)
 
     # ---- tasks ------------------------------------------------------------------------------
     def answer(self, image, question: str) -> str:
@@ -229,6 +252,7 @@ class PaliGemmaEngine:
         """Release the model and free its GPU memory; the engine cannot be used afterwards."""
         self.model = None
         self.mask_decoder = None
+        self._fast = None
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -269,6 +293,9 @@ class PaliGemmaEngine:
             raise RuntimeError("this PaliGemma engine was closed")
         if not prompts:
             return []
+        if self._fast is not None and not self.logits_processors and self._fast.supports(prompts, self.max_new_tokens):
+            new_tokens, logprobs = self._fast.generate(images, prompts, self.max_new_tokens)
+            return [self._decode(ids, lps, spans) for ids, lps in zip(new_tokens.tolist(), logprobs.numpy())]
         pixels = [upload(img, self.device) for img in images]
         inputs = self.processor(images=pixels, text=[IMAGE_TOKEN + p for p in prompts], return_tensors="pt",
                                 padding="longest", device=self.device)
@@ -319,13 +346,15 @@ def _missing_model_error(model: str, local: bool, err: Exception) -> ModelNotFou
 
 
 def load_paligemma(model: str, device: str = "auto", precision: str = "auto", *, mask_decoder: str = "",
-                   max_new_tokens: int = _DEFAULTS.max_new_tokens, random_weights: bool = False) -> PaliGemmaEngine:
+                   max_new_tokens: int = _DEFAULTS.max_new_tokens, random_weights: bool = False,
+                   fast_path: str = _DEFAULTS.paligemma_fast_path) -> PaliGemmaEngine:
     """Load PaliGemma or PaliGemma 2 from a hub id (cache) or a local folder.
 
     ``precision`` auto is bf16 on CUDA and fp32 on CPU. ``mask_decoder`` is the path of the ``<seg>``
     mask decoder checkpoint (``vae-oid.npz``); empty means segment returns boxes and codes only.
     ``random_weights`` builds the folder's architecture with random weights on the device (benchmarks:
-    compute does not depend on weight values). A missing model raises :class:`ModelNotFoundError`
+    compute does not depend on weight values). ``fast_path`` is the engine's :attr:`~PaliGemmaEngine.fast_path`.
+    A missing model raises :class:`ModelNotFoundError`
     saying what to download or which path to pass.
     """
     from transformers import AutoConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
@@ -360,4 +389,4 @@ def load_paligemma(model: str, device: str = "auto", precision: str = "auto", *,
 
         decoder = load_mask_decoder(mask_decoder, dev)
     return PaliGemmaEngine(net, processor, name=model, device=dev, dtype=dtype, max_new_tokens=max_new_tokens,
-                           mask_decoder=decoder)
+                           mask_decoder=decoder, fast_path=fast_path)

@@ -70,6 +70,18 @@ def test_paligemma_json_with_3d(tiny_clip_dir, image_file, depth_file, scripted_
     assert scripted_paligemma[0].closed
 
 
+def test_clip_only_grounding_without_a_paligemma_model(tiny_clip_dir, image_file, depth_file, capsys):
+    assert detect(image_file, "red mug ; person", "--clip-model", tiny_clip_dir, "--threshold", "0",
+                  "--depth", depth_file, "--intrinsics", "50,50,31.5,23.5", "--json") == 0
+    dets = json.loads(capsys.readouterr().out)["detections"]
+    assert dets and {d["label"] for d in dets} <= {"red mug", "person"}
+    assert [d["score"] for d in dets] == sorted((d["score"] for d in dets), reverse=True)
+    for d in dets:
+        x0, y0, x1, y1 = d["box"]
+        assert 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H
+        assert 1.5 - 1e-6 <= d["xyz"][2] <= 3.0 + 1e-6       # the scene's depths are 1.5 m and 3 m
+
+
 def test_text_output_and_threshold(tiny_clip_dir, image_file, scripted_paligemma, capsys):
     assert detect(image_file, "red mug", "--model", "scripted", "--clip-model", tiny_clip_dir,
                   "--threshold", "0") == 0

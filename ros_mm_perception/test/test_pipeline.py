@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from ros_mm_perception.core.clip_grounding import ground_with_clip, phrase_scores
 from ros_mm_perception.core.config import ConfigError, PerceptionConfig
 from ros_mm_perception.core.errors import ImageFormatError, UserError
 from ros_mm_perception.core.pipeline import PerceptionPipeline, RateGate, combine_scores, suppress
@@ -72,10 +73,9 @@ def test_paligemma_boxes_are_rescored_by_clip_with_the_geometric_mean(tiny_clip,
     pipe = PerceptionPipeline(config(), clip=tiny_clip, paligemma=still(*boxes))
     f = frame(rng)
     dets = pipe.process(f).detections
-    # Independent reference: CLIP probabilities of each crop over the competing phrases.
-    competing = PHRASES + [p for p in VOCAB if p not in PHRASES]
-    probs = pipe.labeler.score_regions(f.image, [b for _, _, b in boxes], competing)
-    expected = {p: np.sqrt(s * probs[k, competing.index(p)]) for k, (p, s, _) in enumerate(boxes)}
+    # Reference: CLIP-only grounding's own region score (context crop, phrases + null prompts).
+    probs = phrase_scores(pipe.labeler, f.image, np.asarray([b for _, _, b in boxes]), PHRASES)
+    expected = {p: np.sqrt(s * probs[k, PHRASES.index(p)]) for k, (p, s, _) in enumerate(boxes)}
     assert {d.phrase: d.score for d in dets} == pytest.approx(expected, abs=1e-5)
     assert {d.phrase: d.box for d in dets} == {p: b for p, _, b in boxes}
     assert all(d.source == "paligemma" for d in dets)
@@ -224,6 +224,20 @@ def test_ground_detects_given_phrases_now_without_tracking(tiny_clip, rng):
         pipe.ground(f, [])
 
 
+def test_clip_source_runs_clip_only_grounding_with_tracking(tiny_clip, rng):
+    f = frame(rng)
+    pipe = PerceptionPipeline(config(grounding_source="clip", nms_iou=0.3), clip=tiny_clip)
+    dets = pipe.process(f).detections
+    direct = ground_with_clip(pipe.labeler, f.image, PHRASES, score_threshold=0.0, nms_iou=0.3)
+    assert dets and [(d.phrase, d.box) for d in dets] == [(d.phrase, d.box) for d in direct]
+    np.testing.assert_allclose([d.score for d in dets], [d.score for d in direct], atol=1e-6)
+    assert all(d.source == "clip" for d in dets)
+    ids = [d.track_id for d in dets]
+    assert None not in ids and len(set(ids)) == len(ids)
+    again = pipe.process(Frame(f.image, camera=f.camera, stamp=Stamp(1, 0))).detections
+    assert sorted(d.track_id for d in again) == sorted(ids)     # same frame again: same tracks
+
+
 def test_auto_uses_paligemma_when_configured(tiny_clip):
     assert PerceptionPipeline(config(grounding_source="auto"), clip=tiny_clip,
                               paligemma=still()).detection_source() == "paligemma"
@@ -297,3 +311,64 @@ def test_bad_frames_are_clear_errors(tiny_clip):
     pipe = PerceptionPipeline(config(grounding_source="off"), clip=tiny_clip)
     with pytest.raises(ImageFormatError, match="HxWx3 uint8"):
         pipe.process(Frame(np.zeros((4, 4), np.uint8)))
+
+
+# ---- end to end with the real tiny PaliGemma (random weights, loaded through load_paligemma) -------
+
+def forced_answers(engine, texts):
+    """A logits processor that makes generation emit ``texts[b]`` (then end of sequence) for batch row b."""
+    from transformers import LogitsProcessor
+    import torch
+
+    tok = engine.processor.tokenizer
+    rows = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
+
+    class Force(LogitsProcessor):
+        step = 0
+
+        def __call__(self, input_ids, scores):
+            forced = torch.full_like(scores, float("-inf"))
+            for b in range(scores.shape[0]):
+                forced[b, rows[b][min(self.step, len(rows[b]) - 1)]] = 0.0
+            self.step += 1
+            return forced
+
+    return Force()
+
+
+def test_end_to_end_with_the_tiny_paligemma(tiny_paligemma_dir, tiny_clip, rng):
+    cfg = config(paligemma_model=str(tiny_paligemma_dir), device="cpu", max_new_tokens=24)
+    pipe = PerceptionPipeline(cfg, clip=tiny_clip)
+    engine = pipe.paligemma
+    answers = ["<loc0100><loc0200><loc0500><loc0600> red mug ; <loc0000><loc0000><loc1023><loc1023> person",
+               "<loc0512><loc0000><loc1023><loc0512> person"]
+    generate_calls = []
+    generate = engine.model.generate
+
+    def counted(*a, **kw):
+        generate_calls.append(kw.get("input_ids", a[0] if a else None).shape[0])
+        return generate(*a, **kw)
+
+    engine.model.generate = counted
+    frames = [frame(rng, "front", sec=1), frame(rng, "rear", sec=1)]
+    engine.logits_processors[:] = [forced_answers(engine, answers)]
+    results = pipe.process_batch(frames)
+    assert generate_calls == [2]                     # both cameras in one generate call
+    front = {d.phrase: d for d in results[0].detections}
+    assert front["red mug"].box == pytest.approx((200 / 1024 * W, 100 / 1024 * H, 600 / 1024 * W, 500 / 1024 * H))
+    assert front["person"].box == pytest.approx((0.0, 0.0, 1023 / 1024 * W, 1023 / 1024 * H))
+    (rear,) = results[1].detections
+    assert rear.phrase == "person" and rear.box == pytest.approx((0.0, H / 2, W / 2, 1023 / 1024 * H))
+    assert all(d.track_id is not None and d.source == "paligemma" for r in results for d in r.detections)
+    # Re-scoring with the real engine: score = sqrt(PaliGemma confidence * CLIP probability).
+    engine.logits_processors[:] = [forced_answers(engine, answers)]
+    raw = engine.detect_batch([f.image for f in frames], PHRASES)
+    for f, r, dets in zip(frames, results, raw):
+        probs = phrase_scores(pipe.labeler, f.image, np.asarray([d.box for d in dets]), PHRASES)
+        expected = {d.phrase: np.sqrt(d.score * probs[k, PHRASES.index(d.phrase)]) for k, d in enumerate(dets)}
+        assert {d.phrase: d.score for d in r.detections} == pytest.approx(expected, abs=1e-5)
+    engine.logits_processors.clear()
+    assert isinstance(pipe.answer(frames[0].image, "what color is the mug?"), str)
+    assert isinstance(pipe.caption(frames[0].image), str)
+    pipe.close()
+    assert engine.model is None                      # the pipeline loaded it, so it released it

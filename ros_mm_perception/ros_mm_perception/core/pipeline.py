@@ -6,13 +6,16 @@ the offline tools run the same object. Per frame (or per batch of frames from se
 * **labels** – CLIP zero-shot labels over ``config.labels`` (top ``config.top_k``);
 * **detections** for ``config.detect_phrases`` from ``config.grounding_source``:
 
-  - ``paligemma``: PaliGemma ``detect`` boxes, each re-scored by CLIP: the box crop is scored
-    against the *competing phrases* (the detect phrases, then the label vocabulary, then any other
-    phrase PaliGemma answered with) and ``p_clip`` is the softmax probability of the box's phrase.
-    The final score is the geometric mean ``sqrt(p_paligemma * p_clip)``: high only when both models
-    agree, on the same [0, 1] scale for every phrase and frame. Boxes below ``score_threshold`` are
-    dropped and same-phrase boxes overlapping more than ``nms_iou`` are suppressed (highest score kept);
-  - ``clip``: CLIP-only grounding (region proposals scored by CLIP, thresholded and suppressed);
+  - ``paligemma``: PaliGemma ``detect`` boxes, each re-scored by CLIP exactly as CLIP-only grounding
+    scores its proposals: the square context crop around the box
+    (:func:`~ros_mm_perception.core.clip_grounding.context_squares`) against the detect phrases plus
+    the null prompts (``"background"``, ``"an object"``) and any other phrase in the answer;
+    ``p_clip`` is the softmax probability of the box's own phrase. The final score is the geometric
+    mean ``sqrt(p_paligemma * p_clip)``: high only when both models agree, on the same [0, 1] scale
+    for every phrase and frame. Boxes below ``score_threshold`` are dropped and same-phrase boxes
+    overlapping more than ``nms_iou`` are suppressed (highest score kept);
+  - ``clip``: CLIP-only grounding (:func:`~ros_mm_perception.core.clip_grounding.ground_with_clip`:
+    region proposals scored by CLIP, thresholded and suppressed);
   - ``auto``: PaliGemma when a PaliGemma model is configured, else CLIP; ``off``: no detections;
 
 * **tracking** – a :class:`~ros_mm_perception.core.tracking.Tracker` per camera sets ``track_id``;
@@ -39,6 +42,7 @@ import numpy as np
 import torch
 
 from ros_mm_perception.core.boxes import nms
+from ros_mm_perception.core.clip_grounding import NULL_PROMPTS, context_squares, ground_with_clip
 from ros_mm_perception.core.clip_model import ClipModel
 from ros_mm_perception.core.config import ConfigError, PerceptionConfig, check_phrases
 from ros_mm_perception.core.errors import UserError
@@ -114,12 +118,15 @@ class PerceptionPipeline:
         if clip is None:
             from ros_mm_perception.core.clip_model import load_clip
 
+            from ros_mm_perception.core.fast_clip import enable_fast_clip
+
             clip = load_clip(config.clip_model, config.clip_pretrained, config.device, config.precision)
+            enable_fast_clip(clip, config.clip_fast_path)
         if paligemma is None and config.paligemma_model:
             from ros_mm_perception.core.paligemma import load_paligemma
 
             paligemma = load_paligemma(config.paligemma_model, config.device, config.precision,
-                                       max_new_tokens=config.max_new_tokens)
+                                       max_new_tokens=config.max_new_tokens, fast_path=config.paligemma_fast_path)
             self._owned.append(paligemma)
         self._clip: Optional[ClipModel] = clip
         self._paligemma = paligemma
@@ -289,8 +296,6 @@ class PerceptionPipeline:
             proposals = [list(d) for d in self._paligemma.detect_batch(detect_images, list(phrases))]
         labels, clip_probs = self._clip_scores(label_images, detect_images, proposals, phrases)
         if source == "clip" and phrases:
-            from ros_mm_perception.core.clip_grounding import ground_with_clip
-
             detections = [ground_with_clip(self._labeler, image, list(phrases), score_threshold=threshold,
                                            nms_iou=cfg.nms_iou) for image in detect_images]
         else:
@@ -304,7 +309,8 @@ class PerceptionPipeline:
     @torch.inference_mode()
     def _clip_scores(self, label_images, detect_images, proposals, phrases):
         """Whole-frame labels and per-box CLIP probabilities from one CLIP image batch."""
-        crops = [(i, box) for i, dets in enumerate(proposals) for box in (d.box for d in dets)]
+        crops = [(i, square) for i, dets in enumerate(proposals) if dets
+                 for square in context_squares([d.box for d in dets], *detect_images[i].shape[:2])]
         if not label_images and not crops:
             return [], [np.zeros(0) for _ in proposals]
         device = self._clip.device
@@ -330,7 +336,7 @@ class PerceptionPipeline:
         box_probs = np.zeros(0)
         if crops:
             extra = [d.phrase for dets in proposals for d in dets]
-            competing, text = self._competing_embeddings([*phrases, *self._labeler.vocabulary, *extra])
+            competing, text = self._competing_embeddings([*phrases, *NULL_PROMPTS, *extra])
             column = torch.as_tensor([competing.index(d.phrase) for dets in proposals for d in dets], device=device)
             probs = self._labeler.logits(embeddings[n:], text).softmax(dim=-1)
             box_probs = probs.gather(1, column[:, None])[:, 0].cpu().numpy()

@@ -5,6 +5,8 @@ types, one detections message per input image, headers equal to the inputs, skip
 counted, and no output file at all after an interrupted run.
 """
 
+import contextlib
+import io
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -26,21 +28,39 @@ def scenes(n, seed=0):
     return [s.image for s in render_sequence(seed, n, n_objects=2, size=(48, 64))]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def clip_args(tiny_clip_dir):
     return ["--clip-model", str(tiny_clip_dir), "--device", "cpu", "--precision", "fp32", "--grounding", "clip",
             "--detect", ",".join(PHRASES), "--labels", "red circle,blue square,green star", "--threshold", "0",
             "--no-progress"]
 
 
+def write_two_camera_bag(path):
+    """/front: 3 raw images + depth + camera_info; /rear: 2 JPEG images."""
+    depths = [np.full((48, 64), 1200, np.uint16)] * 3
+    return write_recording(path, [
+        CameraRecording("/front", scenes(3), depths=depths, k=K, frame_id="front_optical"),
+        CameraRecording("/rear", scenes(2, seed=1), compressed=True, frame_id="rear_optical"),
+    ])
+
+
 @pytest.fixture
 def two_camera_bag(tmp_path):
-    """/front: 4 raw images + depth + camera_info; /rear: 3 JPEG images."""
-    depths = [np.full((48, 64), 1200, np.uint16)] * 4
-    return write_recording(tmp_path / "in.mcap", [
-        CameraRecording("/front", scenes(4), depths=depths, k=K, frame_id="front_optical"),
-        CameraRecording("/rear", scenes(3, seed=1), compressed=True, frame_id="rear_optical"),
-    ])
+    return write_two_camera_bag(tmp_path / "in.mcap")
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory, clip_args):
+    """The two-camera bag processed once with debug images: (summary, output MCAP)."""
+    folder = tmp_path_factory.mktemp("processed")
+    out = folder / "out.mcap"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["bag", str(write_two_camera_bag(folder / "in.mcap")), "--out", str(out), "--debug-images",
+                     "--json", *clip_args]) == 0
+    lines = stdout.getvalue().strip().splitlines()
+    assert len(lines) == 1, lines  # exactly one JSON object on stdout
+    return json.loads(lines[0]), out
 
 
 def run_json(capsys, argv):
@@ -66,12 +86,10 @@ def stamps(msgs, topic):
     return [(Stamp(m.header.stamp.sec, m.header.stamp.nanosec), m.header.frame_id) for t, _, m, _ in msgs if t == topic]
 
 
-def test_bag_writes_the_node_topics_with_input_headers(tmp_path, capsys, clip_args, two_camera_bag):
-    out = tmp_path / "out.mcap"
-    summary, _ = run_json(capsys, ["bag", str(two_camera_bag), "--out", str(out), "--debug-images", "--json",
-                                   *clip_args])
+def test_bag_writes_the_node_topics_with_input_headers(processed):
+    summary, out = processed
     assert set(summary) == {"frames", "detections", "skipped", "per_label", "seconds"}
-    assert (summary["frames"], summary["skipped"]) == (7, 0)
+    assert (summary["frames"], summary["skipped"]) == (5, 0)
 
     msgs = read_mcap(out)
     types = {(t, s) for t, s, _, _ in msgs}
@@ -86,8 +104,8 @@ def test_bag_writes_the_node_topics_with_input_headers(tmp_path, capsys, clip_ar
         ("/rear/label_info", "vision_msgs/msg/LabelInfo"),
         ("/rear/debug_image", "sensor_msgs/msg/Image"),
     }  # no depth on /rear, so no detections_3d there
-    front = [(Stamp.from_ns(START_NS + i * 100_000_000), "front_optical") for i in range(4)]
-    rear = [(Stamp.from_ns(START_NS + i * 100_000_000), "rear_optical") for i in range(3)]
+    front = [(Stamp.from_ns(START_NS + i * 100_000_000), "front_optical") for i in range(3)]
+    rear = [(Stamp.from_ns(START_NS + i * 100_000_000), "rear_optical") for i in range(2)]
     for topic in ("detections", "detections_3d", "labels", "debug_image"):
         assert stamps(msgs, f"/front/{topic}") == front
     for topic in ("detections", "labels", "debug_image"):
@@ -107,17 +125,16 @@ def test_bag_writes_the_node_topics_with_input_headers(tmp_path, capsys, clip_ar
     assert (debug.width, debug.height, debug.encoding) == (64, 48, "rgb8")
 
 
-def test_output_reads_back_through_rosbags_with_its_own_schemas(tmp_path, capsys, clip_args, two_camera_bag):
+def test_output_reads_back_through_rosbags_with_its_own_schemas(processed):
     from rosbags.highlevel import AnyReader
 
-    out = tmp_path / "out.mcap"
-    run_json(capsys, ["bag", str(two_camera_bag), "--out", str(out), "--json", *clip_args])
+    _, out = processed
     per_topic = defaultdict(list)
     with AnyReader([out]) as reader:  # no default type store: the file's schemas must be complete
         for connection, log_time, raw in reader.messages():
             msg = reader.deserialize(raw, connection.msgtype)
             per_topic[connection.topic].append((msg.header.stamp.sec, msg.header.stamp.nanosec, log_time))
-    assert len(per_topic["/front/detections"]) == 4 and len(per_topic["/rear/detections"]) == 3
+    assert len(per_topic["/front/detections"]) == 3 and len(per_topic["/rear/detections"]) == 2
     # log time = the input image's recording time (5 ms after its stamp in these recordings)
     for sec, nanosec, log_time in per_topic["/front/detections"]:
         assert log_time == Stamp(sec, nanosec).to_ns() + 5_000_000
@@ -179,7 +196,7 @@ def test_interrupted_run_leaves_no_output_file(tmp_path, capsys, clip_args, two_
     from ros_mm_perception.commands import bag
 
     real = bag.build_pipeline
-    monkeypatch.setattr(bag, "build_pipeline", lambda config: Interrupting(real(config), 3, error))
+    monkeypatch.setattr(bag, "build_pipeline", lambda config: Interrupting(real(config), 2, error))
     before = set(tmp_path.iterdir())
     argv = ["bag", str(two_camera_bag), "--out", str(tmp_path / "out.mcap"), "--jsonl", str(tmp_path / "out.jsonl"),
             "--coco", str(tmp_path / "coco.json"), *clip_args]
@@ -196,17 +213,17 @@ def test_image_folder_to_jsonl_and_coco(tmp_path, capsys, clip_args):
 
     folder = tmp_path / "images"
     folder.mkdir()
-    for i, image in enumerate(scenes(3)):
+    for i, image in enumerate(scenes(2)):
         write_rgb(folder / f"frame_{i:02d}.png", image)
     (folder / "frame_01b.png").write_bytes(b"\x89PNG broken")
     jsonl, coco = tmp_path / "frames.jsonl", tmp_path / "coco.json"
     summary, _ = run_json(capsys, ["bag", str(folder), "--jsonl", str(jsonl), "--coco", str(coco), "--json",
                                    *clip_args])
-    assert (summary["frames"], summary["skipped"]) == (3, 1)
+    assert (summary["frames"], summary["skipped"]) == (2, 1)
     assert not list(Path.cwd().glob("images_perception.mcap"))  # no MCAP unless asked when exports are given
 
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    assert [r["name"] for r in lines] == ["frame_00.png", "frame_01.png", "frame_02.png"]
+    assert [r["name"] for r in lines] == ["frame_00.png", "frame_01.png"]
     assert all((r["width"], r["height"]) == (64, 48) and len(r["labels"]) >= 1 for r in lines)
     assert sum(len(r["detections"]) for r in lines) == summary["detections"]
 
@@ -228,14 +245,14 @@ def test_video_input_every_frame_once(tmp_path, capsys, clip_args):
 
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
-    for image in scenes(4):
+    for image in scenes(3):
         writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     writer.release()
     out = tmp_path / "video.mcap"
     summary, _ = run_json(capsys, ["bag", str(video), "--out", str(out), "--json", *clip_args])
-    assert (summary["frames"], summary["skipped"]) == (4, 0)
+    assert (summary["frames"], summary["skipped"]) == (3, 0)
     assert [s for s, _ in stamps(read_mcap(out), "/camera/detections")] == [Stamp.from_ns(i * 100_000_000)
-                                                                            for i in range(4)]
+                                                                            for i in range(3)]
 
 
 def test_sqlite3_bag_and_camera_topic_choice(tmp_path, capsys, clip_args):
@@ -275,16 +292,16 @@ def test_demo_smoke(tmp_path, capsys, tiny_clip_dir):
     import cv2
 
     out = tmp_path / "demo"
-    summary, _ = run_json(capsys, ["demo", "--out", str(out), "--frames", "2", "--size", "48x64", "--clip-model",
-                                str(tiny_clip_dir), "--device", "cpu", "--json", "--no-progress"])
-    assert (summary["frames"], summary["skipped"]) == (4, 0)  # two cameras
+    summary, _ = run_json(capsys, ["demo", "--out", str(out), "--frames", "1", "--size", "48x64", "--clip-model",
+                                   str(tiny_clip_dir), "--device", "cpu", "--json", "--no-progress"])
+    assert (summary["frames"], summary["skipped"]) == (2, 0)  # two cameras
     assert 0.0 <= summary["ground_truth_recall"] <= 1.0
     assert sorted(p.name for p in out.iterdir()) == ["contact_sheet.png", "detections.jsonl", "perception.mcap",
                                                      "sample_scenes.mcap"]
     sheet = cv2.imread(str(out / "contact_sheet.png"))
     assert sheet is not None and sheet.shape[0] > 48 and sheet.shape[1] > 64
     topics = Counter(t for t, _, _, _ in read_mcap(out / "perception.mcap"))
-    assert topics["/front/detections"] == topics["/overhead/detections"] == topics["/front/detections_3d"] == 2
+    assert topics["/front/detections"] == topics["/overhead/detections"] == topics["/front/detections_3d"] == 1
     assert main(["demo", "--out", str(out), "--frames", "1", "--size", "48x64", "--clip-model", str(tiny_clip_dir),
                  "--device", "cpu", "--no-progress"]) == 0
     printed = capsys.readouterr().out

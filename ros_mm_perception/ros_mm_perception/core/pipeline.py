@@ -52,6 +52,8 @@ from ros_mm_perception.core.preprocess import check_rgb, crop_windows, upload
 from ros_mm_perception.core.results import Detection, Frame, FrameResult, Label
 from ros_mm_perception.core.tracking import Tracker
 
+MAX_TEXT_MATRICES = 8
+"""How many stacked phrase sets (vocabulary, detect phrases + null prompts, ...) stay on the device."""
 MODEL_FIELDS = ("device", "precision", "clip_model", "clip_pretrained", "paligemma_model")
 """Settings fixed for the life of a pipeline (changing them means building a new one)."""
 
@@ -132,7 +134,7 @@ class PerceptionPipeline:
         self._paligemma = paligemma
         self._labeler: Optional[ClipLabeler] = ClipLabeler(clip, config.labels, config.prompt_templates)
         self._cameras: Dict[str, _CameraState] = {}
-        self._competing: Tuple[tuple, Optional[torch.Tensor]] = ((), None)
+        self._stacked: Dict[tuple, torch.Tensor] = {}
         self._check_source(config)
         self._configure_paligemma(config)
         self._encode(config.detect_phrases)
@@ -201,7 +203,7 @@ class PerceptionPipeline:
             for model in self._owned:
                 model.close()
             self._owned, self._paligemma, self._clip, self._labeler = [], None, None, None
-            self._competing = ((), None)
+            self._stacked = {}
             if cuda:
                 torch.cuda.empty_cache()
 
@@ -330,24 +332,29 @@ class PerceptionPipeline:
         labels = []
         if n:
             vocabulary = self._labeler.vocabulary
-            text = self._labeler.text_embeddings(vocabulary)
+            text = self._text_matrix(vocabulary)
             probs = self._labeler.logits(embeddings[:n], text).softmax(dim=-1).cpu().numpy()
             labels = [top_labels(row, vocabulary, self.config.top_k) for row in probs]
         box_probs = np.zeros(0)
         if crops:
             extra = [d.phrase for dets in proposals for d in dets]
-            competing, text = self._competing_embeddings([*phrases, *NULL_PROMPTS, *extra])
+            competing = tuple(dict.fromkeys([*phrases, *NULL_PROMPTS, *extra]))
+            text = self._text_matrix(competing)
             column = torch.as_tensor([competing.index(d.phrase) for dets in proposals for d in dets], device=device)
             probs = self._labeler.logits(embeddings[n:], text).softmax(dim=-1)
             box_probs = probs.gather(1, column[:, None])[:, 0].cpu().numpy()
         split = np.cumsum([len(d) for d in proposals])[:-1]
         return labels, np.split(box_probs, split)
 
-    def _competing_embeddings(self, phrases) -> Tuple[Tuple[str, ...], torch.Tensor]:
-        key = (tuple(dict.fromkeys(phrases)), self._labeler.templates)
-        if key != self._competing[0]:
-            self._competing = (key, self._labeler.text_embeddings(key[0]))
-        return key[0], self._competing[1]
+    def _text_matrix(self, phrases: Tuple[str, ...]) -> torch.Tensor:
+        """The ``P x D`` text embedding matrix of ``phrases``, kept across frames (a few recent sets)."""
+        key = (phrases, self._labeler.templates)
+        matrix = self._stacked.get(key)
+        if matrix is None:
+            if len(self._stacked) >= MAX_TEXT_MATRICES:
+                self._stacked.clear()
+            matrix = self._stacked[key] = self._labeler.text_embeddings(phrases)
+        return matrix
 
     def _encode(self, phrases: Sequence[str]) -> None:
         """Encode (and cache) phrases now, so the first frame that needs them does not wait."""

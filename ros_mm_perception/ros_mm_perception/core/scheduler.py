@@ -13,6 +13,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
+from ros_mm_perception.core.config import PerceptionConfig
+
+_DEFAULTS = PerceptionConfig()
+
 
 @dataclass
 class CameraStats:
@@ -26,7 +30,7 @@ class CameraStats:
 class FrameScheduler:
     """Thread-safe newest-frame-per-camera queue, bounded by ``max_cameras`` slots."""
 
-    def __init__(self, max_batch: int = 8, max_cameras: int = 64):
+    def __init__(self, max_batch: int = _DEFAULTS.max_batch, max_cameras: int = 64):
         if max_batch < 1 or max_cameras < 1:
             raise ValueError(f"max_batch ({max_batch}) and max_cameras ({max_cameras}) must be at least 1")
         self.max_batch = int(max_batch)

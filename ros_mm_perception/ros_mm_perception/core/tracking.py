@@ -25,8 +25,10 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ros_mm_perception.core.boxes import box_iou
+from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.results import Detection
 
+_DEFAULTS = PerceptionConfig()
 VELOCITY_SMOOTHING = 0.5
 """Weight of the newest displacement in the track's velocity estimate (exponential smoothing)."""
 
@@ -58,7 +60,8 @@ class Track:
 class Tracker:
     """Assigns stable track ids to one camera's detections (see the module docstring for the policy)."""
 
-    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 5, min_hits: int = 1):
+    def __init__(self, iou_threshold: float = _DEFAULTS.track_iou, max_missed: int = _DEFAULTS.track_max_missed,
+                 min_hits: int = _DEFAULTS.track_min_hits):
         self.iou_threshold = float(iou_threshold)
         self.max_missed = int(max_missed)
         self.min_hits = max(1, int(min_hits))

@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
                                    "run the perception pipeline on every frame with the embedded CLIP model, and "
                                    "write the output bag, JSON lines and an annotated contact sheet.")
     p.add_argument("--out", default="demo_output", help="output folder (default: ./demo_output)")
-    p.add_argument("--frames", type=int, default=12, help="frames per camera (default: 12)")
+    p.add_argument("--frames", type=int, default=8, help="frames per camera (default: 8)")
     p.add_argument("--size", default="240x320", help="image size HEIGHTxWIDTH (default: 240x320)")
     p.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
     p.add_argument("--clip-model", default="", help="open_clip model name or folder instead of the embedded model")

@@ -20,6 +20,15 @@ CLIP_ATOL = 1e-5
 LOGPROB_ATOL = 1e-4
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; two threads on two busy shared cores spin instead."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def clip(tiny_clip_dir):
     return load_clip(str(tiny_clip_dir), device="cpu", precision="fp32")

@@ -1,0 +1,409 @@
+"""``ros-mm-perception bench``: time the real code paths, plain and fast side by side, as one JSON object.
+
+Every figure is the median wall-clock time of ``--repeats`` calls after warm-up calls, with the GPU
+synchronised after each call. Each model path is timed as users call it (``ClipLabeler.label``,
+``PaliGemmaEngine.answer``/``ask_many``, ``PerceptionPipeline.process``), so preprocessing, host work
+and copies are included. A figure that fails or is skipped is ``null`` with the reason under
+``errors``; the object always has the same keys (see :data:`PATHS` and :func:`empty_result`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+from types import SimpleNamespace
+from typing import Callable, Dict, List, Optional
+
+CLIP_PATHS = ("off", "graph", "compile")
+PALIGEMMA_PATHS = ("off", "static", "graph", "compile")
+PIPELINE_PATHS = ("off", "graph")
+CLIP_FIGURES = ("encode_b1_ms", "frame_to_labels_b1_ms", "encode_b64_ms", "encode_b64_img_per_s",
+                "frames_to_labels_b64_img_per_s", "max_abs_diff_vs_off", "prepare_s")
+PALIGEMMA_FIGURES = ("prefill_ms", "answer_20_ms", "answer_tokens", "eight_questions_ms", "answers_equal_static",
+                     "prepare_s")
+PIPELINE_FIGURES = ("labels_ms", "labels_and_detect_ms")
+CONVERSION_FIGURES = ("rgb8_to_rgb_ms", "bgr8_to_rgb_ms", "yuv422_to_rgb_ms", "rgb_to_image_msg_ms",
+                      "jpeg_to_rgb_ms")
+PALIGEMMA_MODELS = {"paligemma": "paligemma-3b-224", "paligemma2": "paligemma2-3b-224"}
+"""Result key → real-size architecture in :data:`~ros_mm_perception.core.random_models.PALIGEMMA_SIZES`."""
+NEW_TOKENS = 20
+VOCABULARY = ["person", "chair", "door", "cup", "red mug", "open door", "closed door", "table", "laptop",
+              "bottle", "backpack", "plant", "window", "stairs", "box", "robot arm", "keyboard", "monitor",
+              "book", "lamp"]
+QUESTIONS = ["what color is the mug on the table?", "is the door on the left open?", "how many people are there?",
+             "what is the person holding?", "is there a robot in the room?", "what is on the shelf?",
+             "is the floor empty?", "where is the red box?"]
+FRAME_SHAPE = (480, 640, 3)
+CLIP_BATCH = 64
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="time CLIP, PaliGemma and the pipeline, plain and fast paths",
+                       description="Time the real code paths (plain and fast side by side) and print one JSON "
+                                   "object. --random-weights needs no downloads: compute does not depend on "
+                                   "weight values.")
+    p.add_argument("--json", action="store_true", help="print only the JSON object")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--random-weights", action="store_true",
+                   help="build the architectures with random weights instead of loading checkpoints")
+    p.add_argument("--sizes", choices=("tiny", "real"), default=None,
+                   help="tiny test models or the real ViT-B/16 and PaliGemma 3B shapes (default: real on CUDA, "
+                        "tiny on CPU; with --random-weights)")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per figure (default: 10 on CUDA, 3 on CPU)")
+    p.add_argument("--clip-model", default="", help="without --random-weights: open_clip model (default: embedded)")
+    p.add_argument("--clip-pretrained", default="", help="without --random-weights: open_clip pretrained tag or file")
+    p.add_argument("--paligemma", action="append", default=[], metavar="MODEL",
+                   help="without --random-weights: PaliGemma model id or folder (repeat for a second one)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile paths (slow to prepare)")
+    p.add_argument("--budget-s", type=float, default=420.0,
+                   help="skip the compile paths once this many seconds have passed (default: 420)")
+    p.add_argument("--output", default="", help="also write the JSON here, rewritten after every section")
+    p.set_defaults(func=run)
+
+
+def empty_result() -> Dict:
+    """The result object with every key present and every figure ``null``."""
+    def paths(names, figures):
+        return {name: dict.fromkeys(figures) for name in names}
+
+    pg = {key: {"architecture": None, "params_M": None, "precision": None, "attention": None,
+                "paths": paths(PALIGEMMA_PATHS, PALIGEMMA_FIGURES)} for key in PALIGEMMA_MODELS}
+    return {
+        "meta": dict.fromkeys(("date", "host", "device", "gpu", "cuda_graphs", "torch", "cuda", "transformers",
+                               "open_clip", "python", "cpu_threads", "sizes", "random_weights", "repeats",
+                               "elapsed_s")),
+        "clip": {"architecture": None, "precision": None, "preprocess_640x480_ms": None,
+                 "paths": paths(CLIP_PATHS, CLIP_FIGURES)},
+        **pg,
+        "pipeline": {"paligemma": None, "detect_tokens": None, "paths": paths(PIPELINE_PATHS, PIPELINE_FIGURES)},
+        "image_conversion": dict.fromkeys(CONVERSION_FIGURES),
+        "errors": {},
+    }
+
+
+class Bench:
+    """Runs the sections in order, filling :func:`empty_result`; errors are recorded, never raised."""
+
+    def __init__(self, args, device, workdir: str):
+        import torch
+
+        self.args = args
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.repeats = max(1, args.repeats or (10 if self.cuda else 3))
+        self.sizes = args.sizes or ("real" if self.cuda else "tiny")
+        self.workdir = workdir
+        self.start = time.perf_counter()
+        self.result = empty_result()
+        self.torch = torch
+        rng = __import__("numpy").random.default_rng(0)
+        self.frame = rng.integers(0, 256, FRAME_SHAPE, dtype="uint8")
+        self.frames64 = [rng.integers(0, 256, FRAME_SHAPE, dtype="uint8") for _ in range(CLIP_BATCH)]
+
+    # ---- helpers ---------------------------------------------------------------------------------
+    def sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+
+    def timed(self, fn: Callable, repeats: Optional[int] = None, warmup: int = 2) -> float:
+        """Median milliseconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls (fewer for one repeat)."""
+        repeats = repeats or self.repeats
+        for _ in range(min(warmup, repeats)):
+            fn()
+        self.sync()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            self.sync()
+            times.append((time.perf_counter() - start) * 1e3)
+        return round(statistics.median(times), 3)
+
+    def measure(self, where: Dict, key: str, path: str, fn: Callable) -> None:
+        """``where[key] = fn()``; a failure leaves ``null`` and records ``errors[path]``."""
+        try:
+            where[key] = fn()
+        except Exception as err:  # a benchmark reports every failure and goes on
+            self.result["errors"][path] = f"{type(err).__name__}: {str(err)[:300]}"
+            if self.cuda:
+                self.torch.cuda.empty_cache()
+
+    def skip(self, path: str, reason: str) -> None:
+        self.result["errors"][path] = f"skipped: {reason}"
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def compile_allowed(self, path: str) -> bool:
+        if self.args.no_compile:
+            self.skip(path, "--no-compile")
+            return False
+        if self.elapsed() > self.args.budget_s:
+            self.skip(path, f"time budget of {self.args.budget_s:.0f} s spent")
+            return False
+        return True
+
+    def save(self) -> None:
+        self.result["meta"]["elapsed_s"] = round(self.elapsed(), 1)
+        if self.args.output:
+            with open(self.args.output, "w") as fh:
+                json.dump(self.result, fh, indent=1)
+
+    # ---- sections --------------------------------------------------------------------------------
+    def meta(self) -> None:
+        import torch
+        import transformers
+
+        try:
+            import open_clip
+            open_clip_version = open_clip.__version__
+        except ImportError:
+            open_clip_version = None
+        self.result["meta"].update(
+            date=datetime.now(timezone.utc).isoformat(timespec="seconds"), host=platform.node(),
+            device=str(self.device), gpu=torch.cuda.get_device_name(self.device) if self.cuda else None,
+            cuda_graphs=self.cuda, torch=torch.__version__, cuda=torch.version.cuda,
+            transformers=transformers.__version__, open_clip=open_clip_version, python=platform.python_version(),
+            cpu_threads=torch.get_num_threads(), sizes=self.sizes, random_weights=self.args.random_weights, repeats=self.repeats)
+
+    def conversion(self) -> None:
+        import cv2
+
+        from ros_mm_perception.core.image_codec import compressed_to_rgb, image_to_rgb, numpy_to_image
+
+        out = self.result["image_conversion"]
+        msg = lambda array, enc: numpy_to_image(array, enc, msg_factory=SimpleNamespace)  # noqa: E731
+        rgb, bgr = msg(self.frame, "rgb8"), msg(self.frame[..., ::-1], "bgr8")
+        yuv = msg(cv2.cvtColor(self.frame, cv2.COLOR_RGB2YUV_YUYV), "yuv422_yuy2")
+        ok, jpeg = cv2.imencode(".jpg", self.frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+        compressed = SimpleNamespace(format="jpeg", data=jpeg.tobytes())
+        for key, fn in [("rgb8_to_rgb_ms", lambda: image_to_rgb(rgb)), ("bgr8_to_rgb_ms", lambda: image_to_rgb(bgr)),
+                        ("yuv422_to_rgb_ms", lambda: image_to_rgb(yuv)),
+                        ("rgb_to_image_msg_ms", lambda: msg(self.frame, "rgb8")),
+                        ("jpeg_to_rgb_ms", lambda: compressed_to_rgb(compressed))]:
+            self.measure(out, key, f"image_conversion.{key}", lambda fn=fn: self.timed(fn, max(self.repeats, 20)))
+
+    def clip(self):
+        from ros_mm_perception.core.clip_model import load_clip
+        from ros_mm_perception.core.labeler import ClipLabeler
+        from ros_mm_perception.core.random_models import build_random_clip
+
+        section = self.result["clip"]
+        if self.args.random_weights:
+            architecture = "ViT-B-16" if self.sizes == "real" else "tiny"
+            folder = build_random_clip(os.path.join(self.workdir, "clip"),
+                                       "ViT-B-16" if self.sizes == "real" else None)
+            clip = load_clip(str(folder), device=str(self.device))
+        else:
+            architecture = self.args.clip_model or "embedded"
+            clip = load_clip(self.args.clip_model, self.args.clip_pretrained, device=str(self.device))
+        section.update(architecture=architecture, precision=str(clip.dtype).replace("torch.", ""))
+        labeler = ClipLabeler(clip, VOCABULARY)
+        self.measure(section, "preprocess_640x480_ms", "clip.preprocess_640x480_ms",
+                     lambda: self.timed(lambda: clip.preprocessor.frames([self.frame])))
+        return clip, labeler
+
+    def clip_path(self, clip, labeler, path: str, reference=None):
+        """Time one CLIP path; returns its batch-64 embeddings (``None`` when it failed)."""
+        from ros_mm_perception.core.fast_clip import enable_fast_clip
+
+        out = self.result["clip"]["paths"][path]
+        torch = self.torch
+        with torch.inference_mode():
+            one = clip.preprocessor.frames([self.frame])
+            many = clip.preprocessor.frames(self.frames64)
+        start = time.perf_counter()
+        try:
+            enable_fast_clip(clip, path, warm_up=[1, CLIP_BATCH])
+            clip.encode_image(one)
+            self.sync()
+            out["prepare_s"] = round(time.perf_counter() - start, 2)
+        except Exception as err:  # e.g. a failed capture: record it and leave this path's figures empty
+            self.result["errors"][f"clip.paths.{path}"] = f"{type(err).__name__}: {str(err)[:300]}"
+            enable_fast_clip(clip, "off")
+            return None
+        name = f"clip.paths.{path}"
+        with torch.inference_mode():
+            self.measure(out, "encode_b1_ms", f"{name}.encode_b1_ms", lambda: self.timed(lambda: clip.encode_image(one)))
+            self.measure(out, "frame_to_labels_b1_ms", f"{name}.frame_to_labels_b1_ms",
+                         lambda: self.timed(lambda: labeler.label(self.frame)))
+            self.measure(out, "encode_b64_ms", f"{name}.encode_b64_ms",
+                         lambda: self.timed(lambda: clip.encode_image(many)))
+            if out["encode_b64_ms"]:
+                out["encode_b64_img_per_s"] = round(CLIP_BATCH * 1e3 / out["encode_b64_ms"], 1)
+            rate = lambda: round(CLIP_BATCH * 1e3 / self.timed(lambda: labeler.label_batch(self.frames64)), 1)  # noqa: E731
+            self.measure(out, "frames_to_labels_b64_img_per_s", f"{name}.frames_to_labels_b64_img_per_s", rate)
+            embeddings = clip.encode_image(many).float()
+        if reference is not None:
+            out["max_abs_diff_vs_off"] = float((embeddings - reference).abs().max())
+        enable_fast_clip(clip, "off")
+        return embeddings
+
+    def load_paligemma(self, key: str):
+        from ros_mm_perception.core.paligemma import load_paligemma
+        from ros_mm_perception.core.random_models import build_random_paligemma
+
+        section = self.result[key]
+        index = list(PALIGEMMA_MODELS).index(key)
+        if self.args.random_weights:
+            size = PALIGEMMA_MODELS[key] if self.sizes == "real" else "tiny"
+            folder = build_random_paligemma(os.path.join(self.workdir, key), size)
+            engine = load_paligemma(str(folder), str(self.device), random_weights=self.sizes == "real",
+                                    max_new_tokens=NEW_TOKENS, fast_path="off")
+        elif index < len(self.args.paligemma):
+            size = self.args.paligemma[index]
+            engine = load_paligemma(size, str(self.device), max_new_tokens=NEW_TOKENS, fast_path="off")
+        else:
+            self.skip(key, "no --paligemma model given (or use --random-weights)")
+            return None
+        section.update(architecture=size, params_M=round(sum(p.numel() for p in engine.model.parameters()) / 1e6, 1),
+                       precision=str(engine.dtype).replace("torch.", ""),
+                       attention=str(engine.model.config._attn_implementation))
+        return engine
+
+    def paligemma_path(self, key: str, engine, path: str, answers: Dict[str, List[str]]) -> None:
+        out = self.result[key]["paths"][path]
+        name = f"{key}.paths.{path}"
+        question = QUESTIONS[0]
+        start = time.perf_counter()
+        try:
+            engine.fast_path = path
+            engine.max_new_tokens = NEW_TOKENS
+            engine.warm_up([1, len(QUESTIONS)])
+            engine.answer(self.frame, question)
+            engine.ask_many(self.frame, QUESTIONS)
+            self.sync()
+            out["prepare_s"] = round(time.perf_counter() - start, 2)
+        except Exception as err:  # e.g. a failed capture or compile: record it, leave the figures empty
+            self.result["errors"][name] = f"{type(err).__name__}: {str(err)[:300]}"
+            engine.fast_path = "off"
+            return
+        slow = max(1, self.repeats // 2) if path in ("off", "static") else None
+        try:
+            engine.max_new_tokens = 1
+            self.measure(out, "prefill_ms", f"{name}.prefill_ms",
+                         lambda: self.timed(lambda: engine.answer(self.frame, question), slow))
+            engine.max_new_tokens = NEW_TOKENS
+            self.measure(out, "answer_20_ms", f"{name}.answer_20_ms",
+                         lambda: self.timed(lambda: engine.answer(self.frame, question), slow))
+            self.measure(out, "answer_tokens", f"{name}.answer_tokens", lambda: len(
+                engine._generate([self.frame], [f"answer {engine.language} {question}"])[0].logprobs))
+            self.measure(out, "eight_questions_ms", f"{name}.eight_questions_ms",
+                         lambda: self.timed(lambda: engine.ask_many(self.frame, QUESTIONS), slow, warmup=1))
+            answers[path] = engine.ask_many(self.frame, QUESTIONS)
+            if path not in ("off", "static") and "static" in answers:
+                out["answers_equal_static"] = answers[path] == answers["static"]
+        finally:
+            engine.fast_path = "off"
+
+    def pipeline(self, clip, engine, key: str) -> None:
+        from ros_mm_perception.core.config import PerceptionConfig
+        from ros_mm_perception.core.fast_clip import enable_fast_clip
+        from ros_mm_perception.core.pipeline import PerceptionPipeline
+        from ros_mm_perception.core.results import Frame, Stamp
+
+        section = self.result["pipeline"]
+        section["paligemma"] = self.result[key]["architecture"]
+        config = PerceptionConfig(device=str(self.device), labels=VOCABULARY[:8], detect_phrases=["person", "cup"],
+                                  grounding_source="paligemma", max_new_tokens=32)
+        frames = iter(range(10 ** 9))
+        frame = lambda: Frame(image=self.frame, camera="camera", stamp=Stamp(next(frames), 0))  # noqa: E731
+        for path in PIPELINE_PATHS:
+            out = section["paths"][path]
+            name = f"pipeline.paths.{path}"
+            try:
+                enable_fast_clip(clip, path)
+                engine.fast_path = path
+                labels = PerceptionPipeline(config.replace(grounding_source="off"), clip=clip, paligemma=engine)
+                both = PerceptionPipeline(config, clip=clip, paligemma=engine)
+                self.measure(out, "labels_ms", f"{name}.labels_ms", lambda: self.timed(lambda: labels.process(frame())))
+                self.measure(out, "labels_and_detect_ms", f"{name}.labels_and_detect_ms",
+                             lambda: self.timed(lambda: both.process(frame()), max(1, self.repeats // 2)))
+                if section["detect_tokens"] is None:
+                    gen = engine._generate([self.frame], ["detect " + " ; ".join(config.detect_phrases)])[0]
+                    section["detect_tokens"] = len(gen.logprobs)
+            except Exception as err:  # record and go on with the next path
+                self.result["errors"][name] = f"{type(err).__name__}: {str(err)[:300]}"
+            finally:
+                enable_fast_clip(clip, "off")
+                engine.fast_path = "off"
+
+    def run(self) -> Dict:
+        self.meta()
+        self.conversion()
+        self.save()
+        clip, labeler = self.clip()
+        reference = self.clip_path(clip, labeler, "off")
+        self.clip_path(clip, labeler, "graph", reference)
+        self.save()
+        # PaliGemma 2 first (the pipeline uses it), then PaliGemma (its compile path runs if time allows).
+        for key in ("paligemma2", "paligemma"):
+            engine = None
+            try:
+                engine = self.load_paligemma(key)
+            except Exception as err:  # e.g. out of memory
+                self.result["errors"][key] = f"{type(err).__name__}: {str(err)[:300]}"
+            if engine is None:
+                continue
+            answers: Dict[str, List[str]] = {}
+            for path in ("off", "static", "graph"):
+                self.paligemma_path(key, engine, path, answers)
+                self.save()
+            if key == "paligemma2":
+                self.pipeline(clip, engine, key)
+                self.skip(f"{key}.paths.compile", "compile is timed on PaliGemma-3B only")
+            elif self.compile_allowed(f"{key}.paths.compile"):
+                self.paligemma_path(key, engine, "compile", answers)
+            engine.close()
+            self.save()
+        if self.compile_allowed("clip.paths.compile"):
+            self.clip_path(clip, labeler, "compile", reference)
+        self.save()
+        return self.result
+
+
+def run(args) -> int:
+    from ros_mm_perception.core.devices import resolve_device
+    from ros_mm_perception.core.errors import UserError
+
+    if args.repeats is not None and args.repeats < 1:
+        raise UserError("--repeats must be at least 1")
+    if not args.random_weights and args.sizes:
+        raise UserError("--sizes applies to --random-weights only")
+    if args.threads < 0:
+        raise UserError("--threads must be 0 (torch's choice) or more")
+    device = resolve_device(args.device)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="ros_mm_perception_bench_") as workdir:
+        result = Bench(args, device, workdir).run()
+    if not args.json:
+        print(summary(result))
+    print(json.dumps(result))
+    return 0
+
+
+def summary(result: Dict) -> str:
+    """A short human-readable table of the headline figures (the JSON follows it)."""
+    meta = result["meta"]
+    lines = [f"{meta['device']} {meta['gpu'] or ''} torch {meta['torch']} transformers {meta['transformers']} "
+             f"sizes {meta['sizes']} ({meta['elapsed_s']} s)"]
+    clip = result["clip"]["paths"]
+    for figure in ("frame_to_labels_b1_ms", "encode_b1_ms", "encode_b64_img_per_s"):
+        lines.append(f"  clip {figure:<28}" + "".join(f"{p}={clip[p][figure]}  " for p in CLIP_PATHS))
+    for key in PALIGEMMA_MODELS:
+        paths = result[key]["paths"]
+        for figure in ("prefill_ms", "answer_20_ms", "eight_questions_ms"):
+            lines.append(f"  {key} {figure:<22}" + "".join(f"{p}={paths[p][figure]}  " for p in PALIGEMMA_PATHS))
+    for path, figures in result["pipeline"]["paths"].items():
+        lines.append(f"  pipeline {path:<6} " + "  ".join(f"{k}={v}" for k, v in figures.items()))
+    lines += [f"  error {k}: {v}" for k, v in result["errors"].items()]
+    return "\n".join(lines)

@@ -86,6 +86,8 @@ class _Lane:
     done: torch.Tensor           # B
     all_done: torch.Tensor       # 1
     step: torch.Tensor           # 1
+    flags: torch.Tensor          # room  all_done after each step, on the host (pinned on CUDA)
+    events: list                 # two CUDA events marking when a step's flag has arrived
     steps: Dict[int, Tuple[CapturedCall, CapturedCall]] = field(default_factory=dict)
 
 
@@ -222,8 +224,7 @@ class FastGenerator:
         at most one step past the end is computed (and dropped).
         """
         cuda = self.device.type == "cuda"
-        flags = torch.zeros(max_new_tokens, dtype=torch.bool, pin_memory=cuda)
-        events = [torch.cuda.Event(), torch.cuda.Event()] if cuda else []
+        flags, events = lane.flags, lane.events
         flags[0:1].copy_(lane.all_done, non_blocking=cuda)
         if cuda:
             events[0].record()
@@ -335,6 +336,8 @@ class FastGenerator:
                 done=torch.zeros(batch, dtype=torch.bool, device=dev),
                 all_done=torch.zeros(1, dtype=torch.bool, device=dev),
                 step=torch.zeros(1, dtype=torch.long, device=dev),
+                flags=torch.zeros(room, dtype=torch.bool, pin_memory=dev.type == "cuda"),
+                events=[torch.cuda.Event(), torch.cuda.Event()] if dev.type == "cuda" else [],
             )
         return self._lanes[key]
 

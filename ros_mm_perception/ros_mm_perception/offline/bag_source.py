@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
 
 from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.errors import ImageFormatError, UserError
@@ -126,6 +126,16 @@ def _pick_info(namespace: str, infos: List[str], single_camera: bool) -> Optiona
     return infos[0] if len(infos) == 1 and single_camera else None
 
 
+class _Pending(NamedTuple):
+    """An image message waiting for its depth pairing."""
+
+    index: int
+    number: int
+    msg: Any
+    log_time: int
+    intrinsics: Optional[Intrinsics]
+
+
 class _CameraState:
     def __init__(self, plan: CameraPlan, tolerance_ns: int):
         self.plan = plan
@@ -185,7 +195,7 @@ class BagSource:
                 roles.setdefault(state.plan.info_topic, []).append(("info", state))
         connections = [c for c in self.reader.connections if c.topic in roles]
         self._index = 0
-        for connection, log_time, raw in self.reader.messages(connections=connections):
+        for connection, log_time, raw in self._messages(connections):
             kinds = roles[connection.topic]
             try:
                 msg = self.reader.deserialize(raw, connection.msgtype)
@@ -203,6 +213,13 @@ class BagSource:
             for pending, depth in state.pairer.flush():
                 yield self._frame(state, pending, depth)
 
+    def _messages(self, connections):
+        """The raw messages in recording order; a damaged file (bad chunk, truncation) is a :class:`UserError`."""
+        try:
+            yield from self.reader.messages(connections=connections)
+        except Exception as err:
+            raise UserError(f"bag {self.path} is damaged after {self._index} images: {err}") from err
+
     def _bad_message(self, topic, kinds, log_time, reason) -> Iterator[InputFrame]:
         images = [state for kind, state in kinds if kind == "image"]
         if not images:
@@ -218,7 +235,7 @@ class BagSource:
         return self._index - 1
 
     def _on_image(self, state: _CameraState, msg, log_time: int) -> Iterator[InputFrame]:
-        pending = (self._next_index(), state.count, msg, log_time, state.intrinsics)
+        pending = _Pending(self._next_index(), state.count, msg, log_time, state.intrinsics)
         state.count += 1
         if not state.plan.depth_topic:
             yield self._frame(state, pending, None)
@@ -245,10 +262,9 @@ class BagSource:
             self.aux_skipped += 1
             self.warn(f"{state.plan.info_topic}: unusable camera_info ({err}); skipped")
 
-    def _frame(self, state: _CameraState, pending, depth) -> InputFrame:
-        index, number, msg, log_time, intrinsics = pending
-        plan = state.plan
-        item = InputFrame(index, f"{plan.image_topic}#{number}", plan.namespace, log_time)
+    def _frame(self, state: _CameraState, pending: _Pending, depth) -> InputFrame:
+        msg, intrinsics, plan = pending.msg, pending.intrinsics, state.plan
+        item = InputFrame(pending.index, f"{plan.image_topic}#{pending.number}", plan.namespace, pending.log_time)
         try:
             image = rgb_of(msg)
         except Exception as err:  # codec and OpenCV errors alike mean bad image data

@@ -155,6 +155,30 @@ def test_compiled_generation_matches_generate(engine, frames):
     assert_same_generation(engine, fast, frames[:2], QUESTIONS[1:])
 
 
+@pytest.fixture(scope="module")
+def engine2(tmp_path_factory):
+    """A tiny PaliGemma 2 (Gemma 2 text model: soft-capping, sliding-window layers, grouped KV heads)."""
+    from ros_mm_perception.core import random_models
+    from ros_mm_perception.core.paligemma import load_paligemma
+
+    tiny = random_models.PALIGEMMA_SIZES["tiny"]
+    text = dict(model_type="gemma2", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, final_logit_softcapping=30.0,
+                attn_logit_softcapping=50.0, sliding_window=4096, initializer_range=0.5, max_position_embeddings=512)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(random_models.PALIGEMMA_SIZES, "tiny2", {**tiny, "text": text})
+        folder = random_models.build_random_paligemma(tmp_path_factory.mktemp("tiny_paligemma2"), "tiny2")
+    return load_paligemma(str(folder), device="cpu", precision="fp32", max_new_tokens=NEW_TOKENS, fast_path="off")
+
+
+def test_paligemma2_fast_generation_matches_generate(engine2, frames):
+    from ros_mm_perception.core.fast_generate import FastGenerator
+
+    fast = FastGenerator(engine2.model, engine2.processor, engine2.device, engine2.dtype, mode="graph")
+    assert_same_generation(engine2, fast, frames, QUESTIONS)
+    assert_same_generation(engine2, fast, frames[:1] * 2, QUESTIONS[:2])
+
+
 def test_engine_fast_path_gives_the_plain_answers(engine, frames):
     from transformers import LogitsProcessor
 

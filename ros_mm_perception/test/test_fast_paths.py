@@ -67,7 +67,23 @@ def test_labeler_routes_through_the_fast_encoder(tiny_clip_dir, rng):
     encoder = enable_fast_clip(clip, "static", warm_up=[3])
     assert clip.fast_encoder is encoder and encoder.captured_buckets == (4,)
     np.testing.assert_allclose(labeler.probabilities(frames), plain, atol=CLIP_ATOL)
+    assert clip.fast_encoder is encoder
     assert enable_fast_clip(clip, "auto") is None and clip.fast_encoder is None   # auto on CPU is off
+
+
+def test_failing_fast_clip_falls_back_to_open_clip(tiny_clip_dir, rng):
+    clip = load_clip(str(tiny_clip_dir), device="cpu", precision="fp32")
+    labeler = ClipLabeler(clip, ["red mug", "person"])
+    frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    plain = labeler.probabilities([frame])
+    encoder = enable_fast_clip(clip, "graph")
+
+    def broken():
+        raise RuntimeError("capture failed")
+
+    encoder._call = lambda bucket: (torch.zeros(bucket, 3, clip.image_size, clip.image_size), broken)
+    np.testing.assert_allclose(labeler.probabilities([frame]), plain, atol=CLIP_ATOL)
+    assert clip.fast_encoder is None
 
 
 # ---- PaliGemma -----------------------------------------------------------------------------------
@@ -205,6 +221,15 @@ def test_engine_fast_path_gives_the_plain_answers(engine, frames):
         engine.logits_processors = [OnlyToken()]
         only = engine.processor.tokenizer.decode([5] * NEW_TOKENS, skip_special_tokens=True)
         assert engine.answer_batch(frames[:1], prompts[:1]) == [only.strip()]
+        engine.logits_processors = []
+        assert engine.fast_path == "static"       # it was used, not abandoned
+
+        def broken(*args):
+            raise RuntimeError("capture failed")
+
+        engine._fast.generate = broken             # a failing fast path falls back to generate for good
+        assert engine.answer_batch(frames[:2], prompts) == plain
+        assert engine.fast_path == "off"
     finally:
         engine.logits_processors = []
         engine.fast_path = "off"

@@ -10,6 +10,7 @@ and copies are included. A figure that fails or is skipped is ``null`` with the 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import statistics
@@ -87,6 +88,18 @@ def empty_result() -> Dict:
     }
 
 
+class _LastError(logging.Handler):
+    """Keeps the last error the package logged (a fast path that failed and fell back says why)."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.message = ""
+
+    def emit(self, record) -> None:
+        cause = record.exc_info[1] if record.exc_info else None
+        self.message = record.getMessage() + (f" ({type(cause).__name__}: {str(cause)[:300]})" if cause else "")
+
+
 class Bench:
     """Runs the sections in order, filling :func:`empty_result`; errors are recorded, never raised."""
 
@@ -101,6 +114,7 @@ class Bench:
         self.workdir = workdir
         self.start = time.perf_counter()
         self.result = empty_result()
+        self.last_error = _LastError()
         self.torch = torch
         rng = __import__("numpy").random.default_rng(0)
         self.frame = rng.integers(0, 256, FRAME_SHAPE, dtype="uint8")
@@ -138,6 +152,11 @@ class Bench:
     def skip(self, path: str, reason: str) -> None:
         self.result["errors"][path] = f"skipped: {reason}"
 
+    def fell_back(self, figures: Dict, path: str) -> None:
+        """The fast path failed and the engine went back to the plain path: its figures are not this path's."""
+        figures.update(dict.fromkeys(figures))
+        self.result["errors"][path] = f"fell back to the plain path: {self.last_error.message or 'see the log'}"
+
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
@@ -171,7 +190,8 @@ class Bench:
             device=str(self.device), gpu=torch.cuda.get_device_name(self.device) if self.cuda else None,
             cuda_graphs=self.cuda, torch=torch.__version__, cuda=torch.version.cuda,
             transformers=transformers.__version__, open_clip=open_clip_version, python=platform.python_version(),
-            cpu_threads=torch.get_num_threads(), sizes=self.sizes, random_weights=self.args.random_weights, repeats=self.repeats)
+            cpu_threads=torch.get_num_threads(), sizes=self.sizes, random_weights=self.args.random_weights,
+            repeats=self.repeats)
 
     def conversion(self) -> None:
         import cv2
@@ -231,16 +251,20 @@ class Bench:
             return None
         name = f"clip.paths.{path}"
         with torch.inference_mode():
-            self.measure(out, "encode_b1_ms", f"{name}.encode_b1_ms", lambda: self.timed(lambda: clip.encode_image(one)))
+            self.measure(out, "encode_b1_ms", f"{name}.encode_b1_ms",
+                         lambda: self.timed(lambda: clip.encode_image(one)))
             self.measure(out, "frame_to_labels_b1_ms", f"{name}.frame_to_labels_b1_ms",
                          lambda: self.timed(lambda: labeler.label(self.frame)))
             self.measure(out, "encode_b64_ms", f"{name}.encode_b64_ms",
                          lambda: self.timed(lambda: clip.encode_image(many)))
             if out["encode_b64_ms"]:
                 out["encode_b64_img_per_s"] = round(CLIP_BATCH * 1e3 / out["encode_b64_ms"], 1)
-            rate = lambda: round(CLIP_BATCH * 1e3 / self.timed(lambda: labeler.label_batch(self.frames64)), 1)  # noqa: E731
-            self.measure(out, "frames_to_labels_b64_img_per_s", f"{name}.frames_to_labels_b64_img_per_s", rate)
+            self.measure(out, "frames_to_labels_b64_img_per_s", f"{name}.frames_to_labels_b64_img_per_s",
+                         lambda: round(CLIP_BATCH * 1e3 / self.timed(lambda: labeler.label_batch(self.frames64)), 1))
             embeddings = clip.encode_image(many).float()
+        if path != "off" and clip.fast_encoder is None:
+            self.fell_back(out, name)
+            return None
         if reference is not None:
             out["max_abs_diff_vs_off"] = float((embeddings - reference).abs().max())
         enable_fast_clip(clip, "off")
@@ -302,7 +326,9 @@ class Bench:
             self.measure(out, "eight_questions_ms", f"{name}.eight_questions_ms",
                          lambda: self.timed(lambda: engine.ask_many(self.frame, QUESTIONS), slow, warmup=1))
             answers[path] = engine.ask_many(self.frame, QUESTIONS)
-            if path not in ("off", "static") and "static" in answers:
+            if engine.fast_path != path:
+                self.fell_back(out, name)
+            elif path not in ("off", "static") and "static" in answers:
                 out["answers_equal_static"] = answers[path] == answers["static"]
         finally:
             engine.fast_path = "off"
@@ -333,6 +359,8 @@ class Bench:
                 if section["detect_tokens"] is None:
                     gen = engine._generate([self.frame], ["detect " + " ; ".join(config.detect_phrases)])[0]
                     section["detect_tokens"] = len(gen.logprobs)
+                if path != "off" and (engine.fast_path != path or clip.fast_encoder is None):
+                    self.fell_back(out, name)
             except Exception as err:  # record and go on with the next path
                 self.result["errors"][name] = f"{type(err).__name__}: {str(err)[:300]}"
             finally:
@@ -340,6 +368,14 @@ class Bench:
                 engine.fast_path = "off"
 
     def run(self) -> Dict:
+        package_log = logging.getLogger("ros_mm_perception")
+        package_log.addHandler(self.last_error)
+        try:
+            return self._run()
+        finally:
+            package_log.removeHandler(self.last_error)
+
+    def _run(self) -> Dict:
         self.meta()
         self.conversion()
         self.save()

@@ -12,6 +12,7 @@ Three ways to name a model:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ import torch
 from ros_mm_perception.core.devices import resolve_device, resolve_dtype
 from ros_mm_perception.core.errors import ModelNotFoundError, UserError
 from ros_mm_perception.core.preprocess import ClipPreprocessor
+
+log = logging.getLogger(__name__)
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
@@ -48,7 +51,12 @@ class ClipModel:
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """Image embeddings (not normalised) of a preprocessed batch, through the fast encoder when enabled."""
         if self.fast_encoder is not None:
-            return self.fast_encoder(pixels)
+            try:
+                return self.fast_encoder(pixels)
+            except Exception:  # a failed capture or compile must not stop the robot: fall back for good
+                log.exception("CLIP fast path %r failed; using open_clip's encoder from now on",
+                              self.fast_encoder.mode)
+                self.fast_encoder = None
         return self.model.encode_image(pixels)
 
 

@@ -12,11 +12,14 @@ Enable it with :func:`enable_fast_clip`; :meth:`ClipModel.encode_image` then rou
 
 from __future__ import annotations
 
+import logging
 from typing import Dict, Iterable, Tuple
 
 import torch
 
 from ros_mm_perception.core.cuda_graphs import CapturedCall, bucket_for, compiled, new_pool, resolve_mode
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BUCKETS: Tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 
@@ -78,7 +81,8 @@ def enable_fast_clip(clip, mode: str = "auto", *, buckets: Iterable[int] = DEFAU
     """Route ``clip.encode_image`` through a :class:`FastClipEncoder` (``mode`` auto: graph on CUDA, off on CPU).
 
     ``off`` restores open_clip's own path. ``warm_up`` lists batch sizes to prepare now (the node does
-    this when it configures). Returns the encoder, or ``None`` for ``off``.
+    this when it configures). Returns the encoder, or ``None`` for ``off`` and when preparing failed
+    (logged; open_clip's encoder stays in use).
     """
     mode = resolve_mode(mode, clip.device)
     if mode == "off":
@@ -86,6 +90,11 @@ def enable_fast_clip(clip, mode: str = "auto", *, buckets: Iterable[int] = DEFAU
         return None
     encoder = FastClipEncoder(clip.model, clip.image_size, clip.device, clip.dtype, mode=mode, buckets=buckets,
                               compile_backend=compile_backend)
-    encoder.warm_up(warm_up)
+    try:
+        encoder.warm_up(warm_up)
+    except Exception:  # a failed capture or compile must not stop the robot: keep open_clip's encoder
+        log.exception("CLIP fast path %r failed to prepare; using open_clip's encoder", mode)
+        clip.fast_encoder = None
+        return None
     clip.fast_encoder = encoder
     return encoder

@@ -186,7 +186,11 @@ class PaliGemmaEngine:
     def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
         """Prepare the fast path's shapes for these batch sizes now (the node calls this when it configures)."""
         if self._fast is not None:
-            self._fast.warm_up(batch_sizes, self.max_new_tokens)
+            try:
+                self._fast.warm_up(batch_sizes, self.max_new_tokens)
+            except Exception:  # as in _generate: fall back rather than fail to start
+                log.exception("PaliGemma fast path %r failed to prepare; using transformers generate", self.fast_path)
+                self._fast = None
 
     # ---- tasks ------------------------------------------------------------------------------
     def answer(self, image, question: str) -> str:
@@ -294,8 +298,13 @@ class PaliGemmaEngine:
         if not prompts:
             return []
         if self._fast is not None and not self.logits_processors and self._fast.supports(prompts, self.max_new_tokens):
-            new_tokens, logprobs = self._fast.generate(images, prompts, self.max_new_tokens)
-            return [self._decode(ids, lps, spans) for ids, lps in zip(new_tokens.tolist(), logprobs.numpy())]
+            try:
+                new_tokens, logprobs = self._fast.generate(images, prompts, self.max_new_tokens)
+            except Exception:  # a failed capture or compile must not stop the robot: fall back for good
+                log.exception("PaliGemma fast path %r failed; using transformers generate from now on", self.fast_path)
+                self._fast = None
+            else:
+                return [self._decode(ids, lps, spans) for ids, lps in zip(new_tokens.tolist(), logprobs.numpy())]
         pixels = [upload(img, self.device) for img in images]
         inputs = self.processor(images=pixels, text=[IMAGE_TOKEN + p for p in prompts], return_tensors="pt",
                                 padding="longest", device=self.device)

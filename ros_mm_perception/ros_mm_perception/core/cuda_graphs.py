@@ -6,7 +6,8 @@ and then replayed: one launch instead of hundreds of kernel launches. On the CPU
 function, so the same static-buffer code runs (and is tested) everywhere.
 
 Every call of one owner shares one memory pool: graphs are replayed one at a time on one stream and
-write their results into buffers allocated outside the pool, so their scratch memory can be shared.
+their results are written into buffers outside the pool or copied out right after the replay, so
+their scratch memory can be shared.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ def resolve_mode(mode: str, device: torch.device) -> str:
     return mode
 
 
-def compiled(fn: Callable, backend: str = "inductor", mode: Optional[str] = None) -> Callable:
+def compiled(fn: Callable, backend: str = "inductor") -> Callable:
     """``torch.compile`` with fixed shapes (one compilation per bucket); graphs are captured by the caller."""
-    return torch.compile(fn, backend=backend, mode=mode, dynamic=False, fullgraph=False)
+    return torch.compile(fn, backend=backend, dynamic=False, fullgraph=False)
 
 
 class CapturedCall:

@@ -372,3 +372,21 @@ def test_end_to_end_with_the_tiny_paligemma(tiny_paligemma_dir, tiny_clip, rng):
     assert isinstance(pipe.caption(frames[0].image), str)
     pipe.close()
     assert engine.model is None                      # the pipeline loaded it, so it released it
+
+
+def test_warm_up_prepares_the_fast_paths_for_the_frame_batches(tiny_clip_dir, rng):
+    from ros_mm_perception.core.clip_model import load_clip
+    from ros_mm_perception.core.fast_clip import enable_fast_clip
+
+    clip = load_clip(str(tiny_clip_dir), device="cpu")
+    encoder = enable_fast_clip(clip, "static", buckets=(1, 2, 4, 8))
+    engine = still()
+    engine.warm_ups = []
+    engine.warm_up = engine.warm_ups.append
+    pipeline = PerceptionPipeline(config(), clip=clip, paligemma=engine)
+    assert encoder.captured_buckets == ()
+    pipeline.warm_up([1, 2])
+    assert encoder.captured_buckets == (1, 2, 8)       # the frame batches and the region-scoring bucket
+    assert engine.warm_ups == [[1, 2]]
+    before = pipeline.process(frame(rng))
+    assert before.labels_ran and encoder.captured_buckets == (1, 2, 8)

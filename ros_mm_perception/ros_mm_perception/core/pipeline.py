@@ -34,6 +34,7 @@ All public methods are thread-safe (one lock): service calls wait for the frame 
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -51,6 +52,8 @@ from ros_mm_perception.core.labeler import ClipLabeler, top_labels
 from ros_mm_perception.core.preprocess import check_rgb, crop_windows, upload
 from ros_mm_perception.core.results import Detection, Frame, FrameResult, Label
 from ros_mm_perception.core.tracking import Tracker
+
+log = logging.getLogger(__name__)
 
 MAX_TEXT_MATRICES = 8
 """How many stacked phrase sets (vocabulary, detect phrases + null prompts, ...) stay on the device."""
@@ -193,6 +196,23 @@ class PerceptionPipeline:
                 if camera is None or name == camera:
                     state.tracker.reset()
                     state.labels_gate, state.detect_gate = RateGate(), RateGate()
+
+    def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
+        """Prepare the fast paths (CUDA graphs, compiled code) for these frame batch sizes now.
+
+        The node calls this at configure time so the first frames do not pay for capture or compilation.
+        CLIP also prepares its largest bucket, which region scoring uses. Does nothing on the plain paths.
+        """
+        with self._lock:
+            encoder = self._clip.fast_encoder if self._clip is not None else None
+            if encoder is not None:
+                try:
+                    encoder.warm_up(sorted(set(batch_sizes) | {encoder.buckets[-1]}))
+                except Exception:  # as enable_fast_clip: keep open_clip's encoder rather than fail
+                    log.exception("CLIP fast path failed to prepare; using open_clip's encoder")
+                    self._clip.fast_encoder = None
+            if self._paligemma is not None:
+                self._paligemma.warm_up(batch_sizes)
 
     def close(self) -> None:
         """Release the models (closing those this pipeline loaded) and free cached GPU memory."""

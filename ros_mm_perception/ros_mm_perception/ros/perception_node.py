@@ -95,6 +95,7 @@ class PerceptionNode(LifecycleNode):
                                f", paligemma {self.config.paligemma_model or 'off'})")
         try:
             self.pipeline = PerceptionPipeline(self.config)
+            self.pipeline.warm_up(sorted({1, min(self.config.max_batch, len(self.config.cameras))}))
         except Exception as err:  # a failed load leaves the node unconfigured, with the reason logged
             self._log_failure("configure failed", err)
             return TransitionCallbackReturn.FAILURE

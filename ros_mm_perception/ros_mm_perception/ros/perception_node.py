@@ -74,6 +74,7 @@ class PerceptionNode(LifecycleNode):
         self._scheduler: Optional[FrameScheduler] = None
         self._worker: Optional[threading.Thread] = None
         self._stats = StatsBook(self.config.cameras, time.monotonic())
+        self._active_since = time.monotonic()
         self._camera_group = ReentrantCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
@@ -109,6 +110,7 @@ class PerceptionNode(LifecycleNode):
         cfg = self.config
         self._scheduler = FrameScheduler(max_batch=cfg.max_batch, max_cameras=len(cfg.cameras))
         self._stats = StatsBook(cfg.cameras, time.monotonic())
+        self._active_since = time.monotonic()
         self._make_publishers()
         self._make_subscriptions()
         self._publish_label_info()
@@ -226,7 +228,7 @@ class PerceptionNode(LifecycleNode):
 
     def _work(self, scheduler: FrameScheduler) -> None:
         """Take the newest waiting frames, run the pipeline on them in one batch, publish the results."""
-        while not scheduler.closed:
+        while not scheduler.closed and self.context.ok():
             pending = scheduler.take(timeout=WORKER_POLL_S, max_frames=self.config.max_batch)
             frames, received = [], []
             for item in pending:
@@ -251,6 +253,8 @@ class PerceptionNode(LifecycleNode):
                 try:
                     self._publish_result(self._cameras[frame.camera], frame, result)
                 except Exception as err:  # the worker must outlive any one bad frame
+                    if not self.context.ok():  # rclpy shut down (Ctrl-C) while the batch ran: stop quietly
+                        return
                     self._log_failure(f"camera {frame.camera}: publishing failed", err, throttle=True)
                     continue
                 self._stats.published(frame.camera, time.monotonic() - received_at)
@@ -373,7 +377,8 @@ class PerceptionNode(LifecycleNode):
             if report is None:
                 continue
             topic = self.resolve_topic_name(cam.image_topic)
-            silent = self.state_label == "active" and not 0 <= report.seconds_since_image < SILENCE_WARNING_S
+            quiet_s = report.seconds_since_image if report.seconds_since_image >= 0 else now - self._active_since
+            silent = self.state_label == "active" and quiet_s >= SILENCE_WARNING_S
             message = (f"no images on {topic} (check the topic name and that the publisher's QoS matches "
                        f"{self.config.qos_reliability})") if silent else f"{report.processed_hz:.1f} Hz processed"
             if silent:

@@ -1,8 +1,9 @@
 """The perception lifecycle node: cameras in, language-grounded detections, labels and answers out.
 
 Lifecycle: ``configure`` loads the models (one pipeline shared by every camera), ``activate``
-creates subscriptions, publishers and the inference worker, ``deactivate`` removes them, ``cleanup``
-releases the models and their GPU memory. With ``autostart`` (default) the node configures and
+creates subscriptions, publishers and the inference worker (loading the models again if they were
+released), ``deactivate`` removes them and releases the models and their GPU memory, so an inactive
+node holds no model memory; ``cleanup`` returns to unconfigured. With ``autostart`` (default) the node configures and
 activates itself at start-up. Services exist in every state and answer ``success=false`` with a
 reason until the models are loaded.
 
@@ -90,6 +91,13 @@ class PerceptionNode(LifecycleNode):
     # ------------------------------------------------------------------------------ lifecycle
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if not self._load_models():
+            return TransitionCallbackReturn.FAILURE
+        self.state_label = "inactive"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _load_models(self) -> bool:
+        """Load and warm up the pipeline and make the camera states; False, with the reason logged, on failure."""
         from ros_mm_perception.core.pipeline import PerceptionPipeline
 
         self.get_logger().info(f"loading models (device {self.config.device}, clip {self.config.clip_model or 'embedded'}"
@@ -97,16 +105,18 @@ class PerceptionNode(LifecycleNode):
         try:
             self.pipeline = PerceptionPipeline(self.config)
             self.pipeline.warm_up(sorted({1, min(self.config.max_batch, len(self.config.cameras))}))
-        except Exception as err:  # a failed load leaves the node unconfigured, with the reason logged
-            self._log_failure("configure failed", err)
-            return TransitionCallbackReturn.FAILURE
+        except Exception as err:  # a failed load leaves the models unloaded, with the reason logged
+            self.pipeline = None
+            self._log_failure("loading models failed", err)
+            return False
         self._cameras = {c: CameraState(c, self.config.cameras, self.config.image_transport == "compressed")
                          for c in self.config.cameras}
-        self.state_label = "inactive"
         self.get_logger().info(f"models ready ({self.pipeline.model_state}); cameras: {', '.join(self._cameras)}")
-        return TransitionCallbackReturn.SUCCESS
+        return True
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.pipeline is None and not self._load_models():  # deactivate released them
+            return TransitionCallbackReturn.FAILURE
         cfg = self.config
         self._scheduler = FrameScheduler(max_batch=cfg.max_batch, max_cameras=len(cfg.cameras))
         self._stats = StatsBook(cfg.cameras, time.monotonic())
@@ -124,6 +134,7 @@ class PerceptionNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_streaming()
+        self._release_models()  # an inactive node holds no model memory; activate loads them again
         self.state_label = "inactive"
         return super().on_deactivate(state)
 
@@ -299,8 +310,9 @@ class PerceptionNode(LifecycleNode):
     def _service_frame(self, camera: str, image):
         """(frame, None) for a request, or (None, reason); the camera's newest frame when image is empty."""
         if self.pipeline is None:
-            return None, (f"models are not loaded (node is {self.state_label}): configure the node with "
-                          f"'ros2 lifecycle set {self.get_fully_qualified_name()} configure'")
+            transition = "activate" if self.state_label == "inactive" else "configure"
+            return None, (f"models are not loaded (node is {self.state_label}): {transition} the node with "
+                          f"'ros2 lifecycle set {self.get_fully_qualified_name()} {transition}'")
         name = camera or self.config.cameras[0]
         cam = self._cameras.get(name)
         if cam is None:

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny models with random weights, saved and loaded through the real loaders."""
 
+import logging
 import os
 
 # Tests never reach a model hub: fail fast instead of retrying the network (read at import time).
@@ -32,6 +33,18 @@ def tiny_paligemma_dir(tmp_path_factory):
     from ros_mm_perception.core.random_models import build_random_paligemma
 
     return build_random_paligemma(tmp_path_factory.mktemp("tiny_paligemma"))
+
+
+@pytest.fixture(autouse=True)
+def package_logs_propagate():
+    """Let caplog see the package's log records under a sourced ROS 2 too.
+
+    ROS 2's launch (imported by its pytest plugin, as in ``colcon test``) makes every logger created
+    after it non-propagating, so records would never reach pytest's handler on the root logger.
+    """
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if name.split(".")[0] == "ros_mm_perception" and isinstance(logger, logging.Logger):
+            logger.propagate = True
 
 
 @pytest.fixture

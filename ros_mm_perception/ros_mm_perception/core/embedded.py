@@ -14,6 +14,7 @@ def embedded_clip_dir() -> Path:
     if not (EMBEDDED_CLIP_DIR / "open_clip_config.json").is_file():
         raise ModelNotFoundError(
             f"the embedded CLIP model is missing from {EMBEDDED_CLIP_DIR}; reinstall the package or "
-            "retrain it with `python scripts/train_embedded_clip.py`, or pass --model/--pretrained"
+            "retrain it with `python scripts/train_embedded_clip.py`, or name another CLIP model "
+            "(command line: --model/--pretrained; ROS node: the clip_model/clip_pretrained parameters)"
         )
     return EMBEDDED_CLIP_DIR

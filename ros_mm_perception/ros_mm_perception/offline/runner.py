@@ -82,7 +82,7 @@ def process_input(source, pipeline, outputs: Sequence[Output], *, phrases: Seque
 
     summary = Summary(per_label=Counter({p: 0 for p in phrases}))
     start = time.perf_counter()
-    bar = tqdm(total=len(source) or None, unit="frame", file=sys.stderr, desc="perception", dynamic_ncols=True,
+    bar = tqdm(total=len(source) or None, unit="frame", file=sys.stderr, desc="perception",
                disable=None if progress is None else not progress)
     try:
         for item in source:

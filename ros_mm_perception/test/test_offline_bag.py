@@ -296,6 +296,7 @@ def test_demo_smoke(tmp_path, capsys, tiny_clip_dir):
                                    str(tiny_clip_dir), "--device", "cpu", "--json", "--no-progress"])
     assert (summary["frames"], summary["skipped"]) == (2, 0)  # two cameras
     assert 0.0 <= summary["ground_truth_recall"] <= 1.0
+    assert summary["ground_truth_precision"] is None or 0.0 <= summary["ground_truth_precision"] <= 1.0
     assert sorted(p.name for p in out.iterdir()) == ["contact_sheet.png", "detections.jsonl", "perception.mcap",
                                                      "sample_scenes.mcap"]
     sheet = cv2.imread(str(out / "contact_sheet.png"))

@@ -276,3 +276,21 @@ def test_unknown_inputs_are_user_errors(tmp_path, name):
 def test_topics_do_not_apply_to_folders(tmp_path):
     with pytest.raises(UserError, match="not a rosbag2 recording"):
         open_input(tmp_path, camera_topics=["/cam/image_raw"])
+
+
+def test_ground_truth_check_counts_found_objects_and_correct_detections():
+    from ros_mm_perception.core.results import Detection, FrameResult
+    from ros_mm_perception.core.scenes import Scene, SceneObject
+    from ros_mm_perception.offline.demo import PERIOD_NS, GroundTruthCheck
+    from ros_mm_perception.offline.sources import InputFrame
+
+    scene = Scene(np.zeros((100, 100, 3), np.uint8),
+                  [SceneObject("red", "circle", (10, 10, 40, 40)), SceneObject("blue", "square", (50, 50, 90, 90))])
+    check = GroundTruthCheck({"/cam": [scene, scene]})
+    detections = [Detection("red circle", 0.9, (12, 12, 40, 42)),   # right place, right phrase
+                  Detection("blue square", 0.8, (10, 10, 40, 40)),  # a real box, but the wrong object
+                  Detection("red circle", 0.5, (60, 0, 99, 30))]    # nothing there
+    stamp = Stamp.from_ns(START_NS + PERIOD_NS)  # the second scene
+    check.add(InputFrame(0, "x", "/cam", 0), FrameResult("cam", "f", stamp, 100, 100, detections=detections))
+    assert (check.found, check.objects, check.correct, check.detections) == (1, 2, 1, 3)
+    assert check.recall == 0.5 and check.precision == 1 / 3

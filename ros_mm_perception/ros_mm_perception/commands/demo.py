@@ -48,7 +48,7 @@ def parse_size(text: str):
 def run(args) -> int:
     from ros_mm_perception.core.config import PerceptionConfig
     from ros_mm_perception.core.pipeline import PerceptionPipeline
-    from ros_mm_perception.core.scenes import all_phrases
+    from ros_mm_perception.core.scenes import all_phrases, phrase
     from ros_mm_perception.offline import demo
     from ros_mm_perception.offline.annotate import ContactSheetOutput
     from ros_mm_perception.offline.bag_source import BagSource
@@ -77,13 +77,15 @@ def run(args) -> int:
     finally:
         pipeline.close()
     if args.json:
-        print(json.dumps({**summary.as_json(), "ground_truth_recall": truth.recall, "output_dir": str(out.resolve())}))
+        print(json.dumps({**summary.as_json(), "ground_truth_recall": truth.recall,
+                          "ground_truth_precision": truth.precision, "output_dir": str(out.resolve())}))
         return 0
     model = args.clip_model or "embedded CLIP"
     print(f"demo: {len(scenes)} cameras x {args.frames} frames of rendered scenes, {model}, CLIP-only grounding")
     print(format_summary(summary, outputs=False))
-    print(f"\nground truth: {truth.found}/{truth.total} objects found ({100 * (truth.recall or 0):.0f}%): "
-          f"a detection of the object's phrase with IoU >= {truth.iou} ('{demo.phrase(*demo.ABSENT)}' is in no scene)")
+    print(f"\nground truth (IoU >= {truth.iou} with the same phrase; '{phrase(*demo.ABSENT)}' is in no scene):\n"
+          f"  objects found       {truth.found}/{truth.objects} ({100 * (truth.recall or 0):.0f}%)\n"
+          f"  correct detections  {truth.correct}/{truth.detections} ({100 * (truth.precision or 0):.0f}%)")
     print(f"\noutputs in {out.resolve()}:")
     width = max(len(name) for name, _ in OUTPUT_FILES)
     for name, what in OUTPUT_FILES:

@@ -74,25 +74,38 @@ def demo_recordings(scenes: Dict[str, List[Scene]]) -> List[CameraRecording]:
 
 @dataclass
 class GroundTruthCheck:
-    """An offline output that scores results against the scenes: an object counts as found when a
-    detection of its phrase overlaps its true box with IoU of at least ``iou``."""
+    """An offline output that scores results against the scenes.
+
+    An object is *found* when a detection of its phrase overlaps its true box with IoU of at least
+    ``iou``; a detection is *correct* when it overlaps so an object of its phrase in that frame.
+    """
 
     scenes: Dict[str, Sequence[Scene]]
     iou: float = 0.5
     found: int = 0
-    total: int = 0
+    objects: int = 0
+    correct: int = 0
+    detections: int = 0
 
     def add(self, item, result: FrameResult) -> None:
         scene = self.scenes[item.namespace][(result.stamp.to_ns() - START_NS) // PERIOD_NS]
-        for obj in scene.objects:
-            self.total += 1
-            boxes = [d.box for d in result.detections if d.phrase == obj.phrase]
-            if boxes and float(box_iou([obj.box], boxes).max()) >= self.iou:
-                self.found += 1
+        self.objects += len(scene.objects)
+        self.detections += len(result.detections)
+        if not scene.objects or not result.detections:
+            return
+        overlap = box_iou([o.box for o in scene.objects], [d.box for d in result.detections]) >= self.iou
+        same = np.array([[o.phrase == d.phrase for d in result.detections] for o in scene.objects])
+        hits = overlap & same
+        self.found += int(hits.any(axis=1).sum())
+        self.correct += int(hits.any(axis=0).sum())
 
     @property
     def recall(self) -> Optional[float]:
-        return self.found / self.total if self.total else None
+        return self.found / self.objects if self.objects else None
+
+    @property
+    def precision(self) -> Optional[float]:
+        return self.correct / self.detections if self.detections else None
 
     def commit(self) -> None:
         """Nothing to write."""

@@ -1,7 +1,8 @@
 """Procedurally rendered scenes of coloured shapes, with captions and ground-truth boxes.
 
 The generator draws 8 colours x 6 shapes (:data:`COLOURS`, :data:`SHAPES`) with random size,
-position and rotation on a flat, gradient, noise or textured-floor background (:data:`BACKGROUNDS`),
+position and rotation (up to 30 degrees from upright by default, as things stand on a floor or a
+table) on a flat, gradient, noise or textured-floor background (:data:`BACKGROUNDS`),
 then applies uneven lighting, a colour cast, blur and sensor noise. Objects may occlude each other,
 but each stays at least ``min_visible`` visible. Every object comes with its phrase ("red circle")
 and its box: the extent of its visible pixels, ``(x0, y0, x1, y1)`` in pixels.
@@ -233,7 +234,8 @@ def _pick_combos(rng: np.random.Generator, n: int, combos: Optional[Sequence[Com
     return [pool[i] for i in rng.choice(len(pool), size=n, replace=False)]
 
 
-def _place(rng, combos: Sequence[Combo], hw, size_range, occlusion: bool, min_visible: float):
+def _place(rng, combos: Sequence[Combo], hw, size_range, occlusion: bool, min_visible: float,
+           max_rotation: float):
     """Random placements whose objects stay inside the image and at least ``min_visible`` visible."""
     h, w = hw
     short = min(h, w)
@@ -244,7 +246,8 @@ def _place(rng, combos: Sequence[Combo], hw, size_range, occlusion: bool, min_vi
             scale = 1.0 if attempt < 20 else 0.7  # shrink when the image is crowded
             radius = 0.5 * short * rng.uniform(*size_range) * scale
             centre = (rng.uniform(radius, w - radius), rng.uniform(radius, h - radius))
-            cand = _Placement(colour, shape, object_rgb(rng, colour), centre, radius, rng.uniform(0, 2 * np.pi))
+            angle = np.radians(rng.uniform(-max_rotation, max_rotation))
+            cand = _Placement(colour, shape, object_rgb(rng, colour), centre, radius, angle)
             mask = shape_mask(shape, centre, radius, cand.angle, hw)
             if _acceptable(mask, masks, occlusion, min_visible):
                 break
@@ -313,21 +316,22 @@ def _finish(rng: np.random.Generator, img: np.ndarray, lighting: bool, blur: boo
         sigma = rng.uniform(0.0, 1.2) * min(h, w) / 240.0
         if sigma > 0.3:
             img = cv2.GaussianBlur(img, (0, 0), sigma)
-        img = img + rng.normal(0, rng.uniform(0.0, 4.0), img.shape).astype(np.float32)
+        img = img + rng.standard_normal(img.shape, dtype=np.float32) * rng.uniform(0.0, 4.0)
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
 def render_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 640), *,
                  objects: Optional[Sequence[Combo]] = None, combos: Optional[Sequence[Combo]] = None,
                  background: Optional[str] = None, size_range: Tuple[float, float] = (0.2, 0.45),
-                 occlusion: bool = True, min_visible: float = 0.6, lighting: bool = True,
-                 blur: bool = True) -> Scene:
+                 max_rotation: float = 30.0, occlusion: bool = True, min_visible: float = 0.6,
+                 lighting: bool = True, blur: bool = True) -> Scene:
     """Render one scene of ``n_objects`` distinct colour-shape objects.
 
     ``rng`` is a numpy Generator or an int seed; ``size`` is ``(height, width)``. ``objects`` names
     the ``(colour, shape)`` pairs to draw (else they are drawn at random from ``combos``, default all).
-    ``size_range`` is the object's diameter as a fraction of the image's short side. ``background`` is
-    one of :data:`BACKGROUNDS` (default random).
+    ``size_range`` is the object's diameter as a fraction of the image's short side; objects turn by up
+    to ``max_rotation`` degrees either way from upright (180 for any angle). ``background`` is one of
+    :data:`BACKGROUNDS` (default random).
     """
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     hw = (int(size[0]), int(size[1]))
@@ -339,7 +343,7 @@ def render_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 640), *,
             raise ValueError(f"unknown object ({c!r}, {s!r}); colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)}")
     kind = background or BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     bg = render_background(rng, hw, kind)
-    placements, masks = _place(rng, chosen, hw, size_range, occlusion, min_visible)
+    placements, masks = _place(rng, chosen, hw, size_range, occlusion, min_visible, max_rotation)
     img, visible = _composite(bg, placements, masks, _object_shading(rng, hw))
     image = _finish(rng, img, lighting, blur)
     objs = [SceneObject(p.colour, p.shape, box, frac, i)
@@ -353,7 +357,7 @@ def render_sequence(seed: int, n_frames: int, n_objects: int = 3, size: Tuple[in
     """``n_frames`` scenes of the same objects moving smoothly (bouncing off the image borders).
 
     Each object keeps its ``object_id``, colour and shape; it moves about ``speed`` of the image's
-    short side per frame and turns slowly. Objects may cross and occlude each other. The background
+    short side per frame and sways slowly (within 30 degrees of upright). Objects may cross and occlude each other. The background
     and lighting stay fixed; only the sensor noise changes per frame.
     """
     rng = np.random.default_rng(seed)
@@ -362,16 +366,17 @@ def render_sequence(seed: int, n_frames: int, n_objects: int = 3, size: Tuple[in
     kind = background or BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     bg = render_background(rng, hw, kind)
     shading = _object_shading(rng, hw)
-    start, _ = _place(rng, chosen, hw, size_range, occlusion=False, min_visible=1.0)
+    start, _ = _place(rng, chosen, hw, size_range, occlusion=False, min_visible=1.0, max_rotation=30.0)
     light_seed = int(rng.integers(2**32))  # the same lighting in every frame
     short = min(hw)
     pos = np.array([p.centre for p in start], np.float64)
     heading = rng.uniform(0, 2 * np.pi, len(start))
     vel = np.stack([np.cos(heading), np.sin(heading)], 1) * speed * short
-    spin = rng.uniform(-0.05, 0.05, len(start))
+    sway = rng.uniform(0, 2 * np.pi, len(start)), rng.uniform(0.02, 0.06, len(start))
     frames = []
     for t in range(n_frames):
-        placements = [_Placement(p.colour, p.shape, p.rgb, tuple(pos[i]), p.radius, p.angle + spin[i] * t)
+        placements = [_Placement(p.colour, p.shape, p.rgb, tuple(pos[i]), p.radius,
+                                 np.radians(30.0) * np.sin(sway[0][i] + sway[1][i] * t))
                       for i, p in enumerate(start)]
         masks = [shape_mask(p.shape, p.centre, p.radius, p.angle, hw) for p in placements]
         img, visible = _composite(bg, placements, masks, shading)

@@ -11,6 +11,11 @@ from pathlib import Path
 
 from ros_mm_perception.core.errors import UserError
 
+SCORE_THRESHOLD = 0.6
+NMS_IOU = 0.3
+"""The demo's detection settings, stricter than the pipeline's defaults: its scenes hold a few
+well-separated objects, and CLIP-only grounding otherwise keeps partial boxes around each one."""
+
 OUTPUT_FILES = (
     ("sample_scenes.mcap", "input recording: /front raw images + depth + camera_info, /overhead JPEG images"),
     ("perception.mcap", "output topics per camera: detections, detections_3d, labels, label_info, debug_image"),
@@ -28,6 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("--frames", type=int, default=8, help="frames per camera (default: 8)")
     p.add_argument("--size", default="240x320", help="image size HEIGHTxWIDTH (default: 240x320)")
     p.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
+    p.add_argument("--threshold", type=float, default=SCORE_THRESHOLD,
+                   help=f"minimum detection score (default: {SCORE_THRESHOLD})")
     p.add_argument("--clip-model", default="", help="open_clip model name or folder instead of the embedded model")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
@@ -64,7 +71,8 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config = PerceptionConfig(grounding_source="clip", detect_phrases=demo.demo_phrases(), labels=all_phrases(),
-                              clip_model=args.clip_model, device=args.device)
+                              score_threshold=args.threshold, nms_iou=NMS_IOU, clip_model=args.clip_model,
+                              device=args.device)
     pipeline = PerceptionPipeline(config)
     scenes = demo.demo_scenes(args.frames, size, args.seed)
     bag = write_recording(out / OUTPUT_FILES[0][0], demo.demo_recordings(scenes))

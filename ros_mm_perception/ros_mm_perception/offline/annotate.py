@@ -30,8 +30,9 @@ def annotate(image: np.ndarray, result: FrameResult) -> np.ndarray:
         text = detection_text(det.phrase, det.score, det.track_id)
         (tw, th), base = cv2.getTextSize(text, font, font_scale, max(1, thickness // 2))
         ty = y0 - 2 if y0 - th - base - 2 >= 0 else min(y1 + th + base + 2, out.shape[0] - 1)
-        cv2.rectangle(out, (x0, ty - th - base), (x0 + tw + 4, ty + 2), colour, -1)
-        cv2.putText(out, text, (x0 + 2, ty - base + 2), font, font_scale, (0, 0, 0), max(1, thickness // 2),
+        tx = max(0, min(x0, out.shape[1] - tw - 4))  # keep the label inside the image
+        cv2.rectangle(out, (tx, ty - th - base), (tx + tw + 4, ty + 2), colour, -1)
+        cv2.putText(out, text, (tx + 2, ty - base + 2), font, font_scale, (0, 0, 0), max(1, thickness // 2),
                     cv2.LINE_AA)
     return out
 

@@ -288,9 +288,12 @@ def test_bag_errors_are_one_line(tmp_path, capsys, clip_args, two_camera_bag):
     assert "overwrite the input" in capsys.readouterr().err
 
 
-def test_demo_smoke(tmp_path, capsys, tiny_clip_dir):
+def test_demo_smoke(tmp_path, capsys, tiny_clip_dir, monkeypatch):
     import cv2
+    import torch
 
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)  # the demo's choice, not this process's
     out = tmp_path / "demo"
     summary, _ = run_json(capsys, ["demo", "--out", str(out), "--frames", "1", "--size", "48x64", "--clip-model",
                                    str(tiny_clip_dir), "--device", "cpu", "--json", "--no-progress"])
@@ -307,6 +310,7 @@ def test_demo_smoke(tmp_path, capsys, tiny_clip_dir):
                  "--device", "cpu", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert f"outputs in {out.resolve()}" in printed and "contact_sheet.png" in printed
+    assert threads == [1, 1]
 
 
 def test_outputs_deserialize_as_real_ros_messages(processed):

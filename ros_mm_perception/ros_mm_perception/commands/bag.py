@@ -52,6 +52,17 @@ def add_pipeline_arguments(p) -> None:
     g.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag or checkpoint file")
     g.add_argument("--device", default=None, help="auto, cpu or cuda[:N]")
     g.add_argument("--precision", default=None, help="auto, fp32, fp16 or bf16")
+    g.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (default: PyTorch's choice)")
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` PyTorch CPU threads (0 keeps PyTorch's choice)."""
+    if threads < 0:
+        raise UserError(f"--threads must be 0 (PyTorch's choice) or more, got {threads}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def config_from_args(args):
@@ -111,6 +122,7 @@ def run(args) -> int:
     from ros_mm_perception.offline.sources import DEFAULT_FPS, open_input
 
     config = config_from_args(args)
+    set_threads(args.threads)
     input_path = Path(args.input)
     source = open_input(input_path, fps=args.fps or DEFAULT_FPS, camera_topics=args.camera_topic,
                         depth_topics=[] if args.no_depth else args.depth_topic,

@@ -1,0 +1,89 @@
+"""The shipped embedded CLIP understands the rendered world: it names, finds and rejects objects."""
+
+import importlib.util
+import sys
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ros_mm_perception.cli import main
+from ros_mm_perception.core.boxes import box_iou
+from ros_mm_perception.core.clip_grounding import ground_with_clip
+from ros_mm_perception.core.clip_model import load_clip
+from ros_mm_perception.core.embedded import embedded_clip_dir
+from ros_mm_perception.core.image_io import read_rgb
+from ros_mm_perception.core.labeler import ClipLabeler
+from ros_mm_perception.core.scenes import all_combos, all_phrases, phrase, render_scene
+
+SAMPLES = Path(embedded_clip_dir()).parent / "samples"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def labeler():
+    return ClipLabeler(load_clip("", device="cpu", precision="fp32"))
+
+
+@pytest.fixture(scope="module")
+def shapes_sample():
+    truth = json.loads((SAMPLES / "shapes.json").read_text())
+    return read_rgb(SAMPLES / truth["image"]), truth["objects"]
+
+
+def test_shipped_model_fits_the_size_budget_and_records_its_training():
+    folder = embedded_clip_dir()
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 15 * 1024 * 1024
+    info = json.loads((folder / "training.json").read_text())
+    heldout = [tuple(c) for c in info["heldout"]]
+    assert heldout and set(heldout) < set(all_combos())
+    assert len(info["loss_curve"]) == info["steps"] and info["loss_curve"][-1] < info["loss_curve"][0]
+
+
+def test_classify_names_the_object_in_the_bundled_sample(capsys):
+    assert main(["classify", str(SAMPLES / "red_circle.png"), "--labels", ",".join(all_phrases()),
+                 "--device", "cpu", "--json", "--top-k", "3"]) == 0
+    labels = json.loads(capsys.readouterr().out)["labels"]
+    assert labels[0]["label"] == "red circle" and labels[0]["score"] > 0.5
+
+
+def test_fresh_scenes_are_named_correctly(labeler):
+    rng = np.random.default_rng(314)
+    combos = [all_combos()[i] for i in rng.choice(len(all_combos()), 12, replace=False)]
+    scenes = [render_scene(rng, objects=[c], size=(256, 256)) for c in combos]
+    top = [labels[0].phrase for labels in labeler.label_batch([s.image for s in scenes], 1, all_phrases())]
+    correct = sum(t == phrase(*c) for t, c in zip(top, combos))
+    assert correct >= 11, list(zip(top, combos))
+
+
+def test_grounding_finds_each_named_object(labeler, shapes_sample):
+    image, objects = shapes_sample
+    dets = ground_with_clip(labeler, image, [o["phrase"] for o in objects])
+    for obj in objects:
+        mine = [d for d in dets if d.phrase == obj["phrase"]]
+        assert mine, f"{obj['phrase']} not found"
+        assert box_iou([mine[0].box], [obj["box"]])[0, 0] >= 0.5, (obj, mine[0])
+
+
+def test_an_absent_object_gets_a_low_score(labeler, shapes_sample):
+    image, objects = shapes_sample
+    present = {o["phrase"] for o in objects}
+    absent = [p for p in ("red star", "green square", "yellow ring") if p not in present][:2]
+    dets = ground_with_clip(labeler, image, absent, score_threshold=0.0)
+    assert max(d.score for d in dets) < 0.3
+
+
+def test_training_is_deterministic_given_the_seed(tmp_path):
+    spec = importlib.util.spec_from_file_location("train_embedded_clip", REPO / "scripts" / "train_embedded_clip.py")
+    train = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = train          # dataclasses look their module up while the script loads
+    try:
+        spec.loader.exec_module(train)
+    finally:
+        sys.modules.pop(spec.name, None)
+    runs = [train.train(seed=3, steps=2, batch_size=12, lr=1e-3, out=tmp_path / name, threads=1)
+            for name in ("a", "b")]
+    assert runs[0]["loss_curve"] == runs[1]["loss_curve"]
+    weights = [(tmp_path / name / "open_clip_model.safetensors").read_bytes() for name in ("a", "b")]
+    assert weights[0] == weights[1]

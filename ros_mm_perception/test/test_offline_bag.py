@@ -286,6 +286,8 @@ def test_bag_errors_are_one_line(tmp_path, capsys, clip_args, two_camera_bag):
     assert err.count("\n") == 0 and "/nope is not in the bag" in err and "/front/image_raw" in err
     assert main(["bag", str(two_camera_bag), "--out", str(two_camera_bag), *clip_args]) == 2
     assert "overwrite the input" in capsys.readouterr().err
+    assert main(["bag", str(two_camera_bag), "--threads", "-1", *clip_args]) == 2
+    assert "--threads" in capsys.readouterr().err
 
 
 def test_demo_smoke(tmp_path, capsys, tiny_clip_dir, monkeypatch):

@@ -53,3 +53,10 @@ def test_bad_device_and_precision(tiny_clip_dir):
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="CUDA is not available"):
             load_clip(str(tiny_clip_dir), device="cuda")
+
+
+def test_default_is_the_embedded_model_folder():
+    from ros_mm_perception.core.embedded import embedded_clip_dir
+
+    clip = load_clip(device="cpu")
+    assert clip.name == str(embedded_clip_dir())

@@ -76,10 +76,6 @@ def _resolve_source(name: str, pretrained: str):
     """Map the user's (name, pretrained) to open_clip's (model id, pretrained argument), checking both."""
     import open_clip
 
-    if not name:
-        from ros_mm_perception.core.embedded import embedded_clip_dir
-
-        name = str(embedded_clip_dir())
     if name.startswith("local-dir:"):
         name = name[len("local-dir:"):]
     local_dir = Path(name).expanduser()
@@ -114,6 +110,10 @@ def load_clip(name: str = "", pretrained: str = "", device: str = "auto", precis
 
     dev = resolve_device(device)
     dtype = resolve_dtype(precision, dev, cuda_default="fp16")
+    if not name:
+        from ros_mm_perception.core.embedded import embedded_clip_dir
+
+        name = str(embedded_clip_dir())
     model_id, pretrained_arg = _resolve_source(name, pretrained)
     try:
         model, _, _ = open_clip.create_model_and_transforms(

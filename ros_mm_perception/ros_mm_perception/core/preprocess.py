@@ -56,8 +56,6 @@ class ClipPreprocessor:
         else:
             resized = F.interpolate(chw[None].float(), size=(new_h, new_w), mode="bicubic",
                                     align_corners=False, antialias=True)[0]
-            # PIL (open_clip's reference) rounds and clamps to uint8 after resizing.
-            resized = resized.round_().clamp_(0, 255)
         top = int(round((new_h - self.size) / 2.0))
         left = int(round((new_w - self.size) / 2.0))
         return resized[:, top:top + self.size, left:left + self.size]
@@ -65,7 +63,8 @@ class ClipPreprocessor:
     def __call__(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """uint8 3xHxW tensors (any sizes) → normalised Nx3xSxS batch in the model's dtype."""
         batch = torch.stack([self._resize_crop(img) for img in images])
-        batch = (batch / 255.0 - self.mean) / self.std
+        # PIL (open_clip's reference) rounds and clamps to uint8 after resizing; once for the batch.
+        batch = (batch.round_().clamp_(0, 255) / 255.0 - self.mean) / self.std
         return batch.to(self.dtype)
 
     def frames(self, frames: Sequence[np.ndarray]) -> torch.Tensor:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from ros_mm_perception.core.boxes import box_iou
-from ros_mm_perception.core.clip_grounding import (NULL_PROMPTS, context_squares, ground_with_clip, phrase_scores,
-                                                   propose_regions, sliding_windows)
+from ros_mm_perception.core.clip_grounding import (NULL_PROMPTS, context_squares, drop_enclosing, ground_with_clip,
+                                                   phrase_scores, propose_regions, sliding_windows)
 from ros_mm_perception.core.errors import ImageFormatError
 from ros_mm_perception.core.labeler import ClipLabeler
 from ros_mm_perception.core.scenes import render_scene
@@ -111,6 +111,25 @@ def test_the_region_a_phrase_fits_best_wins_and_keeps_its_box(frame, monkeypatch
     assert dets[0].box == target and dets[0].score > 0.9
     overlap = box_iou([d.box for d in dets], [target])[:, 0]
     assert (overlap[1:] <= 0.5).all()
+
+
+def test_a_loose_box_around_a_better_one_is_dropped_but_a_neighbour_is_kept(frame, monkeypatch):
+    import ros_mm_perception.core.clip_grounding as grounding
+
+    tight, loose, neighbour = (40.0, 30.0, 60.0, 50.0), (20.0, 10.0, 90.0, 80.0), (70.0, 40.0, 100.0, 70.0)
+    assert box_iou([tight], [loose])[0, 0] < 0.5  # NMS alone would keep the loose box
+    monkeypatch.setattr(grounding, "propose_regions", lambda image: np.array([loose, tight, neighbour]))
+    squares = context_squares(np.array([loose, tight, neighbour]), *frame.shape[:2])
+    score_of = {tuple(sq): s for sq, s in zip(squares.tolist(), (4.0, 5.0, 3.0))}
+
+    def logit(box, phrase):
+        return score_of[tuple(float(v) for v in box)] if phrase == "red circle" else 0.0
+
+    dets = ground_with_clip(ScriptedLabeler(logit), frame, ["red circle"], score_threshold=0.0)
+    assert [d.box for d in dets] == [tight, neighbour]
+    boxes = np.array([tight, loose, neighbour])
+    assert list(drop_enclosing(boxes, np.array([0, 2, 1]))) == [0, 2]
+    assert list(drop_enclosing(boxes, np.array([1, 0]))) == [1, 0]  # a better loose box stays
 
 
 def test_windows_cover_the_image_and_fitted_boxes_hug_an_object():

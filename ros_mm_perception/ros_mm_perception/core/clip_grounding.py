@@ -21,7 +21,9 @@ Used when PaliGemma is off or too slow. The method, step by step:
    phrase), an empty region by "background", so a phrase whose object is absent gets a low score on
    every region; a softmax over the phrases alone would hand each region to some phrase.
 4. **Selection**: per phrase, regions scoring at least ``score_threshold`` are kept, overlapping ones
-   suppressed (greedy NMS at ``nms_iou``, :func:`core.boxes.nms`), highest score first.
+   suppressed (greedy NMS at ``nms_iou``, :func:`core.boxes.nms`), highest score first. A kept box
+   that encloses a better-scoring box of the same phrase (covers :data:`ENCLOSED` of its area) is a
+   loose view of the same object and is dropped too: NMS alone keeps it when the two boxes' IoU is low.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ WINDOW_SCALES = (0.2, 0.3, 0.45, 0.68, 1.0)
 
 MIN_WINDOW = 16
 """Smallest sliding-window side in pixels (smaller crops carry too little for CLIP)."""
+
+ENCLOSED = 0.8
+"""Share of a better box's area that a same-phrase box must cover to count as a loose view of it."""
 
 CONTEXT_MARGIN = 0.1
 """Each side of a proposal's square crop grows by this fraction of the proposal's longer side."""
@@ -144,6 +149,18 @@ def phrase_scores(labeler: ClipLabeler, image: np.ndarray, boxes: np.ndarray,
     return torch.from_numpy(logits).softmax(dim=-1).numpy()[:, :len(phrases)]
 
 
+def drop_enclosing(boxes: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``order`` (indices, best first) without boxes covering :data:`ENCLOSED` of a better box."""
+    keep: List[int] = []
+    for i in order:
+        better = boxes[keep]
+        ix = np.clip(np.minimum(boxes[i, 2], better[:, 2]) - np.maximum(boxes[i, 0], better[:, 0]), 0, None)
+        iy = np.clip(np.minimum(boxes[i, 3], better[:, 3]) - np.maximum(boxes[i, 1], better[:, 1]), 0, None)
+        if not (ix * iy >= ENCLOSED * box_area(better)).any():
+            keep.append(int(i))
+    return np.asarray(keep, dtype=np.int64)
+
+
 def ground_with_clip(labeler: ClipLabeler, image: np.ndarray, phrases: Sequence[str], *,
                      score_threshold: float = _DEFAULTS.score_threshold, nms_iou: float = _DEFAULTS.nms_iou,
                      max_detections: Optional[int] = None) -> List[Detection]:
@@ -162,7 +179,8 @@ def ground_with_clip(labeler: ClipLabeler, image: np.ndarray, phrases: Sequence[
     for p in range(len(phrases)):
         idx = np.flatnonzero(scores[:, p] >= score_threshold)
         if idx.size:
-            found += [(float(scores[i, p]), p, int(i)) for i in idx[nms(boxes[idx], scores[idx, p], nms_iou)]]
+            kept = idx[nms(boxes[idx], scores[idx, p], nms_iou)]
+            found += [(float(scores[i, p]), p, int(i)) for i in drop_enclosing(boxes, kept)]
     found.sort(key=lambda f: (-f[0], f[1], f[2]))
     if max_detections is not None:
         found = found[:max_detections]

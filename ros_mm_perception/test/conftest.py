@@ -14,7 +14,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     """A tiny open_clip model folder (random weights) written by the package's own saver."""
-    from ros_mm_perception.core.random_models import build_random_clip
+    from ros_mm_perception.core.models.random_models import build_random_clip
 
     return build_random_clip(tmp_path_factory.mktemp("tiny_clip"))
 
@@ -22,7 +22,7 @@ def tiny_clip_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_clip(tiny_clip_dir):
     """The tiny CLIP loaded through :func:`load_clip` on the CPU in fp32."""
-    from ros_mm_perception.core.clip_model import load_clip
+    from ros_mm_perception.core.models.clip_model import load_clip
 
     return load_clip(str(tiny_clip_dir), device="cpu", precision="fp32")
 
@@ -30,7 +30,7 @@ def tiny_clip(tiny_clip_dir):
 @pytest.fixture(scope="session")
 def tiny_paligemma_dir(tmp_path_factory):
     """A tiny PaliGemma folder (random weights, small custom tokenizer) written by ``save_pretrained``."""
-    from ros_mm_perception.core.random_models import build_random_paligemma
+    from ros_mm_perception.core.models.random_models import build_random_paligemma
 
     return build_random_paligemma(tmp_path_factory.mktemp("tiny_paligemma"))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ros_mm_perception.cli import main
-from ros_mm_perception.core.image_io import write_rgb
+from ros_mm_perception.core.imaging.image_io import write_rgb
 
 
 @pytest.fixture

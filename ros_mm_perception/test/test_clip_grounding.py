@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from ros_mm_perception.core.boxes import box_iou
-from ros_mm_perception.core.clip_grounding import (NULL_PROMPTS, context_squares, drop_enclosing, ground_with_clip,
+from ros_mm_perception.core.perception.boxes import box_iou
+from ros_mm_perception.core.perception.clip_grounding import (NULL_PROMPTS, context_squares, drop_enclosing, ground_with_clip,
                                                    phrase_scores, propose_regions, sliding_windows)
 from ros_mm_perception.core.errors import ImageFormatError
-from ros_mm_perception.core.labeler import ClipLabeler
-from ros_mm_perception.core.scenes import render_scene
+from ros_mm_perception.core.perception.labeler import ClipLabeler
+from ros_mm_perception.synthetic.scenes import render_scene
 
 
 class ScriptedLabeler:
@@ -97,7 +97,7 @@ def test_a_phrase_losing_to_the_null_prompts_scores_low_everywhere(frame):
 
 
 def test_the_region_a_phrase_fits_best_wins_and_keeps_its_box(frame, monkeypatch):
-    import ros_mm_perception.core.clip_grounding as grounding
+    import ros_mm_perception.core.perception.clip_grounding as grounding
 
     target = (40.0, 30.0, 70.0, 60.0)
     square = context_squares(np.array([target]), *frame.shape[:2])[0]
@@ -114,7 +114,7 @@ def test_the_region_a_phrase_fits_best_wins_and_keeps_its_box(frame, monkeypatch
 
 
 def test_a_loose_box_around_a_better_one_is_dropped_but_a_neighbour_is_kept(frame, monkeypatch):
-    import ros_mm_perception.core.clip_grounding as grounding
+    import ros_mm_perception.core.perception.clip_grounding as grounding
 
     tight, loose, neighbour = (40.0, 30.0, 60.0, 50.0), (20.0, 10.0, 90.0, 80.0), (70.0, 40.0, 100.0, 70.0)
     assert box_iou([tight], [loose])[0, 0] < 0.5  # NMS alone would keep the loose box

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ros_mm_perception.core.clip_model import load_clip
+from ros_mm_perception.core.models.clip_model import load_clip
 from ros_mm_perception.core.errors import ModelNotFoundError, UserError
 
 
@@ -56,7 +56,7 @@ def test_bad_device_and_precision(tiny_clip_dir):
 
 
 def test_default_is_the_embedded_model_folder():
-    from ros_mm_perception.core.embedded import embedded_clip_dir
+    from ros_mm_perception.core.models.embedded import embedded_clip_dir
 
     clip = load_clip(device="cpu")
     assert clip.name == str(embedded_clip_dir())

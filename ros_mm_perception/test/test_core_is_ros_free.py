@@ -1,4 +1,10 @@
-"""The import rule: only the node layer (ros/) may import rclpy, launch or ROS message packages."""
+"""The import rules: only the node layer (ros/) may import ROS; the package's groups import one way.
+
+Groups, lowest first: the core's root (config, results, errors, devices), core.imaging, core.models,
+core.perception; above the core: synthetic, messages, offline, ros, commands. :data:`ALLOWED` says
+which groups each may import; imports inside functions count too, and no module may take part in
+an import cycle.
+"""
 
 import ast
 import pathlib
@@ -14,6 +20,21 @@ def is_ros_module(name: str) -> bool:
     return root in ROS_ROOTS or root.endswith("_msgs") or root.endswith("_interfaces")
 
 
+CORE = ("core", "core.imaging", "core.models", "core.perception")
+ALLOWED = {
+    "core": {"core"},
+    "core.imaging": {"core", "core.imaging"},
+    "core.models": {"core", "core.imaging", "core.models"},
+    "core.perception": set(CORE),
+    "synthetic": {*CORE, "synthetic"},
+    "messages": {*CORE, "messages"},
+    "offline": {*CORE, "synthetic", "messages", "offline"},
+    "ros": {*CORE, "messages", "ros"},
+    "commands": {*CORE, "synthetic", "messages", "offline", "commands"},
+}
+"""Which groups a group may import (the package's bare ``__init__``, its version, is open to all)."""
+
+
 def imported_modules(path: pathlib.Path):
     tree = ast.parse(path.read_text(), filename=str(path))
     for node in ast.walk(tree):
@@ -21,6 +42,76 @@ def imported_modules(path: pathlib.Path):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             yield node.module
+
+
+def module_name(package: pathlib.Path, path: pathlib.Path) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def group_of(module: str) -> str:
+    """``ros_mm_perception.core.models.paligemma`` → ``core.models``; top-level modules are ``commands``."""
+    parts = module.split(".")[1:]
+    if not parts:
+        return ""
+    if parts[0] == "core":
+        return "core." + parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in
+                                                          ("imaging", "models", "perception")) else "core"
+    return parts[0] if parts[0] in ALLOWED else "commands"
+
+
+def imported_package_modules(path: pathlib.Path, modules):
+    """The modules of ``modules`` that ``path`` imports: ``from a.b import c`` counts ``a.b.c`` when
+    that is a module, else ``a.b``; imports inside functions count too."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names if alias.name in modules)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in modules:
+            subs = [f"{node.module}.{alias.name}" for alias in node.names]
+            yield from ([m for m in subs if m in modules] or [node.module])
+
+
+def import_graph(package: pathlib.Path):
+    """Module → the package's modules it imports."""
+    modules = {module_name(package, p): p for p in package.rglob("*.py")}
+    return {name: set(imported_package_modules(path, modules)) - {name} for name, path in modules.items()}
+
+
+def layer_violations(graph):
+    return sorted(f"{src} imports {dst}" for src, dsts in graph.items() for dst in dsts
+                  if group_of(dst) and group_of(dst) not in ALLOWED[group_of(src)])
+
+
+def import_cycles(graph):
+    """Each import cycle once, as the list of its modules (Tarjan's strongly connected components)."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
 
 
 def test_only_node_layer_imports_ros():
@@ -38,9 +129,45 @@ def test_rule_detects_violations(tmp_path):
     assert [m for m in imported_modules(bad) if is_ros_module(m)] == ["rclpy", "vision_msgs.msg"]
 
 
+def test_groups_import_one_way():
+    graph = import_graph(PACKAGE)
+    assert {group_of(m) for m in graph} >= set(ALLOWED), "every group has modules"
+    assert not layer_violations(graph)
+
+
+def test_no_import_cycle():
+    assert import_cycles(import_graph(PACKAGE)) == []
+
+
+def test_layer_and_cycle_checks_catch_violations(tmp_path):
+    package = tmp_path / "ros_mm_perception"
+    files = {
+        "__init__.py": "",
+        "core/__init__.py": "",
+        "core/config.py": "from ros_mm_perception.core.perception import pipeline\n",   # root → higher
+        "core/perception/__init__.py": "",
+        "core/perception/pipeline.py": "import ros_mm_perception.core.config\n",
+        "core/imaging/__init__.py": "",
+        "core/imaging/codec.py": "def f():\n    from ros_mm_perception.offline import runner\n",  # lazy, upward
+        "offline/__init__.py": "",
+        "offline/runner.py": "from ros_mm_perception.core.imaging import codec\n",
+    }
+    for name, text in files.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text)
+    graph = import_graph(package)
+    assert layer_violations(graph) == [
+        "ros_mm_perception.core.config imports ros_mm_perception.core.perception.pipeline",
+        "ros_mm_perception.core.imaging.codec imports ros_mm_perception.offline.runner",
+    ]
+    assert import_cycles(graph) == [
+        ["ros_mm_perception.core.config", "ros_mm_perception.core.perception.pipeline"],
+        ["ros_mm_perception.core.imaging.codec", "ros_mm_perception.offline.runner"],
+    ]
+
+
 def test_importing_every_core_module_loads_no_ros():
-    modules = sorted(f"ros_mm_perception.core.{p.stem}" for p in (PACKAGE / "core").glob("*.py")
-                     if p.stem != "__init__")
+    modules = sorted(module_name(PACKAGE, p) for p in (PACKAGE / "core").rglob("*.py"))
     code = ("import sys\n" + "".join(f"import {m}\n" for m in modules) +
             "print([m for m in sys.modules if m.split('.')[0] in ('rclpy', 'launch') or "
             "m.split('.')[0].endswith('_msgs')])")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ros_mm_perception.cli import main
-from ros_mm_perception.core.image_io import write_rgb
+from ros_mm_perception.core.imaging.image_io import write_rgb
 from ros_mm_perception.core.results import Detection
 
 H, W = 48, 64
@@ -50,7 +50,7 @@ def scripted_paligemma(monkeypatch):
         loaded.append(OneBoxPaliGemma())
         return loaded[-1]
 
-    monkeypatch.setattr("ros_mm_perception.core.paligemma.load_paligemma", load)
+    monkeypatch.setattr("ros_mm_perception.core.models.paligemma.load_paligemma", load)
     return loaded
 
 

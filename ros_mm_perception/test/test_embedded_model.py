@@ -1,7 +1,5 @@
 """The shipped embedded CLIP understands the rendered world: it names, finds and rejects objects."""
 
-import importlib.util
-import sys
 import json
 from pathlib import Path
 
@@ -9,16 +7,15 @@ import numpy as np
 import pytest
 
 from ros_mm_perception.cli import main
-from ros_mm_perception.core.boxes import box_iou
-from ros_mm_perception.core.clip_grounding import ground_with_clip
-from ros_mm_perception.core.clip_model import load_clip
-from ros_mm_perception.core.embedded import embedded_clip_dir
-from ros_mm_perception.core.image_io import read_rgb
-from ros_mm_perception.core.labeler import ClipLabeler
-from ros_mm_perception.core.scenes import all_combos, all_phrases, phrase, render_scene
+from ros_mm_perception.core.perception.boxes import box_iou
+from ros_mm_perception.core.perception.clip_grounding import ground_with_clip
+from ros_mm_perception.core.models.clip_model import load_clip
+from ros_mm_perception.core.models.embedded import embedded_clip_dir
+from ros_mm_perception.core.imaging.image_io import read_rgb
+from ros_mm_perception.core.perception.labeler import ClipLabeler
+from ros_mm_perception.synthetic.scenes import all_combos, all_phrases, phrase, render_scene
 
 SAMPLES = Path(embedded_clip_dir()).parent / "samples"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +72,8 @@ def test_an_absent_object_gets_a_low_score(labeler, shapes_sample):
 
 
 def test_training_is_deterministic_given_the_seed(tmp_path):
-    spec = importlib.util.spec_from_file_location("train_embedded_clip", REPO / "scripts" / "train_embedded_clip.py")
-    train = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = train          # dataclasses look their module up while the script loads
-    try:
-        spec.loader.exec_module(train)
-    finally:
-        sys.modules.pop(spec.name, None)
+    from ros_mm_perception.synthetic import train_clip as train
+
     runs = [train.train(seed=3, steps=2, batch_size=12, lr=1e-3, out=tmp_path / name, threads=1)
             for name in ("a", "b")]
     assert runs[0]["loss_curve"] == runs[1]["loss_curve"]

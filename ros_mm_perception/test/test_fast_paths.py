@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from ros_mm_perception.core.clip_model import load_clip
-from ros_mm_perception.core.cuda_graphs import bucket_for, resolve_mode
-from ros_mm_perception.core.fast_clip import FastClipEncoder, enable_fast_clip
-from ros_mm_perception.core.labeler import ClipLabeler
+from ros_mm_perception.core.models.clip_model import load_clip
+from ros_mm_perception.core.models.cuda_graphs import bucket_for, resolve_mode
+from ros_mm_perception.core.models.fast_clip import FastClipEncoder, enable_fast_clip
+from ros_mm_perception.core.perception.labeler import ClipLabeler
 
 CLIP_ATOL = 1e-5
 LOGPROB_ATOL = 1e-4
@@ -93,7 +93,7 @@ NEW_TOKENS = 8
 
 @pytest.fixture(scope="module")
 def engine(tiny_paligemma_dir):
-    from ros_mm_perception.core.paligemma import load_paligemma
+    from ros_mm_perception.core.models.paligemma import load_paligemma
 
     return load_paligemma(str(tiny_paligemma_dir), device="cpu", precision="fp32", max_new_tokens=NEW_TOKENS,
                           fast_path="off")
@@ -107,7 +107,7 @@ def frames():
 
 def reference(engine, images, prompts):
     """transformers' greedy ``generate`` on the processor's batch: generated ids and their log-probabilities."""
-    from ros_mm_perception.core.preprocess import upload
+    from ros_mm_perception.core.imaging.preprocess import upload
 
     inputs = engine.processor(images=[upload(i, engine.device) for i in images],
                               text=["<image>" + p for p in prompts], return_tensors="pt", padding="longest")
@@ -135,7 +135,7 @@ QUESTIONS = ["answer en what color is the mug?", "caption en", "answer en is the
 
 
 def test_fast_generation_matches_generate(engine, frames):
-    from ros_mm_perception.core.fast_generate import FastGenerator
+    from ros_mm_perception.core.models.fast_generate import FastGenerator
 
     fast = FastGenerator(engine.model, engine.processor, engine.device, engine.dtype, mode="static",
                          batch_buckets=(1, 2, 4), text_buckets=(16, 32))
@@ -148,7 +148,7 @@ def test_fast_generation_matches_generate(engine, frames):
 
 
 def test_finished_rows_continue_with_pad_like_generate(engine, frames):
-    from ros_mm_perception.core.fast_generate import FastGenerator
+    from ros_mm_perception.core.models.fast_generate import FastGenerator
 
     ids, _ = reference(engine, frames[:2], QUESTIONS[:2])
     config = engine.model.generation_config
@@ -164,7 +164,7 @@ def test_finished_rows_continue_with_pad_like_generate(engine, frames):
 
 
 def test_compiled_generation_matches_generate(engine, frames):
-    from ros_mm_perception.core.fast_generate import FastGenerator
+    from ros_mm_perception.core.models.fast_generate import FastGenerator
 
     fast = FastGenerator(engine.model, engine.processor, engine.device, engine.dtype, mode="compile",
                          compile_backend="eager", batch_buckets=(2,), text_buckets=(32,))
@@ -174,8 +174,8 @@ def test_compiled_generation_matches_generate(engine, frames):
 @pytest.fixture(scope="module")
 def engine2(tmp_path_factory):
     """A tiny PaliGemma 2 (Gemma 2 text model: soft-capping, sliding-window layers, grouped KV heads)."""
-    from ros_mm_perception.core import random_models
-    from ros_mm_perception.core.paligemma import load_paligemma
+    from ros_mm_perception.core.models import random_models
+    from ros_mm_perception.core.models.paligemma import load_paligemma
 
     tiny = random_models.PALIGEMMA_SIZES["tiny"]
     text = dict(model_type="gemma2", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -188,7 +188,7 @@ def engine2(tmp_path_factory):
 
 
 def test_paligemma2_fast_generation_matches_generate(engine2, frames):
-    from ros_mm_perception.core.fast_generate import FastGenerator
+    from ros_mm_perception.core.models.fast_generate import FastGenerator
 
     fast = FastGenerator(engine2.model, engine2.processor, engine2.device, engine2.dtype, mode="graph")
     assert_same_generation(engine2, fast, frames, QUESTIONS)

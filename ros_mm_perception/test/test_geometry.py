@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ros_mm_perception.core.errors import ImageFormatError
-from ros_mm_perception.core.geometry import box_position, check_depth, locate, read_depth
+from ros_mm_perception.core.perception.geometry import box_position, check_depth, locate, read_depth
 from ros_mm_perception.core.results import Detection, Intrinsics
 
 K = Intrinsics(fx=500.0, fy=400.0, cx=319.5, cy=239.5)

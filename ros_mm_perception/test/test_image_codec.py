@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ros_mm_perception.core.errors import ImageFormatError
-from ros_mm_perception.core.image_codec import (
+from ros_mm_perception.core.imaging.image_codec import (
     ENCODINGS,
     compressed_to_rgb,
     depth_to_metres,

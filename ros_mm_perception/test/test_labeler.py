@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ros_mm_perception.core.config import ConfigError
-from ros_mm_perception.core.labeler import ClipLabeler
+from ros_mm_perception.core.perception.labeler import ClipLabeler
 
 PHRASES = ["red mug", "person", "open door"]
 TEMPLATES = ("a photo of {}.", "a picture of a {}.")

@@ -39,8 +39,8 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from vision_msgs.msg import Classification, Detection2DArray  # noqa: E402
 
-from ros_mm_perception.core.image_codec import numpy_to_image  # noqa: E402
-from ros_mm_perception.core.random_models import build_random_clip, build_random_paligemma  # noqa: E402
+from ros_mm_perception.core.imaging.image_codec import numpy_to_image  # noqa: E402
+from ros_mm_perception.core.models.random_models import build_random_clip, build_random_paligemma  # noqa: E402
 from ros_mm_perception_interfaces.srv import AskQuestion, ClassifyImage, GroundPhrases  # noqa: E402
 
 LIMIT_S = 120.0

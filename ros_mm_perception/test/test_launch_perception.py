@@ -19,7 +19,7 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource  # n
 from launch.substitutions import PathJoinSubstitution  # noqa: E402
 from launch_ros.substitutions import FindPackageShare  # noqa: E402
 
-from ros_mm_perception.core.random_models import build_random_clip  # noqa: E402
+from ros_mm_perception.core.models.random_models import build_random_clip  # noqa: E402
 
 
 @pytest.mark.launch_test

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ros_mm_perception.core.errors import ImageFormatError
-from ros_mm_perception.core.image_codec import numpy_to_image, rgb_to_compressed
+from ros_mm_perception.core.imaging.image_codec import numpy_to_image, rgb_to_compressed
 from ros_mm_perception.core.results import Detection, FrameResult, Label, Stamp
 from ros_mm_perception.messages import convert
 from ros_mm_perception.messages.definitions import VISION_MSGS

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from ros_mm_perception.core.image_codec import numpy_to_image
+from ros_mm_perception.core.imaging.image_codec import numpy_to_image
 from ros_mm_perception.core.results import Stamp
-from ros_mm_perception.core.scheduler import CameraStats
+from ros_mm_perception.core.perception.scheduler import CameraStats
 from ros_mm_perception.messages import convert
 from ros_mm_perception.messages.typestore import rosbags_types, typestore
 from ros_mm_perception.ros.camera_state import CameraState, topic_prefix

@@ -22,7 +22,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo  # noqa: E402
 
-from ros_mm_perception.core.image_codec import numpy_to_image  # noqa: E402
+from ros_mm_perception.core.imaging.image_codec import numpy_to_image  # noqa: E402
 from ros_mm_perception.messages.names import TYPE_NAMES  # noqa: E402
 from ros_mm_perception.ros.msg_types import rclpy_types  # noqa: E402
 from ros_mm_perception.ros.perception_node import PerceptionNode  # noqa: E402

@@ -23,7 +23,7 @@ PHRASES = ["red circle", "blue square"]
 
 
 def scenes(n, seed=0):
-    from ros_mm_perception.core.scenes import render_sequence
+    from ros_mm_perception.synthetic.scenes import render_sequence
 
     return [s.image for s in render_sequence(seed, n, n_objects=2, size=(48, 64))]
 
@@ -143,7 +143,7 @@ def test_output_reads_back_through_rosbags_with_its_own_schemas(processed):
 def test_corrupt_messages_are_skipped_and_counted(tmp_path, capsys, clip_args):
     from mcap.writer import Writer
 
-    from ros_mm_perception.core.image_codec import numpy_to_image
+    from ros_mm_perception.core.imaging.image_codec import numpy_to_image
     from ros_mm_perception.messages.convert import header
     from ros_mm_perception.messages.typestore import rosbags_types, schema_text, typestore
 
@@ -209,7 +209,7 @@ def test_interrupted_run_leaves_no_output_file(tmp_path, capsys, clip_args, two_
 
 
 def test_image_folder_to_jsonl_and_coco(tmp_path, capsys, clip_args):
-    from ros_mm_perception.core.image_io import write_rgb
+    from ros_mm_perception.core.imaging.image_io import write_rgb
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -258,7 +258,7 @@ def test_video_input_every_frame_once(tmp_path, capsys, clip_args):
 def test_sqlite3_bag_and_camera_topic_choice(tmp_path, capsys, clip_args):
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from ros_mm_perception.core.image_codec import numpy_to_image
+    from ros_mm_perception.core.imaging.image_codec import numpy_to_image
     from ros_mm_perception.messages.convert import header
     from ros_mm_perception.messages.typestore import rosbags_types, typestore
 

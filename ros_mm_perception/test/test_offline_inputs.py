@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ros_mm_perception.core.errors import UserError
-from ros_mm_perception.core.image_codec import numpy_to_image
+from ros_mm_perception.core.imaging.image_codec import numpy_to_image
 from ros_mm_perception.core.results import Stamp
 from ros_mm_perception.messages.convert import header
 from ros_mm_perception.messages.typestore import rosbags_types, schema_text, typestore
@@ -26,7 +26,7 @@ def jpeg_roundtrip(image):
     """What a JPEG CompressedImage of ``image`` decodes to (the recording writes JPEG)."""
     from types import SimpleNamespace
 
-    from ros_mm_perception.core.image_codec import compressed_to_rgb, rgb_to_compressed
+    from ros_mm_perception.core.imaging.image_codec import compressed_to_rgb, rgb_to_compressed
 
     fmt, data = rgb_to_compressed(image, "jpeg")
     return compressed_to_rgb(SimpleNamespace(format=fmt, data=data))
@@ -232,7 +232,7 @@ def test_unreadable_bag_is_a_user_error(tmp_path):
 # ------------------------------------------------------------------------------------------ folders, videos
 
 def test_folder_source_reads_images_in_name_order_and_skips_broken_files(tmp_path, rng):
-    from ros_mm_perception.core.image_io import write_rgb
+    from ros_mm_perception.core.imaging.image_io import write_rgb
 
     images = frames(rng, 3)
     for i, image in enumerate(images):
@@ -280,9 +280,9 @@ def test_topics_do_not_apply_to_folders(tmp_path):
 
 def test_ground_truth_check_counts_found_objects_and_correct_detections():
     from ros_mm_perception.core.results import Detection, FrameResult
-    from ros_mm_perception.core.scenes import Scene, SceneObject
+    from ros_mm_perception.synthetic.scenes import Scene, SceneObject
     from ros_mm_perception.offline.demo import PERIOD_NS, GroundTruthCheck
-    from ros_mm_perception.offline.sources import InputFrame
+    from ros_mm_perception.offline.input_frame import InputFrame
 
     scene = Scene(np.zeros((100, 100, 3), np.uint8),
                   [SceneObject("red", "circle", (10, 10, 40, 40)), SceneObject("blue", "square", (50, 50, 90, 90))])

@@ -11,11 +11,11 @@ from transformers import LogitsProcessor, PaliGemmaConfig, PaliGemmaForCondition
 from ros_mm_perception import cli
 from ros_mm_perception.core.config import ConfigError
 from ros_mm_perception.core.errors import ImageFormatError, ModelNotFoundError
-from ros_mm_perception.core.image_io import write_rgb
-from ros_mm_perception.core.paligemma import (MAX_PROMPT_CHARS, PaliGemmaEngine, PaliGemmaSegment, PromptError,
+from ros_mm_perception.core.imaging.image_io import write_rgb
+from ros_mm_perception.core.models.paligemma import (MAX_PROMPT_CHARS, PaliGemmaEngine, PaliGemmaSegment, PromptError,
                                               load_paligemma)
-from ros_mm_perception.core.paligemma_parser import LOC_GRID
-from ros_mm_perception.core.random_models import build_random_mask_decoder, build_random_paligemma
+from ros_mm_perception.core.models.paligemma_parser import LOC_GRID
+from ros_mm_perception.core.models.random_models import build_random_mask_decoder, build_random_paligemma
 
 SHORT = 6  # generation budget for tests that only compare answers
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ros_mm_perception.core.paligemma_parser import LOC_GRID, parse_detections
+from ros_mm_perception.core.models.paligemma_parser import LOC_GRID, parse_detections
 
 
 def loc(*values):

@@ -6,8 +6,8 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ros_mm_perception.core.errors import ModelNotFoundError, UserError
-from ros_mm_perception.core.random_models import build_random_mask_decoder
-from ros_mm_perception.core.seg_decoder import load_mask_decoder, masks_in_boxes
+from ros_mm_perception.core.models.random_models import build_random_mask_decoder
+from ros_mm_perception.core.models.seg_decoder import load_mask_decoder, masks_in_boxes
 
 
 @pytest.fixture(scope="module")

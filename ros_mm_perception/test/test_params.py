@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from ros_mm_perception.core.config import ConfigError, PerceptionConfig
-from ros_mm_perception.core.pipeline import MODEL_FIELDS
+from ros_mm_perception.core.perception.pipeline import MODEL_FIELDS
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1]
 NODE_KEY = "/**/perception"

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from ros_mm_perception.core.clip_grounding import ground_with_clip, phrase_scores
+from ros_mm_perception.core.perception.clip_grounding import ground_with_clip, phrase_scores
 from ros_mm_perception.core.config import ConfigError, PerceptionConfig
 from ros_mm_perception.core.errors import ImageFormatError, UserError
-from ros_mm_perception.core.pipeline import PerceptionPipeline, RateGate, combine_scores, suppress
+from ros_mm_perception.core.perception.pipeline import PerceptionPipeline, RateGate, combine_scores, suppress
 from ros_mm_perception.core.results import Detection, Frame, Intrinsics, Stamp
 
 H, W = 48, 64
@@ -375,8 +375,8 @@ def test_end_to_end_with_the_tiny_paligemma(tiny_paligemma_dir, tiny_clip, rng):
 
 
 def test_warm_up_prepares_the_fast_paths_for_the_frame_batches(tiny_clip_dir, rng):
-    from ros_mm_perception.core.clip_model import load_clip
-    from ros_mm_perception.core.fast_clip import enable_fast_clip
+    from ros_mm_perception.core.models.clip_model import load_clip
+    from ros_mm_perception.core.models.fast_clip import enable_fast_clip
 
     clip = load_clip(str(tiny_clip_dir), device="cpu")
     encoder = enable_fast_clip(clip, "static", buckets=(1, 2, 4, 8))

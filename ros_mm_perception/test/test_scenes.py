@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ros_mm_perception.core.boxes import box_iou
-from ros_mm_perception.core.scenes import (BACKGROUNDS, COLOURS, SHAPES, all_combos, all_phrases, caption,
+from ros_mm_perception.core.perception.boxes import box_iou
+from ros_mm_perception.synthetic.scenes import (BACKGROUNDS, COLOURS, SHAPES, all_combos, all_phrases, caption,
                                            render_background, render_scene, render_sequence, shape_mask)
 
 

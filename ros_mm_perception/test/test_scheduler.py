@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ros_mm_perception.core.results import Frame, Stamp
-from ros_mm_perception.core.scheduler import FrameScheduler
+from ros_mm_perception.core.perception.scheduler import FrameScheduler
 
 IMAGE = np.zeros((2, 2, 3), np.uint8)
 JOIN_S = 30

@@ -5,7 +5,7 @@ from collections import defaultdict
 import pytest
 
 from ros_mm_perception.core.results import Detection
-from ros_mm_perception.core.tracking import Tracker
+from ros_mm_perception.core.perception.tracking import Tracker
 
 
 def box_at(x, y, w=40, h=80):
@@ -70,7 +70,7 @@ def test_the_walkers_really_cross():
 
 def test_without_motion_prediction_crossing_would_be_ambiguous():
     """Guard that the crossing case is hard: at some frame a walker overlaps the other's old box more."""
-    from ros_mm_perception.core.boxes import box_iou
+    from ros_mm_perception.core.perception.boxes import box_iou
 
     frames = scripted_scene()
     left = [b for f in frames for n, _, b in f if n == "walker_left"]

@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
 def add_paligemma_arguments(p) -> None:
     """The PaliGemma options shared by every command that loads PaliGemma."""
     from ros_mm_perception.core.config import PerceptionConfig
-    from ros_mm_perception.core.paligemma import DEFAULT_MODEL
+    from ros_mm_perception.core.models.paligemma import DEFAULT_MODEL
 
     defaults = PerceptionConfig()
     p.add_argument("--model", default=DEFAULT_MODEL,
@@ -33,7 +33,7 @@ def add_paligemma_arguments(p) -> None:
 def load_engine(args):
     """Load the engine named by the options of :func:`add_paligemma_arguments`."""
     from ros_mm_perception.core.config import PerceptionConfig
-    from ros_mm_perception.core.paligemma import check_language, load_paligemma
+    from ros_mm_perception.core.models.paligemma import check_language, load_paligemma
 
     settings = PerceptionConfig().replace(language=check_language(args.language),
                                           max_new_tokens=args.max_new_tokens)
@@ -43,8 +43,8 @@ def load_engine(args):
 
 
 def run(args) -> int:
-    from ros_mm_perception.core.image_io import read_rgb
-    from ros_mm_perception.core.paligemma import check_prompt
+    from ros_mm_perception.core.imaging.image_io import read_rgb
+    from ros_mm_perception.core.models.paligemma import check_prompt
 
     question = check_prompt(args.question, "question")
     image = read_rgb(args.image)

@@ -81,7 +81,7 @@ def config_from_args(args):
 
 def build_pipeline(config):
     """The same pipeline as the live node, with the models the config names."""
-    from ros_mm_perception.core.pipeline import PerceptionPipeline
+    from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
 
     return PerceptionPipeline(config)
 

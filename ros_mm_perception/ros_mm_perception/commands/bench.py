@@ -31,7 +31,7 @@ PIPELINE_FIGURES = ("labels_ms", "labels_and_detect_ms")
 CONVERSION_FIGURES = ("rgb8_to_rgb_ms", "bgr8_to_rgb_ms", "yuv422_to_rgb_ms", "rgb_to_image_msg_ms",
                       "jpeg_to_rgb_ms")
 PALIGEMMA_MODELS = {"paligemma": "paligemma-3b-224", "paligemma2": "paligemma2-3b-224"}
-"""Result key → real-size architecture in :data:`~ros_mm_perception.core.random_models.PALIGEMMA_SIZES`."""
+"""Result key → real-size architecture in :data:`~ros_mm_perception.core.models.random_models.PALIGEMMA_SIZES`."""
 NEW_TOKENS = 20
 VOCABULARY = ["person", "chair", "door", "cup", "red mug", "open door", "closed door", "table", "laptop",
               "bottle", "backpack", "plant", "window", "stairs", "box", "robot arm", "keyboard", "monitor",
@@ -196,7 +196,7 @@ class Bench:
     def conversion(self) -> None:
         import cv2
 
-        from ros_mm_perception.core.image_codec import compressed_to_rgb, image_to_rgb, numpy_to_image
+        from ros_mm_perception.core.imaging.image_codec import compressed_to_rgb, image_to_rgb, numpy_to_image
 
         out = self.result["image_conversion"]
         msg = lambda array, enc: numpy_to_image(array, enc, msg_factory=SimpleNamespace)  # noqa: E731
@@ -211,9 +211,9 @@ class Bench:
             self.measure(out, key, f"image_conversion.{key}", lambda fn=fn: self.timed(fn, max(self.repeats, 20)))
 
     def clip(self):
-        from ros_mm_perception.core.clip_model import load_clip
-        from ros_mm_perception.core.labeler import ClipLabeler
-        from ros_mm_perception.core.random_models import build_random_clip
+        from ros_mm_perception.core.models.clip_model import load_clip
+        from ros_mm_perception.core.perception.labeler import ClipLabeler
+        from ros_mm_perception.core.models.random_models import build_random_clip
 
         section = self.result["clip"]
         if self.args.random_weights:
@@ -232,7 +232,7 @@ class Bench:
 
     def clip_path(self, clip, labeler, path: str, reference=None):
         """Time one CLIP path; returns its batch-64 embeddings (``None`` when it failed)."""
-        from ros_mm_perception.core.fast_clip import enable_fast_clip
+        from ros_mm_perception.core.models.fast_clip import enable_fast_clip
 
         out = self.result["clip"]["paths"][path]
         torch = self.torch
@@ -271,8 +271,8 @@ class Bench:
         return embeddings
 
     def load_paligemma(self, key: str):
-        from ros_mm_perception.core.paligemma import load_paligemma
-        from ros_mm_perception.core.random_models import build_random_paligemma
+        from ros_mm_perception.core.models.paligemma import load_paligemma
+        from ros_mm_perception.core.models.random_models import build_random_paligemma
 
         section = self.result[key]
         index = list(PALIGEMMA_MODELS).index(key)
@@ -335,8 +335,8 @@ class Bench:
 
     def pipeline(self, clip, engine, key: str) -> None:
         from ros_mm_perception.core.config import PerceptionConfig
-        from ros_mm_perception.core.fast_clip import enable_fast_clip
-        from ros_mm_perception.core.pipeline import PerceptionPipeline
+        from ros_mm_perception.core.models.fast_clip import enable_fast_clip
+        from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
         from ros_mm_perception.core.results import Frame, Stamp
 
         section = self.result["pipeline"]

@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ros_mm_perception.core.image_io import read_rgb
+    from ros_mm_perception.core.imaging.image_io import read_rgb
 
     image = read_rgb(args.image)
     caption = load_engine(args).caption(image)

@@ -30,10 +30,10 @@ def split_phrases(text: str, sep: str = ",") -> list:
 
 
 def run(args) -> int:
-    from ros_mm_perception.core.clip_model import load_clip
+    from ros_mm_perception.core.models.clip_model import load_clip
     from ros_mm_perception.core.config import check_phrases
-    from ros_mm_perception.core.image_io import read_rgb
-    from ros_mm_perception.core.labeler import ClipLabeler
+    from ros_mm_perception.core.imaging.image_io import read_rgb
+    from ros_mm_perception.core.perception.labeler import ClipLabeler
 
     phrases = check_phrases(split_phrases(args.labels), "--labels")
     image = read_rgb(args.image)

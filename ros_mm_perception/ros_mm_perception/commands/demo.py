@@ -62,10 +62,10 @@ def parse_size(text: str):
 
 def run(args) -> int:
     from ros_mm_perception.core.config import PerceptionConfig
-    from ros_mm_perception.core.pipeline import PerceptionPipeline
-    from ros_mm_perception.core.scenes import all_phrases, phrase
+    from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
+    from ros_mm_perception.synthetic.scenes import all_phrases, phrase
     from ros_mm_perception.offline import demo
-    from ros_mm_perception.offline.annotate import ContactSheetOutput
+    from ros_mm_perception.offline.contact_sheet import ContactSheetOutput
     from ros_mm_perception.offline.bag_source import BagSource
     from ros_mm_perception.offline.exports import JsonlExport
     from ros_mm_perception.offline.mcap_output import ResultsMcap

@@ -52,9 +52,9 @@ def parse_intrinsics(text: str):
 def run(args) -> int:
     from ros_mm_perception.commands.classify import split_phrases
     from ros_mm_perception.core.config import PerceptionConfig, check_phrases
-    from ros_mm_perception.core.geometry import read_depth
-    from ros_mm_perception.core.image_io import read_rgb
-    from ros_mm_perception.core.pipeline import PerceptionPipeline
+    from ros_mm_perception.core.perception.geometry import read_depth
+    from ros_mm_perception.core.imaging.image_io import read_rgb
+    from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
     from ros_mm_perception.core.results import Frame
 
     phrases = check_phrases(split_phrases(args.phrases, ";"), "phrases")

@@ -1,6 +1,6 @@
 """``ros-mm-perception eval-embedded [--json]``: what the embedded CLIP understands, on fresh scenes.
 
-Renders scenes with :mod:`ros_mm_perception.core.scenes` from a seed that training never uses and
+Renders scenes with :mod:`ros_mm_perception.synthetic.scenes` from a seed that training never uses and
 reports:
 
 * ``top1_seen`` / ``top1_heldout``: zero-shot top-1 accuracy of whole-frame classification of
@@ -57,7 +57,7 @@ def heldout_combos(model_dir) -> List[Tuple[str, str]]:
 def classification_accuracy(labeler, seed: int, per_combo: int,
                             heldout: Sequence[Tuple[str, str]]) -> Dict[str, Optional[float]]:
     """Top-1 accuracy over all phrases on single-object scenes, seen and held-out combinations apart."""
-    from ros_mm_perception.core.scenes import all_combos, all_phrases, phrase, render_scene
+    from ros_mm_perception.synthetic.scenes import all_combos, all_phrases, phrase, render_scene
 
     rng = np.random.default_rng([seed, 1])
     phrases = all_phrases()
@@ -76,9 +76,9 @@ def classification_accuracy(labeler, seed: int, per_combo: int,
 def grounding_recall(labeler, seed: int, n_scenes: int, score_threshold: float,
                      heldout: Sequence[Tuple[str, str]] = ()) -> Dict[str, Optional[float]]:
     """Recall of named objects in multi-object scenes, and how often an absent phrase is detected."""
-    from ros_mm_perception.core.boxes import box_iou
-    from ros_mm_perception.core.clip_grounding import ground_with_clip
-    from ros_mm_perception.core.scenes import all_phrases, render_scene
+    from ros_mm_perception.core.perception.boxes import box_iou
+    from ros_mm_perception.core.perception.clip_grounding import ground_with_clip
+    from ros_mm_perception.synthetic.scenes import all_phrases, render_scene
 
     rng = np.random.default_rng([seed, 2])
     found: Dict[bool, List[bool]] = {False: [], True: []}
@@ -108,10 +108,10 @@ def _mean(values) -> Optional[float]:
 
 
 def run(args) -> int:
-    from ros_mm_perception.core.clip_model import load_clip
+    from ros_mm_perception.core.models.clip_model import load_clip
     from ros_mm_perception.core.config import PerceptionConfig
     from ros_mm_perception.core.errors import UserError
-    from ros_mm_perception.core.labeler import ClipLabeler
+    from ros_mm_perception.core.perception.labeler import ClipLabeler
 
     if args.n < 1 or args.scenes < 1:
         raise UserError("--n and --scenes must be at least 1")

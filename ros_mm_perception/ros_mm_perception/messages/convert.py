@@ -13,13 +13,12 @@ untracked), and every header is the input image's header.
 from __future__ import annotations
 
 import array
-import colorsys
 import dataclasses
-import zlib
-from typing import Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ros_mm_perception.core.imaging.drawing import phrase_colour
 from ros_mm_perception.core.results import Detection, FrameResult, Stamp
 
 ORIGIN = (0.0, 0.0, 0.0)
@@ -133,12 +132,6 @@ def label_info(types, msg_header, phrases: Iterable[str], threshold: float):
     """``vision_msgs/LabelInfo``: ``class_id`` i ↔ ``phrases[i]``, with the detection threshold."""
     class_map = [types.VisionClass(class_id=i, class_name=str(p)) for i, p in enumerate(phrases)]
     return types.LabelInfo(header=msg_header, class_map=class_map, threshold=float(threshold))
-
-
-def phrase_colour(phrase: str) -> Tuple[float, float, float]:
-    """A stable, saturated RGB colour in [0, 1] for a phrase (the same in markers and debug images)."""
-    hue = (zlib.crc32(phrase.encode("utf-8")) % 360) / 360.0
-    return colorsys.hsv_to_rgb(hue, 0.85, 1.0)
 
 
 def _marker(types, msg_header, *, ns: str, marker_id: int, kind: int, action: int,

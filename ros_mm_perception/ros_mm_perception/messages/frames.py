@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ros_mm_perception.core.errors import ImageFormatError
-from ros_mm_perception.core.image_codec import compressed_to_rgb, depth_to_metres, image_to_rgb
+from ros_mm_perception.core.imaging.image_codec import compressed_to_rgb, depth_to_metres, image_to_rgb
 from ros_mm_perception.core.results import Frame, Intrinsics
 from ros_mm_perception.messages.convert import stamp_of
 

@@ -25,13 +25,13 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 
 from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.errors import ImageFormatError, UserError
-from ros_mm_perception.core.geometry import depth_scale
-from ros_mm_perception.core.image_codec import depth_to_metres
+from ros_mm_perception.core.perception.geometry import depth_scale
+from ros_mm_perception.core.imaging.image_codec import depth_to_metres
 from ros_mm_perception.core.results import Frame, Intrinsics
 from ros_mm_perception.messages.convert import stamp_of
 from ros_mm_perception.messages.frames import intrinsics_of, rgb_of
 from ros_mm_perception.offline.pairing import NearestStampPairer
-from ros_mm_perception.offline.sources import InputFrame, camera_name
+from ros_mm_perception.offline.input_frame import InputFrame, camera_name
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"

@@ -1,6 +1,6 @@
 """The demo: a sample recording of rendered scenes, processed like any bag, checked against the truth.
 
-Two cameras watch coloured shapes move (:func:`~ros_mm_perception.core.scenes.render_sequence`):
+Two cameras watch coloured shapes move (:func:`~ros_mm_perception.synthetic.scenes.render_sequence`):
 ``/front`` records raw rgb8 images with camera_info and a registered 16UC1 depth image (the
 background 3 m away, each object's box at its own distance), ``/overhead`` records JPEG
 CompressedImages. The detection phrases are the six objects plus one that never appears.
@@ -13,9 +13,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ros_mm_perception.core.boxes import box_iou
+from ros_mm_perception.core.perception.boxes import box_iou
 from ros_mm_perception.core.results import FrameResult
-from ros_mm_perception.core.scenes import Scene, phrase, render_sequence
+from ros_mm_perception.synthetic.scenes import Scene, phrase, render_sequence
 from ros_mm_perception.offline.recording import START_NS, CameraRecording
 
 CAMERAS = {

@@ -11,7 +11,7 @@ from typing import Dict, List, Sequence
 
 from ros_mm_perception.core.results import Detection, FrameResult
 from ros_mm_perception.offline.atomic import AtomicFile
-from ros_mm_perception.offline.sources import InputFrame
+from ros_mm_perception.offline.input_frame import InputFrame
 
 
 def detection_record(det: Detection) -> Dict:

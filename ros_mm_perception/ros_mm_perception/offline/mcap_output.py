@@ -90,8 +90,8 @@ class ResultsMcap:
         if result.labels_ran:
             self.file.write(f"{ns}/labels", convert.classification(types, result), t)
         if self.debug_images:
-            from ros_mm_perception.core.image_codec import numpy_to_image
-            from ros_mm_perception.offline.annotate import annotate
+            from ros_mm_perception.core.imaging.image_codec import numpy_to_image
+            from ros_mm_perception.core.imaging.drawing import annotate
 
             debug = numpy_to_image(annotate(item.frame.image, result), "rgb8", data_as="numpy",
                                    header=convert.result_header(types, result), msg_factory=types.Image)

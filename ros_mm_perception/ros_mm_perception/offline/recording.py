@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ros_mm_perception.core.image_codec import numpy_to_image, rgb_to_compressed
+from ros_mm_perception.core.imaging.image_codec import numpy_to_image, rgb_to_compressed
 from ros_mm_perception.core.results import Stamp
 from ros_mm_perception.messages.convert import byte_array, header
 from ros_mm_perception.messages.typestore import rosbags_types, typestore

@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional, Protocol, Sequence, Set, Tupl
 
 from ros_mm_perception.core.errors import ImageFormatError
 from ros_mm_perception.core.results import FrameResult
-from ros_mm_perception.offline.sources import InputFrame
+from ros_mm_perception.offline.input_frame import InputFrame
 
 
 class Output(Protocol):

@@ -1,48 +1,23 @@
-"""Inputs of offline processing: what a frame source yields, image folders and video files.
+"""Image folders and video files as frame sources, and :func:`open_input`, which picks the source.
 
-Every source yields one :class:`InputFrame` per input image, in input order: either a decoded
-:class:`~ros_mm_perception.core.results.Frame` or the reason it could not be read (a corrupt
-message or file), so the caller can count and skip it. ``len(source)`` is the expected number of
-input images (for progress bars). rosbag2 inputs live in :mod:`.bag_source`.
+rosbag2 inputs live in :mod:`.bag_source`; what every source yields is in :mod:`.input_frame`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 from ros_mm_perception.core.errors import UserError
 from ros_mm_perception.core.results import Frame, Stamp
+from ros_mm_perception.offline.bag_source import BagSource
+from ros_mm_perception.offline.input_frame import DEFAULT_NAMESPACE, InputFrame, camera_name
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 BAG_SUFFIXES = (".mcap", ".db3")
 DEFAULT_FPS = 10.0
 """Frame rate that stamps the frames of an image folder (frame i has stamp i / fps)."""
-DEFAULT_NAMESPACE = "/camera"
-"""Output namespace of inputs that have no topics (image folders, videos)."""
-
-
-@dataclass
-class InputFrame:
-    """One input image: the decoded frame, or ``error`` saying why it was skipped."""
-
-    index: int
-    """Position among the input images (0-based, skipped ones included)."""
-    name: str
-    """Where it came from: a file path relative to the input, ``video.mp4#12`` or ``/topic#12``."""
-    namespace: str
-    """Output topic namespace, e.g. ``/camera`` → ``/camera/detections``."""
-    log_time_ns: int
-    """Recording time in a bag; the frame's stamp for folders and videos."""
-    frame: Optional[Frame] = None
-    error: str = ""
-
-
-def camera_name(namespace: str) -> str:
-    """The pipeline's camera key for an output namespace (``/front/color`` → ``front/color``)."""
-    return namespace.strip("/") or DEFAULT_NAMESPACE.strip("/")
 
 
 class FolderSource:
@@ -62,7 +37,7 @@ class FolderSource:
         return len(self.files)
 
     def __iter__(self) -> Iterator[InputFrame]:
-        from ros_mm_perception.core.image_io import read_rgb
+        from ros_mm_perception.core.imaging.image_io import read_rgb
 
         for index, path in enumerate(self.files):
             stamp = Stamp.from_ns(index * self.period_ns)
@@ -128,8 +103,6 @@ def open_input(path, *, fps: float = DEFAULT_FPS, **bag_options):
         raise UserError(f"input not found: {path}")
     if path.is_dir() or path.suffix.lower() in BAG_SUFFIXES:
         if path.is_file() or (path / "metadata.yaml").is_file():
-            from ros_mm_perception.offline.bag_source import BagSource
-
             return BagSource(path, **bag_options)
     if bag_options.get("camera_topics") or bag_options.get("depth_topics"):
         raise UserError(f"{path} is not a rosbag2 recording, so camera and depth topics do not apply")

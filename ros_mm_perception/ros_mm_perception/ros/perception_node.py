@@ -30,11 +30,11 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.errors import UserError
-from ros_mm_perception.core.image_codec import numpy_to_image
+from ros_mm_perception.core.imaging.image_codec import numpy_to_image
 from ros_mm_perception.core.results import FrameResult, Stamp
-from ros_mm_perception.core.scheduler import FrameScheduler
+from ros_mm_perception.core.perception.scheduler import FrameScheduler
 from ros_mm_perception.messages import convert
-from ros_mm_perception.offline.annotate import annotate
+from ros_mm_perception.core.imaging.drawing import annotate
 from ros_mm_perception.ros.camera_state import CameraState
 from ros_mm_perception.ros.msg_types import rclpy_types
 from ros_mm_perception.ros.params import config_changes, declare_config
@@ -98,7 +98,7 @@ class PerceptionNode(LifecycleNode):
 
     def _load_models(self) -> bool:
         """Load and warm up the pipeline and make the camera states; False, with the reason logged, on failure."""
-        from ros_mm_perception.core.pipeline import PerceptionPipeline
+        from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
 
         self.get_logger().info(f"loading models (device {self.config.device}, clip {self.config.clip_model or 'embedded'}"
                                f", paligemma {self.config.paligemma_model or 'off'})")

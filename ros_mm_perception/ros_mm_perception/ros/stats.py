@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Dict, List
 
-from ros_mm_perception.core.scheduler import CameraStats
+from ros_mm_perception.core.perception.scheduler import CameraStats
 
 
 @dataclass

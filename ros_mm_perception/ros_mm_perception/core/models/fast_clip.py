@@ -3,7 +3,7 @@
 A batch of N preprocessed images is copied into the static input of the smallest bucket that holds it
 (1, 2, 4, ... 64 by default; larger batches are split), encoded by that bucket's captured call and the
 first N rows are returned. Images do not interact inside the encoder, so the padding rows change
-nothing. Modes (see :data:`~ros_mm_perception.core.cuda_graphs.FAST_PATH_MODES`): ``graph`` replays a
+nothing. Modes (see :data:`~ros_mm_perception.core.models.cuda_graphs.FAST_PATH_MODES`): ``graph`` replays a
 CUDA graph of open_clip's own ``encode_image``; ``compile`` captures the torch.compile'd encoder;
 ``static`` runs the buckets without graphs (the CPU behaviour of the other two).
 
@@ -17,7 +17,7 @@ from typing import Dict, Iterable, Tuple
 
 import torch
 
-from ros_mm_perception.core.cuda_graphs import CapturedCall, bucket_for, compiled, new_pool, resolve_mode
+from ros_mm_perception.core.models.cuda_graphs import CapturedCall, bucket_for, compiled, new_pool, resolve_mode
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ros_mm_perception.core.clip_model import ClipModel
+from ros_mm_perception.core.models.clip_model import ClipModel
 from ros_mm_perception.core.config import check_phrases
 from ros_mm_perception.core.results import Box, Label
 

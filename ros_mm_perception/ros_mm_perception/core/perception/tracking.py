@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ros_mm_perception.core.boxes import box_iou
+from ros_mm_perception.core.perception.boxes import box_iou
 from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.results import Detection
 

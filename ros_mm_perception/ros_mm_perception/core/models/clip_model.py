@@ -22,7 +22,7 @@ import torch
 
 from ros_mm_perception.core.devices import resolve_device, resolve_dtype
 from ros_mm_perception.core.errors import ModelNotFoundError, UserError
-from ros_mm_perception.core.preprocess import ClipPreprocessor
+from ros_mm_perception.core.imaging.preprocess import ClipPreprocessor
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class ClipModel:
     device: torch.device
     dtype: torch.dtype
     fast_encoder: Optional[Any] = None
-    """A :class:`~ros_mm_perception.core.fast_clip.FastClipEncoder` set by ``enable_fast_clip``, or ``None``."""
+    """A :class:`~ros_mm_perception.core.models.fast_clip.FastClipEncoder` set by ``enable_fast_clip``, or ``None``."""
 
     @property
     def image_size(self) -> int:
@@ -111,7 +111,7 @@ def load_clip(name: str = "", pretrained: str = "", device: str = "auto", precis
     dev = resolve_device(device)
     dtype = resolve_dtype(precision, dev, cuda_default="fp16")
     if not name:
-        from ros_mm_perception.core.embedded import embedded_clip_dir
+        from ros_mm_perception.core.models.embedded import embedded_clip_dir
 
         name = str(embedded_clip_dir())
     model_id, pretrained_arg = _resolve_source(name, pretrained)

@@ -24,7 +24,7 @@ def build_random_clip(directory, model_cfg: Optional[Dict[str, Any]] = None, *, 
     """
     import open_clip
 
-    from ros_mm_perception.core.clip_model import save_clip
+    from ros_mm_perception.core.models.clip_model import save_clip
 
     if isinstance(model_cfg, str):
         model_cfg = open_clip.get_model_config(model_cfg)

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from ros_mm_perception.core.cuda_graphs import CapturedCall, bucket_for, compiled, new_pool
-from ros_mm_perception.core.preprocess import check_rgb, upload
+from ros_mm_perception.core.models.cuda_graphs import CapturedCall, bucket_for, compiled, new_pool
+from ros_mm_perception.core.imaging.preprocess import check_rgb, upload
 
 TEXT_BUCKETS: Tuple[int, ...] = (16, 32, 64, 128, 256)
 """Prompt lengths in tokens (bos + prompt + newline) that get their own prefill shape."""

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ros_mm_perception.core.errors import ModelNotFoundError, UserError
-from ros_mm_perception.core.paligemma_parser import SEG_TOKENS
+from ros_mm_perception.core.models.paligemma_parser import SEG_TOKENS
 
 CODEBOOK_KEY = "_vq_vae._embedding"
 DOWNLOAD_HINT = ("download big_vision's PaliGemma mask decoder, e.g. `wget "

@@ -1,13 +1,23 @@
-"""Drawing results on frames (OpenCV): boxes, phrases, scores and track ids; contact sheets."""
+"""Drawing results on frames (OpenCV): boxes, phrases, scores and track ids; contact sheets.
+
+Shared by the node's debug images and the offline outputs, so a box looks the same in both.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import colorsys
+import zlib
+from typing import Sequence, Tuple
 
 import numpy as np
 
 from ros_mm_perception.core.results import FrameResult
-from ros_mm_perception.messages.convert import phrase_colour
+
+
+def phrase_colour(phrase: str) -> Tuple[float, float, float]:
+    """A stable, saturated RGB colour in [0, 1] for a phrase (the same in markers and debug images)."""
+    hue = (zlib.crc32(phrase.encode("utf-8")) % 360) / 360.0
+    return colorsys.hsv_to_rgb(hue, 0.85, 1.0)
 
 
 def detection_text(phrase: str, score: float, track_id) -> str:
@@ -64,57 +74,3 @@ def contact_sheet(tiles: Sequence[np.ndarray], captions: Sequence[str], columns:
                     cv2.LINE_AA)
         sheet[y + bar:y + bar + tile.shape[0], x:x + tile_width] = tile
     return sheet
-
-
-class ContactSheetOutput:
-    """An offline output that writes a PNG contact sheet: one row per camera of annotated frames.
-
-    Every frame is kept as a small annotated tile; at :meth:`commit` ``per_camera`` of them, evenly
-    spread over the run, are laid out per camera and the PNG is written atomically.
-    """
-
-    def __init__(self, path, per_camera: int = 4, tile_width: int = 320):
-        from ros_mm_perception.offline.atomic import AtomicFile
-
-        self.out = AtomicFile(path)
-        self.per_camera = per_camera
-        self.tile_width = tile_width
-        self.tiles = {}
-
-    def add(self, item, result: FrameResult) -> None:
-        import cv2
-
-        image = item.frame.image
-        scale = self.tile_width / image.shape[1]
-        small = cv2.resize(image, (self.tile_width, int(round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
-        shrunk = FrameResult(result.camera, result.frame_id, result.stamp, small.shape[1], small.shape[0],
-                             detections=[_scaled(d, scale) for d in result.detections])
-        caption = f"{item.namespace or '/'} frame {len(self.tiles.get(item.namespace, []))}: " \
-                  f"{len(result.detections)} detections"
-        self.tiles.setdefault(item.namespace, []).append((annotate(small, shrunk), caption))
-
-    def commit(self):
-        import cv2
-
-        tiles, captions = [], []
-        for _, frames in sorted(self.tiles.items()):
-            picks = np.unique(np.linspace(0, len(frames) - 1, min(self.per_camera, len(frames))).round().astype(int))
-            row = [frames[i] for i in picks]
-            row += [(np.zeros_like(row[0][0]), "")] * (self.per_camera - len(row))
-            tiles += [t for t, _ in row]
-            captions += [c for _, c in row]
-        if not tiles:
-            raise ValueError("no frame was processed, so there is no contact sheet")
-        sheet = contact_sheet(tiles, captions, columns=self.per_camera, tile_width=self.tile_width)
-        ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-        self.out.file.write(png.tobytes())
-        return self.out.commit()
-
-    def abort(self) -> None:
-        self.out.abort()
-
-
-def _scaled(det, scale: float):
-    from dataclasses import replace
-
-    return replace(det, box=tuple(v * scale for v in det.box))

@@ -30,8 +30,8 @@ import torch
 from ros_mm_perception.core.config import PerceptionConfig, check_phrases
 from ros_mm_perception.core.devices import resolve_device, resolve_dtype
 from ros_mm_perception.core.errors import ModelNotFoundError, UserError
-from ros_mm_perception.core.paligemma_parser import ParsedObject, parse_detections
-from ros_mm_perception.core.preprocess import check_rgb, upload
+from ros_mm_perception.core.models.paligemma_parser import ParsedObject, parse_detections
+from ros_mm_perception.core.imaging.preprocess import check_rgb, upload
 from ros_mm_perception.core.results import Detection
 
 log = logging.getLogger(__name__)
@@ -170,14 +170,14 @@ class PaliGemmaEngine:
     @property
     def fast_path(self) -> str:
         """Generation path: ``off`` (transformers ``generate``), ``static``, ``graph`` or ``compile`` (see
-        :mod:`~ros_mm_perception.core.fast_generate`); set ``auto`` for graph on CUDA, off on CPU. Calls with
+        :mod:`~ros_mm_perception.core.models.fast_generate`); set ``auto`` for graph on CUDA, off on CPU. Calls with
         ``logits_processors`` or prompts longer than its buckets use ``generate``."""
         return self._fast.mode if self._fast is not None else "off"
 
     @fast_path.setter
     def fast_path(self, mode: str) -> None:
-        from ros_mm_perception.core.cuda_graphs import resolve_mode
-        from ros_mm_perception.core.fast_generate import FastGenerator
+        from ros_mm_perception.core.models.cuda_graphs import resolve_mode
+        from ros_mm_perception.core.models.fast_generate import FastGenerator
 
         mode = resolve_mode(mode, self.device)
         self._fast = None if mode == "off" else FastGenerator(self.model, self.processor, self.device, self.dtype,
@@ -242,7 +242,7 @@ class PaliGemmaEngine:
                         "pass mask_decoder=PATH/vae-oid.npz to load_paligemma")
             self._warned_no_mask = True
         if with_codes and self.mask_decoder is not None:
-            from ros_mm_perception.core.seg_decoder import masks_in_boxes
+            from ros_mm_perception.core.models.seg_decoder import masks_in_boxes
 
             codes = torch.tensor([s.seg_codes for s in with_codes], device=self.device)
             with torch.inference_mode():
@@ -394,7 +394,7 @@ def load_paligemma(model: str, device: str = "auto", precision: str = "auto", *,
     net = net.to(dev).eval().requires_grad_(False)
     decoder = None
     if mask_decoder:
-        from ros_mm_perception.core.seg_decoder import load_mask_decoder
+        from ros_mm_perception.core.models.seg_decoder import load_mask_decoder
 
         decoder = load_mask_decoder(mask_decoder, dev)
     return PaliGemmaEngine(net, processor, name=model, device=dev, dtype=dtype, max_new_tokens=max_new_tokens,

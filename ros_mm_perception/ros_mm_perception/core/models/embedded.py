@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ros_mm_perception.core.errors import ModelNotFoundError
 
-EMBEDDED_CLIP_DIR = Path(__file__).resolve().parent.parent / "data" / "embedded_clip"
+EMBEDDED_CLIP_DIR = Path(__file__).resolve().parents[2] / "data" / "embedded_clip"
 
 
 def embedded_clip_dir() -> Path:

@@ -8,18 +8,18 @@ the offline tools run the same object. Per frame (or per batch of frames from se
 
   - ``paligemma``: PaliGemma ``detect`` boxes, each re-scored by CLIP exactly as CLIP-only grounding
     scores its proposals: the square context crop around the box
-    (:func:`~ros_mm_perception.core.clip_grounding.context_squares`) against the detect phrases plus
+    (:func:`~ros_mm_perception.core.perception.clip_grounding.context_squares`) against the detect phrases plus
     the null prompts (``"background"``, ``"an object"``) and any other phrase in the answer;
     ``p_clip`` is the softmax probability of the box's own phrase. The final score is the geometric
     mean ``sqrt(p_paligemma * p_clip)``: high only when both models agree, on the same [0, 1] scale
     for every phrase and frame. Boxes below ``score_threshold`` are dropped and same-phrase boxes
     overlapping more than ``nms_iou`` are suppressed (highest score kept);
-  - ``clip``: CLIP-only grounding (:func:`~ros_mm_perception.core.clip_grounding.ground_with_clip`:
+  - ``clip``: CLIP-only grounding (:func:`~ros_mm_perception.core.perception.clip_grounding.ground_with_clip`:
     region proposals scored by CLIP, thresholded and suppressed);
   - ``auto``: PaliGemma when a PaliGemma model is configured, else CLIP; ``off``: no detections;
 
-* **tracking** – a :class:`~ros_mm_perception.core.tracking.Tracker` per camera sets ``track_id``;
-* **3D** – with depth and intrinsics on the frame, :func:`~ros_mm_perception.core.geometry.locate`
+* **tracking** – a :class:`~ros_mm_perception.core.perception.tracking.Tracker` per camera sets ``track_id``;
+* **3D** – with depth and intrinsics on the frame, :func:`~ros_mm_perception.core.perception.geometry.locate`
   sets ``xyz`` and ``size_xyz``.
 
 Each part has its own maximum rate per camera (``labels_rate_hz``, ``detect_rate_hz``; 0 = every
@@ -42,16 +42,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ros_mm_perception.core.boxes import nms
-from ros_mm_perception.core.clip_grounding import NULL_PROMPTS, context_squares, ground_with_clip
-from ros_mm_perception.core.clip_model import ClipModel
+from ros_mm_perception.core.perception.boxes import nms
+from ros_mm_perception.core.perception.clip_grounding import NULL_PROMPTS, context_squares, ground_with_clip
+from ros_mm_perception.core.models.clip_model import ClipModel
 from ros_mm_perception.core.config import ConfigError, PerceptionConfig, check_phrases
 from ros_mm_perception.core.errors import UserError
-from ros_mm_perception.core.geometry import check_depth, depth_scale, locate
-from ros_mm_perception.core.labeler import ClipLabeler, top_labels
-from ros_mm_perception.core.preprocess import check_rgb, crop_windows, upload
+from ros_mm_perception.core.perception.geometry import check_depth, depth_scale, locate
+from ros_mm_perception.core.perception.labeler import ClipLabeler, top_labels
+from ros_mm_perception.core.imaging.preprocess import check_rgb, crop_windows, upload
 from ros_mm_perception.core.results import Detection, Frame, FrameResult, Label
-from ros_mm_perception.core.tracking import Tracker
+from ros_mm_perception.core.perception.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +121,14 @@ class PerceptionPipeline:
         self._lock = threading.RLock()
         self._owned = []
         if clip is None:
-            from ros_mm_perception.core.clip_model import load_clip
+            from ros_mm_perception.core.models.clip_model import load_clip
 
-            from ros_mm_perception.core.fast_clip import enable_fast_clip
+            from ros_mm_perception.core.models.fast_clip import enable_fast_clip
 
             clip = load_clip(config.clip_model, config.clip_pretrained, config.device, config.precision)
             enable_fast_clip(clip, config.clip_fast_path)
         if paligemma is None and config.paligemma_model:
-            from ros_mm_perception.core.paligemma import load_paligemma
+            from ros_mm_perception.core.models.paligemma import load_paligemma
 
             paligemma = load_paligemma(config.paligemma_model, config.device, config.precision,
                                        max_new_tokens=config.max_new_tokens, fast_path=config.paligemma_fast_path)

@@ -34,10 +34,10 @@ import cv2
 import numpy as np
 import torch
 
-from ros_mm_perception.core.boxes import as_boxes, box_area, nms
+from ros_mm_perception.core.perception.boxes import as_boxes, box_area, nms
 from ros_mm_perception.core.config import PerceptionConfig, check_phrases
-from ros_mm_perception.core.labeler import ClipLabeler
-from ros_mm_perception.core.preprocess import check_rgb
+from ros_mm_perception.core.perception.labeler import ClipLabeler
+from ros_mm_perception.core.imaging.preprocess import check_rgb
 from ros_mm_perception.core.results import Detection
 
 NULL_PROMPTS = ("background", "an object")

@@ -81,15 +81,15 @@ def test_every_field_has_one_described_default():
     assert all(spec["description"].strip() for spec in described.values())
 
 
-def test_readme_parameter_table_matches_the_defaults():
-    readme = (PACKAGE_DIR.parent / "README.md").read_text()
-    section = readme.split("## ROS 2", 1)[1].split("\n## ", 1)[0]
+def test_docs_parameter_table_matches_the_defaults():
+    page = (PACKAGE_DIR.parent / "docs" / "ros2.md").read_text()
+    section = page.split("\n## Parameters", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 5 and cells[0].startswith("`") and cells[2].startswith("`"):
             rows[cells[0].strip("`")] = (yaml.safe_load(cells[2].strip("`")), cells[3])
     described = PerceptionConfig.describe()
-    assert sorted(rows) == sorted(described), "README's ROS 2 parameter table must list every config field"
+    assert sorted(rows) == sorted(described), "docs/ros2.md's parameter table must list every config field"
     for name, spec in described.items():
         assert rows[name] == (spec["default"], "no" if spec.get("read_only") else "yes"), name

@@ -2,21 +2,24 @@
 
 from glob import glob
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 package_name = "ros_mm_perception"
+# Every folder is a package (the data folders too, e.g. the embedded model), so current setuptools
+# install the data without the "Package would be ignored" warning; the data folders' files are package data.
+packages = find_namespace_packages(include=[package_name, package_name + ".*"], exclude=["*.__pycache__"])
+data_packages = [p for p in packages if p == package_name + ".data" or p.startswith(package_name + ".data.")]
 
 setup(
     name=package_name,
     version="0.1.0",
-    packages=find_packages(exclude=["test"]),
-    package_data={package_name: ["data/*", "data/**/*"]},
-    include_package_data=True,
+    packages=packages,
+    package_data={p: ["*"] for p in data_packages},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
-        ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        ("share/" + package_name + "/config", glob("config/*.yaml")),
     ],
     python_requires=">=3.10",
     # colcon builds with ROS's own numpy/OpenCV (rosdep keys in package.xml); pip users pick extras.
@@ -41,7 +44,6 @@ setup(
     maintainer_email="maintainers@ros-mm-perception.invalid",
     description="Language-grounded perception for ROS 2: CLIP zero-shot labels, PaliGemma VQA and detection.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "ros-mm-perception = ros_mm_perception.cli:main",

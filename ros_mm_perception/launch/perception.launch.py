@@ -3,6 +3,8 @@
     ros2 launch ros_mm_perception perception.launch.py image_topic:=/camera/image_raw
     ros2 launch ros_mm_perception perception.launch.py cameras:=front,rear \
         image_topic:=/front/image_raw,/rear/image_raw device:=cuda namespace:=robot1
+    ros2 launch ros_mm_perception perception.launch.py image_topic:=/camera/image_raw image_transport:=compressed
+        # subscribes /camera/image_raw/compressed
 
 Parameters come from ``params_file`` (default: the package's config/perception.yaml); every
 argument left empty keeps the file's value. Topic arguments remap the node's relative inputs; with
@@ -22,6 +24,7 @@ PARAMETER_ARGUMENTS = {
     "paligemma_model": "PaliGemma model id or local directory.",
     "image_transport": "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage).",
     "use_depth": "true: also subscribe depth + camera_info and publish detections_3d.",
+    "target_frame": "Frame of detections_3d and markers, e.g. base_link (empty: the camera's frame).",
 }
 TOPIC_ARGUMENTS = {
     "image_topic": ("image", "Camera image topic(s), comma-separated, one per camera."),
@@ -58,10 +61,9 @@ def _node(context):
         if len(topics) > 1 and len(topics) != len(cameras):
             raise ValueError(f"{arg} lists {len(topics)} topics: give cameras:=name1,name2,... with as many names")
         prefixes = [""] if len(topics) == 1 and len(cameras) <= 1 else [f"{c}/" for c in cameras]
-        for prefix, topic in zip(prefixes, topics):
-            remappings.append((prefix + base, topic))
-            if base == "image":  # the compressed transport subscribes <image>/compressed
-                remappings.append((prefix + "image/compressed", topic))
+        # Only the base name is remapped: with image_transport compressed the node subscribes
+        # <remapped image topic>/compressed, as image_transport subscribers do.
+        remappings += [(prefix + base, topic) for prefix, topic in zip(prefixes, topics)]
     return [Node(
         package="ros_mm_perception",
         executable="perception_node",

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ros_mm_perception"
-ROS_ROOTS = ("rclpy", "launch", "launch_ros", "rosidl_runtime_py", "ament_index_python", "cv_bridge")
+ROS_ROOTS = ("rclpy", "launch", "launch_ros", "rosidl_runtime_py", "ament_index_python", "cv_bridge", "tf2_ros")
 
 
 def is_ros_module(name: str) -> bool:

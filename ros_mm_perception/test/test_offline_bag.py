@@ -336,3 +336,74 @@ def test_outputs_deserialize_as_real_ros_messages(processed):
             if schema.name == "sensor_msgs/msg/Image":
                 assert (msg.width, msg.height, msg.encoding, len(msg.data)) == (64, 48, "rgb8", 64 * 48 * 3)
     assert seen["vision_msgs/msg/Detection2DArray"] == 5 and seen["vision_msgs/msg/Detection3DArray"] == 3
+
+
+def tf_message(store, transforms):
+    """A tf2_msgs/TFMessage of (parent, child, stamp ns, xyz, quaternion xyzw) entries (rosbags classes)."""
+    t = store.types
+    stamped = [t["geometry_msgs/msg/TransformStamped"](
+        header=t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9),
+                                        frame_id=parent),
+        child_frame_id=child,
+        transform=t["geometry_msgs/msg/Transform"](translation=t["geometry_msgs/msg/Vector3"](x=xyz[0], y=xyz[1],
+                                                                                               z=xyz[2]),
+                                                   rotation=t["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2],
+                                                                                              w=q[3])))
+        for parent, child, ns, xyz, q in transforms]
+    return t["tf2_msgs/msg/TFMessage"](transforms=stamped)
+
+
+def test_target_frame_uses_the_recorded_tf_interpolated_and_never_guesses(tmp_path, capsys, clip_args):
+    """A camera 1 m up pitched 30 degrees down on a base moving along odom's x, recorded for 2 of 3 frames."""
+    from scipy.spatial.transform import Rotation
+
+    from ros_mm_perception.messages.typestore import typestore
+
+    store = typestore()
+    pitch = Rotation.from_euler("y", 30, degrees=True)
+    optical = Rotation.from_euler("xyz", [-np.pi / 2, 0, -np.pi / 2])
+    static = tf_message(store, [("base_link", "front_link", 0, (0.0, 0.0, 1.0), pitch.as_quat()),
+                                ("front_link", "front_optical", 0, (0.0, 0.0, 0.0), optical.as_quat())])
+    period = 100_000_000
+    moving = [tf_message(store, [("odom", "base_link", START_NS + i * period, (0.5 * i, 0.0, 0.0), (0, 0, 0, 1))])
+              for i in range(2)]  # the base moves 0.5 m per frame; no transform for the third frame (+0.2 s)
+    bag = write_recording(tmp_path / "tf.mcap", [
+        CameraRecording("/front", scenes(3), depths=[np.full((48, 64), 1200, np.uint16)] * 3, k=K,
+                        frame_id="front_optical")],
+        extra=[("/tf_static", static, START_NS - 1), ("/tf", moving[0], START_NS),
+               ("/tf", moving[1], START_NS + period)])
+    out = tmp_path / "out.mcap"
+    summary, err = run_json(capsys, ["bag", str(bag), "--out", str(out), "--json", "--target-frame", "odom",
+                                     *clip_args])
+    assert summary["frames"] == 3
+    assert "odom -> base_link" in err and "no detections_3d in odom" in err and "(1 frames)" in err
+    msgs = read_mcap(out)
+    # 2D stays in the camera frame for every frame; 3D is in odom for the frames that have the transform
+    assert [f for _, f in stamps(msgs, "/front/detections")] == ["front_optical"] * 3
+    in_3d = stamps(msgs, "/front/detections_3d")
+    assert in_3d == [(Stamp.from_ns(START_NS + i * period), "odom") for i in range(2)]
+    flat = {m.header.stamp.nanosec: m for t, _, m, _ in msgs if t == "/front/detections"}
+    checked = 0
+    for t, _, m, _ in msgs:
+        if t != "/front/detections_3d":
+            continue
+        i = round((m.header.stamp.sec * 10**9 + m.header.stamp.nanosec - START_NS) / period)
+        expected_rotation = pitch * optical
+        for d3, d2 in zip(m.detections, flat[m.header.stamp.nanosec].detections):
+            p = d2.results[0].pose.pose.position  # the camera-frame position the 2D message carries
+            want = expected_rotation.apply([p.x, p.y, p.z]) + [0.5 * i, 0.0, 1.0]
+            c = d3.bbox.center
+            assert np.allclose([c.position.x, c.position.y, c.position.z], want, atol=1e-6)
+            q = c.orientation
+            assert np.allclose(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), expected_rotation.as_matrix())
+            assert d3.bbox.size.x > 0 and d3.id == d2.id
+            checked += 1
+    assert checked > 0
+
+
+def test_target_frame_needs_recorded_transforms(tmp_path, capsys, clip_args, two_camera_bag):
+    assert main(["bag", str(two_camera_bag), "--out", str(tmp_path / "o.mcap"), "--target-frame", "base_link",
+                 *clip_args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no transforms on /tf or /tf_static" in err[0]
+    assert not (tmp_path / "o.mcap").exists()

@@ -14,13 +14,18 @@ from rosbags.typesys import get_types_from_msg
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PKG_DIR = REPO / "ros_mm_perception"
 IFACE_DIR = REPO / "ros_mm_perception_interfaces"
+BRINGUP_DIR = REPO / "ros_mm_perception_bringup"
+SIMULATION_AND_VIEW = {"ros_gz_sim", "ros_gz_bridge", "rviz2"}
 OWN = {"ros_mm_perception"}
 
 # Import name → rosdep key (package.xml) for modules a ROS install provides.
 ROSDEP = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml", "scipy": "python3-scipy",
           "torch": "python3-torch"}
 ROS_PACKAGE_SUFFIXES = ("_msgs", "_interfaces")
-ROS_PACKAGES = {"rclpy", "rcl_interfaces", "builtin_interfaces", "launch", "launch_ros", "ament_index_python"}
+ROS_PACKAGES = {"rclpy", "rcl_interfaces", "builtin_interfaces", "launch", "launch_ros", "ament_index_python",
+                "tf2_ros"}
+# Import name → ROS package name where they differ.
+ROS_PACKAGE_OF = {"tf2_ros": "tf2_ros_py"}
 # Import name → PyPI distribution (setup.py) for everything pip installs (ML stack, bag tools).
 PIP = {"numpy": "numpy", "cv2": "opencv-python-headless", "yaml": "pyyaml", "scipy": "scipy", "torch": "torch",
        "torchvision": "torchvision", "open_clip": "open_clip_torch", "transformers": "transformers",
@@ -91,8 +96,9 @@ def test_every_import_is_declared(packages, monkeypatch):
     problems = []
     for root, where in sorted(roots.items()):
         if is_ros_package(root):
-            if root not in declared_ros:
-                problems.append(f"{root} ({where}) needs <exec_depend>{root}</exec_depend> in package.xml")
+            key = ROS_PACKAGE_OF.get(root, root)
+            if key not in declared_ros:
+                problems.append(f"{root} ({where}) needs <exec_depend>{key}</exec_depend> in package.xml")
             continue
         if root not in PIP:
             problems.append(f"{root} ({where}) is not in this test's PIP/ROSDEP tables: declare it, then add it")
@@ -133,7 +139,9 @@ def test_entry_point_targets_exist():
     assert "install_scripts=$base/lib/ros_mm_perception" in cfg  # where `ros2 run` looks
 
 
-@pytest.mark.parametrize("launch_file", sorted((PKG_DIR / "launch").glob("*.launch.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("launch_file", sorted([*(PKG_DIR / "launch").glob("*.launch.py"),
+                                                *(BRINGUP_DIR / "launch").glob("*.launch.py")]),
+                         ids=lambda p: f"{p.parents[1].name}/{p.name}")
 def test_launch_files_compile_and_define_a_description(launch_file, tmp_path):
     py_compile.compile(str(launch_file), cfile=str(tmp_path / "out.pyc"), doraise=True)
     tree = ast.parse(launch_file.read_text())
@@ -204,3 +212,53 @@ def test_node_uses_exactly_the_declared_services():
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
                 and n.module == "ros_mm_perception_interfaces.srv" for a in n.names}
     assert imported == set(SRV_CONTRACT)
+
+
+def test_node_package_leaves_simulation_and_rviz_to_the_bringup_package(packages):
+    product, _ = packages
+    assert not SIMULATION_AND_VIEW & {d.name for d in product.exec_depends + product.build_depends}
+    assert not list((PKG_DIR / "launch").glob("sim*")) and not list((PKG_DIR / "config").glob("*.rviz"))
+    bringup = parse_package(str(BRINGUP_DIR / "package.xml"))
+    assert (bringup.name, bringup.package_format, bringup.get_build_type()) == (
+        "ros_mm_perception_bringup", 3, "ament_cmake")
+    assert bringup.version == product.version
+    assert SIMULATION_AND_VIEW | {"ros_mm_perception", "launch", "launch_ros"} <= {d.name for d in bringup.exec_depends}
+    cmake = (BRINGUP_DIR / "CMakeLists.txt").read_text()
+    assert "project(ros_mm_perception_bringup)" in cmake and "ament_package()" in cmake
+    assert re.search(r"install\(DIRECTORY launch config DESTINATION share/\$\{PROJECT_NAME\}\)", cmake)
+    sim = (BRINGUP_DIR / "launch" / "sim.launch.py").read_text()
+    assert (BRINGUP_DIR / "config" / "perception.rviz").is_file()
+    assert 'FindPackageShare("ros_mm_perception_bringup"), "config"' in sim  # the RViz file of this package
+    # every package the sim launch file finds is declared by the bringup package
+    found = set(re.findall(r'FindPackageShare\("(\w+)"\)', sim)) | set(re.findall(r'package="(\w+)"', sim))
+    assert found <= {d.name for d in bringup.exec_depends} | {"ros_mm_perception_bringup"}
+
+
+def test_wheel_holds_the_embedded_model_without_setuptools_warnings(tmp_path):
+    """``pip wheel`` of the node package (as colcon's setuptools build does): the model files are in it."""
+    import shutil
+    import subprocess
+    import zipfile
+
+    pytest.importorskip("pip")
+    major = int(setuptools.__version__.split(".")[0])
+    if major < 70:
+        pytest.importorskip("wheel")  # older setuptools build wheels through the wheel package
+    src = tmp_path / "src"
+    shutil.copytree(PKG_DIR, src, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info", "test"))
+    run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                          "-v", "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-3000:]
+    for warning in ("would be ignored", "is absent from the `packages`", "as data is deprecated"):
+        assert warning not in log, warning
+    wheel, = (tmp_path / "dist").glob("ros_mm_perception-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    data = PKG_DIR / "ros_mm_perception" / "data"
+    expected = {f"ros_mm_perception/data/{p.relative_to(data).as_posix()}" for p in data.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts}
+    assert {"ros_mm_perception/data/embedded_clip/open_clip_model.safetensors",
+            "ros_mm_perception/data/embedded_clip/open_clip_config.json"} <= expected
+    assert expected <= names, sorted(expected - names)
+    assert "ros_mm_perception/ros/perception_node.py" in names
+    assert not [n for n in names if "__pycache__" in n]

@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     g.add_argument("--depth-topic", action="append", default=None, metavar="TOPIC",
                    help="depth image topic(s) to pair with the cameras (default: found by name)")
     g.add_argument("--no-depth", action="store_true", help="ignore depth (no detections_3d)")
+    g.add_argument("--target-frame", default=None, metavar="FRAME",
+                   help="publish detections_3d in this frame (e.g. base_link), with the bag's /tf and /tf_static "
+                        "at each image's stamp (default: the camera's frame)")
     g.add_argument("--fps", type=float, default=None, help="frame rate that stamps the frames of an image folder")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -75,6 +78,7 @@ def config_from_args(args):
         "grounding_source": args.grounding, "score_threshold": args.threshold,
         "paligemma_model": args.model, "clip_model": args.clip_model, "clip_pretrained": args.clip_pretrained,
         "device": args.device, "precision": args.precision,
+        "target_frame": getattr(args, "target_frame", None),
     }
     return PerceptionConfig().replace(**{k: v for k, v in changes.items() if v is not None})
 
@@ -92,8 +96,11 @@ def default_output(input_path: Path) -> Path:
     return Path.cwd() / f"{stem}_perception.mcap"
 
 
-def open_outputs(args, config, input_path: Path):
-    """The outputs the options ask for (MCAP, JSON Lines, COCO), each written atomically."""
+def open_outputs(args, config, input_path: Path, target=None):
+    """The outputs the options ask for (MCAP, JSON Lines, COCO), each written atomically.
+
+    ``target`` (a :class:`~ros_mm_perception.offline.bag_transforms.TargetFrame`) moves the MCAP's 3D output.
+    """
     from ros_mm_perception.offline.exports import CocoExport, JsonlExport
     from ros_mm_perception.offline.mcap_output import ResultsMcap
 
@@ -104,7 +111,7 @@ def open_outputs(args, config, input_path: Path):
     outputs = []
     try:
         if out:
-            outputs.append(ResultsMcap(out, config, args.debug_images))
+            outputs.append(ResultsMcap(out, config, args.debug_images, target=target))
         if args.jsonl:
             outputs.append(JsonlExport(args.jsonl))
         if args.coco:
@@ -114,6 +121,22 @@ def open_outputs(args, config, input_path: Path):
             output.abort()
         raise
     return outputs
+
+
+def target_frame(source, frame: str):
+    """A :class:`~ros_mm_perception.offline.bag_transforms.TargetFrame` for ``frame`` from a bag's
+    transforms; None when ``frame`` is empty (3D stays in the camera's frame)."""
+    if not frame:
+        return None
+    from ros_mm_perception.offline.bag_transforms import TargetFrame
+    from ros_mm_perception.offline.runner import stderr_report
+
+    if not hasattr(source, "transform_tree"):
+        raise UserError(f"--target-frame {frame} needs a rosbag2 recording with /tf or /tf_static")
+    tree = source.transform_tree()
+    if not tree.frames():
+        raise UserError(f"--target-frame {frame}: the recording has no transforms on /tf or /tf_static")
+    return TargetFrame(tree, frame, warn=stderr_report)
 
 
 def run(args) -> int:
@@ -128,8 +151,9 @@ def run(args) -> int:
                         depth_topics=[] if args.no_depth else args.depth_topic,
                         depth_tolerance_s=config.depth_tolerance_s, warn=stderr_report)
     try:
+        target = target_frame(source, config.target_frame)
         pipeline = build_pipeline(config)
-        outputs = open_outputs(args, config, input_path)
+        outputs = open_outputs(args, config, input_path, target)
     except BaseException:
         source.close()
         raise
@@ -138,6 +162,10 @@ def run(args) -> int:
                                 progress=False if args.no_progress else None)
     finally:
         pipeline.close()
+    if target is not None and target.missing:
+        lacking = ", ".join(f"{key} ({n} frames)" for key, n in target.missing.items())
+        print(f"ros-mm-perception bag: no detections_3d in {target.target_frame} where a transform was missing: "
+              f"{lacking}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary.as_json()))
     else:

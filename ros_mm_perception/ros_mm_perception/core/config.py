@@ -99,6 +99,10 @@ class PerceptionConfig:
     use_depth: bool = _param(False, "Subscribe depth and camera_info too and publish detections_3d.", read_only=True)
     depth_tolerance_s: float = _param(0.05, "Largest stamp difference between an image and the depth paired with it.",
                                       low=0.0, high=10.0)
+    target_frame: str = _param("", "Frame of detections_3d and markers (e.g. base_link, odom, map), transformed "
+                               "with tf at each image's stamp; empty = the camera's frame.", read_only=True)
+    transform_timeout_s: float = _param(0.05, "Longest wait for the transform to target_frame at an image's stamp; "
+                                        "without it that frame's 3D outputs are not published.", low=0.0, high=5.0)
     qos_reliability: str = _param("best_effort", "Camera subscription reliability (keep last 1): best_effort "
                                   "or reliable.", choices=RELIABILITIES, read_only=True)
     max_batch: int = _param(4, "Most frames (one per camera) processed in one model call.", low=1, high=64)
@@ -135,6 +139,8 @@ class PerceptionConfig:
         check_camera_names(self.cameras)
         if not self.prompt_templates or any("{}" not in t for t in self.prompt_templates):
             raise ConfigError("prompt_templates must be non-empty and each must contain '{}'")
+        if self.target_frame != self.target_frame.strip() or " " in self.target_frame:
+            raise ConfigError(f"target_frame={self.target_frame!r} must be a frame id without spaces")
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ConfigError(f"device={self.device!r} must be auto, cpu or cuda[:N]")
 

@@ -80,9 +80,12 @@ class Detection:
     track_id: Optional[int] = None
     source: str = ""
     xyz: Optional[Tuple[float, float, float]] = None
-    """Centre in metres in the camera optical frame (REP 103: x right, y down, z forward)."""
+    """Centre in metres in the result's frame: the camera optical frame (REP 103: x right, y down, z
+    forward) as the pipeline makes it, the target frame after :func:`~.perception.transforms.transform_3d`."""
     size_xyz: Optional[Tuple[float, float, float]] = None
-    """3D box size in metres in the same frame."""
+    """3D box size in metres along the box's own axes."""
+    orientation: Optional[Tuple[float, float, float, float]] = None
+    """Box orientation in the result's frame as a quaternion (x, y, z, w); None = aligned with the frame."""
     mask: Optional[np.ndarray] = None
     """HxW bool mask in original-image pixels, when segmentation produced one."""
 

@@ -17,6 +17,7 @@ import dataclasses
 from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from ros_mm_perception.core.imaging.drawing import phrase_colour
 from ros_mm_perception.core.results import Detection, FrameResult, Stamp
@@ -60,9 +61,9 @@ def _point(types, xyz: Sequence[float]):
     return types.Point(x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2]))
 
 
-def _pose(types, xyz: Sequence[float] = ORIGIN):
-    identity = types.Quaternion(x=0.0, y=0.0, z=0.0, w=1.0)
-    return types.Pose(position=_point(types, xyz), orientation=identity)
+def _pose(types, xyz: Sequence[float] = ORIGIN, quat_xyzw: Optional[Sequence[float]] = None):
+    x, y, z, w = (0.0, 0.0, 0.0, 1.0) if quat_xyzw is None else (float(v) for v in quat_xyzw)
+    return types.Pose(position=_point(types, xyz), orientation=types.Quaternion(x=x, y=y, z=z, w=w))
 
 
 def _hypothesis(types, detection: Detection, xyz: Sequence[float] = ORIGIN):
@@ -98,7 +99,7 @@ def detection_2d_array(types, result: FrameResult):
 
 
 def detection_3d(types, detection: Detection, msg_header):
-    """One ``vision_msgs/Detection3D`` (metres, camera optical frame); needs ``detection.xyz``."""
+    """One ``vision_msgs/Detection3D`` (metres, in the header's frame); needs ``detection.xyz``."""
     if detection.xyz is None:
         raise ValueError(f"detection {detection.phrase!r} has no 3D position")
     size = detection.size_xyz or ORIGIN
@@ -106,7 +107,7 @@ def detection_3d(types, detection: Detection, msg_header):
         header=msg_header,
         results=[_hypothesis(types, detection, detection.xyz)],
         bbox=types.BoundingBox3D(
-            center=_pose(types, detection.xyz),
+            center=_pose(types, detection.xyz, detection.orientation),
             size=types.Vector3(x=float(size[0]), y=float(size[1]), z=float(size[2])),
         ),
         id=track_id_text(detection),
@@ -114,7 +115,11 @@ def detection_3d(types, detection: Detection, msg_header):
 
 
 def detection_3d_array(types, result: FrameResult):
-    """``vision_msgs/Detection3DArray`` of the detections that have a 3D position."""
+    """``vision_msgs/Detection3DArray`` of the detections that have a 3D position.
+
+    The header's ``frame_id`` is the result's: the camera frame, or the target frame of a result
+    moved by :func:`~ros_mm_perception.core.perception.transforms.transform_3d`.
+    """
     msg_header = result_header(types, result)
     located = [d for d in result.detections if d.xyz is not None]
     return types.Detection3DArray(header=msg_header, detections=[detection_3d(types, d, msg_header) for d in located])
@@ -135,12 +140,13 @@ def label_info(types, msg_header, phrases: Iterable[str], threshold: float):
 
 
 def _marker(types, msg_header, *, ns: str, marker_id: int, kind: int, action: int,
-            xyz: Sequence[float] = ORIGIN, scale: Sequence[float] = ORIGIN,
+            xyz: Sequence[float] = ORIGIN, quat_xyzw: Optional[Sequence[float]] = None,
+            scale: Sequence[float] = ORIGIN,
             rgb: Sequence[float] = (1.0, 1.0, 1.0), text: str = ""):
     M = types.Marker
     return M(
         header=msg_header, ns=ns, id=int(marker_id), type=int(kind), action=int(action),
-        pose=_pose(types, xyz),
+        pose=_pose(types, xyz, quat_xyzw),
         scale=types.Vector3(x=float(scale[0]), y=float(scale[1]), z=float(scale[2])),
         color=types.ColorRGBA(r=float(rgb[0]), g=float(rgb[1]), b=float(rgb[2]), a=0.8),
         lifetime=types.Duration(sec=0, nanosec=0), frame_locked=False, points=[], colors=[],
@@ -166,9 +172,13 @@ def marker_array(types, result: FrameResult, ns: Optional[str] = None):
         size = [max(float(s), MARKER_MIN_SIZE) for s in (det.size_xyz or ORIGIN)]
         rgb = phrase_colour(det.phrase)
         label = f"{det.phrase} {det.score:.2f}" + (f" #{det.track_id}" if det.track_id is not None else "")
-        above = (det.xyz[0], det.xyz[1] - size[1] / 2.0 - 0.05, det.xyz[2])  # optical frame: -y is up
+        # The label sits above the box: along the box's -y (up in the camera optical frame).
+        lift = np.array([0.0, -size[1] / 2.0 - 0.05, 0.0])
+        if det.orientation is not None:
+            lift = Rotation.from_quat(det.orientation).apply(lift)
+        above = np.asarray(det.xyz, dtype=np.float64) + lift
         markers.append(_marker(types, msg_header, ns=ns, marker_id=2 * i + 1, kind=M.CUBE, action=M.ADD,
-                               xyz=det.xyz, scale=size, rgb=rgb))
+                               xyz=det.xyz, quat_xyzw=det.orientation, scale=size, rgb=rgb))
         markers.append(_marker(types, msg_header, ns=ns, marker_id=2 * i + 2, kind=M.TEXT_VIEW_FACING,
                                action=M.ADD, xyz=above, scale=(0.0, 0.0, 0.08), rgb=rgb, text=label))
     return types.MarkerArray(markers=markers)

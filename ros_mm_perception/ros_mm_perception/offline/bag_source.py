@@ -180,6 +180,12 @@ class BagSource:
     def __len__(self) -> int:
         return self.total
 
+    def transform_tree(self):
+        """The recording's ``/tf`` and ``/tf_static`` as a transform tree (:mod:`.bag_transforms`)."""
+        from ros_mm_perception.offline.bag_transforms import read_transform_tree
+
+        return read_transform_tree(self.reader, self.path, self.warn)
+
     def close(self) -> None:
         if self.reader.stack:
             self.reader.close()

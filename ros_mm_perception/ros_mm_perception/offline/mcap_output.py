@@ -60,12 +60,14 @@ class ResultsMcap:
     Per frame, under the frame's namespace ``ns``: ``ns/detections`` (Detection2DArray, always, also
     when empty), ``ns/detections_3d`` (Detection3DArray, when the frame had depth and intrinsics),
     ``ns/labels`` (Classification, when labels ran) and, with ``debug_images``, ``ns/debug_image``
-    (the annotated frame, rgb8). Once per namespace, ``ns/label_info`` (LabelInfo: the detection
+    (the annotated frame, rgb8). With ``target`` (a :class:`~.bag_transforms.TargetFrame`),
+    ``detections_3d`` is in the target frame, and left out for frames whose transform is missing.
+    Once per namespace, ``ns/label_info`` (LabelInfo: the detection
     phrases then the label vocabulary, and the score threshold, as the node publishes it). Every
     message carries its input image's header; its log time is the input's recording time.
     """
 
-    def __init__(self, path, config, debug_images: bool = False, distro: str = "jazzy"):
+    def __init__(self, path, config, debug_images: bool = False, distro: str = "jazzy", target=None):
         from ros_mm_perception.messages.typestore import rosbags_types, typestore
 
         store = typestore(distro)
@@ -74,6 +76,7 @@ class ResultsMcap:
         self.phrases = list(dict.fromkeys([*config.detect_phrases, *config.labels]))
         self.threshold = config.score_threshold
         self.debug_images = debug_images
+        self.target = target
         self.namespaces = set()
 
     def add(self, item, result) -> None:
@@ -86,7 +89,9 @@ class ResultsMcap:
             self.file.write(f"{ns}/label_info", info, t)
         self.file.write(f"{ns}/detections", convert.detection_2d_array(types, result), t)
         if item.frame.depth is not None and item.frame.intrinsics is not None:
-            self.file.write(f"{ns}/detections_3d", convert.detection_3d_array(types, result), t)
+            located = result if self.target is None else self.target.apply(result)
+            if located is not None:
+                self.file.write(f"{ns}/detections_3d", convert.detection_3d_array(types, located), t)
         if result.labels_ran:
             self.file.write(f"{ns}/labels", convert.classification(types, result), t)
         if self.debug_images:

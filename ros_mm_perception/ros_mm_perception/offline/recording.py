@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -52,11 +52,13 @@ def camera_info(store, types, msg_header, k: Sequence[float], width: int, height
                             d=np.zeros(5), k=k, r=np.eye(3).reshape(-1), p=p, binning_x=0, binning_y=0, roi=roi)
 
 
-def write_recording(path, cameras: Sequence[CameraRecording], start_ns: int = START_NS) -> Path:
+def write_recording(path, cameras: Sequence[CameraRecording], start_ns: int = START_NS,
+                    extra: Sequence[Tuple[str, Any, int]] = ()) -> Path:
     """Write ``cameras`` to the MCAP file ``path``, in recording order.
 
     Frame i has the stamp ``start_ns + i * period_ns``; camera_info, image and depth are recorded
-    1, 5 and 8 ms after it.
+    1, 5 and 8 ms after it. ``extra`` holds more ``(topic, message, log time in ns)`` to record
+    (e.g. ``/tf``), messages of the type store of :func:`~ros_mm_perception.messages.typestore.typestore`.
     """
     store = typestore()
     types = rosbags_types(store)
@@ -82,6 +84,8 @@ def write_recording(path, cameras: Sequence[CameraRecording], start_ns: int = ST
                     depth = numpy_to_image(cam.depths[i], "16UC1", header=msg_header, msg_factory=types.Image,
                                            data_as="numpy")
                     out.write(f"{cam.namespace}/depth/image_raw", depth, stamp_ns + 8_000_000)
+        for topic, msg, log_time_ns in extra:
+            out.write(topic, msg, log_time_ns)
         return out.commit()
     except BaseException:
         out.abort()

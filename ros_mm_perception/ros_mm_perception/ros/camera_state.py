@@ -3,14 +3,15 @@
 Topic naming: with one camera the node uses plain relative names (``image``, ``depth``,
 ``camera_info``, ``detections``, ...); with several, each camera's topics sit under its name
 (``front/image``, ``front/detections``, ...). Relative names follow the node's namespace and
-launch remappings.
+launch remappings. With the compressed transport the image subscription is the resolved image
+topic plus ``/compressed`` (``image:=/camera/image_raw`` → ``/camera/image_raw/compressed``).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Deque, List, Optional, Sequence
+from typing import Callable, Deque, List, Optional, Sequence
 
 from ros_mm_perception.core.results import Frame
 from ros_mm_perception.messages.convert import stamp_of
@@ -43,7 +44,14 @@ class CameraState:
 
     @property
     def image_topic(self) -> str:
-        return self.topic("image/compressed" if self.compressed else "image")
+        """The relative name of the image topic, the one launch files remap (``image``, ``front/image``)."""
+        return self.topic("image")
+
+    def subscription_topic(self, resolve: Callable[[str], str]) -> str:
+        """The topic the node subscribes: ``resolve(image_topic)`` (namespace and remappings applied),
+        plus ``/compressed`` for the compressed transport, as image_transport subscribers do."""
+        base = resolve(self.image_topic)
+        return base.rstrip("/") + "/compressed" if self.compressed else base
 
     def on_image(self, msg) -> None:
         with self._lock:

@@ -1,11 +1,15 @@
 """The perception lifecycle node: cameras in, language-grounded detections, labels and answers out.
 
-Lifecycle: ``configure`` loads the models (one pipeline shared by every camera), ``activate``
-creates subscriptions, publishers and the inference worker (loading the models again if they were
-released), ``deactivate`` removes them and releases the models and their GPU memory, so an inactive
-node holds no model memory; ``cleanup`` returns to unconfigured. With ``autostart`` (default) the node configures and
-activates itself at start-up. Services exist in every state and answer ``success=false`` with a
-reason until the models are loaded.
+Lifecycle (the state table is :mod:`.lifecycle_table`): ``configure`` loads and warms up the models
+(one pipeline shared by every camera) and makes the publishers, ``activate`` subscribes and starts
+the inference worker, ``deactivate`` stops them and keeps the models, so resuming costs no model
+load; ``cleanup`` releases the models and their GPU memory. With ``autostart`` (default) the node
+configures and activates itself at start-up. Services exist in every state and answer
+``success=false`` with a reason while the models are not loaded.
+
+With ``target_frame`` set, ``detections_3d`` and ``markers`` are transformed with tf2 at each
+image's stamp (waiting at most ``transform_timeout_s``); a frame without the transform publishes
+its 2D outputs only, and a throttled warning and ``/diagnostics`` name the missing transform.
 
 Only the newest frame of each camera is processed: callbacks store messages in a
 :class:`FrameScheduler`, one worker thread takes up to ``max_batch`` waiting frames (one per camera)
@@ -14,6 +18,7 @@ per model call. Every output carries the header of the input image it came from.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import traceback
@@ -23,21 +28,28 @@ import rclpy
 import rclpy.logging
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
 
 from ros_mm_perception.core.config import PerceptionConfig
-from ros_mm_perception.core.errors import UserError
+from ros_mm_perception.core.errors import ImageFormatError, UserError
 from ros_mm_perception.core.imaging.image_codec import numpy_to_image
 from ros_mm_perception.core.results import FrameResult, Stamp
 from ros_mm_perception.core.perception.scheduler import FrameScheduler
+from ros_mm_perception.core.perception.transforms import frame_name, transform_3d
 from ros_mm_perception.messages import convert
 from ros_mm_perception.core.imaging.drawing import annotate
+from ros_mm_perception.messages.tf import rigid_transform_of
 from ros_mm_perception.ros.camera_state import CameraState
+from ros_mm_perception.ros.lifecycle_table import (DESTROY_PUBLISHERS, LOAD_MODELS, MAKE_PUBLISHERS, RELEASE_MODELS,
+                                                   START_STREAMING, STOP_STREAMING, steps_between)
 from ros_mm_perception.ros.msg_types import rclpy_types
 from ros_mm_perception.ros.params import config_changes, declare_config
+from ros_mm_perception.ros.startup import StampWhenClockRuns
 from ros_mm_perception.ros.stats import StatsBook, gpu_memory
 from ros_mm_perception_interfaces.srv import AskQuestion, ClassifyImage, GroundPhrases
 
@@ -76,6 +88,13 @@ class PerceptionNode(LifecycleNode):
         self._worker: Optional[threading.Thread] = None
         self._stats = StatsBook(self.config.cameras, time.monotonic())
         self._active_since = time.monotonic()
+        self._label_info_stamp = StampWhenClockRuns()
+        self._tf_buffer = None
+        if self.config.target_frame:
+            from tf2_ros import Buffer, TransformListener
+
+            self._tf_buffer = Buffer(node=self)
+            self._tf_listener = TransformListener(self._tf_buffer, self)
         self._camera_group = ReentrantCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
@@ -91,9 +110,37 @@ class PerceptionNode(LifecycleNode):
     # ------------------------------------------------------------------------------ lifecycle
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if not self._load_models():
-            return TransitionCallbackReturn.FAILURE
-        self.state_label = "inactive"
+        return self._enter("inactive")
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = self._enter("active")
+        return super().on_activate(state) if result == TransitionCallbackReturn.SUCCESS else result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._enter("inactive")  # the models stay loaded: activate resumes within a frame
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._enter("unconfigured")
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        self.state_label = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _enter(self, target: str) -> TransitionCallbackReturn:
+        """Run the steps of the state table from the current state to ``target``; FAILURE leaves it unchanged."""
+        work = {LOAD_MODELS: self._load_models, RELEASE_MODELS: self._release_models,
+                MAKE_PUBLISHERS: self._make_publishers, DESTROY_PUBLISHERS: self._destroy_publishers,
+                START_STREAMING: self._start_streaming, STOP_STREAMING: self._stop_streaming}
+        for step in steps_between(self.state_label, target):
+            if work[step]() is False:
+                return TransitionCallbackReturn.FAILURE
+        self.state_label = target
         return TransitionCallbackReturn.SUCCESS
 
     def _load_models(self) -> bool:
@@ -114,44 +161,17 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().info(f"models ready ({self.pipeline.model_state}); cameras: {', '.join(self._cameras)}")
         return True
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self.pipeline is None and not self._load_models():  # deactivate released them
-            return TransitionCallbackReturn.FAILURE
+    def _start_streaming(self) -> None:
         cfg = self.config
         self._scheduler = FrameScheduler(max_batch=cfg.max_batch, max_cameras=len(cfg.cameras))
         self._stats = StatsBook(cfg.cameras, time.monotonic())
         self._active_since = time.monotonic()
-        self._make_publishers()
         self._make_subscriptions()
-        self._publish_label_info()
         self._worker = threading.Thread(target=self._work, args=(self._scheduler,), name="perception-worker",
                                         daemon=True)
         self._worker.start()
-        self.state_label = "active"
-        topics = ", ".join(self.resolve_topic_name(cam.image_topic) for cam in self._cameras.values())
+        topics = ", ".join(self._subscribed_topic(cam) for cam in self._cameras.values())
         self.get_logger().info(f"active: listening on {topics} ({cfg.qos_reliability}, keep last 1)")
-        return super().on_activate(state)
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_streaming()
-        self._release_models()  # an inactive node holds no model memory; activate loads them again
-        self.state_label = "inactive"
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_models()
-        self.state_label = "unconfigured"
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.release()
-        self.state_label = "finalized"
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.release()
-        self.state_label = "unconfigured"
-        return TransitionCallbackReturn.SUCCESS
 
     def start(self) -> bool:
         """Configure and activate (the autostart path); False, with the reason logged, on failure."""
@@ -160,9 +180,11 @@ class PerceptionNode(LifecycleNode):
         return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
     def release(self) -> None:
-        """Stop streaming and free the models, whatever the state (shutdown, errors, exit)."""
+        """Stop streaming, destroy the publishers and free the models, whatever the state (shutdown, errors, exit)."""
         self._stop_streaming()
+        self._destroy_publishers()
         self._release_models()
+        self.state_label = "unconfigured"
 
     def _release_models(self) -> None:
         if self.pipeline is not None:
@@ -178,13 +200,17 @@ class PerceptionNode(LifecycleNode):
         self._scheduler = self._worker = None
         for sub in self._subscriptions_made:
             self.destroy_subscription(sub)
+        self._subscriptions_made = []
+
+    def _destroy_publishers(self) -> None:
         for pub in self._publishers_made.values():
             self.destroy_publisher(pub)
-        self._subscriptions_made, self._publishers_made = [], {}
+        self._publishers_made = {}
 
     # -------------------------------------------------------------------------- topics
 
     def _make_publishers(self) -> None:
+        """The output publishers (and the latched label_info), kept while inactive so resuming re-matches nothing."""
         t, pubs = self.types, self._publishers_made
         pubs["label_info"] = self.create_publisher(t.LabelInfo, "label_info", LATCHED_QOS)
         for cam in self._cameras.values():
@@ -193,6 +219,10 @@ class PerceptionNode(LifecycleNode):
                 outputs.update(detections_3d=t.Detection3DArray, markers=t.MarkerArray)
             for base, msg_type in outputs.items():
                 pubs[cam.topic(base)] = self.create_publisher(msg_type, cam.topic(base), OUTPUT_QOS)
+        self._publish_label_info()
+
+    def _subscribed_topic(self, cam: CameraState) -> str:
+        return cam.subscription_topic(self.resolve_topic_name)
 
     def _make_subscriptions(self) -> None:
         reliability = (ReliabilityPolicy.RELIABLE if self.config.qos_reliability == "reliable"
@@ -201,7 +231,7 @@ class PerceptionNode(LifecycleNode):
         t = self.types
         for cam in self._cameras.values():
             image_type = t.CompressedImage if cam.compressed else t.Image
-            subs = [(image_type, cam.image_topic, self._image_callback(cam))]
+            subs = [(image_type, self._subscribed_topic(cam), self._image_callback(cam))]
             if self.config.use_depth:
                 subs += [(t.Image, cam.topic("depth"), cam.on_depth),
                          (t.CameraInfo, cam.topic("camera_info"), cam.on_camera_info)]
@@ -228,8 +258,10 @@ class PerceptionNode(LifecycleNode):
             return
         cfg = self.config
         phrases = list(dict.fromkeys([*cfg.detect_phrases, *cfg.labels]))
-        header = convert.header(self.types, "", self._now())
+        stamp = self._now()
+        header = convert.header(self.types, "", stamp)
         pub.publish(convert.label_info(self.types, header, phrases, cfg.score_threshold))
+        self._label_info_stamp.published(stamp.to_ns())
 
     def _now(self) -> Stamp:
         """The node clock (simulation time under ``use_sim_time``) as a core Stamp."""
@@ -251,6 +283,8 @@ class PerceptionNode(LifecycleNode):
                     frames.append(cam.frame(item.msg, tolerance))
                     received.append(item.received_at)
                 except UserError as err:
+                    reason = "undecodable" if isinstance(err, ImageFormatError) else "rejected"
+                    self._stats.skipped(item.camera, reason, time.monotonic())
                     self.get_logger().warning(f"camera {item.camera}: frame skipped: {err}",
                                               throttle_duration_sec=5.0)
             if not frames:
@@ -258,6 +292,8 @@ class PerceptionNode(LifecycleNode):
             try:
                 results = self.pipeline.process_batch(frames)
             except Exception as err:
+                for frame in frames:
+                    self._stats.skipped(frame.camera, "processing_error", time.monotonic())
                 self._log_failure("processing failed", err, throttle=True)
                 continue
             for frame, result, received_at in zip(frames, results, received):
@@ -268,17 +304,45 @@ class PerceptionNode(LifecycleNode):
                         return
                     self._log_failure(f"camera {frame.camera}: publishing failed", err, throttle=True)
                     continue
-                self._stats.published(frame.camera, time.monotonic() - received_at)
+                now = time.monotonic()
+                if self._stats.published(frame.camera, now - received_at, now):
+                    self.get_logger().info(f"first output {self._stats.first_output_s:.3f} s after activate "
+                                           f"(camera {frame.camera})")
+
+    def _in_target_frame(self, camera: str, result: FrameResult) -> Optional[FrameResult]:
+        """``result``'s 3D part in ``target_frame`` (tf2 at the image stamp, bounded wait); None, noted and
+        warned about, when the transform is missing. Without ``target_frame``, ``result`` itself."""
+        target = frame_name(self.config.target_frame)
+        if not target or target == frame_name(result.frame_id):
+            return result
+        from tf2_ros import TransformException
+
+        what = f"{frame_name(result.frame_id) or '(empty frame_id)'} -> {target}"
+        try:
+            if not result.frame_id:
+                raise TransformException("the image header has no frame_id")
+            stamped = self._tf_buffer.lookup_transform(
+                target, result.frame_id, Time(seconds=result.stamp.sec, nanoseconds=result.stamp.nanosec,
+                                              clock_type=self.get_clock().clock_type),
+                timeout=Duration(seconds=self.config.transform_timeout_s))
+        except TransformException as err:
+            self._stats.transform_missing(camera, what, time.monotonic())
+            self.get_logger().warning(f"camera {camera}: detections_3d not published: no transform {what} at "
+                                      f"{result.stamp.sec}.{result.stamp.nanosec:09d}: {err}",
+                                      throttle_duration_sec=5.0)
+            return None
+        return transform_3d(result, rigid_transform_of(stamped.transform), target)
 
     def _publish_result(self, cam: CameraState, frame, result: FrameResult) -> None:
         t = self.types
         if result.detections_ran:
             self._publisher(cam, "detections").publish(convert.detection_2d_array(t, result))
-            if self.config.use_depth:
-                self._publisher(cam, "detections_3d").publish(convert.detection_3d_array(t, result))
+            located = self._in_target_frame(cam.name, result) if self.config.use_depth else None
+            if located is not None:
+                self._publisher(cam, "detections_3d").publish(convert.detection_3d_array(t, located))
                 markers = self._publisher(cam, "markers")
                 if markers.get_subscription_count() > 0:
-                    markers.publish(convert.marker_array(t, result))
+                    markers.publish(convert.marker_array(t, located, ns=cam.name))
         if result.labels_ran:
             self._publisher(cam, "labels").publish(convert.classification(t, result))
         debug = self._publisher(cam, "debug_image")
@@ -310,9 +374,8 @@ class PerceptionNode(LifecycleNode):
     def _service_frame(self, camera: str, image):
         """(frame, None) for a request, or (None, reason); the camera's newest frame when image is empty."""
         if self.pipeline is None:
-            transition = "activate" if self.state_label == "inactive" else "configure"
-            return None, (f"models are not loaded (node is {self.state_label}): {transition} the node with "
-                          f"'ros2 lifecycle set {self.get_fully_qualified_name()} {transition}'")
+            return None, (f"models are not loaded (node is {self.state_label}): configure the node with "
+                          f"'ros2 lifecycle set {self.get_fully_qualified_name()} configure'")
         name = camera or self.config.cameras[0]
         cam = self._cameras.get(name)
         if cam is None:
@@ -328,7 +391,7 @@ class PerceptionNode(LifecycleNode):
         """Run ``work(response)``; any failure becomes ``success=false`` with the reason."""
         try:
             work(response)
-            response.success, response.message = True, ""
+            response.success = True  # ``work`` may leave a note in ``message``
         except UserError as err:
             response.success, response.message = False, str(err)
         except Exception as err:
@@ -356,7 +419,11 @@ class PerceptionNode(LifecycleNode):
             threshold = None if request.score_threshold < 0 else request.score_threshold
             result = self.pipeline.ground(frame, phrases, score_threshold=threshold)
             resp.detections = convert.detection_2d_array(self.types, result)
-            resp.detections_3d = convert.detection_3d_array(self.types, result)
+            located = self._in_target_frame(frame.camera, result)
+            if located is None:
+                resp.message = f"detections_3d left empty: no transform to {self.config.target_frame} at the frame's stamp"
+                located = dataclasses.replace(result, frame_id=self.config.target_frame, detections=[])
+            resp.detections_3d = convert.detection_3d_array(self.types, located)
         return self._answer(response, work)
 
     def _on_classify(self, request, response):
@@ -374,30 +441,35 @@ class PerceptionNode(LifecycleNode):
     # --------------------------------------------------------------------------- diagnostics
 
     def _publish_diagnostics(self) -> None:
+        if self._label_info_stamp.due(self.get_clock().now().nanoseconds):  # sim time: /clock has started
+            self._publish_label_info()
         t, now = self.types, time.monotonic()
         scheduler = self._scheduler
         reports = self._stats.report(scheduler.stats() if scheduler else {}, now)
         node_name = self.get_fully_qualified_name()
         model_state = self.pipeline.model_state if self.pipeline is not None else "not loaded"
         level = "OK" if self.state_label == "active" else "WARN"
+        first = self._stats.first_output_s
+        first_output = {} if first is None else {"first_output_after_activate_s": f"{first:.3f}"}
         statuses = [convert.diagnostic_status(
             t, f"{node_name}: pipeline", level, f"{self.state_label}, models {model_state}",
             {"lifecycle_state": self.state_label, "model_state": model_state,
-             "max_batch": self.config.max_batch, **gpu_memory()}, hardware_id=node_name)]
+             "max_batch": self.config.max_batch, "target_frame": self.config.target_frame or "(camera frame)",
+             **first_output, **gpu_memory()}, hardware_id=node_name)]
         for name, cam in self._cameras.items():
             report = reports.get(name)
             if report is None:
                 continue
-            topic = self.resolve_topic_name(cam.image_topic)
+            topic = self._subscribed_topic(cam)
             quiet_s = report.seconds_since_image if report.seconds_since_image >= 0 else now - self._active_since
             silent = self.state_label == "active" and quiet_s >= SILENCE_WARNING_S
             message = (f"no images on {topic} (check the topic name and that the publisher's QoS matches "
-                       f"{self.config.qos_reliability})") if silent else f"{report.processed_hz:.1f} Hz processed"
+                       f"{self.config.qos_reliability})") if silent else report.summary()
             if silent:
                 self.get_logger().warning(f"camera {name}: {message}", throttle_duration_sec=30.0)
-            statuses.append(convert.diagnostic_status(t, f"{node_name}: camera {name}", "WARN" if silent else "OK",
-                                                      message, {"topic": topic, **report.values()},
-                                                      hardware_id=node_name))
+            level = "WARN" if silent or not report.healthy else "OK"
+            statuses.append(convert.diagnostic_status(t, f"{node_name}: camera {name}", level, message,
+                                                      {"topic": topic, **report.values()}, hardware_id=node_name))
         self._diagnostics.publish(convert.diagnostic_array(t, self._now(), statuses))
 
     def _log_failure(self, what: str, err: Exception, throttle: bool = False) -> None:

@@ -1,7 +1,7 @@
 """Gazebo (gz sim) camera → ros_gz_bridge → perception node, on simulation time.
 
-    ros2 launch ros_mm_perception sim.launch.py                # gz-sim's camera_sensor.sdf world
-    ros2 launch ros_mm_perception sim.launch.py world:=my_world.sdf image_topic:=/my_camera rviz:=true
+    ros2 launch ros_mm_perception_bringup sim.launch.py        # gz-sim's camera_sensor.sdf world
+    ros2 launch ros_mm_perception_bringup sim.launch.py world:=my_world.sdf image_topic:=/my_camera rviz:=true
 
 The bridge carries the camera image and camera_info and /clock from Gazebo to ROS (one way);
 the node runs with ``use_sim_time`` so its diagnostics and LabelInfo follow simulation time, and
@@ -48,7 +48,8 @@ def generate_launch_description():
     rviz = Node(
         package="rviz2",
         executable="rviz2",
-        arguments=["-d", PathJoinSubstitution([FindPackageShare("ros_mm_perception"), "config", "perception.rviz"])],
+        arguments=["-d", PathJoinSubstitution([FindPackageShare("ros_mm_perception_bringup"), "config",
+                                               "perception.rviz"])],
         parameters=[{"use_sim_time": True}],
         condition=IfCondition(LaunchConfiguration("rviz")),
     )

@@ -1,0 +1,66 @@
+"""The transform tree of a recording, from its ``/tf`` and ``/tf_static`` topics, and 3D results moved with it.
+
+The whole recording's transforms are read first (one pass over those two topics only), so a frame
+is transformed with the transforms on both sides of its stamp, interpolated, as tf2 would live.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+from ros_mm_perception.core.errors import UserError
+from ros_mm_perception.core.perception.transforms import TransformTree, frame_name, transform_3d
+from ros_mm_perception.core.results import FrameResult
+from ros_mm_perception.messages.tf import add_tf_message
+
+TF_TOPICS = {"/tf": False, "/tf_static": True}
+"""Transform topics and whether they are static."""
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+
+
+def read_transform_tree(reader, path="the bag", warn: Callable[[str], None] = lambda _m: None) -> TransformTree:
+    """Every transform recorded on ``/tf`` and ``/tf_static`` of an open rosbags ``AnyReader``."""
+    tree = TransformTree()
+    connections = [c for c in reader.connections if c.topic in TF_TOPICS and c.msgtype == TF_TYPE]
+    if not connections:  # (an empty selection would read every topic)
+        return tree
+    bad = 0
+    try:
+        for connection, _log_time, raw in reader.messages(connections=connections):
+            try:
+                msg = reader.deserialize(raw, connection.msgtype)
+            except Exception:  # corrupt CDR raises assorted errors; that message is left out
+                bad += 1
+                continue
+            add_tf_message(tree, msg, static=TF_TOPICS[connection.topic])
+    except Exception as err:
+        raise UserError(f"cannot read the transforms of {path}: {err}") from err
+    if bad:
+        warn(f"{path}: {bad} undecodable /tf or /tf_static message(s) left out")
+    return tree
+
+
+class TargetFrame:
+    """Moves 3D results into ``target_frame`` with a recording's tree; counts and reports what is missing.
+
+    :meth:`apply` gives the moved result, or None when the transform at the frame's stamp is
+    missing (that frame then has no 3D output); the first frame missing each link is reported
+    through ``warn``.
+    """
+
+    def __init__(self, tree: TransformTree, target_frame: str, warn: Callable[[str], None] = lambda _m: None):
+        self.tree = tree
+        self.target_frame = frame_name(target_frame)
+        self.warn = warn
+        self.missing: Dict[str, int] = {}
+
+    def apply(self, result: FrameResult) -> Optional[FrameResult]:
+        lookup = self.tree.lookup(self.target_frame, result.frame_id, result.stamp.to_ns())
+        if lookup.found:
+            return transform_3d(result, lookup.transform, self.target_frame)
+        key = f"{frame_name(result.frame_id)} -> {self.target_frame}"
+        if key not in self.missing:
+            self.warn(f"{result.camera}: no 3D output in {self.target_frame} for frames without the transform "
+                      f"{key}: {lookup.missing}")
+        self.missing[key] = self.missing.get(key, 0) + 1
+        return None

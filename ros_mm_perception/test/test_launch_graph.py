@@ -4,8 +4,9 @@ Two cameras in a namespace under simulation time, a tiny CLIP and a tiny PaliGem
 node publishes /clock and synthetic images for both cameras on a timer, then checks what a user checks
 with ``ros2 topic echo``, ``ros2 service call``, ``ros2 param set`` and ``ros2 lifecycle set``: output
 headers equal to the inputs' (empty arrays still published), every service's success and failure
-answers, run-time parameter changes (good and bad), deactivate/activate releasing and restoring the
-models, and a burst of concurrent service calls while frames stream. Waits are on events with a
+answers, run-time parameter changes (good and bad), deactivate/activate keeping the models loaded
+(the time from activate to the first output is printed), label_info stamped with /clock once it runs,
+and a burst of concurrent service calls while frames stream. Waits are on events with a
 generous limit, never sleeps. Runs where the package is installed (``colcon test``).
 """
 
@@ -37,7 +38,8 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
-from vision_msgs.msg import Classification, Detection2DArray  # noqa: E402
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from vision_msgs.msg import Classification, Detection2DArray, LabelInfo  # noqa: E402
 
 from ros_mm_perception.core.imaging.image_codec import numpy_to_image  # noqa: E402
 from ros_mm_perception.core.models.random_models import build_random_clip, build_random_paligemma  # noqa: E402
@@ -109,6 +111,10 @@ class TestPerceptionGraph(unittest.TestCase):
                 cls.probe.create_subscription(msg_type, f"/robot2/{cam}/{base}", inbox, 10)
         cls.diagnostics = Inbox()
         cls.probe.create_subscription(DiagnosticArray, "/diagnostics", cls.diagnostics, 10)
+        cls.label_info = Inbox()
+        latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        cls.probe.create_subscription(LabelInfo, "/robot2/label_info", cls.label_info, latched)
         cls.probe.create_timer(0.05, cls._tick)
         cls.executor = MultiThreadedExecutor()
         cls.executor.add_node(cls.probe)
@@ -241,18 +247,32 @@ class TestPerceptionGraph(unittest.TestCase):
             self.assertTrue(response.success, f"{name}: {response.message}")
         self.inboxes["front", "detections"].wait_for(lambda m: True, start)  # the stream goes on
 
-    def test_z_deactivate_releases_models_and_activate_restores_them(self):
+    def test_label_info_is_stamped_with_simulation_time_once_the_clock_runs(self):
+        msg = self.label_info.wait_for(lambda m: m.header.stamp.sec >= SIM_START_S)
+        self.assertLess(msg.header.stamp.sec, SIM_START_S + 100_000, "label_info is not stamped with /clock")
+        self.assertTrue(msg.class_map)
+
+    def test_z_deactivate_keeps_models_and_activate_resumes_at_once(self):
         self.change_state(Transition.TRANSITION_DEACTIVATE)
         state = self.call(GetState, f"{NODE}/get_state", GetState.Request()).current_state.label
         self.assertEqual(state, "inactive")
-        idle = self.call(ClassifyImage, f"{NODE}/classify", ClassifyImage.Request())
-        self.assertFalse(idle.success)
-        self.assertIn("not loaded", idle.message)
-        self.change_state(Transition.TRANSITION_ACTIVATE)
+        idle = self.call(ClassifyImage, f"{NODE}/classify", ClassifyImage.Request(labels=["red", "blue"]))
+        self.assertTrue(idle.success, idle.message)  # the models stay loaded while inactive
+        inactive = self.diagnostics.wait_for(lambda m: any("inactive" in s.message for s in m.status))
+        self.assertTrue(any("models" in s.message and "not loaded" not in s.message for s in inactive.status))
+        start_diagnostics = len(self.diagnostics.messages)
         inbox = self.inboxes["front", "detections"]
         start = len(inbox.messages)
+        self.change_state(Transition.TRANSITION_ACTIVATE)
         msg = inbox.wait_for(lambda m: True, start)
         self.assertIn(key(msg.header), self.sent_headers("front"))
+
+        def first_output(m):
+            return {kv.key: kv.value for s in m.status if s.name.endswith(": pipeline") for kv in s.values
+                    }.get("first_output_after_activate_s")
+
+        timed = self.diagnostics.wait_for(first_output, start_diagnostics)
+        print(f"activate -> first output: {first_output(timed)} s")  # a measurement, not an assertion
         resumed = self.call(ClassifyImage, f"{NODE}/classify", ClassifyImage.Request(camera="rear"))
         self.assertTrue(resumed.success, resumed.message)
 

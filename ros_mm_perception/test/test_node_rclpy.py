@@ -165,11 +165,27 @@ def test_unknown_camera_is_an_answer_not_an_exception(graph):
     assert not response.success and "unknown camera" in response.message
 
 
+def test_deactivate_keeps_the_models_and_activate_resumes_with_the_same_pipeline(graph):
+    node, probe = graph
+    pipeline = node.pipeline
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.state_label == "inactive" and node.pipeline is pipeline and not node._subscriptions_made
+    response = call(probe, ClassifyImage, "/perception/classify", ClassifyImage.Request(labels=["a", "b"]))
+    assert response.success, response.message  # services still answer while inactive
+    detections = Inbox()
+    probe.create_subscription(Detection2DArray, "/detections", detections, 10)
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert node.pipeline is pipeline  # nothing was loaded again
+    publish_until(probe, detections)
+    print(f"activate -> first output: {node._stats.first_output_s:.3f} s")  # a measurement, not an assertion
+    assert node._stats.first_output_s is not None
+
+
 def test_lifecycle_cleanup_frees_models_and_services_say_so(graph):
     node, probe = graph
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
-    assert node.pipeline is None
+    assert node.pipeline is None and node.state_label == "unconfigured" and not node._publishers_made
     response = call(probe, ClassifyImage, "/perception/classify", ClassifyImage.Request(labels=["a", "b"]))
-    assert not response.success and "not loaded" in response.message
+    assert not response.success and "not loaded" in response.message and "configure" in response.message
     assert node.start()

@@ -407,3 +407,13 @@ def test_target_frame_needs_recorded_transforms(tmp_path, capsys, clip_args, two
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no transforms on /tf or /tf_static" in err[0]
     assert not (tmp_path / "o.mcap").exists()
+    from ros_mm_perception.core.imaging.image_io import write_rgb
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    write_rgb(folder / "frame.png", scenes(1)[0])
+    assert main(["bag", str(folder), "--jsonl", str(tmp_path / "f.jsonl"), "--target-frame", "base_link",
+                 *clip_args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs a rosbag2 recording" in err[0]
+    assert not (tmp_path / "f.jsonl").exists()

@@ -68,6 +68,14 @@ def test_run_time_change_is_validated_and_old_values_kept():
     assert new.score_threshold == 0.5 and new.detect_phrases == ["red mug"]
 
 
+def test_target_frame_is_a_frame_id():
+    assert PerceptionConfig(target_frame="base_link").target_frame == "base_link"
+    assert PerceptionConfig().target_frame == ""  # empty: the camera's frame
+    for bad in ("base link", " base_link"):
+        with pytest.raises(ConfigError, match="target_frame"):
+            PerceptionConfig(target_frame=bad)
+
+
 @pytest.mark.parametrize("cameras, reason", [([], "at least one"), (["front", "front"], "duplicates"),
                                              (["front/left"], "letters"), (["1cam"], "start with a letter")])
 def test_camera_names_are_checked(cameras, reason):

@@ -317,12 +317,13 @@ class PerceptionNode(LifecycleNode):
             return result
         from tf2_ros import TransformException
 
-        what = f"{frame_name(result.frame_id) or '(empty frame_id)'} -> {target}"
+        source = frame_name(result.frame_id)  # tf2 frame ids have no leading '/'
+        what = f"{source or '(empty frame_id)'} -> {target}"
         try:
-            if not result.frame_id:
+            if not source:
                 raise TransformException("the image header has no frame_id")
             stamped = self._tf_buffer.lookup_transform(
-                target, result.frame_id, Time(seconds=result.stamp.sec, nanoseconds=result.stamp.nanosec,
+                target, source, Time(seconds=result.stamp.sec, nanoseconds=result.stamp.nanosec,
                                               clock_type=self.get_clock().clock_type),
                 timeout=Duration(seconds=self.config.transform_timeout_s))
         except TransformException as err:

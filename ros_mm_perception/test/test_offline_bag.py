@@ -354,7 +354,8 @@ def tf_message(store, transforms):
 
 
 def test_target_frame_uses_the_recorded_tf_interpolated_and_never_guesses(tmp_path, capsys, clip_args):
-    """A camera 1 m up pitched 30 degrees down on a base moving along odom's x, recorded for 2 of 3 frames."""
+    """A camera 1 m up pitched 30 degrees down on a base that drives 1 m along odom's x while turning
+    90 degrees, recorded at 0 and 0.2 s only: the frame at 0.1 s is interpolated, the one at 0.3 s has none."""
     from scipy.spatial.transform import Rotation
 
     from ros_mm_perception.messages.typestore import typestore
@@ -365,40 +366,40 @@ def test_target_frame_uses_the_recorded_tf_interpolated_and_never_guesses(tmp_pa
     static = tf_message(store, [("base_link", "front_link", 0, (0.0, 0.0, 1.0), pitch.as_quat()),
                                 ("front_link", "front_optical", 0, (0.0, 0.0, 0.0), optical.as_quat())])
     period = 100_000_000
-    moving = [tf_message(store, [("odom", "base_link", START_NS + i * period, (0.5 * i, 0.0, 0.0), (0, 0, 0, 1))])
-              for i in range(2)]  # the base moves 0.5 m per frame; no transform for the third frame (+0.2 s)
+    moving = [tf_message(store, [("odom", "base_link", START_NS + 2 * i * period, (1.0 * i, 0.0, 0.0),
+                                  Rotation.from_euler("z", 90 * i, degrees=True).as_quat())]) for i in range(2)]
     bag = write_recording(tmp_path / "tf.mcap", [
-        CameraRecording("/front", scenes(3), depths=[np.full((48, 64), 1200, np.uint16)] * 3, k=K,
+        CameraRecording("/front", scenes(4), depths=[np.full((48, 64), 1200, np.uint16)] * 4, k=K,
                         frame_id="front_optical")],
         extra=[("/tf_static", static, START_NS - 1), ("/tf", moving[0], START_NS),
-               ("/tf", moving[1], START_NS + period)])
+               ("/tf", moving[1], START_NS + 2 * period)])
     out = tmp_path / "out.mcap"
     summary, err = run_json(capsys, ["bag", str(bag), "--out", str(out), "--json", "--target-frame", "odom",
                                      *clip_args])
-    assert summary["frames"] == 3
+    assert summary["frames"] == 4
     assert "odom -> base_link" in err and "no detections_3d in odom" in err and "(1 frames)" in err
     msgs = read_mcap(out)
     # 2D stays in the camera frame for every frame; 3D is in odom for the frames that have the transform
-    assert [f for _, f in stamps(msgs, "/front/detections")] == ["front_optical"] * 3
-    in_3d = stamps(msgs, "/front/detections_3d")
-    assert in_3d == [(Stamp.from_ns(START_NS + i * period), "odom") for i in range(2)]
+    assert [f for _, f in stamps(msgs, "/front/detections")] == ["front_optical"] * 4
+    assert stamps(msgs, "/front/detections_3d") == [(Stamp.from_ns(START_NS + i * period), "odom") for i in range(3)]
     flat = {m.header.stamp.nanosec: m for t, _, m, _ in msgs if t == "/front/detections"}
-    checked = 0
+    checked = set()
     for t, _, m, _ in msgs:
         if t != "/front/detections_3d":
             continue
         i = round((m.header.stamp.sec * 10**9 + m.header.stamp.nanosec - START_NS) / period)
-        expected_rotation = pitch * optical
+        base_rotation = Rotation.from_euler("z", 45 * i, degrees=True)  # 0, 45 (interpolated), 90 degrees
+        rotation = base_rotation * pitch * optical
         for d3, d2 in zip(m.detections, flat[m.header.stamp.nanosec].detections):
             p = d2.results[0].pose.pose.position  # the camera-frame position the 2D message carries
-            want = expected_rotation.apply([p.x, p.y, p.z]) + [0.5 * i, 0.0, 1.0]
+            want = rotation.apply([p.x, p.y, p.z]) + base_rotation.apply([0.0, 0.0, 1.0]) + [0.5 * i, 0.0, 0.0]
             c = d3.bbox.center
             assert np.allclose([c.position.x, c.position.y, c.position.z], want, atol=1e-6)
             q = c.orientation
-            assert np.allclose(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), expected_rotation.as_matrix())
+            assert np.allclose(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), rotation.as_matrix())
             assert d3.bbox.size.x > 0 and d3.id == d2.id
-            checked += 1
-    assert checked > 0
+            checked.add(i)
+    assert 1 in checked  # the interpolated frame had detections to check
 
 
 def test_target_frame_needs_recorded_transforms(tmp_path, capsys, clip_args, two_camera_bag):

@@ -83,6 +83,23 @@ def test_moving_base_is_interpolated_between_stamps():
     assert np.allclose(tree.lookup("odom", "base_link", S).transform.translation, [1.0, 0, 0])
 
 
+def test_samples_out_of_order_and_repeated_stamps():
+    tree = TransformTree()
+
+    def at_x(x):
+        return RigidTransform.from_xyz_quat((x, 0, 0), (0, 0, 0, 1))
+
+    for stamp, x in ((2 * S, 2.0), (0, 0.0), (S, 5.0), (S, 1.0)):  # out of order; the later 1 s sample wins
+        tree.set_transform("odom", "base_link", at_x(x), stamp)
+    assert tree.lookup("odom", "base_link", S).transform.translation[0] == pytest.approx(1.0)
+    assert tree.lookup("odom", "base_link", 3 * S // 2).transform.translation[0] == pytest.approx(1.5)
+    tree.set_transform("odom", "base_link", at_x(3.0), 3 * S)  # added after a lookup: used by the next
+    assert tree.lookup("odom", "base_link", 5 * S // 2).transform.translation[0] == pytest.approx(2.5)
+    tree.set_transform("map", "base_link", at_x(9.0), static=True)  # a new parent replaces the link
+    assert tree.lookup("map", "base_link", 123).transform.translation[0] == pytest.approx(9.0)
+    assert "'odom' is not in the transform tree" in tree.lookup("odom", "base_link", S).missing
+
+
 def test_no_extrapolation_beyond_the_tolerance():
     tree = moving_base_tree()
     near = tree.lookup("odom", "camera_link", S + tree.tolerance_ns // 2)

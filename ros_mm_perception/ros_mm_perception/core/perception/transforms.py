@@ -13,8 +13,8 @@ sizes are unchanged) into another frame; its ``frame_id`` becomes that frame.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
+from array import array
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -61,10 +61,6 @@ class RigidTransform:
         """Points (3,) or (N, 3) of the child frame in the parent frame."""
         return self.rotation.apply(np.asarray(points, dtype=np.float64)) + self.translation
 
-    @property
-    def quat_xyzw(self) -> np.ndarray:
-        return self.rotation.as_quat()
-
 
 @dataclass(frozen=True)
 class TransformLookup:
@@ -79,38 +75,50 @@ class TransformLookup:
 
 
 class _Edge:
-    """One child → parent link: static, or samples sorted by stamp."""
+    """One child → parent link: static, or samples (stamp, x, y, z, qx, qy, qz, qw) kept compactly.
+
+    Samples are appended as they come (a long recording holds many) and sorted by stamp at the next
+    lookup; of samples with equal stamps the last one added counts.
+    """
 
     def __init__(self, parent: str):
         self.parent = parent
         self.static: Optional[RigidTransform] = None
-        self.stamps: List[int] = []
-        self.samples: List[RigidTransform] = []
+        self._stamps = array("q")
+        self._values = array("d")
+        self._sorted: Optional[Tuple[np.ndarray, np.ndarray]] = None
 
     def add(self, stamp_ns: int, transform: RigidTransform) -> None:
-        i = bisect.bisect_left(self.stamps, stamp_ns)
-        if i < len(self.stamps) and self.stamps[i] == stamp_ns:
-            self.samples[i] = transform
-            return
-        self.stamps.insert(i, stamp_ns)
-        self.samples.insert(i, transform)
+        self._stamps.append(int(stamp_ns))
+        self._values.extend([*transform.translation, *transform.rotation.as_quat()])
+        self._sorted = None
+
+    def _samples(self) -> Tuple[np.ndarray, np.ndarray]:
+        if self._sorted is None:
+            stamps = np.array(self._stamps, dtype=np.int64)
+            values = np.array(self._values, dtype=np.float64).reshape(-1, 7)
+            order = np.argsort(stamps, kind="stable")
+            stamps, values = stamps[order], values[order]
+            last_of_each = np.append(stamps[1:] != stamps[:-1], True)
+            self._sorted = (stamps[last_of_each], values[last_of_each])
+        return self._sorted
 
     def at(self, stamp_ns: int, tolerance_ns: int) -> Tuple[Optional[RigidTransform], str]:
         if self.static is not None:
             return self.static, ""
-        first, last = self.stamps[0], self.stamps[-1]
+        stamps, values = self._samples()
+        first, last = int(stamps[0]), int(stamps[-1])
         if stamp_ns < first - tolerance_ns or stamp_ns > last + tolerance_ns:
             return None, f"recorded from {first / 1e9:.3f} s to {last / 1e9:.3f} s"
-        if stamp_ns <= first:
-            return self.samples[0], ""
-        if stamp_ns >= last:
-            return self.samples[-1], ""
-        i = bisect.bisect_right(self.stamps, stamp_ns)
-        t0, t1 = self.stamps[i - 1], self.stamps[i]
-        a, b = self.samples[i - 1], self.samples[i]
+        i = int(np.searchsorted(stamps, stamp_ns, side="right"))
+        if i == 0 or i == len(stamps) or stamps[i - 1] == stamp_ns:  # at or outside the ends, or on a sample
+            v = values[max(i - 1, 0)]
+            return RigidTransform.from_xyz_quat(v[:3], v[3:]), ""
+        t0, t1 = int(stamps[i - 1]), int(stamps[i])
         f = (stamp_ns - t0) / (t1 - t0)
-        rotation = Slerp([0.0, 1.0], Rotation.concatenate([a.rotation, b.rotation]))([f])[0]
-        return RigidTransform((1.0 - f) * a.translation + f * b.translation, rotation), ""
+        a, b = values[i - 1], values[i]
+        rotation = Slerp([0.0, 1.0], Rotation.from_quat(np.stack([a[3:], b[3:]])))([f])[0]
+        return RigidTransform((1.0 - f) * a[:3] + f * b[:3], rotation), ""
 
 
 class TransformTree:

@@ -88,7 +88,8 @@ def stamps(msgs, topic):
 
 def test_bag_writes_the_node_topics_with_input_headers(processed):
     summary, out = processed
-    assert set(summary) == {"frames", "detections", "skipped", "per_label", "seconds"}
+    assert set(summary) == {"frames", "detections", "skipped", "per_label", "seconds", "damaged"}
+    assert summary["damaged"] == []
     assert (summary["frames"], summary["skipped"]) == (5, 0)
 
     msgs = read_mcap(out)

@@ -96,8 +96,9 @@ def default_output(input_path: Path) -> Path:
     return Path.cwd() / f"{stem}_perception.mcap"
 
 
-def open_outputs(args, config, input_path: Path, target=None):
-    """The outputs the options ask for (MCAP, JSON Lines, COCO), each written atomically.
+def open_outputs(args, config, input_path: Path, staging, target=None):
+    """The outputs the options ask for (MCAP, JSON Lines, COCO), each a file staged in ``staging``
+    (which refuses inputs and paths used twice).
 
     ``target`` (a :class:`~ros_mm_perception.offline.bag_transforms.TargetFrame`) moves the MCAP's 3D output.
     """
@@ -105,21 +106,13 @@ def open_outputs(args, config, input_path: Path, target=None):
     from ros_mm_perception.offline.mcap_output import ResultsMcap
 
     out = args.out or (None if (args.jsonl or args.coco) else default_output(input_path))
-    for path in filter(None, (out, args.jsonl, args.coco)):
-        if Path(path).resolve() == input_path.resolve():
-            raise UserError(f"output {path} would overwrite the input")
     outputs = []
-    try:
-        if out:
-            outputs.append(ResultsMcap(out, config, args.debug_images, target=target))
-        if args.jsonl:
-            outputs.append(JsonlExport(args.jsonl))
-        if args.coco:
-            outputs.append(CocoExport(args.coco, config.detect_phrases))
-    except BaseException:
-        for output in outputs:
-            output.abort()
-        raise
+    if out:
+        outputs.append(ResultsMcap(staging.stage(out).file, config, args.debug_images, target=target))
+    if args.jsonl:
+        outputs.append(JsonlExport(staging.stage(args.jsonl, "w").file))
+    if args.coco:
+        outputs.append(CocoExport(staging.stage(args.coco, "w").file, config.detect_phrases))
     return outputs
 
 
@@ -140,6 +133,7 @@ def target_frame(source, frame: str):
 
 
 def run(args) -> int:
+    from ros_mm_perception.offline.atomic import OutputStaging
     from ros_mm_perception.offline.report import format_summary
     from ros_mm_perception.offline.runner import process_input, stderr_report
     from ros_mm_perception.offline.sources import DEFAULT_FPS, open_input
@@ -147,18 +141,20 @@ def run(args) -> int:
     config = config_from_args(args)
     set_threads(args.threads)
     input_path = Path(args.input)
-    source = open_input(input_path, fps=args.fps or DEFAULT_FPS, camera_topics=args.camera_topic,
-                        depth_topics=[] if args.no_depth else args.depth_topic,
+    source = open_input(input_path, fps=DEFAULT_FPS if args.fps is None else args.fps,
+                        camera_topics=args.camera_topic, depth_topics=[] if args.no_depth else args.depth_topic,
                         depth_tolerance_s=config.depth_tolerance_s, warn=stderr_report)
+    staging = OutputStaging(inputs=[input_path, *source.paths])
     try:
         target = target_frame(source, config.target_frame)
+        outputs = open_outputs(args, config, input_path, staging, target)
         pipeline = build_pipeline(config)
-        outputs = open_outputs(args, config, input_path, target)
     except BaseException:
+        staging.abort()
         source.close()
         raise
     try:
-        summary = process_input(source, pipeline, outputs, phrases=config.detect_phrases,
+        summary = process_input(source, pipeline, outputs, staging, phrases=config.detect_phrases,
                                 progress=False if args.no_progress else None)
     finally:
         pipeline.close()
@@ -167,7 +163,7 @@ def run(args) -> int:
         print(f"ros-mm-perception bag: no detections_3d in {target.target_frame} where a transform was missing: "
               f"{lacking}", file=sys.stderr)
     if args.json:
-        print(json.dumps(summary.as_json()))
+        print(json.dumps(summary.as_json(), allow_nan=False))
     else:
         print(format_summary(summary))
     if summary.frames == 0:

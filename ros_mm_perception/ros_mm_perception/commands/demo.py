@@ -65,11 +65,12 @@ def run(args) -> int:
     from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
     from ros_mm_perception.synthetic.scenes import all_phrases, phrase
     from ros_mm_perception.offline import demo
+    from ros_mm_perception.offline.atomic import OutputStaging
     from ros_mm_perception.offline.contact_sheet import ContactSheetOutput
     from ros_mm_perception.offline.bag_source import BagSource
     from ros_mm_perception.offline.exports import JsonlExport
     from ros_mm_perception.offline.mcap_output import ResultsMcap
-    from ros_mm_perception.offline.recording import write_recording
+    from ros_mm_perception.offline.recording import record
     from ros_mm_perception.offline.report import format_summary
     from ros_mm_perception.offline.runner import process_input, stderr_report
 
@@ -78,24 +79,33 @@ def run(args) -> int:
     size = parse_size(args.size)
     set_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the output folder {out}: {err.strerror}") from None
     config = PerceptionConfig(grounding_source="clip", detect_phrases=demo.demo_phrases(), labels=all_phrases(),
                               score_threshold=args.threshold, nms_iou=NMS_IOU, clip_model=args.clip_model,
                               device=args.device)
-    pipeline = PerceptionPipeline(config)
     scenes = demo.demo_scenes(args.frames, size, args.seed)
-    bag = write_recording(out / OUTPUT_FILES[0][0], demo.demo_recordings(scenes))
     truth = demo.GroundTruthCheck(scenes)
-    outputs = [ResultsMcap(out / OUTPUT_FILES[1][0], config, debug_images=True),
-               JsonlExport(out / OUTPUT_FILES[2][0]), ContactSheetOutput(out / OUTPUT_FILES[3][0]), truth]
-    try:
-        summary = process_input(BagSource(bag, warn=stderr_report), pipeline, outputs,
-                                phrases=config.detect_phrases, progress=False if args.no_progress else None)
-    finally:
-        pipeline.close()
+    with OutputStaging() as staging:
+        bag, mcap, jsonl, sheet = (staging.stage(out / name, "w" if name.endswith(".jsonl") else "wb",
+                                                 keep_suffix=name.endswith(".mcap"))
+                                   for name, _ in OUTPUT_FILES)
+        record(bag.file, demo.demo_recordings(scenes))
+        bag.finish()  # read back below, committed with the outputs
+        outputs = [ResultsMcap(mcap.file, config, debug_images=True), JsonlExport(jsonl.file),
+                   ContactSheetOutput(sheet.file), truth]
+        pipeline = PerceptionPipeline(config)
+        try:
+            summary = process_input(BagSource(bag.tmp_path, warn=stderr_report), pipeline, outputs, staging,
+                                    phrases=config.detect_phrases, progress=False if args.no_progress else None)
+        finally:
+            pipeline.close()
     if args.json:
         print(json.dumps({**summary.as_json(), "ground_truth_recall": truth.recall,
-                          "ground_truth_precision": truth.precision, "output_dir": str(out.resolve())}))
+                          "ground_truth_precision": truth.precision, "output_dir": str(out.resolve())},
+                         allow_nan=False))
         return 0
     model = args.clip_model or "embedded CLIP"
     print(f"demo: {len(scenes)} cameras x {args.frames} frames of rendered scenes, {model}, CLIP-only grounding")

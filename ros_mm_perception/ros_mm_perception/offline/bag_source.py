@@ -15,10 +15,17 @@ Which topics are used (:func:`plan_cameras`):
 Outputs of a camera go under its namespace: the image topic without ``/compressed`` and without its
 last name (``/front/color/image_raw`` → ``/front/color``). Message types come from the bag's own
 schemas; bags without any (sqlite3 bags recorded before Iron) use the standard ROS 2 definitions.
+
+Damaged recordings (:mod:`.storage_reading`): every message that can be read is used. A recording
+cut off before its summary, a damaged MCAP chunk or sqlite3 page loses only what was in it; each
+problem is one line through ``warn`` and in :attr:`BagSource.damaged`, and image messages known to
+be lost (from the summary's counts or the chunks' message indexes) are counted in
+:attr:`BagSource.lost`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
@@ -32,6 +39,7 @@ from ros_mm_perception.messages.convert import stamp_of
 from ros_mm_perception.messages.frames import intrinsics_of, rgb_of
 from ros_mm_perception.offline.pairing import NearestStampPairer
 from ros_mm_perception.offline.input_frame import InputFrame, camera_name
+from ros_mm_perception.offline import storage_reading
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
@@ -154,28 +162,82 @@ class BagSource:
 
     def __init__(self, path, camera_topics: Sequence[str] = (), depth_topics: Optional[Sequence[str]] = None,
                  depth_tolerance_s: Optional[float] = None, warn: Callable[[str], None] = lambda _m: None):
+        self.path = Path(path)
+        self.warn = warn
+        self.aux_skipped = 0
+        self.lost = 0
+        """Image messages known to be in the recording that could not be read (damage)."""
+        self.damage = storage_reading.Damage(warn)
+        self.reader = None
+        self._open()
+        try:
+            self.cameras = plan_cameras(self.msgtypes, camera_topics, depth_topics)
+        except BaseException:
+            self.close()
+            raise
+        self.total = sum(self.counts.get(c.image_topic, 0) for c in self.cameras)
+        if depth_tolerance_s is None:
+            depth_tolerance_s = PerceptionConfig().depth_tolerance_s
+        self.tolerance_ns = int(round(depth_tolerance_s * 1e9))
+
+    @property
+    def damaged(self) -> List[str]:
+        """One line per damaged part of the recording (empty for an intact one)."""
+        return self.damage.notes
+
+    @property
+    def paths(self) -> List[Path]:
+        """The files the recording is read from (no output may be written to them)."""
+        return [p.resolve() for _kind, p in self.storages]
+
+    def _open(self) -> None:
+        """Open with rosbags (metadata, types); a recording it cannot open is read file by file."""
         from rosbags.highlevel import AnyReader
 
         from ros_mm_perception.messages.typestore import typestore
 
-        self.path = Path(path)
-        self.warn = warn
-        self.aux_skipped = 0
-        self.reader = AnyReader([self.path], default_typestore=typestore())
         try:
-            self.reader.open()
+            reader = AnyReader([self.path], default_typestore=typestore())
+            reader.open()
         except Exception as err:  # rosbags raises several unrelated types for unreadable files
-            raise UserError(f"cannot read bag {self.path}: {err}") from err
+            self._open_damaged(err)
+            return
+        self.reader = reader
+        infos = reader.topics
+        self.msgtypes = {t: i.msgtype for t, i in infos.items()}
+        self.counts = {t: i.msgcount for t, i in infos.items()}
+        self.storages = _storage_files(reader)
+        self.deserialize = reader.deserialize
+
+    def _open_damaged(self, err: Exception) -> None:
+        reason = one_line(err)
         try:
-            infos = self.reader.topics
-            self.cameras = plan_cameras({t: i.msgtype for t, i in infos.items()}, camera_topics, depth_topics)
-        except BaseException:
-            self.reader.close()
-            raise
-        self.total = sum(infos[c.image_topic].msgcount for c in self.cameras)
-        if depth_tolerance_s is None:
-            depth_tolerance_s = PerceptionConfig().depth_tolerance_s
-        self.tolerance_ns = int(round(depth_tolerance_s * 1e9))
+            self.storages = _storage_files_of(self.path)
+        except Exception as exc:  # unreadable or garbled metadata.yaml
+            raise UserError(f"cannot read bag {self.path}: {reason}") from exc
+        if not self.storages or any(kind is None for kind, _ in self.storages):
+            raise UserError(f"cannot read bag {self.path}: {reason}") from err
+        self.msgtypes, self.counts, schemas, notes = {}, {}, {}, []
+        for kind, path in self.storages:
+            try:
+                if kind == "mcap":
+                    topics, seen = storage_reading.mcap_topics(path)
+                    notes += seen
+                    for topic, info in topics.items():
+                        self.msgtypes[topic] = info.msgtype
+                        self.counts[topic] = self.counts.get(topic, 0) + info.count
+                        if info.schema_encoding == "ros2msg" and info.schema:
+                            schemas[info.msgtype] = info.schema
+                else:
+                    self.msgtypes.update(storage_reading.db3_topics(path))
+            except Exception as exc:  # sqlite3 and mcap errors alike: nothing readable
+                raise UserError(f"cannot read bag {self.path}: {reason}") from exc
+        if not self.msgtypes:
+            raise UserError(f"cannot read bag {self.path}: no message in it can be read "
+                            f"({(notes or [reason])[0]})")
+        self.deserialize = _typestore_of(self.path, schemas).deserialize_cdr
+        for note in notes or [f"{self.path}: damaged ({reason}); reading every message that can be read"]:
+            self.damage.note(note)
 
     def __len__(self) -> int:
         return self.total
@@ -187,7 +249,7 @@ class BagSource:
         return read_transform_tree(self.reader, self.path, self.warn)
 
     def close(self) -> None:
-        if self.reader.stack:
+        if self.reader is not None and self.reader.stack:
             self.reader.close()
 
     def __iter__(self) -> Iterator[InputFrame]:
@@ -199,14 +261,15 @@ class BagSource:
                 roles.setdefault(state.plan.depth_topic, []).append(("depth", state))
             if state.plan.info_topic:
                 roles.setdefault(state.plan.info_topic, []).append(("info", state))
-        connections = [c for c in self.reader.connections if c.topic in roles]
         self._index = 0
-        for connection, log_time, raw in self._messages(connections):
-            kinds = roles[connection.topic]
+        read: Counter = Counter()
+        for topic, msgtype, log_time, raw in self._messages(set(roles)):
+            kinds = roles[topic]
+            read[topic] += 1
             try:
-                msg = self.reader.deserialize(raw, connection.msgtype)
+                msg = self.deserialize(raw, msgtype)
             except Exception as err:  # corrupt CDR raises assorted errors; skip, never crash
-                yield from self._bad_message(connection.topic, kinds, log_time, f"undecodable message: {err}")
+                yield from self._bad_message(topic, kinds, log_time, f"undecodable message: {one_line(err)}")
                 continue
             for kind, state in kinds:
                 if kind == "image":
@@ -218,13 +281,35 @@ class BagSource:
         for state in states:
             for pending, depth in state.pairer.flush():
                 yield self._frame(state, pending, depth)
+        self._count_lost(roles, read)
 
-    def _messages(self, connections):
-        """The raw messages in recording order; a damaged file (bad chunk, truncation) is a :class:`UserError`."""
-        try:
-            yield from self.reader.messages(connections=connections)
-        except Exception as err:
-            raise UserError(f"bag {self.path} is damaged after {self._index} images: {err}") from err
+    def _messages(self, topics):
+        """(topic, type, log time, raw CDR) of ``topics`` in recording order, past any damage."""
+        for kind, path in self.storages:
+            if kind == "mcap":
+                yield from storage_reading.mcap_messages(path, self.damage, topics)
+            elif kind == "sqlite3":
+                yield from storage_reading.db3_messages(path, self.damage, topics)
+            else:  # a storage rosbags reads but the damage-tolerant readers do not (compressed files)
+                connections = [c for c in self.reader.connections if c.topic in topics]
+                for connection, log_time, raw in self.reader.messages(connections=connections):
+                    yield connection.topic, connection.msgtype, log_time, raw
+                return
+
+    def _count_lost(self, roles, read: Counter) -> None:
+        """Count the messages the damage took: the recording's own counts where it has them, else the
+        damaged chunks' message indexes."""
+        for topic, kinds in roles.items():
+            lost = max(self.counts.get(topic, 0) - read[topic], 0) if self.reader else 0
+            lost = max(lost, self.damage.lost.get(topic, 0))
+            if not lost:
+                continue
+            if any(kind == "image" for kind, _ in kinds):
+                self.lost += lost
+            else:
+                self.aux_skipped += lost
+            if not self.damage.notes:
+                self.damage.note(f"{topic}: {lost} of its {self.counts.get(topic)} recorded messages are missing")
 
     def _bad_message(self, topic, kinds, log_time, reason) -> Iterator[InputFrame]:
         images = [state for kind, state in kinds if kind == "image"]
@@ -297,3 +382,53 @@ class BagSource:
         if key not in state.warned:
             state.warned.add(key)
             self.warn(message)
+
+
+def one_line(err: Exception, limit: int = 200) -> str:
+    """A library error message as one short line."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _storage_files(reader) -> List[tuple]:
+    """(kind, path) of the storage files an open AnyReader reads; kind None for ones rosbags must read."""
+    from rosbags.rosbag2.storage_mcap import McapReader
+    from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
+
+    files = []
+    for bag in reader.readers:
+        storage = bag.storage
+        for part in getattr(storage, "storages", [storage]):
+            kind = "mcap" if isinstance(part, McapReader) else "sqlite3" if isinstance(part, Sqlite3Reader) else None
+            files.append((kind, Path(part.path)))
+    if getattr(reader.readers[0].storage, "metadata", None) and reader.readers[0].storage.metadata.compression_mode:
+        return [(None, p) for _kind, p in files]  # compressed files are read through rosbags
+    return files
+
+
+def _storage_files_of(path: Path) -> List[tuple]:
+    """(kind, path) of a recording's storage files, found without rosbags (which could not open it)."""
+    if path.is_file():
+        return [(storage_reading.storage_kind(path), path)]
+    import yaml
+
+    info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    if (info.get("compression_mode") or "none").lower() != "none":
+        return [(None, path)]
+    files = [path / Path(str(name)).name for name in info["relative_file_paths"]]
+    return [(storage_reading.storage_kind(f) if f.is_file() else None, f) for f in files]
+
+
+def _typestore_of(path: Path, schemas: Dict[str, str]):
+    """The standard ROS 2 types plus the recording's own ``ros2msg`` schemas."""
+    from rosbags.typesys import get_types_from_msg
+
+    from ros_mm_perception.messages.typestore import typestore
+
+    store = typestore()
+    for msgtype, text in schemas.items():
+        try:
+            store.register(get_types_from_msg(text, msgtype))
+        except Exception as err:
+            raise UserError(f"bag {path}: the schema of {msgtype} is garbled ({one_line(err)})") from None
+    return store

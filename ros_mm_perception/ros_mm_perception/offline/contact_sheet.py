@@ -1,4 +1,4 @@
-"""The demo's contact sheet: a PNG of annotated frames, one row per camera, written atomically."""
+"""The demo's contact sheet: a PNG of annotated frames, one row per camera."""
 
 from __future__ import annotations
 
@@ -6,18 +6,17 @@ import numpy as np
 
 from ros_mm_perception.core.imaging.drawing import annotate, contact_sheet
 from ros_mm_perception.core.results import FrameResult
-from ros_mm_perception.offline.atomic import AtomicFile
 
 
 class ContactSheetOutput:
     """An offline output that writes a PNG contact sheet: one row per camera of annotated frames.
 
-    Every frame is kept as a small annotated tile; at :meth:`commit` ``per_camera`` of them, evenly
-    spread over the run, are laid out per camera and the PNG is written atomically.
+    Every frame is kept as a small annotated tile; at :meth:`finish` ``per_camera`` of them, evenly
+    spread over the run, are laid out per camera and the PNG is written to ``stream`` by :meth:`finish`.
     """
 
-    def __init__(self, path, per_camera: int = 4, tile_width: int = 320):
-        self.out = AtomicFile(path)
+    def __init__(self, stream, per_camera: int = 4, tile_width: int = 320):
+        self.stream = stream
         self.per_camera = per_camera
         self.tile_width = tile_width
         self.tiles = {}
@@ -34,7 +33,7 @@ class ContactSheetOutput:
                   f"{len(result.detections)} detections"
         self.tiles.setdefault(item.namespace, []).append((annotate(small, shrunk), caption))
 
-    def commit(self):
+    def finish(self) -> None:
         import cv2
 
         tiles, captions = [], []
@@ -48,11 +47,7 @@ class ContactSheetOutput:
             raise ValueError("no frame was processed, so there is no contact sheet")
         sheet = contact_sheet(tiles, captions, columns=self.per_camera, tile_width=self.tile_width)
         ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-        self.out.file.write(png.tobytes())
-        return self.out.commit()
-
-    def abort(self) -> None:
-        self.out.abort()
+        self.stream.write(png.tobytes())
 
 
 def _scaled(det, scale: float):

@@ -107,8 +107,5 @@ class GroundTruthCheck:
     def precision(self) -> Optional[float]:
         return self.correct / self.detections if self.detections else None
 
-    def commit(self) -> None:
+    def finish(self) -> None:
         """Nothing to write."""
-
-    def abort(self) -> None:
-        """Nothing to remove."""

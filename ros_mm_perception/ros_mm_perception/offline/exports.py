@@ -1,17 +1,24 @@
 """Dataset exports of offline results: JSON Lines (one line per frame) and COCO detection files.
 
-Both are written atomically (:class:`~.atomic.AtomicFile`): the final file appears only when the
-whole input was processed. Boxes are in pixels of the original image.
+Both write to a stream, in offline runs a staged file of :class:`~.atomic.OutputStaging` (the file
+appears only when the whole input was processed). Boxes are in pixels of the original image; a 3D
+value that is not finite is ``null``, and no NaN or Infinity is ever written.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Sequence
+import math
+from typing import Dict, List, Optional, Sequence
 
 from ros_mm_perception.core.results import Detection, FrameResult
-from ros_mm_perception.offline.atomic import AtomicFile
 from ros_mm_perception.offline.input_frame import InputFrame
+
+
+def finite_list(values) -> Optional[List[float]]:
+    """``values`` as floats, or None if any is NaN or infinite."""
+    out = [float(v) for v in values]
+    return out if all(math.isfinite(v) for v in out) else None
 
 
 def detection_record(det: Detection) -> Dict:
@@ -19,9 +26,9 @@ def detection_record(det: Detection) -> Dict:
     record = {"label": det.phrase, "score": float(det.score), "box": [float(v) for v in det.box],
               "track_id": det.track_id}
     if det.xyz is not None:
-        record["xyz"] = [float(v) for v in det.xyz]
+        record["xyz"] = finite_list(det.xyz)
     if det.size_xyz is not None:
-        record["size_xyz"] = [float(v) for v in det.size_xyz]
+        record["size_xyz"] = finite_list(det.size_xyz)
     return record
 
 
@@ -43,17 +50,14 @@ def frame_record(item: InputFrame, result: FrameResult) -> Dict:
 class JsonlExport:
     """Writes one JSON object per processed frame, one per line, in processing order."""
 
-    def __init__(self, path):
-        self.out = AtomicFile(path, "w")
+    def __init__(self, stream):
+        self.stream = stream
 
     def add(self, item: InputFrame, result: FrameResult) -> None:
-        self.out.file.write(json.dumps(frame_record(item, result)) + "\n")
+        self.stream.write(json.dumps(frame_record(item, result), allow_nan=False) + "\n")
 
-    def commit(self):
-        return self.out.commit()
-
-    def abort(self) -> None:
-        self.out.abort()
+    def finish(self) -> None:
+        """Nothing left to write."""
 
 
 class CocoExport:
@@ -64,8 +68,8 @@ class CocoExport:
     ``file_name`` is the frame's name (a file of an image folder, ``/topic#n`` in a bag, ``video#n``).
     """
 
-    def __init__(self, path, phrases: Sequence[str]):
-        self.out = AtomicFile(path, "w")
+    def __init__(self, stream, phrases: Sequence[str]):
+        self.stream = stream
         self.categories: Dict[str, int] = {p: i + 1 for i, p in enumerate(phrases)}
         self.images: List[Dict] = []
         self.annotations: List[Dict] = []
@@ -83,11 +87,9 @@ class CocoExport:
                 "score": float(det.score), "track_id": det.track_id,
             })
 
-    def commit(self):
+    def finish(self) -> None:
+        """Write the data set."""
         categories = [{"id": i, "name": p, "supercategory": "object"} for p, i in self.categories.items()]
-        json.dump({"info": {"description": "ros_mm_perception offline detections"}, "images": self.images,
-                   "annotations": self.annotations, "categories": categories}, self.out.file)
-        return self.out.commit()
-
-    def abort(self) -> None:
-        self.out.abort()
+        self.stream.write(json.dumps({"info": {"description": "ros_mm_perception offline detections"},
+                                      "images": self.images, "annotations": self.annotations,
+                                      "categories": categories}, allow_nan=False))

@@ -3,29 +3,29 @@
 The file uses the ``ros2`` profile: one ``ros2msg`` schema per message type (the layout rosbag2
 writes, from :func:`~ros_mm_perception.messages.typestore.schema_text`) and ``cdr`` channels, one
 per topic; messages are rosbags message objects serialized with the type store. It is written to a
-temporary file and renamed on :meth:`RosMcapFile.commit` (:mod:`.atomic`).
+stream, in offline runs a staged file of :class:`~.atomic.OutputStaging`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Dict
 
 from ros_mm_perception import __version__
 from ros_mm_perception.messages.typestore import schema_text
-from ros_mm_perception.offline.atomic import AtomicFile
+
+CHUNK_SIZE = 1024 * 1024
+"""Bytes of messages per compressed MCAP chunk (the unit a damaged file loses)."""
 
 
 class RosMcapFile:
-    """Append ROS 2 messages (objects of ``store``'s classes) to an MCAP file, topic by topic."""
+    """Append ROS 2 messages (objects of ``store``'s classes) to an MCAP stream, topic by topic."""
 
-    def __init__(self, path, store):
+    def __init__(self, stream, store, chunk_size: int = CHUNK_SIZE):
         from mcap.writer import CompressionType, Writer
 
         self.store = store
-        self.out = AtomicFile(path)
-        self.writer = Writer(self.out.file, compression=CompressionType.ZSTD)
+        self.writer = Writer(stream, chunk_size=chunk_size, compression=CompressionType.ZSTD)
         self.writer.start(profile="ros2", library=f"ros_mm_perception {__version__}")
         self.schemas: Dict[str, int] = {}
         self.channels: Dict[str, int] = {}
@@ -45,13 +45,9 @@ class RosMcapFile:
                                 sequence=self.counts[topic], data=bytes(data))
         self.counts[topic] += 1
 
-    def commit(self) -> Path:
-        """Write the summary section and rename the file into place."""
+    def finish(self) -> None:
+        """Write the summary section (the stream stays open)."""
         self.writer.finish()
-        return self.out.commit()
-
-    def abort(self) -> None:
-        self.out.abort()
 
 
 class ResultsMcap:
@@ -67,12 +63,12 @@ class ResultsMcap:
     message carries its input image's header; its log time is the input's recording time.
     """
 
-    def __init__(self, path, config, debug_images: bool = False, distro: str = "jazzy", target=None):
+    def __init__(self, stream, config, debug_images: bool = False, distro: str = "jazzy", target=None):
         from ros_mm_perception.messages.typestore import rosbags_types, typestore
 
         store = typestore(distro)
         self.types = rosbags_types(store)
-        self.file = RosMcapFile(path, store)
+        self.file = RosMcapFile(stream, store)
         self.phrases = list(dict.fromkeys([*config.detect_phrases, *config.labels]))
         self.threshold = config.score_threshold
         self.debug_images = debug_images
@@ -102,8 +98,5 @@ class ResultsMcap:
                                    header=convert.result_header(types, result), msg_factory=types.Image)
             self.file.write(f"{ns}/debug_image", debug, t)
 
-    def commit(self) -> Path:
-        return self.file.commit()
-
-    def abort(self) -> None:
-        self.file.abort()
+    def finish(self) -> None:
+        self.file.finish()

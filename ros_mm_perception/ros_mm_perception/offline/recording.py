@@ -19,6 +19,7 @@ from ros_mm_perception.core.imaging.image_codec import numpy_to_image, rgb_to_co
 from ros_mm_perception.core.results import Stamp
 from ros_mm_perception.messages.convert import byte_array, header
 from ros_mm_perception.messages.typestore import rosbags_types, typestore
+from ros_mm_perception.offline.atomic import OutputStaging
 from ros_mm_perception.offline.mcap_output import RosMcapFile
 
 START_NS = 1_700_000_000_000_000_000
@@ -54,7 +55,16 @@ def camera_info(store, types, msg_header, k: Sequence[float], width: int, height
 
 def write_recording(path, cameras: Sequence[CameraRecording], start_ns: int = START_NS,
                     extra: Sequence[Tuple[str, Any, int]] = ()) -> Path:
-    """Write ``cameras`` to the MCAP file ``path``, in recording order.
+    """Write ``cameras`` (and ``extra``) to the MCAP file ``path`` atomically; see :func:`record`."""
+    with OutputStaging() as staging:
+        record(staging.stage(path).file, cameras, start_ns, extra)
+        staging.commit()
+    return Path(path)
+
+
+def record(stream, cameras: Sequence[CameraRecording], start_ns: int = START_NS,
+           extra: Sequence[Tuple[str, Any, int]] = ()) -> None:
+    """Write ``cameras`` as MCAP to the binary ``stream``, in recording order.
 
     Frame i has the stamp ``start_ns + i * period_ns``; camera_info, image and depth are recorded
     1, 5 and 8 ms after it. ``extra`` holds more ``(topic, message, log time in ns)`` to record
@@ -62,31 +72,27 @@ def write_recording(path, cameras: Sequence[CameraRecording], start_ns: int = ST
     """
     store = typestore()
     types = rosbags_types(store)
-    out = RosMcapFile(path, store)
-    try:
-        for i in range(max(len(cam.images) for cam in cameras)):
-            for cam in (c for c in cameras if i < len(c.images)):
-                image = cam.images[i]
-                stamp_ns = start_ns + i * cam.period_ns
-                msg_header = header(types, cam.frame_id, Stamp.from_ns(stamp_ns))
-                height, width = image.shape[:2]
-                if cam.k is not None:
-                    out.write(f"{cam.namespace}/camera_info",
-                              camera_info(store, types, msg_header, cam.k, width, height), stamp_ns + 1_000_000)
-                if cam.compressed:
-                    fmt, data = rgb_to_compressed(image, "jpeg")
-                    msg = types.CompressedImage(header=msg_header, format=fmt,
-                                                data=byte_array(types, data, "CompressedImage"))
-                else:
-                    msg = numpy_to_image(image, "rgb8", header=msg_header, msg_factory=types.Image, data_as="numpy")
-                out.write(cam.image_topic(), msg, stamp_ns + 5_000_000)
-                if cam.depths is not None:
-                    depth = numpy_to_image(cam.depths[i], "16UC1", header=msg_header, msg_factory=types.Image,
-                                           data_as="numpy")
-                    out.write(f"{cam.namespace}/depth/image_raw", depth, stamp_ns + 8_000_000)
-        for topic, msg, log_time_ns in extra:
-            out.write(topic, msg, log_time_ns)
-        return out.commit()
-    except BaseException:
-        out.abort()
-        raise
+    out = RosMcapFile(stream, store)
+    for i in range(max(len(cam.images) for cam in cameras)):
+        for cam in (c for c in cameras if i < len(c.images)):
+            image = cam.images[i]
+            stamp_ns = start_ns + i * cam.period_ns
+            msg_header = header(types, cam.frame_id, Stamp.from_ns(stamp_ns))
+            height, width = image.shape[:2]
+            if cam.k is not None:
+                out.write(f"{cam.namespace}/camera_info",
+                          camera_info(store, types, msg_header, cam.k, width, height), stamp_ns + 1_000_000)
+            if cam.compressed:
+                fmt, data = rgb_to_compressed(image, "jpeg")
+                msg = types.CompressedImage(header=msg_header, format=fmt,
+                                            data=byte_array(types, data, "CompressedImage"))
+            else:
+                msg = numpy_to_image(image, "rgb8", header=msg_header, msg_factory=types.Image, data_as="numpy")
+            out.write(cam.image_topic(), msg, stamp_ns + 5_000_000)
+            if cam.depths is not None:
+                depth = numpy_to_image(cam.depths[i], "16UC1", header=msg_header, msg_factory=types.Image,
+                                       data_as="numpy")
+                out.write(f"{cam.namespace}/depth/image_raw", depth, stamp_ns + 8_000_000)
+    for topic, msg, log_time_ns in extra:
+        out.write(topic, msg, log_time_ns)
+    out.finish()

@@ -1,9 +1,9 @@
 """Run the perception pipeline over every frame of an input and feed the results to outputs.
 
 Nothing is dropped offline: each readable input image is processed (``pipeline.process``) and
-handed to every output; an unreadable one is reported, counted in ``skipped`` and left out. Outputs
-are committed only after the last frame; any exception or Ctrl-C aborts them all, so no output
-file appears for an interrupted run.
+handed to every output; an unreadable one is reported, counted in ``skipped`` and left out. The
+outputs write to files staged in one :class:`~.atomic.OutputStaging`, committed all together after
+the last frame; any exception, Ctrl-C or a run without any processable frame commits none of them.
 """
 
 from __future__ import annotations
@@ -17,18 +17,16 @@ from typing import Callable, Dict, List, Optional, Protocol, Sequence, Set, Tupl
 
 from ros_mm_perception.core.errors import ImageFormatError
 from ros_mm_perception.core.results import FrameResult
+from ros_mm_perception.offline.atomic import OutputStaging
 from ros_mm_perception.offline.input_frame import InputFrame
 
 
 class Output(Protocol):
-    """Where results go: ``add`` per processed frame, then ``commit`` (returns the file written, if any)
-    or ``abort``."""
+    """Where results go: ``add`` per processed frame, then ``finish`` (write what is left to its stream)."""
 
     def add(self, item: InputFrame, result: FrameResult) -> None: ...
 
-    def commit(self) -> Optional[Path]: ...
-
-    def abort(self) -> None: ...
+    def finish(self) -> None: ...
 
 
 @dataclass
@@ -44,6 +42,8 @@ class Summary:
     tracks: Dict[str, Set[Tuple[str, int]]] = field(default_factory=dict)
     aux_skipped: int = 0
     """Depth or camera_info messages that could not be used (their images were still processed)."""
+    damaged: List[str] = field(default_factory=list)
+    """What was damaged in the input (a cut-off file, a damaged chunk or page), one line each."""
     outputs: List[Path] = field(default_factory=list)
 
     def add(self, result: FrameResult) -> None:
@@ -57,7 +57,7 @@ class Summary:
 
     def as_json(self) -> Dict:
         return {"frames": self.frames, "detections": self.detections, "skipped": self.skipped,
-                "per_label": dict(self.per_label), "seconds": round(self.seconds, 3)}
+                "per_label": dict(self.per_label), "seconds": round(self.seconds, 3), "damaged": list(self.damaged)}
 
     def rows(self) -> List[Tuple[str, int, int, float]]:
         """(phrase, detections, distinct tracks, mean score) per phrase, most detected first."""
@@ -71,12 +71,15 @@ def stderr_report(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def process_input(source, pipeline, outputs: Sequence[Output], *, phrases: Sequence[str] = (),
-                  progress: Optional[bool] = None, report: Callable[[str], None] = stderr_report) -> Summary:
+def process_input(source, pipeline, outputs: Sequence[Output], staging: OutputStaging, *,
+                  phrases: Sequence[str] = (), progress: Optional[bool] = None,
+                  report: Callable[[str], None] = stderr_report) -> Summary:
     """Process every frame of ``source`` with ``pipeline`` into ``outputs``; return the summary.
 
-    ``phrases`` start ``per_label`` at zero so absent phrases show up. ``progress=None`` shows the bar
-    only when stderr is a terminal. The source is closed at the end.
+    ``outputs`` write to files of ``staging``: committed when at least one frame was processed
+    (``summary.outputs`` lists them), aborted otherwise and on any exception. ``phrases`` start
+    ``per_label`` at zero so absent phrases show up. ``progress=None`` shows the bar only when
+    stderr is a terminal. The source is closed at the end.
     """
     from tqdm import tqdm
 
@@ -102,12 +105,18 @@ def process_input(source, pipeline, outputs: Sequence[Output], *, phrases: Seque
                 output.add(item, result)
         bar.close()
         summary.aux_skipped = getattr(source, "aux_skipped", 0)
+        summary.skipped += getattr(source, "lost", 0)
+        summary.damaged = list(getattr(source, "damaged", ()))
         summary.seconds = time.perf_counter() - start
-        summary.outputs = [path for path in (output.commit() for output in outputs) if path is not None]
+        if summary.frames:
+            for output in outputs:
+                output.finish()
+            summary.outputs = staging.commit()
+        else:
+            staging.abort()
     except BaseException:
         bar.close()
-        for output in outputs:
-            output.abort()
+        staging.abort()
         raise
     finally:
         source.close()

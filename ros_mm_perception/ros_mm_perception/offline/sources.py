@@ -5,8 +5,9 @@ rosbag2 inputs live in :mod:`.bag_source`; what every source yields is in :mod:`
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List
 
 from ros_mm_perception.core.errors import UserError
 from ros_mm_perception.core.results import Frame, Stamp
@@ -18,6 +19,19 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 BAG_SUFFIXES = (".mcap", ".db3")
 DEFAULT_FPS = 10.0
 """Frame rate that stamps the frames of an image folder (frame i has stamp i / fps)."""
+MAX_STAMP_S = 2**31 - 1
+"""The largest stamp a message header holds (``builtin_interfaces/Time.sec`` is an int32)."""
+
+
+def frame_period_ns(fps: float, frames: int, what: str = "--fps") -> int:
+    """Nanoseconds between frames at ``fps``; a :class:`UserError` if ``fps`` is not a positive number
+    or the last of ``frames`` stamps would not fit a message header."""
+    if not (math.isfinite(fps) and fps > 0):
+        raise UserError(f"{what} must be a positive number of frames per second, got {fps}")
+    if max(frames - 1, 0) / fps > MAX_STAMP_S:
+        raise UserError(f"{what} {fps} is too small: the stamp of frame {frames - 1} would pass "
+                        f"{MAX_STAMP_S} s, the largest a message header holds")
+    return int(round(1e9 / fps))
 
 
 class FolderSource:
@@ -28,10 +42,10 @@ class FolderSource:
         self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self.files:
             raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}")
-        if fps <= 0:
-            raise UserError(f"--fps must be positive, got {fps}")
-        self.period_ns = int(round(1e9 / fps))
+        self.period_ns = frame_period_ns(fps, len(self.files))
         self.namespace = namespace
+        self.paths: List[Path] = list(self.files)
+        """The files the source reads."""
 
     def __len__(self) -> int:
         return len(self.files)
@@ -56,7 +70,11 @@ class FolderSource:
 
 
 class VideoSource:
-    """The frames of a video file (OpenCV); frame i is stamped i / (the video's frame rate)."""
+    """The frames of a video file (OpenCV); frame i is stamped i / (the video's frame rate).
+
+    A frame that does not decode (a damaged or cut-off file) is yielded as an error and reading goes
+    on with the next one, up to the frame count the container declares.
+    """
 
     def __init__(self, path, namespace: str = DEFAULT_NAMESPACE):
         import cv2
@@ -67,8 +85,10 @@ class VideoSource:
             raise UserError(f"cannot open video {self.path}: not a video OpenCV can read")
         self.frame_count = max(int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
         fps = self.capture.get(cv2.CAP_PROP_FPS)
-        self.period_ns = int(round(1e9 / (fps if fps > 0 else DEFAULT_FPS)))
+        self.period_ns = frame_period_ns(fps if math.isfinite(fps) and fps > 0 else DEFAULT_FPS,
+                                         self.frame_count, f"the frame rate of {self.path}")
         self.namespace = namespace
+        self.paths: List[Path] = [self.path]
 
     def __len__(self) -> int:
         """The frame count the container declares (some formats only estimate it)."""
@@ -78,14 +98,19 @@ class VideoSource:
         import cv2
 
         index = 0
+        name = camera_name(self.namespace)
         while True:
             ok, bgr = self.capture.read()
-            if not ok:
+            if not ok and index >= self.frame_count:
                 return
             stamp = Stamp.from_ns(index * self.period_ns)
-            name = camera_name(self.namespace)
-            frame = Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), camera=name, frame_id=name, stamp=stamp)
-            yield InputFrame(index, f"{self.path.name}#{index}", self.namespace, stamp.to_ns(), frame=frame)
+            item = InputFrame(index, f"{self.path.name}#{index}", self.namespace, stamp.to_ns())
+            if ok:
+                item.frame = Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), camera=name, frame_id=name, stamp=stamp)
+            else:
+                item.error = "unreadable video frame (damaged or cut-off file)"
+                self.capture.set(cv2.CAP_PROP_POS_FRAMES, index + 1)
+            yield item
             index += 1
 
     def close(self) -> None:

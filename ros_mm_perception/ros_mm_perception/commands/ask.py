@@ -49,5 +49,5 @@ def run(args) -> int:
     question = check_prompt(args.question, "question")
     image = read_rgb(args.image)
     answer = load_engine(args).answer(image, question)
-    print(json.dumps({"answer": answer}) if args.json else answer)
+    print(json.dumps({"answer": answer}, allow_nan=False) if args.json else answer)
     return 0

@@ -21,5 +21,5 @@ def run(args) -> int:
 
     image = read_rgb(args.image)
     caption = load_engine(args).caption(image)
-    print(json.dumps({"caption": caption}) if args.json else caption)
+    print(json.dumps({"caption": caption}, allow_nan=False) if args.json else caption)
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from ros_mm_perception.core.errors import UserError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("classify", help="zero-shot label an image with CLIP",
@@ -36,11 +38,13 @@ def run(args) -> int:
     from ros_mm_perception.core.perception.labeler import ClipLabeler
 
     phrases = check_phrases(split_phrases(args.labels), "--labels")
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k must be at least 1 (leave it out for all labels), got {args.top_k}")
     image = read_rgb(args.image)
     labeler = ClipLabeler(load_clip(args.model, args.pretrained, args.device, args.precision), phrases)
     labels = labeler.label(image, top_k=args.top_k or len(phrases))
     if args.json:
-        print(json.dumps({"labels": [{"label": lb.phrase, "score": lb.score} for lb in labels]}))
+        print(json.dumps({"labels": [{"label": lb.phrase, "score": lb.score} for lb in labels]}, allow_nan=False))
     else:
         width = max(len(lb.phrase) for lb in labels)
         for lb in labels:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from ros_mm_perception.core.errors import UserError
 
@@ -44,6 +45,8 @@ def parse_intrinsics(text: str):
     if len(values) != 4:
         raise UserError(f"--intrinsics must be four numbers fx,fy,cx,cy, got {text!r}")
     fx, fy, cx, cy = values
+    if not all(math.isfinite(v) for v in values):
+        raise UserError(f"--intrinsics must be finite numbers, got {text!r}")
     if not (fx > 0 and fy > 0):
         raise UserError(f"--intrinsics focal lengths must be positive, got fx={fx} fy={fy}")
     return Intrinsics(fx, fy, cx, cy)
@@ -81,7 +84,7 @@ def run(args) -> int:
             row["size"] = list(det.size_xyz) if det.size_xyz is not None else None
         rows.append(row)
     if args.json:
-        print(json.dumps({"detections": rows}))
+        print(json.dumps({"detections": rows}, allow_nan=False))
     elif not rows:
         print(f"no detections at score >= {args.threshold}")
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -41,6 +42,8 @@ class Intrinsics:
         k = [float(v) for v in k]
         if len(k) != 9:
             raise ValueError(f"K must have 9 elements, got {len(k)}")
+        if not all(math.isfinite(v) for v in (k[0], k[2], k[4], k[5])):
+            raise ValueError(f"K has values that are not finite: fx={k[0]} fy={k[4]} cx={k[2]} cy={k[5]}")
         if k[0] <= 0 or k[4] <= 0:
             raise ValueError(f"K has non-positive focal lengths fx={k[0]} fy={k[4]}")
         return cls(fx=k[0], fy=k[4], cx=k[2], cy=k[5])

@@ -332,6 +332,7 @@ class BagSource:
             yield self._frame(state, pending, None)
             return
         stamp = stamp_of(msg.header).to_ns()
+        self._check_stamp(state, msg.header, state.plan.image_topic)
         for ready, depth in state.pairer.add_image(stamp, pending):
             yield self._frame(state, ready, depth)
 
@@ -343,8 +344,18 @@ class BagSource:
             self.warn(f"{state.plan.depth_topic}: bad depth image ({err}); skipped")
             return
         stamp = stamp_of(msg.header).to_ns()
+        self._check_stamp(state, msg.header, state.plan.depth_topic)
         for ready, paired in state.pairer.add_depth(stamp, depth):
             yield self._frame(state, ready, paired)
+
+    def _check_stamp(self, state: _CameraState, header, topic: str) -> None:
+        """Say once per camera when stamps are not normalised or go backwards (pairing copes; see :mod:`.pairing`)."""
+        if header.stamp.nanosec >= 1_000_000_000:
+            self._warn_once(state, "nanosec", f"{topic}: header stamp with nanosec {header.stamp.nanosec} >= 1e9; "
+                                              "read as sec + nanosec / 1e9")
+        if state.pairer.jumps and "jump" not in state.warned:
+            self._warn_once(state, "jump", f"{state.plan.image_topic}: header stamps go backwards; depth is paired "
+                                           "within each run of increasing stamps")
 
     def _on_info(self, state: _CameraState, msg) -> None:
         try:

@@ -14,6 +14,8 @@ def read_rgb(path) -> np.ndarray:
     import cv2
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise UserError(f"image file not found: {path}")
     data = np.fromfile(str(path), dtype=np.uint8)

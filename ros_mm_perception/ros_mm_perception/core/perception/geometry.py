@@ -129,7 +129,13 @@ def read_depth(path) -> np.ndarray:
     if not path.is_file():
         raise ImageFormatError(f"depth image {str(path)!r} does not exist")
     if path.suffix.lower() == ".npy":
-        depth = np.load(path, allow_pickle=False)
+        try:
+            depth = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:  # objects, a damaged header, not a .npy at all
+            raise ImageFormatError(f"depth file {str(path)!r} is not a plain numeric .npy array "
+                                   f"({' '.join(str(err).split())})") from None
+        if not isinstance(depth, np.ndarray):
+            raise ImageFormatError(f"depth file {str(path)!r} holds several arrays (.npz); save one with np.save")
     else:
         depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if depth is None:

@@ -19,6 +19,7 @@ the number of messages known lost per topic.
 from __future__ import annotations
 
 import sqlite3
+import struct
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
@@ -156,7 +157,11 @@ class _McapScan:
     def _ended(self, start: int, size: int, err: Exception, at_end: bool) -> None:
         from mcap.exceptions import EndOfFile
 
-        if isinstance(err, EndOfFile) or at_end:
+        with open(self.path, "rb") as f:  # a record whose length runs past the end was cut off
+            f.seek(start)
+            head = f.read(9)
+        cut = len(head) < 9 or start + 9 + struct.unpack("<Q", head[1:])[0] > size
+        if isinstance(err, EndOfFile) or at_end or cut:
             self.damage.note(f"{self.path.name}: cut off at byte {size} (no summary or footer); "
                              "everything before was read")
         else:

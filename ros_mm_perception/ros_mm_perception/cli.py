@@ -17,6 +17,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 from typing import List, Optional
 
 from ros_mm_perception import __version__
@@ -55,7 +56,8 @@ def _raise_interrupted(signum, _frame):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS}
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS} if in_main_thread else {}
     command = "ros-mm-perception"
     try:
         args = build_parser().parse_args(argv)
@@ -74,7 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 128 + signal.SIGPIPE
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _silence_stdout() -> None:

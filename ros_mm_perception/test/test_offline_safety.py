@@ -286,14 +286,19 @@ def tiny_disk(tmp_path):
         pytest.skip("needs root to mount a small tmpfs")
     disk = _mount_tmpfs(tmp_path / "disk", "size=16k")
     yield disk
-    subprocess.run(["umount", str(disk)], check=True)
+    subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
-def test_a_full_disk_during_the_run(tmp_path, capsys, clip_args, tiny_disk):
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_a_full_disk(tmp_path, capsys, clip_args, tiny_disk, when):
     bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", images(4))])
+    if when == "before":
+        filler = tiny_disk / "filler"
+        with pytest.raises(OSError):
+            filler.write_bytes(bytes(64 * 1024))
     assert main([*outputs_argv(bag, tiny_disk), "--debug-images", *clip_args]) == 2
     assert "disk is full" in one_line_error(capsys)
-    assert list(tiny_disk.iterdir()) == []
+    assert [p.name for p in tiny_disk.iterdir()] == (["filler"] if when == "before" else [])
 
 
 @pytest.fixture
@@ -303,7 +308,7 @@ def read_only_folder(tmp_path):
     if os.geteuid() == 0:
         _mount_tmpfs(folder, "size=16k,ro")
         yield folder
-        subprocess.run(["umount", str(folder)], check=True)
+        subprocess.run(["umount", "-l", str(folder)], check=True)
     else:
         folder.mkdir()
         folder.chmod(0o555)

@@ -6,7 +6,7 @@ from ros_mm_perception.offline.runner import Summary
 
 
 def format_summary(summary: Summary, outputs: bool = True) -> str:
-    """Frames, skips, time, a per-phrase table (detections, distinct tracks, mean score) and the outputs."""
+    """Frames, skips, time, what was damaged, a per-phrase table (detections, distinct tracks, mean score) and the outputs."""
     rate = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
     lines = [
         f"frames      {summary.frames} processed, {summary.skipped} skipped",
@@ -15,6 +15,7 @@ def format_summary(summary: Summary, outputs: bool = True) -> str:
     ]
     if summary.aux_skipped:
         lines.append(f"unusable depth/camera_info messages: {summary.aux_skipped}")
+    lines.extend(f"damaged     {note}" for note in summary.damaged)
     rows = summary.rows()
     if rows:
         width = max(len("phrase"), *(len(r[0]) for r in rows))

@@ -179,6 +179,7 @@ def test_a_cut_off_rosbag2_folder(tmp_path, capsys, clip_args):
     readable = [t for _, end, times in index if end <= cut for t in times]
     status, summary, err = run(capsys, ["bag", str(bag), "--jsonl", str(tmp_path / "out.jsonl"), *clip_args])
     assert status == 0 and summary["frames"] == len(readable) >= 2 and len(summary["damaged"]) == 1
+    assert summary["skipped"] == 4 - len(readable)  # metadata.yaml says how many images were recorded
     assert jsonl_stamps(tmp_path / "out.jsonl") == [t - IMAGE_DELAY_NS for t in readable]
 
 
@@ -279,8 +280,20 @@ def test_stamps_going_backwards_keep_depth_pairing(tmp_path, capsys, clip_args):
     assert "backwards" in err
 
 
+def test_nanosec_past_a_second_is_read_and_reported(tmp_path, capsys, clip_args):
+    """Stamps written as (sec, nanosec >= 1e9) pair image and depth at the same instant."""
+    path = write_jumping(tmp_path / "ns.mcap", [Stamp(5, 1_000_000_000 + i * 100_000_000) for i in range(3)])
+    status, summary, err = run(capsys, ["bag", str(path), "--jsonl", str(tmp_path / "out.jsonl"), *clip_args,
+                                        "--threshold", "0"])
+    assert status == 0 and summary["frames"] == 3
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert all(d.get("xyz") is not None for r in records for d in r["detections"]) and records[0]["detections"]
+    assert sum("nanosec" in line for line in err.splitlines()) == 1
+
+
 def write_jumping(path, stamps):
-    """camera_info, an image and its depth (same stamp) per entry of ``stamps``, recorded 100 ms apart."""
+    """camera_info, an image and its depth (same stamp: ns or a Stamp) per entry of ``stamps``, recorded
+    100 ms apart."""
     from mcap.writer import Writer
 
     from ros_mm_perception.core.imaging.image_codec import numpy_to_image
@@ -300,7 +313,7 @@ def write_jumping(path, stamps):
             schema = writer.register_schema(typ, "ros2msg", schema_text(store, typ).encode())
             channels[topic] = (writer.register_channel(topic, "cdr", schema), typ)
         for i, (stamp, image) in enumerate(zip(stamps, images(len(stamps)))):
-            h = header(types, "cam", Stamp.from_ns(stamp))
+            h = header(types, "cam", stamp if isinstance(stamp, Stamp) else Stamp.from_ns(stamp))
             msgs = {"/cam/camera_info": camera_info(store, types, h, k, 64, 48),
                     "/cam/image_raw": numpy_to_image(image, "rgb8", header=h, msg_factory=types.Image, data_as="numpy"),
                     "/cam/depth/image_raw": numpy_to_image(np.full((48, 64), 1500, np.uint16), "16UC1", header=h,

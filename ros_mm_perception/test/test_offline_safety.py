@@ -87,6 +87,12 @@ def image_folder(path, n=2):
 # ------------------------------------------------------------------------------------- outputs on inputs
 
 def test_no_output_inside_the_input_however_spelled(tmp_path, capsys, clip_args, monkeypatch):
+    from ros_mm_perception.commands import bag as bag_command
+
+    def no_model(config):
+        raise AssertionError("the model was loaded before the outputs were checked")
+
+    monkeypatch.setattr(bag_command, "build_pipeline", no_model)
     bag = rosbag2_folder(tmp_path / "B")
     storage = next(bag.glob("*.mcap"))
     (tmp_path / "link.mcap").symlink_to(storage)
@@ -178,6 +184,29 @@ def test_a_symlinked_output_is_written_through_to_its_target(tmp_path, capsys, c
     assert len((real / "frames.jsonl").read_text().splitlines()) == 2
     assert len(json.loads((real / "coco.json").read_text())["images"]) == 2
     assert sorted(p.name for p in real.iterdir()) == ["coco.json", "frames.jsonl"]  # no temporary file
+
+
+def test_a_failed_rename_puts_back_what_was_renamed(tmp_path, monkeypatch):
+    from ros_mm_perception.core.errors import UserError
+    from ros_mm_perception.offline.atomic import OutputStaging
+
+    (tmp_path / "a.txt").write_text("old a\n")
+    (tmp_path / "c.txt").write_text("old c\n")
+    staging = OutputStaging()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        staging.stage(tmp_path / name, "w").file.write(f"new {name}\n")
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst).name == "c.txt":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(UserError, match="c.txt"):
+        staging.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "c.txt"]  # b.txt is gone again
+    assert [(tmp_path / n).read_text() for n in ("a.txt", "c.txt")] == ["old a\n", "old c\n"]
 
 
 # ------------------------------------------------------------------------------------------- signals

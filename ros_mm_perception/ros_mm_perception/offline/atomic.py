@@ -145,14 +145,19 @@ class OutputStaging:
         try:
             for staged in self.files:
                 backup = _backup(staged.target)
-                os.replace(staged.tmp_path, staged.target)
+                try:
+                    os.replace(staged.tmp_path, staged.target)
+                except BaseException:
+                    if backup:
+                        backup.unlink(missing_ok=True)
+                    raise
                 done.append((staged, backup))
         except BaseException as err:
-            for staged, backup in reversed(done):
+            for renamed, backup in reversed(done):
                 if backup:
-                    os.replace(backup, staged.target)
+                    os.replace(backup, renamed.target)
                 else:
-                    staged.target.unlink(missing_ok=True)
+                    renamed.target.unlink(missing_ok=True)
             self.abort()
             if isinstance(err, OSError):
                 raise UserError(write_error(staged.path, err)) from None

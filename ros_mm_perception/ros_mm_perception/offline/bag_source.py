@@ -206,6 +206,7 @@ class BagSource:
         infos = reader.topics
         self.msgtypes = {t: i.msgtype for t, i in infos.items()}
         self.counts = {t: i.msgcount for t, i in infos.items()}
+        self.declared = dict(self.counts)
         self.storages = _storage_files(reader)
         self.deserialize = reader.deserialize
 
@@ -218,6 +219,7 @@ class BagSource:
         if not self.storages or any(kind is None for kind, _ in self.storages):
             raise UserError(f"cannot read bag {self.path}: {reason}") from err
         self.msgtypes, self.counts, schemas, notes = {}, {}, {}, []
+        self.declared = _declared_counts(self.path)
         for kind, path in self.storages:
             try:
                 if kind == "mcap":
@@ -300,7 +302,7 @@ class BagSource:
         """Count the messages the damage took: the recording's own counts where it has them, else the
         damaged chunks' message indexes."""
         for topic, kinds in roles.items():
-            lost = max(self.counts.get(topic, 0) - read[topic], 0) if self.reader else 0
+            lost = max(self.declared.get(topic, 0) - read[topic], 0)
             lost = max(lost, self.damage.lost.get(topic, 0))
             if not lost:
                 continue
@@ -309,7 +311,7 @@ class BagSource:
             else:
                 self.aux_skipped += lost
             if not self.damage.notes:
-                self.damage.note(f"{topic}: {lost} of its {self.counts.get(topic)} recorded messages are missing")
+                self.damage.note(f"{topic}: {lost} of its {self.declared.get(topic)} recorded messages are missing")
 
     def _bad_message(self, topic, kinds, log_time, reason) -> Iterator[InputFrame]:
         images = [state for kind, state in kinds if kind == "image"]
@@ -428,6 +430,17 @@ def _storage_files_of(path: Path) -> List[tuple]:
         return [(None, path)]
     files = [path / Path(str(name)).name for name in info["relative_file_paths"]]
     return [(storage_reading.storage_kind(f) if f.is_file() else None, f) for f in files]
+
+
+def _declared_counts(path: Path) -> Dict[str, int]:
+    """Message counts per topic from a recording folder's metadata.yaml (empty when there is none)."""
+    import yaml
+
+    try:
+        info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        return {t["topic_metadata"]["name"]: int(t["message_count"]) for t in info["topics_with_message_count"]}
+    except Exception:  # no folder, no or garbled metadata: the counts are unknown
+        return {}
 
 
 def _typestore_of(path: Path, schemas: Dict[str, str]):

@@ -246,9 +246,11 @@ class BagSource:
 
     def transform_tree(self):
         """The recording's ``/tf`` and ``/tf_static`` as a transform tree (:mod:`.bag_transforms`)."""
-        from ros_mm_perception.offline.bag_transforms import read_transform_tree
+        from ros_mm_perception.offline.bag_transforms import TF_TOPICS, TF_TYPE, read_transform_tree
 
-        return read_transform_tree(self.reader, self.path, self.warn)
+        topics = {t for t in TF_TOPICS if self.msgtypes.get(t) == TF_TYPE}
+        messages = ((t, typ, raw) for t, typ, _log_time, raw in self._messages(topics)) if topics else ()
+        return read_transform_tree(messages, self.deserialize, self.path, self.warn)
 
     def close(self) -> None:
         if self.reader is not None and self.reader.stack:

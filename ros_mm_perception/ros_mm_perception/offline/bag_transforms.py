@@ -18,21 +18,20 @@ TF_TOPICS = {"/tf": False, "/tf_static": True}
 TF_TYPE = "tf2_msgs/msg/TFMessage"
 
 
-def read_transform_tree(reader, path="the bag", warn: Callable[[str], None] = lambda _m: None) -> TransformTree:
-    """Every transform recorded on ``/tf`` and ``/tf_static`` of an open rosbags ``AnyReader``."""
+def read_transform_tree(messages, deserialize, path="the bag",
+                        warn: Callable[[str], None] = lambda _m: None) -> TransformTree:
+    """Every transform in ``messages``: (topic, message type, raw CDR) of ``/tf`` and ``/tf_static``,
+    decoded with ``deserialize(raw, type)``."""
     tree = TransformTree()
-    connections = [c for c in reader.connections if c.topic in TF_TOPICS and c.msgtype == TF_TYPE]
-    if not connections:  # (an empty selection would read every topic)
-        return tree
     bad = 0
     try:
-        for connection, _log_time, raw in reader.messages(connections=connections):
+        for topic, msgtype, raw in messages:
             try:
-                msg = reader.deserialize(raw, connection.msgtype)
+                msg = deserialize(raw, msgtype)
             except Exception:  # corrupt CDR raises assorted errors; that message is left out
                 bad += 1
                 continue
-            add_tf_message(tree, msg, static=TF_TOPICS[connection.topic])
+            add_tf_message(tree, msg, static=TF_TOPICS[topic])
     except Exception as err:
         raise UserError(f"cannot read the transforms of {path}: {err}") from err
     if bad:

@@ -324,3 +324,34 @@ def write_jumping(path, stamps):
                 writer.add_message(channel, log_time=t, publish_time=t, data=bytes(store.serialize_cdr(msg, typ)))
         writer.finish()
     return path
+
+
+def test_target_frame_on_a_recording_without_its_summary(tmp_path, capsys, clip_args):
+    """The transforms of a cut-off recording are read past the damage too (``--target-frame``)."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    from ros_mm_perception.messages.typestore import typestore
+    from ros_mm_perception.offline.recording import CameraRecording, write_recording
+
+    t = typestore().types
+    static = t["tf2_msgs/msg/TFMessage"](transforms=[t["geometry_msgs/msg/TransformStamped"](
+        header=t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=0, nanosec=0), frame_id="base_link"),
+        child_frame_id="cam_optical",
+        transform=t["geometry_msgs/msg/Transform"](translation=t["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=1.0),
+                                                   rotation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0,
+                                                                                              w=1.0)))])
+    full = write_recording(tmp_path / "tf.mcap", [CameraRecording(
+        "/cam", images(2), depths=[np.full((48, 64), 1500, np.uint16)] * 2,
+        k=[60.0, 0.0, 32.0, 0.0, 60.0, 24.0, 0.0, 0.0, 1.0], frame_id="cam_optical")],
+        extra=[("/tf_static", static, START_NS + 1)])
+    path = tmp_path / "cut.mcap"
+    path.write_bytes(full.read_bytes()[:chunks(full)[-1][1]])  # the summary is gone
+    out = tmp_path / "out.mcap"
+    status, summary, err = run(capsys, ["bag", str(path), "--out", str(out), "--target-frame", "base_link",
+                                        *clip_args, "--threshold", "0"])
+    assert status == 0 and summary["frames"] == 2 and len(summary["damaged"]) == 1
+    with open(out, "rb") as f:
+        decoded = [m for _, c, _, m in make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages()
+                   if c.topic == "/cam/detections_3d"]
+    assert [m.header.frame_id for m in decoded] == ["base_link"] * 2

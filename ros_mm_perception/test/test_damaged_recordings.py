@@ -142,10 +142,12 @@ def test_a_mcap_without_its_summary_gives_every_frame(tmp_path, capsys, clip_arg
     assert summary["skipped"] == 0 and len(summary["damaged"]) == 1
 
 
-def test_random_bytes_in_a_chunk_lose_only_that_chunk(tmp_path, capsys, clip_args, recording):
+@pytest.mark.parametrize("which", ["first", "middle"])
+def test_random_bytes_in_a_chunk_lose_only_that_chunk(tmp_path, capsys, clip_args, recording, which):
+    """Also the first chunk, which holds the topic's definition (the summary repeats it)."""
     full, index = recording
     data = bytearray(full.read_bytes())
-    start, end, lost = index[len(index) // 2]
+    start, end, lost = index[0 if which == "first" else len(index) // 2]
     middle = (start + end) // 2
     data[middle:middle + 64] = np.random.default_rng(1).integers(0, 255, 64, dtype=np.uint8).tobytes()
     path = tmp_path / "damaged.mcap"

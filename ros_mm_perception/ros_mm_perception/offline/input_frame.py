@@ -9,7 +9,8 @@ input images (for progress bars).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Protocol
+from pathlib import Path
+from typing import Iterator, List, Optional, Protocol
 
 from ros_mm_perception.core.results import Frame
 
@@ -39,7 +40,14 @@ def camera_name(namespace: str) -> str:
 
 
 class FrameSource(Protocol):
-    """A recording, folder or video read as :class:`InputFrame` items (see the module docstring)."""
+    """A recording, folder or video read as :class:`InputFrame` items (see the module docstring).
+
+    ``paths`` are the files it reads (no output may be written to them). A source may also count
+    ``aux_skipped`` (unusable depth/camera_info), ``lost`` (images known to be in the input that
+    could not be read) and list ``damaged`` (one line per damaged part); the runner reports them.
+    """
+
+    paths: List[Path]
 
     def __len__(self) -> int: ...
 

@@ -28,6 +28,10 @@ MCAP_MAGIC = b"\x89MCAP0\r\n"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
+UNKNOWN_CHANNEL = ""
+"""The :attr:`Damage.lost` key of messages whose channel record was lost."""
+
+
 class RawMessage(NamedTuple):
     topic: str
     msgtype: str
@@ -87,6 +91,21 @@ class _McapScan:
         self.schemas: Dict[int, object] = {}
         self.channels: Dict[int, object] = {}
         self.counts: Counter = Counter()
+        self._from_summary()
+
+    def _from_summary(self) -> None:
+        """Channels and schemas from the summary, when the file still has one (they may also have
+        been in a chunk that is damaged)."""
+        from mcap.reader import SeekingReader
+
+        try:
+            with open(self.path, "rb") as f:
+                summary = SeekingReader(f).get_summary()
+        except Exception:  # no or damaged summary: the records in the data section are all there is
+            return
+        if summary is not None:
+            self.schemas.update(summary.schemas)
+            self.channels.update(summary.channels)
 
     def channels_seen(self):
         for _ in self.messages(count_only=True):
@@ -98,6 +117,13 @@ class _McapScan:
                                            self.counts[channel_id])
 
     def messages(self, count_only: bool = False) -> Iterator[RawMessage]:
+        yield from self._messages(count_only)
+        orphans = self.damage.lost.pop(UNKNOWN_CHANNEL, 0)
+        if orphans:
+            self.damage.note(f"{self.path.name}: {orphans} messages of channels defined in a damaged part "
+                             "could not be read")
+
+    def _messages(self, count_only: bool) -> Iterator[RawMessage]:
         from mcap.records import Channel, Chunk, DataEnd, Footer, Message, MessageIndex, Schema
         from mcap.stream_reader import StreamReader, breakup_chunk
 
@@ -146,7 +172,7 @@ class _McapScan:
                     elif isinstance(rec, Message):
                         channel = self.channels.get(rec.channel_id)
                         if channel is None:
-                            self.damage.lost["(unknown channel)"] += 1
+                            self.damage.lost[UNKNOWN_CHANNEL] += 1
                             continue
                         self.counts[rec.channel_id] += 1
                         if count_only or (self.topics is not None and channel.topic not in self.topics):

@@ -161,6 +161,25 @@ def test_random_bytes_in_a_chunk_lose_only_that_chunk(tmp_path, capsys, clip_arg
     assert summary["damaged"][0] in err.splitlines()
 
 
+@pytest.mark.parametrize("summary", [True, False], ids=["with-summary", "without-summary"])
+def test_a_garbled_chunk_header_loses_only_that_chunk(tmp_path, capsys, clip_args, recording, summary):
+    """Random bytes over a chunk's record header (its length is lost): reading resumes at the next chunk,
+    found from the summary's chunk index or, without one, by the next consistent chunk header."""
+    full, index = recording
+    data = bytearray(full.read_bytes() if summary else full.read_bytes()[:index[-1][1]])
+    start, _, lost = index[len(index) // 2]
+    data[start:start + 9] = np.random.default_rng(2).integers(0, 255, 9, dtype=np.uint8).tobytes()
+    path = tmp_path / "garbled.mcap"
+    path.write_bytes(bytes(data))
+    status, summary_json, err = run(capsys, ["bag", str(path), "--out", str(tmp_path / "out.mcap"), "--jsonl",
+                                             str(tmp_path / "out.jsonl"), *clip_args])
+    assert status == 0
+    assert_outputs_hold(tmp_path, summary_json, [t for s, _, times in index if s != start for t in times])
+    assert any(f"unreadable bytes {start}-" in note for note in summary_json["damaged"])
+    if summary:  # the summary's counts tell how many images were lost
+        assert summary_json["skipped"] == len(lost)
+
+
 def test_a_cut_off_rosbag2_folder(tmp_path, capsys, clip_args):
     """A recording folder (metadata.yaml) whose storage file was cut off."""
     from rosbags.rosbag2 import StoragePlugin, Writer

@@ -91,6 +91,7 @@ class _McapScan:
         self.schemas: Dict[int, object] = {}
         self.channels: Dict[int, object] = {}
         self.counts: Counter = Counter()
+        self.chunk_starts: List[int] = []
         self._from_summary()
 
     def _from_summary(self) -> None:
@@ -106,6 +107,7 @@ class _McapScan:
         if summary is not None:
             self.schemas.update(summary.schemas)
             self.channels.update(summary.channels)
+            self.chunk_starts = sorted(ci.chunk_start_offset for ci in summary.chunk_indexes)
 
     def channels_seen(self):
         for _ in self.messages(count_only=True):
@@ -139,8 +141,17 @@ class _McapScan:
                 except StopIteration:
                     return
                 except Exception as err:  # the mcap library raises assorted errors for garbled bytes
-                    self._ended(start, size, err, f.tell() >= size)
-                    return
+                    at_end = f.tell() >= size
+                    resume = self._next_chunk(f, start, size) if start > 0 else None
+                    if resume is None:
+                        self._ended(start, size, err, at_end)
+                        return
+                    self.damage.note(f"{name}: unreadable bytes {start}-{resume} ({_reason(err)}); their messages "
+                                     "are lost, reading goes on with the next chunk")
+                    f.seek(resume)
+                    records = StreamReader(f, skip_magic=True, emit_chunks=True, record_size_limit=size).records
+                    lost_chunk = False
+                    continue
                 if isinstance(record, (DataEnd, Footer)):
                     return  # the summary section repeats what was read
                 if isinstance(record, Chunk):
@@ -180,6 +191,23 @@ class _McapScan:
                         schema = self.schemas.get(channel.schema_id)
                         yield RawMessage(channel.topic, schema.name if schema else "", rec.log_time, rec.data)
 
+    def _next_chunk(self, f, after: int, size: int) -> Optional[int]:
+        """Where the next chunk after byte ``after`` starts: from the summary's chunk index, else the
+        next bytes that form a consistent chunk header; None if there is none."""
+        if self.chunk_starts:
+            return next((c for c in self.chunk_starts if c > after), None)
+        import mmap
+
+        if size == 0:
+            return None
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            position = data.find(b"\x06", after + 1)
+            while position != -1:
+                if _chunk_header_at(data, position, size):
+                    return position
+                position = data.find(b"\x06", position + 1)
+        return None
+
     def _ended(self, start: int, size: int, err: Exception, at_end: bool) -> None:
         from mcap.exceptions import EndOfFile
 
@@ -193,6 +221,22 @@ class _McapScan:
         else:
             self.damage.note(f"{self.path.name}: unreadable from byte {start} of {size} ({_reason(err)}); "
                              "the rest is lost")
+
+
+def _chunk_header_at(data, position: int, size: int) -> bool:
+    """Whether the bytes at ``position`` are a Chunk record whose fields agree with its length."""
+    fixed = 1 + 8 + 8 + 8 + 8 + 4 + 4  # opcode, length, start/end time, uncompressed size, crc, compression length
+    if position + fixed > size:
+        return False
+    length = struct.unpack_from("<Q", data, position + 1)[0]
+    compression_length = struct.unpack_from("<I", data, position + fixed - 4)[0]
+    if compression_length not in (0, 3, 4) or position + 9 + length > size:
+        return False
+    compression = bytes(data[position + fixed:position + fixed + compression_length])
+    if compression not in (b"", b"lz4", b"zstd") or position + fixed + compression_length + 8 > size:
+        return False
+    records_length = struct.unpack_from("<Q", data, position + fixed + compression_length)[0]
+    return length == 8 + 8 + 8 + 4 + 4 + compression_length + 8 + records_length
 
 
 def _reason(err: Exception) -> str:

@@ -7,8 +7,10 @@ keep going past damage:
 - MCAP (:func:`mcap_messages`): records are read in file order with the ``mcap`` library's
   non-seeking :class:`~mcap.stream_reader.StreamReader`; a chunk that does not decompress or fails
   its CRC is skipped and reading goes on with the next one (the message indexes after it tell how
-  many messages it held); a file that ends early (or is unreadable from some byte on) yields what
-  came before.
+  many messages it held); after bytes that are no readable record, reading resumes at the next
+  chunk (from the summary's chunk index when the file has one, else at the next bytes that form a
+  consistent chunk header); a file that ends early yields what came before. Channel definitions
+  come from the summary too when it is intact, so a damaged chunk that held them loses only itself.
 - sqlite3 (:func:`db3_messages`): rows are listed without their data and each row's data is read on
   its own, so a damaged page loses only the rows stored on it.
 

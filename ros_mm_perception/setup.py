@@ -37,6 +37,7 @@ setup(
             "tqdm",
         ],
         "bag": ["mcap>=1.1", "mcap-ros2-support>=0.5", "rosbags>=0.10"],
+        "fleet": ["ray>=2.30"],
         "test": ["pytest>=7", "hypothesis>=6", "catkin_pkg>=1.0"],
     },
     zip_safe=False,

@@ -1,7 +1,7 @@
 """The import rules: only the node layer (ros/) may import ROS; the package's groups import one way.
 
 Groups, lowest first: the core's root (config, results, errors, devices), core.imaging, core.models,
-core.perception; above the core: synthetic, messages, offline, ros, commands. :data:`ALLOWED` says
+core.perception; above the core: synthetic, messages, offline, fleet, ros, commands. :data:`ALLOWED` says
 which groups each may import; imports inside functions count too, and no module may take part in
 an import cycle.
 """
@@ -29,8 +29,9 @@ ALLOWED = {
     "synthetic": {*CORE, "synthetic"},
     "messages": {*CORE, "messages"},
     "offline": {*CORE, "synthetic", "messages", "offline"},
+    "fleet": {*CORE, "synthetic", "messages", "offline", "fleet"},
     "ros": {*CORE, "messages", "ros"},
-    "commands": {*CORE, "synthetic", "messages", "offline", "commands"},
+    "commands": {*CORE, "synthetic", "messages", "offline", "fleet", "commands"},
 }
 """Which groups a group may import (the package's bare ``__init__``, its version, is open to all)."""
 

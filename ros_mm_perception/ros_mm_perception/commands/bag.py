@@ -28,16 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--coco", metavar="FILE", help="also write a COCO detection file (categories = phrases)")
     p.add_argument("--debug-images", action="store_true", help="also write annotated images on <ns>/debug_image")
     add_pipeline_arguments(p)
-    g = p.add_argument_group("bag topics")
-    g.add_argument("--camera-topic", action="append", default=[], metavar="TOPIC",
-                   help="image or compressed image topic to process (repeatable; default: every camera topic)")
-    g.add_argument("--depth-topic", action="append", default=None, metavar="TOPIC",
-                   help="depth image topic(s) to pair with the cameras (default: found by name)")
-    g.add_argument("--no-depth", action="store_true", help="ignore depth (no detections_3d)")
-    g.add_argument("--target-frame", default=None, metavar="FRAME",
-                   help="publish detections_3d in this frame (e.g. base_link), with the bag's /tf and /tf_static "
-                        "at each image's stamp (default: the camera's frame)")
-    g.add_argument("--fps", type=float, default=None, help="frame rate that stamps the frames of an image folder")
+    add_input_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -56,6 +47,30 @@ def add_pipeline_arguments(p) -> None:
     g.add_argument("--device", default=None, help="auto, cpu or cuda[:N]")
     g.add_argument("--precision", default=None, help="auto, fp32, fp16 or bf16")
     g.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads (default: PyTorch's choice)")
+
+
+def add_input_arguments(p) -> None:
+    """How a recording is read (camera, depth topics, target frame, image folder rate), for ``bag`` and ``fleet``."""
+    g = p.add_argument_group("bag topics")
+    g.add_argument("--camera-topic", action="append", default=[], metavar="TOPIC",
+                   help="image or compressed image topic to process (repeatable; default: every camera topic)")
+    g.add_argument("--depth-topic", action="append", default=None, metavar="TOPIC",
+                   help="depth image topic(s) to pair with the cameras (default: found by name)")
+    g.add_argument("--no-depth", action="store_true", help="ignore depth (no detections_3d)")
+    g.add_argument("--target-frame", default=None, metavar="FRAME",
+                   help="publish detections_3d in this frame (e.g. base_link), with the bag's /tf and /tf_static "
+                        "at each image's stamp (default: the camera's frame)")
+    g.add_argument("--fps", type=float, default=None, help="frame rate that stamps the frames of an image folder")
+
+
+def open_source(args, config, input_path: Path):
+    """The frame source of ``input_path`` as the input options describe it."""
+    from ros_mm_perception.offline.runner import stderr_report
+    from ros_mm_perception.offline.sources import DEFAULT_FPS, open_input
+
+    return open_input(input_path, fps=DEFAULT_FPS if args.fps is None else args.fps,
+                      camera_topics=args.camera_topic, depth_topics=[] if args.no_depth else args.depth_topic,
+                      depth_tolerance_s=config.depth_tolerance_s, warn=stderr_report)
 
 
 def set_threads(threads: int) -> None:
@@ -135,15 +150,12 @@ def target_frame(source, frame: str):
 def run(args) -> int:
     from ros_mm_perception.offline.atomic import OutputStaging
     from ros_mm_perception.offline.report import format_summary
-    from ros_mm_perception.offline.runner import process_input, stderr_report
-    from ros_mm_perception.offline.sources import DEFAULT_FPS, open_input
+    from ros_mm_perception.offline.runner import process_input
 
     config = config_from_args(args)
     set_threads(args.threads)
     input_path = Path(args.input)
-    source = open_input(input_path, fps=DEFAULT_FPS if args.fps is None else args.fps,
-                        camera_topics=args.camera_topic, depth_topics=[] if args.no_depth else args.depth_topic,
-                        depth_tolerance_s=config.depth_tolerance_s, warn=stderr_report)
+    source = open_source(args, config, input_path)
     staging = OutputStaging(inputs=[input_path, *source.paths])
     try:
         target = target_frame(source, config.target_frame)

@@ -189,11 +189,15 @@ class PerceptionPipeline:
                 self._configure_tracker(state.tracker, config)
             self.config = config
 
-    def reset(self, camera: Optional[str] = None) -> None:
-        """Forget tracks and rate state of ``camera`` (all cameras when None); track ids stay unique."""
+    def reset(self, camera: Optional[str] = None, restart_ids: bool = False) -> None:
+        """Forget tracks and rate state of ``camera`` (all cameras when None); track ids stay unique,
+        unless ``restart_ids`` numbers them from 1 again (a new recording, as in a fresh pipeline)."""
         with self._lock:
-            for name, state in self._cameras.items():
+            for name, state in list(self._cameras.items()):
                 if camera is None or name == camera:
+                    if restart_ids:
+                        del self._cameras[name]
+                        continue
                     state.tracker.reset()
                     state.labels_gate, state.detect_gate = RateGate(), RateGate()
 

@@ -1,0 +1,326 @@
+"""``ros-mm-perception fleet`` on a local Ray with 2 CPUs and the tiny random CLIP.
+
+Each recording's outputs are compared byte for byte with what ``bag`` writes for it; a corrupt and a
+damaged recording fail alone; a worker killed in the middle of a recording leaves exactly one
+complete output; a rerun skips complete recordings; ``--split-s`` gives the frames of one window
+with track ids unique per window. One Ray instance serves the module.
+"""
+
+import json
+import os
+import signal
+import sys
+from argparse import Namespace
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ros_mm_perception.cli import build_parser, main
+from ros_mm_perception.core.imaging.image_io import write_rgb
+from ros_mm_perception.offline.recording import CameraRecording, write_recording
+
+K = [60.0, 0.0, 32.0, 0.0, 60.0, 24.0, 0.0, 0.0, 1.0]
+PHRASES = ["red circle", "blue square"]
+
+
+def scenes(n, seed=0):
+    from ros_mm_perception.synthetic.scenes import render_sequence
+
+    return [s.image for s in render_sequence(seed, n, n_objects=2, size=(48, 64))]
+
+
+@pytest.fixture(scope="module")
+def pipeline_args(tiny_clip_dir):
+    return ["--clip-model", str(tiny_clip_dir), "--device", "cpu", "--precision", "fp32", "--grounding", "clip",
+            "--detect", ",".join(PHRASES), "--labels", "red circle,blue square,green star", "--threshold", "0.16",
+            "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the test's pipeline factory below
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    yield ray
+    ray.shutdown()
+
+
+def two_camera_bag(path, seed=0):
+    """/front: 4 raw images + depth + camera_info; /rear: 3 JPEG images."""
+    depths = [np.full((48, 64), 1200, np.uint16)] * 4
+    return write_recording(path, [
+        CameraRecording("/front", scenes(4, seed), depths=depths, k=K, frame_id="front_optical"),
+        CameraRecording("/rear", scenes(3, seed + 1), compressed=True, frame_id="rear_optical"),
+    ])
+
+
+def raw_messages(path):
+    """[(topic, schema, log time, serialized bytes)] in file order."""
+    from mcap.reader import NonSeekingReader
+
+    with open(path, "rb") as f:
+        return [(c.topic, s.name, m.log_time, m.data) for s, c, m in NonSeekingReader(f).iter_messages()]
+
+
+def decoded(path, suffix="/detections"):
+    """[(topic, log time, [(class id, x, y, score, track id)])] of the detection topics."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    with open(path, "rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        return [(c.topic, r.log_time, [(d.results[0].hypothesis.class_id, d.bbox.center.position.x,
+                                        d.bbox.center.position.y, d.results[0].hypothesis.score, d.id)
+                                       for d in m.detections])
+                for _, c, r, m in reader.iter_decoded_messages(log_time_order=False) if c.topic.endswith(suffix)]
+
+
+def bag_outputs(folder, recording, pipeline_args):
+    """What ``bag`` writes for ``recording``: (MCAP, JSON Lines, COCO) paths in ``folder``."""
+    folder.mkdir()
+    paths = folder / "perception.mcap", folder / "detections.jsonl", folder / "coco.json"
+    assert main(["bag", str(recording), "--out", str(paths[0]), "--jsonl", str(paths[1]), "--coco", str(paths[2]),
+                 *pipeline_args]) == 0
+    return paths
+
+
+def fleet_json(capsys, argv, code=0):
+    assert main(argv) == code
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1, out  # exactly one JSON object on stdout
+    return json.loads(out[0])
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Three good recordings (two bags, an image folder), a corrupt file and a bag damaged inside."""
+    folder = tmp_path_factory.mktemp("recordings")
+    good = [two_camera_bag(folder / "a.mcap"), two_camera_bag(folder / "b.mcap", seed=5)]
+    images = folder / "images"
+    images.mkdir()
+    for i, image in enumerate(scenes(3, seed=9)):
+        write_rgb(images / f"frame_{i}.png", image)
+    good.append(images)
+    (folder / "corrupt.mcap").write_bytes(b"not an mcap file at all")
+    damaged = two_camera_bag(folder / "damaged.mcap", seed=7)
+    data = bytearray(damaged.read_bytes())
+    data[200:1200] = os.urandom(1000)  # inside the chunk; the summary at the end still opens
+    damaged.write_bytes(bytes(data))
+    return folder, good
+
+
+@pytest.fixture(scope="module")
+def fleet_run(local_ray, inputs, pipeline_args, tmp_path_factory):
+    """One fleet run over all inputs with 2 workers: (summary, output folder)."""
+    folder, _ = inputs
+    out = tmp_path_factory.mktemp("fleet") / "out"
+    list_file = folder / "more.txt"
+    list_file.write_text("# a list file\nimages\nb.mcap\n")
+    argv = ["fleet", str(folder / "*.mcap"), str(list_file), "--out", str(out), "--workers", "2", "--jsonl",
+            "--coco", "--json", *pipeline_args]
+    import contextlib
+    import io
+
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(argv) == 1  # two recordings failed
+    return json.loads(stdout.getvalue()), out
+
+
+def test_outputs_equal_bag_per_recording(fleet_run, inputs, pipeline_args, tmp_path):
+    summary, out = fleet_run
+    _, good = inputs
+    rows = {Path(r["input"]).name: r for r in summary["per_recording"]}
+    assert sorted(rows) == ["a.mcap", "b.mcap", "corrupt.mcap", "damaged.mcap", "images"]
+    assert (summary["done"], summary["failed"]) == (3, 2)
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b", "fleet.json", "images"]  # no staging left
+    assert json.loads((out / "fleet.json").read_text()) == summary
+    for recording in good:
+        row = rows[recording.name]
+        mcap, jsonl, coco = bag_outputs(tmp_path / recording.name, recording, pipeline_args)
+        folder = out / (recording.stem if recording.is_file() else recording.name)
+        assert sorted(p.name for p in folder.iterdir()) == ["coco.json", "detections.jsonl", "manifest.json",
+                                                           "perception.mcap"]
+        assert raw_messages(folder / "perception.mcap") == raw_messages(mcap)  # same messages, stamps, bytes
+        assert (folder / "detections.jsonl").read_text() == jsonl.read_text()
+        assert json.loads((folder / "coco.json").read_text()) == json.loads(coco.read_text())
+        assert row["status"] == "done" and row["attempts"] == 1 and row["worker"]
+        assert row["frames"] == len(jsonl.read_text().splitlines())
+        assert row["detections"] == sum(len(json.loads(line)["detections"]) for line in jsonl.read_text().splitlines())
+    assert rows["a.mcap"]["frames"] == 7 and rows["images"]["frames"] == 3 and rows["a.mcap"]["detections"] > 0
+
+
+def test_corrupt_and_damaged_recordings_fail_alone(fleet_run):
+    summary, out = fleet_run
+    rows = {Path(r["input"]).name: r for r in summary["per_recording"]}
+    assert rows["corrupt.mcap"]["status"] == "failed" and "cannot read bag" in rows["corrupt.mcap"]["reason"]
+    assert rows["damaged.mcap"]["status"] == "failed" and "damaged" in rows["damaged.mcap"]["reason"]
+    assert rows["damaged.mcap"]["output"] is None and not (out / "damaged").exists()
+
+
+def test_rerun_skips_complete_recordings_and_force_redoes_them(fleet_run, inputs, pipeline_args, capsys):
+    _, out = fleet_run
+    folder, good = inputs
+    before = {p: p.stat().st_mtime_ns for p in (out / "a").iterdir()}
+    summary = fleet_json(capsys, ["fleet", str(good[0]), str(good[2]), "--out", str(out), "--jsonl", "--coco",
+                                  "--json", *pipeline_args])
+    assert [r["status"] for r in summary["per_recording"]] == ["up-to-date", "up-to-date"]
+    assert summary["per_recording"][0]["frames"] == 7 and summary["workers"] == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "a").iterdir()} == before
+    # other options are another result: labeled again, as is everything with --force
+    summary = fleet_json(capsys, ["fleet", str(good[0]), "--out", str(out), "--jsonl", "--json", *pipeline_args])
+    assert summary["per_recording"][0]["status"] == "done"
+    assert sorted(p.name for p in (out / "a").iterdir()) == ["detections.jsonl", "manifest.json", "perception.mcap"]
+    summary = fleet_json(capsys, ["fleet", str(good[0]), "--out", str(out), "--jsonl", "--json", "--force",
+                                  *pipeline_args])
+    assert summary["per_recording"][0]["status"] == "done"
+
+
+class KillOnce:
+    """Builds the real pipeline in a worker that kills its own process at the second frame of
+    ``camera``; ``marker`` makes that happen once (or always, with ``every_time``)."""
+
+    def __init__(self, marker, camera, every_time=False):
+        self.marker, self.camera, self.every_time = Path(marker), camera, every_time
+
+    def __call__(self, config):
+        from ros_mm_perception.commands.bag import build_pipeline
+
+        return _Killing(build_pipeline(config), self)
+
+
+class _Killing:
+    def __init__(self, pipeline, plan):
+        self.pipeline, self.plan, self.seen = pipeline, plan, 0
+
+    def reset(self, camera=None, restart_ids=False):
+        self.seen = 0
+        self.pipeline.reset(camera, restart_ids)
+
+    def process(self, frame):
+        if frame.camera == self.plan.camera:
+            self.seen += 1
+            if self.seen == 2 and (self.plan.every_time or not self.plan.marker.exists()):
+                self.plan.marker.touch()
+                os.kill(os.getpid(), signal.SIGKILL)
+        return self.pipeline.process(frame)
+
+
+def fleet_parts(argv):
+    """(config, tools) of a fleet command line."""
+    from ros_mm_perception.commands.bag import config_from_args
+    from ros_mm_perception.commands.fleet import label_tools
+
+    args = build_parser().parse_args(argv)
+    return config_from_args(args), label_tools(args)
+
+
+def victim_bag(path):
+    return write_recording(path, [CameraRecording("/victim", scenes(5, seed=3), frame_id="victim_optical")])
+
+
+def test_killed_worker_retried_exactly_one_output(local_ray, inputs, pipeline_args, tmp_path):
+    from ros_mm_perception.fleet.engine import FleetOptions, run_fleet
+
+    _, good = inputs
+    victim = victim_bag(tmp_path / "victim.mcap")
+    config, tools = fleet_parts(["fleet", "x", "--out", "y", *pipeline_args])
+    tools = replace(tools, build_pipeline=KillOnce(tmp_path / "killed", "victim"))
+    out = tmp_path / "out"
+    summary = run_fleet([victim, good[0]], out, config, tools, FleetOptions(workers=2, threads=1), progress=False)
+    row = summary["per_recording"][0]
+    assert (tmp_path / "killed").exists()  # a worker did die in the middle of the recording
+    assert row["status"] == "done" and row["attempts"] == 2 and row["frames"] == 5
+    assert summary["per_recording"][1]["status"] == "done"
+    reference, _, _ = bag_outputs(tmp_path / "bag", victim, pipeline_args)
+    assert raw_messages(out / "victim" / "perception.mcap") == raw_messages(reference)  # no duplicate, no loss
+    assert sorted(p.name for p in out.iterdir()) == ["a", "fleet.json", "victim"]
+
+    # a worker that dies every time: bounded retries, then failed with the reason
+    tools = replace(tools, build_pipeline=KillOnce(tmp_path / "killed", "victim", every_time=True))
+    summary = run_fleet([victim], tmp_path / "out2", config, tools, FleetOptions(retries=1, threads=1),
+                        progress=False)
+    row = summary["per_recording"][0]
+    assert row["status"] == "failed" and row["attempts"] == 2 and "worker died 2 times" in row["reason"]
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["fleet.json"]
+
+
+def test_split_gives_the_frames_of_one_window_with_unique_ids(local_ray, pipeline_args, tmp_path, capsys):
+    from ros_mm_perception.fleet.engine import TRACK_ID_STRIDE
+
+    long_bag = write_recording(tmp_path / "long.mcap", [
+        CameraRecording("/front", scenes(12, seed=2), depths=[np.full((48, 64), 900, np.uint16)] * 12, k=K)])
+    whole, _, _ = bag_outputs(tmp_path / "bag", long_bag, pipeline_args)
+    capsys.readouterr()
+    summary = fleet_json(capsys, ["fleet", str(long_bag), "--out", str(tmp_path / "out"), "--split-s", "0.3",
+                                  "--workers", "2", "--json", *pipeline_args])
+    assert summary["per_recording"][0]["status"] == "done" and summary["per_recording"][0]["frames"] == 12
+    split = tmp_path / "out" / "long" / "perception.mcap"
+    strip = [(t, s, lt) for t, s, lt, _ in raw_messages(whole)]
+    assert [(t, s, lt) for t, s, lt, _ in raw_messages(split)] == strip  # same topics, order and stamps
+
+    for suffix in ("/detections", "/detections_3d"):
+        one, parts = decoded(whole, suffix), decoded(split, suffix)
+        assert [(t, lt, [d[:4] for d in dets]) for t, lt, dets in parts] == \
+               [(t, lt, [d[:4] for d in dets]) for t, lt, dets in one]
+    ids_per_window = {}
+    start = raw_messages(whole)[0][2]
+    for _, log_time, dets in decoded(split):
+        window = (log_time - start) // 300_000_000
+        ids_per_window.setdefault(window, set()).update(int(d[4]) for d in dets if d[4])
+    assert len(ids_per_window) == 4 and all(ids_per_window.values())
+    for window, ids in ids_per_window.items():
+        assert all(window * TRACK_ID_STRIDE < i < (window + 1) * TRACK_ID_STRIDE for i in ids)
+
+
+def test_without_ray_says_how_to_install(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
+    assert main(["fleet", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'ros_mm_perception[fleet]'" in err
+
+
+def test_inputs_expand_globs_lists_and_folders(tmp_path):
+    from ros_mm_perception.fleet.inputs import expand_inputs, output_names
+
+    day = tmp_path / "day"
+    (day / "bag1").mkdir(parents=True)
+    (day / "bag1" / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
+    (day / "x.mcap").write_bytes(b"")
+    (day / "notes.md").write_text("not a recording")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.mcap").write_bytes(b"")
+    (tmp_path / "list.txt").write_text("day/x.mcap  # again\n\nother/x.mcap\n")
+    paths = expand_inputs([str(day), str(tmp_path / "l*.txt")])
+    assert paths == [p.resolve() for p in (day / "bag1", day / "x.mcap", tmp_path / "other" / "x.mcap")]  # once each
+    names = output_names(paths)
+    assert names[0] == "bag1" and names[1] != names[2] and all(n.startswith("x-") for n in names[1:])
+    from ros_mm_perception.core.errors import UserError
+
+    with pytest.raises(UserError, match="no file matches"):
+        expand_inputs([str(tmp_path / "*.db3")])
+    with pytest.raises(UserError, match="holds no recordings"):
+        expand_inputs([str(tmp_path / "other" / "..")])
+
+
+def test_pipeline_reset_can_restart_track_ids(tiny_clip):
+    from ros_mm_perception.core.config import PerceptionConfig
+    from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
+    from ros_mm_perception.core.results import Frame
+
+    config = PerceptionConfig().replace(detect_phrases=["red circle"], grounding_source="clip", score_threshold=0.0,
+                                        track_min_hits=1)
+    pipeline = PerceptionPipeline(config, clip=tiny_clip)
+    frames = [Frame(image, camera="cam") for image in scenes(2)]
+
+    def ids():
+        return sorted(d.track_id for f in frames for d in pipeline.process(f).detections)
+
+    first = ids()
+    assert first and min(first) == 1
+    pipeline.reset()
+    assert min(ids()) > max(first)  # plain reset: ids stay unique
+    pipeline.reset(restart_ids=True)
+    assert ids() == first  # as a fresh pipeline

@@ -157,9 +157,11 @@ def run_fleet(inputs: Sequence[Path], out_dir: Path, config, tools: LabelTools, 
         elif _plan(rec, config, tools, options):
             todo.append(rec)
     ray_start_s = 0.0
-    if todo:
-        ray_start_s = _Run(todo, out_dir, staging, config, tools, options, progress, report).go()
-    staging.remove()
+    try:
+        if todo:
+            ray_start_s = _Run(todo, out_dir, staging, config, tools, options, progress, report).go()
+    finally:
+        staging.remove()
     summary = fleet_summary(recordings, out_dir, time.perf_counter() - started, ray_start_s,
                             min(options.workers, sum(r.windows for r in todo)) if todo else 0)
     from ros_mm_perception.offline.atomic import AtomicFile
@@ -281,9 +283,11 @@ class _Run:
                     if ref in self.starting:
                         worker = self.starting.pop(ref)
                         try:
-                            names[worker] = ray.get(ref)
+                            names[worker], error = ray.get(ref)
                         except RayActorError as err:
                             raise UserError(f"a worker could not start: {_short(err)}") from None
+                        if error:
+                            raise UserError(error)
                         idle.append(worker)
                         continue
                     worker, task = self.running[ref]

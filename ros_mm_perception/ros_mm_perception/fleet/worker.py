@@ -17,7 +17,7 @@ import threading
 from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from ros_mm_perception.core.errors import UserError
 
@@ -115,12 +115,19 @@ class LabelWorker:
 
             torch.set_num_threads(threads)
         self.config, self.tools = config, tools
-        self.pipeline = tools.build_pipeline(config)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.error = ""
+        try:
+            self.pipeline = tools.build_pipeline(config)
+        except UserError as err:
+            self.error = str(err)
+        except Exception as err:  # told to the driver as one line, not as a dead actor's traceback
+            self.error = f"{type(err).__name__}: {err}"
 
-    def identity(self) -> str:
-        """``host:pid`` of this worker (answered once the model is loaded)."""
-        return self.name
+    def identity(self) -> Tuple[str, str]:
+        """``host:pid`` of this worker and why its pipeline could not be built ("" when it was);
+        answered once the model is loaded."""
+        return self.name, self.error
 
     def label(self, task: Task):
         """Label ``task``; yields ``("frames", n)`` while going, then ``("done", result dict)``."""

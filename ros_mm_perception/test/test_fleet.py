@@ -275,6 +275,16 @@ def test_split_gives_the_frames_of_one_window_with_unique_ids(local_ray, pipelin
         assert all(window * TRACK_ID_STRIDE < i < (window + 1) * TRACK_ID_STRIDE for i in ids)
 
 
+def test_a_pipeline_that_cannot_load_is_one_line(local_ray, inputs, capsys, tmp_path):
+    _, good = inputs
+    out = tmp_path / "out"
+    assert main(["fleet", str(good[0]), "--out", str(out), "--clip-model", str(tmp_path / "missing"), "--device",
+                 "cpu", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "missing" in err and "does not exist" in err
+    assert list(out.iterdir()) == []  # no staging, no summary
+
+
 def test_without_ray_says_how_to_install(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
     assert main(["fleet", str(tmp_path), "--out", str(tmp_path / "out")]) == 2

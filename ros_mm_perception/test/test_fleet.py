@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import sys
-from argparse import Namespace
 from dataclasses import replace
 from pathlib import Path
 
@@ -169,13 +168,32 @@ def test_rerun_skips_complete_recordings_and_force_redoes_them(fleet_run, inputs
     assert [r["status"] for r in summary["per_recording"]] == ["up-to-date", "up-to-date"]
     assert summary["per_recording"][0]["frames"] == 7 and summary["workers"] == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "a").iterdir()} == before
-    # other options are another result: labeled again, as is everything with --force
-    summary = fleet_json(capsys, ["fleet", str(good[0]), "--out", str(out), "--jsonl", "--json", *pipeline_args])
-    assert summary["per_recording"][0]["status"] == "done"
-    assert sorted(p.name for p in (out / "a").iterdir()) == ["detections.jsonl", "manifest.json", "perception.mcap"]
-    summary = fleet_json(capsys, ["fleet", str(good[0]), "--out", str(out), "--jsonl", "--json", "--force",
+    summary = fleet_json(capsys, ["fleet", str(good[0]), "--out", str(out), "--jsonl", "--coco", "--json", "--force",
                                   *pipeline_args])
     assert summary["per_recording"][0]["status"] == "done"
+    assert {p: p.stat().st_mtime_ns for p in (out / "a").iterdir()} != before
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b", "fleet.json", "images"]
+
+
+def test_manifest_matches_only_the_same_input_options_and_outputs(tmp_path):
+    from ros_mm_perception.fleet.inputs import fingerprint
+    from ros_mm_perception.fleet.manifest import matching_manifest, write_manifest
+
+    recording = tmp_path / "r.mcap"
+    recording.write_bytes(b"1234")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "perception.mcap").write_bytes(b"")
+    size, mtime = fingerprint(recording)
+    identity = {"input": str(recording), "size": size, "mtime_ns": mtime, "options": {"threshold": 0.2}}
+    write_manifest(folder, {**identity, "outputs": ["perception.mcap"], "summary": {}})
+    assert matching_manifest(folder, identity) is not None
+    assert matching_manifest(folder, {**identity, "options": {"threshold": 0.3}}) is None
+    os.utime(recording, ns=(mtime + 10**9, mtime + 10**9))
+    assert fingerprint(recording) == (4, mtime + 10**9)
+    assert matching_manifest(folder, {**identity, "mtime_ns": mtime + 10**9}) is None
+    (folder / "perception.mcap").unlink()
+    assert matching_manifest(folder, identity) is None  # an output gone: not complete
 
 
 class KillOnce:
@@ -243,7 +261,7 @@ def test_killed_worker_retried_exactly_one_output(local_ray, inputs, pipeline_ar
     summary = run_fleet([victim], tmp_path / "out2", config, tools, FleetOptions(retries=1, threads=1),
                         progress=False)
     row = summary["per_recording"][0]
-    assert row["status"] == "failed" and row["attempts"] == 2 and "worker died 2 times" in row["reason"]
+    assert row["status"] == "failed" and row["attempts"] == 2 and "worker died, 2 of 2 attempts" in row["reason"]
     assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["fleet.json"]
 
 

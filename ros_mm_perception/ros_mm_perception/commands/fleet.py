@@ -7,6 +7,7 @@ folder ``DIR/<name>/`` (``perception.mcap``, and ``detections.jsonl``/``coco.jso
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from argparse import Namespace
@@ -80,7 +81,7 @@ def format_fleet(summary) -> str:
 
 def run(args) -> int:
     try:
-        import ray  # noqa: F401
+        importlib.import_module("ray")
     except ImportError:
         raise UserError(INSTALL_HINT) from None
     from ros_mm_perception.fleet.engine import FleetOptions, run_fleet

@@ -148,7 +148,8 @@ def run_fleet(inputs: Sequence[Path], out_dir: Path, config, tools: LabelTools, 
     todo = []
     for rec in recordings:
         size, mtime = fingerprint(Path(rec.input))
-        rec.identity = {"input": rec.input, "size": size, "mtime_ns": mtime, "options": chosen}
+        rec.identity = json.loads(json.dumps({"input": rec.input, "size": size, "mtime_ns": mtime,
+                                              "options": chosen}))  # as a manifest reads back
         manifest = None if options.force else matching_manifest(out_dir / rec.name, rec.identity)
         if manifest is not None:
             rec.status = "up-to-date"
@@ -225,7 +226,10 @@ class _Run:
         t0 = time.perf_counter()
         own_ray = not ray.is_initialized()
         if own_ray:
-            ray.init(address=self.options.address, include_dashboard=False, logging_level="warning")
+            try:
+                ray.init(address=self.options.address, include_dashboard=False, logging_level="warning")
+            except ConnectionError as err:
+                raise UserError(f"cannot join Ray at {self.options.address}: {_short(err)}") from None
         try:
             self._check_resources(ray)
             ray_start_s = time.perf_counter() - t0
@@ -298,8 +302,9 @@ class _Run:
                         self.bar.update(-self.counted.pop(id(task)))
                         ray.kill(worker, no_restart=True)
                         workers.remove(worker)
-                        workers.append(self._new_worker(ray))
                         self._worker_died(task, names.get(worker, "a worker"), err)
+                        if self.pending:
+                            workers.append(self._new_worker(ray))
                         continue
                     except RayTaskError as err:
                         del self.running[ref]
@@ -329,7 +334,8 @@ class _Run:
         rec = self.recordings[task.recording]
         if task.attempt > self.options.retries:
             self._task_done(task, {"status": "failed", "worker": worker,
-                                   "reason": f"worker died {task.attempt} times; last: {_short(err)}"})
+                                   "reason": f"its worker died, {task.attempt} of {task.attempt} attempts "
+                                             f"({_short(err)})"})
             return
         self.report(f"{rec.input}: worker {worker} died; trying again ({_short(err)})")
         self.pending.appendleft(Task(**{**asdict(task), "attempt": task.attempt + 1, "staging": ""}))

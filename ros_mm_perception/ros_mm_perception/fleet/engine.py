@@ -31,6 +31,7 @@ from ros_mm_perception.fleet.manifest import matching_manifest, write_manifest
 from ros_mm_perception.fleet.merge import merge_windows
 from ros_mm_perception.fleet.staging import Staging
 from ros_mm_perception.fleet.worker import LabelTools, LabelWorker, Task
+from ros_mm_perception.offline.atomic import AtomicFile
 
 SUMMARY_NAME = "fleet.json"
 TRACK_ID_STRIDE = 1_000_000
@@ -157,6 +158,8 @@ def run_fleet(inputs: Sequence[Path], out_dir: Path, config, tools: LabelTools, 
                 setattr(rec, key, manifest["summary"][key])
         elif _plan(rec, config, tools, options):
             todo.append(rec)
+        else:
+            report(f"{rec.input}: failed: {rec.reason}")
     ray_start_s = 0.0
     try:
         if todo:
@@ -165,8 +168,6 @@ def run_fleet(inputs: Sequence[Path], out_dir: Path, config, tools: LabelTools, 
         staging.remove()
     summary = fleet_summary(recordings, out_dir, time.perf_counter() - started, ray_start_s,
                             min(options.workers, sum(r.windows for r in todo)) if todo else 0)
-    from ros_mm_perception.offline.atomic import AtomicFile
-
     out = AtomicFile(out_dir / SUMMARY_NAME, "w")
     json.dump(summary, out.file, indent=1, allow_nan=False)
     out.commit()

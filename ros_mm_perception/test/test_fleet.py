@@ -18,7 +18,7 @@ import pytest
 
 from ros_mm_perception.cli import build_parser, main
 from ros_mm_perception.core.imaging.image_io import write_rgb
-from ros_mm_perception.offline.recording import CameraRecording, write_recording
+from ros_mm_perception.offline.recording import START_NS, CameraRecording, write_recording
 
 K = [60.0, 0.0, 32.0, 0.0, 60.0, 24.0, 0.0, 0.0, 1.0]
 PHRASES = ["red circle", "blue square"]
@@ -64,13 +64,13 @@ def raw_messages(path):
 
 
 def decoded(path, suffix="/detections"):
-    """[(topic, log time, [(class id, x, y, score, track id)])] of the detection topics."""
+    """[(topic, log time, frame id, [(class id, x, y, score, track id)])] of the detection topics."""
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
 
     with open(path, "rb") as f:
         reader = make_reader(f, decoder_factories=[DecoderFactory()])
-        return [(c.topic, r.log_time, [(d.results[0].hypothesis.class_id, d.bbox.center.position.x,
+        return [(c.topic, r.log_time, m.header.frame_id, [(d.results[0].hypothesis.class_id, d.bbox.center.position.x,
                                         d.bbox.center.position.y, d.results[0].hypothesis.score, d.id)
                                        for d in m.detections])
                 for _, c, r, m in reader.iter_decoded_messages(log_time_order=False) if c.topic.endswith(suffix)]
@@ -265,11 +265,28 @@ def test_killed_worker_retried_exactly_one_output(local_ray, inputs, pipeline_ar
     assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["fleet.json"]
 
 
+def static_tf(parent, child, z):
+    """A /tf_static message: ``child`` ``z`` metres above ``parent``, not rotated (rosbags classes)."""
+    from ros_mm_perception.messages.typestore import typestore
+
+    t = typestore().types
+    return t["tf2_msgs/msg/TFMessage"](transforms=[t["geometry_msgs/msg/TransformStamped"](
+        header=t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=0, nanosec=0), frame_id=parent),
+        child_frame_id=child,
+        transform=t["geometry_msgs/msg/Transform"](translation=t["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=z),
+                                                   rotation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0,
+                                                                                              w=1.0)))])
+
+
 def test_split_gives_the_frames_of_one_window_with_unique_ids(local_ray, pipeline_args, tmp_path, capsys):
+    """Also with --target-frame: every window sees the recording's transforms."""
     from ros_mm_perception.fleet.engine import TRACK_ID_STRIDE
 
     long_bag = write_recording(tmp_path / "long.mcap", [
-        CameraRecording("/front", scenes(12, seed=2), depths=[np.full((48, 64), 900, np.uint16)] * 12, k=K)])
+        CameraRecording("/front", scenes(12, seed=2), depths=[np.full((48, 64), 900, np.uint16)] * 12, k=K,
+                        frame_id="front_optical")],
+        extra=[("/tf_static", static_tf("base_link", "front_optical", 1.0), START_NS - 1)])
+    pipeline_args = [*pipeline_args, "--target-frame", "base_link"]
     whole, _, _ = bag_outputs(tmp_path / "bag", long_bag, pipeline_args)
     capsys.readouterr()
     summary = fleet_json(capsys, ["fleet", str(long_bag), "--out", str(tmp_path / "out"), "--split-s", "0.3",
@@ -279,13 +296,16 @@ def test_split_gives_the_frames_of_one_window_with_unique_ids(local_ray, pipelin
     strip = [(t, s, lt) for t, s, lt, _ in raw_messages(whole)]
     assert [(t, s, lt) for t, s, lt, _ in raw_messages(split)] == strip  # same topics, order and stamps
 
+    assert {m[0] for m in raw_messages(split)} >= {"/front/detections", "/front/detections_3d"}
     for suffix in ("/detections", "/detections_3d"):
         one, parts = decoded(whole, suffix), decoded(split, suffix)
-        assert [(t, lt, [d[:4] for d in dets]) for t, lt, dets in parts] == \
-               [(t, lt, [d[:4] for d in dets]) for t, lt, dets in one]
+        assert len(one) == 12
+        assert [(t, lt, f, [d[:4] for d in dets]) for t, lt, f, dets in parts] == \
+               [(t, lt, f, [d[:4] for d in dets]) for t, lt, f, dets in one]
+    assert {f for _, _, f, _ in decoded(split, "/detections_3d")} == {"base_link"}
     ids_per_window = {}
     start = raw_messages(whole)[0][2]
-    for _, log_time, dets in decoded(split):
+    for _, log_time, _, dets in decoded(split):
         window = (log_time - start) // 300_000_000
         ids_per_window.setdefault(window, set()).update(int(d[4]) for d in dets if d[4])
     assert len(ids_per_window) == 4 and all(ids_per_window.values())

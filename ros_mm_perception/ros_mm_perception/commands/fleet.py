@@ -14,7 +14,7 @@ from argparse import Namespace
 from pathlib import Path
 
 from ros_mm_perception.commands.bag import (add_input_arguments, add_pipeline_arguments, build_pipeline,
-                                            config_from_args, open_outputs, open_source)
+                                            config_from_args, open_outputs, open_source, target_frame)
 from ros_mm_perception.core.errors import UserError
 
 INSTALL_HINT = "fleet needs Ray: pip install 'ros_mm_perception[fleet]' (or pip install ray)"
@@ -56,7 +56,8 @@ def label_tools(args):
 
     input_args = Namespace(camera_topic=args.camera_topic, depth_topic=args.depth_topic, no_depth=args.no_depth,
                            fps=args.fps)
-    return LabelTools(open_source=open_source, open_outputs=open_outputs, build_pipeline=build_pipeline,
+    return LabelTools(open_source=open_source, target_frame=target_frame, open_outputs=open_outputs,
+                      build_pipeline=build_pipeline,
                       input_args=input_args, jsonl=args.jsonl, coco=args.coco, debug_images=args.debug_images)
 
 

@@ -31,12 +31,14 @@ class LabelTools:
     """How workers read a recording, build the pipeline and open outputs: the ``bag`` command's own
     functions, so ``fleet`` writes exactly what ``bag`` writes.
 
-    ``open_source(input_args, config, path)`` and ``open_outputs(files, config, path)``, where
-    ``files`` has ``out``, ``jsonl``, ``coco`` (paths or None) and ``debug_images``;
-    ``build_pipeline(config)`` returns an object with ``process(frame)`` and ``reset(restart_ids=True)``.
+    ``open_source(input_args, config, path)``, ``target_frame(source, config.target_frame)`` and
+    ``open_outputs(files, config, path, target)``, where ``files`` has ``out``, ``jsonl``, ``coco``
+    (paths or None) and ``debug_images``; ``build_pipeline(config)`` returns an object with
+    ``process(frame)`` and ``reset(restart_ids=True)``.
     """
 
     open_source: Callable
+    target_frame: Callable
     open_outputs: Callable
     build_pipeline: Callable
     input_args: Namespace
@@ -174,7 +176,8 @@ class LabelWorker:
         try:
             source = tools.open_source(tools.input_args, config, path)
             try:
-                outputs = tools.open_outputs(files, config, path)
+                target = tools.target_frame(source, config.target_frame)
+                outputs = tools.open_outputs(files, config, path, target)
             except BaseException:
                 source.close()
                 raise

@@ -94,7 +94,7 @@ def fleet_json(capsys, argv, code=0):
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """Three good recordings (two bags, an image folder), a corrupt file and a bag damaged inside."""
+    """Three good recordings (two bags, an image folder), a corrupt file and a bag whose only chunk is damaged."""
     folder = tmp_path_factory.mktemp("recordings")
     good = [two_camera_bag(folder / "a.mcap"), two_camera_bag(folder / "b.mcap", seed=5)]
     images = folder / "images"
@@ -155,7 +155,10 @@ def test_corrupt_and_damaged_recordings_fail_alone(fleet_run):
     summary, out = fleet_run
     rows = {Path(r["input"]).name: r for r in summary["per_recording"]}
     assert rows["corrupt.mcap"]["status"] == "failed" and "cannot read bag" in rows["corrupt.mcap"]["reason"]
-    assert rows["damaged.mcap"]["status"] == "failed" and "damaged" in rows["damaged.mcap"]["reason"]
+    # damaged where every image was: nothing to label (a partly damaged one is labeled as bag does)
+    reason = rows["damaged.mcap"]["reason"]
+    assert rows["damaged.mcap"]["status"] == "failed" and "no frame could be processed" in reason
+    assert "damaged chunk" in reason
     assert rows["damaged.mcap"]["output"] is None and not (out / "damaged").exists()
 
 

@@ -31,12 +31,12 @@ from ros_mm_perception.fleet.manifest import matching_manifest, write_manifest
 from ros_mm_perception.fleet.merge import merge_windows
 from ros_mm_perception.fleet.staging import Staging
 from ros_mm_perception.fleet.worker import LabelTools, LabelWorker, Task
-from ros_mm_perception.offline.atomic import AtomicFile
+from ros_mm_perception.offline.atomic import OutputStaging
 
 SUMMARY_NAME = "fleet.json"
 TRACK_ID_STRIDE = 1_000_000
 """Track ids of window k (from 0) of a split recording are k * TRACK_ID_STRIDE + its own ids."""
-COUNTS = ("frames", "skipped", "damaged", "detections")
+COUNTS = ("frames", "skipped", "detections")
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,8 @@ class Recording:
     reason: str = ""
     frames: int = 0
     skipped: int = 0
-    damaged: int = 0
-    """Depth or camera_info messages that could not be used (their images were still labeled)."""
+    damaged: List[str] = field(default_factory=list)
+    """What was damaged in the input (a cut-off file, a damaged chunk), one line each, as ``bag`` says."""
     detections: int = 0
     seconds: float = 0.0
     worker: str = ""
@@ -103,7 +103,7 @@ class Recording:
 
     def row(self, out_dir: Path) -> Dict:
         row = {"input": self.input, "output": str(out_dir / self.name) if self.status != "failed" else None,
-               "status": self.status, **{k: getattr(self, k) for k in COUNTS},
+               "status": self.status, **{k: getattr(self, k) for k in COUNTS}, "damaged": self.damaged,
                "seconds": round(self.seconds, 3), "worker": self.worker, "attempts": self.attempts}
         if self.reason:
             row["reason"] = self.reason
@@ -119,6 +119,7 @@ def fleet_summary(recordings: Sequence[Recording], out_dir: Path, seconds: float
     return {"recordings": len(recordings), "done": statuses.count("done"),
             "up_to_date": statuses.count("up-to-date"), "failed": statuses.count("failed"),
             **{k: sum(getattr(r, k) for r in labeled) for k in COUNTS},
+            "damaged": sum(bool(r.damaged) for r in labeled),
             "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 3) if seconds > 0 else 0.0,
             "ray_start_s": round(ray_start_s, 3), "workers": workers, "out": str(out_dir),
             "per_recording": [r.row(out_dir) for r in recordings]}
@@ -154,7 +155,7 @@ def run_fleet(inputs: Sequence[Path], out_dir: Path, config, tools: LabelTools, 
         manifest = None if options.force else matching_manifest(out_dir / rec.name, rec.identity)
         if manifest is not None:
             rec.status = "up-to-date"
-            for key in (*COUNTS, "seconds", "worker", "attempts"):
+            for key in (*COUNTS, "damaged", "seconds", "worker", "attempts"):
                 setattr(rec, key, manifest["summary"][key])
         elif _plan(rec, config, tools, options):
             todo.append(rec)
@@ -168,9 +169,9 @@ def run_fleet(inputs: Sequence[Path], out_dir: Path, config, tools: LabelTools, 
         staging.remove()
     summary = fleet_summary(recordings, out_dir, time.perf_counter() - started, ray_start_s,
                             min(options.workers, sum(r.windows for r in todo)) if todo else 0)
-    out = AtomicFile(out_dir / SUMMARY_NAME, "w")
-    json.dump(summary, out.file, indent=1, allow_nan=False)
-    out.commit()
+    written = OutputStaging()
+    written.stage(out_dir / SUMMARY_NAME, "w").file.write(json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    written.commit()
     return summary
 
 
@@ -350,6 +351,9 @@ class _Run:
         rec.attempts = max(p["attempt"] for p in parts)
         rec.worker = ", ".join(dict.fromkeys(p["worker"] for p in parts if p["worker"]))
         failed = [p for p in parts if p["status"] != "done"]
+        if not failed and not any(p["frames"] for p in parts):
+            damage = [line for p in parts for line in p["damaged"]]
+            failed = [{"reason": "no frame could be processed" + (f" ({damage[0]})" if damage else "")}]
         if failed:
             rec.status, rec.reason = "failed", failed[0]["reason"]
             self.report(f"{rec.input}: failed: {rec.reason}")
@@ -364,14 +368,15 @@ class _Run:
     def _publish(self, rec: Recording, parts: List[Dict]) -> None:
         for key in COUNTS:
             setattr(rec, key, sum(p[key] for p in parts))
+        rec.damaged = [line for p in parts for line in p["damaged"]]
         rec.seconds = sum(p["seconds"] for p in parts)
         names = self.tools.output_names()
         if len(parts) == 1:
             folder = Path(parts[0]["staging"])
-        else:
+        else:  # windows without frames wrote nothing
             folder = self.staging.new(f"{rec.name}.merged")
-            merge_windows([Path(p["staging"]) for p in parts], folder, names)
-        summary = {key: getattr(rec, key) for key in (*COUNTS, "seconds", "worker", "attempts")}
+            merge_windows([Path(p["staging"]) for p in parts if p["frames"]], folder, names)
+        summary = {key: getattr(rec, key) for key in (*COUNTS, "damaged", "seconds", "worker", "attempts")}
         write_manifest(folder, {**rec.identity, "outputs": names, "summary": summary})
         self.staging.publish(folder, self.out_dir / rec.name)
         rec.status = "done"

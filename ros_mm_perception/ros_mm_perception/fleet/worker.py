@@ -17,7 +17,7 @@ import threading
 from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ros_mm_perception.core.errors import UserError
 
@@ -32,9 +32,10 @@ class LabelTools:
     functions, so ``fleet`` writes exactly what ``bag`` writes.
 
     ``open_source(input_args, config, path)``, ``target_frame(source, config.target_frame)`` and
-    ``open_outputs(files, config, path, target)``, where ``files`` has ``out``, ``jsonl``, ``coco``
-    (paths or None) and ``debug_images``; ``build_pipeline(config)`` returns an object with
-    ``process(frame)`` and ``reset(restart_ids=True)``.
+    ``open_outputs(files, config, path, staging, target)``, where ``files`` has ``out``, ``jsonl``,
+    ``coco`` (paths or None) and ``debug_images`` and ``staging`` is an
+    :class:`~ros_mm_perception.offline.atomic.OutputStaging`; ``build_pipeline(config)`` returns an
+    object with ``process(frame)`` and ``reset(restart_ids=True)``.
     """
 
     open_source: Callable
@@ -69,12 +70,13 @@ class Task:
 class TaskSource:
     """The frames of ``source`` whose recording time lies in the task's window, reported one by one.
 
-    The whole recording is read, so depth pairing and camera_info are as in one pass; depth and
-    camera_info problems count in the first window only.
+    The whole recording is read, so depth pairing and camera_info are as in one pass; what the
+    source lost or found damaged, and unusable depth and camera_info, count in the first window only.
     """
 
     def __init__(self, source, task: Task, report: Callable[[int], None]):
         self.source, self.task, self.report = source, task, report
+        self.paths = source.paths
 
     def __len__(self) -> int:
         return len(self.source) if self.task.windows == 1 else 0
@@ -89,6 +91,14 @@ class TaskSource:
     @property
     def aux_skipped(self) -> int:
         return getattr(self.source, "aux_skipped", 0) if self.task.window == 0 else 0
+
+    @property
+    def lost(self) -> int:
+        return getattr(self.source, "lost", 0) if self.task.window == 0 else 0
+
+    @property
+    def damaged(self) -> List[str]:
+        return list(getattr(self.source, "damaged", ())) if self.task.window == 0 else []
 
     def close(self) -> None:
         self.source.close()
@@ -166,6 +176,8 @@ class LabelWorker:
         yield ("done", outcome["result"])
 
     def _label(self, task: Task, report: Callable[[int], None]) -> Dict:
+        """Label one task into its staging folder; a window without frames writes nothing."""
+        from ros_mm_perception.offline.atomic import OutputStaging
         from ros_mm_perception.offline.runner import process_input
 
         tools, config, path, staging = self.tools, self.config, Path(task.input), Path(task.staging)
@@ -175,18 +187,20 @@ class LabelWorker:
         pipeline = OffsetTracks(self.pipeline, task.track_offset) if task.track_offset else self.pipeline
         try:
             source = tools.open_source(tools.input_args, config, path)
+            staged = OutputStaging(inputs=[path, *source.paths])
             try:
                 target = tools.target_frame(source, config.target_frame)
-                outputs = tools.open_outputs(files, config, path, target)
+                outputs = tools.open_outputs(files, config, path, staged, target)
             except BaseException:
+                staged.abort()
                 source.close()
                 raise
-            summary = process_input(TaskSource(source, task, report), pipeline, outputs,
+            summary = process_input(TaskSource(source, task, report), pipeline, outputs, staged,
                                     phrases=config.detect_phrases, progress=False)
         except UserError as err:
             return {"status": "failed", "reason": str(err), "worker": self.name}
         except Exception as err:  # a recording that breaks the pipeline must not stop the fleet
             return {"status": "failed", "reason": f"{type(err).__name__}: {err}", "worker": self.name}
         return {"status": "done", "worker": self.name, "frames": summary.frames, "skipped": summary.skipped,
-                "damaged": summary.aux_skipped, "detections": summary.detections,
+                "damaged": summary.damaged, "detections": summary.detections,
                 "per_label": dict(summary.per_label), "seconds": summary.seconds}

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from ros_mm_perception.core.config import CLIP_FAST_PATHS
 from ros_mm_perception.core.models.clip_model import load_clip
 from ros_mm_perception.core.models.cuda_graphs import bucket_for, resolve_mode
-from ros_mm_perception.core.models.fast_clip import FastClipEncoder, enable_fast_clip
+from ros_mm_perception.core.models.fast_clip import ONEDNN_FROM_BATCH, FastClipEncoder, enable_fast_clip
 from ros_mm_perception.core.perception.labeler import ClipLabeler
 
 CLIP_ATOL = 1e-5
@@ -40,10 +41,15 @@ def test_modes_resolve_per_device():
     assert resolve_mode("compile", torch.device("cpu")) == "compile"
     with pytest.raises(ValueError, match="unknown fast path"):
         resolve_mode("turbo", torch.device("cpu"))
+    with pytest.raises(ValueError, match="unknown fast path"):   # freeze is CLIP's alone
+        resolve_mode("freeze", torch.device("cpu"))
+    assert resolve_mode("auto", torch.device("cpu"), choices=CLIP_FAST_PATHS, cpu_auto="freeze") == "freeze"
+    assert resolve_mode("auto", torch.device("cuda"), choices=CLIP_FAST_PATHS, cpu_auto="freeze") == "graph"
     assert [bucket_for(n, (1, 2, 4)) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 4, None]
 
 
-@pytest.mark.parametrize("mode, backend", [("static", "inductor"), ("graph", "inductor"), ("compile", "eager")])
+@pytest.mark.parametrize("mode, backend", [("static", "inductor"), ("graph", "inductor"), ("compile", "eager"),
+                                           ("freeze", "inductor")])
 def test_fast_clip_matches_open_clip(clip, mode, backend):
     encoder = FastClipEncoder(clip.model, clip.image_size, clip.device, clip.dtype, mode=mode, buckets=(1, 2, 4),
                               compile_backend=backend)
@@ -68,7 +74,24 @@ def test_labeler_routes_through_the_fast_encoder(tiny_clip_dir, rng):
     assert clip.fast_encoder is encoder and encoder.captured_buckets == (4,)
     np.testing.assert_allclose(labeler.probabilities(frames), plain, atol=CLIP_ATOL)
     assert clip.fast_encoder is encoder
-    assert enable_fast_clip(clip, "auto") is None and clip.fast_encoder is None   # auto on CPU is off
+    assert enable_fast_clip(clip, "auto").mode == "freeze"                         # auto on CPU is freeze
+    assert enable_fast_clip(clip, "off") is None and clip.fast_encoder is None
+
+
+def test_frozen_convolutional_encoder_matches_open_clip():
+    """The embedded model is a ResNet: its large buckets also take oneDNN's rewrite, small ones do not."""
+    clip = load_clip("", device="cpu", precision="fp32")
+    encoder = FastClipEncoder(clip.model, clip.image_size, clip.device, clip.dtype, mode="freeze",
+                              buckets=(2, ONEDNN_FROM_BATCH))
+    pixels = torch.randn(ONEDNN_FROM_BATCH, 3, clip.image_size, clip.image_size,
+                         generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        reference = clip.model.encode_image(pixels)
+    for batch in (pixels[:2], pixels):
+        out = encoder(batch)
+        # Folded batch norms and oneDNN's kernels reorder the sums: equal to float rounding, not bit for bit.
+        torch.testing.assert_close(out, reference[:batch.shape[0]], atol=1e-4, rtol=1e-4)
+    assert encoder.captured_buckets == (2, ONEDNN_FROM_BATCH)
 
 
 def test_failing_fast_clip_falls_back_to_open_clip(tiny_clip_dir, rng):

@@ -65,6 +65,15 @@ def test_preprocessing_matches_open_clip(tiny_clip, reference, rng, shape):
             assert diff.max().item() < max_tol
 
 
+@pytest.mark.parametrize("shape", [(48, 64, 3), (64, 40, 3), (20, 24, 3), (480, 640, 3)])
+def test_cpu_resize_is_within_one_grey_level_of_pil(tiny_clip, reference, rng, shape):
+    """On the CPU the resize runs on uint8 pixels with PIL's rounding: one grey level even on pure noise."""
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    ours = tiny_clip.preprocessor.frames([image])[0]
+    theirs = reference[2](Image.fromarray(image))
+    assert ((ours - theirs).abs() * tiny_clip.preprocessor.std * 255).max().item() < 1 + 1e-3
+
+
 def test_labels_equal_direct_open_clip(tiny_clip, reference, rng):
     images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
     labeler = ClipLabeler(tiny_clip, PHRASES, TEMPLATES)

@@ -3,8 +3,11 @@
 Every figure is the median wall-clock time of ``--repeats`` calls after warm-up calls, with the GPU
 synchronised after each call. Each model path is timed as users call it (``ClipLabeler.label``,
 ``PaliGemmaEngine.answer``/``ask_many``, ``PerceptionPipeline.process``), so preprocessing, host work
-and copies are included. A figure that fails or is skipped is ``null`` with the reason under
-``errors``; the object always has the same keys (see :data:`PATHS` and :func:`empty_result`).
+and copies are included. Under ``versus_plain`` each figure that has a plain-library equivalent is
+timed beside that equivalent on the same weights, the two calls alternating (plain, ours, plain,
+ours, ...), so load from other programs hits both alike; the ratio is ``speedup``. A figure that
+fails or is skipped is ``null`` with the reason under ``errors``; the object always has the same
+keys (see :func:`empty_result`).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import statistics
 import tempfile
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional
 
-CLIP_PATHS = ("off", "graph", "compile")
+CLIP_PATHS = ("off", "graph", "compile", "freeze")
 PALIGEMMA_PATHS = ("off", "static", "graph", "compile")
 PIPELINE_PATHS = ("off", "graph")
 CLIP_FIGURES = ("encode_b1_ms", "frame_to_labels_b1_ms", "encode_b64_ms", "encode_b64_img_per_s",
@@ -30,6 +34,18 @@ PALIGEMMA_FIGURES = ("prefill_ms", "answer_20_ms", "answer_tokens", "eight_quest
 PIPELINE_FIGURES = ("labels_ms", "labels_and_detect_ms")
 CONVERSION_FIGURES = ("rgb8_to_rgb_ms", "bgr8_to_rgb_ms", "yuv422_to_rgb_ms", "rgb_to_image_msg_ms",
                       "jpeg_to_rgb_ms")
+VERSUS_PLAIN = {
+    "clip.frame_to_labels": "one 640x480 frame to labels: open_clip's own transform (PIL) + encode_image in "
+                            "open_clip's default precision, vs ClipLabeler.label at the defaults (auto precision "
+                            "and fast path)",
+    "clip.frame_to_labels_same_precision": "the same, plain open_clip in our precision (where that is not fp32)",
+    "embedded_clip.frame_to_labels": "the same on the embedded model",
+    "paligemma.answer_20": "one answer of up to 20 tokens: processor + transformers generate, vs "
+                           "PaliGemmaEngine.answer on the static path",
+    "paligemma2.answer_20": "the same on PaliGemma 2",
+}
+"""Figures timed beside their plain-library equivalent (key → what is compared); see :meth:`Bench.versus`."""
+VERSUS_FIGURES = ("plain_ms", "ours_ms", "speedup", "plain_precision", "ours_precision", "ours_fast_path")
 PALIGEMMA_MODELS = {"paligemma": "paligemma-3b-224", "paligemma2": "paligemma2-3b-224"}
 """Result key → real-size architecture in :data:`~ros_mm_perception.core.models.random_models.PALIGEMMA_SIZES`."""
 NEW_TOKENS = 20
@@ -41,6 +57,8 @@ QUESTIONS = ["what color is the mug on the table?", "is the door on the left ope
              "is the floor empty?", "where is the red box?"]
 FRAME_SHAPE = (480, 640, 3)
 CLIP_BATCH = 64
+GROUNDING_PHRASES = ["red box", "blue ball", "green cup", "person"]
+SIZES = ("tiny", "real", "real-clip")
 
 
 def add_parser(sub) -> None:
@@ -52,9 +70,10 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--random-weights", action="store_true",
                    help="build the architectures with random weights instead of loading checkpoints")
-    p.add_argument("--sizes", choices=("tiny", "real"), default=None,
-                   help="tiny test models or the real ViT-B/16 and PaliGemma 3B shapes (default: real on CUDA, "
-                        "tiny on CPU; with --random-weights)")
+    p.add_argument("--sizes", choices=SIZES, default=None,
+                   help="tiny test models, the real ViT-B/16 and PaliGemma 3B shapes, or real-clip: real-size "
+                        "CLIP with tiny PaliGemma, what a CPU times in minutes (default: real on CUDA, tiny on "
+                        "CPU; with --random-weights)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per figure (default: 10 on CUDA, 3 on CPU)")
     p.add_argument("--clip-model", default="", help="without --random-weights: open_clip model (default: embedded)")
     p.add_argument("--clip-pretrained", default="", help="without --random-weights: open_clip pretrained tag or file")
@@ -82,6 +101,9 @@ def empty_result() -> Dict:
         "clip": {"architecture": None, "precision": None, "preprocess_640x480_ms": None,
                  "paths": paths(CLIP_PATHS, CLIP_FIGURES)},
         **pg,
+        "embedded_clip": {"precision": None, "fast_path": None, "grounding_640x480_4_phrases_ms": None,
+                          "grounding_proposals": None},
+        "versus_plain": {key: dict.fromkeys(VERSUS_FIGURES) for key in VERSUS_PLAIN},
         "pipeline": {"paligemma": None, "detect_tokens": None, "paths": paths(PIPELINE_PATHS, PIPELINE_FIGURES)},
         "image_conversion": dict.fromkeys(CONVERSION_FIGURES),
         "errors": {},
@@ -138,6 +160,25 @@ class Bench:
             self.sync()
             times.append((time.perf_counter() - start) * 1e3)
         return round(statistics.median(times), 3)
+
+    def versus(self, key: str, plain: Callable, ours: Callable, repeats: Optional[int] = None, **about) -> None:
+        """Time ``plain`` and ``ours`` alternately into ``versus_plain[key]`` (medians and ``speedup``)."""
+        def measure():
+            for _ in range(2):
+                plain()
+                ours()
+            times: Dict[Callable, List[float]] = {plain: [], ours: []}
+            for _ in range(repeats or max(self.repeats, 5)):
+                for fn in (plain, ours):
+                    start = time.perf_counter()
+                    fn()
+                    self.sync()
+                    times[fn].append((time.perf_counter() - start) * 1e3)
+            plain_ms, ours_ms = (round(statistics.median(times[fn]), 3) for fn in (plain, ours))
+            return dict(plain_ms=plain_ms, ours_ms=ours_ms, speedup=round(plain_ms / ours_ms, 2), **about)
+
+        out = self.result["versus_plain"]
+        self.measure(out, key, f"versus_plain.{key}", measure)
 
     def measure(self, where: Dict, key: str, path: str, fn: Callable) -> None:
         """``where[key] = fn()``; a failure leaves ``null`` and records ``errors[path]``."""
@@ -217,18 +258,99 @@ class Bench:
 
         section = self.result["clip"]
         if self.args.random_weights:
-            architecture = "ViT-B-16" if self.sizes == "real" else "tiny"
-            folder = build_random_clip(os.path.join(self.workdir, "clip"),
-                                       "ViT-B-16" if self.sizes == "real" else None)
+            real = self.sizes in ("real", "real-clip")
+            architecture = "ViT-B-16" if real else "tiny"
+            folder = build_random_clip(os.path.join(self.workdir, "clip"), "ViT-B-16" if real else None)
             clip = load_clip(str(folder), device=str(self.device))
         else:
             architecture = self.args.clip_model or "embedded"
             clip = load_clip(self.args.clip_model, self.args.clip_pretrained, device=str(self.device))
+        folder = Path(clip.name.removeprefix("local-dir:"))
+        # What plain open_clip is given to load the same weights.
+        self.clip_source = ((f"local-dir:{folder}", None) if folder.is_dir()
+                            else (clip.name, self.args.clip_pretrained))
         section.update(architecture=architecture, precision=str(clip.dtype).replace("torch.", ""))
         labeler = ClipLabeler(clip, VOCABULARY)
         self.measure(section, "preprocess_640x480_ms", "clip.preprocess_640x480_ms",
                      lambda: self.timed(lambda: clip.preprocessor.frames([self.frame])))
         return clip, labeler
+
+    def plain_open_clip(self, model_id: str, pretrained: Optional[str], precision: str = "fp32") -> Callable:
+        """Frame → top-5 labels the way open_clip's README does it: its own transform, model and text features."""
+        import open_clip
+        from PIL import Image
+
+        torch = self.torch
+        model, _, transform = open_clip.create_model_and_transforms(model_id, pretrained=pretrained,
+                                                                    device=self.device, precision=precision)
+        model.eval()
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        tokens = open_clip.get_tokenizer(model_id)([f"a photo of {p}." for p in VOCABULARY]).to(self.device)
+        with torch.no_grad():
+            text = model.encode_text(tokens)
+            text = text / text.norm(dim=-1, keepdim=True)
+
+        def label():
+            with torch.no_grad():
+                pixels = transform(Image.fromarray(self.frame)).unsqueeze(0).to(self.device, dtype)
+                image = model.encode_image(pixels)
+                image = image / image.norm(dim=-1, keepdim=True)
+                probs = (100.0 * image @ text.T).softmax(dim=-1)
+                return probs.topk(5).indices.tolist()
+
+        return label
+
+    def clip_versus_plain(self, clip, key: str, source) -> None:
+        """``versus_plain[key]``: ClipLabeler.label at the defaults against plain open_clip on the same weights."""
+        from ros_mm_perception.core.models.fast_clip import enable_fast_clip
+        from ros_mm_perception.core.perception.labeler import ClipLabeler
+
+        ours = precision_name(clip.dtype)
+        encoder = enable_fast_clip(clip, "auto", warm_up=[1])
+        mode = encoder.mode if encoder is not None else "off"
+        labeler = ClipLabeler(clip, VOCABULARY)
+        try:
+            for name, plain_precision in ((key, "fp32"), (f"{key}_same_precision", ours)):
+                if name != key and ours == "fp32":
+                    self.skip(f"versus_plain.{name}", "our precision is fp32 too")
+                    continue
+                try:
+                    plain = self.plain_open_clip(*source, precision=plain_precision)
+                except Exception as err:  # e.g. open_clip cannot load this source
+                    self.result["errors"][f"versus_plain.{name}"] = f"{type(err).__name__}: {str(err)[:300]}"
+                    continue
+                self.versus(name, plain, lambda: labeler.label(self.frame), plain_precision=plain_precision,
+                            ours_precision=ours, ours_fast_path=mode)
+        finally:
+            enable_fast_clip(clip, "off")
+
+    def embedded_clip(self) -> None:
+        """The embedded model: frame → labels against plain open_clip, and CLIP-only grounding per frame."""
+        from ros_mm_perception.core.models.clip_model import load_clip
+        from ros_mm_perception.core.models.fast_clip import enable_fast_clip
+        from ros_mm_perception.core.perception.clip_grounding import ground_with_clip, propose_regions
+        from ros_mm_perception.core.perception.labeler import ClipLabeler
+
+        section = self.result["embedded_clip"]
+        clip = load_clip("", device=str(self.device))
+        section["precision"] = precision_name(clip.dtype)
+        self.clip_versus_plain(clip, "embedded_clip.frame_to_labels", (f"local-dir:{clip.name}", None))
+        encoder = enable_fast_clip(clip, "auto", warm_up=[1, CLIP_BATCH])
+        section["fast_path"] = encoder.mode if encoder is not None else "off"
+        labeler = ClipLabeler(clip)
+        scene = self.grounding_scene()
+        section["grounding_proposals"] = len(propose_regions(scene))
+        self.measure(section, "grounding_640x480_4_phrases_ms", "embedded_clip.grounding_640x480_4_phrases_ms",
+                     lambda: self.timed(lambda: ground_with_clip(labeler, scene, GROUNDING_PHRASES)))
+        enable_fast_clip(clip, "off")
+
+    def grounding_scene(self):
+        """A rendered 640x480 scene with objects to find (random pixels would give edge boxes everywhere)."""
+        import numpy as np
+
+        from ros_mm_perception.synthetic.scenes import render_scene
+
+        return render_scene(np.random.default_rng(0), n_objects=3, size=FRAME_SHAPE[:2]).image
 
     def clip_path(self, clip, labeler, path: str, reference=None):
         """Time one CLIP path; returns its batch-64 embeddings (``None`` when it failed)."""
@@ -241,7 +363,7 @@ class Bench:
             many = clip.preprocessor.frames(self.frames64)
         start = time.perf_counter()
         try:
-            enable_fast_clip(clip, path, warm_up=[1, CLIP_BATCH])
+            enable_fast_clip(clip, path, warm_up=[1, CLIP_BATCH] if self.cuda or self.sizes == "tiny" else [1])
             clip.encode_image(one)
             self.sync()
             out["prepare_s"] = round(time.perf_counter() - start, 2)
@@ -255,13 +377,17 @@ class Bench:
                          lambda: self.timed(lambda: clip.encode_image(one)))
             self.measure(out, "frame_to_labels_b1_ms", f"{name}.frame_to_labels_b1_ms",
                          lambda: self.timed(lambda: labeler.label(self.frame)))
-            self.measure(out, "encode_b64_ms", f"{name}.encode_b64_ms",
-                         lambda: self.timed(lambda: clip.encode_image(many)))
-            if out["encode_b64_ms"]:
-                out["encode_b64_img_per_s"] = round(CLIP_BATCH * 1e3 / out["encode_b64_ms"], 1)
-            self.measure(out, "frames_to_labels_b64_img_per_s", f"{name}.frames_to_labels_b64_img_per_s",
-                         lambda: round(CLIP_BATCH * 1e3 / self.timed(lambda: labeler.label_batch(self.frames64)), 1))
-            embeddings = clip.encode_image(many).float()
+            if self.cuda or self.sizes == "tiny":
+                self.measure(out, "encode_b64_ms", f"{name}.encode_b64_ms",
+                             lambda: self.timed(lambda: clip.encode_image(many)))
+                if out["encode_b64_ms"]:
+                    out["encode_b64_img_per_s"] = round(CLIP_BATCH * 1e3 / out["encode_b64_ms"], 1)
+                self.measure(out, "frames_to_labels_b64_img_per_s", f"{name}.frames_to_labels_b64_img_per_s",
+                             lambda: round(CLIP_BATCH * 1e3 / self.timed(lambda: labeler.label_batch(self.frames64)),
+                                           1))
+            else:
+                self.skip(f"{name}.encode_b64_ms", "batch 64 of a real-size CLIP takes too long on the CPU")
+            embeddings = clip.encode_image(many if self.cuda or self.sizes == "tiny" else many[:4]).float()
         if path != "off" and clip.fast_encoder is None:
             self.fell_back(out, name)
             return None
@@ -333,6 +459,34 @@ class Bench:
         finally:
             engine.fast_path = "off"
 
+    def paligemma_versus_plain(self, key: str, engine) -> None:
+        """``versus_plain[key.answer_20]``: processor + transformers ``generate`` against the static path."""
+        from PIL import Image
+
+        from ros_mm_perception.core.models.paligemma import IMAGE_TOKEN
+
+        torch, processor, model = self.torch, engine.processor, engine.model
+        question = QUESTIONS[0]
+
+        def plain():
+            inputs = processor(images=Image.fromarray(self.frame), text=f"{IMAGE_TOKEN}answer en {question}",
+                               return_tensors="pt").to(self.device)
+            inputs["pixel_values"] = inputs["pixel_values"].to(engine.dtype)
+            with torch.inference_mode():
+                out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
+            return processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+        try:
+            engine.fast_path = "static"
+            engine.max_new_tokens = NEW_TOKENS
+            engine.warm_up([1])
+            precision = precision_name(engine.dtype)
+            self.versus(f"{key}.answer_20", plain, lambda: engine.answer(self.frame, question),
+                        max(1, self.repeats // 2) if self.sizes == "real" else None, plain_precision=precision,
+                        ours_precision=precision, ours_fast_path=engine.fast_path)
+        finally:
+            engine.fast_path = "off"
+
     def pipeline(self, clip, engine, key: str) -> None:
         from ros_mm_perception.core.config import PerceptionConfig
         from ros_mm_perception.core.models.fast_clip import enable_fast_clip
@@ -380,10 +534,15 @@ class Bench:
         self.conversion()
         self.save()
         clip, labeler = self.clip()
+        self.clip_versus_plain(clip, "clip.frame_to_labels", self.clip_source)
+        self.save()
         reference = self.clip_path(clip, labeler, "off")
         self.clip_path(clip, labeler, "graph", reference)
+        self.clip_path(clip, labeler, "freeze", reference)
         if self.compile_allowed("clip.paths.compile"):
             self.clip_path(clip, labeler, "compile", reference)
+        self.save()
+        self.embedded_clip()
         self.save()
         # PaliGemma 2 first (the pipeline uses it), then PaliGemma, whose compile path comes last: its
         # batch-8 shapes compile only while the time budget lasts.
@@ -396,6 +555,7 @@ class Bench:
             if engine is None:
                 continue
             answers: Dict[str, List[str]] = {}
+            self.paligemma_versus_plain(key, engine)
             for path in ("off", "static", "graph"):
                 self.paligemma_path(key, engine, path, answers)
                 self.save()
@@ -407,6 +567,11 @@ class Bench:
             engine.close()
             self.save()
         return self.result
+
+
+def precision_name(dtype) -> str:
+    """``torch.bfloat16`` → ``bf16`` (the names of the ``precision`` setting)."""
+    return {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[str(dtype).removeprefix("torch.")]
 
 
 def run(args) -> int:
@@ -446,5 +611,10 @@ def summary(result: Dict) -> str:
             lines.append(f"  {key} {figure:<22}" + "".join(f"{p}={paths[p][figure]}  " for p in PALIGEMMA_PATHS))
     for path, figures in result["pipeline"]["paths"].items():
         lines.append(f"  pipeline {path:<6} " + "  ".join(f"{k}={v}" for k, v in figures.items()))
+    for key, figures in result["versus_plain"].items():
+        lines.append(f"  versus plain {key:<38} plain={figures['plain_ms']} ms  ours={figures['ours_ms']} ms  "
+                     f"speedup={figures['speedup']}x")
+    embedded = result["embedded_clip"]
+    lines.append(f"  embedded clip grounding 640x480, 4 phrases: {embedded['grounding_640x480_4_phrases_ms']} ms")
     lines += [f"  error {k}: {v}" for k, v in result["errors"].items()]
     return "\n".join(lines)

@@ -24,6 +24,7 @@ RELIABILITIES = ("best_effort", "reliable")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 FAST_PATHS = ("auto", "off", "static", "graph", "compile")
+CLIP_FAST_PATHS = FAST_PATHS + ("freeze",)
 
 
 class ConfigError(UserError, ValueError):
@@ -49,16 +50,18 @@ class PerceptionConfig:
 
     # Models
     device: str = _param("auto", "Compute device: auto (CUDA when available), cpu or cuda[:N].", read_only=True)
-    precision: str = _param("auto", "Model precision: auto (fp16/bf16 on CUDA, fp32 on CPU), fp32, fp16, bf16.",
+    precision: str = _param("auto", "Model precision: auto (fp16/bf16 on CUDA; on the CPU bf16 where it has AMX or "
+                            "AVX-512 BF16 and the model is wide enough to gain, else fp32), fp32, fp16, bf16.",
                             choices=PRECISIONS, read_only=True)
     clip_model: str = _param("", "open_clip model name; empty uses the embedded default model.", read_only=True)
     clip_pretrained: str = _param("", "open_clip pretrained tag (hub cache) or a local checkpoint path.",
                                   read_only=True)
     paligemma_model: str = _param("", "PaliGemma model id (hub cache) or local directory; empty disables PaliGemma.",
                                   read_only=True)
-    clip_fast_path: str = _param("auto", "CLIP image encoding: auto (graph on CUDA, off on CPU), off, static (fixed "
-                                 "batch buckets), graph (+ CUDA graphs) or compile (+ torch.compile).",
-                                 choices=FAST_PATHS, read_only=True)
+    clip_fast_path: str = _param("auto", "CLIP image encoding: auto (graph on CUDA, freeze on CPU), off, static (fixed "
+                                 "batch buckets), graph (+ CUDA graphs), compile (+ torch.compile) or freeze "
+                                 "(+ frozen TorchScript with oneDNN fusion, for the CPU).",
+                                 choices=CLIP_FAST_PATHS, read_only=True)
     paligemma_fast_path: str = _param("auto", "PaliGemma generation: auto (graph on CUDA, off on CPU), off "
                                       "(transformers generate), static (static KV cache, fixed shapes), graph "
                                       "(+ CUDA graphs) or compile (+ torch.compile).", choices=FAST_PATHS,

@@ -100,21 +100,34 @@ def _resolve_source(name: str, pretrained: str):
     return name, pretrained
 
 
+def _embed_width(model_id: str) -> Optional[int]:
+    """The embedding width in the open_clip config of ``model_id`` (``None`` when it has none)."""
+    import open_clip
+
+    if model_id.startswith("local-dir:"):
+        config = json.loads((Path(model_id[len("local-dir:"):]) / CONFIG_NAME).read_text()).get("model_cfg", {})
+    else:
+        config = open_clip.get_model_config(model_id) or {}
+    return config.get("embed_dim")
+
+
 def load_clip(name: str = "", pretrained: str = "", device: str = "auto", precision: str = "auto") -> ClipModel:
     """Load an open_clip model (see the module docstring for how to name one).
 
-    ``precision`` auto means fp16 on CUDA and fp32 on CPU. Raises :class:`ModelNotFoundError` with what
+    ``precision`` auto means fp16 on CUDA; on the CPU bf16 where it runs natively (AMX or AVX-512 BF16)
+    for models wide enough to gain, else fp32 (the embedded model stays fp32; see
+    :func:`~ros_mm_perception.core.devices.resolve_dtype`). Raises :class:`ModelNotFoundError` with what
     to download when weights are missing, :class:`UserError` for unknown names.
     """
     import open_clip
 
     dev = resolve_device(device)
-    dtype = resolve_dtype(precision, dev, cuda_default="fp16")
     if not name:
         from ros_mm_perception.core.models.embedded import embedded_clip_dir
 
         name = str(embedded_clip_dir())
     model_id, pretrained_arg = _resolve_source(name, pretrained)
+    dtype = resolve_dtype(precision, dev, cuda_default="fp16", width=_embed_width(model_id))
     try:
         model, _, _ = open_clip.create_model_and_transforms(
             model_id, pretrained=pretrained_arg, device=dev,

@@ -19,17 +19,18 @@ import torch
 from ros_mm_perception.core.config import FAST_PATHS
 
 
-def resolve_mode(mode: str, device: torch.device) -> str:
-    """A fast path name (:data:`~ros_mm_perception.core.config.FAST_PATHS`) for ``device``.
+def resolve_mode(mode: str, device: torch.device, *, choices: Tuple[str, ...] = FAST_PATHS,
+                 cpu_auto: str = "off") -> str:
+    """A fast path name (one of ``choices``, default :data:`~ros_mm_perception.core.config.FAST_PATHS`) for ``device``.
 
     ``off``: the library's own code; ``static``: fixed shapes and buffers without graphs; ``graph``: the
     same captured into CUDA graphs; ``compile``: torch.compile'd code captured into CUDA graphs;
-    ``auto``: ``graph`` on CUDA and ``off`` on the CPU.
+    ``auto``: ``graph`` on CUDA and ``cpu_auto`` on the CPU.
     """
-    if mode not in FAST_PATHS:
-        raise ValueError(f"unknown fast path {mode!r}: use {', '.join(FAST_PATHS)}")
+    if mode not in choices:
+        raise ValueError(f"unknown fast path {mode!r}: use {', '.join(choices)}")
     if mode == "auto":
-        return "graph" if device.type == "cuda" else "off"
+        return "graph" if device.type == "cuda" else cpu_auto
     return mode
 
 

@@ -359,7 +359,8 @@ def load_paligemma(model: str, device: str = "auto", precision: str = "auto", *,
                    fast_path: str = _DEFAULTS.paligemma_fast_path) -> PaliGemmaEngine:
     """Load PaliGemma or PaliGemma 2 from a hub id (cache) or a local folder.
 
-    ``precision`` auto is bf16 on CUDA and fp32 on CPU. ``mask_decoder`` is the path of the ``<seg>``
+    ``precision`` auto is bf16 on CUDA; on the CPU bf16 where it runs natively for models wide enough to
+    gain, else fp32 (see :func:`~ros_mm_perception.core.devices.resolve_dtype`). ``mask_decoder`` is the path of the ``<seg>``
     mask decoder checkpoint (``vae-oid.npz``); empty means segment returns boxes and codes only.
     ``random_weights`` builds the folder's architecture with random weights on the device (benchmarks:
     compute does not depend on weight values). ``fast_path`` is the engine's :attr:`~PaliGemmaEngine.fast_path`.
@@ -372,7 +373,7 @@ def load_paligemma(model: str, device: str = "auto", precision: str = "auto", *,
         raise ModelNotFoundError(f"no PaliGemma model given; pass a hub id such as {DEFAULT_MODEL} "
                                  f"or a local model folder")
     dev = resolve_device(device)
-    dtype = resolve_dtype(precision, dev, cuda_default="bf16")
+    resolve_dtype(precision, dev)  # a bad precision fails before anything loads
     path = Path(model).expanduser()
     local = path.exists()
     if not local and _is_path(model):
@@ -383,6 +384,7 @@ def load_paligemma(model: str, device: str = "auto", precision: str = "auto", *,
         config = AutoConfig.from_pretrained(source)
         if config.model_type != "paligemma":
             raise UserError(f"{model} is a {config.model_type!r} model, not PaliGemma")
+        dtype = resolve_dtype(precision, dev, cuda_default="bf16", width=config.text_config.hidden_size)
         processor = PaliGemmaProcessor.from_pretrained(source)
         if random_weights:
             with torch.device(dev):

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from ros_mm_perception import cli
@@ -37,13 +38,27 @@ def test_bench_smoke_prints_every_figure(monkeypatch, capsys):
     assert keys(result) == keys(bench.empty_result())
     assert result["meta"]["sizes"] == "tiny" and result["meta"]["device"] == "cpu"
     assert result["meta"]["cuda_graphs"] is False and result["meta"]["cpu_threads"] == 1
-    # Every path that runs on a CPU produced its figures; only the compile paths were skipped.
-    assert set(result["errors"]) == {"clip.paths.compile", "paligemma.paths.compile", "paligemma2.paths.compile"}
-    for path in ("off", "graph"):
+    # Every path that runs on a CPU produced its figures; only the compile paths were skipped, and the
+    # same-precision baselines, since tiny models run in fp32 as plain open_clip does.
+    assert set(result["errors"]) == {"clip.paths.compile", "paligemma.paths.compile", "paligemma2.paths.compile",
+                                     "versus_plain.clip.frame_to_labels_same_precision",
+                                     "versus_plain.embedded_clip.frame_to_labels_same_precision"}
+    for path in ("off", "graph", "freeze"):
         figures = result["clip"]["paths"][path]
         assert all(figures[k] > 0 for k in ("encode_b1_ms", "frame_to_labels_b1_ms", "encode_b64_img_per_s"))
+    for path in ("off", "graph"):
         assert all(v > 0 for v in result["pipeline"]["paths"][path].values())
     assert result["clip"]["paths"]["graph"]["max_abs_diff_vs_off"] < 1e-4
+    assert result["clip"]["paths"]["freeze"]["max_abs_diff_vs_off"] < 1e-4
+    for key in ("clip.frame_to_labels", "embedded_clip.frame_to_labels", "paligemma.answer_20",
+                "paligemma2.answer_20"):
+        figures = result["versus_plain"][key]
+        assert figures["plain_ms"] > 0 and figures["ours_ms"] > 0
+        assert figures["speedup"] == pytest.approx(figures["plain_ms"] / figures["ours_ms"], abs=0.01)
+    assert result["versus_plain"]["clip.frame_to_labels"]["ours_fast_path"] == "freeze"
+    assert result["versus_plain"]["paligemma.answer_20"]["ours_fast_path"] == "static"
+    assert result["embedded_clip"]["grounding_640x480_4_phrases_ms"] > 0
+    assert result["embedded_clip"]["grounding_proposals"] > 0
     for key in bench.PALIGEMMA_MODELS:
         paths = result[key]["paths"]
         for path in ("off", "static", "graph"):
@@ -51,6 +66,18 @@ def test_bench_smoke_prints_every_figure(monkeypatch, capsys):
             assert 1 <= paths[path]["answer_tokens"] <= 4
         assert paths["graph"]["answers_equal_static"] is True
     assert all(v >= 0 for v in result["image_conversion"].values())
+
+
+def test_versus_alternates_plain_and_ours(tmp_path):
+    """Baseline and our path take turns, so load from other programs falls on both alike."""
+    args = cli.build_parser().parse_args(["bench", "--device", "cpu", "--repeats", "3"])
+    runner = bench.Bench(args, torch.device("cpu"), str(tmp_path))
+    calls = []
+    runner.versus("clip.frame_to_labels", lambda: calls.append("plain"), lambda: calls.append("ours"),
+                  plain_precision="fp32")
+    assert calls == ["plain", "ours"] * (2 + 5)   # two warm-up rounds, then at least five timed rounds
+    figures = runner.result["versus_plain"]["clip.frame_to_labels"]
+    assert figures["plain_ms"] >= 0 and figures["ours_ms"] >= 0 and figures["plain_precision"] == "fp32"
 
 
 def test_bench_rejects_bad_options(capsys):

@@ -24,7 +24,7 @@ def add_paligemma_arguments(p) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"hub id (from the Hugging Face cache) or local model folder (default: {DEFAULT_MODEL})")
     p.add_argument("--device", default=defaults.device, help="auto, cpu or cuda[:N]")
-    p.add_argument("--precision", default=defaults.precision, help="auto (bf16 on CUDA, fp32 on CPU), fp32, fp16, bf16")
+    p.add_argument("--precision", default=defaults.precision, help="auto (bf16 on CUDA and on CPUs with native bf16, else fp32), fp32, fp16, bf16")
     p.add_argument("--language", default=defaults.language, help="prompt language code (default: %(default)s)")
     p.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens,
                    help="generation budget (default: %(default)s)")

@@ -175,7 +175,8 @@ class Bench:
                     self.sync()
                     times[fn].append((time.perf_counter() - start) * 1e3)
             plain_ms, ours_ms = (round(statistics.median(times[fn]), 3) for fn in (plain, ours))
-            return dict(plain_ms=plain_ms, ours_ms=ours_ms, speedup=round(plain_ms / ours_ms, 2), **about)
+            return dict(plain_ms=plain_ms, ours_ms=ours_ms, speedup=round(plain_ms / ours_ms, 2) if ours_ms else None,
+                        **about)
 
         out = self.result["versus_plain"]
         self.measure(out, key, f"versus_plain.{key}", measure)

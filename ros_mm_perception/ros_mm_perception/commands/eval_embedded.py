@@ -11,6 +11,11 @@ reports:
   phrase's best CLIP-only detection scores at least the threshold and overlaps the object's box with
   IoU >= 0.5 (each scene is queried with the phrases of its objects plus one absent phrase);
 * ``absent_false_positive_rate``: the share of those absent phrases that got any detection.
+
+With ``--versus-precision P`` it also loads the model in precision ``P`` and reports, on the
+single-object scenes and on altered copies the generator never makes (:func:`unseen_copy`: other
+shades, sensor noise, JPEG), the cosine between the two precisions' image embeddings (mean and
+least) and how often their top-1 labels agree (``versus_precision``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ def add_parser(sub) -> None:
     p.add_argument("--n", type=int, default=10, help="single-object scenes per colour-shape combination (default 10)")
     p.add_argument("--scenes", type=int, default=100, help="multi-object scenes for grounding (default 100)")
     add_clip_arguments(p)
+    p.add_argument("--versus-precision", default="", metavar="P",
+                   help="also compare with the model loaded in precision P (fp32, fp16 or bf16): embedding "
+                        "cosine and top-1 agreement")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -103,6 +111,52 @@ def grounding_recall(labeler, seed: int, n_scenes: int, score_threshold: float,
             "n_objects": len(ious)}
 
 
+def unseen_copy(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """``image`` altered in ways the scene generator never applies: hue, saturation and brightness
+    shifted, sensor noise added, saved as a JPEG of quality 35 and decoded again."""
+    import cv2
+
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-5, 5)) % 180
+    hsv[..., 1] *= rng.uniform(0.6, 1.0)
+    hsv[..., 2] *= rng.uniform(0.7, 1.2)
+    shifted = cv2.cvtColor(hsv.clip(0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    noisy = (shifted + rng.normal(0, 6, image.shape)).clip(0, 255).astype(np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", noisy[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 35])
+    return np.ascontiguousarray(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1])
+
+
+def precision_agreement(labeler, other, seed: int, per_combo: int) -> Dict[str, Dict[str, Optional[float]]]:
+    """Embedding cosine and top-1 agreement between two labelers of one model on the single-object scenes
+    (``rendered``) and on :func:`unseen_copy` of them (``unseen``); top-1 accuracy of each too."""
+    from ros_mm_perception.synthetic.scenes import all_combos, all_phrases, phrase, render_scene
+
+    rng = np.random.default_rng([seed, 3])
+    phrases = all_phrases()
+    combos = all_combos() * per_combo
+    rows: Dict[str, Dict[str, list]] = {kind: {"cos": [], "agree": [], "ours": [], "other": []}
+                                        for kind in ("rendered", "unseen")}
+    for start in range(0, len(combos), 64):
+        chunk = combos[start:start + 64]
+        rendered = [render_scene(rng, objects=[c], size=CLASSIFY_SIZE, size_range=CLASSIFY_OBJECT_SIZE).image
+                    for c in chunk]
+        for kind, images in (("rendered", rendered), ("unseen", [unseen_copy(rng, im) for im in rendered])):
+            a, b = (lb.encode_pixels(lb.clip.preprocessor.frames(images)) for lb in (labeler, other))
+            top_a, top_b = (lb.logits(emb, lb.text_embeddings(phrases)).argmax(dim=-1).tolist()
+                            for lb, emb in ((labeler, a), (other, b)))
+            truth = [phrases.index(phrase(*c)) for c in chunk]
+            out = rows[kind]
+            out["cos"] += (a * b).sum(dim=-1).tolist()
+            out["agree"] += [x == y for x, y in zip(top_a, top_b)]
+            out["ours"] += [x == t for x, t in zip(top_a, truth)]
+            out["other"] += [y == t for y, t in zip(top_b, truth)]
+    return {kind: {"embedding_cosine_mean": round(float(np.mean(r["cos"])), 6),
+                   "embedding_cosine_min": round(min(r["cos"]), 6),
+                   "top1_agreement": _mean(r["agree"]), "top1": _mean(r["ours"]), "top1_other": _mean(r["other"]),
+                   "n": len(r["cos"])}
+            for kind, r in rows.items()}
+
+
 def _mean(values) -> Optional[float]:
     return round(float(np.mean(values)), 4) if len(values) else None
 
@@ -123,7 +177,12 @@ def run(args) -> int:
     report = {**classification_accuracy(labeler, args.seed, args.n, heldout),
               **grounding_recall(labeler, args.seed, args.scenes, threshold, heldout),
               "score_threshold": threshold, "seed": args.seed, "model": clip.name,
-              "seconds": round(time.time() - start, 1)}
+              "precision": str(clip.dtype).removeprefix("torch.")}
+    if args.versus_precision:
+        other = ClipLabeler(load_clip(args.model, args.pretrained, args.device, args.versus_precision))
+        report["versus_precision"] = {"precision": str(other.clip.dtype).removeprefix("torch."),
+                                      **precision_agreement(labeler, other, args.seed, args.n)}
+    report["seconds"] = round(time.time() - start, 1)
     if args.json:
         print(json.dumps(report))
     else:

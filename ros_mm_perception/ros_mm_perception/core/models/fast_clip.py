@@ -13,6 +13,7 @@ Enable it with :func:`enable_fast_clip`; :meth:`ClipModel.encode_image` then rou
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from typing import Callable, Dict, Iterable, Tuple
@@ -48,21 +49,31 @@ class _EncodeImage(torch.nn.Module):
         return self.model.encode_image(pixels)
 
 
+def is_convolutional(model) -> bool:
+    """Whether open_clip's image tower is a convolutional network (more than a patch-embedding convolution)."""
+    return sum(isinstance(m, torch.nn.Conv2d) for m in model.visual.modules()) > 1
+
+
 @torch.no_grad()
 def frozen_encoder(model, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """open_clip's ``encode_image`` traced at ``example``'s shape and frozen (weights folded in as constants).
 
-    Freezing folds batch norms into convolutions and fuses operators; batches of
-    :data:`ONEDNN_FROM_BATCH` and more of convolutional towers are also rewritten for oneDNN. TorchScript warns that it is
+    Freezing folds batch norms into convolutions and fuses operators. Convolutional towers are traced
+    on a channels-last copy (oneDNN's convolutions then need no reordering: 15-20 % faster measured on
+    the embedded model; pass channels-last pixels), and their buckets of :data:`ONEDNN_FROM_BATCH` and
+    more are also rewritten for oneDNN. TorchScript warns that it is
     deprecated in favour of torch.compile, which here needs ~10 s per batch size to prepare and ran no
     faster: the warning is silenced.
     """
+    convolutional = is_convolutional(model)
+    if convolutional:
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        example = example.contiguous(memory_format=torch.channels_last)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are fixed per bucket on purpose
         frozen = torch.jit.freeze(torch.jit.trace(_EncodeImage(model).eval(), example, check_trace=False))
-        convolutions = sum(isinstance(m, torch.nn.Conv2d) for m in model.visual.modules())
-        if example.shape[0] >= ONEDNN_FROM_BATCH and convolutions > 1:
+        if convolutional and example.shape[0] >= ONEDNN_FROM_BATCH:
             frozen = torch.jit.optimize_for_inference(frozen)
     return frozen
 
@@ -82,6 +93,7 @@ class FastClipEncoder:
         self.device = device
         self.dtype = dtype
         self.model = model
+        self._channels_last = mode == "freeze" and is_convolutional(model)
         self._encode = compiled(model.encode_image, compile_backend) if mode == "compile" else model.encode_image
         self._pool = new_pool(device) if mode in ("graph", "compile") else None
         self._calls: Dict[int, Tuple[torch.Tensor, CapturedCall]] = {}
@@ -115,6 +127,8 @@ class FastClipEncoder:
     def _call(self, bucket: int) -> Tuple[torch.Tensor, CapturedCall]:
         if bucket not in self._calls:
             inputs = torch.zeros(bucket, 3, self.image_size, self.image_size, device=self.device, dtype=self.dtype)
+            if self._channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
             device = self.device if self.mode in ("graph", "compile") else torch.device("cpu")
             encode = frozen_encoder(self.model, inputs) if self.mode == "freeze" else self._encode
             self._calls[bucket] = (inputs, CapturedCall(lambda: encode(inputs), device, self._pool))

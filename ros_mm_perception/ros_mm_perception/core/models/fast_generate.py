@@ -123,7 +123,11 @@ class FastGenerator:
         self._eos = torch.tensor(eos, dtype=torch.long, device=device)
         text = model.config.get_text_config()
         self._sliding_window = getattr(text, "sliding_window", None)
-        forward_params = inspect.signature(model.forward).parameters
+        # The steps call the language model and the head directly: PaliGemma's own forward would only
+        # merge image features and build masks, which the steps have already done.
+        self._language_model = model.model.language_model
+        self._softcap = getattr(text, "final_logit_softcapping", None)
+        forward_params = inspect.signature(self._language_model.forward).parameters
         self._cache_arg = "cache" if "cache" in forward_params else "past_key_values"
         self._embed = model.get_input_embeddings()
         self._lanes: Dict[Tuple[int, int], _Lane] = {}
@@ -295,9 +299,13 @@ class FastGenerator:
         return decode
 
     def _forward(self, embeds, mask, positions, cache) -> torch.Tensor:
-        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1, **{self._cache_arg: cache})
-        return out.logits[:, -1].float()
+        """Float logits of each row's last position (the head and soft-capping as PaliGemma applies them)."""
+        hidden = self._language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                      use_cache=True, **{self._cache_arg: cache})[0]
+        logits = self.model.lm_head(hidden[:, -1])
+        if self._softcap is not None:
+            logits = torch.tanh(logits / self._softcap) * self._softcap
+        return logits.float()
 
     def _select(self, lane: _Lane, logits: torch.Tensor) -> None:
         """Greedy pick, its log-probability, finished rows → pad; all on the device."""

@@ -44,7 +44,8 @@ VERSUS_PLAIN = {
                            "PaliGemmaEngine.answer on the static path",
     "paligemma2.answer_20": "the same on PaliGemma 2",
 }
-"""Figures timed beside their plain-library equivalent (key → what is compared); see :meth:`Bench.versus`."""
+"""Figures timed beside their plain-library equivalent (key → what is compared, its ``compares`` entry);
+see :meth:`Bench.versus`."""
 VERSUS_FIGURES = ("plain_ms", "ours_ms", "speedup", "plain_precision", "ours_precision", "ours_fast_path")
 PALIGEMMA_MODELS = {"paligemma": "paligemma-3b-224", "paligemma2": "paligemma2-3b-224"}
 """Result key → real-size architecture in :data:`~ros_mm_perception.core.models.random_models.PALIGEMMA_SIZES`."""
@@ -57,7 +58,6 @@ QUESTIONS = ["what color is the mug on the table?", "is the door on the left ope
              "is the floor empty?", "where is the red box?"]
 FRAME_SHAPE = (480, 640, 3)
 CLIP_BATCH = 64
-GROUNDING_PHRASES = ["red box", "blue ball", "green cup", "person"]
 SIZES = ("tiny", "real", "real-clip")
 
 
@@ -103,7 +103,8 @@ def empty_result() -> Dict:
         **pg,
         "embedded_clip": {"precision": None, "fast_path": None, "grounding_640x480_4_phrases_ms": None,
                           "grounding_proposals": None},
-        "versus_plain": {key: dict.fromkeys(VERSUS_FIGURES) for key in VERSUS_PLAIN},
+        "versus_plain": {key: {"compares": compares, **dict.fromkeys(VERSUS_FIGURES)}
+                         for key, compares in VERSUS_PLAIN.items()},
         "pipeline": {"paligemma": None, "detect_tokens": None, "paths": paths(PIPELINE_PATHS, PIPELINE_FIGURES)},
         "image_conversion": dict.fromkeys(CONVERSION_FIGURES),
         "errors": {},
@@ -175,11 +176,10 @@ class Bench:
                     self.sync()
                     times[fn].append((time.perf_counter() - start) * 1e3)
             plain_ms, ours_ms = (round(statistics.median(times[fn]), 3) for fn in (plain, ours))
-            return dict(plain_ms=plain_ms, ours_ms=ours_ms, speedup=round(plain_ms / ours_ms, 2) if ours_ms else None,
-                        **about)
+            return dict(compares=VERSUS_PLAIN[key], plain_ms=plain_ms, ours_ms=ours_ms,
+                        speedup=round(plain_ms / ours_ms, 2) if ours_ms else None, **about)
 
-        out = self.result["versus_plain"]
-        self.measure(out, key, f"versus_plain.{key}", measure)
+        self.measure(self.result["versus_plain"], key, f"versus_plain.{key}", measure)
 
     def measure(self, where: Dict, key: str, path: str, fn: Callable) -> None:
         """``where[key] = fn()``; a failure leaves ``null`` and records ``errors[path]``."""
@@ -266,9 +266,9 @@ class Bench:
         else:
             architecture = self.args.clip_model or "embedded"
             clip = load_clip(self.args.clip_model, self.args.clip_pretrained, device=str(self.device))
-        folder = Path(clip.name.removeprefix("local-dir:"))
+        loaded = Path(clip.name.removeprefix("local-dir:"))
         # What plain open_clip is given to load the same weights.
-        self.clip_source = ((f"local-dir:{folder}", None) if folder.is_dir()
+        self.clip_source = ((f"local-dir:{loaded}", None) if loaded.is_dir()
                             else (clip.name, self.args.clip_pretrained))
         section.update(architecture=architecture, precision=str(clip.dtype).replace("torch.", ""))
         labeler = ClipLabeler(clip, VOCABULARY)
@@ -339,19 +339,23 @@ class Bench:
         encoder = enable_fast_clip(clip, "auto", warm_up=[1, CLIP_BATCH])
         section["fast_path"] = encoder.mode if encoder is not None else "off"
         labeler = ClipLabeler(clip)
-        scene = self.grounding_scene()
+        scene, phrases = self.grounding_scene()
         section["grounding_proposals"] = len(propose_regions(scene))
         self.measure(section, "grounding_640x480_4_phrases_ms", "embedded_clip.grounding_640x480_4_phrases_ms",
-                     lambda: self.timed(lambda: ground_with_clip(labeler, scene, GROUNDING_PHRASES)))
+                     lambda: self.timed(lambda: ground_with_clip(labeler, scene, phrases)))
         enable_fast_clip(clip, "off")
 
     def grounding_scene(self):
-        """A rendered 640x480 scene with objects to find (random pixels would give edge boxes everywhere)."""
+        """A rendered 640x480 scene of three objects and four phrases: theirs and one absent.
+
+        Random pixels would not do: they give edge and colour boxes everywhere."""
         import numpy as np
 
-        from ros_mm_perception.synthetic.scenes import render_scene
+        from ros_mm_perception.synthetic.scenes import all_phrases, render_scene
 
-        return render_scene(np.random.default_rng(0), n_objects=3, size=FRAME_SHAPE[:2]).image
+        scene = render_scene(np.random.default_rng(0), n_objects=3, size=FRAME_SHAPE[:2])
+        present = [o.phrase for o in scene.objects]
+        return scene.image, present + [next(p for p in all_phrases() if p not in present)]
 
     def clip_path(self, clip, labeler, path: str, reference=None):
         """Time one CLIP path; returns its batch-64 embeddings (``None`` when it failed)."""

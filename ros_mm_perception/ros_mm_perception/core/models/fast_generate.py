@@ -2,7 +2,8 @@
 
 The plain path (``model.generate``) launches hundreds of small kernels per token from Python and runs
 the vision tower once per prompt. This module runs the same model functions (``get_image_features``,
-the input embeddings, the model's forward with ``logits_to_keep=1``) in three fixed-shape steps:
+the input embeddings, the language model, and the head with PaliGemma's soft-capping on the last
+position only) in three fixed-shape steps:
 
 * **vision** – the SigLIP tower on each *distinct* image once (eight questions about one frame encode
   it once), at batch buckets;

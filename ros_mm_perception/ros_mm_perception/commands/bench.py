@@ -39,7 +39,10 @@ VERSUS_PLAIN = {
                             "open_clip's default precision, vs ClipLabeler.label at the defaults (auto precision "
                             "and fast path)",
     "clip.frame_to_labels_same_precision": "the same, plain open_clip in our precision (where that is not fp32)",
+    "clip.preprocess_640x480": "one 640x480 frame to model input: open_clip's own transform (PIL) vs "
+                               "ClipPreprocessor.frames",
     "embedded_clip.frame_to_labels": "the same on the embedded model",
+    "embedded_clip.preprocess_640x480": "the same on the embedded model",
     "paligemma.answer_20": "one answer of up to 20 tokens: processor + transformers generate, vs "
                            "PaliGemmaEngine.answer on the static path",
     "paligemma2.answer_20": "the same on PaliGemma 2",
@@ -176,8 +179,8 @@ class Bench:
                     self.sync()
                     times[fn].append((time.perf_counter() - start) * 1e3)
             plain_ms, ours_ms = (round(statistics.median(times[fn]), 3) for fn in (plain, ours))
-            return dict(compares=VERSUS_PLAIN[key], plain_ms=plain_ms, ours_ms=ours_ms,
-                        speedup=round(plain_ms / ours_ms, 2) if ours_ms else None, **about)
+            return {"compares": VERSUS_PLAIN[key], **dict.fromkeys(VERSUS_FIGURES), "plain_ms": plain_ms,
+                    "ours_ms": ours_ms, "speedup": round(plain_ms / ours_ms, 2) if ours_ms else None, **about}
 
         self.measure(self.result["versus_plain"], key, f"versus_plain.{key}", measure)
 
@@ -276,8 +279,10 @@ class Bench:
                      lambda: self.timed(lambda: clip.preprocessor.frames([self.frame])))
         return clip, labeler
 
-    def plain_open_clip(self, model_id: str, pretrained: Optional[str], precision: str = "fp32") -> Callable:
-        """Frame → top-5 labels the way open_clip's README does it: its own transform, model and text features."""
+    def plain_open_clip(self, model_id: str, pretrained: Optional[str], precision: str = "fp32"):
+        """Frame → top-5 labels the way open_clip's README does it: its own transform, model and text features.
+
+        Returns that function and the transform."""
         import open_clip
         from PIL import Image
 
@@ -299,10 +304,13 @@ class Bench:
                 probs = (100.0 * image @ text.T).softmax(dim=-1)
                 return probs.topk(5).indices.tolist()
 
-        return label
+        return label, transform
 
     def clip_versus_plain(self, clip, key: str, source) -> None:
-        """``versus_plain[key]``: ClipLabeler.label at the defaults against plain open_clip on the same weights."""
+        """``versus_plain[key]``: ClipLabeler.label at the defaults against plain open_clip on the same weights,
+        and the preprocessing alone against open_clip's transform."""
+        from PIL import Image
+
         from ros_mm_perception.core.models.fast_clip import enable_fast_clip
         from ros_mm_perception.core.perception.labeler import ClipLabeler
 
@@ -316,12 +324,17 @@ class Bench:
                     self.skip(f"versus_plain.{name}", "our precision is fp32 too")
                     continue
                 try:
-                    plain = self.plain_open_clip(*source, precision=plain_precision)
+                    plain, transform = self.plain_open_clip(*source, precision=plain_precision)
                 except Exception as err:  # e.g. open_clip cannot load this source
                     self.result["errors"][f"versus_plain.{name}"] = f"{type(err).__name__}: {str(err)[:300]}"
                     continue
                 self.versus(name, plain, lambda: labeler.label(self.frame), plain_precision=plain_precision,
                             ours_precision=ours, ours_fast_path=mode)
+                if name == key:
+                    self.versus(key.replace("frame_to_labels", "preprocess_640x480"),
+                                lambda: transform(Image.fromarray(self.frame)),
+                                lambda: clip.preprocessor.frames([self.frame]), max(self.repeats, 20),
+                                plain_precision="fp32", ours_precision=ours)
         finally:
             enable_fast_clip(clip, "off")
 

@@ -52,8 +52,6 @@ see :meth:`Bench.versus`."""
 VERSUS_FIGURES = ("plain_ms", "ours_ms", "speedup", "plain_precision", "ours_precision", "ours_fast_path")
 PALIGEMMA_MODELS = {"paligemma": "paligemma-3b-224", "paligemma2": "paligemma2-3b-224"}
 """Result key → real-size architecture in :data:`~ros_mm_perception.core.models.random_models.PALIGEMMA_SIZES`."""
-TINY_PALIGEMMA = {"paligemma": "tiny", "paligemma2": "tiny-paligemma2"}
-"""Result key → its tiny architecture (the CPU smoke sizes)."""
 NEW_TOKENS = 20
 VOCABULARY = ["person", "chair", "door", "cup", "red mug", "open door", "closed door", "table", "laptop",
               "bottle", "backpack", "plant", "window", "stairs", "box", "robot arm", "keyboard", "monitor",
@@ -423,7 +421,7 @@ class Bench:
         section = self.result[key]
         index = list(PALIGEMMA_MODELS).index(key)
         if self.args.random_weights:
-            size = PALIGEMMA_MODELS[key] if self.sizes == "real" else TINY_PALIGEMMA[key]
+            size = PALIGEMMA_MODELS[key] if self.sizes == "real" else "tiny"
             folder = build_random_paligemma(os.path.join(self.workdir, key), size)
             engine = load_paligemma(str(folder), str(self.device), random_weights=self.sizes == "real",
                                     max_new_tokens=NEW_TOKENS, fast_path="off")

@@ -55,9 +55,11 @@ def test_bench_smoke_prints_every_figure(monkeypatch, capsys):
         figures = result["versus_plain"][key]
         assert figures["plain_ms"] > 0 and figures["ours_ms"] > 0
         assert figures["speedup"] == pytest.approx(figures["plain_ms"] / figures["ours_ms"], abs=0.01)
+        assert figures["plain_thread_cpu_ms"] > 0 and figures["ours_thread_cpu_ms"] > 0
     assert result["versus_plain"]["clip.frame_to_labels"]["ours_fast_path"] == "freeze"
     assert result["versus_plain"]["paligemma.answer_20"]["ours_fast_path"] == "static"
     assert result["embedded_clip"]["grounding_640x480_4_phrases_ms"] > 0
+    assert result["embedded_clip"]["grounding_640x480_4_phrases_thread_cpu_ms"] > 0
     assert result["embedded_clip"]["grounding_proposals"] > 0
     for key in bench.PALIGEMMA_MODELS:
         paths = result[key]["paths"]
@@ -78,6 +80,7 @@ def test_versus_alternates_plain_and_ours(tmp_path):
     assert calls == ["plain", "ours"] * (2 + 5)   # two warm-up rounds, then at least five timed rounds
     figures = runner.result["versus_plain"]["clip.frame_to_labels"]
     assert figures["plain_ms"] >= 0 and figures["ours_ms"] >= 0 and figures["plain_precision"] == "fp32"
+    assert set(figures) == {"compares", *bench.VERSUS_FIGURES}
 
 
 def test_bench_rejects_bad_options(capsys):

@@ -61,9 +61,9 @@ def frozen_encoder(model, example: torch.Tensor) -> Callable[[torch.Tensor], tor
     Freezing folds batch norms into convolutions and fuses operators. Convolutional towers are traced
     on a channels-last copy (oneDNN's convolutions then need no reordering: 15-20 % faster measured on
     the embedded model; pass channels-last pixels), and their buckets of :data:`ONEDNN_FROM_BATCH` and
-    more are also rewritten for oneDNN. TorchScript warns that it is
-    deprecated in favour of torch.compile, which here needs ~10 s per batch size to prepare and ran no
-    faster: the warning is silenced.
+    more are also rewritten for oneDNN. TorchScript warns that it is deprecated in favour of
+    torch.compile, which here needs ~10 s per batch size to prepare and ran no faster: the warning is
+    silenced.
     """
     convolutional = is_convolutional(model)
     if convolutional:

@@ -51,7 +51,8 @@ def test_bench_smoke_prints_every_figure(monkeypatch, capsys):
     assert result["clip"]["paths"]["graph"]["max_abs_diff_vs_off"] < 1e-4
     assert result["clip"]["paths"]["freeze"]["max_abs_diff_vs_off"] < 1e-4
     for key in ("clip.frame_to_labels", "clip.preprocess_640x480", "embedded_clip.frame_to_labels",
-                "embedded_clip.preprocess_640x480", "paligemma.answer_20", "paligemma2.answer_20"):
+                "embedded_clip.preprocess_640x480", "clip.encode_b1", "embedded_clip.encode_b1", "paligemma.answer_20",
+                "paligemma2.answer_20"):
         figures = result["versus_plain"][key]
         assert figures["plain_ms"] > 0 and figures["ours_ms"] > 0
         assert figures["speedup"] == pytest.approx(figures["plain_ms"] / figures["ours_ms"], abs=0.01)

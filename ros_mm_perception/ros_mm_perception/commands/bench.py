@@ -41,8 +41,11 @@ VERSUS_PLAIN = {
     "clip.frame_to_labels_same_precision": "the same, plain open_clip in our precision (where that is not fp32)",
     "clip.preprocess_640x480": "one 640x480 frame to model input: open_clip's own transform (PIL) vs "
                                "ClipPreprocessor.frames",
+    "clip.encode_b1": "one preprocessed image to its embedding: open_clip's encode_image vs ClipModel.encode_image "
+                      "on the auto fast path, the same model and precision",
     "embedded_clip.frame_to_labels": "the same on the embedded model",
     "embedded_clip.preprocess_640x480": "the same on the embedded model",
+    "embedded_clip.encode_b1": "the same on the embedded model",
     "paligemma.answer_20": "one answer of up to 20 tokens: processor + transformers generate, vs "
                            "PaliGemmaEngine.answer on the static path",
     "paligemma2.answer_20": "the same on PaliGemma 2",
@@ -325,13 +328,14 @@ class Bench:
         return label, transform
 
     def clip_versus_plain(self, clip, key: str, source) -> None:
-        """``versus_plain[key]``: ClipLabeler.label at the defaults against plain open_clip on the same weights,
-        and the preprocessing alone against open_clip's transform."""
+        """``versus_plain[key]``: ClipLabeler.label at the defaults against plain open_clip on the same weights;
+        the preprocessing alone against open_clip's transform; the encoder alone against open_clip's."""
         from PIL import Image
 
         from ros_mm_perception.core.models.fast_clip import enable_fast_clip
         from ros_mm_perception.core.perception.labeler import ClipLabeler
 
+        torch = self.torch
         ours = precision_name(clip.dtype)
         encoder = enable_fast_clip(clip, "auto", warm_up=[1])
         mode = encoder.mode if encoder is not None else "off"
@@ -353,6 +357,11 @@ class Bench:
                                 lambda: transform(Image.fromarray(self.frame)),
                                 lambda: clip.preprocessor.frames([self.frame]), max(self.repeats, 20),
                                 plain_precision="fp32", ours_precision=ours)
+            pixels = clip.preprocessor.frames([self.frame])
+            with torch.inference_mode():
+                self.versus(key.replace("frame_to_labels", "encode_b1"), lambda: clip.model.encode_image(pixels),
+                            lambda: clip.encode_image(pixels), plain_precision=ours, ours_precision=ours,
+                            ours_fast_path=mode)
         finally:
             enable_fast_clip(clip, "off")
 

@@ -170,6 +170,20 @@ def test_fast_generation_matches_generate(engine, frames):
     assert not fast.supports(["answer en " + "is it red or blue " * 10], NEW_TOKENS)   # over the text buckets
 
 
+def test_fast_pixels_equal_the_processor_bit_for_bit(engine):
+    """On the CPU the fast path resizes frames itself (channels-last) and lets the processor normalise."""
+    from ros_mm_perception.core.imaging.preprocess import upload
+    from ros_mm_perception.core.models.fast_generate import FastGenerator
+
+    fast = FastGenerator(engine.model, engine.processor, engine.device, engine.dtype, mode="static")
+    assert fast._resize_size == (engine.processor.image_processor.size.height,) * 2
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((480, 640, 3), (37, 53, 3), (16, 16, 3))]
+    expected = engine.processor.image_processor(images=[upload(i, engine.device) for i in images],
+                                                return_tensors="pt")["pixel_values"]
+    assert torch.equal(fast._pixels(images), expected.to(engine.dtype))
+
+
 def test_finished_rows_continue_with_pad_like_generate(engine, frames):
     from ros_mm_perception.core.models.fast_generate import FastGenerator
 

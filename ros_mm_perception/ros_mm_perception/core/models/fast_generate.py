@@ -28,6 +28,7 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ros_mm_perception.core.models.cuda_graphs import CapturedCall, bucket_for, compiled, new_pool
 from ros_mm_perception.core.imaging.preprocess import check_rgb, upload
@@ -131,6 +132,7 @@ class FastGenerator:
         forward_params = inspect.signature(self._language_model.forward).parameters
         self._cache_arg = "cache" if "cache" in forward_params else "past_key_values"
         self._embed = model.get_input_embeddings()
+        self._resize_size = _cpu_resize_size(processor.image_processor, device)
         self._lanes: Dict[Tuple[int, int], _Lane] = {}
         self._vision: Dict[int, Tuple[torch.Tensor, CapturedCall]] = {}
         self._prompt_ids: Dict[str, List[int]] = {}
@@ -365,10 +367,33 @@ class FastGenerator:
         return self._vision[count]
 
     def _pixels(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """The processor's pixel values for these frames (uploaded as uint8, processed on the device)."""
+        """The processor's pixel values for these frames (uploaded as uint8, processed on the device).
+
+        On the CPU the resize runs here, on channels-last uint8 pixels (torch's fast layout for the
+        kernel the processor calls; the processor makes them contiguous first), and the processor then
+        only rescales and normalises: the values are the processor's, bit for bit (tested).
+        """
         uploaded = [upload(check_rgb(img), self.device) for img in images]
-        out = self.processor.image_processor(images=uploaded, return_tensors="pt", device=self.device)
+        processor, options = self.processor.image_processor, {}
+        if self._resize_size is not None:
+            uploaded = [F.interpolate(img[None].contiguous(memory_format=torch.channels_last), size=self._resize_size,
+                                      mode="bicubic", align_corners=False, antialias=True)[0] for img in uploaded]
+            options["do_resize"] = False
+        out = processor(images=uploaded, return_tensors="pt", device=self.device, **options)
         return out["pixel_values"].to(self.device, self.dtype)
+
+
+def _cpu_resize_size(image_processor, device: torch.device):
+    """(height, width) when :meth:`FastGenerator._pixels` can resize for the processor: on the CPU, for a
+    processor that resizes to a fixed size with antialiased bicubic resampling; else ``None``."""
+    from transformers.image_utils import PILImageResampling
+
+    size = getattr(image_processor, "size", None)
+    height, width = getattr(size, "height", None), getattr(size, "width", None)
+    if (device.type != "cpu" or not getattr(image_processor, "do_resize", False) or not height or not width
+            or getattr(image_processor, "resample", None) != PILImageResampling.BICUBIC):
+        return None
+    return int(height), int(width)
 
 
 def _pad_right(t: torch.Tensor, width: int, value) -> torch.Tensor:

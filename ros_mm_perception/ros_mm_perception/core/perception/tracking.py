@@ -3,10 +3,14 @@
 Policy (one :class:`Tracker` per camera, updated on each frame where detection ran):
 
 * **Association** – each track predicts its box with a constant-velocity model; detections are matched
-  to tracks by IoU with the predicted box (optimal assignment, ``scipy.optimize.linear_sum_assignment``),
-  pairs below ``iou_threshold`` never match. Detections of the same phrase are matched first, then
-  the remaining detections and tracks regardless of phrase.
-* **Births** – an unmatched detection starts a track. The track gets its id once it has been seen in
+  to tracks by IoU with the predicted box, as SORT does: the assignment with the largest total IoU
+  (``scipy.optimize.linear_sum_assignment``), pairs below ``iou_threshold`` never match. More
+  matches never outweigh better ones: a track whose predicted box equals a detection keeps it, even
+  when giving it away would let two weaker pairs match. Detections of the same phrase are matched
+  first, then the remaining detections and tracks regardless of phrase.
+* **Births** – an unmatched detection starts a track, unless most of it (:data:`BIRTH_OVERLAP` of the
+  smaller box) lies on a live track of the same phrase: that is a second view of a tracked object,
+  published with ``track_id=None``. The track gets its id once it has been seen in
   ``min_hits`` consecutive updates (default 1: at once, so a planner can refer to it immediately);
   until then its detection carries ``track_id=None``. A tentative track that misses once is dropped.
 * **Deaths** – a confirmed track missed in more than ``max_missed`` consecutive updates is deleted;
@@ -24,13 +28,15 @@ from typing import List, Optional, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ros_mm_perception.core.perception.boxes import box_iou
+from ros_mm_perception.core.perception.boxes import box_area, box_iou
 from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.results import Detection
 
 _DEFAULTS = PerceptionConfig()
 VELOCITY_SMOOTHING = 0.5
 """Weight of the newest displacement in the track's velocity estimate (exponential smoothing)."""
+BIRTH_OVERLAP = 0.5
+"""Share of the smaller box covered by a live same-phrase track that keeps a detection from starting a track."""
 
 
 @dataclass
@@ -92,15 +98,30 @@ class Tracker:
                 owner[d] = track
                 free_dets.remove(d)
                 free_tracks.remove(t)
-        kept = [track for t, track in enumerate(self._tracks) if t not in free_tracks or self._survives_miss(track)]
+        born: List[Track] = []
         for d in free_dets:
-            owner[d] = Track(phrases[d], boxes[d])
-            self._confirm(owner[d])
-            kept.append(owner[d])
-        self._tracks = kept
+            if not self._on_live_track(boxes[d], phrases[d], self._tracks + born):
+                owner[d] = Track(phrases[d], boxes[d])
+                self._confirm(owner[d])
+                born.append(owner[d])
+        kept = [track for t, track in enumerate(self._tracks) if t not in free_tracks or self._survives_miss(track)]
+        self._tracks = kept + born
         for d, det in enumerate(detections):
-            det.track_id = owner[d].track_id
+            det.track_id = owner[d].track_id if d in owner else None
         return detections
+
+    @staticmethod
+    def _on_live_track(box: np.ndarray, phrase: str, tracks: Sequence[Track]) -> bool:
+        """Whether most of ``box`` or of a same-phrase track's box (current or predicted) lies on the other."""
+        for track in tracks:
+            if track.phrase != phrase:
+                continue
+            for other in (track.box, track.predicted_box()):
+                lo, hi = np.maximum(box[:2], other[:2]), np.minimum(box[2:], other[2:])
+                inter = float(np.prod(np.clip(hi - lo, 0, None)))
+                if inter > BIRTH_OVERLAP * min(box_area([box])[0], box_area([other])[0]):
+                    return True
+        return False
 
     def _survives_miss(self, track: Track) -> bool:
         track.missed += 1
@@ -123,8 +144,7 @@ class Tracker:
             allowed &= np.asarray([[phrases[d] == self._tracks[t].phrase for t in tracks] for d in dets])
         if not allowed.any():
             return []
-        # Forbidden pairs cost more than any set of allowed ones, so the solver maximises the number of
-        # allowed matches first and their total IoU second.
-        cost = np.where(allowed, 1.0 - iou, 1.0 + len(dets) + len(tracks))
+        # Total IoU of the allowed pairs is maximised; a forbidden pair costs what leaving both free costs.
+        cost = np.where(allowed, -iou, 0.0)
         rows, cols = linear_sum_assignment(cost)
         return [(dets[r], tracks[c]) for r, c in zip(rows, cols) if allowed[r, c]]

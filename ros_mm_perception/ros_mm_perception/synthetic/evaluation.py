@@ -17,7 +17,7 @@ small and off-centre objects, JPEG). Everything runs at the given :class:`Percep
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -126,22 +126,20 @@ def _duplicates(detections, objects, pairs) -> int:
 
 
 def grounding(labeler, style: str, seed: int, n_scenes: int, config: PerceptionConfig,
-              detect: Optional[Callable] = None) -> Dict[str, Optional[float]]:
+              size: Tuple[int, int] = GROUNDING_SIZE) -> Dict[str, Optional[float]]:
     """Recall, precision, duplicates per object and the absent-phrase rate at ``config``'s settings."""
-    detect = detect or (lambda image, phrases: ground_with_clip(
-        labeler, image, phrases, score_threshold=config.score_threshold))
     rng = np.random.default_rng([seed, 2, STYLES.index(style)])
     found = correct = n_dets = duplicates = n_objects = 0
     absent_hits: List[bool] = []
     by_background: Dict[str, List[bool]] = {}
     for _ in range(n_scenes):
-        scene = render(style, rng, n_objects=int(rng.integers(2, 5)), size=GROUNDING_SIZE,
+        scene = render(style, rng, n_objects=int(rng.integers(2, 5)), size=size,
                        size_range=GROUNDING_OBJECT_SIZE)
         objects = [o for o in scene.objects if o.visible_fraction >= MIN_VISIBLE]
         present = [o.phrase for o in scene.objects]
         others = [p for p in scenes.all_phrases() if p not in present]
         absent = others[int(rng.integers(len(others)))]
-        dets = detect(scene.image, present + [absent])
+        dets = ground_with_clip(labeler, scene.image, present + [absent], score_threshold=config.score_threshold)
         pairs = match(dets, objects)
         hit = set(pairs.values())
         found += len(hit)
@@ -158,11 +156,26 @@ def grounding(labeler, style: str, seed: int, n_scenes: int, config: PerceptionC
             "n_objects": n_objects, "n_detections": n_dets}
 
 
-def sequences(style: str, seed: int, n_frames: int, n_objects: int = 3) -> List[scenes.Scene]:
+def sequence(style: str, seed: int, n_frames: int, n_objects: int = 3,
+             size: Tuple[int, int] = GROUNDING_SIZE) -> List[scenes.Scene]:
     """A ``style`` sequence of objects moving smoothly, touching and occluding now and then."""
     if style == "own":
-        return scenes.render_sequence(seed, n_frames, n_objects=n_objects)
-    return unseen.render_unseen_sequence(seed, n_frames, n_objects=n_objects)
+        return scenes.render_sequence(seed, n_frames, n_objects=n_objects, size=size)
+    return unseen.render_unseen_sequence(seed, n_frames, n_objects=n_objects, size=size)
+
+
+def track_history(labeler, frames: Sequence[scenes.Scene], config: PerceptionConfig) -> Dict[int, List]:
+    """Object id → the track id of its matched detection in each frame where it is visible (``None``: missed)."""
+    tracker = Tracker(config.track_iou, config.track_max_missed, config.track_min_hits)
+    phrases = [o.phrase for o in frames[0].objects]
+    history: Dict[int, List[Optional[int]]] = {o.object_id: [] for o in frames[0].objects}
+    for frame in frames:
+        dets = tracker.update(ground_with_clip(labeler, frame.image, phrases, score_threshold=config.score_threshold))
+        visible = [o for o in frame.objects if o.visible_fraction >= MIN_VISIBLE]
+        pairs = {o: d for d, o in match(dets, visible).items()}
+        for o, obj in enumerate(visible):
+            history[obj.object_id].append(dets[pairs[o]].track_id if o in pairs else None)
+    return history
 
 
 def tracking(labeler, style: str, seed: int, n_sequences: int, config: PerceptionConfig,
@@ -170,17 +183,7 @@ def tracking(labeler, style: str, seed: int, n_sequences: int, config: Perceptio
     """Track ids per object, id switches per object and frames found, over ``n_frames``-frame sequences."""
     ids_per_object, switches, found_share = [], [], []
     for k in range(n_sequences):
-        frames = sequences(style, seed + 1000 * k + STYLES.index(style), n_frames)
-        tracker = Tracker(config.track_iou, config.track_max_missed, config.track_min_hits)
-        phrases = [o.phrase for o in frames[0].objects]
-        history: Dict[int, List[Optional[int]]] = {o.object_id: [] for o in frames[0].objects}
-        for frame in frames:
-            dets = tracker.update(ground_with_clip(labeler, frame.image, phrases,
-                                                   score_threshold=config.score_threshold))
-            visible = [o for o in frame.objects if o.visible_fraction >= MIN_VISIBLE]
-            pairs = {o: d for d, o in match(dets, visible).items()}
-            for o, obj in enumerate(visible):
-                history[obj.object_id].append(dets[pairs[o]].track_id if o in pairs else None)
+        history = track_history(labeler, sequence(style, seed + 1000 * k + STYLES.index(style), n_frames), config)
         for ids in history.values():
             seen = [i for i in ids if i is not None]
             ids_per_object.append(len(set(seen)))

@@ -80,7 +80,9 @@ class PerceptionConfig:
     top_k: int = _param(5, "How many labels to publish per frame.", low=1, high=MAX_PHRASES)
     score_threshold: float = _param(0.5, "Minimum detection score in [0, 1] (0.5: the phrase holds most of the "
                                     "box's probability).", low=0.0, high=1.0)
-    nms_iou: float = _param(0.5, "IoU above which same-phrase detections are suppressed.", low=0.0, high=1.0)
+    nms_iou: float = _param(0.5, "IoU above which same-phrase PaliGemma detections are suppressed (CLIP-only "
+                            "grounding publishes one box per group of overlapping same-phrase boxes).",
+                            low=0.0, high=1.0)
     labels_rate_hz: float = _param(0.0, "Maximum rate of zero-shot labeling per camera; 0 = every frame.",
                                    low=0.0, high=1000.0)
     detect_rate_hz: float = _param(0.0, "Maximum rate of detection per camera; 0 = every frame.",
@@ -185,6 +187,14 @@ def check_camera_names(cameras) -> List[str]:
     if dupes:
         raise ConfigError(f"cameras has duplicates: {', '.join(dupes)}")
     return list(cameras)
+
+
+def split_phrases(text: str) -> List[str]:
+    """A phrase list typed as one string, the rule of every command: ``;`` separates phrases; without
+    any ``;``, commas do. So ``"red mug, person"`` and ``"red mug ; person"`` are two phrases, and a
+    phrase may hold a comma when ``;`` separates: ``"cup, upside down ; door"``. Surrounding spaces and
+    empty entries are dropped."""
+    return [p.strip() for p in text.split(";" if ";" in text else ",") if p.strip()]
 
 
 def check_phrases(phrases, what: str = "phrases", *, allow_empty: bool = False) -> List[str]:

@@ -63,6 +63,24 @@ def test_a_box_on_a_live_track_of_another_phrase_still_starts_a_track():
     assert [d.track_id for d in dets] == [1, 2, None]
 
 
+def test_a_lost_track_is_not_handed_to_a_tracked_object_passing_over_it():
+    tracker = Tracker(iou_threshold=0.3)
+    tracker.update([Detection("red ring", 0.9, (80, 25, 100, 45)), Detection("yellow circle", 0.9, (40, 15, 75, 50))])
+    # The ring is hidden; the circle's box jumps onto the ring's place, far from its own track.
+    dets = tracker.update([Detection("yellow circle", 0.7, (78, 24, 102, 48))])
+    assert dets[0].track_id != 1  # never the ring's id: "yellow circle" has a live track of its own
+    relabel = Tracker(iou_threshold=0.3)
+    relabel.update([Detection("red mug", 0.9, (0, 0, 50, 50))])
+    assert relabel.update([Detection("cup", 0.9, (2, 2, 52, 52))])[0].track_id == 1  # a label change keeps it
+
+
+def test_a_box_that_grew_past_the_iou_but_lies_on_its_track_continues_it():
+    tracker = Tracker(iou_threshold=0.3)
+    tracker.update([Detection("red cube", 0.9, (50, 50, 70, 70))])
+    grown = tracker.update([Detection("red cube", 0.9, (45, 45, 95, 95))])  # IoU 0.16, the old box inside
+    assert grown[0].track_id == 1 and len(tracker.tracks) == 1
+
+
 def test_one_id_per_object_over_forty_frames_of_moving_touching_objects(labeler):
     frames = evaluation.sequence("own", 4, 40, n_objects=3, size=(120, 160))
     touching = [f for f in frames if any(box_iou([a.box], [b.box])[0, 0] > 0

@@ -12,7 +12,8 @@ small and off-centre objects, JPEG). Everything runs at the given :class:`Percep
   phrases plus one absent phrase: recall and precision (one-to-one matches of the same phrase at
   IoU >= 0.5), duplicates per object, and how often the absent phrase is reported anyway;
 * :func:`tracking`: 40-frame sequences of moving objects through the :class:`Tracker`: track ids
-  per object, id switches per object and the share of frames where the object was found.
+  per object, id switches per object, the share of frames where the object was found, and how many
+  ids were given to more than one object (an id that moved from one object to another).
 """
 
 from __future__ import annotations
@@ -181,9 +182,14 @@ def track_history(labeler, frames: Sequence[scenes.Scene], config: PerceptionCon
 def tracking(labeler, style: str, seed: int, n_sequences: int, config: PerceptionConfig,
              n_frames: int = 40) -> Dict[str, Optional[float]]:
     """Track ids per object, id switches per object and frames found, over ``n_frames``-frame sequences."""
-    ids_per_object, switches, found_share = [], [], []
+    ids_per_object, switches, found_share, shared = [], [], [], 0
     for k in range(n_sequences):
         history = track_history(labeler, sequence(style, seed + 1000 * k + STYLES.index(style), n_frames), config)
+        owners: Dict[int, set] = {}
+        for obj, ids in history.items():
+            for i in ids:
+                owners.setdefault(i, set()).add(obj)
+        shared += sum(len(objs) > 1 for i, objs in owners.items() if i is not None)
         for ids in history.values():
             seen = [i for i in ids if i is not None]
             ids_per_object.append(len(set(seen)))
@@ -191,6 +197,7 @@ def tracking(labeler, style: str, seed: int, n_sequences: int, config: Perceptio
             found_share.append(len(seen) / max(len(ids), 1))
     return {"ids_per_object": _mean(ids_per_object), "switches_per_object": _mean(switches),
             "max_switches": int(max(switches)) if switches else None, "frames_found": _mean(found_share),
+            "ids_on_two_objects": shared,
             "objects": len(switches), "frames": n_frames}
 
 

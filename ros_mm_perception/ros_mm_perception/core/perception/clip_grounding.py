@@ -25,9 +25,10 @@ Used when PaliGemma is off or too slow. The method, step by step:
    shows the same object (a box on part of it, a looser box around it, a window of another scale, a
    box reaching into it from the side). Each group publishes one box: its best-scoring image-fitted
    box (edge or colour-segment proposal, which follows the object's outline) or, when it holds
-   none, its best window; what overlaps that box goes with the group. The trade-off: two objects of the same phrase whose boxes overlap are
-   reported as one. With the default threshold of 0.5 a region is only given to a phrase that holds
-   most of its probability, so no region is published under two phrases.
+   none, its best window; what overlaps that box goes with the group. The trade-off: two objects
+   of the same phrase whose boxes overlap are reported as one. With the default threshold of 0.5 a
+   region is only given to a phrase that holds most of its probability, so no region is published
+   under two phrases.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def ground_with_clip(labeler: ClipLabeler, image: np.ndarray, phrases: Sequence[
     """Detections of ``phrases`` in one HxWx3 uint8 RGB frame by CLIP alone (see the module docstring).
 
     Boxes are in pixels of ``image``; ``source`` is ``"clip"``. Detections are sorted by score, at
-    most ``max_detections`` of them (``None``: all that pass the threshold and NMS).
+    most ``max_detections`` of them (``None``: one per object that passes the threshold).
     """
     check_rgb(image)
     phrases = check_phrases(phrases, "phrases", allow_empty=True)

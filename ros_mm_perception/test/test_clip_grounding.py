@@ -122,15 +122,20 @@ def test_overlapping_boxes_of_a_phrase_publish_one_fitted_box_and_a_separate_one
     monkeypatch.setattr(grounding, "propose_regions",
                         lambda image: Proposals(boxes, np.array([False, True, True, True])))
     squares = context_squares(boxes, *frame.shape[:2])
-    score_of = {tuple(sq): s for sq, s in zip(squares.tolist(), (6.0, 4.0, 5.0, 3.0))}
+    context_logit = {tuple(sq): s for sq, s in zip(squares.tolist(), (6.0, 4.0, 5.0, 3.0))}
+    own_logit = {tight: 5.0, part: 2.0, neighbour: 4.0}  # the part's own pixels show less of the object
 
     def logit(box, phrase):
-        return score_of[tuple(float(v) for v in box)] if phrase == "red circle" else 0.0
+        key = tuple(float(v) for v in box)
+        return (context_logit.get(key) or own_logit[key]) if phrase == "red circle" else 0.0
 
-    dets = ground_with_clip(ScriptedLabeler(logit), frame, ["red circle"], score_threshold=0.0)
-    # The loose window scores best, but the group publishes its best fitted box: the part (5.0) over
-    # the tight box (4.0), as scores rank them; the neighbour overlaps none of them and stays.
-    assert [d.box for d in dets] == [part, neighbour]
+    spy = ScriptedLabeler(logit)
+    dets = ground_with_clip(spy, frame, ["red circle"], score_threshold=0.0)
+    # The loose window scores best, but the group publishes the fitted box whose own pixels score
+    # best: the tight box over the part, whose context crop scored higher; the neighbour overlaps
+    # none of them and stays. The own-pixel scores are one second batch of the fitted boxes.
+    assert [d.box for d in dets] == [tight, neighbour]
+    assert [n for n, _ in spy.calls] == [4, 3]
 
 
 def test_one_box_per_object_prefers_fitted_boxes_and_falls_back_to_windows():
@@ -140,6 +145,9 @@ def test_one_box_per_object_prefers_fitted_boxes_and_falls_back_to_windows():
     assert one_box_per_object(boxes, fitted, scores, 0.5) == [1, 2]
     assert one_box_per_object(boxes, fitted, scores, 0.0) == [1, 2, 3]
     assert one_box_per_object(boxes, np.zeros(4, bool), scores, 0.5) == [0, 2]
+    both_fitted = np.array([True, True, False, False])
+    assert one_box_per_object(boxes, both_fitted, scores, 0.5) == [0, 2]
+    assert one_box_per_object(boxes, both_fitted, scores, 0.5, np.array([0.1, 0.8, 0.0, 0.0])) == [1, 2]
 
 
 def test_windows_cover_the_image_and_fitted_boxes_hug_an_object():

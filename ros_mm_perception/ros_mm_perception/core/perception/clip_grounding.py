@@ -23,9 +23,11 @@ Used when PaliGemma is off or too slow. The method, step by step:
 4. **Selection: one box per object.** Per phrase, regions scoring at least ``score_threshold``
    are grouped greedily, best first: every remaining region that overlaps the best remaining one
    shows the same object (a box on part of it, a looser box around it, a window of another scale, a
-   box reaching into it from the side). Each group publishes one box: its best-scoring image-fitted
-   box (edge or colour-segment proposal, which follows the object's outline) or, when it holds
-   none, its best window; what overlaps that box goes with the group. The trade-off: two objects
+   box reaching into it from the side). Each group publishes one box: of its image-fitted boxes (edge or
+   colour-segment proposals, which follow object outlines), the one whose own pixels, without the
+   context margin, score the phrase best (a second, small batch: the context crop of a box beside
+   or on part of the object shows the object too, its own pixels do not); when it holds no fitted
+   box, its best window. What overlaps the published box goes with the group. The trade-off: two objects
    of the same phrase whose boxes overlap are reported as one. With the default threshold of 0.5 a
    region is only given to a phrase that holds most of its probability, so no region is published
    under two phrases.
@@ -153,11 +155,16 @@ def context_squares(boxes: np.ndarray, height: int, width: int, margin: float = 
 
 
 def phrase_scores(labeler: ClipLabeler, image: np.ndarray, boxes: np.ndarray,
-                  phrases: Sequence[str]) -> np.ndarray:
-    """Per-region phrase scores in [0, 1] (``B x P``): softmax over phrases + null prompts, one batch."""
+                  phrases: Sequence[str], context: bool = True) -> np.ndarray:
+    """Per-region phrase scores in [0, 1] (``B x P``): softmax over phrases + null prompts, one batch.
+
+    With ``context`` each region is seen through its square context crop (:func:`context_squares`),
+    else through its own pixels only (fitted to the model's input by the labeler's crop mode).
+    """
     nulls = [p for p in NULL_PROMPTS if p not in phrases]
     h, w = image.shape[:2]
-    logits = labeler.region_logits(image, context_squares(boxes, h, w), list(phrases) + nulls)
+    crops = context_squares(boxes, h, w) if context else boxes
+    logits = labeler.region_logits(image, crops, list(phrases) + nulls)
     return torch.from_numpy(logits).softmax(dim=-1).numpy()[:, :len(phrases)]
 
 
@@ -169,18 +176,24 @@ def overlapping(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     return (ix > 0) & (iy > 0)
 
 
-def one_box_per_object(boxes: np.ndarray, fitted: np.ndarray, scores: np.ndarray,
-                       score_threshold: float) -> List[int]:
-    """Indices of the boxes published for one phrase: one per group of overlapping boxes (module docstring)."""
+def one_box_per_object(boxes: np.ndarray, fitted: np.ndarray, scores: np.ndarray, score_threshold: float,
+                       own_scores: Optional[np.ndarray] = None) -> List[int]:
+    """Indices of the boxes published for one phrase: one per group of overlapping boxes (module docstring).
+
+    Among a group's fitted boxes the best ``own_scores`` (the phrase's score on the box's own pixels)
+    wins, then the best ``scores``; without ``own_scores``, the best ``scores``.
+    """
     remaining = np.flatnonzero(scores >= score_threshold)
     remaining = remaining[np.argsort(-scores[remaining], kind="stable")]
+    own = np.zeros(len(scores)) if own_scores is None else own_scores
     chosen: List[int] = []
     while remaining.size:
         in_group = overlapping(boxes[remaining[0]], boxes[remaining])
         in_group[0] = True
         group = remaining[in_group]
-        pool = [i for i in group if fitted[i]] or list(group)
-        pick = int(max(pool, key=lambda i: (scores[i], -i)))
+        fitted_members = [i for i in group if fitted[i]]
+        pick = int(max(fitted_members, key=lambda i: (own[i], scores[i], -i)) if fitted_members
+                   else max(group, key=lambda i: (scores[i], -i)))
         chosen.append(pick)
         remaining = remaining[~(in_group | overlapping(boxes[pick], boxes[remaining]))]
     return chosen
@@ -199,10 +212,14 @@ def ground_with_clip(labeler: ClipLabeler, image: np.ndarray, phrases: Sequence[
         return []
     boxes, fitted = propose_regions(image)
     scores = phrase_scores(labeler, image, boxes, phrases)
+    own = np.zeros_like(scores)
+    candidates = np.flatnonzero(fitted & (scores.max(axis=1) >= score_threshold))
+    if candidates.size:
+        own[candidates] = phrase_scores(labeler, image, boxes[candidates], phrases, context=False)
     found: List[Tuple[float, int, int]] = []
     for p in range(len(phrases)):
         found += [(float(scores[i, p]), p, i)
-                  for i in one_box_per_object(boxes, fitted, scores[:, p], score_threshold)]
+                  for i in one_box_per_object(boxes, fitted, scores[:, p], score_threshold, own[:, p])]
     found.sort(key=lambda f: (-f[0], f[1], f[2]))
     if max_detections is not None:
         found = found[:max_detections]

@@ -102,6 +102,12 @@ def config_from_args(args):
     return PerceptionConfig().replace(**{k: v for k, v in changes.items() if v is not None})
 
 
+def warn_phrases_outside_world(config) -> None:
+    """On the embedded model, say once on stderr which configured phrases lie outside its world."""
+    warn_outside_world(config.clip_model, (config.labels if config.enable_labels else []) + config.detect_phrases,
+                       "--clip-model")
+
+
 def build_pipeline(config):
     """The same pipeline as the live node, with the models the config names."""
     from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
@@ -157,8 +163,7 @@ def run(args) -> int:
     from ros_mm_perception.offline.runner import process_input
 
     config = config_from_args(args)
-    warn_outside_world(config.clip_model, (config.labels if config.enable_labels else []) + config.detect_phrases,
-                       "--clip-model")
+    warn_phrases_outside_world(config)
     set_threads(args.threads)
     input_path = Path(args.input)
     source = open_source(args, config, input_path)

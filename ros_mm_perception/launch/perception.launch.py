@@ -25,6 +25,7 @@ PARAMETER_ARGUMENTS = {
     "image_transport": "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage).",
     "use_depth": "true: also subscribe depth + camera_info and publish detections_3d.",
     "target_frame": "Frame of detections_3d and markers, e.g. base_link (empty: the camera's frame).",
+    "crop_mode": "How CLIP sees a frame: letterbox (the whole frame, padded) or center (open_clip's centre crop).",
 }
 TOPIC_ARGUMENTS = {
     "image_topic": ("image", "Camera image topic(s), comma-separated, one per camera."),

@@ -1,11 +1,12 @@
-"""CLIP-only grounding plumbing: proposals, the score rule, thresholding, NMS, one batch per frame."""
+"""CLIP-only grounding plumbing: proposals, the score rule, thresholding, one box per object, one batch per frame."""
 
 import numpy as np
 import pytest
 
 from ros_mm_perception.core.perception.boxes import box_iou
-from ros_mm_perception.core.perception.clip_grounding import (NULL_PROMPTS, context_squares, drop_enclosing, ground_with_clip,
-                                                   phrase_scores, propose_regions, sliding_windows)
+from ros_mm_perception.core.perception.clip_grounding import (NULL_PROMPTS, Proposals, context_squares,
+                                                              ground_with_clip, one_box_per_object, phrase_scores,
+                                                              propose_regions, sliding_windows)
 from ros_mm_perception.core.errors import ImageFormatError
 from ros_mm_perception.core.perception.labeler import ClipLabeler
 from ros_mm_perception.synthetic.scenes import render_scene
@@ -46,14 +47,11 @@ def test_detections_are_valid_sorted_and_above_threshold(labeler, frame):
     assert all(d.score >= 0.4 for d in high) and len(high) <= len(dets)
 
 
-def test_nms_leaves_no_same_phrase_pair_above_the_iou(labeler, frame):
-    for iou in (0.2, 0.5):
-        dets = ground_with_clip(labeler, frame, ["green ring"], score_threshold=0.0, nms_iou=iou)
-        boxes = [d.box for d in dets]
-        overlap = box_iou(boxes, boxes) - np.eye(len(boxes))
-        assert overlap.max() <= iou + 1e-9
-    loose = ground_with_clip(labeler, frame, ["green ring"], score_threshold=0.0, nms_iou=0.95)
-    assert len(loose) > len(ground_with_clip(labeler, frame, ["green ring"], score_threshold=0.0, nms_iou=0.2))
+def test_no_two_boxes_of_a_phrase_overlap(labeler, frame):
+    dets = ground_with_clip(labeler, frame, ["green ring", "red circle"], score_threshold=0.0)
+    for phrase in ("green ring", "red circle"):
+        boxes = [d.box for d in dets if d.phrase == phrase]
+        assert boxes and (box_iou(boxes, boxes) - np.eye(len(boxes))).max() == 0
 
 
 def test_max_detections_and_empty_phrases(labeler, frame):
@@ -84,14 +82,14 @@ def test_all_regions_are_scored_in_one_batch_with_the_null_prompts(frame):
     ground_with_clip(spy, frame, ["red circle", "background"])
     assert len(spy.calls) == 1
     n, phrases = spy.calls[0]
-    assert n == len(propose_regions(frame))
+    assert n == len(propose_regions(frame).boxes)
     assert phrases[:2] == ["red circle", "background"] and set(NULL_PROMPTS) <= set(phrases)
     assert len(phrases) == len(set(phrases))
 
 
 def test_a_phrase_losing_to_the_null_prompts_scores_low_everywhere(frame):
     absent = ScriptedLabeler(lambda box, phrase: 5.0 if phrase == "an object" else 0.0)
-    scores = phrase_scores(absent, frame, propose_regions(frame), ["red circle"])
+    scores = phrase_scores(absent, frame, propose_regions(frame).boxes, ["red circle"])
     assert scores.max() < 0.01
     assert ground_with_clip(absent, frame, ["red circle"]) == []
 
@@ -101,7 +99,8 @@ def test_the_region_a_phrase_fits_best_wins_and_keeps_its_box(frame, monkeypatch
 
     target = (40.0, 30.0, 70.0, 60.0)
     square = context_squares(np.array([target]), *frame.shape[:2])[0]
-    proposals = np.concatenate([[target], propose_regions(frame)])
+    found = propose_regions(frame)
+    proposals = Proposals(np.concatenate([[target], found.boxes]), np.concatenate([[True], found.fitted]))
     monkeypatch.setattr(grounding, "propose_regions", lambda image: proposals)
 
     def logit(box, phrase):
@@ -110,26 +109,45 @@ def test_the_region_a_phrase_fits_best_wins_and_keeps_its_box(frame, monkeypatch
     dets = ground_with_clip(ScriptedLabeler(logit), frame, ["red circle"])
     assert dets[0].box == target and dets[0].score > 0.9
     overlap = box_iou([d.box for d in dets], [target])[:, 0]
-    assert (overlap[1:] <= 0.5).all()
+    assert (overlap[1:] == 0).all()
 
 
-def test_a_loose_box_around_a_better_one_is_dropped_but_a_neighbour_is_kept(frame, monkeypatch):
+def test_overlapping_boxes_of_a_phrase_publish_one_fitted_box_and_a_separate_one_stays(frame, monkeypatch):
     import ros_mm_perception.core.perception.clip_grounding as grounding
 
-    tight, loose, neighbour = (40.0, 30.0, 60.0, 50.0), (20.0, 10.0, 90.0, 80.0), (70.0, 40.0, 100.0, 70.0)
-    assert box_iou([tight], [loose])[0, 0] < 0.5  # NMS alone would keep the loose box
-    monkeypatch.setattr(grounding, "propose_regions", lambda image: np.array([loose, tight, neighbour]))
-    squares = context_squares(np.array([loose, tight, neighbour]), *frame.shape[:2])
-    score_of = {tuple(sq): s for sq, s in zip(squares.tolist(), (4.0, 5.0, 3.0))}
+    tight, loose, part, neighbour = ((40.0, 30.0, 60.0, 50.0), (20.0, 10.0, 90.0, 80.0), (45.0, 35.0, 55.0, 45.0),
+                                     (95.0, 40.0, 120.0, 70.0))
+    boxes = np.array([loose, tight, part, neighbour])
+    assert box_iou([tight], [loose])[0, 0] < 0.5 and box_iou([tight], [part])[0, 0] < 0.5  # NMS keeps both
+    monkeypatch.setattr(grounding, "propose_regions",
+                        lambda image: Proposals(boxes, np.array([False, True, True, True])))
+    squares = context_squares(boxes, *frame.shape[:2])
+    context_logit = {tuple(sq): s for sq, s in zip(squares.tolist(), (6.0, 4.0, 5.0, 3.0))}
+    own_logit = {tight: 5.0, part: 2.0, neighbour: 4.0}  # the part's own pixels show less of the object
 
     def logit(box, phrase):
-        return score_of[tuple(float(v) for v in box)] if phrase == "red circle" else 0.0
+        key = tuple(float(v) for v in box)
+        return (context_logit.get(key) or own_logit[key]) if phrase == "red circle" else 0.0
 
-    dets = ground_with_clip(ScriptedLabeler(logit), frame, ["red circle"], score_threshold=0.0)
+    spy = ScriptedLabeler(logit)
+    dets = ground_with_clip(spy, frame, ["red circle"], score_threshold=0.0)
+    # The loose window scores best, but the group publishes the fitted box whose own pixels score
+    # best: the tight box over the part, whose context crop scored higher; the neighbour overlaps
+    # none of them and stays. The own-pixel scores are one second batch of the fitted boxes.
     assert [d.box for d in dets] == [tight, neighbour]
-    boxes = np.array([tight, loose, neighbour])
-    assert list(drop_enclosing(boxes, np.array([0, 2, 1]))) == [0, 2]
-    assert list(drop_enclosing(boxes, np.array([1, 0]))) == [1, 0]  # a better loose box stays
+    assert [n for n, _ in spy.calls] == [4, 3]
+
+
+def test_one_box_per_object_prefers_fitted_boxes_and_falls_back_to_windows():
+    boxes = np.array([[0, 0, 10, 10], [2, 2, 9, 9], [20, 20, 30, 30], [40, 40, 50, 50]], dtype=float)
+    fitted = np.array([False, True, False, False])
+    scores = np.array([0.9, 0.6, 0.7, 0.4])
+    assert one_box_per_object(boxes, fitted, scores, 0.5) == [1, 2]
+    assert one_box_per_object(boxes, fitted, scores, 0.0) == [1, 2, 3]
+    assert one_box_per_object(boxes, np.zeros(4, bool), scores, 0.5) == [0, 2]
+    both_fitted = np.array([True, True, False, False])
+    assert one_box_per_object(boxes, both_fitted, scores, 0.5) == [0, 2]
+    assert one_box_per_object(boxes, both_fitted, scores, 0.5, np.array([0.1, 0.8, 0.0, 0.0])) == [1, 2]
 
 
 def test_windows_cover_the_image_and_fitted_boxes_hug_an_object():
@@ -141,9 +159,10 @@ def test_windows_cover_the_image_and_fitted_boxes_hug_an_object():
     assert (np.abs((windows[:, 2] - windows[:, 0]) - (windows[:, 3] - windows[:, 1])) < 1e-9).all()
     scene = render_scene(4, objects=[("blue", "triangle")], size=(120, 160), background="noise",
                          size_range=(0.3, 0.3))
-    proposals = propose_regions(scene.image)
-    assert box_iou([scene.objects[0].box], proposals).max() > 0.8
+    proposals, fitted = propose_regions(scene.image)
+    assert box_iou([scene.objects[0].box], proposals[fitted]).max() > 0.8
     assert box_iou(proposals, proposals)[np.triu_indices(len(proposals), 1)].max() <= 0.9
+    assert fitted.any() and not fitted.all() and (np.diff(fitted.astype(int)) <= 0).all()  # fitted boxes first
 
 
 def test_context_squares_are_square_centred_and_inside():

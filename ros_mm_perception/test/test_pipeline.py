@@ -226,9 +226,9 @@ def test_ground_detects_given_phrases_now_without_tracking(tiny_clip, rng):
 
 def test_clip_source_runs_clip_only_grounding_with_tracking(tiny_clip, rng):
     f = frame(rng)
-    pipe = PerceptionPipeline(config(grounding_source="clip", nms_iou=0.3), clip=tiny_clip)
+    pipe = PerceptionPipeline(config(grounding_source="clip"), clip=tiny_clip)
     dets = pipe.process(f).detections
-    direct = ground_with_clip(pipe.labeler, f.image, PHRASES, score_threshold=0.0, nms_iou=0.3)
+    direct = ground_with_clip(pipe.labeler, f.image, PHRASES, score_threshold=0.0)
     assert dets and [(d.phrase, d.box) for d in dets] == [(d.phrase, d.box) for d in direct]
     np.testing.assert_allclose([d.score for d in dets], [d.score for d in direct], atol=1e-6)
     assert all(d.source == "clip" for d in dets)

@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from ros_mm_perception.commands.classify import split_phrases
-from ros_mm_perception.core.config import GROUNDING_SOURCES
+from ros_mm_perception.commands.classify import PHRASES_HELP, warn_outside_world
+from ros_mm_perception.core.config import CROP_MODES, GROUNDING_SOURCES, split_phrases
 from ros_mm_perception.core.errors import UserError
 
 
@@ -37,10 +37,13 @@ def add_parser(sub) -> None:
 def add_pipeline_arguments(p) -> None:
     """Vocabulary, grounding and model options shared by the offline commands."""
     g = p.add_argument_group("pipeline")
-    g.add_argument("--labels", help='whole-frame vocabulary, comma-separated (default: the config\'s)')
-    g.add_argument("--detect", help='phrases to detect, comma-separated, e.g. "red mug,person"')
+    g.add_argument("--labels", help=f"whole-frame vocabulary, {PHRASES_HELP} (default: the config's)")
+    g.add_argument("--no-labels", action="store_true", help="no whole-frame labels (enable_labels false)")
+    g.add_argument("--detect", help=f'phrases to detect, {PHRASES_HELP}, e.g. "red mug,person"')
     g.add_argument("--grounding", choices=GROUNDING_SOURCES, help="detection source (default: auto)")
     g.add_argument("--threshold", type=float, help="minimum detection score")
+    g.add_argument("--nms", type=float, help="IoU above which same-phrase PaliGemma boxes are suppressed")
+    g.add_argument("--crop-mode", choices=CROP_MODES, help="letterbox or center (default: the config's)")
     g.add_argument("--model", default=None, help="PaliGemma model id or folder (enables PaliGemma grounding)")
     g.add_argument("--clip-model", default=None, help="open_clip model name or model folder (default: embedded)")
     g.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag or checkpoint file")
@@ -90,12 +93,19 @@ def config_from_args(args):
     changes = {
         "labels": split_phrases(args.labels) if args.labels is not None else None,
         "detect_phrases": split_phrases(args.detect) if args.detect is not None else None,
-        "grounding_source": args.grounding, "score_threshold": args.threshold,
+        "grounding_source": args.grounding, "score_threshold": args.threshold, "nms_iou": args.nms,
+        "crop_mode": args.crop_mode, "enable_labels": False if args.no_labels else None,
         "paligemma_model": args.model, "clip_model": args.clip_model, "clip_pretrained": args.clip_pretrained,
         "device": args.device, "precision": args.precision,
         "target_frame": getattr(args, "target_frame", None),
     }
     return PerceptionConfig().replace(**{k: v for k, v in changes.items() if v is not None})
+
+
+def warn_phrases_outside_world(config) -> None:
+    """On the embedded model, say once on stderr which configured phrases lie outside its world."""
+    warn_outside_world(config.clip_model, (config.labels if config.enable_labels else []) + config.detect_phrases,
+                       "--clip-model")
 
 
 def build_pipeline(config):
@@ -153,6 +163,7 @@ def run(args) -> int:
     from ros_mm_perception.offline.runner import process_input
 
     config = config_from_args(args)
+    warn_phrases_outside_world(config)
     set_threads(args.threads)
     input_path = Path(args.input)
     source = open_source(args, config, input_path)

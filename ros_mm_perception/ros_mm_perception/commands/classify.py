@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import sys
+
+PHRASES_HELP = 'separated by ";" or, when no ";" is present, by commas'
 
 from ros_mm_perception.core.errors import UserError
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("classify", help="zero-shot label an image with CLIP",
-                       description="Score an image against a comma-separated vocabulary with CLIP.")
+                       description="Score an image against a vocabulary of phrases with CLIP.")
     p.add_argument("image", help="image file (PNG, JPEG, ...)")
-    p.add_argument("--labels", required=True, help='comma-separated phrases, e.g. "red mug,person,door"')
+    p.add_argument("--labels", required=True, help=f'phrases {PHRASES_HELP}, e.g. "red mug,person,door"')
     add_clip_arguments(p)
+    add_crop_argument(p)
     p.add_argument("--top-k", type=int, default=None, help="how many labels to print (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -26,14 +30,27 @@ def add_clip_arguments(p) -> None:
     p.add_argument("--precision", default="auto", help="auto, fp32, fp16 or bf16")
 
 
-def split_phrases(text: str, sep: str = ",") -> list:
-    """Split a user's phrase list, dropping surrounding spaces and empty entries."""
-    return [p.strip() for p in text.split(sep) if p.strip()]
+def add_crop_argument(p, default=None) -> None:
+    """``--crop-mode``: how CLIP fits a frame or box to its square input (default: the config's)."""
+    from ros_mm_perception.core.config import CROP_MODES, PerceptionConfig
+
+    p.add_argument("--crop-mode", choices=CROP_MODES, default=default or PerceptionConfig().crop_mode,
+                   help="letterbox: the whole frame, padded to a square; center: open_clip's centre crop "
+                        "(drops a wide frame's side bands) (default: %(default)s)")
+
+
+def warn_outside_world(model: str, phrases, option: str) -> None:
+    """On the embedded model (``model`` empty), say once on stderr which phrases it cannot know."""
+    from ros_mm_perception.core.models.embedded import outside_world_message
+
+    message = outside_world_message(phrases, option) if not model else None
+    if message:
+        print(f"ros-mm-perception: warning: {message}", file=sys.stderr)
 
 
 def run(args) -> int:
     from ros_mm_perception.core.models.clip_model import load_clip
-    from ros_mm_perception.core.config import check_phrases
+    from ros_mm_perception.core.config import check_phrases, split_phrases
     from ros_mm_perception.core.imaging.image_io import read_rgb
     from ros_mm_perception.core.perception.labeler import ClipLabeler
 
@@ -41,7 +58,9 @@ def run(args) -> int:
     if args.top_k is not None and args.top_k < 1:
         raise UserError(f"--top-k must be at least 1 (leave it out for all labels), got {args.top_k}")
     image = read_rgb(args.image)
-    labeler = ClipLabeler(load_clip(args.model, args.pretrained, args.device, args.precision), phrases)
+    warn_outside_world(args.model, phrases, "--model")
+    labeler = ClipLabeler(load_clip(args.model, args.pretrained, args.device, args.precision), phrases,
+                          crop_mode=args.crop_mode)
     labels = labeler.label(image, top_k=args.top_k or len(phrases))
     if args.json:
         print(json.dumps({"labels": [{"label": lb.phrase, "score": lb.score} for lb in labels]}, allow_nan=False))

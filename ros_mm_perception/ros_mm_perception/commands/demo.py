@@ -10,12 +10,8 @@ import json
 from pathlib import Path
 
 from ros_mm_perception.commands.bag import set_threads
+from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.errors import UserError
-
-SCORE_THRESHOLD = 0.6
-NMS_IOU = 0.3
-"""The demo's detection settings, stricter than the pipeline's defaults: its scenes hold a few
-well-separated objects, and CLIP-only grounding otherwise keeps partial boxes around each one."""
 
 THREADS = 1
 """PyTorch CPU threads of the demo. The embedded model is small, so one thread loses little, while
@@ -39,8 +35,8 @@ def add_parser(sub) -> None:
     p.add_argument("--frames", type=int, default=12, help="frames per camera (default: 12)")
     p.add_argument("--size", default="240x320", help="image size HEIGHTxWIDTH (default: 240x320)")
     p.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
-    p.add_argument("--threshold", type=float, default=SCORE_THRESHOLD,
-                   help=f"minimum detection score (default: {SCORE_THRESHOLD})")
+    p.add_argument("--threshold", type=float, default=PerceptionConfig().score_threshold,
+                   help="minimum detection score (default: %(default)s)")
     p.add_argument("--clip-model", default="", help="open_clip model name or folder instead of the embedded model")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=THREADS,
@@ -61,7 +57,6 @@ def parse_size(text: str):
 
 
 def run(args) -> int:
-    from ros_mm_perception.core.config import PerceptionConfig
     from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
     from ros_mm_perception.synthetic.scenes import all_phrases, phrase
     from ros_mm_perception.offline import demo
@@ -84,7 +79,7 @@ def run(args) -> int:
     except OSError as err:
         raise UserError(f"cannot create the output folder {out}: {err.strerror}") from None
     config = PerceptionConfig(grounding_source="clip", detect_phrases=demo.demo_phrases(), labels=all_phrases(),
-                              score_threshold=args.threshold, nms_iou=NMS_IOU, clip_model=args.clip_model,
+                              score_threshold=args.threshold, clip_model=args.clip_model,
                               device=args.device)
     scenes = demo.demo_scenes(args.frames, size, args.seed)
     truth = demo.GroundTruthCheck(scenes)

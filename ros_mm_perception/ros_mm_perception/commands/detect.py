@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+from ros_mm_perception.commands.classify import add_crop_argument, warn_outside_world
 from ros_mm_perception.core.errors import UserError
 
 
@@ -16,7 +17,8 @@ def add_parser(sub) -> None:
                        description="Ground phrases in an image. With --model, PaliGemma detects and CLIP "
                                    "re-scores each box; without it, CLIP-only grounding runs on the CLIP model.")
     p.add_argument("image", help="image file (PNG, JPEG, ...)")
-    p.add_argument("phrases", help='phrases separated by ";", e.g. "red mug ; person"')
+    p.add_argument("phrases", help='phrases separated by ";" or, when no ";" is present, by commas, '
+                                   'e.g. "red mug ; person"')
     p.add_argument("--model", default="", help="PaliGemma hub id (Hugging Face cache) or local model folder; "
                                                "default: none (CLIP-only grounding)")
     p.add_argument("--clip-model", default=defaults.clip_model,
@@ -27,6 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", default=defaults.precision, help="auto, fp32, fp16 or bf16")
     p.add_argument("--threshold", type=float, default=defaults.score_threshold,
                    help="minimum detection score in [0, 1] (default: %(default)s)")
+    p.add_argument("--nms", type=float, default=defaults.nms_iou,
+                   help="IoU above which same-phrase PaliGemma boxes are suppressed (default: %(default)s)")
+    add_crop_argument(p)
     p.add_argument("--depth", help="depth image aligned to IMAGE: 16-bit PNG/TIFF in millimetres, 32-bit float "
                                    "TIFF or .npy in metres; adds 3D positions (needs --intrinsics)")
     p.add_argument("--intrinsics", help="pinhole intrinsics fx,fy,cx,cy in pixels (CameraInfo K)")
@@ -53,22 +58,22 @@ def parse_intrinsics(text: str):
 
 
 def run(args) -> int:
-    from ros_mm_perception.commands.classify import split_phrases
-    from ros_mm_perception.core.config import PerceptionConfig, check_phrases
+    from ros_mm_perception.core.config import PerceptionConfig, check_phrases, split_phrases
     from ros_mm_perception.core.perception.geometry import read_depth
     from ros_mm_perception.core.imaging.image_io import read_rgb
     from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
     from ros_mm_perception.core.results import Frame
 
-    phrases = check_phrases(split_phrases(args.phrases, ";"), "phrases")
+    phrases = check_phrases(split_phrases(args.phrases), "phrases")
     if bool(args.depth) != bool(args.intrinsics):
         raise UserError("--depth and --intrinsics go together: 3D positions need both")
     config = PerceptionConfig(
         device=args.device, precision=args.precision, clip_model=args.clip_model,
         clip_pretrained=args.clip_pretrained, paligemma_model=args.model, detect_phrases=phrases,
         enable_labels=False, grounding_source="paligemma" if args.model else "clip",
-        score_threshold=args.threshold)
+        score_threshold=args.threshold, nms_iou=args.nms, crop_mode=args.crop_mode)
     image = read_rgb(args.image)
+    warn_outside_world(args.clip_model, phrases, "--clip-model")
     frame = Frame(image, depth=read_depth(args.depth) if args.depth else None,
                   intrinsics=parse_intrinsics(args.intrinsics) if args.intrinsics else None)
     pipeline = PerceptionPipeline(config)

@@ -14,7 +14,8 @@ from argparse import Namespace
 from pathlib import Path
 
 from ros_mm_perception.commands.bag import (add_input_arguments, add_pipeline_arguments, build_pipeline,
-                                            config_from_args, open_outputs, open_source, target_frame)
+                                            config_from_args, open_outputs, open_source, target_frame,
+                                            warn_phrases_outside_world)
 from ros_mm_perception.core.errors import UserError
 
 INSTALL_HINT = "fleet needs Ray: pip install 'ros_mm_perception[fleet]' (or pip install ray)"
@@ -90,6 +91,7 @@ def run(args) -> int:
     from ros_mm_perception.offline.runner import stderr_report
 
     config = config_from_args(args)
+    warn_phrases_outside_world(config)
     options = FleetOptions(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                            gpus_per_worker=args.gpus_per_worker, threads=args.threads, retries=args.retries,
                            split_s=args.split_s, address=args.address, force=args.force)

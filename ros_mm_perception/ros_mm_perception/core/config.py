@@ -25,6 +25,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 FAST_PATHS = ("auto", "off", "static", "graph", "compile")
 CLIP_FAST_PATHS = FAST_PATHS + ("freeze",)
+CROP_MODES = ("letterbox", "center")
 
 
 class ConfigError(UserError, ValueError):
@@ -74,11 +75,17 @@ class PerceptionConfig:
     detect_phrases: List[str] = _param(["person", "cup"], "Phrases to ground as detections.")
     # Behaviour
     enable_labels: bool = _param(True, "Publish whole-frame zero-shot labels.")
+    crop_mode: str = _param("letterbox", "How CLIP sees a frame or box: letterbox (all of it, padded to a square "
+                            "with the model's mean colour) or center (open_clip's centre square; drops a 4:3 "
+                            "frame's side bands).", choices=CROP_MODES)
     grounding_source: str = _param("auto", "Detection source: auto (PaliGemma when configured, else CLIP), "
                                    "paligemma, clip, or off.", choices=GROUNDING_SOURCES)
     top_k: int = _param(5, "How many labels to publish per frame.", low=1, high=MAX_PHRASES)
-    score_threshold: float = _param(0.3, "Minimum detection score in [0, 1].", low=0.0, high=1.0)
-    nms_iou: float = _param(0.5, "IoU above which same-phrase detections are suppressed.", low=0.0, high=1.0)
+    score_threshold: float = _param(0.5, "Minimum detection score in [0, 1] (0.5: the phrase holds most of the "
+                                    "box's probability).", low=0.0, high=1.0)
+    nms_iou: float = _param(0.5, "IoU above which same-phrase PaliGemma detections are suppressed (CLIP-only "
+                            "grounding publishes one box per group of overlapping same-phrase boxes).",
+                            low=0.0, high=1.0)
     labels_rate_hz: float = _param(0.0, "Maximum rate of zero-shot labeling per camera; 0 = every frame.",
                                    low=0.0, high=1000.0)
     detect_rate_hz: float = _param(0.0, "Maximum rate of detection per camera; 0 = every frame.",
@@ -183,6 +190,14 @@ def check_camera_names(cameras) -> List[str]:
     if dupes:
         raise ConfigError(f"cameras has duplicates: {', '.join(dupes)}")
     return list(cameras)
+
+
+def split_phrases(text: str) -> List[str]:
+    """A phrase list typed as one string, the rule of every command: ``;`` separates phrases; without
+    any ``;``, commas do. So ``"red mug, person"`` and ``"red mug ; person"`` are two phrases, and a
+    phrase may hold a comma when ``;`` separates: ``"cup, upside down ; door"``. Surrounding spaces and
+    empty entries are dropped."""
+    return [p.strip() for p in text.split(";" if ";" in text else ",") if p.strip()]
 
 
 def check_phrases(phrases, what: str = "phrases", *, allow_empty: bool = False) -> List[str]:

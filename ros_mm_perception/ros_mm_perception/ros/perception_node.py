@@ -38,6 +38,7 @@ from rclpy.time import Time
 from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.errors import ImageFormatError, UserError
 from ros_mm_perception.core.imaging.image_codec import numpy_to_image
+from ros_mm_perception.core.models.embedded import outside_world_message
 from ros_mm_perception.core.results import FrameResult, Stamp
 from ros_mm_perception.core.perception.scheduler import FrameScheduler
 from ros_mm_perception.core.perception.transforms import frame_name, transform_3d
@@ -159,7 +160,15 @@ class PerceptionNode(LifecycleNode):
         self._cameras = {c: CameraState(c, self.config.cameras, self.config.image_transport == "compressed")
                          for c in self.config.cameras}
         self.get_logger().info(f"models ready ({self.pipeline.model_state}); cameras: {', '.join(self._cameras)}")
+        self._warn_outside_world()
         return True
+
+    def _warn_outside_world(self) -> None:
+        """On the embedded model, log once which configured phrases lie outside its world of coloured shapes."""
+        phrases = (self.config.labels if self.config.enable_labels else []) + self.config.detect_phrases
+        message = None if self.config.clip_model else outside_world_message(phrases, "the clip_model parameter")
+        if message:
+            self.get_logger().warning(message)
 
     def _start_streaming(self) -> None:
         cfg = self.config

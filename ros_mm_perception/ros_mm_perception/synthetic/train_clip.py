@@ -311,7 +311,8 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
     model.eval()
     save_clip(model, MODEL_CFG, out, half=True)
     info = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "threads": threads,
-            "heldout": [list(c) for c in HELDOUT], "null_texts": list(NULL_TEXTS),
+            "heldout": [list(c) for c in HELDOUT], "world": {"colours": list(COLOURS), "shapes": list(SHAPES)},
+            "null_texts": list(NULL_TEXTS),
             "seconds": round(time.time() - start, 1), "torch": torch.__version__, "loss_curve": curve}
     (out / TRAINING_INFO).write_text(json.dumps(info, indent=1))
     return info

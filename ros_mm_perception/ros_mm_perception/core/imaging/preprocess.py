@@ -6,6 +6,15 @@ normalise). Uploading uint8 moves 4x fewer bytes than float and keeps the work o
 CPU the resize runs on the uint8 pixels in channels-last order, torch's vectorised kernel that
 follows PIL's resampling (within one grey level of PIL, ~5x faster than PIL on a 640x480 frame);
 on CUDA it runs in float.
+
+Two crop modes (:data:`CROP_MODES`):
+
+* ``center`` – open_clip's transform, bit for bit: the short side is resized to the model's size and
+  the centre square kept. Fills the model's input with the frame, but a 4:3 frame loses its side
+  bands (1/8 of the width each side), and anything standing there is never seen.
+* ``letterbox`` – the whole frame, its long side resized to the model's size, padded to a square
+  with the model's mean colour (zero after normalisation). Sees everything, at a lower resolution
+  (a 4:3 frame fills 3/4 of the input).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ros_mm_perception.core.config import CROP_MODES
 from ros_mm_perception.core.errors import ImageFormatError
 
 
@@ -36,8 +46,20 @@ def upload(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).to(device, non_blocking=True).permute(2, 0, 1)
 
 
+def _resize(chw: torch.Tensor, new_h: int, new_w: int) -> torch.Tensor:
+    """Bicubic, antialiased resize of a uint8 3xHxW tensor (values not yet rounded on CUDA)."""
+    if (new_h, new_w) == tuple(chw.shape[1:]):
+        return chw
+    if chw.device.type == "cpu":
+        # uint8 in, uint8 out (rounded and clamped as PIL does); channels-last selects the fast kernel.
+        pixels = chw[None].contiguous(memory_format=torch.channels_last)
+        return F.interpolate(pixels, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)[0]
+    return F.interpolate(chw[None].float(), size=(new_h, new_w), mode="bicubic", align_corners=False,
+                         antialias=True)[0]
+
+
 class ClipPreprocessor:
-    """open_clip's 'shortest side + centre crop' inference transform, on tensors."""
+    """open_clip's 'shortest side + centre crop' inference transform, or a letterbox, on tensors."""
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], device: torch.device,
                  dtype: torch.dtype = torch.float32):
@@ -54,36 +76,42 @@ class ClipPreprocessor:
             new_h, new_w = self.size, max(self.size, int(self.size * w / h))
         else:
             new_h, new_w = max(self.size, int(self.size * h / w)), self.size
-        if (new_h, new_w) == (h, w):
-            resized = chw
-        elif chw.device.type == "cpu":
-            # uint8 in, uint8 out (rounded and clamped as PIL does); channels-last selects the fast kernel.
-            pixels = chw[None].contiguous(memory_format=torch.channels_last)
-            resized = F.interpolate(pixels, size=(new_h, new_w), mode="bicubic", align_corners=False,
-                                    antialias=True)[0]
-        else:
-            resized = F.interpolate(chw[None].float(), size=(new_h, new_w), mode="bicubic",
-                                    align_corners=False, antialias=True)[0]
+        resized = _resize(chw, new_h, new_w)
         top = int(round((new_h - self.size) / 2.0))
         left = int(round((new_w - self.size) / 2.0))
         return resized[:, top:top + self.size, left:left + self.size].float()
 
-    def __call__(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        """uint8 3xHxW tensors (any sizes) → normalised Nx3xSxS batch in the model's dtype."""
-        batch = torch.stack([self._resize_crop(img) for img in images])
+    def _letterbox(self, chw: torch.Tensor) -> torch.Tensor:
+        _, h, w = chw.shape
+        scale = self.size / max(h, w)
+        new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+        canvas = (self.mean * 255.0).expand(3, self.size, self.size).clone()
+        top, left = (self.size - new_h) // 2, (self.size - new_w) // 2
+        canvas[:, top:top + new_h, left:left + new_w] = _resize(chw, new_h, new_w)
+        return canvas
+
+    def __call__(self, images: Sequence[torch.Tensor], crop: str = "center") -> torch.Tensor:
+        """uint8 3xHxW tensors (any sizes) → normalised Nx3xSxS batch in the model's dtype.
+
+        ``crop`` is one of :data:`CROP_MODES` (see the module docstring).
+        """
+        if crop not in CROP_MODES:
+            raise ValueError(f"crop mode {crop!r} is not one of {', '.join(CROP_MODES)}")
+        fit = self._letterbox if crop == "letterbox" else self._resize_crop
+        batch = torch.stack([fit(img) for img in images])
         # PIL (open_clip's reference) rounds and clamps to uint8 after resizing; once for the batch.
         batch = (batch.round_().clamp_(0, 255) / 255.0 - self.mean) / self.std
         return batch.to(self.dtype)
 
-    def frames(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+    def frames(self, frames: Sequence[np.ndarray], crop: str = "center") -> torch.Tensor:
         """HxWx3 uint8 RGB numpy frames → model-ready batch."""
-        return self([upload(f, self.device) for f in frames])
+        return self([upload(f, self.device) for f in frames], crop)
 
     def regions(self, image: np.ndarray, boxes: Sequence[Tuple[float, float, float, float]],
-                margin: float = 0.0) -> torch.Tensor:
+                margin: float = 0.0, crop: str = "center") -> torch.Tensor:
         """Crop ``boxes`` (x0, y0, x1, y1 pixels) from one frame, each grown by ``margin`` of its size."""
         chw = upload(image, self.device)
-        return self([chw[:, y0:y1, x0:x1] for x0, y0, x1, y1 in crop_windows(image.shape, boxes, margin)])
+        return self([chw[:, y0:y1, x0:x1] for x0, y0, x1, y1 in crop_windows(image.shape, boxes, margin)], crop)
 
 
 def crop_windows(shape, boxes, margin: float = 0.0):

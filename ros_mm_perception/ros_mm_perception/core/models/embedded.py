@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import List, Optional, Sequence
 
 from ros_mm_perception.core.errors import ModelNotFoundError
 
@@ -18,3 +20,34 @@ def embedded_clip_dir() -> Path:
             "(command line: --model/--pretrained; ROS node: the clip_model/clip_pretrained parameters)"
         )
     return EMBEDDED_CLIP_DIR
+
+
+FILLER_WORDS = ("a", "an", "the", "of", "photo", "shape")
+
+
+def phrases_outside_world(phrases: Sequence[str], model_dir=EMBEDDED_CLIP_DIR) -> List[str]:
+    """The phrases a model folder's world does not cover: any word that is not one of its colours or shapes.
+
+    The world (``{"colours": [...], "shapes": [...]}``) comes from the folder's ``training.json``;
+    a folder without one has no known world, and nothing is reported.
+    """
+    info = Path(model_dir) / "training.json"
+    world = json.loads(info.read_text()).get("world") if info.is_file() else None
+    if not world:
+        return []
+    words = {w.lower() for w in [*world["colours"], *world["shapes"]]} | set(FILLER_WORDS)
+    return [p for p in phrases if not set(p.lower().replace(",", " ").replace(".", " ").split()) <= words]
+
+
+def outside_world_message(phrases: Sequence[str], option: str) -> Optional[str]:
+    """One line saying which ``phrases`` the embedded model cannot know and how to select a real model, or None.
+
+    ``option`` names the setting that selects another CLIP model (``--clip-model``, the ``clip_model`` parameter).
+    """
+    outside = phrases_outside_world(phrases)
+    if not outside:
+        return None
+    world = json.loads((EMBEDDED_CLIP_DIR / "training.json").read_text())["world"]
+    return (f"the embedded CLIP model knows only coloured shapes ({', '.join(world['colours'])} x "
+            f"{', '.join(world['shapes'])}); outside its world: {', '.join(outside)}. Its scores for these "
+            f"mean nothing: select a real CLIP model with {option}")

@@ -20,15 +20,22 @@ Used when PaliGemma is off or too slow. The method, step by step:
    score is its share. A region showing something else is claimed by "an object" (or by another
    phrase), an empty region by "background", so a phrase whose object is absent gets a low score on
    every region; a softmax over the phrases alone would hand each region to some phrase.
-4. **Selection**: per phrase, regions scoring at least ``score_threshold`` are kept, overlapping ones
-   suppressed (greedy NMS at ``nms_iou``, :func:`core.boxes.nms`), highest score first. A kept box
-   that encloses a better-scoring box of the same phrase (covers :data:`ENCLOSED` of its area) is a
-   loose view of the same object and is dropped too: NMS alone keeps it when the two boxes' IoU is low.
+4. **Selection: one box per object.** Per phrase, regions scoring at least ``score_threshold``
+   are grouped greedily, best first: every remaining region that overlaps the best remaining one
+   shows the same object (a box on part of it, a looser box around it, a window of another scale, a
+   box reaching into it from the side). Each group publishes one box: of its image-fitted boxes (edge or
+   colour-segment proposals, which follow object outlines), the one whose own pixels, without the
+   context margin, score the phrase best (a second, small batch: the context crop of a box beside
+   or on part of the object shows the object too, its own pixels do not); when it holds no fitted
+   box, its best window. What overlaps the published box goes with the group. The trade-off: two objects
+   of the same phrase whose boxes overlap are reported as one. With the default threshold of 0.5 a
+   region is only given to a phrase that holds most of its probability, so no region is published
+   under two phrases.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -48,9 +55,6 @@ WINDOW_SCALES = (0.2, 0.3, 0.45, 0.68, 1.0)
 
 MIN_WINDOW = 16
 """Smallest sliding-window side in pixels (smaller crops carry too little for CLIP)."""
-
-ENCLOSED = 0.8
-"""Share of a better box's area that a same-phrase box must cover to count as a loose view of it."""
 
 CONTEXT_MARGIN = 0.1
 """Each side of a proposal's square crop grows by this fraction of the proposal's longer side."""
@@ -110,9 +114,16 @@ def _xywh_to_boxes(rects, scale: float) -> np.ndarray:
     return b / scale
 
 
+class Proposals(NamedTuple):
+    """Region proposals: ``boxes`` (``N x 4`` pixels) and ``fitted`` (``N`` bools: image-fitted, not a window)."""
+
+    boxes: np.ndarray
+    fitted: np.ndarray
+
+
 def propose_regions(image: np.ndarray, *, scales: Sequence[float] = WINDOW_SCALES,
-                    min_area: float = 0.003, max_area: float = 0.9) -> np.ndarray:
-    """Class-agnostic proposals (``N x 4`` pixel boxes): windows, edge boxes, colour-segment boxes.
+                    min_area: float = 0.003, max_area: float = 0.9) -> Proposals:
+    """Class-agnostic proposals: edge boxes and colour-segment boxes (fitted), then windows.
 
     Image-driven boxes smaller than ``min_area`` or larger than ``max_area`` of the image are
     dropped; boxes overlapping an earlier one by IoU > 0.9 are merged into it.
@@ -121,12 +132,15 @@ def propose_regions(image: np.ndarray, *, scales: Sequence[float] = WINDOW_SCALE
     fitted = np.concatenate([edge_boxes(image), colour_segment_boxes(image)])
     area = box_area(fitted) / float(h * w)
     fitted = fitted[(area >= min_area) & (area <= max_area)]
-    boxes = np.concatenate([fitted, sliding_windows(h, w, scales)])
+    windows = sliding_windows(h, w, scales)
+    boxes = np.concatenate([fitted, windows])
+    is_fitted = np.arange(len(boxes)) < len(fitted)
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
-    boxes = boxes[box_area(boxes) > 0]
-    keep = nms(boxes, -np.arange(len(boxes), dtype=np.float64), 0.9)  # first come, first kept
-    return boxes[np.sort(keep)]
+    valid = box_area(boxes) > 0
+    boxes, is_fitted = boxes[valid], is_fitted[valid]
+    keep = np.sort(nms(boxes, -np.arange(len(boxes), dtype=np.float64), 0.9))  # first come, first kept
+    return Proposals(boxes[keep], is_fitted[keep])
 
 
 def context_squares(boxes: np.ndarray, height: int, width: int, margin: float = CONTEXT_MARGIN) -> np.ndarray:
@@ -141,46 +155,71 @@ def context_squares(boxes: np.ndarray, height: int, width: int, margin: float = 
 
 
 def phrase_scores(labeler: ClipLabeler, image: np.ndarray, boxes: np.ndarray,
-                  phrases: Sequence[str]) -> np.ndarray:
-    """Per-region phrase scores in [0, 1] (``B x P``): softmax over phrases + null prompts, one batch."""
+                  phrases: Sequence[str], context: bool = True) -> np.ndarray:
+    """Per-region phrase scores in [0, 1] (``B x P``): softmax over phrases + null prompts, one batch.
+
+    With ``context`` each region is seen through its square context crop (:func:`context_squares`),
+    else through its own pixels only (fitted to the model's input by the labeler's crop mode).
+    """
     nulls = [p for p in NULL_PROMPTS if p not in phrases]
     h, w = image.shape[:2]
-    logits = labeler.region_logits(image, context_squares(boxes, h, w), list(phrases) + nulls)
+    crops = context_squares(boxes, h, w) if context else boxes
+    logits = labeler.region_logits(image, crops, list(phrases) + nulls)
     return torch.from_numpy(logits).softmax(dim=-1).numpy()[:, :len(phrases)]
 
 
-def drop_enclosing(boxes: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """``order`` (indices, best first) without boxes covering :data:`ENCLOSED` of a better box."""
-    keep: List[int] = []
-    for i in order:
-        better = boxes[keep]
-        ix = np.clip(np.minimum(boxes[i, 2], better[:, 2]) - np.maximum(boxes[i, 0], better[:, 0]), 0, None)
-        iy = np.clip(np.minimum(boxes[i, 3], better[:, 3]) - np.maximum(boxes[i, 1], better[:, 1]), 0, None)
-        if not (ix * iy >= ENCLOSED * box_area(better)).any():
-            keep.append(int(i))
-    return np.asarray(keep, dtype=np.int64)
+def overlapping(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Which of ``others`` share some area with ``box``."""
+    others = as_boxes(others)
+    ix = np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0])
+    iy = np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1])
+    return (ix > 0) & (iy > 0)
+
+
+def one_box_per_object(boxes: np.ndarray, fitted: np.ndarray, scores: np.ndarray, score_threshold: float,
+                       own_scores: Optional[np.ndarray] = None) -> List[int]:
+    """Indices of the boxes published for one phrase: one per group of overlapping boxes (module docstring).
+
+    Among a group's fitted boxes the best ``own_scores`` (the phrase's score on the box's own pixels)
+    wins, then the best ``scores``; without ``own_scores``, the best ``scores``.
+    """
+    remaining = np.flatnonzero(scores >= score_threshold)
+    remaining = remaining[np.argsort(-scores[remaining], kind="stable")]
+    own = np.zeros(len(scores)) if own_scores is None else own_scores
+    chosen: List[int] = []
+    while remaining.size:
+        in_group = overlapping(boxes[remaining[0]], boxes[remaining])
+        in_group[0] = True
+        group = remaining[in_group]
+        fitted_members = [i for i in group if fitted[i]]
+        pick = int(max(fitted_members, key=lambda i: (own[i], scores[i], -i)) if fitted_members
+                   else max(group, key=lambda i: (scores[i], -i)))
+        chosen.append(pick)
+        remaining = remaining[~(in_group | overlapping(boxes[pick], boxes[remaining]))]
+    return chosen
 
 
 def ground_with_clip(labeler: ClipLabeler, image: np.ndarray, phrases: Sequence[str], *,
-                     score_threshold: float = _DEFAULTS.score_threshold, nms_iou: float = _DEFAULTS.nms_iou,
-                     max_detections: Optional[int] = None) -> List[Detection]:
+                     score_threshold: float = _DEFAULTS.score_threshold, max_detections: Optional[int] = None) -> List[Detection]:
     """Detections of ``phrases`` in one HxWx3 uint8 RGB frame by CLIP alone (see the module docstring).
 
     Boxes are in pixels of ``image``; ``source`` is ``"clip"``. Detections are sorted by score, at
-    most ``max_detections`` of them (``None``: all that pass the threshold and NMS).
+    most ``max_detections`` of them (``None``: one per object that passes the threshold).
     """
     check_rgb(image)
     phrases = check_phrases(phrases, "phrases", allow_empty=True)
     if not phrases or (max_detections is not None and max_detections <= 0):
         return []
-    boxes = propose_regions(image)
+    boxes, fitted = propose_regions(image)
     scores = phrase_scores(labeler, image, boxes, phrases)
+    own = np.zeros_like(scores)
+    candidates = np.flatnonzero(fitted & (scores.max(axis=1) >= score_threshold))
+    if candidates.size:
+        own[candidates] = phrase_scores(labeler, image, boxes[candidates], phrases, context=False)
     found: List[Tuple[float, int, int]] = []
     for p in range(len(phrases)):
-        idx = np.flatnonzero(scores[:, p] >= score_threshold)
-        if idx.size:
-            kept = idx[nms(boxes[idx], scores[idx, p], nms_iou)]
-            found += [(float(scores[i, p]), p, int(i)) for i in drop_enclosing(boxes, kept)]
+        found += [(float(scores[i, p]), p, i)
+                  for i in one_box_per_object(boxes, fitted, scores[:, p], score_threshold, own[:, p])]
     found.sort(key=lambda f: (-f[0], f[1], f[2]))
     if max_detections is not None:
         found = found[:max_detections]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ros_mm_perception.core.models.clip_model import ClipModel
-from ros_mm_perception.core.config import check_phrases
+from ros_mm_perception.core.config import CROP_MODES, PerceptionConfig, check_phrases
 from ros_mm_perception.core.results import Box, Label
 
 DEFAULT_TEMPLATES = ("a photo of {}.",)
@@ -22,8 +22,10 @@ DEFAULT_TEMPLATES = ("a photo of {}.",)
 class ClipLabeler:
     """Zero-shot labels for frames and regions over a vocabulary of phrases."""
 
-    def __init__(self, clip: ClipModel, vocabulary: Sequence[str] = (), templates: Sequence[str] = DEFAULT_TEMPLATES):
+    def __init__(self, clip: ClipModel, vocabulary: Sequence[str] = (), templates: Sequence[str] = DEFAULT_TEMPLATES,
+                 crop_mode: str = PerceptionConfig().crop_mode):
         self.clip = clip
+        self.crop_mode = crop_mode
         self._templates: Tuple[str, ...] = tuple(templates)
         self._cache: Dict[str, torch.Tensor] = {}
         self.text_encodes = 0
@@ -36,6 +38,17 @@ class ClipLabeler:
     @property
     def vocabulary(self) -> Tuple[str, ...]:
         return self._vocabulary
+
+    @property
+    def crop_mode(self) -> str:
+        """How frames and region crops are fitted to the model's square input: letterbox or center."""
+        return self._crop_mode
+
+    @crop_mode.setter
+    def crop_mode(self, mode: str) -> None:
+        if mode not in CROP_MODES:
+            raise ValueError(f"crop mode {mode!r} is not one of {', '.join(CROP_MODES)}")
+        self._crop_mode = mode
 
     @property
     def templates(self) -> Tuple[str, ...]:
@@ -98,7 +111,7 @@ class ClipLabeler:
         phrases, text = self._phrases_and_embeddings(phrases)
         if len(images) == 0:
             return np.zeros((0, len(phrases)), dtype=np.float32)
-        image_emb = self.encode_pixels(self.clip.preprocessor.frames(images))
+        image_emb = self.encode_pixels(self.clip.preprocessor.frames(images, self.crop_mode))
         return self.logits(image_emb, text).softmax(dim=-1).cpu().numpy()
 
     def label_batch(self, images: Sequence[np.ndarray], top_k: int = 5,
@@ -118,7 +131,7 @@ class ClipLabeler:
         phrases, text = self._phrases_and_embeddings(phrases)
         if len(boxes) == 0:
             return np.zeros((0, len(phrases)), dtype=np.float32)
-        image_emb = self.encode_pixels(self.clip.preprocessor.regions(image, boxes, margin))
+        image_emb = self.encode_pixels(self.clip.preprocessor.regions(image, boxes, margin, self.crop_mode))
         return self.logits(image_emb, text).cpu().numpy()
 
     def score_regions(self, image: np.ndarray, boxes: Sequence[Box], phrases: Optional[Sequence[str]] = None,

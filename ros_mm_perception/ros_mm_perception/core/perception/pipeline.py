@@ -135,7 +135,7 @@ class PerceptionPipeline:
             self._owned.append(paligemma)
         self._clip: Optional[ClipModel] = clip
         self._paligemma = paligemma
-        self._labeler: Optional[ClipLabeler] = ClipLabeler(clip, config.labels, config.prompt_templates)
+        self._labeler: Optional[ClipLabeler] = ClipLabeler(clip, config.labels, config.prompt_templates, config.crop_mode)
         self._cameras: Dict[str, _CameraState] = {}
         self._stacked: Dict[tuple, torch.Tensor] = {}
         self._check_source(config)
@@ -184,6 +184,7 @@ class PerceptionPipeline:
             self._configure_paligemma(config)
             self._labeler.set_templates(config.prompt_templates)
             self._labeler.set_vocabulary(config.labels)
+            self._labeler.crop_mode = config.crop_mode
             self._encode(config.detect_phrases)
             for state in self._cameras.values():
                 self._configure_tracker(state.tracker, config)
@@ -322,8 +323,8 @@ class PerceptionPipeline:
             proposals = [list(d) for d in self._paligemma.detect_batch(detect_images, list(phrases))]
         labels, clip_probs = self._clip_scores(label_images, detect_images, proposals, phrases)
         if source == "clip" and phrases:
-            detections = [ground_with_clip(self._labeler, image, list(phrases), score_threshold=threshold,
-                                           nms_iou=cfg.nms_iou) for image in detect_images]
+            detections = [ground_with_clip(self._labeler, image, list(phrases), score_threshold=threshold)
+                          for image in detect_images]
         else:
             detections = []
             for dets, probs in zip(proposals, clip_probs):
@@ -351,7 +352,7 @@ class PerceptionPipeline:
         for i, box in crops:
             (x0, y0, x1, y1), = crop_windows(detect_images[i].shape, [box])
             pixels.append(on_device(detect_images[i])[:, y0:y1, x0:x1])
-        embeddings = self._labeler.encode_pixels(self._clip.preprocessor(pixels))
+        embeddings = self._labeler.encode_pixels(self._clip.preprocessor(pixels, self._labeler.crop_mode))
         n = len(label_images)
         labels = []
         if n:

@@ -3,16 +3,24 @@
 Policy (one :class:`Tracker` per camera, updated on each frame where detection ran):
 
 * **Association** – each track predicts its box with a constant-velocity model; detections are matched
-  to tracks by IoU with the predicted box (optimal assignment, ``scipy.optimize.linear_sum_assignment``),
-  pairs below ``iou_threshold`` never match. Detections of the same phrase are matched first, then
-  the remaining detections and tracks regardless of phrase.
-* **Births** – an unmatched detection starts a track. The track gets its id once it has been seen in
+  to tracks by IoU with the predicted box, as SORT does: the assignment with the largest total IoU
+  (``scipy.optimize.linear_sum_assignment``), pairs below ``iou_threshold`` never match. More
+  matches never outweigh better ones: a track whose predicted box equals a detection keeps it, even
+  when giving it away would let two weaker pairs match. Detections of the same phrase are matched
+  first, then the remaining detections and tracks regardless of phrase.
+* **Overlap fallback and births** – an unmatched detection that mostly lies on an unmatched track of
+  its phrase (:data:`BIRTH_OVERLAP` of the smaller box, with the track's last or predicted box)
+  continues that track: the object moved or changed size too much for ``iou_threshold``. One that
+  mostly lies on a track of its phrase matched in this update is a second view of a tracked object
+  and is published with ``track_id=None``. Any other starts a track. The track gets its id once it has been seen in
   ``min_hits`` consecutive updates (default 1: at once, so a planner can refer to it immediately);
   until then its detection carries ``track_id=None``. A tentative track that misses once is dropped.
 * **Deaths** – a confirmed track missed in more than ``max_missed`` consecutive updates is deleted;
   an object seen again before that keeps its id (short occlusions, missed detections).
 * **Label changes** – the id follows the object, not the phrase: a track matched in the second stage
-  takes the detection's new phrase and keeps its id.
+  takes the detection's new phrase and keeps its id. Only a phrase that no live track has can take
+  over another phrase's track, so a track lost behind another object is never handed to that
+  object's detection (whose own track may have lost it for a frame or two).
 * Ids are positive integers, counted per tracker from 1 and never reused, also not after :meth:`reset`.
 """
 
@@ -24,13 +32,15 @@ from typing import List, Optional, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ros_mm_perception.core.perception.boxes import box_iou
+from ros_mm_perception.core.perception.boxes import box_area, box_iou
 from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.results import Detection
 
 _DEFAULTS = PerceptionConfig()
 VELOCITY_SMOOTHING = 0.5
 """Weight of the newest displacement in the track's velocity estimate (exponential smoothing)."""
+BIRTH_OVERLAP = 0.5
+"""Share of the smaller box that makes a detection lie on a same-phrase track (continue it, or not start one)."""
 
 
 @dataclass
@@ -92,15 +102,36 @@ class Tracker:
                 owner[d] = track
                 free_dets.remove(d)
                 free_tracks.remove(t)
-        kept = [track for t, track in enumerate(self._tracks) if t not in free_tracks or self._survives_miss(track)]
+        born: List[Track] = []
         for d in free_dets:
-            owner[d] = Track(phrases[d], boxes[d])
-            self._confirm(owner[d])
-            kept.append(owner[d])
-        self._tracks = kept
+            lost = [t for t in free_tracks if self._lies_on(boxes[d], phrases[d], self._tracks[t])]
+            if lost:  # moved too far for IoU, but still mostly on its own track: continue it
+                track = self._tracks[lost[0]]
+                track.observe(phrases[d], boxes[d])
+                self._confirm(track)
+                owner[d] = track
+                free_tracks.remove(lost[0])
+            elif not any(self._lies_on(boxes[d], phrases[d], track) for track in [*owner.values(), *born]):
+                owner[d] = Track(phrases[d], boxes[d])
+                self._confirm(owner[d])
+                born.append(owner[d])
+        kept = [track for t, track in enumerate(self._tracks) if t not in free_tracks or self._survives_miss(track)]
+        self._tracks = kept + born
         for d, det in enumerate(detections):
-            det.track_id = owner[d].track_id
+            det.track_id = owner[d].track_id if d in owner else None
         return detections
+
+    @staticmethod
+    def _lies_on(box: np.ndarray, phrase: str, track: Track) -> bool:
+        """Whether ``track`` has ``phrase`` and most of ``box`` or of the track's box (last or predicted) overlaps."""
+        if track.phrase != phrase:
+            return False
+        for other in (track.box, track.predicted_box()):
+            lo, hi = np.maximum(box[:2], other[:2]), np.minimum(box[2:], other[2:])
+            inter = float(np.prod(np.clip(hi - lo, 0, None)))
+            if inter > BIRTH_OVERLAP * min(box_area([box])[0], box_area([other])[0]):
+                return True
+        return False
 
     def _survives_miss(self, track: Track) -> bool:
         track.missed += 1
@@ -121,10 +152,12 @@ class Tracker:
         allowed = iou >= self.iou_threshold
         if same_phrase:
             allowed &= np.asarray([[phrases[d] == self._tracks[t].phrase for t in tracks] for d in dets])
+        else:
+            tracked = {track.phrase for track in self._tracks}
+            allowed &= np.asarray([[phrases[d] not in tracked] for d in dets])
         if not allowed.any():
             return []
-        # Forbidden pairs cost more than any set of allowed ones, so the solver maximises the number of
-        # allowed matches first and their total IoU second.
-        cost = np.where(allowed, 1.0 - iou, 1.0 + len(dets) + len(tracks))
+        # Total IoU of the allowed pairs is maximised; a forbidden pair costs what leaving both free costs.
+        cost = np.where(allowed, -iou, 0.0)
         rows, cols = linear_sum_assignment(cost)
         return [(dets[r], tracks[c]) for r, c in zip(rows, cols) if allowed[r, c]]

@@ -1,0 +1,122 @@
+"""What a planner relies on, on small rendered scenes with fixed seeds and the embedded model:
+one box per object, one track id per object, whole-frame labels that see the side bands."""
+
+import numpy as np
+import pytest
+import torch
+
+from ros_mm_perception.core.config import PerceptionConfig
+from ros_mm_perception.core.models.clip_model import load_clip
+from ros_mm_perception.core.perception.boxes import box_iou
+from ros_mm_perception.core.perception.clip_grounding import ground_with_clip
+from ros_mm_perception.core.perception.labeler import ClipLabeler
+from ros_mm_perception.core.perception.tracking import Tracker
+from ros_mm_perception.core.results import Detection
+from ros_mm_perception.synthetic import evaluation
+from ros_mm_perception.synthetic.scenes import all_combos, all_phrases, phrase, render_scene
+
+
+@pytest.fixture(scope="module")
+def labeler():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small model: more threads only wait on each other on a shared machine
+    yield ClipLabeler(load_clip("", device="cpu", precision="fp32"))
+    torch.set_num_threads(threads)
+
+
+def test_the_defaults_publish_one_box_per_object_on_own_scenes(labeler):
+    report = evaluation.grounding(labeler, "own", seed=5, n_scenes=4, config=PerceptionConfig(), size=(240, 320))
+    assert report["n_objects"] >= 8
+    assert report["duplicates_per_object"] == 0
+    assert report["precision"] >= 0.9 and report["recall"] >= 0.9
+
+
+def test_unseen_style_scenes_get_no_duplicate_boxes_either(labeler):
+    report = evaluation.grounding(labeler, "unseen", seed=5, n_scenes=4, config=PerceptionConfig(), size=(240, 320))
+    assert report["n_objects"] >= 8
+    assert report["duplicates_per_object"] == 0
+
+
+def test_a_track_keeps_the_box_it_predicts_exactly_over_a_second_match():
+    # The failure seen on a ROS graph: track 1 predicts the tight box exactly (IoU 1.0), track 2 overlaps
+    # it by 0.32 and a grid window overlaps track 1 by 0.36. Maximising the number of matches gave the
+    # tight box to track 2 and the window to track 1; the largest total IoU keeps it on track 1.
+    tight, beside = (100.0, 100.0, 200.0, 200.0), (151.5, 100.0, 251.5, 200.0)
+    window = (200 - 500 / 3, 200 - 500 / 3, 200.0, 200.0)
+    assert box_iou([tight], [beside])[0, 0] == pytest.approx(0.32, abs=0.005)
+    assert box_iou([tight], [window])[0, 0] == pytest.approx(0.36, abs=0.005)
+    assert box_iou([beside], [window])[0, 0] < 0.3
+    tracker = Tracker(iou_threshold=0.3)
+    first = tracker.update([Detection("red cube", 0.9, tight), Detection("red cube", 0.9, beside)])
+    assert [d.track_id for d in first] == [1, 2]
+    second = tracker.update([Detection("red cube", 0.9, tight), Detection("red cube", 0.6, window)])
+    assert second[0].track_id == 1
+    assert second[1].track_id is None  # the window lies on track 1: no track is born from it
+    assert [t.track_id for t in tracker.tracks] == [1, 2]
+
+
+def test_a_box_on_a_live_track_of_another_phrase_still_starts_a_track():
+    tracker = Tracker()
+    tracker.update([Detection("red cube", 0.9, (0, 0, 50, 50))])
+    dets = tracker.update([Detection("red cube", 0.9, (0, 0, 50, 50)), Detection("cup", 0.8, (10, 10, 40, 40)),
+                           Detection("red cube", 0.7, (20, 20, 45, 45))])
+    assert [d.track_id for d in dets] == [1, 2, None]
+
+
+def test_a_lost_track_is_not_handed_to_a_tracked_object_passing_over_it():
+    tracker = Tracker(iou_threshold=0.3)
+    tracker.update([Detection("red ring", 0.9, (80, 25, 100, 45)), Detection("yellow circle", 0.9, (40, 15, 75, 50))])
+    # The ring is hidden; the circle's box jumps onto the ring's place, far from its own track.
+    dets = tracker.update([Detection("yellow circle", 0.7, (78, 24, 102, 48))])
+    assert dets[0].track_id != 1  # never the ring's id: "yellow circle" has a live track of its own
+    relabel = Tracker(iou_threshold=0.3)
+    relabel.update([Detection("red mug", 0.9, (0, 0, 50, 50))])
+    assert relabel.update([Detection("cup", 0.9, (2, 2, 52, 52))])[0].track_id == 1  # a label change keeps it
+
+
+def test_a_box_that_grew_past_the_iou_but_lies_on_its_track_continues_it():
+    tracker = Tracker(iou_threshold=0.3)
+    tracker.update([Detection("red cube", 0.9, (50, 50, 70, 70))])
+    grown = tracker.update([Detection("red cube", 0.9, (45, 45, 95, 95))])  # IoU 0.16, the old box inside
+    assert grown[0].track_id == 1 and len(tracker.tracks) == 1
+
+
+def test_one_id_per_object_over_forty_frames_of_moving_touching_objects(labeler):
+    frames = evaluation.sequence("own", 4, 40, n_objects=3, size=(120, 160))
+    touching = [f for f in frames if any(box_iou([a.box], [b.box])[0, 0] > 0
+                                         for i, a in enumerate(f.objects) for b in f.objects[i + 1:])]
+    assert len(touching) >= 10  # the objects do touch in this sequence
+    for ids in evaluation.track_history(labeler, frames, PerceptionConfig()).values():
+        found = [i for i in ids if i is not None]
+        assert len(found) >= 36
+        assert len(set(found)) == 1
+
+
+def side_band_scene(rng, combo, size=(240, 320)):
+    """An own-style frame whose object lies mostly in a side band: a window cut from a wider scene."""
+    h, w = size
+    band = (w - h) / 2
+    while True:
+        scene = render_scene(rng, objects=[combo], size=(h, 2 * w), size_range=(0.3, 0.33))
+        x0, y0, x1, y1 = scene.objects[0].box
+        half = (x1 - x0) / 2
+        at = rng.uniform(half, max(half, band))  # where the object's centre lands in the window, from a side
+        for left in (x0 + half - at, x0 + half - (w - at)):
+            left = int(round(left))
+            box = (x0 - left, y0, x1 - left, y1)
+            if 0 <= left <= w and box[0] >= 0 and box[2] <= w and evaluation.centre_share(box, h, w) < 0.5:
+                return np.ascontiguousarray(scene.image[:, left:left + w])
+
+
+def test_letterbox_labels_side_band_objects_that_the_centre_crop_cuts_off(labeler):
+    rng = np.random.default_rng(3)
+    combos = all_combos()
+    picks = [combos[int(i)] for i in rng.choice(len(combos), 24, replace=False)]
+    frames = [side_band_scene(rng, combo) for combo in picks]
+    accuracy = {}
+    for mode in ("letterbox", "center"):
+        labeler.crop_mode = mode
+        top = [labels[0].phrase for labels in labeler.label_batch(frames, 1, all_phrases())]
+        accuracy[mode] = np.mean([t == phrase(*c) for t, c in zip(top, picks)])
+    labeler.crop_mode = PerceptionConfig().crop_mode
+    assert accuracy["letterbox"] >= 0.6 and accuracy["center"] <= 0.3, accuracy

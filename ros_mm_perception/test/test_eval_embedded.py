@@ -1,0 +1,26 @@
+"""``eval-embedded`` reports every planner-facing figure for both scene styles, at the defaults."""
+
+import json
+
+from ros_mm_perception.cli import main
+
+
+def test_json_report_has_both_styles_and_every_measure(tiny_clip_dir, capsys):
+    assert main(["eval-embedded", "--model", str(tiny_clip_dir), "--device", "cpu", "--n", "1", "--scenes", "1",
+                 "--sequences", "0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["settings"]["score_threshold"] == 0.5 and report["settings"]["crop_mode"] == "letterbox"
+    for style in ("own", "unseen"):
+        classes = report[style]["classification"]
+        assert set(classes) == {"letterbox", "center"}
+        assert set(classes["letterbox"]["by_size"]) == {"small", "medium", "large"}
+        assert classes["letterbox"]["n"] == 48 and 0.0 <= classes["letterbox"]["top1"] <= 1.0
+        grounding = report[style]["grounding"]
+        assert {"recall", "precision", "duplicates_per_object", "absent_phrase_rate"} <= set(grounding)
+        assert grounding["n_objects"] >= 2
+        assert report[style]["tracking"] is None
+
+
+def test_counts_must_be_positive(capsys):
+    assert main(["eval-embedded", "--n", "0"]) == 2
+    assert "--n and --scenes" in capsys.readouterr().err

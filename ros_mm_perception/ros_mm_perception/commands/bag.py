@@ -42,6 +42,8 @@ def add_pipeline_arguments(p) -> None:
     g.add_argument("--grounding", choices=GROUNDING_SOURCES, help="detection source (default: auto)")
     g.add_argument("--threshold", type=float, help="minimum detection score")
     g.add_argument("--model", default=None, help="PaliGemma model id or folder (enables PaliGemma grounding)")
+    g.add_argument("--owl-model", default=None,
+                   help="OWLv2 / OWL-ViT model id, folder or 'embedded' (enables OWL grounding)")
     g.add_argument("--clip-model", default=None, help="open_clip model name or model folder (default: embedded)")
     g.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag or checkpoint file")
     g.add_argument("--device", default=None, help="auto, cpu or cuda[:N]")
@@ -91,7 +93,7 @@ def config_from_args(args):
         "labels": split_phrases(args.labels) if args.labels is not None else None,
         "detect_phrases": split_phrases(args.detect) if args.detect is not None else None,
         "grounding_source": args.grounding, "score_threshold": args.threshold,
-        "paligemma_model": args.model, "clip_model": args.clip_model, "clip_pretrained": args.clip_pretrained,
+        "paligemma_model": args.model, "owl_model": args.owl_model, "clip_model": args.clip_model, "clip_pretrained": args.clip_pretrained,
         "device": args.device, "precision": args.precision,
         "target_frame": getattr(args, "target_frame", None),
     }

@@ -206,7 +206,7 @@ class OwlEngine:
             h, w = image.shape[:2]
             bounds = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
             boxes = torch.minimum(boxes.clamp(min=0), bounds).cpu().numpy().astype(np.float64)
-            dets = [Detection(phrase=phrases[int(k)], score=float(s), box=tuple(float(v) for v in b))
+            dets = [Detection(phrase=phrases[int(k)], score=float(s), box=tuple(float(v) for v in b), source="owl")
                     for s, k, b in zip(scores.cpu().numpy(), labels.cpu().numpy(), boxes)
                     if b[2] > b[0] and b[3] > b[1]]
             results.append(sorted(dets, key=lambda d: -d.score))

@@ -30,7 +30,22 @@ def test_device_preprocessing_equals_the_processor(engine, shape):
     ours = engine.preprocessor.frames([image])
     reference = engine.processor(images=image, return_tensors="pt")["pixel_values"]
     assert ours.shape == reference.shape == (1, 3, engine.image_size, engine.image_size)
-    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)
+    # OWL-ViT: the same ops, exactly; OWLv2: pad, blur and resize as matrix products, equal to float
+    # rounding (far below one grey level, 1 / 255 / std = 0.014 here).
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6 if engine.kind == "owlvit" else 1e-4)
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (300, 200)])
+def test_owlv2_preprocessing_equals_the_processor_at_other_sizes(shape):
+    from ros_mm_perception.core.imaging.owl_preprocess import Owlv2Preprocessor
+    from ros_mm_perception.core.models.random_models import owl_processor
+
+    (image,) = frames(shape)
+    for size in (128, 256):        # shrinking (blurred) from a camera frame, or enlarging a small one
+        processor = owl_processor("owlv2", size).image_processor
+        ours = Owlv2Preprocessor(processor, torch.device("cpu")).frames([image])
+        torch.testing.assert_close(ours, processor(images=image, return_tensors="pt")["pixel_values"],
+                                   rtol=0, atol=1e-4)
 
 
 def test_boxes_equal_post_process_object_detection_on_non_square_frames(engine):
@@ -43,9 +58,9 @@ def test_boxes_equal_post_process_object_detection_on_non_square_frames(engine):
     ours = engine.raw_detections(images, PHRASES, threshold=0.2)
     assert sum(len(r["scores"]) for r in reference) > 0
     for ref, (scores, labels, boxes, _) in zip(reference, ours):
-        torch.testing.assert_close(scores, ref["scores"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(scores, ref["scores"], rtol=1e-4, atol=1e-5)
         assert torch.equal(labels, ref["labels"])
-        torch.testing.assert_close(boxes, ref["boxes"], rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(boxes, ref["boxes"], rtol=0, atol=1e-2)     # pixels
 
 
 def test_box_mapping_scales_both_axes_to_the_original_frame(engine):

@@ -93,7 +93,8 @@ def config_from_args(args):
         "labels": split_phrases(args.labels) if args.labels is not None else None,
         "detect_phrases": split_phrases(args.detect) if args.detect is not None else None,
         "grounding_source": args.grounding, "score_threshold": args.threshold,
-        "paligemma_model": args.model, "owl_model": args.owl_model, "clip_model": args.clip_model, "clip_pretrained": args.clip_pretrained,
+        "paligemma_model": args.model, "clip_model": args.clip_model, "clip_pretrained": args.clip_pretrained,
+        "owl_model": args.owl_model,
         "device": args.device, "precision": args.precision,
         "target_frame": getattr(args, "target_frame", None),
     }

@@ -19,9 +19,11 @@ the patch is assigned to an object the query describes.
 Assignment and losses, per object: the patches whose centres lie in the middle of its box (within
 :data:`CENTRE_RADIUS` of the box's half-size from its centre, at least the one nearest the centre)
 are its positives; other patches inside the box are ignored by the class loss, all remaining
-(patch, query) pairs are negatives. Class: sigmoid focal loss; boxes (positives only): L1 on
-``(cx, cy, w, h)`` plus generalised IoU; objectness (OWLv2's head): binary cross-entropy, 1 on
-positives. Each sum is divided by the number of positives.
+(patch, query) pairs are negatives. Class: varifocal loss (a positive's target is the IoU of its
+own predicted box with the object's, so the score rates the box; negatives weighted by
+``alpha * p^gamma``); boxes (positives only): L1 on ``(cx, cy, w, h)`` plus generalised IoU;
+objectness (OWLv2's head): binary cross-entropy, 1 on positives. Each sum is divided by the number
+of positives.
 
 The run is deterministic given ``--seed``: the data of step ``k`` comes from the seed and ``k``,
 torch uses a fixed thread count and deterministic algorithms.
@@ -64,8 +66,8 @@ OBJECT_SIZE = (0.1, 0.5)
 JPEG_SHARE = 0.3
 EMPTY_SHARE = 0.1
 CENTRE_RADIUS = 0.5
-FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
-LOSS_WEIGHTS = {"class": 2.0, "l1": 5.0, "giou": 2.0, "objectness": 1.0}
+FOCAL_ALPHA, FOCAL_GAMMA = 0.75, 2.0
+LOSS_WEIGHTS = {"class": 4.0, "l1": 5.0, "giou": 2.0, "objectness": 1.0}
 SHIFT_PRIOR = -4.0
 """Initial logit shift and objectness: every score starts near sigmoid(-4) = 0.02."""
 TRAINING_INFO = "training.json"
@@ -169,15 +171,27 @@ def giou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - (iou - (hull - union) / hull.clamp(min=1e-9))).sum()
 
 
+def box_iou_pairs(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """IoU of ``(cx, cy, w, h)`` box pairs (``... x 4``)."""
+    a, b = _corners(pred), _corners(target)
+    lt, rb = torch.maximum(a[..., :2], b[..., :2]), torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    union = (a[..., 2:] - a[..., :2]).prod(-1) + (b[..., 2:] - b[..., :2]).prod(-1) - inter
+    return inter / union.clamp(min=1e-9)
+
+
 def losses(model, pixels, queries_embeds, cls_t, cls_mask, box_t, pos) -> dict:
     enc = image_heads(model, pixels)
     logits = (torch.einsum("npd,qd->npq", enc.class_embeds, queries_embeds) + enc.logit_shift) * enc.logit_scale
     n_pos = max(1.0, float(pos.sum()))
     p = torch.sigmoid(logits)
-    ce = F.binary_cross_entropy_with_logits(logits, cls_t, reduction="none")
-    p_t = p * cls_t + (1 - p) * (1 - cls_t)
-    alpha = FOCAL_ALPHA * cls_t + (1 - FOCAL_ALPHA) * (1 - cls_t)
-    out = {"class": (alpha * ce * (1 - p_t) ** FOCAL_GAMMA * cls_mask).sum() / n_pos}
+    # Varifocal loss: a positive's target is the IoU of its own predicted box with the object's, so
+    # a score says how good the box is; negatives are down-weighted by alpha * p^gamma.
+    quality = box_iou_pairs(enc.boxes.detach().float(), box_t).clamp(min=0.05)[..., None] * pos[..., None]
+    target = cls_t * quality
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    weight = torch.where(cls_t > 0, target, FOCAL_ALPHA * p.detach() ** FOCAL_GAMMA)
+    out = {"class": (ce * weight * cls_mask).sum() / n_pos}
     if pos.any():
         pb, tb = enc.boxes[pos], box_t[pos]
         out["l1"] = (pb - tb).abs().sum() / n_pos
@@ -292,7 +306,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (fixed for reproducibility)")
     p.add_argument("--out", type=Path, default=EMBEDDED_OWL_DIR, help="model folder to write")
     args = p.parse_args(argv)

@@ -92,10 +92,12 @@ def _resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
 class Owlv2Preprocessor(_OwlPreprocessor):
     """``Owlv2ImageProcessor`` on the device: pad to a square, blur, resize, normalise.
 
-    Padding, blur and bilinear resize are linear and act on rows and columns separately, so for a
-    frame of ``H x W`` they are applied as one matrix product per side: ``A @ frame @ B.T`` with
-    ``A`` (``S x H``) and ``B`` (``S x W``) built once per frame size. The result equals the
-    processor's to float rounding at a fraction of the work of a full 2D blur of the padded square.
+    When the frame shrinks, padding, blur and bilinear resize are linear and act on rows and columns
+    separately, so for a frame of ``H x W`` they are applied as one matrix product per side:
+    ``A @ frame @ B.T`` with ``A`` (``S x H``) and ``B`` (``S x W``) built once per frame size. The
+    result equals the processor's to float rounding at a fraction of the work of a full 2D blur of
+    the padded square. A frame that is enlarged is not blurred and goes through the processor's own
+    pad and resize.
     """
 
     MAX_CACHED_SIZES = 8
@@ -128,12 +130,26 @@ class Owlv2Preprocessor(_OwlPreprocessor):
             self._operators[key] = (rows.to(self.device, torch.float32), cols.to(self.device, torch.float32))
         return self._operators[key]
 
+    def _blurs(self, height: int, width: int) -> bool:
+        side = max(height, width) if self.do_pad else None
+        padded = (side, side) if side else (height, width)
+        return self.do_resize and all(p > s for p, s in zip(padded, self.size))
+
     def _one(self, x: torch.Tensor) -> torch.Tensor:
+        import torchvision.transforms.v2.functional as tvF
+
         x = x.to(torch.float32)
         if self.do_rescale:
             x = x * self.rescale_factor
-        rows, cols = self.operators(*x.shape[-2:])
-        x = rows @ x @ cols.T
+        if self._blurs(*x.shape[-2:]):
+            rows, cols = self.operators(*x.shape[-2:])
+            x = rows @ x @ cols.T
+        else:  # no blur when enlarging: the processor's own pad and bilinear resize, exactly
+            h, w = x.shape[-2:]
+            if self.do_pad:
+                x = tvF.pad(x, (0, 0, max(h, w) - w, max(h, w) - h), fill=0.0)
+            if self.do_resize:
+                x = tvF.resize(x, list(self.size), interpolation=tvF.InterpolationMode.BILINEAR, antialias=False)
         if self.do_normalize:
             x = self._normalize(x, self.mean, self.std)
         return x

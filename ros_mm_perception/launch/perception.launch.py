@@ -22,6 +22,7 @@ PARAMETER_ARGUMENTS = {
     "clip_model": "open_clip model name or model folder (empty: the params file's value).",
     "clip_pretrained": "open_clip pretrained tag or checkpoint path.",
     "paligemma_model": "PaliGemma model id or local directory.",
+    "owl_model": "OWLv2 / OWL-ViT model id, local directory or 'embedded'.",
     "image_transport": "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage).",
     "use_depth": "true: also subscribe depth + camera_info and publish detections_3d.",
     "target_frame": "Frame of detections_3d and markers, e.g. base_link (empty: the camera's frame).",

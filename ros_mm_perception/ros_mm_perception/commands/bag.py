@@ -45,6 +45,8 @@ def add_pipeline_arguments(p) -> None:
     g.add_argument("--nms", type=float, help="IoU above which same-phrase PaliGemma boxes are suppressed")
     g.add_argument("--crop-mode", choices=CROP_MODES, help="letterbox or center (default: the config's)")
     g.add_argument("--model", default=None, help="PaliGemma model id or folder (enables PaliGemma grounding)")
+    g.add_argument("--owl-model", default=None,
+                   help="OWLv2 / OWL-ViT model id, folder or 'embedded' (enables OWL grounding)")
     g.add_argument("--clip-model", default=None, help="open_clip model name or model folder (default: embedded)")
     g.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag or checkpoint file")
     g.add_argument("--device", default=None, help="auto, cpu or cuda[:N]")
@@ -96,6 +98,7 @@ def config_from_args(args):
         "grounding_source": args.grounding, "score_threshold": args.threshold, "nms_iou": args.nms,
         "crop_mode": args.crop_mode, "enable_labels": False if args.no_labels else None,
         "paligemma_model": args.model, "clip_model": args.clip_model, "clip_pretrained": args.clip_pretrained,
+        "owl_model": args.owl_model,
         "device": args.device, "precision": args.precision,
         "target_frame": getattr(args, "target_frame", None),
     }

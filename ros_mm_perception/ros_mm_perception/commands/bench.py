@@ -24,6 +24,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional
 
+from ros_mm_perception.commands.bench_owl import OWL_PATHS, bench_owl, empty_owl
+
 CLIP_PATHS = ("off", "graph", "compile", "freeze")
 PALIGEMMA_PATHS = ("off", "static", "graph", "compile")
 PIPELINE_PATHS = ("off", "graph")
@@ -90,6 +92,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile paths (slow to prepare)")
     p.add_argument("--budget-s", type=float, default=420.0,
                    help="skip the compile paths once this many seconds have passed (default: 420)")
+    p.add_argument("--owl-only", action="store_true", help="time only the OWL section (see bench_owl)")
     p.add_argument("--output", default="", help="also write the JSON here, rewritten after every figure")
     p.set_defaults(func=run)
 
@@ -113,6 +116,7 @@ def empty_result() -> Dict:
         "versus_plain": {key: {"compares": compares, **dict.fromkeys(VERSUS_FIGURES)}
                          for key, compares in VERSUS_PLAIN.items()},
         "pipeline": {"paligemma": None, "detect_tokens": None, "paths": paths(PIPELINE_PATHS, PIPELINE_FIGURES)},
+        "owl": empty_owl(),
         "image_conversion": dict.fromkeys(CONVERSION_FIGURES),
         "errors": {},
     }
@@ -582,6 +586,9 @@ class Bench:
 
     def _run(self) -> Dict:
         self.meta()
+        if self.args.owl_only:
+            bench_owl(self)
+            return self.result
         self.conversion()
         self.save()
         clip, labeler = self.clip()
@@ -595,6 +602,7 @@ class Bench:
         self.save()
         self.embedded_clip()
         self.save()
+        bench_owl(self)
         # PaliGemma 2 first (the pipeline uses it), then PaliGemma, whose compile path comes last: its
         # batch-8 shapes compile only while the time budget lasts.
         for key in ("paligemma2", "paligemma"):
@@ -660,6 +668,9 @@ def summary(result: Dict) -> str:
         paths = result[key]["paths"]
         for figure in ("prefill_ms", "answer_20_ms", "eight_questions_ms"):
             lines.append(f"  {key} {figure:<22}" + "".join(f"{p}={paths[p][figure]}  " for p in PALIGEMMA_PATHS))
+    owl = result["owl"]["paths"]
+    for figure in ("frame_to_detections_b1_ms", "frames_to_detections_b4_ms"):
+        lines.append(f"  owl {figure:<30}" + "".join(f"{p}={owl[p][figure]}  " for p in OWL_PATHS))
     for path, figures in result["pipeline"]["paths"].items():
         lines.append(f"  pipeline {path:<6} " + "  ".join(f"{k}={v}" for k, v in figures.items()))
     for key, figures in result["versus_plain"].items():

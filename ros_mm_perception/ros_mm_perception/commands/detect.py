@@ -14,13 +14,17 @@ def add_parser(sub) -> None:
 
     defaults = PerceptionConfig()
     p = sub.add_parser("detect", help="find phrases in an image: boxes, scores and optional 3D positions",
-                       description="Ground phrases in an image. With --model, PaliGemma detects and CLIP "
-                                   "re-scores each box; without it, CLIP-only grounding runs on the CLIP model.")
+                       description="Ground phrases in an image. With --owl-model, OWL detects; with --model, "
+                                   "PaliGemma detects and CLIP re-scores each box; without either, CLIP-only "
+                                   "grounding runs on the CLIP model.")
     p.add_argument("image", help="image file (PNG, JPEG, ...)")
     p.add_argument("phrases", help='phrases separated by ";" or, when no ";" is present, by commas, '
                                    'e.g. "red mug ; person"')
     p.add_argument("--model", default="", help="PaliGemma hub id (Hugging Face cache) or local model folder; "
                                                "default: none (CLIP-only grounding)")
+    p.add_argument("--owl-model", default=defaults.owl_model,
+                   help="OWLv2 / OWL-ViT hub id, local model folder, or 'embedded' (the detector shipped in the "
+                        "package); when set, OWL detects (ahead of --model)")
     p.add_argument("--clip-model", default=defaults.clip_model,
                    help="open_clip model name or model folder (default: embedded model)")
     p.add_argument("--clip-pretrained", default=defaults.clip_pretrained,
@@ -69,8 +73,8 @@ def run(args) -> int:
         raise UserError("--depth and --intrinsics go together: 3D positions need both")
     config = PerceptionConfig(
         device=args.device, precision=args.precision, clip_model=args.clip_model,
-        clip_pretrained=args.clip_pretrained, paligemma_model=args.model, detect_phrases=phrases,
-        enable_labels=False, grounding_source="paligemma" if args.model else "clip",
+        clip_pretrained=args.clip_pretrained, paligemma_model=args.model, owl_model=args.owl_model,
+        detect_phrases=phrases, enable_labels=False, grounding_source="auto",
         score_threshold=args.threshold, nms_iou=args.nms, crop_mode=args.crop_mode)
     image = read_rgb(args.image)
     warn_outside_world(args.clip_model, phrases, "--clip-model")

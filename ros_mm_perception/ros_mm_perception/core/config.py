@@ -18,7 +18,7 @@ from ros_mm_perception.core.errors import UserError
 MAX_PHRASES = 256
 MAX_PHRASE_CHARS = 200
 
-GROUNDING_SOURCES = ("auto", "paligemma", "clip", "off")
+GROUNDING_SOURCES = ("auto", "owl", "paligemma", "clip", "off")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 DEVICES = ("auto", "cpu", "cuda")
@@ -59,6 +59,8 @@ class PerceptionConfig:
                                   read_only=True)
     paligemma_model: str = _param("", "PaliGemma model id (hub cache) or local directory; empty disables PaliGemma.",
                                   read_only=True)
+    owl_model: str = _param("", "OWLv2 / OWL-ViT model id (hub cache), local directory, or 'embedded' (the detector "
+                            "shipped in the package); empty disables OWL.", read_only=True)
     clip_fast_path: str = _param("auto", "CLIP image encoding: auto (graph on CUDA, freeze on CPU), off, static (fixed "
                                  "batch buckets), graph (+ CUDA graphs), compile (+ torch.compile) or freeze "
                                  "(+ frozen TorchScript with oneDNN fusion, for the CPU).",
@@ -67,6 +69,9 @@ class PerceptionConfig:
                                       "(transformers generate), static (static KV cache, fixed shapes), graph "
                                       "(+ CUDA graphs) or compile (+ torch.compile).", choices=FAST_PATHS,
                                       read_only=True)
+    owl_fast_path: str = _param("auto", "OWL image encoding: auto (graph on CUDA, off on CPU), off, static (fixed "
+                                "batch buckets), graph (+ CUDA graphs) or compile (+ torch.compile).",
+                                choices=FAST_PATHS, read_only=True)
     # Vocabulary and prompts
     labels: List[str] = _param(["person", "chair", "door", "cup"],
                                "Whole-frame zero-shot vocabulary (phrases).")
@@ -78,8 +83,8 @@ class PerceptionConfig:
     crop_mode: str = _param("letterbox", "How CLIP sees a frame or box: letterbox (all of it, padded to a square "
                             "with the model's mean colour) or center (open_clip's centre square; drops a 4:3 "
                             "frame's side bands).", choices=CROP_MODES)
-    grounding_source: str = _param("auto", "Detection source: auto (PaliGemma when configured, else CLIP), "
-                                   "paligemma, clip, or off.", choices=GROUNDING_SOURCES)
+    grounding_source: str = _param("auto", "Detection source: auto (OWL when configured, else PaliGemma when "
+                                   "configured, else CLIP), owl, paligemma, clip, or off.", choices=GROUNDING_SOURCES)
     top_k: int = _param(5, "How many labels to publish per frame.", low=1, high=MAX_PHRASES)
     score_threshold: float = _param(0.5, "Minimum detection score in [0, 1] (0.5: the phrase holds most of the "
                                     "box's probability).", low=0.0, high=1.0)

@@ -149,7 +149,8 @@ class PerceptionNode(LifecycleNode):
         from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
 
         self.get_logger().info(f"loading models (device {self.config.device}, clip {self.config.clip_model or 'embedded'}"
-                               f", paligemma {self.config.paligemma_model or 'off'})")
+                               f", paligemma {self.config.paligemma_model or 'off'}"
+                               f", owl {self.config.owl_model or 'off'})")
         try:
             self.pipeline = PerceptionPipeline(self.config)
             self.pipeline.warm_up(sorted({1, min(self.config.max_batch, len(self.config.cameras))}))

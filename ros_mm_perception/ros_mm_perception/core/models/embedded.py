@@ -1,4 +1,4 @@
-"""The embedded default CLIP model shipped as package data."""
+"""The embedded models shipped as package data: the default CLIP and the OWL detector."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import List, Optional, Sequence
 from ros_mm_perception.core.errors import ModelNotFoundError
 
 EMBEDDED_CLIP_DIR = Path(__file__).resolve().parents[2] / "data" / "embedded_clip"
+EMBEDDED_OWL_DIR = Path(__file__).resolve().parents[2] / "data" / "embedded_owl"
 
 
 def embedded_clip_dir() -> Path:

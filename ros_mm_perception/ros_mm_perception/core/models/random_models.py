@@ -176,3 +176,92 @@ def build_random_mask_decoder(path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **params)
     return path
+
+
+def clip_tokenizer(model_max_length: int = 16):
+    """A transformers ``CLIPTokenizer`` with CLIP's BPE vocabulary (from open_clip's bundled merges).
+
+    Token ids equal open_clip's (``<|startoftext|>`` 49406, ``<|endoftext|>`` 49407); padding is ``!``
+    (id 0), as on the OWL checkpoints, whose query mask treats a leading 0 as an empty query.
+    """
+    import gzip
+
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+    from transformers import CLIPTokenizer
+
+    merges = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
+    symbols = list(bytes_to_unicode().values())
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[tuple(m.split()) for m in merges],
+                         pad_token="!",
+                         model_max_length=model_max_length)
+
+
+OWL_SIZES: Dict[str, Dict[str, Any]] = {
+    "tiny": {
+        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                       image_size=48, patch_size=16),
+        "text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
+        "weights": True,
+    },
+    "owlv2-base-patch16": {
+        "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                       image_size=960, patch_size=16),
+        "text": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+    },
+    "owlvit-base-patch32": {
+        "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                       image_size=768, patch_size=32),
+        "text": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+    },
+}
+"""Architectures for :func:`build_random_owl`: a tiny one for tests and the real base shapes."""
+
+
+def owl_config(kind: str, vision: Dict[str, Any], text: Dict[str, Any], *, vocab_size: int = 49408,
+               max_positions: int = 16):
+    """An ``Owlv2Config`` (``kind`` owlv2) or ``OwlViTConfig`` (owlvit) from vision and text sizes."""
+    from transformers import Owlv2Config, OwlViTConfig
+
+    if kind not in ("owlv2", "owlvit"):
+        raise ValueError(f"unknown OWL kind {kind!r}; use owlv2 or owlvit")
+    cls = Owlv2Config if kind == "owlv2" else OwlViTConfig
+    text = dict(vocab_size=vocab_size, max_position_embeddings=max_positions, pad_token_id=0,
+                bos_token_id=49406, eos_token_id=49407, **text)
+    return cls(text_config=text, vision_config=dict(vision), projection_dim=text["hidden_size"])
+
+
+def owl_processor(kind: str, image_size: int):
+    """An ``Owlv2Processor`` / ``OwlViTProcessor`` for ``image_size`` px inputs with CLIP's tokenizer."""
+    from transformers import Owlv2ImageProcessor, Owlv2Processor, OwlViTImageProcessor, OwlViTProcessor
+
+    size = {"height": image_size, "width": image_size}
+    if kind == "owlv2":
+        return Owlv2Processor(image_processor=Owlv2ImageProcessor(size=size), tokenizer=clip_tokenizer())
+    return OwlViTProcessor(image_processor=OwlViTImageProcessor(size=size, crop_size=size),
+                           tokenizer=clip_tokenizer())
+
+
+def build_random_owl(directory, kind: str = "owlv2", size: str = "tiny", seed: int = 0) -> Path:
+    """Write an OWLv2 / OWL-ViT model folder with random weights (see :data:`OWL_SIZES`).
+
+    The tiny size gets its weights, so it loads like any checkpoint; the real-size ones hold the
+    config and processor only and are loaded with ``load_owl(directory, random_weights=True)``.
+    """
+    from transformers import Owlv2ForObjectDetection, OwlViTForObjectDetection
+
+    if size not in OWL_SIZES:
+        raise ValueError(f"unknown OWL size {size!r}; known: {', '.join(OWL_SIZES)}")
+    spec = OWL_SIZES[size]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = owl_config(kind, spec["vision"], spec["text"])
+    owl_processor(kind, spec["vision"]["image_size"]).save_pretrained(directory)
+    if spec.get("weights", False):
+        torch.manual_seed(seed)
+        net = (Owlv2ForObjectDetection if kind == "owlv2" else OwlViTForObjectDetection)(config)
+        net.save_pretrained(directory)
+    else:
+        config.save_pretrained(directory)
+    return directory

@@ -16,7 +16,10 @@ the offline tools run the same object. Per frame (or per batch of frames from se
     overlapping more than ``nms_iou`` are suppressed (highest score kept);
   - ``clip``: CLIP-only grounding (:func:`~ros_mm_perception.core.perception.clip_grounding.ground_with_clip`:
     region proposals scored by CLIP, thresholded and suppressed);
-  - ``auto``: PaliGemma when a PaliGemma model is configured, else CLIP; ``off``: no detections;
+  - ``owl``: OWLv2 / OWL-ViT (:mod:`~ros_mm_perception.core.models.owl`): one box per image patch, scored
+    against the cached phrase queries, thresholded and suppressed like PaliGemma's boxes (no CLIP re-scoring);
+  - ``auto``: the best source configured: OWL when an OWL model is configured (boxes at camera rate),
+    else PaliGemma when a PaliGemma model is, else CLIP; ``off``: no detections;
 
 * **tracking** – a :class:`~ros_mm_perception.core.perception.tracking.Tracker` per camera sets ``track_id``;
 * **3D** – with depth and intrinsics on the frame, :func:`~ros_mm_perception.core.perception.geometry.locate`
@@ -27,8 +30,9 @@ frame), judged by frame stamps on a fixed grid: a part runs on the first frame a
 time, so 30 Hz input with ``detect_rate_hz=10`` detects on every third frame on average. A stamp that
 goes backwards (a bag restarts, simulation resets) restarts the grid.
 
-Batches make one call per model: PaliGemma detects on all due frames at once, and CLIP encodes the
-due frames (labels) and every PaliGemma box crop in one image batch; tensors leave the GPU once.
+Batches make one call per model: PaliGemma detects on all due frames at once, OWL encodes them in
+one image-tower call, and CLIP encodes the due frames (labels) and every PaliGemma box crop in one
+image batch; tensors leave the GPU once.
 All public methods are thread-safe (one lock): service calls wait for the frame batch in progress.
 """
 
@@ -57,7 +61,7 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT_MATRICES = 8
 """How many stacked phrase sets (vocabulary, detect phrases + null prompts, ...) stay on the device."""
-MODEL_FIELDS = ("device", "precision", "clip_model", "clip_pretrained", "paligemma_model")
+MODEL_FIELDS = ("device", "precision", "clip_model", "clip_pretrained", "paligemma_model", "owl_model")
 """Settings fixed for the life of a pipeline (changing them means building a new one)."""
 
 
@@ -111,11 +115,11 @@ class _CameraState:
 class PerceptionPipeline:
     """Labels, grounded detections, tracks and 3D for frames of any number of cameras.
 
-    ``clip`` and ``paligemma`` may be given already loaded (they stay the caller's to close);
-    otherwise they are loaded from ``config`` (PaliGemma only when ``config.paligemma_model`` is set).
+    ``clip``, ``paligemma`` and ``owl`` may be given already loaded (they stay the caller's to close);
+    otherwise they are loaded from ``config`` (PaliGemma and OWL only when their model is set).
     """
 
-    def __init__(self, config: PerceptionConfig, *, clip: Optional[ClipModel] = None, paligemma=None):
+    def __init__(self, config: PerceptionConfig, *, clip: Optional[ClipModel] = None, paligemma=None, owl=None):
         if not isinstance(config, PerceptionConfig):
             raise TypeError(f"config must be a PerceptionConfig, got {type(config).__name__}")
         self._lock = threading.RLock()
@@ -133,8 +137,16 @@ class PerceptionPipeline:
             paligemma = load_paligemma(config.paligemma_model, config.device, config.precision,
                                        max_new_tokens=config.max_new_tokens, fast_path=config.paligemma_fast_path)
             self._owned.append(paligemma)
+        if owl is None and config.owl_model:
+            from ros_mm_perception.core.models.fast_owl import enable_fast_owl
+            from ros_mm_perception.core.models.owl import load_owl
+
+            owl = load_owl(config.owl_model, config.device, config.precision)
+            enable_fast_owl(owl, config.owl_fast_path)
+            self._owned.append(owl)
         self._clip: Optional[ClipModel] = clip
         self._paligemma = paligemma
+        self._owl = owl
         self._labeler: Optional[ClipLabeler] = ClipLabeler(clip, config.labels, config.prompt_templates, config.crop_mode)
         self._cameras: Dict[str, _CameraState] = {}
         self._stacked: Dict[tuple, torch.Tensor] = {}
@@ -156,16 +168,23 @@ class PerceptionPipeline:
         return self._paligemma
 
     @property
+    def owl(self):
+        """The OWL engine in use, or None."""
+        return self._owl
+
+    @property
     def labeler(self) -> ClipLabeler:
         self._check_open()
         return self._labeler
 
     def detection_source(self, config: Optional[PerceptionConfig] = None) -> str:
-        """The grounding source in effect: ``paligemma``, ``clip`` or ``off`` (``auto`` resolved)."""
+        """The grounding source in effect: ``owl``, ``paligemma``, ``clip`` or ``off`` (``auto`` resolved)."""
         source = (config or self.config).grounding_source
-        if source == "auto":
-            return "paligemma" if self._paligemma is not None else "clip"
-        return source
+        return self._best_source() if source == "auto" else source
+
+    def _best_source(self) -> str:
+        """OWL, else PaliGemma, else CLIP: the best detector configured."""
+        return "owl" if self._owl is not None else "paligemma" if self._paligemma is not None else "clip"
 
     def update_config(self, config: PerceptionConfig) -> None:
         """Apply run-time changes (vocabulary, phrases, templates, thresholds, rates, tracking).
@@ -218,6 +237,8 @@ class PerceptionPipeline:
                     self._clip.fast_encoder = None
             if self._paligemma is not None:
                 self._paligemma.warm_up(batch_sizes)
+            if self._owl is not None:
+                self._owl.warm_up(batch_sizes)
 
     def close(self) -> None:
         """Release the models (closing those this pipeline loaded) and free cached GPU memory."""
@@ -227,7 +248,7 @@ class PerceptionPipeline:
             cuda = self._clip.device.type == "cuda"
             for model in self._owned:
                 model.close()
-            self._owned, self._paligemma, self._clip, self._labeler = [], None, None, None
+            self._owned, self._paligemma, self._owl, self._clip, self._labeler = [], None, None, None, None
             self._stacked = {}
             if cuda:
                 torch.cuda.empty_cache()
@@ -275,7 +296,7 @@ class PerceptionPipeline:
     def ground(self, frame: Frame, phrases: Sequence[str], score_threshold: Optional[float] = None) -> FrameResult:
         """Detect ``phrases`` in ``frame`` now (no tracking, no rate limit), with 3D when possible.
 
-        Uses the configured grounding source; with ``off`` it uses PaliGemma when configured, else CLIP.
+        Uses the configured grounding source; with ``off`` the best one configured (as ``auto``).
         """
         phrases = check_phrases(phrases, "phrases")
         threshold = self.config.score_threshold if score_threshold is None else float(score_threshold)
@@ -286,7 +307,7 @@ class PerceptionPipeline:
             self._check_frame(frame)
             source = self.detection_source()
             if source == "off":
-                source = "paligemma" if self._paligemma is not None else "clip"
+                source = self._best_source()
             _, (dets,) = self._run_models([], [frame.image], phrases, source, threshold)
             locate(dets, frame.depth, frame.intrinsics, frame.image.shape)
             result = _empty_result(frame)
@@ -317,7 +338,7 @@ class PerceptionPipeline:
     def _run_models(self, label_images, detect_images, phrases, source, threshold):
         """(labels per label image, detections per detect image), one call per model."""
         cfg = self.config
-        if not phrases or not detect_images or source == "clip":
+        if not phrases or not detect_images or source in ("clip", "owl"):
             proposals = [[] for _ in detect_images]
         else:
             proposals = [list(d) for d in self._paligemma.detect_batch(detect_images, list(phrases))]
@@ -325,6 +346,9 @@ class PerceptionPipeline:
         if source == "clip" and phrases:
             detections = [ground_with_clip(self._labeler, image, list(phrases), score_threshold=threshold)
                           for image in detect_images]
+        elif source == "owl" and phrases:
+            detections = [suppress(dets, threshold, cfg.nms_iou)
+                          for dets in self._owl.detect_batch(detect_images, list(phrases), threshold)]
         else:
             detections = []
             for dets, probs in zip(proposals, clip_probs):
@@ -385,6 +409,8 @@ class PerceptionPipeline:
         """Encode (and cache) phrases now, so the first frame that needs them does not wait."""
         if phrases:
             self._labeler.text_embeddings(phrases)
+            if self._owl is not None:
+                self._owl.encode_text(phrases)
 
     def _camera(self, camera: str) -> _CameraState:
         state = self._cameras.get(camera)
@@ -413,6 +439,8 @@ class PerceptionPipeline:
     def _check_source(self, config: PerceptionConfig) -> None:
         if config.grounding_source == "paligemma" and self._paligemma is None:
             raise ConfigError("grounding_source=paligemma needs a PaliGemma model: set paligemma_model")
+        if config.grounding_source == "owl" and self._owl is None:
+            raise ConfigError("grounding_source=owl needs an OWL model: set owl_model")
 
     def _check_open(self) -> None:
         if self._labeler is None:

@@ -1,0 +1,105 @@
+"""Fast OWL image encoding at fixed batch buckets: the same switch and buckets as CLIP's.
+
+A batch of N preprocessed frames is copied into the static input of the smallest bucket that holds
+it (1, 2, 4, ... 64 by default; larger batches are split), the image tower and per-patch heads
+(:func:`~ros_mm_perception.core.models.owl.image_heads`) run as that bucket's captured call, and the
+first N rows of every output are returned. Frames do not interact inside the tower, so the padding
+rows change nothing. Modes as for CLIP (:mod:`.fast_clip`): ``graph`` replays a CUDA graph,
+``compile`` captures the torch.compile'd tower and heads, ``static`` runs the buckets without graphs
+(the CPU behaviour of the other two).
+
+Enable it with :func:`enable_fast_owl`; :meth:`OwlEngine.encode_image` then routes through it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, Iterable, Tuple
+
+import torch
+
+from ros_mm_perception.core.models.cuda_graphs import CapturedCall, bucket_for, compiled, new_pool, resolve_mode
+from ros_mm_perception.core.models.fast_clip import DEFAULT_BUCKETS
+from ros_mm_perception.core.models.owl import OwlImageEncoding, image_heads
+
+log = logging.getLogger(__name__)
+
+
+class FastOwlEncoder:
+    """:func:`image_heads` of an OWL model at fixed batch buckets (see the module docstring)."""
+
+    def __init__(self, model, image_size: int, device: torch.device, dtype: torch.dtype, *, mode: str = "graph",
+                 buckets: Iterable[int] = DEFAULT_BUCKETS, compile_backend: str = "inductor"):
+        if mode not in ("static", "graph", "compile"):
+            raise ValueError(f"FastOwlEncoder mode must be static, graph or compile, got {mode!r}")
+        self.buckets = tuple(sorted(set(int(b) for b in buckets)))
+        if not self.buckets or self.buckets[0] < 1:
+            raise ValueError(f"batch buckets must be positive integers, got {buckets!r}")
+        self.mode = mode
+        self.image_size = int(image_size)
+        self.device = device
+        self.dtype = dtype
+
+        def encode(pixels):
+            return image_heads(model, pixels).tensors()
+
+        self._encode = compiled(encode, compile_backend) if mode == "compile" else encode
+        self._pool = new_pool(device) if mode != "static" else None
+        self._calls: Dict[int, Tuple[torch.Tensor, CapturedCall]] = {}
+
+    @property
+    def captured_buckets(self) -> Tuple[int, ...]:
+        return tuple(sorted(self._calls))
+
+    @torch.inference_mode()
+    def warm_up(self, batch_sizes: Iterable[int] = (1,)) -> None:
+        """Prepare (compile and capture) the buckets that hold ``batch_sizes`` now rather than on first use."""
+        for n in batch_sizes:
+            self._call(bucket_for(int(n), self.buckets) or self.buckets[-1])
+
+    @torch.inference_mode()
+    def __call__(self, pixels: torch.Tensor) -> OwlImageEncoding:
+        """Per-patch outputs of an ``N x 3 x S x S`` batch (rows of the bucket's static outputs, copied)."""
+        size = self.image_size
+        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, size, size):
+            raise ValueError(f"expected N x 3 x {size} x {size} pixels, got {tuple(pixels.shape)}")
+        if not pixels.shape[0]:
+            return OwlImageEncoding.from_tensors(self._encode(pixels.to(self.dtype)))
+        chunks = []
+        for chunk in pixels.split(self.buckets[-1]):
+            n = chunk.shape[0]
+            inputs, call = self._call(bucket_for(n, self.buckets))
+            inputs[:n].copy_(chunk)
+            chunks.append([t[:n].clone() for t in call()])
+        return OwlImageEncoding.from_tensors([torch.cat(parts) for parts in zip(*chunks)])
+
+    def _call(self, bucket: int) -> Tuple[torch.Tensor, CapturedCall]:
+        if bucket not in self._calls:
+            size = self.image_size
+            inputs = torch.zeros(bucket, 3, size, size, device=self.device, dtype=self.dtype)
+            device = self.device if self.mode != "static" else torch.device("cpu")
+            self._calls[bucket] = (inputs, CapturedCall(lambda: self._encode(inputs), device, self._pool))
+        return self._calls[bucket]
+
+
+def enable_fast_owl(owl, mode: str = "auto", *, buckets: Iterable[int] = DEFAULT_BUCKETS,
+                    warm_up: Iterable[int] = (), compile_backend: str = "inductor"):
+    """Route ``owl.encode_image`` through a :class:`FastOwlEncoder` (``mode`` auto: graph on CUDA, off on CPU).
+
+    ``off`` restores the plain path. ``warm_up`` lists batch sizes to prepare now. Returns the encoder,
+    or ``None`` for ``off`` and when preparing failed (logged; the plain encoder stays in use).
+    """
+    mode = resolve_mode(mode, owl.device)
+    if mode == "off":
+        owl.fast_encoder = None
+        return None
+    encoder = FastOwlEncoder(owl.model, owl.image_size, owl.device, owl.dtype, mode=mode, buckets=buckets,
+                             compile_backend=compile_backend)
+    try:
+        encoder.warm_up(warm_up)
+    except Exception:  # a failed capture or compile must not stop the robot: keep the plain encoder
+        log.exception("OWL fast path %r failed to prepare; using the plain encoder", mode)
+        owl.fast_encoder = None
+        return None
+    owl.fast_encoder = encoder
+    return encoder

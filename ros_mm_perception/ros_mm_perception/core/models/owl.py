@@ -258,7 +258,8 @@ def load_owl(model: str, device: str = "auto", precision: str = "auto", *, rando
              max_candidates: int = MAX_CANDIDATES) -> OwlEngine:
     """Load OWLv2 or OWL-ViT from a hub id (cache), a local folder or ``embedded``.
 
-    ``precision`` auto is fp16 on CUDA and fp32 on CPU. ``random_weights`` builds the folder's
+    ``precision`` auto is fp16 on CUDA; on the CPU bf16 where it runs natively for models wide enough
+    to gain (OWLv2-base), else fp32 (the embedded detector), as for CLIP. ``random_weights`` builds the folder's
     architecture with random weights on the device (benchmarks: compute does not depend on weight
     values). A missing model raises :class:`ModelNotFoundError` saying what to download or which path
     to pass; a folder of another model type raises :class:`UserError`.
@@ -270,7 +271,6 @@ def load_owl(model: str, device: str = "auto", precision: str = "auto", *, rando
         raise ModelNotFoundError(f"no OWL model given; pass a hub id such as {DEFAULT_MODEL}, a local model "
                                  f"folder or '{EMBEDDED}'")
     dev = resolve_device(device)
-    dtype = resolve_dtype(precision, dev, cuda_default="fp16")
     path = embedded_owl_dir() if model == EMBEDDED else Path(model).expanduser()
     local = path.exists()
     if not local and _is_path(model):
@@ -281,6 +281,7 @@ def load_owl(model: str, device: str = "auto", precision: str = "auto", *, rando
         config = AutoConfig.from_pretrained(source)
         if config.model_type not in MODEL_TYPES:
             raise UserError(f"{model} is a {config.model_type!r} model, not OWLv2 or OWL-ViT")
+        dtype = resolve_dtype(precision, dev, cuda_default="fp16", width=config.vision_config.hidden_size)
         net_cls, proc_cls = ((Owlv2ForObjectDetection, Owlv2Processor) if config.model_type == "owlv2"
                              else (OwlViTForObjectDetection, OwlViTProcessor))
         processor = proc_cls.from_pretrained(source)

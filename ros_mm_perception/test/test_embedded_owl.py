@@ -24,8 +24,8 @@ def owl():
 
 
 def detect(owl, image, phrases):
-    (dets,) = owl.detect_batch([image], phrases, DEFAULTS.score_threshold)
-    return suppress(dets, DEFAULTS.score_threshold, DEFAULTS.nms_iou)
+    (dets,) = owl.detect_batch([image], phrases, DEFAULTS.owl_score_threshold)
+    return suppress(dets, DEFAULTS.owl_score_threshold, DEFAULTS.nms_iou)
 
 
 def test_shipped_detector_fits_the_size_budget_and_records_its_training():

@@ -23,13 +23,13 @@ def run_eval(capsys, *extra):
 
 def test_reports_every_source_and_set_and_a_threshold_of_one_finds_nothing(capsys):
     report = run_eval(capsys)
-    assert report["score_threshold"] == 0.5
+    assert report["score_thresholds"] == {"clip": 0.5, "owl": 0.3}      # each source's own default
     for source in ("clip", "owl"):
         for kind in ("own", "unseen"):
             figures = report["sources"][source][kind]
             assert 0.0 <= figures["recall"] <= 1.0 and 0.0 <= figures["precision"] <= 1.0
             assert figures["scenes"] == 2 and figures["objects"] >= 2
     strict = run_eval(capsys, "--threshold", "1.0")
-    assert strict["score_threshold"] == 1.0
+    assert strict["score_thresholds"] == {"clip": 1.0, "owl": 1.0}
     assert all(f["recall"] == 0.0 for sets in strict["sources"].values() for f in sets.values())
     assert report["sources"]["clip"]["own"]["recall"] > 0.0

@@ -11,6 +11,7 @@ from ros_mm_perception.core.imaging.image_io import write_rgb
 from ros_mm_perception.core.models.owl import load_owl
 from ros_mm_perception.core.models.random_models import build_random_owl
 from ros_mm_perception.core.perception.pipeline import PerceptionPipeline, suppress
+from ros_mm_perception.core.perception.tracking import BIRTH_OVERLAP
 from ros_mm_perception.core.results import Frame, Intrinsics, Stamp
 
 H, W = 48, 80
@@ -28,7 +29,7 @@ def owl(owl_dir):
 
 
 def config(**kw):
-    base = dict(labels=["red circle", "blue star", "green ring"], detect_phrases=PHRASES, score_threshold=0.2,
+    base = dict(labels=["red circle", "blue star", "green ring"], detect_phrases=PHRASES, owl_score_threshold=0.2,
                 grounding_source="owl", nms_iou=0.5)
     base.update(kw)
     return PerceptionConfig(**base)
@@ -45,9 +46,31 @@ def test_owl_source_thresholds_suppresses_and_tracks(tiny_clip, owl, rng):
     dets = pipe.process(f).detections
     expected = suppress(owl.detect_batch([f.image], PHRASES, 0.2)[0], 0.2, 0.5)
     assert dets and [(d.phrase, d.box) for d in dets] == [(d.phrase, d.box) for d in expected]
-    assert all(d.source == "owl" and d.score >= 0.2 and d.track_id is not None for d in dets)
+    assert all(d.source == "owl" and d.score >= 0.2 for d in dets)
+    tracked = [d for d in dets if d.track_id is not None]
+    assert tracked
+    for second_view in (d for d in dets if d.track_id is None):   # published without an id of its own
+        assert any(mostly_overlap(second_view, t) for t in tracked if t.phrase == second_view.phrase)
     again = pipe.process(Frame(f.image, camera="front", stamp=Stamp(1, 0))).detections
-    assert sorted(d.track_id for d in again) == sorted(d.track_id for d in dets)
+    assert sorted(d.track_id for d in again if d.track_id) == sorted(d.track_id for d in tracked)
+
+
+def mostly_overlap(a, b) -> bool:
+    lo, hi = np.maximum(a.box[:2], b.box[:2]), np.minimum(a.box[2:], b.box[2:])
+    inter = float(np.prod(np.clip(np.subtract(hi, lo), 0, None)))
+    area = min((a.box[2] - a.box[0]) * (a.box[3] - a.box[1]), (b.box[2] - b.box[0]) * (b.box[3] - b.box[1]))
+    return inter > BIRTH_OVERLAP * area
+
+
+def test_owl_has_its_own_threshold_and_an_explicit_one_wins(tiny_clip, owl, rng):
+    f = frame(rng)
+    scores = sorted(d.score for d in owl.detect_batch([f.image], PHRASES, 0.0)[0])
+    cut = scores[len(scores) // 2]
+    pipe = PerceptionPipeline(config(owl_score_threshold=cut, score_threshold=1.0), clip=tiny_clip, owl=owl)
+    assert pipe.detection_threshold() == cut
+    dets = pipe.process(f).detections
+    assert dets and min(d.score for d in dets) >= cut          # score_threshold (1.0) does not apply to OWL
+    assert all(d.score >= 0.9 for d in pipe.ground(f, PHRASES, score_threshold=0.9).detections)
 
 
 def test_cameras_share_one_image_tower_call_and_phrases_are_encoded_once(tiny_clip, owl, rng, monkeypatch):
@@ -73,7 +96,7 @@ def test_cameras_share_one_image_tower_call_and_phrases_are_encoded_once(tiny_cl
 
 def test_3d_positions_from_depth(tiny_clip, owl, rng):
     depth = np.full((H, W), 2000, np.uint16)
-    pipe = PerceptionPipeline(config(score_threshold=0.0), clip=tiny_clip, owl=owl)
+    pipe = PerceptionPipeline(config(owl_score_threshold=0.0), clip=tiny_clip, owl=owl)
     dets = pipe.process(frame(rng, depth=depth, intrinsics=Intrinsics(50.0, 50.0, W / 2, H / 2))).detections
     assert dets and all(d.xyz is not None and d.xyz[2] == pytest.approx(2.0) for d in dets)
 

@@ -95,7 +95,8 @@ def config_from_args(args):
     changes = {
         "labels": split_phrases(args.labels) if args.labels is not None else None,
         "detect_phrases": split_phrases(args.detect) if args.detect is not None else None,
-        "grounding_source": args.grounding, "score_threshold": args.threshold, "nms_iou": args.nms,
+        "grounding_source": args.grounding, "score_threshold": args.threshold,
+        "owl_score_threshold": args.threshold, "nms_iou": args.nms,
         "crop_mode": args.crop_mode, "enable_labels": False if args.no_labels else None,
         "paligemma_model": args.model, "clip_model": args.clip_model, "clip_pretrained": args.clip_pretrained,
         "owl_model": args.owl_model,

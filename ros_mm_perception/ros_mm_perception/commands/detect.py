@@ -31,8 +31,9 @@ def add_parser(sub) -> None:
                    help="open_clip pretrained tag or local checkpoint file")
     p.add_argument("--device", default=defaults.device, help="auto, cpu or cuda[:N]")
     p.add_argument("--precision", default=defaults.precision, help="auto, fp32, fp16 or bf16")
-    p.add_argument("--threshold", type=float, default=defaults.score_threshold,
-                   help="minimum detection score in [0, 1] (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help=f"minimum detection score in [0, 1] (default: {defaults.score_threshold}, "
+                        f"{defaults.owl_score_threshold} for OWL detectors)")
     p.add_argument("--nms", type=float, default=defaults.nms_iou,
                    help="IoU above which same-phrase PaliGemma boxes are suppressed (default: %(default)s)")
     add_crop_argument(p)
@@ -75,7 +76,8 @@ def run(args) -> int:
         device=args.device, precision=args.precision, clip_model=args.clip_model,
         clip_pretrained=args.clip_pretrained, paligemma_model=args.model, owl_model=args.owl_model,
         detect_phrases=phrases, enable_labels=False, grounding_source="auto",
-        score_threshold=args.threshold, nms_iou=args.nms, crop_mode=args.crop_mode)
+        nms_iou=args.nms, crop_mode=args.crop_mode,
+        **({} if args.threshold is None else {"score_threshold": args.threshold, "owl_score_threshold": args.threshold}))
     image = read_rgb(args.image)
     warn_outside_world(args.clip_model, phrases, "--clip-model")
     frame = Frame(image, depth=read_depth(args.depth) if args.depth else None,
@@ -83,6 +85,7 @@ def run(args) -> int:
     pipeline = PerceptionPipeline(config)
     try:
         detections = pipeline.ground(frame, phrases).detections
+        threshold = pipeline.detection_threshold()
     finally:
         pipeline.close()
     rows = []
@@ -95,7 +98,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({"detections": rows}, allow_nan=False))
     elif not rows:
-        print(f"no detections at score >= {args.threshold}")
+        print(f"no detections at score >= {threshold}")
     else:
         width = max(len(r["label"]) for r in rows)
         for r in rows:

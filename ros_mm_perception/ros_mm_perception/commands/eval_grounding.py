@@ -1,7 +1,7 @@
 """``ros-mm-perception eval-grounding [--sources clip,owl] [--json]``: detection quality per grounding source.
 
-Each source runs through :meth:`PerceptionPipeline.ground` (at the default threshold unless
-``--threshold`` is given) on two sets of multi-object scenes (2-4 objects each), queried with the
+Each source runs through :meth:`PerceptionPipeline.ground` (at its default threshold,
+``score_threshold`` or ``owl_score_threshold``, unless ``--threshold`` is given) on two sets of multi-object scenes (2-4 objects each), queried with the
 phrases of their objects plus one absent phrase, drawn by :func:`ros_mm_perception.synthetic.evaluation.render`
 as ``eval-embedded`` draws them:
 
@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--owl-model", default=EMBEDDED, help="OWL model for the owl source (default: %(default)s)")
     p.add_argument("--clip-model", default="", help="open_clip model or folder (default: embedded)")
     p.add_argument("--threshold", type=float, default=None,
-                   help="least detection score (default: the config's score_threshold)")
+                   help="least detection score (default: each source's own, score_threshold or owl_score_threshold)")
     p.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N] (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -110,21 +110,21 @@ def run(args) -> int:
     if args.scenes < 1 or args.threads < 1:
         raise UserError("--scenes and --threads must be at least 1")
     torch.set_num_threads(args.threads)
-    defaults = PerceptionConfig()
-    threshold = defaults.score_threshold if args.threshold is None else args.threshold
-    if not 0.0 <= threshold <= 1.0:
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"--threshold must be in [0, 1], got {args.threshold}")
     scene_sets = {kind: evaluation_scenes(kind, args.seed, args.scenes) for kind in sets}
     report: Dict[str, Dict] = {}
+    thresholds: Dict[str, float] = {}
     for source in sources:
         config = PerceptionConfig(device=args.device, clip_model=args.clip_model, enable_labels=False,
                                   grounding_source=source, owl_model=args.owl_model if source == "owl" else "")
         pipeline = PerceptionPipeline(config)
         try:
-            report[source] = {kind: evaluate(pipeline, scenes, threshold) for kind, scenes in scene_sets.items()}
+            report[source] = {kind: evaluate(pipeline, scenes, args.threshold) for kind, scenes in scene_sets.items()}
+            thresholds[source] = pipeline.detection_threshold() if args.threshold is None else args.threshold
         finally:
             pipeline.close()
-    out = {"sources": report, "score_threshold": threshold, "nms_iou": defaults.nms_iou,
+    out = {"sources": report, "score_thresholds": thresholds, "nms_iou": PerceptionConfig().nms_iou,
            "seed": args.seed, "threads": args.threads, "device": args.device}
     if args.json:
         print(json.dumps(out))

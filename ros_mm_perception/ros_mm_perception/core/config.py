@@ -88,6 +88,8 @@ class PerceptionConfig:
     top_k: int = _param(5, "How many labels to publish per frame.", low=1, high=MAX_PHRASES)
     score_threshold: float = _param(0.5, "Minimum detection score in [0, 1] (0.5: the phrase holds most of the "
                                     "box's probability).", low=0.0, high=1.0)
+    owl_score_threshold: float = _param(0.3, "Minimum score of OWL detections in [0, 1] (OWL's per-query sigmoid "
+                                        "scores run lower than the CLIP-based scores).", low=0.0, high=1.0)
     nms_iou: float = _param(0.5, "IoU above which same-phrase PaliGemma detections are suppressed (CLIP-only "
                             "grounding publishes one box per group of overlapping same-phrase boxes).",
                             low=0.0, high=1.0)

@@ -276,7 +276,7 @@ class PerceptionPipeline:
             label_images = [f.image for f, run in zip(frames, runs_labels) if run]
             detect_images = [f.image for f, run in zip(frames, runs_detect) if run]
             labels, detections = self._run_models(label_images, detect_images, cfg.detect_phrases, source,
-                                                  cfg.score_threshold)
+                                                  self._threshold(source))
             labels, detections = iter(labels), iter(detections)
             results = []
             for f, run_labels, run_detect in zip(frames, runs_labels, runs_detect):
@@ -293,21 +293,30 @@ class PerceptionPipeline:
 
     # -------------------------------------------------------------------------------- services
 
+    def _threshold(self, source: str) -> float:
+        """The configured least score of ``source``'s detections (OWL's scores have their own scale)."""
+        return self.config.owl_score_threshold if source == "owl" else self.config.score_threshold
+
+    def detection_threshold(self) -> float:
+        """The least score of the detections that :meth:`ground` returns by default."""
+        source = self.detection_source()
+        return self._threshold(self._best_source() if source == "off" else source)
+
     def ground(self, frame: Frame, phrases: Sequence[str], score_threshold: Optional[float] = None) -> FrameResult:
         """Detect ``phrases`` in ``frame`` now (no tracking, no rate limit), with 3D when possible.
 
         Uses the configured grounding source; with ``off`` the best one configured (as ``auto``).
         """
         phrases = check_phrases(phrases, "phrases")
-        threshold = self.config.score_threshold if score_threshold is None else float(score_threshold)
-        if not 0.0 <= threshold <= 1.0:
-            raise UserError(f"score_threshold={threshold} is outside [0, 1]")
+        if score_threshold is not None and not 0.0 <= float(score_threshold) <= 1.0:
+            raise UserError(f"score_threshold={score_threshold} is outside [0, 1]")
         with self._lock:
             self._check_open()
             self._check_frame(frame)
             source = self.detection_source()
             if source == "off":
                 source = self._best_source()
+            threshold = self._threshold(source) if score_threshold is None else float(score_threshold)
             _, (dets,) = self._run_models([], [frame.image], phrases, source, threshold)
             locate(dets, frame.depth, frame.intrinsics, frame.image.shape)
             result = _empty_result(frame)

@@ -72,3 +72,15 @@ def test_training_is_deterministic_given_the_seed(tmp_path):
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     engine = load_owl(str(tmp_path / "a"), device="cpu")     # the written folder is a loadable OWLv2 model
     assert engine.kind == "owlv2"
+
+
+def test_demo_runs_on_the_embedded_detector(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--frames", "2", "--owl-model", "embedded", "--device", "cpu",
+                 "--threads", "1", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "OWL detector embedded" in printed and "objects found" in printed
+    records = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and any(r["detections"] for r in records)
+    assert all(d["score"] >= DEFAULTS.owl_score_threshold for r in records for d in r["detections"])
+    assert (out / "contact_sheet.png").stat().st_size > 0

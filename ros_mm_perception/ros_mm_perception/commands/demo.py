@@ -35,9 +35,12 @@ def add_parser(sub) -> None:
     p.add_argument("--frames", type=int, default=12, help="frames per camera (default: 12)")
     p.add_argument("--size", default="240x320", help="image size HEIGHTxWIDTH (default: 240x320)")
     p.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
-    p.add_argument("--threshold", type=float, default=PerceptionConfig().score_threshold,
-                   help="minimum detection score (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help=f"minimum detection score (default: {PerceptionConfig().score_threshold}, "
+                        f"{PerceptionConfig().owl_score_threshold} with --owl-model)")
     p.add_argument("--clip-model", default="", help="open_clip model name or folder instead of the embedded model")
+    p.add_argument("--owl-model", default="", help="detect with an OWL detector instead of CLIP-only grounding: "
+                                                 "'embedded' (shipped in the package), a hub id or a folder")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=THREADS,
                    help=f"PyTorch CPU threads; 0 = PyTorch's choice (default: {THREADS})")
@@ -78,9 +81,11 @@ def run(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot create the output folder {out}: {err.strerror}") from None
-    config = PerceptionConfig(grounding_source="clip", detect_phrases=demo.demo_phrases(), labels=all_phrases(),
-                              score_threshold=args.threshold, clip_model=args.clip_model,
-                              device=args.device)
+    thresholds = {} if args.threshold is None else {"score_threshold": args.threshold,
+                                                    "owl_score_threshold": args.threshold}
+    config = PerceptionConfig(grounding_source="owl" if args.owl_model else "clip", owl_model=args.owl_model,
+                              detect_phrases=demo.demo_phrases(), labels=all_phrases(), clip_model=args.clip_model,
+                              device=args.device, **thresholds)
     scenes = demo.demo_scenes(args.frames, size, args.seed)
     truth = demo.GroundTruthCheck(scenes)
     with OutputStaging() as staging:
@@ -103,7 +108,8 @@ def run(args) -> int:
                          allow_nan=False))
         return 0
     model = args.clip_model or "embedded CLIP"
-    print(f"demo: {len(scenes)} cameras x {args.frames} frames of rendered scenes, {model}, CLIP-only grounding")
+    grounding = f"OWL detector {args.owl_model}" if args.owl_model else "CLIP-only grounding"
+    print(f"demo: {len(scenes)} cameras x {args.frames} frames of rendered scenes, {model}, {grounding}")
     print(format_summary(summary, outputs=False))
     print(f"\nground truth (IoU >= {truth.iou} with the same phrase; '{phrase(*demo.ABSENT)}' is in no scene):\n"
           f"  objects found       {truth.found}/{truth.objects} ({100 * (truth.recall or 0):.0f}%)\n"

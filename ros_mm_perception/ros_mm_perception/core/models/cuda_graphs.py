@@ -12,7 +12,7 @@ their scratch memory can be shared.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 
@@ -85,3 +85,54 @@ def new_pool(device: torch.device):
 def bucket_for(n: int, buckets) -> Optional[int]:
     """The smallest bucket holding ``n`` (``buckets`` sorted ascending), ``None`` above the largest."""
     return next((b for b in buckets if n <= b), None)
+
+
+class BucketedEncoder:
+    """Base of the image encoders that run at fixed batch buckets, each bucket one :class:`CapturedCall`.
+
+    A batch is split into chunks of at most the largest bucket; each chunk is copied into the static
+    input of the smallest bucket that holds it. Subclasses say how a bucket is prepared (:meth:`_capture`).
+    """
+
+    def __init__(self, image_size: int, device: torch.device, dtype: torch.dtype, mode: str, buckets: Iterable[int]):
+        self.buckets = tuple(sorted(set(int(b) for b in buckets)))
+        if not self.buckets or self.buckets[0] < 1:
+            raise ValueError(f"batch buckets must be positive integers, got {buckets!r}")
+        self.mode = mode
+        self.image_size = int(image_size)
+        self.device = device
+        self.dtype = dtype
+        self._calls: Dict[int, Tuple[torch.Tensor, CapturedCall]] = {}
+
+    @property
+    def captured_buckets(self) -> Tuple[int, ...]:
+        return tuple(sorted(self._calls))
+
+    @torch.inference_mode()
+    def warm_up(self, batch_sizes: Iterable[int] = (1,)) -> None:
+        """Prepare (compile and capture) the buckets that hold ``batch_sizes`` now rather than on first use."""
+        for n in batch_sizes:
+            self._call(bucket_for(int(n), self.buckets) or self.buckets[-1])
+
+    def _check(self, pixels: torch.Tensor) -> None:
+        size = self.image_size
+        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, size, size):
+            raise ValueError(f"expected N x 3 x {size} x {size} pixels, got {tuple(pixels.shape)}")
+
+    def _chunks(self, pixels: torch.Tensor):
+        """``(n, output)`` per chunk of ``pixels``: the bucket's static output, of which the first n rows count."""
+        for chunk in pixels.split(self.buckets[-1]):
+            n = chunk.shape[0]
+            inputs, call = self._call(bucket_for(n, self.buckets))
+            inputs[:n].copy_(chunk)
+            yield n, call()
+
+    def _call(self, bucket: int) -> Tuple[torch.Tensor, CapturedCall]:
+        if bucket not in self._calls:
+            self._calls[bucket] = self._capture(bucket)
+        return self._calls[bucket]
+
+    def _capture(self, bucket: int) -> Tuple[torch.Tensor, CapturedCall]:
+        """The static input of ``bucket`` and the call that encodes it."""
+        raise NotImplementedError
+

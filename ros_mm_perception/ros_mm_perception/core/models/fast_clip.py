@@ -16,12 +16,12 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from typing import Callable, Dict, Iterable, Tuple
+from typing import Callable, Iterable, Tuple
 
 import torch
 
 from ros_mm_perception.core.config import CLIP_FAST_PATHS
-from ros_mm_perception.core.models.cuda_graphs import CapturedCall, bucket_for, compiled, new_pool, resolve_mode
+from ros_mm_perception.core.models.cuda_graphs import BucketedEncoder, CapturedCall, compiled, new_pool, resolve_mode
 
 log = logging.getLogger(__name__)
 
@@ -78,61 +78,35 @@ def frozen_encoder(model, example: torch.Tensor) -> Callable[[torch.Tensor], tor
     return frozen
 
 
-class FastClipEncoder:
+class FastClipEncoder(BucketedEncoder):
     """``encode_image`` of an open_clip model at fixed batch buckets (see the module docstring)."""
 
     def __init__(self, model, image_size: int, device: torch.device, dtype: torch.dtype, *, mode: str = "graph",
                  buckets: Iterable[int] = DEFAULT_BUCKETS, compile_backend: str = "inductor"):
         if mode not in MODES:
             raise ValueError(f"FastClipEncoder mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self.buckets = tuple(sorted(set(int(b) for b in buckets)))
-        if not self.buckets or self.buckets[0] < 1:
-            raise ValueError(f"batch buckets must be positive integers, got {buckets!r}")
-        self.mode = mode
-        self.image_size = int(image_size)
-        self.device = device
-        self.dtype = dtype
+        super().__init__(image_size, device, dtype, mode, buckets)
         self.model = model
         self._channels_last = mode == "freeze" and is_convolutional(model)
         self._encode = compiled(model.encode_image, compile_backend) if mode == "compile" else model.encode_image
         self._pool = new_pool(device) if mode in ("graph", "compile") else None
-        self._calls: Dict[int, Tuple[torch.Tensor, CapturedCall]] = {}
-
-    @property
-    def captured_buckets(self) -> Tuple[int, ...]:
-        return tuple(sorted(self._calls))
-
-    @torch.inference_mode()
-    def warm_up(self, batch_sizes: Iterable[int] = (1,)) -> None:
-        """Prepare (compile and capture) the buckets that hold ``batch_sizes`` now rather than on first use."""
-        for n in batch_sizes:
-            self._call(bucket_for(int(n), self.buckets) or self.buckets[-1])
 
     @torch.inference_mode()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """Image embeddings (``N x D`` in the model's dtype, not normalised) of an ``N x 3 x S x S`` batch."""
-        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, self.image_size, self.image_size):
-            size = self.image_size
-            raise ValueError(f"expected N x 3 x {size} x {size} pixels, got {tuple(pixels.shape)}")
-        chunks = []
-        for chunk in pixels.split(self.buckets[-1]):
-            n = chunk.shape[0]
-            inputs, call = self._call(bucket_for(n, self.buckets))
-            inputs[:n].copy_(chunk)
-            chunks.append(call()[:n].clone())
+        self._check(pixels)
+        chunks = [out[:n].clone() for n, out in self._chunks(pixels)]
         if not chunks:
             return self._encode(pixels.to(self.dtype))
         return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
 
-    def _call(self, bucket: int) -> Tuple[torch.Tensor, CapturedCall]:
-        if bucket not in self._calls:
-            inputs = torch.zeros(bucket, 3, self.image_size, self.image_size, device=self.device, dtype=self.dtype)
-            if self._channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            device = self.device if self.mode in ("graph", "compile") else torch.device("cpu")
-            encode = frozen_encoder(self.model, inputs) if self.mode == "freeze" else self._encode
-            self._calls[bucket] = (inputs, CapturedCall(lambda: encode(inputs), device, self._pool))
-        return self._calls[bucket]
+    def _capture(self, bucket: int) -> Tuple[torch.Tensor, CapturedCall]:
+        inputs = torch.zeros(bucket, 3, self.image_size, self.image_size, device=self.device, dtype=self.dtype)
+        if self._channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        device = self.device if self.mode in ("graph", "compile") else torch.device("cpu")
+        encode = frozen_encoder(self.model, inputs) if self.mode == "freeze" else self._encode
+        return inputs, CapturedCall(lambda: encode(inputs), device, self._pool)
 
 
 def enable_fast_clip(clip, mode: str = "auto", *, buckets: Iterable[int] = DEFAULT_BUCKETS,

@@ -14,72 +14,46 @@ Enable it with :func:`enable_fast_owl`; :meth:`OwlEngine.encode_image` then rout
 from __future__ import annotations
 
 import logging
-from typing import Dict, Iterable, Tuple
+from typing import Iterable, Tuple
 
 import torch
 
-from ros_mm_perception.core.models.cuda_graphs import CapturedCall, bucket_for, compiled, new_pool, resolve_mode
+from ros_mm_perception.core.models.cuda_graphs import BucketedEncoder, CapturedCall, compiled, new_pool, resolve_mode
 from ros_mm_perception.core.models.fast_clip import DEFAULT_BUCKETS
 from ros_mm_perception.core.models.owl import OwlImageEncoding, image_heads
 
 log = logging.getLogger(__name__)
 
 
-class FastOwlEncoder:
+class FastOwlEncoder(BucketedEncoder):
     """:func:`image_heads` of an OWL model at fixed batch buckets (see the module docstring)."""
 
     def __init__(self, model, image_size: int, device: torch.device, dtype: torch.dtype, *, mode: str = "graph",
                  buckets: Iterable[int] = DEFAULT_BUCKETS, compile_backend: str = "inductor"):
         if mode not in ("static", "graph", "compile"):
             raise ValueError(f"FastOwlEncoder mode must be static, graph or compile, got {mode!r}")
-        self.buckets = tuple(sorted(set(int(b) for b in buckets)))
-        if not self.buckets or self.buckets[0] < 1:
-            raise ValueError(f"batch buckets must be positive integers, got {buckets!r}")
-        self.mode = mode
-        self.image_size = int(image_size)
-        self.device = device
-        self.dtype = dtype
+        super().__init__(image_size, device, dtype, mode, buckets)
 
         def encode(pixels):
             return image_heads(model, pixels).tensors()
 
         self._encode = compiled(encode, compile_backend) if mode == "compile" else encode
         self._pool = new_pool(device) if mode != "static" else None
-        self._calls: Dict[int, Tuple[torch.Tensor, CapturedCall]] = {}
-
-    @property
-    def captured_buckets(self) -> Tuple[int, ...]:
-        return tuple(sorted(self._calls))
-
-    @torch.inference_mode()
-    def warm_up(self, batch_sizes: Iterable[int] = (1,)) -> None:
-        """Prepare (compile and capture) the buckets that hold ``batch_sizes`` now rather than on first use."""
-        for n in batch_sizes:
-            self._call(bucket_for(int(n), self.buckets) or self.buckets[-1])
 
     @torch.inference_mode()
     def __call__(self, pixels: torch.Tensor) -> OwlImageEncoding:
         """Per-patch outputs of an ``N x 3 x S x S`` batch (rows of the bucket's static outputs, copied)."""
-        size = self.image_size
-        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, size, size):
-            raise ValueError(f"expected N x 3 x {size} x {size} pixels, got {tuple(pixels.shape)}")
+        self._check(pixels)
         if not pixels.shape[0]:
             return OwlImageEncoding.from_tensors(self._encode(pixels.to(self.dtype)))
-        chunks = []
-        for chunk in pixels.split(self.buckets[-1]):
-            n = chunk.shape[0]
-            inputs, call = self._call(bucket_for(n, self.buckets))
-            inputs[:n].copy_(chunk)
-            chunks.append([t[:n].clone() for t in call()])
+        chunks = [[t[:n].clone() for t in out] for n, out in self._chunks(pixels)]
         return OwlImageEncoding.from_tensors([torch.cat(parts) for parts in zip(*chunks)])
 
-    def _call(self, bucket: int) -> Tuple[torch.Tensor, CapturedCall]:
-        if bucket not in self._calls:
-            size = self.image_size
-            inputs = torch.zeros(bucket, 3, size, size, device=self.device, dtype=self.dtype)
-            device = self.device if self.mode != "static" else torch.device("cpu")
-            self._calls[bucket] = (inputs, CapturedCall(lambda: self._encode(inputs), device, self._pool))
-        return self._calls[bucket]
+    def _capture(self, bucket: int) -> Tuple[torch.Tensor, CapturedCall]:
+        size = self.image_size
+        inputs = torch.zeros(bucket, 3, size, size, device=self.device, dtype=self.dtype)
+        device = self.device if self.mode != "static" else torch.device("cpu")
+        return inputs, CapturedCall(lambda: self._encode(inputs), device, self._pool)
 
 
 def enable_fast_owl(owl, mode: str = "auto", *, buckets: Iterable[int] = DEFAULT_BUCKETS,

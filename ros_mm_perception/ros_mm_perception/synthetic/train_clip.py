@@ -25,7 +25,6 @@ model composes colour and shape words it has only seen apart. The run is determi
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -47,6 +46,7 @@ from ros_mm_perception.core.models.clip_model import save_clip
 from ros_mm_perception.core.models.embedded import EMBEDDED_CLIP_DIR
 from ros_mm_perception.core.imaging.preprocess import ClipPreprocessor, crop_windows
 from ros_mm_perception.synthetic.scenes import COLOURS, SHAPES, all_combos, caption, phrase, render_scene
+from ros_mm_perception.synthetic.training_cli import training_main  # noqa: E402
 
 MODEL_CFG = {
     "embed_dim": 64,
@@ -319,19 +319,8 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=2400)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed for reproducibility)")
-    p.add_argument("--out", type=Path, default=EMBEDDED_CLIP_DIR, help="model folder to write")
-    args = p.parse_args(argv)
-    info = train(args.seed, args.steps, args.batch_size, args.lr, args.out, args.threads)
-    print(f"saved {args.out} after {info['steps']} steps in {info['seconds']:.0f}s, "
-          f"final loss {info['loss_curve'][-1]}")
-    return 0
-
+    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_CLIP_DIR, steps=2400, batch_size=128, lr=2e-3,
+                         threads=2, argv=argv)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -31,7 +31,6 @@ torch uses a fixed thread count and deterministic algorithms.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -52,6 +51,7 @@ from ros_mm_perception.core.models.embedded import EMBEDDED_CLIP_DIR, EMBEDDED_O
 from ros_mm_perception.core.models.owl import image_heads  # noqa: E402
 from ros_mm_perception.core.models.random_models import owl_config, owl_processor  # noqa: E402
 from ros_mm_perception.synthetic.scenes import COLOURS, SHAPES, phrase, render_scene  # noqa: E402
+from ros_mm_perception.synthetic.training_cli import training_main  # noqa: E402
 
 VISION = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
               image_size=128, patch_size=8)
@@ -302,19 +302,8 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1.5e-3)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (fixed for reproducibility)")
-    p.add_argument("--out", type=Path, default=EMBEDDED_OWL_DIR, help="model folder to write")
-    args = p.parse_args(argv)
-    info = train(args.seed, args.steps, args.batch_size, args.lr, args.out, args.threads)
-    print(f"saved {args.out} after {info['steps']} steps in {info['seconds']:.0f}s, "
-          f"final loss {info['loss_curve'][-1]}")
-    return 0
-
+    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_OWL_DIR, steps=2000, batch_size=16, lr=1.5e-3,
+                         threads=1, argv=argv)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -38,6 +38,7 @@ import torch
 from ros_mm_perception.core.config import check_phrases
 from ros_mm_perception.core.devices import resolve_device, resolve_dtype
 from ros_mm_perception.core.errors import ModelNotFoundError, UserError
+from ros_mm_perception.core.models.hf_loading import build_network, error_reason, is_path
 from ros_mm_perception.core.imaging.owl_preprocess import Owlv2Preprocessor, OwlViTPreprocessor
 from ros_mm_perception.core.imaging.preprocess import check_rgb, upload
 from ros_mm_perception.core.results import Detection
@@ -237,12 +238,9 @@ def embedded_owl_dir() -> Path:
     return EMBEDDED_OWL_DIR
 
 
-def _is_path(model: str) -> bool:
-    return model.startswith(("/", "./", "../", "~")) or model.count("/") > 1
-
 
 def _missing_model_error(model: str, local: bool, err: Exception) -> ModelNotFoundError:
-    reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}" if str(err) else type(err).__name__
+    reason = error_reason(err)
     if local:
         return ModelNotFoundError(
             f"{model} is not a complete OWL model folder ({reason}); pass a folder written by save_pretrained "
@@ -273,7 +271,7 @@ def load_owl(model: str, device: str = "auto", precision: str = "auto", *, rando
     dev = resolve_device(device)
     path = embedded_owl_dir() if model == EMBEDDED else Path(model).expanduser()
     local = path.exists()
-    if not local and _is_path(model):
+    if not local and is_path(model):
         raise ModelNotFoundError(f"OWL model folder {model!r} does not exist; pass an existing folder, a hub id "
                                  f"such as {DEFAULT_MODEL} or '{EMBEDDED}'")
     source = str(path) if local else model
@@ -285,13 +283,8 @@ def load_owl(model: str, device: str = "auto", precision: str = "auto", *, rando
         net_cls, proc_cls = ((Owlv2ForObjectDetection, Owlv2Processor) if config.model_type == "owlv2"
                              else (OwlViTForObjectDetection, OwlViTProcessor))
         processor = proc_cls.from_pretrained(source)
-        if random_weights:
-            with torch.device(dev):
-                net = net_cls._from_config(config, dtype=dtype)
-        else:
-            net = net_cls.from_pretrained(source, dtype=dtype)
+        net = build_network(net_cls, source, config, dtype, dev, random_weights)
     except (OSError, ValueError) as err:
         raise _missing_model_error(model, local, err) from err
-    net = net.to(dev).eval().requires_grad_(False)
     return OwlEngine(net, processor, name=str(path) if model == EMBEDDED else model, device=dev, dtype=dtype,
                      max_candidates=max_candidates)

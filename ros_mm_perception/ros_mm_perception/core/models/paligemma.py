@@ -30,6 +30,7 @@ import torch
 from ros_mm_perception.core.config import PerceptionConfig, check_phrases
 from ros_mm_perception.core.devices import resolve_device, resolve_dtype
 from ros_mm_perception.core.errors import ModelNotFoundError, UserError
+from ros_mm_perception.core.models.hf_loading import build_network, error_reason, is_path
 from ros_mm_perception.core.models.paligemma_parser import ParsedObject, parse_detections
 from ros_mm_perception.core.imaging.preprocess import check_rgb, upload
 from ros_mm_perception.core.results import Detection
@@ -335,12 +336,9 @@ class PaliGemmaEngine:
         return Generation(text=text if spans else text.strip(), logprobs=logprobs, token_spans=token_spans)
 
 
-def _is_path(model: str) -> bool:
-    return model.startswith(("/", "./", "../", "~")) or model.count("/") > 1 or model.endswith(("\\",))
-
 
 def _missing_model_error(model: str, local: bool, err: Exception) -> ModelNotFoundError:
-    reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}" if str(err) else type(err).__name__
+    reason = error_reason(err)
     if local:
         return ModelNotFoundError(
             f"{model} is not a complete PaliGemma model folder ({reason}); pass a folder written by "
@@ -376,7 +374,7 @@ def load_paligemma(model: str, device: str = "auto", precision: str = "auto", *,
     resolve_dtype(precision, dev)  # a bad precision fails before anything loads
     path = Path(model).expanduser()
     local = path.exists()
-    if not local and _is_path(model):
+    if not local and is_path(model):
         raise ModelNotFoundError(f"PaliGemma model folder {model!r} does not exist; pass an existing folder "
                                  f"or a hub id such as {DEFAULT_MODEL}")
     source = str(path) if local else model
@@ -386,14 +384,9 @@ def load_paligemma(model: str, device: str = "auto", precision: str = "auto", *,
             raise UserError(f"{model} is a {config.model_type!r} model, not PaliGemma")
         dtype = resolve_dtype(precision, dev, cuda_default="bf16", width=config.text_config.hidden_size)
         processor = PaliGemmaProcessor.from_pretrained(source)
-        if random_weights:
-            with torch.device(dev):
-                net = PaliGemmaForConditionalGeneration._from_config(config, dtype=dtype)
-        else:
-            net = PaliGemmaForConditionalGeneration.from_pretrained(source, dtype=dtype)
+        net = build_network(PaliGemmaForConditionalGeneration, source, config, dtype, dev, random_weights)
     except (OSError, ValueError) as err:
         raise _missing_model_error(model, local, err) from err
-    net = net.to(dev).eval().requires_grad_(False)
     decoder = None
     if mask_decoder:
         from ros_mm_perception.core.models.seg_decoder import load_mask_decoder

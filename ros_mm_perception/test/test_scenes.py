@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from ros_mm_perception.core.perception.boxes import box_iou
-from ros_mm_perception.synthetic.scenes import (BACKGROUNDS, COLOURS, SHAPES, all_combos, all_phrases, caption,
-                                           render_background, render_scene, render_sequence, shape_mask)
+from ros_mm_perception.synthetic.scenes import (BACKGROUNDS, COLOURS, SHAPES, VARIED_BACKGROUNDS, all_combos,
+                                                all_phrases, caption, render_background, render_scene,
+                                                render_sequence, shape_mask, varied_rgb)
 
 
 def _hue_degrees(rgb) -> float:
@@ -95,6 +96,39 @@ def test_backgrounds_differ_in_texture():
     spread = {k: float(render_background(rng, (64, 64), k).std(axis=(0, 1)).mean()) for k in BACKGROUNDS}
     assert spread["flat"] < 1e-3
     assert spread["noise"] > 3 and spread["floor"] > 3 and spread["gradient"] > 0.5
+
+
+def test_varied_backgrounds_are_textured_and_stay_in_range():
+    rng = np.random.default_rng(1)
+    for kind in VARIED_BACKGROUNDS[len(BACKGROUNDS):]:
+        bg = render_background(rng, (64, 96), kind)
+        assert bg.shape == (64, 96, 3) and np.isfinite(bg).all()
+        assert float(bg.std(axis=(0, 1)).mean()) > 3, kind
+
+
+def test_varied_scenes_keep_the_objects_boxes_and_are_deterministic():
+    """Edges, shadows, clutter and JPEG change the look of a varied scene but not what it contains."""
+    a = render_scene(5, n_objects=3, size=(120, 160), varied=True)
+    b = render_scene(5, n_objects=3, size=(120, 160), varied=True)
+    assert np.array_equal(a.image, b.image) and a.objects == b.objects
+    assert a.background in VARIED_BACKGROUNDS
+    for seed in range(6):  # the object's pixels still span its box on a flat background with clutter
+        scene = render_scene(seed, objects=[("blue", "square")], size=(120, 160), background="flat", varied=True,
+                             lighting=False, blur=False)
+        (obj,) = scene.objects
+        x0, y0, x1, y1 = (int(round(v)) for v in obj.box)
+        inside = scene.image[y0 + 2:y1 - 2, x0 + 2:x1 - 2].reshape(-1, 3).astype(int)
+        assert (inside[:, 2] - inside[:, 0] > 40).mean() > 0.5  # mostly blue inside its box
+
+
+def test_varied_shades_stay_nearer_their_colour_than_any_other():
+    rng = np.random.default_rng(2)
+    names = list(COLOURS)
+    for colour in names:
+        for _ in range(20):
+            hue = _hue_degrees(np.uint8(varied_rgb(rng, colour)))
+            nearest = min(names, key=lambda n: _hue_distance(hue, _hue_degrees(COLOURS[n])))
+            assert nearest == colour, (colour, hue)
 
 
 def test_bad_requests_raise_clear_errors():

@@ -3,8 +3,11 @@
 The generator draws 8 colours x 6 shapes (:data:`COLOURS`, :data:`SHAPES`) with random size,
 position and rotation (up to 30 degrees from upright by default, as things stand on a floor or a
 table) on a flat, gradient, noise or textured-floor background (:data:`BACKGROUNDS`),
-then applies uneven lighting, a colour cast, blur and sensor noise. Objects may occlude each other,
-but each stays at least ``min_visible`` visible. Every object comes with its phrase ("red circle")
+then applies uneven lighting, a colour cast, blur and sensor noise. With ``varied=True`` (what the
+embedded models mostly train on) scenes also get wider shades of each colour, more backgrounds
+(:data:`VARIED_BACKGROUNDS`), half of them up to 2.5 times as saturated, clutter that is not in the
+world (blobs, cables, dots), dark edges and soft shadows on some objects, stronger lighting and JPEG
+compression. Objects may occlude each other, but each stays at least ``min_visible`` visible. Every object comes with its phrase ("red circle")
 and its box: the extent of its visible pixels, ``(x0, y0, x1, y1)`` in pixels.
 
 It feeds the embedded model's training, its evaluation, the tests and the demo::
@@ -38,6 +41,9 @@ COLOURS: Dict[str, Tuple[int, int, int]] = {
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
 BACKGROUNDS = ("flat", "gradient", "noise", "floor")
+VARIED_BACKGROUNDS = BACKGROUNDS + ("fractal", "lines", "cells", "patches")
+"""The backgrounds of ``varied`` scenes: the plain ones plus multi-octave colour noise, straight
+lines, a mosaic of flat cells and scattered rectangles."""
 
 Combo = Tuple[str, str]
 """A ``(colour, shape)`` pair."""
@@ -173,7 +179,34 @@ def render_background(rng: np.random.Generator, hw: Tuple[int, int], kind: str) 
         return base + coarse + fine
     if kind == "floor":
         return _floor(rng, hw, base)
-    raise ValueError(f"unknown background {kind!r}; known: {', '.join(BACKGROUNDS)}")
+    if kind == "fractal":
+        octaves = [_smooth_noise(rng, hw, cells) * amp for cells, amp in ((3, 1.0), (7, 0.6), (17, 0.35), (41, 0.2))]
+        tint = rng.uniform(-1, 1, 3).astype(np.float32) * rng.uniform(10, 35)
+        field_ = sum(octaves)[..., None]
+        return base + field_ * rng.uniform(20, 45) + field_ * tint
+    if kind == "lines":
+        img = np.broadcast_to(base, (h, w, 3)).copy()
+        for _ in range(int(rng.integers(4, 20))):
+            a = (int(rng.uniform(-0.2, 1.2) * w), int(rng.uniform(-0.2, 1.2) * h))
+            b = (int(rng.uniform(-0.2, 1.2) * w), int(rng.uniform(-0.2, 1.2) * h))
+            cv2.line(img, a, b, _muted_colour(rng).tolist(), int(rng.integers(1, max(2, min(h, w) // 30))), cv2.LINE_AA)
+        return img
+    if kind == "cells":
+        n = int(rng.integers(6, 30))
+        seeds = rng.uniform(0, 1, (n, 2)) * (w, h)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        nearest = np.argmin((xx[..., None] - seeds[:, 0]) ** 2 + (yy[..., None] - seeds[:, 1]) ** 2, axis=-1)
+        palette = np.stack([_muted_colour(rng) for _ in range(n)])
+        return palette[nearest] + rng.normal(0, 3, (h, w, 1)).astype(np.float32)
+    if kind == "patches":
+        img = np.broadcast_to(base, (h, w, 3)).copy()
+        for _ in range(int(rng.integers(5, 25))):
+            centre = (float(rng.uniform(0, w)), float(rng.uniform(0, h)))
+            dims = (float(rng.uniform(0.05, 0.4) * w), float(rng.uniform(0.05, 0.4) * h))
+            corners = cv2.boxPoints((centre, dims, float(rng.uniform(0, 180)))).astype(np.int32)
+            cv2.fillPoly(img, [corners], _muted_colour(rng).tolist(), cv2.LINE_AA)
+        return img
+    raise ValueError(f"unknown background {kind!r}; known: {', '.join(VARIED_BACKGROUNDS)}")
 
 
 def _floor(rng: np.random.Generator, hw: Tuple[int, int], base: np.ndarray) -> np.ndarray:
@@ -227,6 +260,24 @@ def object_rgb(rng: np.random.Generator, colour: str) -> Tuple[float, float, flo
     return tuple(float(v) for v in rgb)
 
 
+def varied_rgb(rng: np.random.Generator, colour: str) -> Tuple[float, float, float]:
+    """A wider shade of the base colour (RGB floats 0..255): hue within 12 degrees, but less than 0.45 of
+    the way to the nearest other named hue (orange and yellow are 24 degrees apart), saturation 0.55-1
+    and value 0.65-1.05 of the base."""
+    if colour not in COLOURS:
+        raise ValueError(f"unknown colour {colour!r}; known: {', '.join(COLOURS)}")
+    hues = {name: float(cv2.cvtColor(np.uint8([[rgb]]), cv2.COLOR_RGB2HSV)[0, 0, 0]) for name, rgb in COLOURS.items()}
+    nearest = min(min(abs(hues[colour] - h) % 180, 180 - abs(hues[colour] - h) % 180)
+                  for name, h in hues.items() if name != colour)
+    hsv = cv2.cvtColor(np.uint8([[COLOURS[colour]]]), cv2.COLOR_RGB2HSV)[0, 0].astype(np.float64)
+    reach = min(6.0, 0.45 * nearest)  # OpenCV hue units (2 degrees)
+    hsv[0] = (hsv[0] + rng.uniform(-reach, reach)) % 180
+    hsv[1] *= rng.uniform(0.55, 1.0)
+    hsv[2] = min(255.0, hsv[2] * rng.uniform(0.65, 1.05))
+    rgb = cv2.cvtColor(np.uint8([[np.round(hsv)]]), cv2.COLOR_HSV2RGB)[0, 0]
+    return tuple(float(v) for v in rgb)
+
+
 def _pick_combos(rng: np.random.Generator, n: int, combos: Optional[Sequence[Combo]]) -> List[Combo]:
     pool = list(combos) if combos is not None else all_combos()
     if n > len(pool):
@@ -235,7 +286,7 @@ def _pick_combos(rng: np.random.Generator, n: int, combos: Optional[Sequence[Com
 
 
 def _place(rng, combos: Sequence[Combo], hw, size_range, occlusion: bool, min_visible: float,
-           max_rotation: float):
+           max_rotation: float, shade=object_rgb):
     """Random placements whose objects stay inside the image and at least ``min_visible`` visible."""
     h, w = hw
     short = min(h, w)
@@ -247,7 +298,7 @@ def _place(rng, combos: Sequence[Combo], hw, size_range, occlusion: bool, min_vi
             radius = 0.5 * short * rng.uniform(*size_range) * scale
             centre = (rng.uniform(radius, w - radius), rng.uniform(radius, h - radius))
             angle = np.radians(rng.uniform(-max_rotation, max_rotation))
-            cand = _Placement(colour, shape, object_rgb(rng, colour), centre, radius, angle)
+            cand = _Placement(colour, shape, shade(rng, colour), centre, radius, angle)
             mask = shape_mask(shape, centre, radius, cand.angle, hw)
             if _acceptable(mask, masks, occlusion, min_visible):
                 break
@@ -272,8 +323,12 @@ def _acceptable(mask: np.ndarray, below: List[np.ndarray], occlusion: bool, min_
 
 
 def _composite(background: np.ndarray, placements: Sequence[_Placement], masks: Sequence[np.ndarray],
-               shading: np.ndarray) -> Tuple[np.ndarray, List[Tuple[Box, float]]]:
-    """Paint objects over the background (bottom to top); visible box and fraction of each."""
+               shading: np.ndarray, looks: Optional[Sequence[Tuple[bool, bool]]] = None
+               ) -> Tuple[np.ndarray, List[Tuple[Box, float]]]:
+    """Paint objects over the background (bottom to top); visible box and fraction of each.
+
+    ``looks`` gives each object (dark edge, soft shadow); neither changes its box.
+    """
     img = background.copy()
     cover = np.zeros(background.shape[:2], np.float32)  # coverage by objects drawn later (top)
     visible = []
@@ -281,11 +336,63 @@ def _composite(background: np.ndarray, placements: Sequence[_Placement], masks: 
         seen = m * (1.0 - cover)
         visible.append(_box_and_fraction(seen, m))
         cover = np.maximum(cover, m)
-    for p, m in zip(placements, masks):
+    for k, (p, m) in enumerate(zip(placements, masks)):
+        edge, shadow = looks[k] if looks is not None else (False, False)
+        if shadow:
+            shift = p.radius * 0.12
+            moved = cv2.warpAffine(m, np.float32([[1, 0, shift], [0, 1, shift]]), m.shape[::-1])
+            soft = cv2.GaussianBlur(moved, (0, 0), max(1.0, p.radius * 0.12))
+            img = img * (1 - 0.45 * soft[..., None])
         a = m[..., None]
         colour = np.asarray(p.rgb, np.float32) * shading[..., None]
+        if edge:  # a dark band just inside the outline
+            width = max(1, int(round(p.radius * 0.08)))
+            inner = cv2.erode(m, np.ones((2 * width + 1, 2 * width + 1), np.uint8))
+            colour = colour * (1 - 0.65 * (m - inner)[..., None])
         img = img * (1 - a) + colour * a
     return img, visible[::-1]
+
+
+CLUTTER = ("blob", "cable", "dots")
+"""Things drawn in ``varied`` scenes that are not in the world: irregular blobs, cables and dot clusters."""
+
+
+def _clutter(rng: np.random.Generator, img: np.ndarray, count: int) -> np.ndarray:
+    """Paint ``count`` clutter items (:data:`CLUTTER`) in muted colours."""
+    h, w = img.shape[:2]
+    short = min(h, w)
+    for _ in range(count):
+        layer = np.zeros((h, w), np.uint8)
+        kind = CLUTTER[int(rng.integers(len(CLUTTER)))]
+        cx, cy, size = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.04, 0.18) * short
+        if kind == "blob":
+            t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+            r = size * (1 + 0.35 * np.convolve(np.tile(rng.uniform(-1, 1, 24), 3), np.ones(5) / 5, "same")[24:48])
+            pts = np.stack([cx + r * np.cos(t), cy + r * np.sin(t) * rng.uniform(0.5, 1)], 1)
+            cv2.fillPoly(layer, [np.round(pts).astype(np.int32)], 255, cv2.LINE_AA)
+        elif kind == "cable":
+            steps = rng.normal(0, 1, (6, 2)).cumsum(0) * size * 0.6 + (cx, cy)
+            cv2.polylines(layer, [np.round(steps).astype(np.int32)], False, 255, max(1, int(size * 0.12)), cv2.LINE_AA)
+        else:
+            for _ in range(int(rng.integers(3, 9))):
+                centre = (int(cx + rng.normal(0, size)), int(cy + rng.normal(0, size)))
+                cv2.circle(layer, centre, max(1, int(size * rng.uniform(0.08, 0.2))), 255, -1, cv2.LINE_AA)
+        alpha = (layer.astype(np.float32) / 255.0)[..., None]
+        img = img * (1 - alpha) + _muted_colour(rng) * alpha
+    return img
+
+
+def _saturate(img: np.ndarray, factor: float) -> np.ndarray:
+    """``img`` (float32 RGB 0..255) with its saturation multiplied by ``factor`` (capped at full)."""
+    hsv = cv2.cvtColor(np.clip(img, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)
+    hsv[..., 1] = np.minimum(hsv[..., 1] * factor, 1.0)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255.0
+
+
+def _jpeg(rng: np.random.Generator, image: np.ndarray, quality: Tuple[int, int] = (20, 90)) -> np.ndarray:
+    """``image`` (uint8 RGB) saved as a JPEG of a random quality in ``quality`` and decoded again."""
+    ok, data = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(*quality))])
+    return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1])
 
 
 def _box_and_fraction(seen: np.ndarray, full: np.ndarray) -> Tuple[Box, float]:
@@ -305,13 +412,16 @@ def _object_shading(rng: np.random.Generator, hw) -> np.ndarray:
     return 1.0 + rng.uniform(0.0, 0.12) * (t - t.mean())
 
 
-def _finish(rng: np.random.Generator, img: np.ndarray, lighting: bool, blur: bool) -> np.ndarray:
-    """Lighting (uneven brightness, colour cast), blur and sensor noise; back to uint8."""
+def _finish(rng: np.random.Generator, img: np.ndarray, lighting: bool, blur: bool, strong: bool = False) -> np.ndarray:
+    """Lighting (uneven brightness, colour cast), blur and sensor noise; back to uint8.
+
+    ``strong`` widens the brightness and colour-cast ranges (``varied`` scenes).
+    """
     h, w = img.shape[:2]
     if lighting:
-        field_ = 1.0 + _smooth_noise(rng, (h, w), 2) * rng.uniform(0.0, 0.25)
-        cast = rng.uniform(0.95, 1.05, 3).astype(np.float32)
-        img = img * (rng.uniform(0.75, 1.2) * field_)[..., None] * cast
+        field_ = 1.0 + _smooth_noise(rng, (h, w), 2) * rng.uniform(0.0, 0.4 if strong else 0.25)
+        cast = rng.uniform(*((0.9, 1.1) if strong else (0.95, 1.05)), 3).astype(np.float32)
+        img = img * (rng.uniform(*((0.6, 1.3) if strong else (0.75, 1.2))) * field_)[..., None] * cast
     if blur:
         sigma = rng.uniform(0.0, 1.2) * min(h, w) / 240.0
         if sigma > 0.3:
@@ -324,14 +434,15 @@ def render_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 640), *,
                  objects: Optional[Sequence[Combo]] = None, combos: Optional[Sequence[Combo]] = None,
                  background: Optional[str] = None, size_range: Tuple[float, float] = (0.2, 0.45),
                  max_rotation: float = 30.0, occlusion: bool = True, min_visible: float = 0.6,
-                 lighting: bool = True, blur: bool = True) -> Scene:
+                 lighting: bool = True, blur: bool = True, varied: bool = False) -> Scene:
     """Render one scene of ``n_objects`` distinct colour-shape objects.
 
     ``rng`` is a numpy Generator or an int seed; ``size`` is ``(height, width)``. ``objects`` names
     the ``(colour, shape)`` pairs to draw (else they are drawn at random from ``combos``, default all).
     ``size_range`` is the object's diameter as a fraction of the image's short side; objects turn by up
     to ``max_rotation`` degrees either way from upright (180 for any angle). ``background`` is one of
-    :data:`BACKGROUNDS` (default random).
+    :data:`BACKGROUNDS` (default random; with ``varied`` one of :data:`VARIED_BACKGROUNDS`).
+    ``varied`` adds the training variety described in the module docstring.
     """
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     hw = (int(size[0]), int(size[1]))
@@ -341,11 +452,22 @@ def render_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 640), *,
     for c, s in chosen:
         if c not in COLOURS or s not in SHAPES:
             raise ValueError(f"unknown object ({c!r}, {s!r}); colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)}")
-    kind = background or BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    kinds = VARIED_BACKGROUNDS if varied else BACKGROUNDS
+    kind = background or kinds[int(rng.integers(len(kinds)))]
     bg = render_background(rng, hw, kind)
-    placements, masks = _place(rng, chosen, hw, size_range, occlusion, min_visible, max_rotation)
-    img, visible = _composite(bg, placements, masks, _object_shading(rng, hw))
-    image = _finish(rng, img, lighting, blur)
+    looks = None
+    if varied:
+        if rng.random() < 0.5:
+            bg = _saturate(bg, rng.uniform(1.0, 2.5))
+        bg = _clutter(rng, bg, int(rng.integers(0, 6)))
+    placements, masks = _place(rng, chosen, hw, size_range, occlusion, min_visible, max_rotation,
+                               varied_rgb if varied else object_rgb)
+    if varied:
+        looks = [(bool(rng.random() < 0.3), bool(rng.random() < 0.3)) for _ in placements]
+    img, visible = _composite(bg, placements, masks, _object_shading(rng, hw), looks)
+    image = _finish(rng, img, lighting, blur, strong=varied)
+    if varied and rng.random() < 0.5:
+        image = _jpeg(rng, image)
     objs = [SceneObject(p.colour, p.shape, box, frac, i)
             for i, (p, (box, frac)) in enumerate(zip(placements, visible))]
     return Scene(image, objs, caption([(p.colour, p.shape) for p in placements]), kind)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from ros_mm_perception.cli import main
@@ -79,3 +80,28 @@ def test_training_is_deterministic_given_the_seed(tmp_path):
     assert runs[0]["loss_curve"] == runs[1]["loss_curve"]
     weights = [(tmp_path / name / "open_clip_model.safetensors").read_bytes() for name in ("a", "b")]
     assert weights[0] == weights[1]
+
+
+def test_batches_rendered_ahead_in_another_process_equal_those_rendered_here():
+    from ros_mm_perception.synthetic import train_clip as train
+    from ros_mm_perception.synthetic.training import prefetched_batches
+
+    args = (train.MODEL_CFG["vision_cfg"]["image_size"], 6)
+    ahead = list(prefetched_batches(train.batch_maker, args, seed=4, steps=5))
+    make = train.batch_maker(*args)
+    assert len(ahead) == 5
+    for step, (pixels, samples) in enumerate(ahead):
+        here_pixels, here_samples = make(np.random.default_rng([4, step]))
+        assert torch.equal(pixels, here_pixels) and samples == here_samples
+    assert not torch.equal(ahead[0][0], ahead[1][0])
+
+
+def test_whole_frames_are_seen_as_the_labeler_fits_them():
+    """A letterboxed frame crop counts every object in it; a centre-cropped one only what its square keeps."""
+    from ros_mm_perception.synthetic import train_clip as train
+    from ros_mm_perception.synthetic.scenes import SceneObject
+
+    side = SceneObject("red", "circle", (0.0, 40.0, 20.0, 60.0))  # in the left band of a 160x120 frame
+    frame = (0.0, 0.0, 160.0, 120.0)
+    assert train.crop_content(train.seen_area(frame, "letterbox"), [side])[0] == (("red", "circle"),)
+    assert train.crop_content(train.seen_area(frame, "center"), [side])[0] == ()

@@ -5,9 +5,8 @@ position and rotation (up to 30 degrees from upright by default, as things stand
 table) on a flat, gradient, noise or textured-floor background (:data:`BACKGROUNDS`),
 then applies uneven lighting, a colour cast, blur and sensor noise. With ``varied=True`` (what the
 embedded models mostly train on) scenes also get wider shades of each colour, more backgrounds
-(:data:`VARIED_BACKGROUNDS`), half of them up to 2.5 times as saturated, clutter that is not in the
-world (blobs, cables, dots), dark edges and soft shadows on some objects, stronger lighting and JPEG
-compression. Objects may occlude each other, but each stays at least ``min_visible`` visible. Every object comes with its phrase ("red circle")
+(:data:`VARIED_BACKGROUNDS`), clutter that is not in the world (blobs, cables, dots), dark edges and
+soft shadows on some objects, stronger lighting and JPEG compression. Objects may occlude each other, but each stays at least ``min_visible`` visible. Every object comes with its phrase ("red circle")
 and its box: the extent of its visible pixels, ``(x0, y0, x1, y1)`` in pixels.
 
 It feeds the embedded model's training, its evaluation, the tests and the demo::
@@ -382,13 +381,6 @@ def _clutter(rng: np.random.Generator, img: np.ndarray, count: int) -> np.ndarra
     return img
 
 
-def _saturate(img: np.ndarray, factor: float) -> np.ndarray:
-    """``img`` (float32 RGB 0..255) with its saturation multiplied by ``factor`` (capped at full)."""
-    hsv = cv2.cvtColor(np.clip(img, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)
-    hsv[..., 1] = np.minimum(hsv[..., 1] * factor, 1.0)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255.0
-
-
 def _jpeg(rng: np.random.Generator, image: np.ndarray, quality: Tuple[int, int] = (20, 90)) -> np.ndarray:
     """``image`` (uint8 RGB) saved as a JPEG of a random quality in ``quality`` and decoded again."""
     ok, data = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(*quality))])
@@ -457,8 +449,6 @@ def render_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 640), *,
     bg = render_background(rng, hw, kind)
     looks = None
     if varied:
-        if rng.random() < 0.5:
-            bg = _saturate(bg, rng.uniform(1.0, 2.5))
         bg = _clutter(rng, bg, int(rng.integers(0, 6)))
     placements, masks = _place(rng, chosen, hw, size_range, occlusion, min_visible, max_rotation,
                                varied_rgb if varied else object_rgb)

@@ -3,8 +3,9 @@
     .venv/bin/python scripts/train_embedded_clip.py            # writes the package's model
     .venv/bin/python scripts/train_embedded_clip.py --steps 50 --out /tmp/clip_try
 
-A small open_clip CLIP (custom config, 48 px images) learns from crops of scenes drawn by
-:mod:`ros_mm_perception.synthetic.scenes` paired with captions, through CLIP's symmetric contrastive loss
+A small open_clip CLIP (custom config, 64 px images) learns from crops of scenes drawn by
+:mod:`ros_mm_perception.synthetic.scenes` (most of them ``varied``: wider shades, more backgrounds,
+clutter, edges, shadows, JPEG) paired with captions, through CLIP's symmetric contrastive loss
 (image→text and text→image cross-entropy, learned temperature) with these additions:
 
 * multi-positive targets: captions that say the same thing ("a red circle", "a photo of red circle.")
@@ -20,7 +21,8 @@ A small open_clip CLIP (custom config, 48 px images) learns from crops of scenes
 
 Some colour-shape combinations never appear in training (:data:`HELDOUT`), to measure how well the
 model composes colour and shape words it has only seen apart. The run is deterministic given
-``--seed``: the data of step ``k`` comes from the seed and ``k``, torch uses a fixed thread count.
+``--seed``: the data of step ``k`` comes from the seed and ``k`` alone (a second process renders it
+a few steps ahead), and torch uses a fixed thread count.
 """
 
 from __future__ import annotations
@@ -46,14 +48,14 @@ from ros_mm_perception.core.models.clip_model import save_clip
 from ros_mm_perception.core.models.embedded import EMBEDDED_CLIP_DIR
 from ros_mm_perception.core.imaging.preprocess import ClipPreprocessor, crop_windows
 from ros_mm_perception.synthetic.scenes import COLOURS, SHAPES, all_combos, caption, phrase, render_scene
-from ros_mm_perception.synthetic.training_cli import training_main  # noqa: E402
+from ros_mm_perception.synthetic.training import prefetched_batches, training_main  # noqa: E402
 
 MODEL_CFG = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 48, "layers": [2, 2, 2, 2], "width": 16, "head_width": 32},
+    "vision_cfg": {"image_size": 64, "layers": [2, 2, 2, 2], "width": 16, "head_width": 32},
     "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
 }
-"""A 48 px ModifiedResNet (CLIP's RN50 design, narrow) and a two-layer, 64-wide text transformer
+"""A 64 px ModifiedResNet (CLIP's RN50 design, narrow) and a two-layer, 64-wide text transformer
 (its 49408-token embedding table dominates the size)."""
 
 HELDOUT = [(c, SHAPES[(i + 3) % len(SHAPES)]) for i, c in enumerate(COLOURS)]
@@ -64,6 +66,19 @@ OBJECT_SHARE = (0.1, 0.6)
 """Target share of "an object" for an object crop, from tight crops (the object spans at least 80 % of
 the crop's side) to loose ones (40 % or less): the phrase's score then tells a tight box from a loose one."""
 TRAINING_INFO = "training.json"
+MIN_RELATIVE_SIZE = 0.12
+"""Crops holding a whole object smaller than this share of the crop's longer side are left out (ambiguous)."""
+VARIED_SCENES = 0.7
+"""Share of training scenes rendered with ``varied=True`` (wider shades, more backgrounds, clutter, edges,
+shadows, JPEG); the rest are plain."""
+LETTERBOX_FRAMES = 0.6
+"""Share of whole-frame crops fitted by letterbox (the labeler's default) rather than centre crop."""
+OBJECT_CROP_LOOSEST = 3.5
+"""A square around an object is 1 to this many times the object's size (log-uniform), so objects are
+seen at every share of the input that whole frames give them, from 30 % to all of it."""
+TIGHT_CROPS = 0.3
+"""Chance per object of one more crop: its box with a small margin, letterboxed, as grounding scores a
+fitted box on its own pixels."""
 
 ATTRIBUTE_CAPTIONS = 0.4
 """Share of single-object crops captioned by colour alone ("a red shape") or shape alone ("a circle")."""
@@ -112,12 +127,14 @@ def square_inside(cx: float, cy: float, side: float, width: int, height: int):
 
 
 def crop_content(crop, objects) -> Tuple[Content, float]:
-    """(content, "an object" share) of a crop, or (None, -1) when the crop is ambiguous (skipped).
+    """(content, "an object" share) of what the model sees of a crop, or (None, -1) when it is ambiguous.
 
-    An object is whole in the crop when 85 % of its box is inside and it is not tiny there; it is cut
-    when less of it is inside but it still covers part of the crop.
+    An object is whole in the crop when 85 % of its box is inside and it is not tiny there (its longer
+    side under :data:`MIN_RELATIVE_SIZE` of the crop's); it is cut when less of it is inside but it
+    still covers part of the crop.
     """
-    side = crop[2] - crop[0]
+    side = max(crop[2] - crop[0], crop[3] - crop[1])
+    area = (crop[2] - crop[0]) * (crop[3] - crop[1])
     whole, cut, rel = [], [], {}
     for i, o in enumerate(objects):
         ix0, iy0 = max(crop[0], o.box[0]), max(crop[1], o.box[1])
@@ -127,9 +144,9 @@ def crop_content(crop, objects) -> Tuple[Content, float]:
         rel[i] = max(o.box[2] - o.box[0], o.box[3] - o.box[1]) / side
         if inside >= 0.85:
             whole.append(i)
-        elif inside > 0.3 or inter > 0.3 * side * side:
+        elif inside > 0.3 or inter > 0.3 * area:
             cut.append((i, inside))
-    if any(rel[i] < 0.15 for i in whole):
+    if any(rel[i] < MIN_RELATIVE_SIZE for i in whole):
         return None, -1.0
     if whole:
         tight = min(rel[i] for i in whole)
@@ -169,20 +186,31 @@ def caption_text(rng: np.random.Generator, key: Key) -> str:
     return forms[rng.integers(len(forms))]
 
 
-def scene_crops(rng: np.random.Generator, scene, width: int, height: int) -> List[tuple]:
-    """Candidate crops of one scene: the frame, one around each object, two random squares."""
-    crops = [(0.0, 0.0, float(width), float(height))]
+def scene_crops(rng: np.random.Generator, scene, width: int, height: int) -> List[Tuple[tuple, str]]:
+    """Candidate ``(crop, crop mode)`` of one scene: the frame, a square around each object, for some
+    objects a tight box, and two random squares."""
+    frame_mode = "letterbox" if rng.random() < LETTERBOX_FRAMES else "center"
+    crops = [((0.0, 0.0, float(width), float(height)), frame_mode)]
     for o in scene.objects:
         bw, bh = o.box[2] - o.box[0], o.box[3] - o.box[1]
-        side = max(bw, bh) * rng.uniform(1.0, 1.9)
-        jitter = rng.uniform(-0.15, 0.15, 2) * side
-        crops.append(square_inside((o.box[0] + o.box[2]) / 2 + jitter[0], (o.box[1] + o.box[3]) / 2 + jitter[1],
-                                   side, width, height))
+        side = max(bw, bh) * float(np.exp(rng.uniform(0.0, np.log(OBJECT_CROP_LOOSEST))))
+        jitter = rng.uniform(-0.25, 0.25, 2) * (side - max(bw, bh))
+        crops.append((square_inside((o.box[0] + o.box[2]) / 2 + jitter[0], (o.box[1] + o.box[3]) / 2 + jitter[1],
+                                    side, width, height), "center"))
+        if rng.random() < TIGHT_CROPS:
+            mx, my = rng.uniform(0.0, 0.15, 2) * (bw, bh)
+            crops.append(((max(0.0, o.box[0] - mx), max(0.0, o.box[1] - my), min(float(width), o.box[2] + mx),
+                           min(float(height), o.box[3] + my)), "letterbox"))
     short = min(width, height)
     for _ in range(2):
         side = short * rng.uniform(0.15, 0.9)
-        crops.append(square_inside(rng.uniform(0, width), rng.uniform(0, height), side, width, height))
+        crops.append((square_inside(rng.uniform(0, width), rng.uniform(0, height), side, width, height), "center"))
     return crops
+
+
+def seen_area(crop, mode: str):
+    """The part of a crop the model sees: all of it letterboxed, its centre square otherwise."""
+    return crop if mode == "letterbox" else centre_square(crop)
 
 
 def make_batch(rng: np.random.Generator, batch_size: int, allowed: Sequence[Tuple[str, str]],
@@ -192,14 +220,16 @@ def make_batch(rng: np.random.Generator, batch_size: int, allowed: Sequence[Tupl
     quota = {"background": 0.12 * batch_size, "part": 0.12 * batch_size}
     count = {"background": 0, "part": 0}
     while len(samples) < batch_size:
-        n = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.25, 0.25, 0.15]))
+        n = int(rng.choice([1, 2, 3, 4], p=[0.4, 0.25, 0.2, 0.15]))
         short = int(rng.integers(64, 193))
-        height, width = (short, int(short * rng.uniform(1.0, 1.4)))[::1 if rng.random() < 0.5 else -1]
-        size_range = (0.2, 0.7) if n == 1 else (0.15, 0.45)
-        scene = render_scene(rng, n, (height, width), combos=allowed, size_range=size_range)
-        boxes = []
-        for crop in scene_crops(rng, scene, width, height):
-            content, share = crop_content(centre_square(crop), scene.objects)
+        height, width = (short, int(short * rng.uniform(1.0, 1.8)))[::1 if rng.random() < 0.7 else -1]
+        size_range = (0.12, 0.7) if n == 1 else (0.12, 0.45)
+        scene = render_scene(rng, n, (height, width), combos=allowed, size_range=size_range,
+                             varied=bool(rng.random() < VARIED_SCENES))
+        boxes = {"center": [], "letterbox": []}
+        kept = {"center": [], "letterbox": []}
+        for crop, mode in scene_crops(rng, scene, width, height):
+            content, share = crop_content(seen_area(crop, mode), scene.objects)
             if share < 0:
                 continue
             kind = "part" if content is None else "background" if content == () else "object"
@@ -208,12 +238,14 @@ def make_batch(rng: np.random.Generator, batch_size: int, allowed: Sequence[Tupl
                     continue
                 count[kind] += 1
             key = caption_key(rng, content)
-            boxes.append(crop)
-            samples.append(Sample(content, key, None if key is None else caption_text(rng, key), share))
-        if boxes:
-            chw = torch.from_numpy(scene.image).permute(2, 0, 1).contiguous()  # planar: fast crops
-            pixels.append(preprocessor([chw[:, y0:y1, x0:x1] for x0, y0, x1, y1 in
-                                        crop_windows(scene.image.shape, boxes)]))
+            boxes[mode].append(crop)
+            kept[mode].append(Sample(content, key, None if key is None else caption_text(rng, key), share))
+        chw = torch.from_numpy(scene.image).permute(2, 0, 1).contiguous()  # planar: fast crops
+        for mode in boxes:
+            if boxes[mode]:
+                pixels.append(preprocessor([chw[:, y0:y1, x0:x1] for x0, y0, x1, y1 in
+                                            crop_windows(scene.image.shape, boxes[mode])], mode))
+                samples += kept[mode]
     return torch.cat(pixels)[:batch_size], samples[:batch_size]
 
 
@@ -269,9 +301,19 @@ def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
 
 # ----------------------------------------------------------------------------------------------- train
 
+def batch_maker(image_size: int, batch_size: int):
+    """``make(rng)`` → one training batch (what :func:`prefetched_batches` calls in its process)."""
+    from functools import partial
+
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    preprocessor = ClipPreprocessor(image_size, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, torch.device("cpu"))
+    allowed = [c for c in all_combos() if c not in HELDOUT]
+    return partial(make_batch, batch_size=batch_size, allowed=allowed, preprocessor=preprocessor)
+
+
 def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads: int) -> dict:
     import open_clip
-    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     from open_clip.tokenizer import SimpleTokenizer
 
     torch.set_num_threads(threads)
@@ -279,8 +321,6 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
     torch.manual_seed(seed)
     model = open_clip.CLIP(**MODEL_CFG)
     tokenizer = SimpleTokenizer(context_length=MODEL_CFG["text_cfg"]["context_length"])
-    preprocessor = ClipPreprocessor(MODEL_CFG["vision_cfg"]["image_size"], OPENAI_DATASET_MEAN,
-                                    OPENAI_DATASET_STD, torch.device("cpu"))
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
@@ -292,10 +332,8 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
     vocab = vocabulary(allowed)
     curve, start = [], time.time()
     model.train()
-    for step in range(steps):
-        rng = np.random.default_rng([seed, step])
-        with torch.no_grad():
-            pixels, samples = make_batch(rng, batch_size, allowed, preprocessor)
+    data = prefetched_batches(batch_maker, (MODEL_CFG["vision_cfg"]["image_size"], batch_size), seed, steps)
+    for step, (pixels, samples) in enumerate(data):
         loss = contrastive_loss(model, pixels, samples, vocab, tokenizer)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -319,7 +357,7 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
 
 
 def main(argv=None) -> int:
-    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_CLIP_DIR, steps=2400, batch_size=128, lr=2e-3,
+    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_CLIP_DIR, steps=3600, batch_size=128, lr=2e-3,
                          threads=2, argv=argv)
 
 if __name__ == "__main__":

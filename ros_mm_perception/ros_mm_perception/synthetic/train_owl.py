@@ -10,8 +10,8 @@ queries are embedded as the CLIP labeler embeds them. It is saved with ``save_pr
 with an ``Owlv2Processor``, and loads through :func:`~ros_mm_perception.core.models.owl.load_owl`
 like any OWLv2 checkpoint.
 
-Training data: scenes of :mod:`.scenes` with 0-4 objects at random sizes and aspect ratios (the
-frame's short side 180-360 px, objects 10-50 % of it), some JPEG-compressed, preprocessed by the
+Training data: scenes of :mod:`.scenes` (seven in ten ``varied``) with 0-4 objects at random sizes
+and aspect ratios (the frame's short side 180-360 px, objects 10-50 % of it), some JPEG-compressed, preprocessed by the
 same device-side OWLv2 preprocessing as at inference. Queries are every colour-shape phrase plus
 the attribute phrases ``"<colour> shape"`` and ``"<shape>"``; a patch's target for a query is 1 when
 the patch is assigned to an object the query describes.
@@ -25,8 +25,9 @@ own predicted box with the object's, so the score rates the box; negatives weigh
 objectness (OWLv2's head): binary cross-entropy, 1 on positives. Each sum is divided by the number
 of positives.
 
-The run is deterministic given ``--seed``: the data of step ``k`` comes from the seed and ``k``,
-torch uses a fixed thread count and deterministic algorithms.
+The run is deterministic given ``--seed``: the data of step ``k`` comes from the seed and ``k`` alone
+(a second process renders it a few steps ahead), torch uses a fixed thread count and deterministic
+algorithms.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from ros_mm_perception.core.models.embedded import EMBEDDED_CLIP_DIR, EMBEDDED_O
 from ros_mm_perception.core.models.owl import image_heads  # noqa: E402
 from ros_mm_perception.core.models.random_models import owl_config, owl_processor  # noqa: E402
 from ros_mm_perception.synthetic.scenes import COLOURS, SHAPES, phrase, render_scene  # noqa: E402
-from ros_mm_perception.synthetic.training_cli import training_main  # noqa: E402
+from ros_mm_perception.synthetic.training import prefetched_batches, training_main  # noqa: E402
 
 VISION = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
               image_size=128, patch_size=8)
@@ -64,6 +65,9 @@ SHORT_SIDE = (180, 360)
 ASPECT = (0.75, 1.8)
 OBJECT_SIZE = (0.1, 0.5)
 JPEG_SHARE = 0.3
+"""Share of plain scenes saved as JPEG (``varied`` scenes bring their own compression)."""
+VARIED_SCENES = 0.7
+"""Share of scenes rendered with ``varied=True`` (as for the embedded CLIP)."""
 EMPTY_SHARE = 0.1
 CENTRE_RADIUS = 0.5
 FOCAL_ALPHA, FOCAL_GAMMA = 0.75, 2.0
@@ -88,15 +92,17 @@ def query_targets(objects, query_list) -> np.ndarray:
 
 
 def render_training_scene(rng: np.random.Generator):
-    """One scene of random size, aspect, object count and size; sometimes JPEG-compressed."""
+    """One scene of random size, aspect, object count and size; mostly ``varied``, otherwise sometimes
+    JPEG-compressed."""
     short = int(rng.integers(SHORT_SIDE[0], SHORT_SIDE[1] + 1))
     aspect = float(rng.uniform(*ASPECT))
     h, w = (short, int(round(short * aspect))) if rng.random() < 0.8 else (int(round(short * aspect)), short)
     n = 0 if rng.random() < EMPTY_SHARE else int(rng.integers(1, 5))
     lo = float(rng.uniform(OBJECT_SIZE[0], 0.3))
     hi = float(rng.uniform(lo + 0.05, OBJECT_SIZE[1]))
-    scene = render_scene(rng, n_objects=n, size=(h, w), size_range=(lo, hi))
-    if rng.random() < JPEG_SHARE:
+    varied = bool(rng.random() < VARIED_SCENES)
+    scene = render_scene(rng, n_objects=n, size=(h, w), size_range=(lo, hi), varied=varied)
+    if not varied and rng.random() < JPEG_SHARE:
         ok, data = cv2.imencode(".jpg", scene.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 90))])
         scene.image = cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
     return scene
@@ -258,12 +264,19 @@ def query_embeddings(model, processor, texts: Sequence[str]) -> torch.Tensor:
     return out / (torch.linalg.norm(out, dim=-1, keepdim=True) + 1e-6)
 
 
+def batch_maker(batch_size: int):
+    """``make(rng)`` → one training batch (what :func:`prefetched_batches` calls in its process)."""
+    from functools import partial
+
+    preprocessor = Owlv2Preprocessor(owl_processor("owlv2", VISION["image_size"]).image_processor, torch.device("cpu"))
+    return partial(make_batch, batch_size=batch_size, preprocessor=preprocessor, query_list=queries(),
+                   grid=VISION["image_size"] // VISION["patch_size"])
+
+
 def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads: int, log_every: int = 25) -> dict:
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     model, processor = build_model(seed)
-    preprocessor = Owlv2Preprocessor(processor.image_processor, torch.device("cpu"))
-    grid = VISION["image_size"] // VISION["patch_size"]
     query_list = queries()
     embeds = query_embeddings(model, processor, [t for t, _, _ in query_list])
     params = [p for p in model.parameters() if p.requires_grad]
@@ -276,10 +289,7 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
         opt, lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(k / steps, 1.0))))
     curve, start = [], time.time()
     model.train()
-    for step in range(steps):
-        rng = np.random.default_rng([seed, step])
-        with torch.no_grad():
-            batch = make_batch(rng, batch_size, preprocessor, query_list, grid)
+    for step, batch in enumerate(prefetched_batches(batch_maker, (batch_size,), seed, steps)):
         parts = losses(model, batch[0], embeds, *batch[1:])
         opt.zero_grad(set_to_none=True)
         parts["total"].backward()
@@ -302,7 +312,7 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
 
 
 def main(argv=None) -> int:
-    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_OWL_DIR, steps=2000, batch_size=16, lr=1.5e-3,
+    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_OWL_DIR, steps=1600, batch_size=16, lr=1.5e-3,
                          threads=1, argv=argv)
 
 if __name__ == "__main__":

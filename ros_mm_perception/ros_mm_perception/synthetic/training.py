@@ -1,10 +1,45 @@
-"""The command line shared by the embedded models' training scripts."""
+"""What the embedded models' training scripts share: the command line and batches rendered ahead."""
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Iterator, Tuple
+
+import numpy as np
+
+PREFETCH = 3
+"""Batches rendered ahead by the data process while the model trains on the current one."""
+_make_batch: list = []
+
+
+def _start_renderer(setup: Callable, args: Tuple) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _make_batch.append(setup(*args))
+
+
+def _render(seed: int, step: int):
+    return _make_batch[0](np.random.default_rng([seed, step]))
+
+
+def prefetched_batches(setup: Callable, args: Tuple, seed: int, steps: int) -> Iterator:
+    """``make(rng)`` for steps ``0 .. steps-1`` in order, where ``make = setup(*args)`` and the rng of
+    step ``k`` is ``default_rng([seed, k])``: one spawned process renders :data:`PREFETCH` steps ahead.
+
+    A batch depends on the seed and its step only, so the run stays deterministic. ``setup`` must be
+    a module-level function (the process imports it by name).
+    """
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1, initializer=_start_renderer, initargs=(setup, args)) as pool:
+        pending = [pool.apply_async(_render, (seed, k)) for k in range(min(PREFETCH, steps))]
+        for step in range(steps):
+            batch = pending.pop(0).get()
+            if step + PREFETCH < steps:
+                pending.append(pool.apply_async(_render, (seed, step + PREFETCH)))
+            yield batch
 
 
 def training_main(description: str, train: Callable[..., Dict], out: Path, *, steps: int, batch_size: int,

@@ -61,7 +61,7 @@ def test_bench_smoke_prints_every_figure(monkeypatch, capsys):
     assert result["versus_plain"]["paligemma.answer_20"]["ours_fast_path"] == "static"
     assert result["embedded_clip"]["grounding_640x480_4_phrases_ms"] > 0
     assert result["embedded_clip"]["grounding_640x480_4_phrases_thread_cpu_ms"] > 0
-    assert result["embedded_clip"]["grounding_proposals"] > 0
+    assert result["embedded_clip"]["grounding_proposals"] > 10  # boxes, not the fields of Proposals
     for key in bench.PALIGEMMA_MODELS:
         paths = result[key]["paths"]
         for path in ("off", "static", "graph"):

@@ -384,7 +384,7 @@ class Bench:
         section["fast_path"] = encoder.mode if encoder is not None else "off"
         labeler = ClipLabeler(clip)
         scene, phrases = self.grounding_scene()
-        section["grounding_proposals"] = len(propose_regions(scene))
+        section["grounding_proposals"] = len(propose_regions(scene).boxes)
         self.measure(section, "grounding_640x480_4_phrases_ms", "embedded_clip.grounding_640x480_4_phrases_ms",
                      lambda: self.timed(lambda: ground_with_clip(labeler, scene, phrases)))
         if self.thread_clock_valid():

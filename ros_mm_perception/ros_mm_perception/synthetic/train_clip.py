@@ -1,4 +1,4 @@
-"""Train the embedded default CLIP on rendered scenes of coloured shapes (CPU, about 20 minutes).
+"""Train the embedded default CLIP on rendered scenes of coloured shapes (CPU, about 26 minutes).
 
     .venv/bin/python scripts/train_embedded_clip.py            # writes the package's model
     .venv/bin/python scripts/train_embedded_clip.py --steps 50 --out /tmp/clip_try

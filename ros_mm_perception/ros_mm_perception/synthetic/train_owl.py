@@ -1,4 +1,4 @@
-"""Train the embedded open-vocabulary detector (OWLv2 format) on rendered scenes (CPU, about 15 minutes).
+"""Train the embedded open-vocabulary detector (OWLv2 format) on rendered scenes (CPU, about 11 minutes).
 
     .venv/bin/python scripts/train_embedded_owl.py            # writes the package's model
     .venv/bin/python scripts/train_embedded_owl.py --steps 50 --out /tmp/owl_try

@@ -247,34 +247,45 @@ class _Placement:
     angle: float
 
 
-def object_rgb(rng: np.random.Generator, colour: str) -> Tuple[float, float, float]:
-    """The base colour with a little hue, saturation and value jitter (RGB floats 0..255)."""
+def _hsv(rgb) -> np.ndarray:
+    return cv2.cvtColor(np.uint8([[rgb]]), cv2.COLOR_RGB2HSV)[0, 0].astype(np.float64)
+
+
+def shade(rng: np.random.Generator, colour: str, hue_reach: float, saturation: Tuple[float, float],
+          value: Tuple[float, float]) -> Tuple[float, float, float]:
+    """The base colour with its hue moved by up to ``hue_reach`` OpenCV units (2 degrees each) and its
+    saturation and value scaled by factors drawn from the given ranges (RGB floats 0..255)."""
     if colour not in COLOURS:
         raise ValueError(f"unknown colour {colour!r}; known: {', '.join(COLOURS)}")
-    hsv = cv2.cvtColor(np.uint8([[COLOURS[colour]]]), cv2.COLOR_RGB2HSV)[0, 0].astype(np.float64)
-    hsv[0] = (hsv[0] + rng.uniform(-4, 4)) % 180  # OpenCV hue unit is 2 degrees
-    hsv[1] *= rng.uniform(0.8, 1.0)
-    hsv[2] *= rng.uniform(0.8, 1.0)
+    hsv = _hsv(COLOURS[colour])
+    hsv[0] = (hsv[0] + rng.uniform(-hue_reach, hue_reach)) % 180
+    hsv[1] *= rng.uniform(*saturation)
+    hsv[2] = min(255.0, hsv[2] * rng.uniform(*value))
     rgb = cv2.cvtColor(np.uint8([[np.round(hsv)]]), cv2.COLOR_HSV2RGB)[0, 0]
     return tuple(float(v) for v in rgb)
+
+
+def object_rgb(rng: np.random.Generator, colour: str) -> Tuple[float, float, float]:
+    """The base colour with a little hue, saturation and value jitter (RGB floats 0..255)."""
+    return shade(rng, colour, 4.0, (0.8, 1.0), (0.8, 1.0))
+
+
+def _varied_hue_reach() -> Dict[str, float]:
+    hues = {name: _hsv(rgb)[0] for name, rgb in COLOURS.items()}
+    return {name: min(6.0, 0.45 * min(min(abs(h - other) % 180, 180 - abs(h - other) % 180)
+                                        for o, other in hues.items() if o != name))
+            for name, h in hues.items()}
+
+
+VARIED_HUE_REACH = _varied_hue_reach()
+"""Per colour, how far (OpenCV hue units) a varied shade may move: at most 6 (12 degrees) and less than
+0.45 of the way to the nearest other named hue."""
 
 
 def varied_rgb(rng: np.random.Generator, colour: str) -> Tuple[float, float, float]:
-    """A wider shade of the base colour (RGB floats 0..255): hue within 12 degrees, but less than 0.45 of
-    the way to the nearest other named hue (orange and yellow are 24 degrees apart), saturation 0.55-1
-    and value 0.65-1.05 of the base."""
-    if colour not in COLOURS:
-        raise ValueError(f"unknown colour {colour!r}; known: {', '.join(COLOURS)}")
-    hues = {name: float(cv2.cvtColor(np.uint8([[rgb]]), cv2.COLOR_RGB2HSV)[0, 0, 0]) for name, rgb in COLOURS.items()}
-    nearest = min(min(abs(hues[colour] - h) % 180, 180 - abs(hues[colour] - h) % 180)
-                  for name, h in hues.items() if name != colour)
-    hsv = cv2.cvtColor(np.uint8([[COLOURS[colour]]]), cv2.COLOR_RGB2HSV)[0, 0].astype(np.float64)
-    reach = min(6.0, 0.45 * nearest)  # OpenCV hue units (2 degrees)
-    hsv[0] = (hsv[0] + rng.uniform(-reach, reach)) % 180
-    hsv[1] *= rng.uniform(0.55, 1.0)
-    hsv[2] = min(255.0, hsv[2] * rng.uniform(0.65, 1.05))
-    rgb = cv2.cvtColor(np.uint8([[np.round(hsv)]]), cv2.COLOR_HSV2RGB)[0, 0]
-    return tuple(float(v) for v in rgb)
+    """A wider shade of the base colour (RGB floats 0..255): hue within :data:`VARIED_HUE_REACH` (orange
+    and yellow are 24 degrees apart), saturation 0.55-1 and value 0.65-1.05 of the base."""
+    return shade(rng, colour, VARIED_HUE_REACH.get(colour, 0.0), (0.55, 1.0), (0.65, 1.05))
 
 
 def _pick_combos(rng: np.random.Generator, n: int, combos: Optional[Sequence[Combo]]) -> List[Combo]:

@@ -27,7 +27,6 @@ a few steps ahead), and torch uses a fixed thread count.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -48,7 +47,7 @@ from ros_mm_perception.core.models.clip_model import save_clip
 from ros_mm_perception.core.models.embedded import EMBEDDED_CLIP_DIR
 from ros_mm_perception.core.imaging.preprocess import ClipPreprocessor, crop_windows
 from ros_mm_perception.synthetic.scenes import COLOURS, SHAPES, all_combos, caption, phrase, render_scene
-from ros_mm_perception.synthetic.training import prefetched_batches, training_main  # noqa: E402
+from ros_mm_perception.synthetic.training import prefetched_batches, training_main, write_training_info  # noqa: E402
 
 MODEL_CFG = {
     "embed_dim": 64,
@@ -65,7 +64,6 @@ NULL_TEXTS = ("a photo of an object.", "an object")
 OBJECT_SHARE = (0.1, 0.6)
 """Target share of "an object" for an object crop, from tight crops (the object spans at least 80 % of
 the crop's side) to loose ones (40 % or less): the phrase's score then tells a tight box from a loose one."""
-TRAINING_INFO = "training.json"
 MIN_RELATIVE_SIZE = 0.12
 """Crops holding a whole object smaller than this share of the crop's longer side are left out (ambiguous)."""
 VARIED_SCENES = 0.7
@@ -348,12 +346,9 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
                   f"{time.time() - start:7.1f}s", flush=True)
     model.eval()
     save_clip(model, MODEL_CFG, out, half=True)
-    info = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "threads": threads,
-            "heldout": [list(c) for c in HELDOUT], "world": {"colours": list(COLOURS), "shapes": list(SHAPES)},
-            "null_texts": list(NULL_TEXTS),
-            "seconds": round(time.time() - start, 1), "torch": torch.__version__, "loss_curve": curve}
-    (out / TRAINING_INFO).write_text(json.dumps(info, indent=1))
-    return info
+    return write_training_info(out, seed=seed, steps=steps, batch_size=batch_size, lr=lr, threads=threads,
+                               started=start, loss_curve=curve, heldout=[list(c) for c in HELDOUT],
+                               world={"colours": list(COLOURS), "shapes": list(SHAPES)}, null_texts=list(NULL_TEXTS))
 
 
 def main(argv=None) -> int:

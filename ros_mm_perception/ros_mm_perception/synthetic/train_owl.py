@@ -32,7 +32,6 @@ algorithms.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -52,7 +51,7 @@ from ros_mm_perception.core.models.embedded import EMBEDDED_CLIP_DIR, EMBEDDED_O
 from ros_mm_perception.core.models.owl import image_heads  # noqa: E402
 from ros_mm_perception.core.models.random_models import owl_config, owl_processor  # noqa: E402
 from ros_mm_perception.synthetic.scenes import COLOURS, SHAPES, phrase, render_scene  # noqa: E402
-from ros_mm_perception.synthetic.training import prefetched_batches, training_main  # noqa: E402
+from ros_mm_perception.synthetic.training import prefetched_batches, training_main, write_training_info  # noqa: E402
 
 VISION = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
               image_size=128, patch_size=8)
@@ -74,7 +73,6 @@ FOCAL_ALPHA, FOCAL_GAMMA = 0.75, 2.0
 LOSS_WEIGHTS = {"class": 4.0, "l1": 5.0, "giou": 2.0, "objectness": 1.0}
 SHIFT_PRIOR = -4.0
 """Initial logit shift and objectness: every score starts near sigmoid(-4) = 0.02."""
-TRAINING_INFO = "training.json"
 
 
 def queries() -> List[Tuple[str, Tuple[str, str] | None, str | None]]:
@@ -304,11 +302,9 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
     out = Path(out)
     model.half().save_pretrained(out)
     processor.save_pretrained(out)
-    info = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "threads": threads,
-            "vision": VISION, "text_from": "embedded CLIP", "queries": [t for t, _, _ in query_list],
-            "seconds": round(time.time() - start, 1), "torch": torch.__version__, "loss_curve": curve}
-    (out / TRAINING_INFO).write_text(json.dumps(info, indent=1))
-    return info
+    return write_training_info(out, seed=seed, steps=steps, batch_size=batch_size, lr=lr, threads=threads,
+                               started=start, loss_curve=curve, vision=VISION, text_from="embedded CLIP",
+                               queries=[t for t, _, _ in query_list])
 
 
 def main(argv=None) -> int:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
+import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, Tuple
 
 import numpy as np
 
+TRAINING_INFO = "training.json"
+"""The file in a model folder that records how the model was trained."""
 PREFETCH = 3
 """Batches rendered ahead by the data process while the model trains on the current one."""
 _make_batch: list = []
@@ -40,6 +44,18 @@ def prefetched_batches(setup: Callable, args: Tuple, seed: int, steps: int) -> I
             if step + PREFETCH < steps:
                 pending.append(pool.apply_async(_render, (seed, step + PREFETCH)))
             yield batch
+
+
+def write_training_info(out: Path, *, seed: int, steps: int, batch_size: int, lr: float, threads: int,
+                        started: float, loss_curve, **details) -> Dict:
+    """Record a finished run in ``out/training.json`` (settings, ``details``, seconds since ``started``,
+    torch version, loss curve) and return the record."""
+    import torch
+
+    info = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "threads": threads, **details,
+            "seconds": round(time.time() - started, 1), "torch": torch.__version__, "loss_curve": list(loss_curve)}
+    (Path(out) / TRAINING_INFO).write_text(json.dumps(info, indent=1))
+    return info
 
 
 def training_main(description: str, train: Callable[..., Dict], out: Path, *, steps: int, batch_size: int,

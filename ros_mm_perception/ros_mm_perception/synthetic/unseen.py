@@ -26,22 +26,15 @@ import cv2
 import numpy as np
 
 from ros_mm_perception.synthetic.scenes import (COLOURS, SHAPES, Combo, Scene, SceneObject, _acceptable,
-                                                _box_and_fraction, _pick_combos, caption, shape_polygons)
+                                                _box_and_fraction, _pick_combos, caption, shade, shape_polygons)
 
 UNSEEN_BACKGROUNDS = ("speckle", "stripes", "wood", "checker", "blotches")
 DISTRACTOR_SHAPES = ("ellipse", "hexagon", "bar", "arc")
 
 
 def unseen_rgb(rng: np.random.Generator, colour: str) -> Tuple[float, float, float]:
-    """Another shade of ``colour``: hue within +-8 OpenCV units, saturation 0.6-1, value 0.7-1 of the base."""
-    if colour not in COLOURS:
-        raise ValueError(f"unknown colour {colour!r}; known: {', '.join(COLOURS)}")
-    hsv = cv2.cvtColor(np.uint8([[COLOURS[colour]]]), cv2.COLOR_RGB2HSV)[0, 0].astype(np.float64)
-    hsv[0] = (hsv[0] + rng.uniform(-8, 8)) % 180
-    hsv[1] *= rng.uniform(0.6, 1.0)
-    hsv[2] = min(255.0, hsv[2] * rng.uniform(0.7, 1.05))
-    rgb = cv2.cvtColor(np.uint8([[np.round(hsv)]]), cv2.COLOR_HSV2RGB)[0, 0]
-    return tuple(float(v) for v in rgb)
+    """Another shade of ``colour``: hue within +-8 OpenCV units, saturation 0.6-1, value 0.7-1.05 of the base."""
+    return shade(rng, colour, 8.0, (0.6, 1.0), (0.7, 1.05))
 
 
 def _muted(rng: np.random.Generator, sat_max: int = 60) -> np.ndarray:

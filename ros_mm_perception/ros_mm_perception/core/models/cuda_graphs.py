@@ -12,11 +12,14 @@ their scratch memory can be shared.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 
 from ros_mm_perception.core.config import FAST_PATHS
+
+log = logging.getLogger(__name__)
 
 
 def resolve_mode(mode: str, device: torch.device, *, choices: Tuple[str, ...] = FAST_PATHS,
@@ -136,3 +139,22 @@ class BucketedEncoder:
         """The static input of ``bucket`` and the call that encodes it."""
         raise NotImplementedError
 
+
+def install_encoder(engine, encoder_class, mode: str, *, buckets: Iterable[int], warm_up: Iterable[int],
+                    compile_backend: str, name: str, plain: str):
+    """Set ``engine.fast_encoder`` to an ``encoder_class`` for the engine's model, prepared for the
+    ``warm_up`` batch sizes, and return it; ``None`` for mode ``off`` and when preparing fails (logged
+    with ``name`` and ``plain``, the encoder that stays in use)."""
+    if mode == "off":
+        engine.fast_encoder = None
+        return None
+    encoder = encoder_class(engine.model, engine.image_size, engine.device, engine.dtype, mode=mode,
+                            buckets=buckets, compile_backend=compile_backend)
+    try:
+        encoder.warm_up(warm_up)
+    except Exception:  # a failed capture or compile must not stop the robot: keep the plain encoder
+        log.exception("%s fast path %r failed to prepare; using %s", name, mode, plain)
+        engine.fast_encoder = None
+        return None
+    engine.fast_encoder = encoder
+    return encoder

@@ -14,16 +14,15 @@ Enable it with :func:`enable_fast_clip`; :meth:`ClipModel.encode_image` then rou
 from __future__ import annotations
 
 import copy
-import logging
 import warnings
 from typing import Callable, Iterable, Tuple
 
 import torch
 
 from ros_mm_perception.core.config import CLIP_FAST_PATHS
-from ros_mm_perception.core.models.cuda_graphs import BucketedEncoder, CapturedCall, compiled, new_pool, resolve_mode
+from ros_mm_perception.core.models.cuda_graphs import (BucketedEncoder, CapturedCall, compiled, install_encoder,
+                                                       new_pool, resolve_mode)
 
-log = logging.getLogger(__name__)
 
 DEFAULT_BUCKETS: Tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 MODES = ("static", "graph", "compile", "freeze")
@@ -118,16 +117,5 @@ def enable_fast_clip(clip, mode: str = "auto", *, buckets: Iterable[int] = DEFAU
     (logged; open_clip's encoder stays in use).
     """
     mode = resolve_mode(mode, clip.device, choices=CLIP_FAST_PATHS, cpu_auto="freeze")
-    if mode == "off":
-        clip.fast_encoder = None
-        return None
-    encoder = FastClipEncoder(clip.model, clip.image_size, clip.device, clip.dtype, mode=mode, buckets=buckets,
-                              compile_backend=compile_backend)
-    try:
-        encoder.warm_up(warm_up)
-    except Exception:  # a failed capture or compile must not stop the robot: keep open_clip's encoder
-        log.exception("CLIP fast path %r failed to prepare; using open_clip's encoder", mode)
-        clip.fast_encoder = None
-        return None
-    clip.fast_encoder = encoder
-    return encoder
+    return install_encoder(clip, FastClipEncoder, mode, buckets=buckets, warm_up=warm_up, compile_backend=compile_backend,
+                           name="CLIP", plain="open_clip's encoder")

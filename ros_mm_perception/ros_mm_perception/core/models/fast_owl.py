@@ -13,16 +13,15 @@ Enable it with :func:`enable_fast_owl`; :meth:`OwlEngine.encode_image` then rout
 
 from __future__ import annotations
 
-import logging
 from typing import Iterable, Tuple
 
 import torch
 
-from ros_mm_perception.core.models.cuda_graphs import BucketedEncoder, CapturedCall, compiled, new_pool, resolve_mode
+from ros_mm_perception.core.models.cuda_graphs import (BucketedEncoder, CapturedCall, compiled, install_encoder,
+                                                       new_pool, resolve_mode)
 from ros_mm_perception.core.models.fast_clip import DEFAULT_BUCKETS
 from ros_mm_perception.core.models.owl import OwlImageEncoding, image_heads
 
-log = logging.getLogger(__name__)
 
 
 class FastOwlEncoder(BucketedEncoder):
@@ -64,16 +63,5 @@ def enable_fast_owl(owl, mode: str = "auto", *, buckets: Iterable[int] = DEFAULT
     or ``None`` for ``off`` and when preparing failed (logged; the plain encoder stays in use).
     """
     mode = resolve_mode(mode, owl.device)
-    if mode == "off":
-        owl.fast_encoder = None
-        return None
-    encoder = FastOwlEncoder(owl.model, owl.image_size, owl.device, owl.dtype, mode=mode, buckets=buckets,
-                             compile_backend=compile_backend)
-    try:
-        encoder.warm_up(warm_up)
-    except Exception:  # a failed capture or compile must not stop the robot: keep the plain encoder
-        log.exception("OWL fast path %r failed to prepare; using the plain encoder", mode)
-        owl.fast_encoder = None
-        return None
-    owl.fast_encoder = encoder
-    return encoder
+    return install_encoder(owl, FastOwlEncoder, mode, buckets=buckets, warm_up=warm_up, compile_backend=compile_backend,
+                           name="OWL", plain="the plain encoder")

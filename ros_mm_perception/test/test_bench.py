@@ -62,6 +62,8 @@ def test_bench_smoke_prints_every_figure(monkeypatch, capsys):
     assert result["embedded_clip"]["grounding_640x480_4_phrases_ms"] > 0
     assert result["embedded_clip"]["grounding_640x480_4_phrases_thread_cpu_ms"] > 0
     assert result["embedded_clip"]["grounding_proposals"] > 10  # boxes, not the fields of Proposals
+    assert result["embedded_clip"]["frame_to_labels_default_tiles_ms"] > 0
+    assert result["clip"]["frame_to_labels_default_tiles_ms"] > 0
     for key in bench.PALIGEMMA_MODELS:
         paths = result[key]["paths"]
         for path in ("off", "static", "graph"):

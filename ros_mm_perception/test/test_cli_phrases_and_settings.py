@@ -37,12 +37,14 @@ def bag_config(argv):
 def test_bag_options_reach_the_config():
     assert bag_config([]) == PerceptionConfig()
     config = bag_config(["--no-labels", "--nms", "0.25", "--threshold", "0.4", "--crop-mode", "center",
-                         "--detect", "red mug ; cup, blue", "--labels", "a,b"])
+                         "--label-tiles", "0", "--detect", "red mug ; cup, blue", "--labels", "a,b"])
     assert not config.enable_labels and config.nms_iou == 0.25 and config.score_threshold == 0.4
-    assert config.crop_mode == "center"
+    assert config.crop_mode == "center" and config.label_tiles == 0
     assert config.detect_phrases == ["red mug", "cup, blue"] and config.labels == ["a", "b"]
     with pytest.raises(ConfigError, match="nms_iou"):
         bag_config(["--nms", "1.5"])
+    with pytest.raises(ConfigError, match="label_tiles"):
+        bag_config(["--label-tiles", "9"])
 
 
 def test_crop_mode_is_a_validated_setting():
@@ -86,5 +88,7 @@ def test_classify_warns_once_on_the_embedded_model_only(tmp_path, capsys, tiny_c
     err = capsys.readouterr().err
     assert err.count("warning") == 1 and "person" in err and "--model" in err
     assert main(["classify", str(image), "--labels", "person,red circle", "--model", str(tiny_clip_dir),
-                 "--crop-mode", "center", "--json"]) == 0
+                 "--crop-mode", "center", "--label-tiles", "1", "--json"]) == 0
     assert "warning" not in capsys.readouterr().err
+    assert main(["classify", str(image), "--labels", "red circle", "--label-tiles", "-1"]) == 2
+    assert "label_tiles" in capsys.readouterr().err

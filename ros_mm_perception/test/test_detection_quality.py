@@ -108,15 +108,34 @@ def side_band_scene(rng, combo, size=(240, 320)):
                 return np.ascontiguousarray(scene.image[:, left:left + w])
 
 
+def top1_accuracy(labeler, frames, combos, crop_mode, label_tiles) -> float:
+    """Whole-frame top-1 over all phrases at the given settings (the labeler's own are restored)."""
+    previous = labeler.crop_mode, labeler.label_tiles
+    labeler.crop_mode, labeler.label_tiles = crop_mode, label_tiles
+    try:
+        top = [labels[0].phrase for labels in labeler.label_batch(frames, 1, all_phrases())]
+    finally:
+        labeler.crop_mode, labeler.label_tiles = previous
+    return float(np.mean([t == phrase(*c) for t, c in zip(top, combos)]))
+
+
 def test_letterbox_labels_side_band_objects_that_the_centre_crop_cuts_off(labeler):
     rng = np.random.default_rng(3)
     combos = all_combos()
     picks = [combos[int(i)] for i in rng.choice(len(combos), 24, replace=False)]
     frames = [side_band_scene(rng, combo) for combo in picks]
-    accuracy = {}
-    for mode in ("letterbox", "center"):
-        labeler.crop_mode = mode
-        top = [labels[0].phrase for labels in labeler.label_batch(frames, 1, all_phrases())]
-        accuracy[mode] = np.mean([t == phrase(*c) for t, c in zip(top, picks)])
-    labeler.crop_mode = PerceptionConfig().crop_mode
-    assert accuracy["letterbox"] >= 0.6 and accuracy["center"] <= 0.3, accuracy
+    accuracy = {(mode, tiles): top1_accuracy(labeler, frames, picks, mode, tiles)
+                for mode in ("letterbox", "center") for tiles in (0, PerceptionConfig().label_tiles)}
+    assert accuracy["letterbox", 0] >= 0.6 and accuracy["center", 0] <= 0.3, accuracy
+    # The tiles cover the side bands too: with them even the centre crop's labels see the object.
+    assert accuracy["center", PerceptionConfig().label_tiles] >= 0.6, accuracy
+
+
+def test_tiles_label_objects_too_small_for_the_whole_frame(labeler):
+    rng = np.random.default_rng(4)
+    combos = all_combos()
+    picks = [combos[int(i)] for i in rng.choice(len(combos), 24, replace=False)]
+    frames = [render_scene(rng, objects=[combo], size=(240, 320), size_range=(0.12, 0.2)).image for combo in picks]
+    alone = top1_accuracy(labeler, frames, picks, "letterbox", 0)
+    tiled = top1_accuracy(labeler, frames, picks, "letterbox", PerceptionConfig().label_tiles)
+    assert tiled >= 0.7 and tiled >= alone + 0.25, (alone, tiled)

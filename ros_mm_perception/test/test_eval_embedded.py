@@ -10,9 +10,10 @@ def test_json_report_has_both_styles_and_every_measure(tiny_clip_dir, capsys):
                  "--sequences", "0", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["settings"]["score_threshold"] == 0.5 and report["settings"]["crop_mode"] == "letterbox"
+    assert report["settings"]["label_tiles"] == 3
     for style in ("own", "unseen"):
         classes = report[style]["classification"]
-        assert set(classes) == {"letterbox", "center"}
+        assert set(classes) == {"letterbox", "center", "letterbox_frame_alone", "center_frame_alone"}
         assert set(classes["letterbox"]["by_size"]) == {"small", "medium", "large"}
         assert classes["letterbox"]["n"] == 48 and 0.0 <= classes["letterbox"]["top1"] <= 1.0
         grounding = report[style]["grounding"]

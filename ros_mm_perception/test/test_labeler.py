@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from ros_mm_perception.core.config import ConfigError
-from ros_mm_perception.core.perception.labeler import ClipLabeler
+from ros_mm_perception.core.imaging.preprocess import MIN_TILE_SIDE, TILE_STEP, tile_windows
+from ros_mm_perception.core.perception.labeler import ClipLabeler, pool_views
 
 PHRASES = ["red mug", "person", "open door"]
 TEMPLATES = ("a photo of {}.", "a picture of a {}.")
@@ -76,7 +77,7 @@ def test_cpu_resize_is_within_one_grey_level_of_pil(tiny_clip, reference, rng, s
 
 def test_labels_equal_direct_open_clip(tiny_clip, reference, rng):
     images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
-    labeler = ClipLabeler(tiny_clip, PHRASES, TEMPLATES, crop_mode="center")
+    labeler = ClipLabeler(tiny_clip, PHRASES, TEMPLATES, crop_mode="center", label_tiles=0)
     expected, ref_emb = reference_probs(reference, images, PHRASES, TEMPLATES)
     ours_emb = labeler.encode_pixels(tiny_clip.preprocessor.frames(images))
     cos = (ours_emb * ref_emb).sum(dim=-1)
@@ -116,7 +117,7 @@ def test_text_cache_reused_and_invalidated(tiny_clip):
 def test_region_scores_equal_cropped_frames(tiny_clip, rng):
     image = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
     boxes = [(0, 0, 40, 30), (10.4, 5.6, 70.2, 59.9), (79, 59, 80, 60)]
-    labeler = ClipLabeler(tiny_clip, PHRASES)
+    labeler = ClipLabeler(tiny_clip, PHRASES, label_tiles=0)
     scores = labeler.score_regions(image, boxes)
     assert scores.shape == (3, 3)
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
@@ -146,3 +147,52 @@ def test_bad_inputs(tiny_clip):
         labeler.score_regions(np.zeros((8, 8, 3), np.uint8), [(0, 0, float("nan"), 4)])
     with pytest.raises(ValueError, match="'{}'"):
         labeler.set_templates(["no placeholder"])
+
+
+@pytest.mark.parametrize("height,width", [(240, 320), (480, 640), (360, 640), (640, 480), (100, 100), (33, 200)])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5])
+def test_tiles_are_squares_inside_the_frame_that_hold_every_small_object_whole(height, width, rows, rng):
+    windows = tile_windows(height, width, rows)
+    if 2 * min(height, width) / (rows + 1) < MIN_TILE_SIDE or (rows == 1 and height == width):
+        assert windows == []
+        return
+    side = windows[0][2] - windows[0][0]
+    assert all(x1 - x0 == y1 - y0 == side and 0 <= x0 and 0 <= y0 and x1 <= width and y1 <= height
+               for x0, y0, x1, y1 in windows)
+    assert len({y0 for _, y0, _, _ in windows}) == (rows if height <= width else len(windows) // rows)
+    assert (0, 0, width, height) not in windows
+    for _ in range(50):                              # any box up to 40 % of a tile's side lies whole in one
+        size = rng.uniform(1, (1 - TILE_STEP) * side)
+        x, y = rng.uniform(0, width - size), rng.uniform(0, height - size)
+        assert any(x0 <= x and y0 <= y and x + size <= x1 and y + size <= y1 for x0, y0, x1, y1 in windows)
+
+
+def test_no_tiles_for_zero_rows_or_frames_too_small():
+    assert tile_windows(480, 640, 0) == []
+    assert tile_windows(20, 20, 3) == []             # tiles would be 10 px
+    assert tile_windows(240, 240, 1) == []           # the one tile would be the frame itself
+    assert len(tile_windows(240, 320, 3)) == 12      # 4 x 3 on a 4:3 frame
+
+
+def test_pooled_views_follow_the_view_that_is_sure():
+    frame = torch.tensor([[0.0, 0.0, 0.0]])          # the whole frame: undecided
+    tile = torch.tensor([[6.0, 0.0, 0.0]])           # one tile sees phrase 0 clearly
+    background = torch.tensor([[0.0, 0.3, 0.0]])     # another sees nothing in particular
+    pooled = pool_views(torch.cat([frame, tile, background, tile]), [3, 1])
+    assert pooled.shape == (2, 3)
+    torch.testing.assert_close(pooled.sum(dim=-1), torch.ones(2))
+    assert pooled[0].argmax() == 0 and pooled[0, 0] > 0.9
+    torch.testing.assert_close(pooled[1], tile[0].softmax(dim=-1))   # one view: its softmax unchanged
+
+
+def test_tiled_labels_pool_the_frame_and_its_tile_crops(tiny_clip, rng):
+    image = smooth_image(rng, (48, 64, 3))
+    labeler = ClipLabeler(tiny_clip, PHRASES, label_tiles=2)
+    views = [image] + [image[y0:y1, x0:x1] for x0, y0, x1, y1 in tile_windows(48, 64, 2)]
+    assert len(views) > 1
+    alone = ClipLabeler(tiny_clip, PHRASES, label_tiles=0)
+    logits = torch.log(torch.from_numpy(alone.probabilities(views)))
+    np.testing.assert_allclose(labeler.probabilities([image])[0], pool_views(logits, [len(views)])[0].numpy(),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="label_tiles"):
+        labeler.label_tiles = 9

@@ -70,3 +70,10 @@ def test_target_frame_and_empty_arguments(launch_module):
     assert node_of(launch_module)["parameters"][1] == {"use_sim_time": False}  # empty keeps the file's values
     declared = {item[1] for item in launch_module.generate_launch_description() if item[0] == "argument"}
     assert {"target_frame", "image_transport", "image_topic", "use_depth"} <= declared
+
+
+def test_label_tiles_reaches_the_node_as_an_integer(launch_module):
+    node = node_of(launch_module, label_tiles="0")
+    assert node["parameters"][1]["label_tiles"] == 0
+    with pytest.raises(ValueError, match="label_tiles"):
+        node_of(launch_module, label_tiles="three")

@@ -6,6 +6,7 @@ import pytest
 from ros_mm_perception.core.perception.clip_grounding import ground_with_clip, phrase_scores
 from ros_mm_perception.core.config import ConfigError, PerceptionConfig
 from ros_mm_perception.core.errors import ImageFormatError, UserError
+from ros_mm_perception.core.imaging.preprocess import tile_windows
 from ros_mm_perception.core.perception.pipeline import PerceptionPipeline, RateGate, combine_scores, suppress
 from ros_mm_perception.core.results import Detection, Frame, Intrinsics, Stamp
 
@@ -118,7 +119,9 @@ def test_a_batch_of_cameras_makes_one_call_per_model_and_keeps_headers(tiny_clip
     frames = [frame(rng, cam, sec=7, nanosec=k) for k, cam in enumerate(("front", "left", "rear"))]
     results = pipe.process_batch(frames)
     assert engine.calls == [(3, PHRASES)]
-    assert count_clip_calls == [3 + 3 * 2]          # 3 frames for labels + 6 box crops, one batch
+    views = 1 + len(tile_windows(H, W, pipe.config.label_tiles))
+    assert views > 1
+    assert count_clip_calls == [3 * views + 3 * 2]  # each frame and its tiles for labels + 6 box crops, one batch
     for f, r in zip(frames, results):
         assert (r.camera, r.frame_id, r.stamp, r.width, r.height) == (f.camera, f.frame_id, f.stamp, W, H)
         assert r.labels_ran and r.detections_ran

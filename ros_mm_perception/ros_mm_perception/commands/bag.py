@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ros_mm_perception.commands.classify import PHRASES_HELP, warn_outside_world
+from ros_mm_perception.commands.classify import PHRASES_HELP, add_tiles_argument, warn_outside_world
 from ros_mm_perception.core.config import CROP_MODES, GROUNDING_SOURCES, split_phrases
 from ros_mm_perception.core.errors import UserError
 
@@ -44,6 +44,7 @@ def add_pipeline_arguments(p) -> None:
     g.add_argument("--threshold", type=float, help="minimum detection score")
     g.add_argument("--nms", type=float, help="IoU above which same-phrase PaliGemma boxes are suppressed")
     g.add_argument("--crop-mode", choices=CROP_MODES, help="letterbox or center (default: the config's)")
+    add_tiles_argument(g)
     g.add_argument("--model", default=None, help="PaliGemma model id or folder (enables PaliGemma grounding)")
     g.add_argument("--owl-model", default=None,
                    help="OWLv2 / OWL-ViT model id, folder or 'embedded' (enables OWL grounding)")
@@ -97,7 +98,7 @@ def config_from_args(args):
         "detect_phrases": split_phrases(args.detect) if args.detect is not None else None,
         "grounding_source": args.grounding, "score_threshold": args.threshold,
         "owl_score_threshold": args.threshold, "nms_iou": args.nms,
-        "crop_mode": args.crop_mode, "enable_labels": False if args.no_labels else None,
+        "crop_mode": args.crop_mode, "label_tiles": args.label_tiles, "enable_labels": False if args.no_labels else None,
         "paligemma_model": args.model, "clip_model": args.clip_model, "clip_pretrained": args.clip_pretrained,
         "owl_model": args.owl_model,
         "device": args.device, "precision": args.precision,

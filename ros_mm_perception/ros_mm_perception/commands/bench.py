@@ -109,10 +109,11 @@ def empty_result() -> Dict:
                                "open_clip", "python", "cpu_threads", "sizes", "random_weights", "repeats",
                                "elapsed_s")),
         "clip": {"architecture": None, "precision": None, "preprocess_640x480_ms": None,
-                 "paths": paths(CLIP_PATHS, CLIP_FIGURES)},
+                 "frame_to_labels_default_tiles_ms": None, "paths": paths(CLIP_PATHS, CLIP_FIGURES)},
         **pg,
-        "embedded_clip": {"precision": None, "fast_path": None, "grounding_640x480_4_phrases_ms": None,
-                          "grounding_640x480_4_phrases_thread_cpu_ms": None, "grounding_proposals": None},
+        "embedded_clip": {"precision": None, "fast_path": None, "frame_to_labels_default_tiles_ms": None,
+                          "grounding_640x480_4_phrases_ms": None, "grounding_640x480_4_phrases_thread_cpu_ms": None,
+                          "grounding_proposals": None},
         "versus_plain": {key: {"compares": compares, **dict.fromkeys(VERSUS_FIGURES)}
                          for key, compares in VERSUS_PLAIN.items()},
         "pipeline": {"paligemma": None, "detect_tokens": None, "paths": paths(PIPELINE_PATHS, PIPELINE_FIGURES)},
@@ -299,9 +300,15 @@ class Bench:
         self.clip_source = ((f"local-dir:{loaded}", None) if loaded.is_dir()
                             else (clip.name, self.args.clip_pretrained))
         section.update(architecture=architecture, precision=str(clip.dtype).replace("torch.", ""))
-        labeler = ClipLabeler(clip, VOCABULARY)
+        labeler = ClipLabeler(clip, VOCABULARY, label_tiles=0)  # the frame alone, as plain open_clip sees it
         self.measure(section, "preprocess_640x480_ms", "clip.preprocess_640x480_ms",
                      lambda: self.timed(lambda: clip.preprocessor.frames([self.frame])))
+        if self.cuda or self.sizes == "tiny":
+            tiled = ClipLabeler(clip, VOCABULARY)
+            self.measure(section, "frame_to_labels_default_tiles_ms", "clip.frame_to_labels_default_tiles_ms",
+                         lambda: self.timed(lambda: tiled.label(self.frame)))
+        else:
+            self.skip("clip.frame_to_labels_default_tiles_ms", "a real-size CLIP on 13 views takes too long on the CPU")
         return clip, labeler
 
     def plain_open_clip(self, model_id: str, pretrained: Optional[str], precision: str = "fp32"):
@@ -343,7 +350,7 @@ class Bench:
         ours = precision_name(clip.dtype)
         encoder = enable_fast_clip(clip, "auto", warm_up=[1])
         mode = encoder.mode if encoder is not None else "off"
-        labeler = ClipLabeler(clip, VOCABULARY)
+        labeler = ClipLabeler(clip, VOCABULARY, label_tiles=0)  # the frame alone: the same work as plain open_clip
         try:
             for name, plain_precision in ((key, "fp32"), (f"{key}_same_precision", ours)):
                 if name != key and ours == "fp32":
@@ -382,6 +389,9 @@ class Bench:
         self.clip_versus_plain(clip, "embedded_clip.frame_to_labels", (f"local-dir:{clip.name}", None))
         encoder = enable_fast_clip(clip, "auto", warm_up=[1, CLIP_BATCH])
         section["fast_path"] = encoder.mode if encoder is not None else "off"
+        tiled = ClipLabeler(clip, VOCABULARY)
+        self.measure(section, "frame_to_labels_default_tiles_ms", "embedded_clip.frame_to_labels_default_tiles_ms",
+                     lambda: self.timed(lambda: tiled.label(self.frame)))
         labeler = ClipLabeler(clip)
         scene, phrases = self.grounding_scene()
         section["grounding_proposals"] = len(propose_regions(scene).boxes)

@@ -17,6 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--labels", required=True, help=f'phrases {PHRASES_HELP}, e.g. "red mug,person,door"')
     add_clip_arguments(p)
     add_crop_argument(p)
+    add_tiles_argument(p)
     p.add_argument("--top-k", type=int, default=None, help="how many labels to print (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -39,6 +40,15 @@ def add_crop_argument(p, default=None) -> None:
                         "(drops a wide frame's side bands) (default: %(default)s)")
 
 
+def add_tiles_argument(p, default=None) -> None:
+    """``--label-tiles``: rows of tiles whole-frame labels look at besides the frame."""
+    from ros_mm_perception.core.config import PerceptionConfig
+
+    p.add_argument("--label-tiles", type=int, metavar="ROWS", default=default,
+                   help="rows of overlapping tiles that whole-frame labels also look at, weighted by how sure "
+                        f"each view is; 0: the frame alone (default: {PerceptionConfig().label_tiles})")
+
+
 def warn_outside_world(model: str, phrases, option: str) -> None:
     """On the embedded model (``model`` empty), say once on stderr which phrases it cannot know."""
     from ros_mm_perception.core.models.embedded import outside_world_message
@@ -50,7 +60,7 @@ def warn_outside_world(model: str, phrases, option: str) -> None:
 
 def run(args) -> int:
     from ros_mm_perception.core.models.clip_model import load_clip
-    from ros_mm_perception.core.config import check_phrases, split_phrases
+    from ros_mm_perception.core.config import PerceptionConfig, check_phrases, split_phrases
     from ros_mm_perception.core.imaging.image_io import read_rgb
     from ros_mm_perception.core.perception.labeler import ClipLabeler
 
@@ -59,8 +69,9 @@ def run(args) -> int:
         raise UserError(f"--top-k must be at least 1 (leave it out for all labels), got {args.top_k}")
     image = read_rgb(args.image)
     warn_outside_world(args.model, phrases, "--model")
+    config = PerceptionConfig().replace(**({} if args.label_tiles is None else {"label_tiles": args.label_tiles}))
     labeler = ClipLabeler(load_clip(args.model, args.pretrained, args.device, args.precision), phrases,
-                          crop_mode=args.crop_mode)
+                          crop_mode=args.crop_mode, label_tiles=config.label_tiles)
     labels = labeler.label(image, top_k=args.top_k or len(phrases))
     if args.json:
         print(json.dumps({"labels": [{"label": lb.phrase, "score": lb.score} for lb in labels]}, allow_nan=False))

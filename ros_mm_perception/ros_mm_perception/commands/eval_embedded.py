@@ -4,7 +4,7 @@ Renders scenes from a seed that training never uses, in two styles: ``own`` (the
 and ``unseen`` (shades, outlines, shadows, backgrounds, clutter, small and off-centre objects and
 JPEG artefacts that training never made), and reports for each, at the default settings
 (:class:`PerceptionConfig`): whole-frame classification by size band, background and position
-(both crop modes), CLIP-only grounding recall, precision, duplicates per object and absent-phrase
+(both crop modes, with and without tiles), CLIP-only grounding recall, precision, duplicates per object and absent-phrase
 rate, and tracking (ids per object, switches, frames found). See :mod:`ros_mm_perception.synthetic.evaluation`.
 
 With ``--versus-precision P`` it also loads the model in precision ``P`` and reports, on the
@@ -117,9 +117,10 @@ def run(args) -> int:
     start = time.time()
     config = PerceptionConfig()
     clip = load_clip(args.model, args.pretrained, args.device, args.precision)
-    labeler = ClipLabeler(clip, crop_mode=config.crop_mode)
+    labeler = ClipLabeler(clip, crop_mode=config.crop_mode, label_tiles=config.label_tiles)
     heldout = heldout_combos(clip.name) if Path(clip.name).is_dir() else []
-    report = {"settings": {k: getattr(config, k) for k in ("score_threshold", "nms_iou", "crop_mode", "track_iou")},
+    report = {"settings": {k: getattr(config, k)
+                           for k in ("score_threshold", "nms_iou", "crop_mode", "label_tiles", "track_iou")},
               "seed": args.seed, "model": clip.name,
               "precision": str(clip.dtype).removeprefix("torch.")}
     for style in evaluation.STYLES:

@@ -83,6 +83,11 @@ class PerceptionConfig:
     crop_mode: str = _param("letterbox", "How CLIP sees a frame or box: letterbox (all of it, padded to a square "
                             "with the model's mean colour) or center (open_clip's centre square; drops a 4:3 "
                             "frame's side bands).", choices=CROP_MODES)
+    label_tiles: int = _param(3, "Whole-frame labels also look at overlapping square tiles, this many down the "
+                              "frame's short side (3: a 4 x 3 grid on a 4:3 frame), each view weighted by how sure "
+                              "it is, so an object too small to tell in the whole frame is labelled from the tile "
+                              "that sees it; 0 = the frame alone (one CLIP image per frame, fastest).",
+                              low=0, high=8)
     grounding_source: str = _param("auto", "Detection source: auto (OWL when configured, else PaliGemma when "
                                    "configured, else CLIP), owl, paligemma, clip, or off.", choices=GROUNDING_SOURCES)
     top_k: int = _param(5, "How many labels to publish per frame.", low=1, high=MAX_PHRASES)

@@ -6,7 +6,7 @@ small and off-centre objects, JPEG). Everything runs at the given :class:`Percep
 (the defaults unless told otherwise):
 
 * :func:`classification`: whole-frame top-1 over all colour-shape phrases on single-object 4:3
-  frames, per crop mode, by object size band, by background kind and by position (``side``: less
+  frames, per crop mode, with and without tiles, by object size band, by background kind and by position (``side``: less
   than half of the object's box lies in the frame's centre square);
 * :func:`grounding`: CLIP-only grounding of multi-object scenes queried with their objects'
   phrases plus one absent phrase: recall and precision (one-to-one matches of the same phrase at
@@ -59,7 +59,8 @@ def centre_share(box, height: int, width: int) -> float:
 
 def classification(labeler, style: str, seed: int, per_combo: int,
                    heldout: Sequence[Tuple[str, str]] = ()) -> Dict[str, Dict]:
-    """Top-1 per crop mode: overall, ``ge20`` (objects >= 20 % of the frame), per band, background, position."""
+    """Top-1 per crop mode at the labeler's ``label_tiles`` (and, when it has tiles, of the frame alone:
+    ``<mode>_frame_alone``): overall, ``ge20`` (objects >= 20 % of the frame), per band, background, position."""
     rng = np.random.default_rng([seed, 1, STYLES.index(style)])
     phrases = scenes.all_phrases()
     frames, keys = [], []
@@ -72,15 +73,19 @@ def classification(labeler, style: str, seed: int, per_combo: int,
         frames.append(scene.image)
         keys.append((scenes.phrase(*combo), band, scene.background, position, combo in heldout))
     report = {}
-    for mode in CROP_MODES:
-        previous, labeler.crop_mode = labeler.crop_mode, mode
+    views = {mode: (mode, labeler.label_tiles) for mode in CROP_MODES}
+    if labeler.label_tiles:
+        views.update({f"{mode}_frame_alone": (mode, 0) for mode in CROP_MODES})
+    for name, (mode, tiles) in views.items():
+        previous = labeler.crop_mode, labeler.label_tiles
+        labeler.crop_mode, labeler.label_tiles = mode, tiles
         try:
             top = [labels[0].phrase for start in range(0, len(frames), 64)
                    for labels in labeler.label_batch(frames[start:start + 64], 1, phrases)]
         finally:
-            labeler.crop_mode = previous
+            labeler.crop_mode, labeler.label_tiles = previous
         hits = [t == k[0] for t, k in zip(top, keys)]
-        report[mode] = {
+        report[name] = {
             "top1": _mean(hits),
             "top1_ge20": _mean([h for h, k in zip(hits, keys) if k[1] != "small"]),
             "by_size": {b: _mean([h for h, k in zip(hits, keys) if k[1] == b]) for b in bands},

@@ -19,7 +19,8 @@ Two crop modes (:data:`CROP_MODES`):
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+import math
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -131,3 +132,30 @@ def crop_windows(shape, boxes, margin: float = 0.0):
         iy1 = int(np.clip(np.ceil(y1 + my), iy0 + 1, h))
         out.append((ix0, iy0, ix1, iy1))
     return out
+
+
+MIN_TILE_SIDE = 16
+"""Smallest tile side, in frame pixels, that :func:`tile_windows` makes."""
+TILE_STEP = 0.6
+"""Longest step between neighbouring tiles, as a share of a tile's side: every object up to
+``1 - TILE_STEP`` of a tile's side lies whole in one tile."""
+
+
+def tile_windows(height: int, width: int, rows: int) -> List[Tuple[int, int, int, int]]:
+    """Square windows (x0, y0, x1, y1) on a grid over a frame, ``rows`` of them down its short side.
+
+    Down the short side the windows overlap by half; along the long side by at least
+    ``1 - TILE_STEP``. ``rows`` 0 gives none; 1 gives squares as tall as a landscape frame; a frame
+    too small for windows of :data:`MIN_TILE_SIDE` pixels gets none, and no window is the whole frame.
+    """
+    short = min(height, width)
+    side = round(2 * short / (rows + 1)) if rows > 0 else 0
+    if side < MIN_TILE_SIDE:
+        return []
+
+    def starts(length: int) -> np.ndarray:
+        count = rows if length == short else math.ceil((length - side) / (TILE_STEP * side)) + 1
+        return np.linspace(0, length - side, count).round().astype(int)
+
+    windows = [(int(x), int(y), int(x) + side, int(y) + side) for y in starts(height) for x in starts(width)]
+    return [] if windows == [(0, 0, width, height)] else windows

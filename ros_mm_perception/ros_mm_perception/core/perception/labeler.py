@@ -3,6 +3,11 @@
 Follows open_clip's ``build_zero_shot_classifier``: each phrase is written into every prompt
 template, the normalised text embeddings are averaged and normalised again. Embeddings are cached per
 phrase (keyed by the templates), so changing the vocabulary only encodes the new phrases.
+
+Whole-frame labels look at the frame and at ``label_tiles`` rows of overlapping square tiles of it
+(:func:`~ros_mm_perception.core.imaging.preprocess.tile_windows`), all in one image batch, and
+average the views' probabilities weighted by how sure each view is (:func:`pool_views`), so an
+object too small to tell in the whole frame is labelled from the tile that sees it clearly.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ros_mm_perception.core.imaging.preprocess import tile_windows, upload
 from ros_mm_perception.core.models.clip_model import ClipModel
 from ros_mm_perception.core.config import CROP_MODES, PerceptionConfig, check_phrases
 from ros_mm_perception.core.results import Box, Label
@@ -23,9 +29,10 @@ class ClipLabeler:
     """Zero-shot labels for frames and regions over a vocabulary of phrases."""
 
     def __init__(self, clip: ClipModel, vocabulary: Sequence[str] = (), templates: Sequence[str] = DEFAULT_TEMPLATES,
-                 crop_mode: str = PerceptionConfig().crop_mode):
+                 crop_mode: str = PerceptionConfig().crop_mode, label_tiles: int = PerceptionConfig().label_tiles):
         self.clip = clip
         self.crop_mode = crop_mode
+        self.label_tiles = label_tiles
         self._templates: Tuple[str, ...] = tuple(templates)
         self._cache: Dict[str, torch.Tensor] = {}
         self.text_encodes = 0
@@ -49,6 +56,23 @@ class ClipLabeler:
         if mode not in CROP_MODES:
             raise ValueError(f"crop mode {mode!r} is not one of {', '.join(CROP_MODES)}")
         self._crop_mode = mode
+
+    @property
+    def label_tiles(self) -> int:
+        """Rows of tiles whole-frame labels look at besides the frame (0: the frame alone)."""
+        return self._label_tiles
+
+    @label_tiles.setter
+    def label_tiles(self, rows: int) -> None:
+        low, high = PerceptionConfig.describe()["label_tiles"]["range"]
+        if isinstance(rows, bool) or not isinstance(rows, int) or not low <= rows <= high:
+            raise ValueError(f"label_tiles must be an integer in [{low}, {high}], got {rows!r}")
+        self._label_tiles = rows
+
+    def frame_views(self, frame: torch.Tensor) -> List[torch.Tensor]:
+        """What whole-frame labels look at in a 3xHxW frame: the frame, then its tiles."""
+        _, height, width = frame.shape
+        return [frame, *(frame[:, y0:y1, x0:x1] for x0, y0, x1, y1 in tile_windows(height, width, self.label_tiles))]
 
     @property
     def templates(self) -> Tuple[str, ...]:
@@ -107,12 +131,15 @@ class ClipLabeler:
         return phrases, self.text_embeddings(phrases)
 
     def probabilities(self, images: Sequence[np.ndarray], phrases: Optional[Sequence[str]] = None) -> np.ndarray:
-        """Softmax over phrases for each frame (``N x P``), phrases default to the vocabulary."""
+        """Probabilities over phrases for each frame (``N x P``, rows sum to 1), pooled over its views
+        (:meth:`frame_views`); phrases default to the vocabulary."""
         phrases, text = self._phrases_and_embeddings(phrases)
         if len(images) == 0:
             return np.zeros((0, len(phrases)), dtype=np.float32)
-        image_emb = self.encode_pixels(self.clip.preprocessor.frames(images, self.crop_mode))
-        return self.logits(image_emb, text).softmax(dim=-1).cpu().numpy()
+        views = [self.frame_views(upload(image, self.clip.device)) for image in images]
+        pixels = self.clip.preprocessor([view for frame in views for view in frame], self.crop_mode)
+        logits = self.logits(self.encode_pixels(pixels), text)
+        return pool_views(logits, [len(frame) for frame in views]).cpu().numpy()
 
     def label_batch(self, images: Sequence[np.ndarray], top_k: int = 5,
                     phrases: Optional[Sequence[str]] = None) -> List[List[Label]]:
@@ -141,6 +168,23 @@ class ClipLabeler:
         if logits.size == 0:
             return logits
         return torch.from_numpy(logits).softmax(dim=-1).numpy()
+
+
+VIEW_WEIGHT_POWER = 4
+"""A view's weight in :func:`pool_views` is its top probability to this power: views that see an object
+clearly decide, views of background or of part of an object (spread probabilities) count little."""
+
+
+def pool_views(logits: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+    """Per-frame probabilities from the logits of each frame's views (``counts[i]`` consecutive rows
+    per frame): the mean of the views' softmax, each weighted by its confidence (its top probability
+    to the :data:`VIEW_WEIGHT_POWER`). Rows sum to 1; one view per frame gives its softmax unchanged."""
+    probs = logits.softmax(dim=-1)
+    if all(count == 1 for count in counts):
+        return probs
+    weights = probs.max(dim=-1, keepdim=True).values ** VIEW_WEIGHT_POWER
+    return torch.stack([(w * rows).sum(dim=0) / w.sum()
+                        for rows, w in zip(probs.split(list(counts)), weights.split(list(counts)))])
 
 
 def top_labels(probabilities: np.ndarray, phrases: Sequence[str], top_k: int) -> List[Label]:

@@ -52,7 +52,7 @@ from ros_mm_perception.core.models.clip_model import ClipModel
 from ros_mm_perception.core.config import ConfigError, PerceptionConfig, check_phrases
 from ros_mm_perception.core.errors import UserError
 from ros_mm_perception.core.perception.geometry import check_depth, depth_scale, locate
-from ros_mm_perception.core.perception.labeler import ClipLabeler, top_labels
+from ros_mm_perception.core.perception.labeler import ClipLabeler, pool_views, top_labels
 from ros_mm_perception.core.imaging.preprocess import check_rgb, crop_windows, upload
 from ros_mm_perception.core.results import Detection, Frame, FrameResult, Label
 from ros_mm_perception.core.perception.tracking import Tracker
@@ -147,7 +147,8 @@ class PerceptionPipeline:
         self._clip: Optional[ClipModel] = clip
         self._paligemma = paligemma
         self._owl = owl
-        self._labeler: Optional[ClipLabeler] = ClipLabeler(clip, config.labels, config.prompt_templates, config.crop_mode)
+        self._labeler: Optional[ClipLabeler] = ClipLabeler(clip, config.labels, config.prompt_templates,
+                                                         config.crop_mode, config.label_tiles)
         self._cameras: Dict[str, _CameraState] = {}
         self._stacked: Dict[tuple, torch.Tensor] = {}
         self._check_source(config)
@@ -204,6 +205,7 @@ class PerceptionPipeline:
             self._labeler.set_templates(config.prompt_templates)
             self._labeler.set_vocabulary(config.labels)
             self._labeler.crop_mode = config.crop_mode
+            self._labeler.label_tiles = config.label_tiles
             self._encode(config.detect_phrases)
             for state in self._cameras.values():
                 self._configure_tracker(state.tracker, config)
@@ -381,17 +383,19 @@ class PerceptionPipeline:
                 uploaded[id(image)] = upload(image, device)
             return uploaded[id(image)]
 
-        pixels = [on_device(image) for image in label_images]
+        views = [self._labeler.frame_views(on_device(image)) for image in label_images]
+        pixels = [view for frame in views for view in frame]
+        n = len(pixels)
         for i, box in crops:
             (x0, y0, x1, y1), = crop_windows(detect_images[i].shape, [box])
             pixels.append(on_device(detect_images[i])[:, y0:y1, x0:x1])
         embeddings = self._labeler.encode_pixels(self._clip.preprocessor(pixels, self._labeler.crop_mode))
-        n = len(label_images)
         labels = []
         if n:
             vocabulary = self._labeler.vocabulary
             text = self._text_matrix(vocabulary)
-            probs = self._labeler.logits(embeddings[:n], text).softmax(dim=-1).cpu().numpy()
+            logits = self._labeler.logits(embeddings[:n], text)
+            probs = pool_views(logits, [len(frame) for frame in views]).cpu().numpy()
             labels = [top_labels(row, vocabulary, self.config.top_k) for row in probs]
         box_probs = np.zeros(0)
         if crops:

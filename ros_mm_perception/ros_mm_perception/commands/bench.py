@@ -339,7 +339,7 @@ class Bench:
         return label, transform
 
     def clip_versus_plain(self, clip, key: str, source) -> None:
-        """``versus_plain[key]``: ClipLabeler.label at the defaults against plain open_clip on the same weights;
+        """``versus_plain[key]``: ClipLabeler.label on the frame alone against plain open_clip on the same weights;
         the preprocessing alone against open_clip's transform; the encoder alone against open_clip's."""
         from PIL import Image
 

@@ -139,3 +139,9 @@ def test_tiles_label_objects_too_small_for_the_whole_frame(labeler):
     alone = top1_accuracy(labeler, frames, picks, "letterbox", 0)
     tiled = top1_accuracy(labeler, frames, picks, "letterbox", PerceptionConfig().label_tiles)
     assert tiled >= 0.7 and tiled >= alone + 0.25, (alone, tiled)
+
+
+def test_tiles_put_every_object_of_a_busy_frame_among_its_top_labels(labeler):
+    report = evaluation.scene_labels(labeler, "own", seed=6, n_scenes=8)
+    assert report["objects_in_top_k"] >= 0.75
+    assert report["objects_in_top_k"] >= report["objects_in_top_k_frame_alone"] + 0.2, report

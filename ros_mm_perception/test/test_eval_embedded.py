@@ -19,6 +19,8 @@ def test_json_report_has_both_styles_and_every_measure(tiny_clip_dir, capsys):
         grounding = report[style]["grounding"]
         assert {"recall", "precision", "duplicates_per_object", "absent_phrase_rate"} <= set(grounding)
         assert grounding["n_objects"] >= 2
+        assert 0.0 <= report[style]["scene_labels"]["objects_in_top_k"] <= 1.0
+        assert report[style]["scene_labels"]["n_scenes"] == 1
         assert report[style]["tracking"] is None
 
 

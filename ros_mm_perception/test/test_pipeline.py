@@ -129,6 +129,16 @@ def test_a_batch_of_cameras_makes_one_call_per_model_and_keeps_headers(tiny_clip
         assert sum(lb.score for lb in r.labels) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_label_tiles_change_at_run_time(tiny_clip, rng, count_clip_calls):
+    pipe = PerceptionPipeline(config(grounding_source="off"), clip=tiny_clip)
+    image = frame(rng)
+    pipe.process(image)
+    pipe.update_config(pipe.config.replace(label_tiles=0))
+    pipe.process(image)
+    assert count_clip_calls == [1 + len(tile_windows(H, W, PerceptionConfig().label_tiles)), 1]
+    assert pipe.labeler.label_tiles == 0
+
+
 def test_batched_labels_match_single_frame_labels(tiny_clip, rng):
     pipe = PerceptionPipeline(config(grounding_source="off"), clip=tiny_clip)
     frames = [frame(rng, "a"), frame(rng, "b")]

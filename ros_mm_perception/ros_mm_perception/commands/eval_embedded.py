@@ -4,8 +4,9 @@ Renders scenes from a seed that training never uses, in two styles: ``own`` (the
 and ``unseen`` (shades, outlines, shadows, backgrounds, clutter, small and off-centre objects and
 JPEG artefacts that training never made), and reports for each, at the default settings
 (:class:`PerceptionConfig`): whole-frame classification by size band, background and position
-(both crop modes, with and without tiles), CLIP-only grounding recall, precision, duplicates per object and absent-phrase
-rate, and tracking (ids per object, switches, frames found). See :mod:`ros_mm_perception.synthetic.evaluation`.
+(both crop modes, with and without tiles), CLIP-only grounding recall, precision, duplicates per
+object and absent-phrase rate, whole-frame labels of multi-object scenes (objects among the
+top-k), and tracking (ids per object, switches, frames found). See :mod:`ros_mm_perception.synthetic.evaluation`.
 
 With ``--versus-precision P`` it also loads the model in precision ``P`` and reports, on the
 single-object scenes and on altered copies the generator never makes (:func:`unseen_copy`: other
@@ -127,6 +128,7 @@ def run(args) -> int:
         report[style] = {
             "classification": evaluation.classification(labeler, style, args.seed, args.n, heldout),
             "grounding": evaluation.grounding(labeler, style, args.seed, args.scenes, config),
+            "scene_labels": evaluation.scene_labels(labeler, style, args.seed, args.scenes),
             "tracking": evaluation.tracking(labeler, style, args.seed, args.sequences, config)
             if args.sequences else None}
     if args.versus_precision:

@@ -11,6 +11,8 @@ small and off-centre objects, JPEG). Everything runs at the given :class:`Percep
 * :func:`grounding`: CLIP-only grounding of multi-object scenes queried with their objects'
   phrases plus one absent phrase: recall and precision (one-to-one matches of the same phrase at
   IoU >= 0.5), duplicates per object, and how often the absent phrase is reported anyway;
+* :func:`scene_labels`: whole-frame labels of multi-object scenes: the share of the objects among
+  the top-k labels, with and without tiles;
 * :func:`tracking`: 40-frame sequences of moving objects through the :class:`Tracker`: track ids
   per object, id switches per object, the share of frames where the object was found, and how many
   ids were given to more than one object (an id that moved from one object to another).
@@ -160,6 +162,31 @@ def grounding(labeler, style: str, seed: int, n_scenes: int, config: PerceptionC
             "absent_phrase_rate": _mean(absent_hits),
             "recall_by_background": {k: _mean(v) for k, v in sorted(by_background.items())},
             "n_objects": n_objects, "n_detections": n_dets}
+
+
+def scene_labels(labeler, style: str, seed: int, n_scenes: int,
+                 size: Tuple[int, int] = GROUNDING_SIZE) -> Dict[str, Optional[float]]:
+    """Whole-frame labels of scenes with 2-4 objects: the share of the objects among the top-k labels
+    (k: the scene's number of objects), at the labeler's ``label_tiles`` and with the frame alone."""
+    rng = np.random.default_rng([seed, 4, STYLES.index(style)])
+    frames, present = [], []
+    for _ in range(n_scenes):
+        scene = render(style, rng, n_objects=int(rng.integers(2, 5)), size=size, size_range=GROUNDING_OBJECT_SIZE)
+        frames.append(scene.image)
+        present.append({o.phrase for o in scene.objects if o.visible_fraction >= MIN_VISIBLE})
+    report = {}
+    for name, tiles in (("objects_in_top_k", labeler.label_tiles), ("objects_in_top_k_frame_alone", 0)):
+        previous, labeler.label_tiles = labeler.label_tiles, tiles
+        try:
+            tops = [labels for start in range(0, len(frames), 16)
+                    for labels in labeler.label_batch(frames[start:start + 16], 4, scenes.all_phrases())]
+            shares = [len({lb.phrase for lb in labels[:len(truth)]} & truth) / len(truth)
+                      for labels, truth in zip(tops, present) if truth]
+        finally:
+            labeler.label_tiles = previous
+        report[name] = _mean(shares)
+    report["n_scenes"] = n_scenes
+    return report
 
 
 def sequence(style: str, seed: int, n_frames: int, n_objects: int = 3,

@@ -8,7 +8,6 @@ damage named in one line and in the ``--json`` object.
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,21 +15,16 @@ import pytest
 from ros_mm_perception.cli import main
 from ros_mm_perception.core.results import Stamp
 from ros_mm_perception.offline.recording import START_NS
+from offline_helpers import noise_images, tiny_clip_options
 
 N = 10
 IMAGE_DELAY_NS = 5_000_000
 """Images are recorded 5 ms after their stamp (as the demo's recordings are)."""
 
 
-def images(n, seed=0):
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(n)]
-
-
 @pytest.fixture(scope="module")
 def clip_args(tiny_clip_dir):
-    return ["--clip-model", str(tiny_clip_dir), "--device", "cpu", "--precision", "fp32", "--grounding", "clip",
-            "--detect", "red circle", "--labels", "red circle,blue square", "--no-progress"]
+    return tiny_clip_options(tiny_clip_dir, "red circle", "red circle,blue square")
 
 
 def run(capsys, argv):
@@ -89,7 +83,7 @@ def write_chunked(path, frames, chunk_size):
 
 @pytest.fixture(params=[1, 20_000], ids=["chunk-per-image", "two-images-per-chunk"])
 def recording(request, tmp_path):
-    path = write_chunked(tmp_path / "full.mcap", images(N), request.param)
+    path = write_chunked(tmp_path / "full.mcap", noise_images(N), request.param)
     return path, chunks(path)
 
 
@@ -192,7 +186,7 @@ def test_a_cut_off_rosbag2_folder(tmp_path, capsys, clip_args):
         for i in range(4):
             writer.write(conn, i + 1, b"")
     storage = next(bag.glob("*.mcap"))  # the storage file, one chunk per image, cut off at 90 %
-    write_chunked(storage, images(4), chunk_size=1)
+    write_chunked(storage, noise_images(4), chunk_size=1)
     index = chunks(storage)
     data = storage.read_bytes()
     cut = int(len(data) * 0.9)
@@ -223,7 +217,7 @@ def write_db3(path, frames):
 
 
 def test_a_damaged_db3_page_loses_only_its_row(tmp_path, capsys, clip_args):
-    frames = images(5)
+    frames = noise_images(5)
     db = write_db3(tmp_path / "db3_bag", frames)
     data = bytearray(db.read_bytes())
     page_size = int.from_bytes(data[16:18], "big")
@@ -246,7 +240,7 @@ def test_a_cut_off_video_counts_its_unreadable_frames(tmp_path, capsys, clip_arg
 
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
-    for image in images(6):
+    for image in noise_images(6):
         writer.write(image)
     writer.release()
     data = video.read_bytes()
@@ -264,7 +258,7 @@ def test_a_cut_off_video_counts_its_unreadable_frames(tmp_path, capsys, clip_arg
 # ------------------------------------------------------------------------------ garbled library input
 
 def test_garbled_metadata_yaml_is_one_line_naming_the_file(tmp_path, capsys, clip_args):
-    db = write_db3(tmp_path / "bag", images(1))
+    db = write_db3(tmp_path / "bag", noise_images(1))
     (db.parent / "metadata.yaml").write_text("rosbag2_bagfile_information:\n  version: [9\n  : : :\n\tbad")
     status, _, err = run(capsys, ["bag", str(db.parent), *clip_args])
     assert status == 2 and err.strip().count("\n") == 0 and "metadata.yaml" in err
@@ -333,7 +327,7 @@ def write_jumping(path, stamps):
                            ("/cam/depth/image_raw", "sensor_msgs/msg/Image")]:
             schema = writer.register_schema(typ, "ros2msg", schema_text(store, typ).encode())
             channels[topic] = (writer.register_channel(topic, "cdr", schema), typ)
-        for i, (stamp, image) in enumerate(zip(stamps, images(len(stamps)))):
+        for i, (stamp, image) in enumerate(zip(stamps, noise_images(len(stamps)))):
             h = header(types, "cam", stamp if isinstance(stamp, Stamp) else Stamp.from_ns(stamp))
             msgs = {"/cam/camera_info": camera_info(store, types, h, k, 64, 48),
                     "/cam/image_raw": numpy_to_image(image, "rgb8", header=h, msg_factory=types.Image, data_as="numpy"),
@@ -363,7 +357,7 @@ def test_target_frame_on_a_recording_without_its_summary(tmp_path, capsys, clip_
                                                    rotation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0,
                                                                                               w=1.0)))])
     full = write_recording(tmp_path / "tf.mcap", [CameraRecording(
-        "/cam", images(2), depths=[np.full((48, 64), 1500, np.uint16)] * 2,
+        "/cam", noise_images(2), depths=[np.full((48, 64), 1500, np.uint16)] * 2,
         k=[60.0, 0.0, 32.0, 0.0, 60.0, 24.0, 0.0, 0.0, 1.0], frame_id="cam_optical")],
         extra=[("/tf_static", static, START_NS + 1)])
     path = tmp_path / "cut.mcap"

@@ -8,7 +8,6 @@ import torch
 from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.models.clip_model import load_clip
 from ros_mm_perception.core.perception.boxes import box_iou
-from ros_mm_perception.core.perception.clip_grounding import ground_with_clip
 from ros_mm_perception.core.perception.labeler import ClipLabeler
 from ros_mm_perception.core.perception.tracking import Tracker
 from ros_mm_perception.core.results import Detection

@@ -19,22 +19,14 @@ import pytest
 from ros_mm_perception.cli import build_parser, main
 from ros_mm_perception.core.imaging.image_io import write_rgb
 from ros_mm_perception.offline.recording import START_NS, CameraRecording, write_recording
+from offline_helpers import K, rendered_images, tiny_clip_options
 
-K = [60.0, 0.0, 32.0, 0.0, 60.0, 24.0, 0.0, 0.0, 1.0]
 PHRASES = ["red circle", "blue square"]
-
-
-def scenes(n, seed=0):
-    from ros_mm_perception.synthetic.scenes import render_sequence
-
-    return [s.image for s in render_sequence(seed, n, n_objects=2, size=(48, 64))]
 
 
 @pytest.fixture(scope="module")
 def pipeline_args(tiny_clip_dir):
-    return ["--clip-model", str(tiny_clip_dir), "--device", "cpu", "--precision", "fp32", "--grounding", "clip",
-            "--detect", ",".join(PHRASES), "--labels", "red circle,blue square,green star", "--threshold", "0.16",
-            "--no-progress"]
+    return tiny_clip_options(tiny_clip_dir, ",".join(PHRASES), "red circle,blue square,green star", threshold=0.16)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +42,8 @@ def two_camera_bag(path, seed=0):
     """/front: 4 raw images + depth + camera_info; /rear: 3 JPEG images."""
     depths = [np.full((48, 64), 1200, np.uint16)] * 4
     return write_recording(path, [
-        CameraRecording("/front", scenes(4, seed), depths=depths, k=K, frame_id="front_optical"),
-        CameraRecording("/rear", scenes(3, seed + 1), compressed=True, frame_id="rear_optical"),
+        CameraRecording("/front", rendered_images(4, seed), depths=depths, k=K, frame_id="front_optical"),
+        CameraRecording("/rear", rendered_images(3, seed + 1), compressed=True, frame_id="rear_optical"),
     ])
 
 
@@ -99,7 +91,7 @@ def inputs(tmp_path_factory):
     good = [two_camera_bag(folder / "a.mcap"), two_camera_bag(folder / "b.mcap", seed=5)]
     images = folder / "images"
     images.mkdir()
-    for i, image in enumerate(scenes(3, seed=9)):
+    for i, image in enumerate(rendered_images(3, seed=9)):
         write_rgb(images / f"frame_{i}.png", image)
     good.append(images)
     (folder / "corrupt.mcap").write_bytes(b"not an mcap file at all")
@@ -239,7 +231,7 @@ def fleet_parts(argv):
 
 
 def victim_bag(path):
-    return write_recording(path, [CameraRecording("/victim", scenes(5, seed=3), frame_id="victim_optical")])
+    return write_recording(path, [CameraRecording("/victim", rendered_images(5, seed=3), frame_id="victim_optical")])
 
 
 def test_killed_worker_retried_exactly_one_output(local_ray, inputs, pipeline_args, tmp_path):
@@ -286,7 +278,7 @@ def test_split_gives_the_frames_of_one_window_with_unique_ids(local_ray, pipelin
     from ros_mm_perception.fleet.engine import TRACK_ID_STRIDE
 
     long_bag = write_recording(tmp_path / "long.mcap", [
-        CameraRecording("/front", scenes(12, seed=2), depths=[np.full((48, 64), 900, np.uint16)] * 12, k=K,
+        CameraRecording("/front", rendered_images(12, seed=2), depths=[np.full((48, 64), 900, np.uint16)] * 12, k=K,
                         frame_id="front_optical")],
         extra=[("/tf_static", static_tf("base_link", "front_optical", 1.0), START_NS - 1)])
     pipeline_args = [*pipeline_args, "--target-frame", "base_link"]
@@ -364,7 +356,7 @@ def test_pipeline_reset_can_restart_track_ids(tiny_clip):
     config = PerceptionConfig().replace(detect_phrases=["red circle"], grounding_source="clip", score_threshold=0.0,
                                         track_min_hits=1)
     pipeline = PerceptionPipeline(config, clip=tiny_clip)
-    frames = [Frame(image, camera="cam") for image in scenes(2)]
+    frames = [Frame(image, camera="cam") for image in rendered_images(2)]
 
     def ids():
         return sorted(d.track_id for f in frames for d in pipeline.process(f).detections)

@@ -17,30 +17,22 @@ import pytest
 from ros_mm_perception.cli import main
 from ros_mm_perception.core.results import Stamp
 from ros_mm_perception.offline.recording import START_NS, CameraRecording, write_recording
+from offline_helpers import K, rendered_images, tiny_clip_options
 
-K = [60.0, 0.0, 32.0, 0.0, 60.0, 24.0, 0.0, 0.0, 1.0]
 PHRASES = ["red circle", "blue square"]
-
-
-def scenes(n, seed=0):
-    from ros_mm_perception.synthetic.scenes import render_sequence
-
-    return [s.image for s in render_sequence(seed, n, n_objects=2, size=(48, 64))]
 
 
 @pytest.fixture(scope="module")
 def clip_args(tiny_clip_dir):
-    return ["--clip-model", str(tiny_clip_dir), "--device", "cpu", "--precision", "fp32", "--grounding", "clip",
-            "--detect", ",".join(PHRASES), "--labels", "red circle,blue square,green star", "--threshold", "0",
-            "--no-progress"]
+    return tiny_clip_options(tiny_clip_dir, ",".join(PHRASES), "red circle,blue square,green star", threshold=0)
 
 
 def write_two_camera_bag(path):
     """/front: 3 raw images + depth + camera_info; /rear: 2 JPEG images."""
     depths = [np.full((48, 64), 1200, np.uint16)] * 3
     return write_recording(path, [
-        CameraRecording("/front", scenes(3), depths=depths, k=K, frame_id="front_optical"),
-        CameraRecording("/rear", scenes(2, seed=1), compressed=True, frame_id="rear_optical"),
+        CameraRecording("/front", rendered_images(3), depths=depths, k=K, frame_id="front_optical"),
+        CameraRecording("/rear", rendered_images(2, seed=1), compressed=True, frame_id="rear_optical"),
     ])
 
 
@@ -150,7 +142,7 @@ def test_corrupt_messages_are_skipped_and_counted(tmp_path, capsys, clip_args):
 
     store = typestore()
     types = rosbags_types(store)
-    images = scenes(5)
+    images = rendered_images(5)
     path = tmp_path / "corrupt.mcap"
     with open(path, "wb") as f:
         writer = Writer(f)
@@ -214,7 +206,7 @@ def test_image_folder_to_jsonl_and_coco(tmp_path, capsys, clip_args):
 
     folder = tmp_path / "images"
     folder.mkdir()
-    for i, image in enumerate(scenes(2)):
+    for i, image in enumerate(rendered_images(2)):
         write_rgb(folder / f"frame_{i:02d}.png", image)
     (folder / "frame_01b.png").write_bytes(b"\x89PNG broken")
     jsonl, coco = tmp_path / "frames.jsonl", tmp_path / "coco.json"
@@ -246,7 +238,7 @@ def test_video_input_every_frame_once(tmp_path, capsys, clip_args):
 
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
-    for image in scenes(3):
+    for image in rendered_images(3):
         writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     writer.release()
     out = tmp_path / "video.mcap"
@@ -269,7 +261,7 @@ def test_sqlite3_bag_and_camera_topic_choice(tmp_path, capsys, clip_args):
     with Writer(bag, version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
         conns = {t: writer.add_connection(t, "sensor_msgs/msg/Image", typestore=store)
                  for t in ("/a/image", "/b/image")}
-        for i, image in enumerate(scenes(2)):
+        for i, image in enumerate(rendered_images(2)):
             msg = numpy_to_image(image, "rgb8", header=header(types, "a", Stamp(2, i)), msg_factory=types.Image,
                                  data_as="numpy")
             for conn in conns.values():
@@ -370,7 +362,7 @@ def test_target_frame_uses_the_recorded_tf_interpolated_and_never_guesses(tmp_pa
     moving = [tf_message(store, [("odom", "base_link", START_NS + 2 * i * period, (1.0 * i, 0.0, 0.0),
                                   Rotation.from_euler("z", 90 * i, degrees=True).as_quat())]) for i in range(2)]
     bag = write_recording(tmp_path / "tf.mcap", [
-        CameraRecording("/front", scenes(4), depths=[np.full((48, 64), 1200, np.uint16)] * 4, k=K,
+        CameraRecording("/front", rendered_images(4), depths=[np.full((48, 64), 1200, np.uint16)] * 4, k=K,
                         frame_id="front_optical")],
         extra=[("/tf_static", static, START_NS - 1), ("/tf", moving[0], START_NS),
                ("/tf", moving[1], START_NS + 2 * period)])
@@ -413,7 +405,7 @@ def test_target_frame_needs_recorded_transforms(tmp_path, capsys, clip_args, two
 
     folder = tmp_path / "images"
     folder.mkdir()
-    write_rgb(folder / "frame.png", scenes(1)[0])
+    write_rgb(folder / "frame.png", rendered_images(1)[0])
     assert main(["bag", str(folder), "--jsonl", str(tmp_path / "f.jsonl"), "--target-frame", "base_link",
                  *clip_args]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -9,7 +9,6 @@ import errno
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -21,21 +20,14 @@ import pytest
 from ros_mm_perception.cli import main
 from ros_mm_perception.core.results import Stamp
 from ros_mm_perception.offline.recording import CameraRecording, write_recording
+from offline_helpers import K, noise_images, tiny_clip_options
 
 PACKAGE = Path(__file__).resolve().parents[1]
-K = [60.0, 0.0, 32.0, 0.0, 60.0, 24.0, 0.0, 0.0, 1.0]
-
-
-def images(n, seed=0):
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(n)]
 
 
 @pytest.fixture(scope="module")
 def clip_args(tiny_clip_dir):
-    return ["--clip-model", str(tiny_clip_dir), "--device", "cpu", "--precision", "fp32", "--grounding", "clip",
-            "--detect", "red circle,blue square", "--labels", "red circle,blue square", "--threshold", "0",
-            "--no-progress"]
+    return tiny_clip_options(tiny_clip_dir, "red circle,blue square", "red circle,blue square", threshold=0)
 
 
 def snapshot(*folders):
@@ -68,7 +60,7 @@ def rosbag2_folder(path, n=3):
     types = rosbags_types(store)
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         conn = writer.add_connection("/cam/image_raw", "sensor_msgs/msg/Image", typestore=store)
-        for i, image in enumerate(images(n)):
+        for i, image in enumerate(noise_images(n)):
             msg = numpy_to_image(image, "rgb8", header=header(types, "cam", Stamp(1, i)), msg_factory=types.Image,
                                  data_as="numpy")
             writer.write(conn, i + 1, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
@@ -79,7 +71,7 @@ def image_folder(path, n=2):
     from ros_mm_perception.core.imaging.image_io import write_rgb
 
     path.mkdir()
-    for i, image in enumerate(images(n)):
+    for i, image in enumerate(noise_images(n)):
         write_rgb(path / f"frame_{i}.png", image)
     return path
 
@@ -111,7 +103,7 @@ def test_no_output_inside_the_input_however_spelled(tmp_path, capsys, clip_args,
 
 def test_no_output_on_a_file_of_an_image_folder_or_on_a_single_file_input(tmp_path, capsys, clip_args):
     folder = image_folder(tmp_path / "IMAGES")
-    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", images(2))])
+    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(2))])
     before = snapshot(tmp_path)
     assert main(["bag", str(folder), "--coco", str(folder / "frame_0.png"), *clip_args]) == 2
     assert "input" in one_line_error(capsys)
@@ -123,7 +115,7 @@ def test_no_output_on_a_file_of_an_image_folder_or_on_a_single_file_input(tmp_pa
 @pytest.mark.parametrize("names", [("--jsonl", "X", "--coco", "X"), ("--out", "X", "--jsonl", "X"),
                                    ("--jsonl", "X", "--coco", "Y")])
 def test_two_outputs_on_one_path_are_refused(tmp_path, capsys, clip_args, names):
-    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", images(2))])
+    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(2))])
     out = tmp_path / "out"
     out.mkdir()
     (out / "Y").symlink_to("X")  # Y is another spelling of X
@@ -143,7 +135,7 @@ def outputs_argv(bag, out):
 
 def test_a_run_that_fails_at_its_last_output_commits_none(tmp_path, capsys, clip_args, monkeypatch):
     """A full disk while the COCO file is flushed: the MCAP and JSONL files must not appear either."""
-    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", images(3))])
+    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(3))])
     out = tmp_path / "out"
     out.mkdir()
     real_fsync = os.fsync
@@ -171,7 +163,7 @@ def test_a_run_without_any_processable_frame_commits_nothing(tmp_path, capsys, c
 
 
 def test_a_symlinked_output_is_written_through_to_its_target(tmp_path, capsys, clip_args):
-    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", images(2))])
+    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(2))])
     real = tmp_path / "real"
     real.mkdir()
     (real / "frames.jsonl").write_text("old\n")
@@ -242,7 +234,7 @@ def run_python(code, *args, cwd=None):
 
 @pytest.mark.parametrize("name, status", [("SIGTERM", 143), ("SIGHUP", 129)])
 def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path, clip_args, name, status):
-    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", images(4))])
+    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(4))])
     out = tmp_path / "out"
     out.mkdir()
     done = run_python(DRIVER, name, *outputs_argv(bag, out), *clip_args)
@@ -276,7 +268,7 @@ def test_ctrl_c_while_starting_prints_no_traceback(tmp_path, module):
 
 
 def test_a_closed_stdout_ends_quietly_after_the_outputs_are_committed(tmp_path, capsys, clip_args, monkeypatch):
-    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", images(2))])
+    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(2))])
 
     class ClosedPipe:
         def write(self, text):
@@ -294,7 +286,7 @@ def test_a_closed_stdout_ends_quietly_after_the_outputs_are_committed(tmp_path, 
 # ----------------------------------------------------------------------------------- file system faults
 
 def test_a_name_too_long_for_the_file_system(tmp_path, capsys, clip_args):
-    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", images(2))])
+    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(2))])
     before = snapshot(tmp_path)
     assert main(["bag", str(bag), "--out", str(tmp_path / ("x" * 300 + ".mcap")), *clip_args]) == 2
     assert "too long" in one_line_error(capsys)
@@ -320,7 +312,7 @@ def tiny_disk(tmp_path):
 
 @pytest.mark.parametrize("when", ["before", "during"])
 def test_a_full_disk(tmp_path, capsys, clip_args, tiny_disk, when):
-    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", images(4))])
+    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(4))])
     if when == "before":
         filler = tiny_disk / "filler"
         with pytest.raises(OSError):
@@ -346,7 +338,7 @@ def read_only_folder(tmp_path):
 
 
 def test_a_read_only_output_folder(tmp_path, capsys, clip_args, read_only_folder):
-    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", images(2))])
+    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(2))])
     assert main(["bag", str(bag), "--jsonl", str(tmp_path / "ok.jsonl"), "--out", str(read_only_folder / "o.mcap"),
                  *clip_args]) == 2
     err = one_line_error(capsys)
@@ -377,7 +369,7 @@ def test_non_finite_camera_info_never_reaches_the_json(tmp_path, capsys, clip_ar
     k = list(K)
     k[k_bad[0]] = k_bad[1]
     depths = [np.full((48, 64), 1200, np.uint16)] * 2
-    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", images(2), depths=depths, k=k)])
+    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(2), depths=depths, k=k)])
     jsonl, coco = tmp_path / "f.jsonl", tmp_path / "coco.json"
     assert main(["bag", str(bag), "--jsonl", str(jsonl), "--coco", str(coco), "--json", *clip_args]) == 0
     captured = capsys.readouterr()
@@ -392,7 +384,7 @@ def test_non_finite_camera_info_never_reaches_the_json(tmp_path, capsys, clip_ar
 def test_non_finite_intrinsics_option_is_an_error(tmp_path, capsys, tiny_clip_dir, intrinsics):
     from ros_mm_perception.core.imaging.image_io import write_rgb
 
-    write_rgb(tmp_path / "f.png", images(1)[0])
+    write_rgb(tmp_path / "f.png", noise_images(1)[0])
     np.save(tmp_path / "d.npy", np.full((48, 64), 1.0, np.float32))
     assert main(["detect", str(tmp_path / "f.png"), "red circle", "--clip-model", str(tiny_clip_dir), "--device",
                  "cpu", "--depth", str(tmp_path / "d.npy"), "--intrinsics", intrinsics, "--json"]) == 2
@@ -403,7 +395,7 @@ def test_non_finite_intrinsics_option_is_an_error(tmp_path, capsys, tiny_clip_di
 def test_top_k_must_be_positive(tmp_path, capsys, tiny_clip_dir, top_k):
     from ros_mm_perception.core.imaging.image_io import write_rgb
 
-    write_rgb(tmp_path / "f.png", images(1)[0])
+    write_rgb(tmp_path / "f.png", noise_images(1)[0])
     assert main(["classify", str(tmp_path / "f.png"), "--labels", "a,b,c", "--model", str(tiny_clip_dir),
                  "--device", "cpu", "--top-k", top_k]) == 2
     assert "--top-k" in one_line_error(capsys)
@@ -418,7 +410,7 @@ def test_a_folder_given_as_an_image_says_so(tmp_path, capsys, tiny_clip_dir):
 def test_a_npy_depth_that_is_not_a_plain_array(tmp_path, capsys, tiny_clip_dir, kind):
     from ros_mm_perception.core.imaging.image_io import write_rgb
 
-    write_rgb(tmp_path / "f.png", images(1)[0])
+    write_rgb(tmp_path / "f.png", noise_images(1)[0])
     depth = tmp_path / "d.npy"
     if kind == "objects":
         np.save(depth, np.array([{"depth": 1.0}], dtype=object), allow_pickle=True)

@@ -37,8 +37,8 @@ import torch
 
 from ros_mm_perception.core.config import check_phrases
 from ros_mm_perception.core.devices import resolve_device, resolve_dtype
-from ros_mm_perception.core.errors import ModelNotFoundError, UserError
-from ros_mm_perception.core.models.hf_loading import build_network, error_reason, is_path
+from ros_mm_perception.core.errors import ModelNotFoundError
+from ros_mm_perception.core.models.hf_loading import build_network, checked_config, checkpoint_source, error_reason
 from ros_mm_perception.core.imaging.owl_preprocess import Owlv2Preprocessor, OwlViTPreprocessor
 from ros_mm_perception.core.imaging.preprocess import check_rgb, upload
 from ros_mm_perception.core.results import Detection
@@ -262,23 +262,16 @@ def load_owl(model: str, device: str = "auto", precision: str = "auto", *, rando
     values). A missing model raises :class:`ModelNotFoundError` saying what to download or which path
     to pass; a folder of another model type raises :class:`UserError`.
     """
-    from transformers import (AutoConfig, Owlv2ForObjectDetection, Owlv2Processor, OwlViTForObjectDetection,
-                              OwlViTProcessor)
+    from transformers import Owlv2ForObjectDetection, Owlv2Processor, OwlViTForObjectDetection, OwlViTProcessor
 
     if not isinstance(model, str) or not model.strip():
         raise ModelNotFoundError(f"no OWL model given; pass a hub id such as {DEFAULT_MODEL}, a local model "
                                  f"folder or '{EMBEDDED}'")
     dev = resolve_device(device)
     path = embedded_owl_dir() if model == EMBEDDED else Path(model).expanduser()
-    local = path.exists()
-    if not local and is_path(model):
-        raise ModelNotFoundError(f"OWL model folder {model!r} does not exist; pass an existing folder, a hub id "
-                                 f"such as {DEFAULT_MODEL} or '{EMBEDDED}'")
-    source = str(path) if local else model
+    source, local = checkpoint_source(model, path, "OWL", f", a hub id such as {DEFAULT_MODEL} or '{EMBEDDED}'")
     try:
-        config = AutoConfig.from_pretrained(source)
-        if config.model_type not in MODEL_TYPES:
-            raise UserError(f"{model} is a {config.model_type!r} model, not OWLv2 or OWL-ViT")
+        config = checked_config(source, model, MODEL_TYPES, "OWLv2 or OWL-ViT")
         dtype = resolve_dtype(precision, dev, cuda_default="fp16", width=config.vision_config.hidden_size)
         net_cls, proc_cls = ((Owlv2ForObjectDetection, Owlv2Processor) if config.model_type == "owlv2"
                              else (OwlViTForObjectDetection, OwlViTProcessor))

@@ -30,7 +30,7 @@ import torch
 from ros_mm_perception.core.config import PerceptionConfig, check_phrases
 from ros_mm_perception.core.devices import resolve_device, resolve_dtype
 from ros_mm_perception.core.errors import ModelNotFoundError, UserError
-from ros_mm_perception.core.models.hf_loading import build_network, error_reason, is_path
+from ros_mm_perception.core.models.hf_loading import build_network, checked_config, checkpoint_source, error_reason
 from ros_mm_perception.core.models.paligemma_parser import ParsedObject, parse_detections
 from ros_mm_perception.core.imaging.preprocess import check_rgb, upload
 from ros_mm_perception.core.results import Detection
@@ -365,23 +365,17 @@ def load_paligemma(model: str, device: str = "auto", precision: str = "auto", *,
     A missing model raises :class:`ModelNotFoundError`
     saying what to download or which path to pass.
     """
-    from transformers import AutoConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+    from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
     if not isinstance(model, str) or not model.strip():
         raise ModelNotFoundError(f"no PaliGemma model given; pass a hub id such as {DEFAULT_MODEL} "
                                  f"or a local model folder")
     dev = resolve_device(device)
     resolve_dtype(precision, dev)  # a bad precision fails before anything loads
-    path = Path(model).expanduser()
-    local = path.exists()
-    if not local and is_path(model):
-        raise ModelNotFoundError(f"PaliGemma model folder {model!r} does not exist; pass an existing folder "
-                                 f"or a hub id such as {DEFAULT_MODEL}")
-    source = str(path) if local else model
+    source, local = checkpoint_source(model, Path(model).expanduser(), "PaliGemma",
+                                      f" or a hub id such as {DEFAULT_MODEL}")
     try:
-        config = AutoConfig.from_pretrained(source)
-        if config.model_type != "paligemma":
-            raise UserError(f"{model} is a {config.model_type!r} model, not PaliGemma")
+        config = checked_config(source, model, ("paligemma",), "PaliGemma")
         dtype = resolve_dtype(precision, dev, cuda_default="bf16", width=config.text_config.hidden_size)
         processor = PaliGemmaProcessor.from_pretrained(source)
         net = build_network(PaliGemmaForConditionalGeneration, source, config, dtype, dev, random_weights)

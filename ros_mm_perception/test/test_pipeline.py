@@ -387,6 +387,20 @@ def test_end_to_end_with_the_tiny_paligemma(tiny_paligemma_dir, tiny_clip, rng):
     assert engine.model is None                      # the pipeline loaded it, so it released it
 
 
+def test_warm_up_prepares_the_batches_of_frames_with_their_tiles(tiny_clip_dir, rng):
+    from ros_mm_perception.core.models.clip_model import load_clip
+    from ros_mm_perception.core.models.fast_clip import enable_fast_clip
+
+    clip = load_clip(str(tiny_clip_dir), device="cpu")
+    encoder = enable_fast_clip(clip, "static", buckets=(1, 2, 4, 8, 16, 32, 64))
+    pipeline = PerceptionPipeline(config(grounding_source="off"), clip=clip)
+    pipeline.warm_up([1])
+    assert encoder.captured_buckets == (16, 32, 64)    # a 4:3 frame and its 12 tiles, 16:9 and 18, regions
+    image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    assert pipeline.process(Frame(image, camera="front")).labels_ran
+    assert encoder.captured_buckets == (16, 32, 64)    # nothing left to prepare on the first frame
+
+
 def test_warm_up_prepares_the_fast_paths_for_the_frame_batches(tiny_clip_dir, rng):
     from ros_mm_perception.core.models.clip_model import load_clip
     from ros_mm_perception.core.models.fast_clip import enable_fast_clip
@@ -396,7 +410,7 @@ def test_warm_up_prepares_the_fast_paths_for_the_frame_batches(tiny_clip_dir, rn
     engine = still()
     engine.warm_ups = []
     engine.warm_up = engine.warm_ups.append
-    pipeline = PerceptionPipeline(config(), clip=clip, paligemma=engine)
+    pipeline = PerceptionPipeline(config(label_tiles=0), clip=clip, paligemma=engine)
     assert encoder.captured_buckets == ()
     pipeline.warm_up([1, 2])
     assert encoder.captured_buckets == (1, 2, 8)       # the frame batches and the region-scoring bucket

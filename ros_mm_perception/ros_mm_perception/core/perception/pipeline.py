@@ -53,7 +53,7 @@ from ros_mm_perception.core.config import ConfigError, PerceptionConfig, check_p
 from ros_mm_perception.core.errors import UserError
 from ros_mm_perception.core.perception.geometry import check_depth, depth_scale, locate
 from ros_mm_perception.core.perception.labeler import ClipLabeler, pool_views, top_labels
-from ros_mm_perception.core.imaging.preprocess import check_rgb, crop_windows, upload
+from ros_mm_perception.core.imaging.preprocess import check_rgb, crop_windows, tile_windows, upload
 from ros_mm_perception.core.results import Detection, Frame, FrameResult, Label
 from ros_mm_perception.core.perception.tracking import Tracker
 
@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT_MATRICES = 8
 """How many stacked phrase sets (vocabulary, detect phrases + null prompts, ...) stay on the device."""
+WARM_UP_FRAMES = ((480, 640), (360, 640))
+"""Frame shapes (4:3 and 16:9) whose label views :meth:`PerceptionPipeline.warm_up` prepares batches for."""
 MODEL_FIELDS = ("device", "precision", "clip_model", "clip_pretrained", "paligemma_model", "owl_model")
 """Settings fixed for the life of a pipeline (changing them means building a new one)."""
 
@@ -227,13 +229,15 @@ class PerceptionPipeline:
         """Prepare the fast paths (CUDA graphs, compiled code) for these frame batch sizes now.
 
         The node calls this at configure time so the first frames do not pay for capture or compilation.
-        CLIP also prepares its largest bucket, which region scoring uses. Does nothing on the plain paths.
+        CLIP prepares the batches of whole-frame labels (each frame with its tiles, for 4:3 and 16:9
+        frames) and its largest bucket, which region scoring uses. Does nothing on the plain paths.
         """
         with self._lock:
             encoder = self._clip.fast_encoder if self._clip is not None else None
             if encoder is not None:
+                views = {1 + len(tile_windows(h, w, self._labeler.label_tiles)) for h, w in WARM_UP_FRAMES}
                 try:
-                    encoder.warm_up(sorted(set(batch_sizes) | {encoder.buckets[-1]}))
+                    encoder.warm_up(sorted({n * v for n in batch_sizes for v in views} | {encoder.buckets[-1]}))
                 except Exception:  # as enable_fast_clip: keep open_clip's encoder rather than fail
                     log.exception("CLIP fast path failed to prepare; using open_clip's encoder")
                     self._clip.fast_encoder = None

@@ -66,6 +66,7 @@ def graph(tiny_clip_dir):
     assert node.start()
     yield node, probe
     executor.shutdown()
+    spinner.join(LIMIT_S)  # the spin loop has returned before any node is destroyed
     node.release()
     node.destroy_node()
     probe.destroy_node()

@@ -61,6 +61,8 @@ LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=R
 SILENCE_WARNING_S = 5.0
 """An active camera that has received nothing for this long is reported (log + diagnostics WARN)."""
 WORKER_POLL_S = 0.5
+SHUTDOWN_WAIT_S = 5.0
+"""Longest wait at exit for the executor's thread to return after it is shut down."""
 
 
 class _Pending:
@@ -505,17 +507,33 @@ def main(args=None) -> None:
         raise SystemExit(2) from None
     executor = MultiThreadedExecutor()
     executor.add_node(node)
+    # The executor spins in a thread of its own, so Ctrl-C's KeyboardInterrupt lands in the main
+    # thread's wait below and never inside the executor while it starts a pool thread (a thread
+    # started but not yet registered is never told to stop, and the process would not exit).
+    spinner = threading.Thread(target=_spin, args=(executor,), name="executor", daemon=True)
     try:
         if node.config.autostart and not node.start():
             node.get_logger().error("autostart failed; the node stays unconfigured (see the error above)")
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        spinner.start()
+        while spinner.is_alive():
+            spinner.join(timeout=1.0)
+    except KeyboardInterrupt:
         pass
     finally:
         node.release()
         executor.shutdown()
+        if spinner.is_alive():
+            spinner.join(timeout=SHUTDOWN_WAIT_S)
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _spin(executor) -> None:
+    """Spin until the executor shuts down or the context does (a signal's handler shuts it down)."""
+    try:
+        executor.spin()
+    except ExternalShutdownException:
+        pass
 
 
 if __name__ == "__main__":

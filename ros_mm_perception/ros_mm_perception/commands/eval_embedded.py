@@ -6,7 +6,8 @@ JPEG artefacts that training never made), and reports for each, at the default s
 (:class:`PerceptionConfig`): whole-frame classification by size band, background and position
 (both crop modes, with and without tiles), CLIP-only grounding recall, precision, duplicates per
 object and absent-phrase rate, whole-frame labels of multi-object scenes (objects among the
-top-k), and tracking (ids per object, switches, frames found). See :mod:`ros_mm_perception.synthetic.evaluation`.
+top-k), and tracking (ids per object, switches, frames found). See
+:mod:`ros_mm_perception.synthetic.evaluation`.
 
 With ``--versus-precision P`` it also loads the model in precision ``P`` and reports, on the
 single-object scenes and on altered copies the generator never makes (:func:`unseen_copy`: other

@@ -6,8 +6,8 @@ small and off-centre objects, JPEG). Everything runs at the given :class:`Percep
 (the defaults unless told otherwise):
 
 * :func:`classification`: whole-frame top-1 over all colour-shape phrases on single-object 4:3
-  frames, per crop mode, with and without tiles, by object size band, by background kind and by position (``side``: less
-  than half of the object's box lies in the frame's centre square);
+  frames, per crop mode, with and without tiles, by object size band, by background kind and by
+  position (``side``: less than half of the object's box lies in the frame's centre square);
 * :func:`grounding`: CLIP-only grounding of multi-object scenes queried with their objects'
   phrases plus one absent phrase: recall and precision (one-to-one matches of the same phrase at
   IoU >= 0.5), duplicates per object, and how often the absent phrase is reported anyway;

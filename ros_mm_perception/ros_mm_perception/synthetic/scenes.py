@@ -6,8 +6,9 @@ table) on a flat, gradient, noise or textured-floor background (:data:`BACKGROUN
 then applies uneven lighting, a colour cast, blur and sensor noise. With ``varied=True`` (what the
 embedded models mostly train on) scenes also get wider shades of each colour, more backgrounds
 (:data:`VARIED_BACKGROUNDS`), clutter that is not in the world (blobs, cables, dots), dark edges and
-soft shadows on some objects, stronger lighting and JPEG compression. Objects may occlude each other, but each stays at least ``min_visible`` visible. Every object comes with its phrase ("red circle")
-and its box: the extent of its visible pixels, ``(x0, y0, x1, y1)`` in pixels.
+soft shadows on some objects, stronger lighting and JPEG compression. Objects may occlude each
+other, but each stays at least ``min_visible`` visible. Every object comes with its phrase ("red
+circle") and its box: the extent of its visible pixels, ``(x0, y0, x1, y1)`` in pixels.
 
 It feeds the embedded model's training, its evaluation, the tests and the demo::
 

@@ -117,5 +117,5 @@ def enable_fast_clip(clip, mode: str = "auto", *, buckets: Iterable[int] = DEFAU
     (logged; open_clip's encoder stays in use).
     """
     mode = resolve_mode(mode, clip.device, choices=CLIP_FAST_PATHS, cpu_auto="freeze")
-    return install_encoder(clip, FastClipEncoder, mode, buckets=buckets, warm_up=warm_up, compile_backend=compile_backend,
-                           name="CLIP", plain="open_clip's encoder")
+    return install_encoder(clip, FastClipEncoder, mode, buckets=buckets, warm_up=warm_up,
+                           compile_backend=compile_backend, name="CLIP", plain="open_clip's encoder")

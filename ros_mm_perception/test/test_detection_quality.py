@@ -12,7 +12,7 @@ from ros_mm_perception.core.perception.labeler import ClipLabeler
 from ros_mm_perception.core.perception.tracking import Tracker
 from ros_mm_perception.core.results import Detection
 from ros_mm_perception.synthetic import evaluation
-from ros_mm_perception.synthetic.scenes import all_combos, all_phrases, phrase, render_scene
+from ros_mm_perception.synthetic.scenes import all_combos, phrase, render_scene
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +109,8 @@ def side_band_scene(rng, combo, size=(240, 320)):
 
 def top1_accuracy(labeler, frames, combos, crop_mode, label_tiles) -> float:
     """Whole-frame top-1 over all phrases at the given settings (the labeler's own are restored)."""
-    previous = labeler.crop_mode, labeler.label_tiles
-    labeler.crop_mode, labeler.label_tiles = crop_mode, label_tiles
-    try:
-        top = [labels[0].phrase for labels in labeler.label_batch(frames, 1, all_phrases())]
-    finally:
-        labeler.crop_mode, labeler.label_tiles = previous
-    return float(np.mean([t == phrase(*c) for t, c in zip(top, combos)]))
+    top = evaluation.top_labels_at(labeler, frames, 1, crop_mode=crop_mode, label_tiles=label_tiles)
+    return float(np.mean([t[0].phrase == phrase(*c) for t, c in zip(top, combos)]))
 
 
 def test_letterbox_labels_side_band_objects_that_the_centre_crop_cuts_off(labeler):

@@ -59,12 +59,25 @@ def centre_share(box, height: int, width: int) -> float:
     return float(inter / max(box_area([box])[0], 1e-9))
 
 
+def top_labels_at(labeler, frames: Sequence[np.ndarray], top_k: int, *, crop_mode: Optional[str] = None,
+                  label_tiles: Optional[int] = None, chunk: int = 64) -> List[List]:
+    """Top-k labels of each frame over all phrases, ``chunk`` frames a batch, at these settings
+    (None: the labeler's own, which are restored afterwards)."""
+    previous = labeler.crop_mode, labeler.label_tiles
+    labeler.crop_mode = previous[0] if crop_mode is None else crop_mode
+    labeler.label_tiles = previous[1] if label_tiles is None else label_tiles
+    try:
+        return [labels for start in range(0, len(frames), chunk)
+                for labels in labeler.label_batch(frames[start:start + chunk], top_k, scenes.all_phrases())]
+    finally:
+        labeler.crop_mode, labeler.label_tiles = previous
+
+
 def classification(labeler, style: str, seed: int, per_combo: int,
                    heldout: Sequence[Tuple[str, str]] = ()) -> Dict[str, Dict]:
     """Top-1 per crop mode at the labeler's ``label_tiles`` (and, when it has tiles, of the frame alone:
     ``<mode>_frame_alone``): overall, ``ge20`` (objects >= 20 % of the frame), per band, background, position."""
     rng = np.random.default_rng([seed, 1, STYLES.index(style)])
-    phrases = scenes.all_phrases()
     frames, keys = [], []
     bands = list(SIZE_BANDS)
     for i, combo in enumerate(scenes.all_combos() * per_combo):
@@ -79,13 +92,7 @@ def classification(labeler, style: str, seed: int, per_combo: int,
     if labeler.label_tiles:
         views.update({f"{mode}_frame_alone": (mode, 0) for mode in CROP_MODES})
     for name, (mode, tiles) in views.items():
-        previous = labeler.crop_mode, labeler.label_tiles
-        labeler.crop_mode, labeler.label_tiles = mode, tiles
-        try:
-            top = [labels[0].phrase for start in range(0, len(frames), 64)
-                   for labels in labeler.label_batch(frames[start:start + 64], 1, phrases)]
-        finally:
-            labeler.crop_mode, labeler.label_tiles = previous
+        top = [labels[0].phrase for labels in top_labels_at(labeler, frames, 1, crop_mode=mode, label_tiles=tiles)]
         hits = [t == k[0] for t, k in zip(top, keys)]
         report[name] = {
             "top1": _mean(hits),
@@ -175,16 +182,10 @@ def scene_labels(labeler, style: str, seed: int, n_scenes: int,
         frames.append(scene.image)
         present.append({o.phrase for o in scene.objects if o.visible_fraction >= MIN_VISIBLE})
     report = {}
-    for name, tiles in (("objects_in_top_k", labeler.label_tiles), ("objects_in_top_k_frame_alone", 0)):
-        previous, labeler.label_tiles = labeler.label_tiles, tiles
-        try:
-            tops = [labels for start in range(0, len(frames), 16)
-                    for labels in labeler.label_batch(frames[start:start + 16], 4, scenes.all_phrases())]
-            shares = [len({lb.phrase for lb in labels[:len(truth)]} & truth) / len(truth)
-                      for labels, truth in zip(tops, present) if truth]
-        finally:
-            labeler.label_tiles = previous
-        report[name] = _mean(shares)
+    for name, tiles in (("objects_in_top_k", None), ("objects_in_top_k_frame_alone", 0)):
+        tops = top_labels_at(labeler, frames, 4, label_tiles=tiles, chunk=16)
+        report[name] = _mean([len({lb.phrase for lb in labels[:len(truth)]} & truth) / len(truth)
+                              for labels, truth in zip(tops, present) if truth])
     report["n_scenes"] = n_scenes
     return report
 

@@ -69,10 +69,15 @@ class ClipLabeler:
             raise ValueError(f"label_tiles must be an integer in [{low}, {high}], got {rows!r}")
         self._label_tiles = rows
 
-    def frame_views(self, frame: torch.Tensor) -> List[torch.Tensor]:
-        """What whole-frame labels look at in a 3xHxW frame: the frame, then its tiles."""
-        _, height, width = frame.shape
-        return [frame, *(frame[:, y0:y1, x0:x1] for x0, y0, x1, y1 in tile_windows(height, width, self.label_tiles))]
+    def frame_views(self, frames: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], List[int]]:
+        """What whole-frame labels look at in 3xHxW frames: each frame, then its tiles, all in one list,
+        and how many views each frame has (for :func:`pool_views`)."""
+        views, counts = [], []
+        for frame in frames:
+            tiles = tile_windows(frame.shape[1], frame.shape[2], self.label_tiles)
+            views += [frame, *(frame[:, y0:y1, x0:x1] for x0, y0, x1, y1 in tiles)]
+            counts.append(1 + len(tiles))
+        return views, counts
 
     @property
     def templates(self) -> Tuple[str, ...]:
@@ -136,10 +141,9 @@ class ClipLabeler:
         phrases, text = self._phrases_and_embeddings(phrases)
         if len(images) == 0:
             return np.zeros((0, len(phrases)), dtype=np.float32)
-        views = [self.frame_views(upload(image, self.clip.device)) for image in images]
-        pixels = self.clip.preprocessor([view for frame in views for view in frame], self.crop_mode)
-        logits = self.logits(self.encode_pixels(pixels), text)
-        return pool_views(logits, [len(frame) for frame in views]).cpu().numpy()
+        views, counts = self.frame_views([upload(image, self.clip.device) for image in images])
+        logits = self.logits(self.encode_pixels(self.clip.preprocessor(views, self.crop_mode)), text)
+        return pool_views(logits, counts).cpu().numpy()
 
     def label_batch(self, images: Sequence[np.ndarray], top_k: int = 5,
                     phrases: Optional[Sequence[str]] = None) -> List[List[Label]]:

@@ -387,8 +387,7 @@ class PerceptionPipeline:
                 uploaded[id(image)] = upload(image, device)
             return uploaded[id(image)]
 
-        views = [self._labeler.frame_views(on_device(image)) for image in label_images]
-        pixels = [view for frame in views for view in frame]
+        pixels, counts = self._labeler.frame_views([on_device(image) for image in label_images])
         n = len(pixels)
         for i, box in crops:
             (x0, y0, x1, y1), = crop_windows(detect_images[i].shape, [box])
@@ -399,7 +398,7 @@ class PerceptionPipeline:
             vocabulary = self._labeler.vocabulary
             text = self._text_matrix(vocabulary)
             logits = self._labeler.logits(embeddings[:n], text)
-            probs = pool_views(logits, [len(frame) for frame in views]).cpu().numpy()
+            probs = pool_views(logits, counts).cpu().numpy()
             labels = [top_labels(row, vocabulary, self.config.top_k) for row in probs]
         box_probs = np.zeros(0)
         if crops:

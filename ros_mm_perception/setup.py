@@ -35,6 +35,7 @@ setup(
             "opencv-python-headless>=4.8",
             "pillow",
             "tqdm",
+            "scikit-image",
         ],
         "bag": ["mcap>=1.1", "mcap-ros2-support>=0.5", "rosbags>=0.10"],
         "fleet": ["ray>=2.30"],

@@ -30,7 +30,8 @@ ROS_PACKAGE_OF = {"tf2_ros": "tf2_ros_py"}
 PIP = {"numpy": "numpy", "cv2": "opencv-python-headless", "yaml": "pyyaml", "scipy": "scipy", "torch": "torch",
        "torchvision": "torchvision", "open_clip": "open_clip_torch", "transformers": "transformers",
        "tokenizers": "tokenizers", "safetensors": "safetensors", "PIL": "pillow", "tqdm": "tqdm", "mcap": "mcap",
-       "mcap_ros2": "mcap-ros2-support", "rosbags": "rosbags", "ray": "ray"}
+       "mcap_ros2": "mcap-ros2-support", "rosbags": "rosbags", "ray": "ray",
+       "skimage": "scikit-image"}
 
 
 def is_ros_package(root: str) -> bool:

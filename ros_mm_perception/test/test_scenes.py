@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from ros_mm_perception.core.perception.boxes import box_iou
-from ros_mm_perception.synthetic.scenes import (BACKGROUNDS, COLOURS, SHAPES, VARIED_BACKGROUNDS, all_combos,
-                                                all_phrases, caption, render_background, render_scene,
-                                                render_sequence, shape_mask, varied_rgb)
+from ros_mm_perception.synthetic.scenes import (BACKGROUNDS, COLOURS, SHAPES, VARIED_BACKGROUNDS, VIVID_HUE_GAP,
+                                                all_combos, all_phrases, caption, render_background, render_scene,
+                                                render_sequence, shape_mask, varied_rgb, vivid_colour)
 
 
 def _hue_degrees(rgb) -> float:
@@ -119,6 +119,27 @@ def test_varied_scenes_keep_the_objects_boxes_and_are_deterministic():
         x0, y0, x1, y1 = (int(round(v)) for v in obj.box)
         inside = scene.image[y0 + 2:y1 - 2, x0 + 2:x1 - 2].reshape(-1, 3).astype(int)
         assert (inside[:, 2] - inside[:, 0] > 40).mean() > 0.5  # mostly blue inside its box
+
+
+def _saturation(rgb) -> int:
+    return int(cv2.cvtColor(np.uint8([[np.round(rgb)]]), cv2.COLOR_RGB2HSV)[0, 0, 1])
+
+
+def test_vivid_backgrounds_are_saturated_and_keep_away_from_the_objects_hues():
+    rng = np.random.default_rng(3)
+    for avoid in (["orange"], ["red", "blue", "green"], ["yellow", "cyan", "purple", "pink"]):
+        for _ in range(30):
+            rgb = vivid_colour(rng, avoid)
+            assert _saturation(rgb) >= 75
+            gap = min(_hue_distance(_hue_degrees(np.uint8(rgb)), _hue_degrees(COLOURS[c])) for c in avoid)
+            assert gap >= 2 * VIVID_HUE_GAP - 2, (avoid, rgb)  # OpenCV hue units are 2 degrees
+    bg = render_background(rng, (32, 48), "floor", lambda r: vivid_colour(r, ["red"]))
+    assert _saturation(bg.mean(axis=(0, 1))) > 60
+    # Some varied scenes stand on a saturated ground, plain scenes never do.
+    corner = [_saturation(render_scene(seed, objects=[("blue", "star")], size=(64, 96), size_range=(0.2, 0.3),
+                                       background="flat", varied=varied, lighting=False, blur=False).image[1, 1])
+              for varied in (False, True) for seed in range(40)]
+    assert max(corner[:40]) < 75 and 4 <= sum(s >= 75 for s in corner[40:]) <= 25
 
 
 def test_varied_shades_stay_nearer_their_colour_than_any_other():

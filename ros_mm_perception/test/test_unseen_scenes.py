@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from ros_mm_perception.synthetic.evaluation import centre_share
-from ros_mm_perception.synthetic.scenes import all_phrases
-from ros_mm_perception.synthetic.unseen import UNSEEN_BACKGROUNDS, render_unseen_scene, render_unseen_sequence
+from ros_mm_perception.synthetic.scenes import TRAINING_PHOTOS, all_phrases, photo, photo_background, render_scene
+from ros_mm_perception.synthetic.unseen import (UNSEEN_BACKGROUNDS, UNSEEN_PHOTOS, render_unseen_scene,
+                                                render_unseen_sequence)
 
 
 @pytest.mark.parametrize("background", UNSEEN_BACKGROUNDS)
@@ -44,3 +45,24 @@ def test_sequences_move_the_same_objects_smoothly():
             assert oa.object_id == ob.object_id
             if oa.visible_fraction > 0.9 and ob.visible_fraction > 0.9:
                 assert abs(oa.box[0] - ob.box[0]) <= 6 and abs(oa.box[1] - ob.box[1]) <= 6
+
+
+def test_photographs_of_training_and_of_the_unseen_style_are_disjoint_and_load():
+    assert not set(TRAINING_PHOTOS) & set(UNSEEN_PHOTOS)
+    for name in TRAINING_PHOTOS + UNSEEN_PHOTOS:
+        image = photo(name)
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) >= 300
+    with pytest.raises(ValueError, match="unknown photo"):
+        photo("sunset")
+
+
+def test_a_photo_background_is_a_crop_of_the_picture_at_the_frame_size():
+    rng = np.random.default_rng(4)
+    for hw in ((48, 64), (90, 60), (480, 640)):
+        bg = photo_background(rng, hw, ["coffee"])
+        assert bg.shape == (*hw, 3) and bg.dtype == np.float32 and 0 <= bg.min() and bg.max() <= 255
+        assert bg.std() > 10  # a picture, not a flat fill
+    # Training's varied scenes stand on a photograph now and then; plain scenes never do.
+    kinds = [render_scene(seed, size=(48, 64), size_range=(0.3, 0.4), varied=varied).background
+             for varied in (False, True) for seed in range(30)]
+    assert "photo" not in kinds[:30] and 2 <= kinds[30:].count("photo") <= 14

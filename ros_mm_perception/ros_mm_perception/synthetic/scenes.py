@@ -5,7 +5,7 @@ position and rotation (up to 30 degrees from upright by default, as things stand
 table) on a flat, gradient, noise or textured-floor background (:data:`BACKGROUNDS`),
 then applies uneven lighting, a colour cast, blur and sensor noise. With ``varied=True`` (what the
 embedded models mostly train on) scenes also get wider shades of each colour, more backgrounds
-(:data:`VARIED_BACKGROUNDS`), clutter that is not in the world (blobs, cables, dots), dark edges and
+(:data:`VARIED_BACKGROUNDS`, some of them saturated, and photographs), clutter that is not in the world (blobs, cables, dots), dark edges and
 soft shadows on some objects, stronger lighting and JPEG compression. Objects may occlude each
 other, but each stays at least ``min_visible`` visible. Every object comes with its phrase ("red
 circle") and its box: the extent of its visible pixels, ``(x0, y0, x1, y1)`` in pixels.
@@ -20,7 +20,9 @@ It feeds the embedded model's training, its evaluation, the tests and the demo::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+import functools
+from functools import partial
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -44,6 +46,15 @@ BACKGROUNDS = ("flat", "gradient", "noise", "floor")
 VARIED_BACKGROUNDS = BACKGROUNDS + ("fractal", "lines", "cells", "patches")
 """The backgrounds of ``varied`` scenes: the plain ones plus multi-octave colour noise, straight
 lines, a mosaic of flat cells and scattered rectangles."""
+VIVID_BACKGROUNDS = 0.3
+"""Share of ``varied`` scenes whose background is saturated (:func:`vivid_colour`) instead of muted."""
+PHOTO_BACKGROUNDS = 0.2
+"""Share of ``varied`` scenes drawn over a photograph (:data:`TRAINING_PHOTOS`) instead."""
+TRAINING_PHOTOS = ("astronaut", "chelsea", "camera", "grass", "coins", "moon", "hubble_deep_field",
+                   "immunohistochemistry")
+"""Photographs of scikit-image's sample data (public domain or CC0) behind training's photo scenes: a
+portrait, a cat, a man with a camera, grass, coins, the moon, a deep-sky field and a stained tissue
+(four of them grey). The unseen evaluation style draws on others (:data:`.unseen.UNSEEN_PHOTOS`)."""
 
 Combo = Tuple[str, str]
 """A ``(colour, shape)`` pair."""
@@ -154,20 +165,71 @@ def _muted_colour(rng: np.random.Generator) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
 
 
+VIVID_HUE_GAP = 10.0
+"""A vivid background's hue stays this many OpenCV hue units (2 degrees each) away from every object's
+colour in the scene, so each object can still be told from the ground it stands on."""
+
+
+def vivid_colour(rng: np.random.Generator, avoid: Sequence[str] = ()) -> np.ndarray:
+    """A saturated RGB colour (float 0..255; saturation 80-200 of 255, value 60-210) of any hue at least
+    :data:`VIVID_HUE_GAP` from the hues of the colours named in ``avoid`` (a wooden floor, a painted
+    wall, grass); a muted colour where no hue is far enough."""
+    taken = [_hsv(COLOURS[c])[0] for c in avoid]
+    for _ in range(20):
+        hue = rng.uniform(0, 180)
+        if all(min(abs(hue - t), 180 - abs(hue - t)) >= VIVID_HUE_GAP for t in taken):
+            hsv = np.uint8([[[round(hue) % 180, rng.integers(80, 201), rng.integers(60, 211)]]])
+            return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+    return _muted_colour(rng)
+
+
 def _smooth_noise(rng: np.random.Generator, hw: Tuple[int, int], cells: int) -> np.ndarray:
     """Low-frequency noise in [-1, 1] (float32 HxW): a random grid upsampled bicubically."""
     grid = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
     return np.clip(cv2.resize(grid, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC), -1, 1)
 
 
-def render_background(rng: np.random.Generator, hw: Tuple[int, int], kind: str) -> np.ndarray:
-    """Background image (float32 HxWx3, 0..255) of kind flat, gradient, noise or floor."""
+@functools.lru_cache(maxsize=None)
+def photo(name: str) -> np.ndarray:
+    """One of scikit-image's sample pictures (``skimage.data.<name>()``; ``motorcycle``: the left
+    view of ``stereo_motorcycle``) as HxWx3 uint8 RGB, grey ones repeated on the three channels."""
+    from skimage import data
+
+    if name != "motorcycle" and not callable(getattr(data, name, None)):
+        raise ValueError(f"unknown photo {name!r}: not in skimage.data")
+    image = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+    image = np.stack([image] * 3, axis=-1) if image.ndim == 2 else image[..., :3]
+    return np.ascontiguousarray(image)
+
+
+def photo_background(rng: np.random.Generator, hw: Tuple[int, int], names: Sequence[str]) -> np.ndarray:
+    """A random crop (50-100 % of the largest that fits, the frame's aspect, maybe mirrored) of one of
+    the photos ``names`` (:func:`photo`), resized to ``hw`` (float32 HxWx3, 0..255)."""
+    image = photo(names[int(rng.integers(len(names)))])
+    (ph, pw), (h, w) = image.shape[:2], hw
+    scale = rng.uniform(0.5, 1.0) * min(ph / h, pw / w)
+    ch, cw = max(1, int(h * scale)), max(1, int(w * scale))
+    y0, x0 = int(rng.integers(0, ph - ch + 1)), int(rng.integers(0, pw - cw + 1))
+    crop = image[y0:y0 + ch, x0:x0 + cw]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    shrink = cv2.INTER_AREA if scale > 1 else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(crop), (w, h), interpolation=shrink).astype(np.float32)
+
+
+def render_background(rng: np.random.Generator, hw: Tuple[int, int], kind: str,
+                      base_colour: Callable[[np.random.Generator], np.ndarray] = _muted_colour) -> np.ndarray:
+    """Background image (float32 HxWx3, 0..255) of one of :data:`VARIED_BACKGROUNDS`.
+
+    ``base_colour`` draws its main colours (the ground of every kind but ``cells``, both ends of a
+    gradient); lines, cells and patches on it stay muted.
+    """
     h, w = hw
-    base = _muted_colour(rng)
+    base = base_colour(rng)
     if kind == "flat":
         return np.broadcast_to(base, (h, w, 3)).copy()
     if kind == "gradient":
-        other = _muted_colour(rng)
+        other = base_colour(rng)
         theta = rng.uniform(0, 2 * np.pi)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         t = (xx / w - 0.5) * np.cos(theta) + (yy / h - 0.5) * np.sin(theta)
@@ -445,8 +507,8 @@ def render_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 640), *,
     the ``(colour, shape)`` pairs to draw (else they are drawn at random from ``combos``, default all).
     ``size_range`` is the object's diameter as a fraction of the image's short side; objects turn by up
     to ``max_rotation`` degrees either way from upright (180 for any angle). ``background`` is one of
-    :data:`BACKGROUNDS` (default random; with ``varied`` one of :data:`VARIED_BACKGROUNDS`).
-    ``varied`` adds the training variety described in the module docstring.
+    :data:`BACKGROUNDS` (default random; with ``varied`` one of :data:`VARIED_BACKGROUNDS`, or at random
+    a photograph, ``"photo"``). ``varied`` adds the training variety described in the module docstring.
     """
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     hw = (int(size[0]), int(size[1]))
@@ -458,7 +520,15 @@ def render_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 640), *,
             raise ValueError(f"unknown object ({c!r}, {s!r}); colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)}")
     kinds = VARIED_BACKGROUNDS if varied else BACKGROUNDS
     kind = background or kinds[int(rng.integers(len(kinds)))]
-    bg = render_background(rng, hw, kind)
+    bg = None
+    if varied:  # a photograph, a saturated ground or (below) a muted one
+        ground = rng.random()
+        if background is None and ground < PHOTO_BACKGROUNDS:
+            kind, bg = "photo", photo_background(rng, hw, TRAINING_PHOTOS)
+        elif ground >= 1.0 - VIVID_BACKGROUNDS:
+            bg = render_background(rng, hw, kind, partial(vivid_colour, avoid=[c for c, _ in chosen]))
+    if bg is None:
+        bg = render_background(rng, hw, kind)
     looks = None
     if varied:
         bg = _clutter(rng, bg, int(rng.integers(0, 6)))

@@ -6,7 +6,8 @@ extent of an object's visible pixels), but drawn unlike anything the embedded mo
 * other shades of each colour (wider hue, saturation and value ranges), and shading across the object;
 * dark outlines and soft drop shadows (the shadow is not part of the object's box);
 * backgrounds of kinds training never uses (:data:`UNSEEN_BACKGROUNDS`): coloured pixel noise,
-  stripes, wood grain, a checkerboard, and blotches (overlapping blurred ellipses);
+  stripes, wood grain, a checkerboard, blotches (overlapping blurred ellipses) and photographs
+  (:data:`UNSEEN_PHOTOS`, crops of scikit-image's sample pictures that training never uses);
 * clutter: distractor shapes that are not in the world (ellipses, hexagons, bars, arcs) in muted colours;
 * any size band (down to 10 % of the short side) and, with ``side_band=True``, objects centred in the
   side bands of a wide frame (outside the centre square that a centre crop keeps);
@@ -26,9 +27,13 @@ import cv2
 import numpy as np
 
 from ros_mm_perception.synthetic.scenes import (COLOURS, SHAPES, Combo, Scene, SceneObject, _acceptable,
-                                                _box_and_fraction, _pick_combos, caption, shade, shape_polygons)
+                                                _box_and_fraction, _pick_combos, caption, photo_background, shade,
+                                                shape_polygons)
 
-UNSEEN_BACKGROUNDS = ("speckle", "stripes", "wood", "checker", "blotches")
+UNSEEN_BACKGROUNDS = ("speckle", "stripes", "wood", "checker", "blotches", "photo")
+UNSEEN_PHOTOS = ("coffee", "rocket", "motorcycle", "gravel", "brick")
+"""Pictures behind the ``photo`` background: a cup on a table, a launch pad under trees, a garage, gravel
+and a brick wall (the last two grey); none of them is among training's :data:`.scenes.TRAINING_PHOTOS`."""
 DISTRACTOR_SHAPES = ("ellipse", "hexagon", "bar", "arc")
 
 
@@ -73,6 +78,8 @@ def unseen_background(rng: np.random.Generator, hw: Tuple[int, int], kind: str) 
             layer = cv2.GaussianBlur(layer, (0, 0), rng.uniform(2, 12))[..., None]
             img = img * (1 - layer) + _muted(rng, 90) * layer
         return img
+    if kind == "photo":
+        return photo_background(rng, hw, UNSEEN_PHOTOS)
     raise ValueError(f"unknown background {kind!r}; known: {', '.join(UNSEEN_BACKGROUNDS)}")
 
 

@@ -8,6 +8,7 @@ import torch
 from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.models.clip_model import load_clip
 from ros_mm_perception.core.perception.boxes import box_iou
+from ros_mm_perception.core.perception.clip_grounding import borrowing, ground_with_clip
 from ros_mm_perception.core.perception.labeler import ClipLabeler
 from ros_mm_perception.core.perception.tracking import Tracker
 from ros_mm_perception.core.results import Detection
@@ -34,6 +35,30 @@ def test_unseen_style_scenes_get_no_duplicate_boxes_either(labeler):
     report = evaluation.grounding(labeler, "unseen", seed=5, n_scenes=4, config=PerceptionConfig(), size=(240, 320))
     assert report["n_objects"] >= 8
     assert report["duplicates_per_object"] == 0
+
+
+def test_a_strip_beside_an_object_is_suspected_of_borrowing_its_score_and_a_far_box_is_not():
+    boxes = np.array([[35, 105, 82, 152], [0, 105, 32, 240], [250, 20, 300, 70], [70, 120, 110, 160]], float)
+    scores = np.array([0.92, 0.51, 0.60, 0.95])
+    # The strip's context square (its 135 px side plus margins) holds the whole object box beside it;
+    # the far box sees none of the better ones.
+    assert borrowing(boxes, [0, 1, 2], scores, 240, 320) == [1]
+    assert borrowing(boxes, [1], scores, 240, 320) == []
+    # Box 0's context square holds 38 % of the better box 3: under BORROWED_SHARE, not suspected.
+    assert borrowing(boxes, [0, 3], scores, 240, 320) == []
+
+
+def test_two_objects_of_one_phrase_side_by_side_are_both_published(labeler):
+    """A real neighbour keeps its box: its own pixels score the phrase, unlike a strip of background."""
+    found = 0
+    for seed in range(4):
+        scene = render_scene(seed, objects=[("blue", "square"), ("blue", "square")], size=(240, 320),
+                             size_range=(0.3, 0.35), occlusion=False, background="flat")
+        dets = ground_with_clip(labeler, scene.image, ["blue square", "red circle"])
+        boxes = [d.box for d in dets if d.phrase == "blue square"]
+        found += sum(bool(boxes) and box_iou([o.box], boxes).max() >= 0.5 for o in scene.objects)
+        assert len(boxes) <= 2
+    assert found >= 7
 
 
 def test_a_track_keeps_the_box_it_predicts_exactly_over_a_second_match():

@@ -27,7 +27,9 @@ Used when PaliGemma is off or too slow. The method, step by step:
    colour-segment proposals, which follow object outlines), the one whose own pixels, without the
    context margin, score the phrase best (a second, small batch: the context crop of a box beside
    or on part of the object shows the object too, its own pixels do not); when it holds no fitted
-   box, its best window. What overlaps the published box goes with the group. The trade-off: two objects
+   box, its best window. What overlaps the published box goes with the group. A published box whose
+   context crop holds most of a better box of the same phrase (a strip beside the object) stays only
+   if its own pixels score the phrase too (:func:`borrowing`). The trade-off: two objects
    of the same phrase whose boxes overlap are reported as one. With the default threshold of 0.5 a
    region is only given to a phrase that holds most of its probability, so no region is published
    under two phrases.
@@ -199,6 +201,34 @@ def one_box_per_object(boxes: np.ndarray, fitted: np.ndarray, scores: np.ndarray
     return chosen
 
 
+BORROWED_SHARE = 0.5
+"""A box whose context crop holds this share of a better-scoring box of the same phrase may owe its score
+to that object (:func:`borrowing`)."""
+
+
+def borrowing(boxes: np.ndarray, chosen: Sequence[int], scores: np.ndarray, height: int, width: int) -> List[int]:
+    """Which of one phrase's ``chosen`` boxes see, in their context crop (:func:`context_squares`), at
+    least :data:`BORROWED_SHARE` of a better-scoring chosen box: a strip beside an object scores the
+    object's phrase through its margin. Such a box is published only if its own pixels score the
+    phrase too."""
+    chosen = [int(i) for i in chosen]
+    if len(chosen) < 2:
+        return []
+    squares = context_squares(boxes[chosen], height, width)
+    out = []
+    for a, i in enumerate(chosen):
+        for b, j in enumerate(chosen):
+            if scores[j] <= scores[i]:
+                continue
+            x0, y0 = np.maximum(squares[a, :2], boxes[j, :2])
+            x1, y1 = np.minimum(squares[a, 2:], boxes[j, 2:])
+            inside = max(x1 - x0, 0.0) * max(y1 - y0, 0.0) / max(float(box_area(boxes[j:j + 1])[0]), 1e-9)
+            if inside >= BORROWED_SHARE:
+                out.append(i)
+                break
+    return out
+
+
 def ground_with_clip(labeler: ClipLabeler, image: np.ndarray, phrases: Sequence[str], *,
                      score_threshold: float = _DEFAULTS.score_threshold, max_detections: Optional[int] = None) -> List[Detection]:
     """Detections of ``phrases`` in one HxWx3 uint8 RGB frame by CLIP alone (see the module docstring).
@@ -216,10 +246,14 @@ def ground_with_clip(labeler: ClipLabeler, image: np.ndarray, phrases: Sequence[
     candidates = np.flatnonzero(fitted & (scores.max(axis=1) >= score_threshold))
     if candidates.size:
         own[candidates] = phrase_scores(labeler, image, boxes[candidates], phrases, context=False)
+    picks = [one_box_per_object(boxes, fitted, scores[:, p], score_threshold, own[:, p]) for p in range(len(phrases))]
+    borrowed = [set(borrowing(boxes, chosen, scores[:, p], *image.shape[:2])) for p, chosen in enumerate(picks)]
+    unscored = sorted(set().union(*borrowed) - set(candidates.tolist()))
+    if unscored:  # windows have no own-pixel scores yet
+        own[unscored] = phrase_scores(labeler, image, boxes[unscored], phrases, context=False)
     found: List[Tuple[float, int, int]] = []
-    for p in range(len(phrases)):
-        found += [(float(scores[i, p]), p, i)
-                  for i in one_box_per_object(boxes, fitted, scores[:, p], score_threshold, own[:, p])]
+    for p, chosen in enumerate(picks):
+        found += [(float(scores[i, p]), p, i) for i in chosen if i not in borrowed[p] or own[i, p] >= score_threshold]
     found.sort(key=lambda f: (-f[0], f[1], f[2]))
     if max_detections is not None:
         found = found[:max_detections]

@@ -1,4 +1,4 @@
-"""Train the embedded open-vocabulary detector (OWLv2 format) on rendered scenes (CPU, about 11 minutes).
+"""Train the embedded open-vocabulary detector (OWLv2 format) on rendered scenes (CPU, about 21 minutes).
 
     .venv/bin/python scripts/train_embedded_owl.py            # writes the package's model
     .venv/bin/python scripts/train_embedded_owl.py --steps 50 --out /tmp/owl_try
@@ -308,7 +308,7 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
 
 
 def main(argv=None) -> int:
-    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_OWL_DIR, steps=1600, batch_size=16, lr=1.5e-3,
+    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_OWL_DIR, steps=3200, batch_size=16, lr=1.5e-3,
                          threads=1, argv=argv)
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ position and rotation (up to 30 degrees from upright by default, as things stand
 table) on a flat, gradient, noise or textured-floor background (:data:`BACKGROUNDS`),
 then applies uneven lighting, a colour cast, blur and sensor noise. With ``varied=True`` (what the
 embedded models mostly train on) scenes also get wider shades of each colour, more backgrounds
-(:data:`VARIED_BACKGROUNDS`, some of them saturated, and photographs), clutter that is not in the world (blobs, cables, dots), dark edges and
-soft shadows on some objects, stronger lighting and JPEG compression. Objects may occlude each
+(:data:`VARIED_BACKGROUNDS`, some of them saturated, and photographs), clutter that is not in the
+world (blobs, cables, dots), dark edges and soft shadows on some objects, stronger lighting and JPEG
+compression. Objects may occlude each
 other, but each stays at least ``min_visible`` visible. Every object comes with its phrase ("red
 circle") and its box: the extent of its visible pixels, ``(x0, y0, x1, y1)`` in pixels.
 
@@ -517,7 +518,8 @@ def render_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 640), *,
     chosen = list(objects) if objects is not None else _pick_combos(rng, n_objects, combos)
     for c, s in chosen:
         if c not in COLOURS or s not in SHAPES:
-            raise ValueError(f"unknown object ({c!r}, {s!r}); colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)}")
+            raise ValueError(f"unknown object ({c!r}, {s!r}); colours: {', '.join(COLOURS)}; "
+                             f"shapes: {', '.join(SHAPES)}")
     kinds = VARIED_BACKGROUNDS if varied else BACKGROUNDS
     kind = background or kinds[int(rng.integers(len(kinds)))]
     bg = None
@@ -551,8 +553,8 @@ def render_sequence(seed: int, n_frames: int, n_objects: int = 3, size: Tuple[in
     """``n_frames`` scenes of the same objects moving smoothly (bouncing off the image borders).
 
     Each object keeps its ``object_id``, colour and shape; it moves about ``speed`` of the image's
-    short side per frame and sways slowly (within 30 degrees of upright). Objects may cross and occlude each other. The background
-    and lighting stay fixed; only the sensor noise changes per frame.
+    short side per frame and sways slowly (within 30 degrees of upright). Objects may cross and occlude
+    each other. The background and lighting stay fixed; only the sensor noise changes per frame.
     """
     rng = np.random.default_rng(seed)
     hw = (int(size[0]), int(size[1]))

@@ -5,8 +5,9 @@
 
 A small open_clip CLIP (custom config, 64 px images) learns from crops of scenes drawn by
 :mod:`ros_mm_perception.synthetic.scenes` (most of them ``varied``: wider shades, more backgrounds,
-clutter, edges, shadows, JPEG) paired with captions, through CLIP's symmetric contrastive loss
-(image→text and text→image cross-entropy, learned temperature) with these additions:
+saturated grounds and photographs, clutter, edges, shadows, JPEG) paired with captions, through CLIP's
+symmetric contrastive loss (image→text and text→image cross-entropy, learned temperature) with these
+additions:
 
 * multi-positive targets: captions that say the same thing ("a red circle", "a photo of red circle.")
   are positives of each other; captions true of a crop but saying something else ("a circle" for a
@@ -67,8 +68,8 @@ the crop's side) to loose ones (40 % or less): the phrase's score then tells a t
 MIN_RELATIVE_SIZE = 0.12
 """Crops holding a whole object smaller than this share of the crop's longer side are left out (ambiguous)."""
 VARIED_SCENES = 0.7
-"""Share of training scenes rendered with ``varied=True`` (wider shades, more backgrounds, clutter, edges,
-shadows, JPEG); the rest are plain."""
+"""Share of training scenes rendered with ``varied=True`` (wider shades, more backgrounds, saturated grounds
+and photographs, clutter, edges, shadows, JPEG); the rest are plain."""
 LETTERBOX_FRAMES = 0.6
 """Share of whole-frame crops fitted by letterbox (the labeler's default) rather than centre crop."""
 OBJECT_CROP_LOOSEST = 3.5

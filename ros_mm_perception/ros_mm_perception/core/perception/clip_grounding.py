@@ -230,7 +230,8 @@ def borrowing(boxes: np.ndarray, chosen: Sequence[int], scores: np.ndarray, heig
 
 
 def ground_with_clip(labeler: ClipLabeler, image: np.ndarray, phrases: Sequence[str], *,
-                     score_threshold: float = _DEFAULTS.score_threshold, max_detections: Optional[int] = None) -> List[Detection]:
+                     score_threshold: float = _DEFAULTS.score_threshold,
+                     max_detections: Optional[int] = None) -> List[Detection]:
     """Detections of ``phrases`` in one HxWx3 uint8 RGB frame by CLIP alone (see the module docstring).
 
     Boxes are in pixels of ``image``; ``source`` is ``"clip"``. Detections are sorted by score, at

@@ -8,10 +8,12 @@ import torch
 from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.models.clip_model import load_clip
 from ros_mm_perception.core.perception.boxes import box_iou
+from ros_mm_perception.core.perception import clip_grounding
 from ros_mm_perception.core.perception.clip_grounding import borrowing, ground_with_clip
 from ros_mm_perception.core.perception.labeler import ClipLabeler
 from ros_mm_perception.core.perception.tracking import Tracker
 from ros_mm_perception.core.results import Detection
+from ros_mm_perception.offline.demo import demo_phrases, demo_scenes
 from ros_mm_perception.synthetic import evaluation
 from ros_mm_perception.synthetic.scenes import all_combos, phrase, render_scene
 
@@ -46,6 +48,20 @@ def test_a_strip_beside_an_object_is_suspected_of_borrowing_its_score_and_a_far_
     assert borrowing(boxes, [1], scores, 240, 320) == []
     # Box 0's context square holds 38 % of the better box 3: under BORROWED_SHARE, not suspected.
     assert borrowing(boxes, [0, 3], scores, 240, 320) == []
+
+
+def test_a_strip_of_floor_beside_an_object_is_not_published(labeler, monkeypatch):
+    """In the demo's front camera (frame 7) a strip of floor beside the blue square scores the square's
+    phrase through its context crop, which holds the whole square; its own pixels do not show it."""
+    scene = demo_scenes(12, (240, 320))["/front"][7]
+
+    def wrong_boxes():
+        dets = ground_with_clip(labeler, scene.image, demo_phrases())
+        return [d for d in dets if box_iou([d.box], [o.box for o in scene.objects if o.phrase == d.phrase]).max() < 0.5]
+
+    assert wrong_boxes() == []
+    monkeypatch.setattr(clip_grounding, "BORROWED_SHARE", 2.0)  # no box is ever suspected: the strip is back
+    assert [d.phrase for d in wrong_boxes()] == ["blue square"]
 
 
 def test_two_objects_of_one_phrase_side_by_side_are_both_published(labeler):

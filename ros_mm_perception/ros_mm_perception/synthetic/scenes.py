@@ -7,9 +7,9 @@ then applies uneven lighting, a colour cast, blur and sensor noise. With ``varie
 embedded models mostly train on) scenes also get wider shades of each colour, more backgrounds
 (:data:`VARIED_BACKGROUNDS`, some of them saturated, and photographs), clutter that is not in the
 world (blobs, cables, dots), dark edges and soft shadows on some objects, stronger lighting and JPEG
-compression. Objects may occlude each
-other, but each stays at least ``min_visible`` visible. Every object comes with its phrase ("red
-circle") and its box: the extent of its visible pixels, ``(x0, y0, x1, y1)`` in pixels.
+compression. Objects may occlude each other, but each stays at least ``min_visible`` visible. Every
+object comes with its phrase ("red circle") and its box: the extent of its visible pixels,
+``(x0, y0, x1, y1)`` in pixels.
 
 It feeds the embedded model's training, its evaluation, the tests and the demo::
 
@@ -21,8 +21,7 @@ It feeds the embedded model's training, its evaluation, the tests and the demo::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import functools
-from functools import partial
+from functools import lru_cache, partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
@@ -178,7 +177,7 @@ def vivid_colour(rng: np.random.Generator, avoid: Sequence[str] = ()) -> np.ndar
     taken = [_hsv(COLOURS[c])[0] for c in avoid]
     for _ in range(20):
         hue = rng.uniform(0, 180)
-        if all(min(abs(hue - t), 180 - abs(hue - t)) >= VIVID_HUE_GAP for t in taken):
+        if all(_hue_gap(hue, t) >= VIVID_HUE_GAP for t in taken):
             hsv = np.uint8([[[round(hue) % 180, rng.integers(80, 201), rng.integers(60, 211)]]])
             return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
     return _muted_colour(rng)
@@ -190,7 +189,7 @@ def _smooth_noise(rng: np.random.Generator, hw: Tuple[int, int], cells: int) -> 
     return np.clip(cv2.resize(grid, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC), -1, 1)
 
 
-@functools.lru_cache(maxsize=None)
+@lru_cache(maxsize=None)
 def photo(name: str) -> np.ndarray:
     """One of scikit-image's sample pictures (``skimage.data.<name>()``; ``motorcycle``: the left
     view of ``stereo_motorcycle``) as HxWx3 uint8 RGB, grey ones repeated on the three channels."""
@@ -315,6 +314,12 @@ def _hsv(rgb) -> np.ndarray:
     return cv2.cvtColor(np.uint8([[rgb]]), cv2.COLOR_RGB2HSV)[0, 0].astype(np.float64)
 
 
+def _hue_gap(a: float, b: float) -> float:
+    """Distance between two OpenCV hues (0..180, 2 degrees a unit) around the colour circle."""
+    d = abs(a - b) % 180
+    return min(d, 180 - d)
+
+
 def shade(rng: np.random.Generator, colour: str, hue_reach: float, saturation: Tuple[float, float],
           value: Tuple[float, float]) -> Tuple[float, float, float]:
     """The base colour with its hue moved by up to ``hue_reach`` OpenCV units (2 degrees each) and its
@@ -336,8 +341,7 @@ def object_rgb(rng: np.random.Generator, colour: str) -> Tuple[float, float, flo
 
 def _varied_hue_reach() -> Dict[str, float]:
     hues = {name: _hsv(rgb)[0] for name, rgb in COLOURS.items()}
-    return {name: min(6.0, 0.45 * min(min(abs(h - other) % 180, 180 - abs(h - other) % 180)
-                                        for o, other in hues.items() if o != name))
+    return {name: min(6.0, 0.45 * min(_hue_gap(h, other) for o, other in hues.items() if o != name))
             for name, h in hues.items()}
 
 

@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 import torch
 
-from ros_mm_perception.core.perception.boxes import as_boxes, box_area, nms
+from ros_mm_perception.core.perception.boxes import as_boxes, box_area, box_intersection, nms
 from ros_mm_perception.core.config import PerceptionConfig, check_phrases
 from ros_mm_perception.core.perception.labeler import ClipLabeler
 from ros_mm_perception.core.imaging.preprocess import check_rgb
@@ -211,22 +211,13 @@ def borrowing(boxes: np.ndarray, chosen: Sequence[int], scores: np.ndarray, heig
     least :data:`BORROWED_SHARE` of a better-scoring chosen box: a strip beside an object scores the
     object's phrase through its margin. Such a box is published only if its own pixels score the
     phrase too."""
-    chosen = [int(i) for i in chosen]
-    if len(chosen) < 2:
+    chosen = np.asarray(chosen, dtype=np.int64)
+    if chosen.size < 2:
         return []
-    squares = context_squares(boxes[chosen], height, width)
-    out = []
-    for a, i in enumerate(chosen):
-        for b, j in enumerate(chosen):
-            if scores[j] <= scores[i]:
-                continue
-            x0, y0 = np.maximum(squares[a, :2], boxes[j, :2])
-            x1, y1 = np.minimum(squares[a, 2:], boxes[j, 2:])
-            inside = max(x1 - x0, 0.0) * max(y1 - y0, 0.0) / max(float(box_area(boxes[j:j + 1])[0]), 1e-9)
-            if inside >= BORROWED_SHARE:
-                out.append(i)
-                break
-    return out
+    own = boxes[chosen]
+    held = box_intersection(context_squares(own, height, width), own) / np.maximum(box_area(own), 1e-9)
+    better = scores[chosen][None, :] > scores[chosen][:, None]  # [i, j]: box j scores above box i
+    return chosen[((held >= BORROWED_SHARE) & better).any(axis=1)].tolist()
 
 
 def ground_with_clip(labeler: ClipLabeler, image: np.ndarray, phrases: Sequence[str], *,

@@ -323,7 +323,8 @@ def write_jumping(path, stamps):
         writer = Writer(f)
         writer.start(profile="ros2", library="test")
         channels = {}
-        for topic, typ in [("/cam/camera_info", "sensor_msgs/msg/CameraInfo"), ("/cam/image_raw", "sensor_msgs/msg/Image"),
+        for topic, typ in [("/cam/camera_info", "sensor_msgs/msg/CameraInfo"),
+                           ("/cam/image_raw", "sensor_msgs/msg/Image"),
                            ("/cam/depth/image_raw", "sensor_msgs/msg/Image")]:
             schema = writer.register_schema(typ, "ros2msg", schema_text(store, typ).encode())
             channels[topic] = (writer.register_channel(topic, "cdr", schema), typ)

@@ -27,3 +27,16 @@ def test_json_report_has_both_styles_and_every_measure(tiny_clip_dir, capsys):
 def test_counts_must_be_positive(capsys):
     assert main(["eval-embedded", "--n", "0"]) == 2
     assert "--n and --scenes" in capsys.readouterr().err
+
+
+def test_a_second_box_on_a_found_object_is_a_duplicate_and_a_lone_misplaced_box_is_not():
+    from ros_mm_perception.core.results import Detection
+    from ros_mm_perception.synthetic.evaluation import _duplicates, match
+    from ros_mm_perception.synthetic.scenes import SceneObject
+
+    objects = [SceneObject("red", "circle", (0.0, 0.0, 40.0, 40.0)), SceneObject("blue", "star", (100, 100, 140, 140))]
+    dets = [Detection("red circle", 0.9, (1, 1, 40, 40)), Detection("red circle", 0.6, (10, 10, 30, 30)),
+            Detection("blue star", 0.7, (100, 118, 140, 158))]  # IoU 0.38 with the star: not found
+    pairs = match(dets, objects)
+    assert pairs == {0: 0}
+    assert _duplicates(dets, objects, pairs) == 1

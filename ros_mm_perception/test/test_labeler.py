@@ -9,7 +9,7 @@ from PIL import Image
 
 from ros_mm_perception.core.config import ConfigError
 from ros_mm_perception.core.imaging.preprocess import MIN_TILE_SIDE, TILE_STEP, tile_windows
-from ros_mm_perception.core.perception.labeler import ClipLabeler, pool_views
+from ros_mm_perception.core.perception.labeler import BACKGROUND_PROMPT, ClipLabeler, pool_views
 
 PHRASES = ["red mug", "person", "open door"]
 TEMPLATES = ("a photo of {}.", "a picture of a {}.")
@@ -185,14 +185,26 @@ def test_pooled_views_follow_the_view_that_is_sure():
     torch.testing.assert_close(pooled[1], tile[0].softmax(dim=-1))   # one view: its softmax unchanged
 
 
+def test_a_view_that_looks_like_background_counts_little_in_the_pool():
+    frame = torch.tensor([[1.0, 0.0]])               # the frame leans to phrase 0
+    ground = torch.tensor([[0.0, 3.0]])              # a tile of background, fairly sure of phrase 1 ...
+    logits = torch.cat([frame, ground])
+    assert pool_views(logits, [2])[0].argmax() == 1  # ... which decides without the null prompt
+    null = torch.tensor([[0.0], [6.0]])              # but it is far surer of "background"
+    pooled = pool_views(logits, [2], null)
+    assert pooled[0].argmax() == 0
+    torch.testing.assert_close(pooled.sum(dim=-1), torch.ones(1))
+    torch.testing.assert_close(pool_views(frame, [1], null[:1]), frame.softmax(dim=-1))  # one view: unchanged
+
+
 def test_tiled_labels_pool_the_frame_and_its_tile_crops(tiny_clip, rng):
     image = smooth_image(rng, (48, 64, 3))
     labeler = ClipLabeler(tiny_clip, PHRASES, label_tiles=2)
     views = [image] + [image[y0:y1, x0:x1] for x0, y0, x1, y1 in tile_windows(48, 64, 2)]
     assert len(views) > 1
-    alone = ClipLabeler(tiny_clip, PHRASES, label_tiles=0)
+    alone = ClipLabeler(tiny_clip, PHRASES + [BACKGROUND_PROMPT], label_tiles=0)
     logits = torch.log(torch.from_numpy(alone.probabilities(views)))
-    np.testing.assert_allclose(labeler.probabilities([image])[0], pool_views(logits, [len(views)])[0].numpy(),
-                               atol=1e-5)
+    pooled = pool_views(logits[:, :-1], [len(views)], logits[:, -1:])[0].numpy()
+    np.testing.assert_allclose(labeler.probabilities([image])[0], pooled, atol=1e-5)
     with pytest.raises(ValueError, match="label_tiles"):
         labeler.label_tiles = 9

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ros_mm_perception.core.config import CROP_MODES, PerceptionConfig
-from ros_mm_perception.core.perception.boxes import box_area, box_iou
+from ros_mm_perception.core.perception.boxes import box_area, box_intersection, box_iou
 from ros_mm_perception.core.perception.clip_grounding import ground_with_clip
 from ros_mm_perception.core.perception.tracking import Tracker
 from ros_mm_perception.synthetic import scenes, unseen
@@ -55,7 +55,7 @@ def centre_share(box, height: int, width: int) -> float:
     """Share of ``box``'s area inside the frame's centre square."""
     side = min(height, width)
     x0, y0 = (width - side) / 2, (height - side) / 2
-    inter = box_area([[max(box[0], x0), max(box[1], y0), min(box[2], x0 + side), min(box[3], y0 + side)]])[0]
+    inter = box_intersection([box], [[x0, y0, x0 + side, y0 + side]])[0, 0]
     return float(inter / max(box_area([box])[0], 1e-9))
 
 
@@ -124,17 +124,18 @@ def match(detections, objects, iou_found: float = IOU_FOUND) -> Dict[int, int]:
 
 
 def _duplicates(detections, objects, pairs) -> int:
-    """Unmatched detections of an object's phrase that lie mostly on that object or cover most of it."""
+    """Unmatched detections of an object's phrase that lie mostly on an object already matched to another
+    detection, or cover most of it (a second box on one object; a lone misplaced box is a miss instead)."""
+    matched = set(pairs.values())
     count = 0
     for d, det in enumerate(detections):
         if d in pairs:
             continue
-        for obj in objects:
-            if obj.phrase != det.phrase:
+        for o, obj in enumerate(objects):
+            if o not in matched or obj.phrase != det.phrase:
                 continue
-            inter = box_area([[max(det.box[0], obj.box[0]), max(det.box[1], obj.box[1]),
-                               min(det.box[2], obj.box[2]), min(det.box[3], obj.box[3])]])[0]
-            if inter >= 0.5 * min(box_area([det.box])[0], box_area([obj.box])[0]):
+            smaller = min(box_area([det.box])[0], box_area([obj.box])[0])
+            if box_intersection([det.box], [obj.box])[0, 0] >= 0.5 * smaller:
                 count += 1
                 break
     return count

@@ -45,11 +45,11 @@ import torch
 
 from ros_mm_perception.core.perception.boxes import as_boxes, box_area, box_intersection, nms
 from ros_mm_perception.core.config import PerceptionConfig, check_phrases
-from ros_mm_perception.core.perception.labeler import ClipLabeler
+from ros_mm_perception.core.perception.labeler import BACKGROUND_PROMPT, ClipLabeler
 from ros_mm_perception.core.imaging.preprocess import check_rgb
 from ros_mm_perception.core.results import Detection
 
-NULL_PROMPTS = ("background", "an object")
+NULL_PROMPTS = (BACKGROUND_PROMPT, "an object")
 """Prompts that compete with the phrases for every region: empty regions and other things."""
 
 WINDOW_SCALES = (0.2, 0.3, 0.45, 0.68, 1.0)

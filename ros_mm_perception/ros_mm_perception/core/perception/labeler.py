@@ -23,6 +23,9 @@ from ros_mm_perception.core.config import CROP_MODES, PerceptionConfig, check_ph
 from ros_mm_perception.core.results import Box, Label
 
 DEFAULT_TEMPLATES = ("a photo of {}.",)
+BACKGROUND_PROMPT = "background"
+"""The null phrase: whole-frame pooling weighs each view against it (:func:`pool_views`) and CLIP-only
+grounding scores regions against it."""
 
 
 class ClipLabeler:
@@ -142,8 +145,9 @@ class ClipLabeler:
         if len(images) == 0:
             return np.zeros((0, len(phrases)), dtype=np.float32)
         views, counts = self.frame_views([upload(image, self.clip.device) for image in images])
+        text = torch.cat([text, self.text_embeddings([BACKGROUND_PROMPT])])
         logits = self.logits(self.encode_pixels(self.clip.preprocessor(views, self.crop_mode)), text)
-        return pool_views(logits, counts).cpu().numpy()
+        return pool_views(logits[:, :-1], counts, logits[:, -1:]).cpu().numpy()
 
     def label_batch(self, images: Sequence[np.ndarray], top_k: int = 5,
                     phrases: Optional[Sequence[str]] = None) -> List[List[Label]]:
@@ -179,14 +183,17 @@ VIEW_WEIGHT_POWER = 4
 clearly decide, views of background or of part of an object (spread probabilities) count little."""
 
 
-def pool_views(logits: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+def pool_views(logits: torch.Tensor, counts: Sequence[int], null_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per-frame probabilities from the logits of each frame's views (``counts[i]`` consecutive rows
-    per frame): the mean of the views' softmax, each weighted by its confidence (its top probability
-    to the :data:`VIEW_WEIGHT_POWER`). Rows sum to 1; one view per frame gives its softmax unchanged."""
+    per frame): the mean of the views' softmax, each weighted by its confidence: its top probability,
+    in a softmax that also holds the view's ``null_logits`` column (the :data:`BACKGROUND_PROMPT`) when
+    given, to the :data:`VIEW_WEIGHT_POWER`, so a view that looks like background counts little. Rows sum
+    to 1; one view per frame gives its softmax unchanged."""
     probs = logits.softmax(dim=-1)
     if all(count == 1 for count in counts):
         return probs
-    weights = probs.max(dim=-1, keepdim=True).values ** VIEW_WEIGHT_POWER
+    sure = probs if null_logits is None else torch.cat([logits, null_logits], dim=-1).softmax(dim=-1)
+    weights = sure[:, :logits.shape[1]].max(dim=-1, keepdim=True).values ** VIEW_WEIGHT_POWER
     return torch.stack([(w * rows).sum(dim=0) / w.sum()
                         for rows, w in zip(probs.split(list(counts)), weights.split(list(counts)))])
 

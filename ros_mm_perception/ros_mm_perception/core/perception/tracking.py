@@ -32,7 +32,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ros_mm_perception.core.perception.boxes import box_area, box_iou
+from ros_mm_perception.core.perception.boxes import box_area, box_intersection, box_iou
 from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.results import Detection
 
@@ -126,12 +126,9 @@ class Tracker:
         """Whether ``track`` has ``phrase`` and most of ``box`` or of the track's box (last or predicted) overlaps."""
         if track.phrase != phrase:
             return False
-        for other in (track.box, track.predicted_box()):
-            lo, hi = np.maximum(box[:2], other[:2]), np.minimum(box[2:], other[2:])
-            inter = float(np.prod(np.clip(hi - lo, 0, None)))
-            if inter > BIRTH_OVERLAP * min(box_area([box])[0], box_area([other])[0]):
-                return True
-        return False
+        others = [track.box, track.predicted_box()]
+        inter = box_intersection([box], others)[0]
+        return bool(np.any(inter > BIRTH_OVERLAP * np.minimum(box_area([box])[0], box_area(others))))
 
     def _survives_miss(self, track: Track) -> bool:
         track.missed += 1

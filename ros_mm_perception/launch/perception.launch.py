@@ -27,7 +27,7 @@ PARAMETER_ARGUMENTS = {
     "use_depth": "true: also subscribe depth + camera_info and publish detections_3d.",
     "target_frame": "Frame of detections_3d and markers, e.g. base_link (empty: the camera's frame).",
     "crop_mode": "How CLIP sees a frame: letterbox (the whole frame, padded) or center (open_clip's centre crop).",
-    "label_tiles": "Rows of tiles whole-frame labels also look at (0: the frame alone).",
+    "label_tiles": "Rows of tiles (and full-height squares) whole-frame labels also look at (0: the frame alone).",
 }
 TOPIC_ARGUMENTS = {
     "image_topic": ("image", "Camera image topic(s), comma-separated, one per camera."),

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ros_mm_perception.core.config import ConfigError
-from ros_mm_perception.core.imaging.preprocess import MIN_TILE_SIDE, TILE_STEP, tile_windows
+from ros_mm_perception.core.imaging.preprocess import MIN_TILE_SIDE, TILE_STEP, label_windows, tile_windows
 from ros_mm_perception.core.perception.labeler import BACKGROUND_PROMPT, ClipLabeler, pool_views
 
 PHRASES = ["red mug", "person", "open door"]
@@ -174,6 +174,24 @@ def test_no_tiles_for_zero_rows_or_frames_too_small():
     assert len(tile_windows(240, 320, 3)) == 12      # 4 x 3 on a 4:3 frame
 
 
+@pytest.mark.parametrize("height,width", [(240, 320), (480, 640), (360, 640), (640, 480), (100, 100)])
+def test_label_windows_add_full_height_squares_that_hold_large_objects_whole(height, width, rng):
+    windows = label_windows(height, width, 3)
+    tiles = tile_windows(height, width, 3)
+    short = min(height, width)
+    squares = [w for w in windows if w[2] - w[0] == short]
+    assert squares == tile_windows(height, width, 1) and windows == squares + tiles
+    assert len(squares) == (0 if height == width else 2 if max(height, width) < 1.6 * short else 3)
+    assert label_windows(height, width, 1) == tile_windows(height, width, 1) and label_windows(height, width, 0) == []
+    if height == width:
+        return
+    for _ in range(50):              # objects larger than the tiles are sure to hold lie whole in a square
+        size = rng.uniform((1 - TILE_STEP) * (tiles[0][2] - tiles[0][0]), (1 - TILE_STEP) * short)
+        x, y = rng.uniform(0, width - size), rng.uniform(0, height - size)
+        assert any(x0 <= x and y0 <= y and x + size <= x1 and y + size <= y1 for x0, y0, x1, y1 in squares)
+    assert len(label_windows(240, 320, 3)) == 14     # 2 squares and 4 x 3 tiles on a 4:3 frame
+
+
 def test_pooled_views_follow_the_view_that_is_sure():
     frame = torch.tensor([[0.0, 0.0, 0.0]])          # the whole frame: undecided
     tile = torch.tensor([[6.0, 0.0, 0.0]])           # one tile sees phrase 0 clearly
@@ -200,7 +218,7 @@ def test_a_view_that_looks_like_background_counts_little_in_the_pool():
 def test_tiled_labels_pool_the_frame_and_its_tile_crops(tiny_clip, rng):
     image = smooth_image(rng, (48, 64, 3))
     labeler = ClipLabeler(tiny_clip, PHRASES, label_tiles=2)
-    views = [image] + [image[y0:y1, x0:x1] for x0, y0, x1, y1 in tile_windows(48, 64, 2)]
+    views = [image] + [image[y0:y1, x0:x1] for x0, y0, x1, y1 in label_windows(48, 64, 2)]
     assert len(views) > 1
     alone = ClipLabeler(tiny_clip, PHRASES + [BACKGROUND_PROMPT], label_tiles=0)
     logits = torch.log(torch.from_numpy(alone.probabilities(views)))

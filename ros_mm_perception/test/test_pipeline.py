@@ -6,7 +6,7 @@ import pytest
 from ros_mm_perception.core.perception.clip_grounding import ground_with_clip, phrase_scores
 from ros_mm_perception.core.config import ConfigError, PerceptionConfig
 from ros_mm_perception.core.errors import ImageFormatError, UserError
-from ros_mm_perception.core.imaging.preprocess import tile_windows
+from ros_mm_perception.core.imaging.preprocess import label_windows
 from ros_mm_perception.core.perception.pipeline import PerceptionPipeline, RateGate, combine_scores, suppress
 from ros_mm_perception.core.results import Detection, Frame, Intrinsics, Stamp
 
@@ -119,7 +119,7 @@ def test_a_batch_of_cameras_makes_one_call_per_model_and_keeps_headers(tiny_clip
     frames = [frame(rng, cam, sec=7, nanosec=k) for k, cam in enumerate(("front", "left", "rear"))]
     results = pipe.process_batch(frames)
     assert engine.calls == [(3, PHRASES)]
-    views = 1 + len(tile_windows(H, W, pipe.config.label_tiles))
+    views = 1 + len(label_windows(H, W, pipe.config.label_tiles))
     assert views > 1
     assert count_clip_calls == [3 * views + 3 * 2]  # each frame and its tiles for labels + 6 box crops, one batch
     for f, r in zip(frames, results):
@@ -135,7 +135,7 @@ def test_label_tiles_change_at_run_time(tiny_clip, rng, count_clip_calls):
     pipe.process(image)
     pipe.update_config(pipe.config.replace(label_tiles=0))
     pipe.process(image)
-    assert count_clip_calls == [1 + len(tile_windows(H, W, PerceptionConfig().label_tiles)), 1]
+    assert count_clip_calls == [1 + len(label_windows(H, W, PerceptionConfig().label_tiles)), 1]
     assert pipe.labeler.label_tiles == 0
 
 

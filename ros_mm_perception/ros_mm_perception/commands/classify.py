@@ -45,8 +45,9 @@ def add_tiles_argument(p, default=None) -> None:
     from ros_mm_perception.core.config import PerceptionConfig
 
     p.add_argument("--label-tiles", type=int, metavar="ROWS", default=default,
-                   help="rows of overlapping tiles that whole-frame labels also look at, weighted by how sure "
-                        f"each view is; 0: the frame alone (default: {PerceptionConfig().label_tiles})")
+                   help="rows of overlapping tiles that whole-frame labels also look at (with squares as tall "
+                        "as the frame), weighted by how sure each view is; 0: the frame alone "
+                        f"(default: {PerceptionConfig().label_tiles})")
 
 
 def warn_outside_world(model: str, phrases, option: str) -> None:

@@ -83,9 +83,10 @@ class PerceptionConfig:
     crop_mode: str = _param("letterbox", "How CLIP sees a frame or box: letterbox (all of it, padded to a square "
                             "with the model's mean colour) or center (open_clip's centre square; drops a 4:3 "
                             "frame's side bands).", choices=CROP_MODES)
-    label_tiles: int = _param(3, "Whole-frame labels also look at overlapping square tiles, this many down the "
-                              "frame's short side (3: a 4 x 3 grid on a 4:3 frame), each view weighted by how sure "
-                              "it is, so an object too small to tell in the whole frame is labelled from the tile "
+    label_tiles: int = _param(3, "Whole-frame labels also look at squares as tall as the frame and at overlapping "
+                              "square tiles, this many down the frame's short side (3: a 4 x 3 grid on a 4:3 "
+                              "frame, 15 views with the frame and its two squares), each view weighted by how sure "
+                              "it is, so an object too small to tell in the whole frame is labelled from the view "
                               "that sees it; 0 = the frame alone (one CLIP image per frame, fastest).",
                               low=0, high=8)
     grounding_source: str = _param("auto", "Detection source: auto (OWL when configured, else PaliGemma when "

@@ -159,3 +159,13 @@ def tile_windows(height: int, width: int, rows: int) -> List[Tuple[int, int, int
 
     windows = [(int(x), int(y), int(x) + side, int(y) + side) for y in starts(height) for x in starts(width)]
     return [] if windows == [(0, 0, width, height)] else windows
+
+
+def label_windows(height: int, width: int, rows: int) -> List[Tuple[int, int, int, int]]:
+    """The windows whole-frame labels look at besides the frame, at two scales: squares as tall as the
+    frame's short side along its long side (:func:`tile_windows` with one row), which see an object too
+    large for a tile whole and larger than the letterboxed frame shows it, then ``rows`` rows of tiles.
+    ``rows`` 0 gives none."""
+    if rows == 0:
+        return []
+    return list(dict.fromkeys(tile_windows(height, width, 1) + tile_windows(height, width, rows)))

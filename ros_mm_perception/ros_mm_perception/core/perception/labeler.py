@@ -4,8 +4,9 @@ Follows open_clip's ``build_zero_shot_classifier``: each phrase is written into 
 template, the normalised text embeddings are averaged and normalised again. Embeddings are cached per
 phrase (keyed by the templates), so changing the vocabulary only encodes the new phrases.
 
-Whole-frame labels look at the frame and at ``label_tiles`` rows of overlapping square tiles of it
-(:func:`~ros_mm_perception.core.imaging.preprocess.tile_windows`), all in one image batch, and
+Whole-frame labels look at the frame, at squares as tall as its short side and at ``label_tiles`` rows
+of overlapping square tiles (:func:`~ros_mm_perception.core.imaging.preprocess.label_windows`), all in
+one image batch, and
 average the views' probabilities weighted by how sure each view is (:func:`pool_views`), so an
 object too small to tell in the whole frame is labelled from the tile that sees it clearly.
 """
@@ -17,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ros_mm_perception.core.imaging.preprocess import tile_windows, upload
+from ros_mm_perception.core.imaging.preprocess import label_windows, upload
 from ros_mm_perception.core.models.clip_model import ClipModel
 from ros_mm_perception.core.config import CROP_MODES, PerceptionConfig, check_phrases
 from ros_mm_perception.core.results import Box, Label
@@ -73,11 +74,12 @@ class ClipLabeler:
         self._label_tiles = rows
 
     def frame_views(self, frames: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], List[int]]:
-        """What whole-frame labels look at in 3xHxW frames: each frame, then its tiles, all in one list,
-        and how many views each frame has (for :func:`pool_views`)."""
+        """What whole-frame labels look at in 3xHxW frames: each frame, then its windows
+        (:func:`~ros_mm_perception.core.imaging.preprocess.label_windows`), all in one list, and how many
+        views each frame has (for :func:`pool_views`)."""
         views, counts = [], []
         for frame in frames:
-            tiles = tile_windows(frame.shape[1], frame.shape[2], self.label_tiles)
+            tiles = label_windows(frame.shape[1], frame.shape[2], self.label_tiles)
             views += [frame, *(frame[:, y0:y1, x0:x1] for x0, y0, x1, y1 in tiles)]
             counts.append(1 + len(tiles))
         return views, counts

@@ -53,7 +53,7 @@ from ros_mm_perception.core.config import ConfigError, PerceptionConfig, check_p
 from ros_mm_perception.core.errors import UserError
 from ros_mm_perception.core.perception.geometry import check_depth, depth_scale, locate
 from ros_mm_perception.core.perception.labeler import BACKGROUND_PROMPT, ClipLabeler, pool_views, top_labels
-from ros_mm_perception.core.imaging.preprocess import check_rgb, crop_windows, tile_windows, upload
+from ros_mm_perception.core.imaging.preprocess import check_rgb, crop_windows, label_windows, upload
 from ros_mm_perception.core.results import Detection, Frame, FrameResult, Label
 from ros_mm_perception.core.perception.tracking import Tracker
 
@@ -235,7 +235,7 @@ class PerceptionPipeline:
         with self._lock:
             encoder = self._clip.fast_encoder if self._clip is not None else None
             if encoder is not None:
-                views = {1 + len(tile_windows(h, w, self._labeler.label_tiles)) for h, w in WARM_UP_FRAMES}
+                views = {1 + len(label_windows(h, w, self._labeler.label_tiles)) for h, w in WARM_UP_FRAMES}
                 try:
                     encoder.warm_up(sorted({n * v for n in batch_sizes for v in views} | {encoder.buckets[-1]}))
                 except Exception:  # as enable_fast_clip: keep open_clip's encoder rather than fail

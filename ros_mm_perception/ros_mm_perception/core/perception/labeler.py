@@ -6,9 +6,9 @@ phrase (keyed by the templates), so changing the vocabulary only encodes the new
 
 Whole-frame labels look at the frame, at squares as tall as its short side and at ``label_tiles`` rows
 of overlapping square tiles (:func:`~ros_mm_perception.core.imaging.preprocess.label_windows`), all in
-one image batch, and
-average the views' probabilities weighted by how sure each view is (:func:`pool_views`), so an
-object too small to tell in the whole frame is labelled from the tile that sees it clearly.
+one image batch, and average the views' probabilities weighted by how sure each view is
+(:func:`pool_views`), so an object too small to tell in the whole frame is labelled from the view that
+sees it clearly.
 """
 
 from __future__ import annotations

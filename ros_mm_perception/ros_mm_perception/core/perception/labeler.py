@@ -79,9 +79,9 @@ class ClipLabeler:
         views each frame has (for :func:`pool_views`)."""
         views, counts = [], []
         for frame in frames:
-            tiles = label_windows(frame.shape[1], frame.shape[2], self.label_tiles)
-            views += [frame, *(frame[:, y0:y1, x0:x1] for x0, y0, x1, y1 in tiles)]
-            counts.append(1 + len(tiles))
+            windows = label_windows(frame.shape[1], frame.shape[2], self.label_tiles)
+            views += [frame, *(frame[:, y0:y1, x0:x1] for x0, y0, x1, y1 in windows)]
+            counts.append(1 + len(windows))
         return views, counts
 
     @property
@@ -148,8 +148,17 @@ class ClipLabeler:
             return np.zeros((0, len(phrases)), dtype=np.float32)
         views, counts = self.frame_views([upload(image, self.clip.device) for image in images])
         text = torch.cat([text, self.text_embeddings([BACKGROUND_PROMPT])])
-        logits = self.logits(self.encode_pixels(self.clip.preprocessor(views, self.crop_mode)), text)
-        return pool_views(logits[:, :-1], counts, logits[:, -1:]).cpu().numpy()
+        embeddings = self.encode_pixels(self.clip.preprocessor(views, self.crop_mode))
+        return self.pool_frames(embeddings, counts, text).cpu().numpy()
+
+    @torch.inference_mode()
+    def pool_frames(self, view_embeddings: torch.Tensor, counts: Sequence[int],
+                    text_embeddings: torch.Tensor) -> torch.Tensor:
+        """Per-frame probabilities (``N x P``) from the embeddings of the frames' views (:meth:`frame_views`)
+        against ``P + 1`` text embeddings whose last row is the :data:`BACKGROUND_PROMPT`'s, which only
+        weighs the views (:func:`pool_views`)."""
+        logits = self.logits(view_embeddings, text_embeddings)
+        return pool_views(logits[:, :-1], counts, logits[:, -1:])
 
     def label_batch(self, images: Sequence[np.ndarray], top_k: int = 5,
                     phrases: Optional[Sequence[str]] = None) -> List[List[Label]]:

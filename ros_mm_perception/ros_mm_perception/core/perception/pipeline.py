@@ -52,7 +52,7 @@ from ros_mm_perception.core.models.clip_model import ClipModel
 from ros_mm_perception.core.config import ConfigError, PerceptionConfig, check_phrases
 from ros_mm_perception.core.errors import UserError
 from ros_mm_perception.core.perception.geometry import check_depth, depth_scale, locate
-from ros_mm_perception.core.perception.labeler import BACKGROUND_PROMPT, ClipLabeler, pool_views, top_labels
+from ros_mm_perception.core.perception.labeler import BACKGROUND_PROMPT, ClipLabeler, top_labels
 from ros_mm_perception.core.imaging.preprocess import check_rgb, crop_windows, label_windows, upload
 from ros_mm_perception.core.results import Detection, Frame, FrameResult, Label
 from ros_mm_perception.core.perception.tracking import Tracker
@@ -396,8 +396,8 @@ class PerceptionPipeline:
         labels = []
         if n:
             vocabulary = self._labeler.vocabulary
-            logits = self._labeler.logits(embeddings[:n], self._text_matrix(vocabulary + (BACKGROUND_PROMPT,)))
-            probs = pool_views(logits[:, :-1], counts, logits[:, -1:]).cpu().numpy()
+            text = self._text_matrix(vocabulary + (BACKGROUND_PROMPT,))
+            probs = self._labeler.pool_frames(embeddings[:n], counts, text).cpu().numpy()
             labels = [top_labels(row, vocabulary, self.config.top_k) for row in probs]
         box_probs = np.zeros(0)
         if crops:

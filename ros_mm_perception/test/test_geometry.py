@@ -102,8 +102,67 @@ def test_a_tilted_surface_gives_its_median_depth_and_visible_extent():
     centre, size = box_position(depth, K, object_box())
     step = 0.4 / (x1 - x0)                          # depth change from one pixel column to the next
     assert centre[2] == pytest.approx(2.2, abs=step)
-    # The central half spans 0.2 m of depth; the 10th-90th percentile spread is 80 % of it.
-    assert size[2] == pytest.approx(0.8 * 0.2, abs=2 * step)
+    # The surface spans 0.4 m of depth; the 10th-90th percentile spread is 80 % of it.
+    assert size[2] == pytest.approx(0.8 * 0.4, abs=2 * step)
+
+
+def hollow_scene(shape, noise=0.0, seed=0):
+    """A flat ``shape`` (ring or cross) of 0.6 m across, 2 m from the camera, 1 m before a wall at 3 m.
+
+    Returns the depth (float32 metres), the shape's mask and its tight corner-coordinate box.
+    """
+    from ros_mm_perception.synthetic.scenes import shape_mask
+
+    centre_px = (K.cx + 0.3 * K.fx / 2.0, K.cy - 0.2 * K.fy / 2.0)    # at (0.3, -0.2, 2.0) m
+    radius_px = 0.3 * K.fx / 2.0
+    mask = shape_mask(shape, centre_px, radius_px, 0.0, (H, W)) >= 0.5
+    depth = np.full((H, W), 3.0)
+    depth[mask] = 2.0
+    depth += np.random.default_rng(seed).normal(0.0, noise, depth.shape)
+    rows, cols = np.nonzero(mask)
+    return depth.astype(np.float32), mask, (cols.min(), rows.min(), cols.max() + 1.0, rows.max() + 1.0)
+
+
+@pytest.mark.parametrize("shape", ["ring", "cross"])
+@pytest.mark.parametrize("noise", [0.0, 0.01])
+def test_a_hollow_shape_before_a_wall_keeps_its_own_depth_and_flat_size(shape, noise):
+    depth, _, (x0, y0, x1, y1) = hollow_scene(shape, noise)
+    loose = (x0 - 12, y0 - 12, x1 + 12, y1 + 12)
+    centre, size = box_position(depth, K, loose)
+    assert centre[2] == pytest.approx(2.0, abs=0.01)             # a window median gives the wall
+    assert centre[0] == pytest.approx(0.3, abs=0.02)
+    assert centre[1] == pytest.approx(-0.2, abs=0.02)
+    assert size[2] < 0.05 + 3 * noise                             # flat, not the 1 m gap to the wall
+
+
+@pytest.mark.parametrize("shape", ["ring", "cross"])
+def test_a_mask_gives_the_median_over_its_pixels_and_the_extents_of_its_points(shape):
+    depth, mask, _ = hollow_scene(shape, 0.005)
+    # the mask bleeds one pixel onto the wall all round, as a mask model's edges do
+    import cv2
+
+    grown = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    rows, cols = np.nonzero(grown)
+    box = (cols.min(), rows.min(), cols.max() + 1.0, rows.max() + 1.0)
+    centre, size = box_position(depth, K, box, mask=grown)
+    np.testing.assert_allclose(centre, (0.3, -0.2, 2.0), atol=0.01)
+    extent = (mask.any(axis=0).sum() * 2.0 / K.fx, mask.any(axis=1).sum() * 2.0 / K.fy)
+    np.testing.assert_allclose(size[:2], extent, rtol=0.05)
+    assert size[2] < 0.03
+
+
+def test_a_mask_of_the_wrong_shape_is_a_clear_error():
+    with pytest.raises(ImageFormatError, match="mask"):
+        box_position(render().astype(np.float32), K, object_box(), mask=np.ones((10, 10), bool))
+
+
+def test_locate_uses_each_detections_mask():
+    depth, mask, box = hollow_scene("ring")
+    with_mask, without = Detection("ring", 0.9, box, mask=mask), Detection("ring", 0.9, box)
+    locate([with_mask, without], depth, K, (H, W))
+    assert with_mask.xyz[2] == pytest.approx(2.0, abs=1e-6)
+    assert without.xyz[2] == pytest.approx(2.0, abs=1e-6)
+    assert with_mask.size_xyz != without.size_xyz
 
 
 def test_depth_at_half_resolution_is_scaled_onto_the_image():

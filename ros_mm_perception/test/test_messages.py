@@ -91,6 +91,15 @@ def test_detection_3d_array_keeps_only_located(store, types, result):
         convert.detection_3d(types, result.detections[1], msg.header)
 
 
+def test_a_rotated_3d_box_and_its_hypothesis_pose_agree(store, types, result):
+    quat = (0.5, -0.5, 0.5, -0.5)            # optical -> map, as transform_3d sets it
+    result.detections[0].orientation = quat
+    det = roundtrip(store, convert.detection_3d_array(types, result)).detections[0]
+    for pose in (det.bbox.center, det.results[0].pose.pose):
+        q = pose.orientation
+        assert (q.x, q.y, q.z, q.w) == quat
+
+
 def test_classification_fields(store, types, result):
     msg = roundtrip(store, convert.classification(types, result))
     check_header(msg.header, result)

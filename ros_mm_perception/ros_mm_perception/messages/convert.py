@@ -67,9 +67,12 @@ def _pose(types, xyz: Sequence[float] = ORIGIN, quat_xyzw: Optional[Sequence[flo
 
 
 def _hypothesis(types, detection: Detection, xyz: Sequence[float] = ORIGIN):
+    """The detection's phrase and score with its pose: the position and the box orientation, so
+    ``results[0].pose`` agrees with a 3D box's ``bbox.center``."""
     return types.ObjectHypothesisWithPose(
         hypothesis=types.ObjectHypothesis(class_id=str(detection.phrase), score=float(detection.score)),
-        pose=types.PoseWithCovariance(pose=_pose(types, xyz), covariance=np.zeros(36, dtype=np.float64)),
+        pose=types.PoseWithCovariance(pose=_pose(types, xyz, detection.orientation),
+                                      covariance=np.zeros(36, dtype=np.float64)),
     )
 
 

@@ -1,6 +1,7 @@
 """Node parameters through the config dataclass: YAML defaults, descriptors' needs, run-time changes."""
 
 import dataclasses
+import importlib.util
 import pathlib
 
 import pytest
@@ -10,6 +11,7 @@ from ros_mm_perception.core.config import ConfigError, PerceptionConfig
 from ros_mm_perception.core.perception.pipeline import MODEL_FIELDS
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1]
+GENERATOR = PACKAGE_DIR.parent / "scripts" / "generate_param_surfaces.py"
 NODE_KEY = "/**/perception"
 
 
@@ -101,3 +103,40 @@ def test_docs_parameter_table_matches_the_defaults():
     assert sorted(rows) == sorted(described), "docs/ros2.md's parameter table must list every config field"
     for name, spec in described.items():
         assert rows[name] == (spec["default"], "no" if spec.get("read_only") else "yes"), name
+
+
+def generator():
+    spec = importlib.util.spec_from_file_location("generate_param_surfaces", GENERATOR)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_surfaces_are_byte_for_byte_what_the_generator_writes():
+    surfaces = generator().surfaces()
+    assert {p.name for p in surfaces} == {"perception.yaml", "ros2.md"}
+    for path, text in surfaces.items():
+        assert path.read_text() == text, f"{path.name} is stale: run python3 scripts/{GENERATOR.name}"
+
+
+def test_generator_check_catches_a_stale_file(tmp_path, monkeypatch):
+    module = generator()
+    stale = tmp_path / "perception.yaml"
+    stale.write_text(module.yaml_text(PerceptionConfig.describe()).replace("top_k: 5", "top_k: 6"))
+    monkeypatch.setattr(module, "YAML_FILE", stale)
+    monkeypatch.setattr(module, "REPO", tmp_path)
+    monkeypatch.setattr(module, "DOCS_FILE", tmp_path / "ros2.md")
+    (tmp_path / "ros2.md").write_text("<!-- generated: parameters -->\n<!-- end: parameters -->\n"
+                                      "<!-- generated: launch arguments -->\n<!-- end: launch arguments -->\n")
+    assert module.main(["--check"]) == 1
+    assert "top_k: 6" in stale.read_text()  # --check writes nothing
+    assert module.main([]) == 0 and module.main(["--check"]) == 0
+    assert "top_k: 5" in stale.read_text()
+    with pytest.raises(ValueError, match="markers"):
+        module.replace_between("no markers here", "parameters", "")
+
+
+def test_descriptions_are_one_line():
+    for name, spec in PerceptionConfig.describe().items():
+        text = spec["description"]
+        assert "\n" not in text and len(text) <= 100 and text.endswith("."), name

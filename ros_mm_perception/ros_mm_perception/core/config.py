@@ -1,9 +1,13 @@
-"""The one home of every default: :class:`PerceptionConfig`.
+"""The one home of every setting: :class:`PerceptionConfig`.
 
-The ROS node declares one parameter per field (with the description and range kept in the field
-metadata), ``config/perception.yaml`` mirrors these defaults, launch files override them, and the
-command line builds the same dataclass. :meth:`PerceptionConfig.replace` validates a change before
-it takes effect, so a bad ``ros2 param set`` is rejected with a reason and the old values are kept.
+Each field holds its default, a one-line description, and its range or choices. The ROS node
+declares one parameter per field (:mod:`ros_mm_perception.ros.params`), the launch file one argument
+per field marked ``launch``, the commands one option per field they expose
+(:mod:`ros_mm_perception.commands.options`), and ``scripts/generate_param_surfaces.py`` writes
+``config/perception.yaml`` and the parameter table of ``docs/ros2.md`` from them.
+:meth:`PerceptionConfig.replace` validates a change before it takes effect, so a bad
+``ros2 param set`` is rejected with a reason and the old values are kept. This module needs only the
+standard library (the launch file imports it).
 """
 
 from __future__ import annotations
@@ -32,10 +36,15 @@ class ConfigError(UserError, ValueError):
     """A configuration value was rejected; the message says which and why."""
 
 
-def _param(default, description: str, *, low=None, high=None, choices=None, read_only=False):
+def _param(default, description: str, *, low=None, high=None, choices=None, read_only=False,
+           launch=False):
+    """A config field: its default and the metadata every derived surface reads (``launch``: the
+    launch file declares an argument for it)."""
     meta = {"description": description}
     if read_only:
         meta["read_only"] = True
+    if launch:
+        meta["launch"] = True
     if low is not None:
         meta["range"] = (low, high)
     if choices is not None:
@@ -50,27 +59,31 @@ class PerceptionConfig:
     """Settings of the perception pipeline and node. Every default lives here."""
 
     # Models
-    device: str = _param("auto", "Compute device: auto (CUDA when available), cpu or cuda[:N].", read_only=True)
-    precision: str = _param("auto", "Model precision: auto (fp16/bf16 on CUDA; on the CPU bf16 where it has AMX or "
-                            "AVX-512 BF16 and the model is wide enough to gain, else fp32), fp32, fp16, bf16.",
+    device: str = _param("auto", "Compute device: auto (CUDA when available), cpu or cuda[:N].",
+                         read_only=True, launch=True)
+    precision: str = _param("auto",
+                            "Model precision: auto (per device and model), fp32, fp16 or bf16.",
                             choices=PRECISIONS, read_only=True)
-    clip_model: str = _param("", "open_clip model name; empty uses the embedded default model.", read_only=True)
-    clip_pretrained: str = _param("", "open_clip pretrained tag (hub cache) or a local checkpoint path.",
-                                  read_only=True)
-    paligemma_model: str = _param("", "PaliGemma model id (hub cache) or local directory; empty disables PaliGemma.",
-                                  read_only=True)
-    owl_model: str = _param("", "OWLv2 / OWL-ViT model id (hub cache), local directory, or 'embedded' (the detector "
-                            "shipped in the package); empty disables OWL.", read_only=True)
-    clip_fast_path: str = _param("auto", "CLIP image encoding: auto (graph on CUDA, freeze on CPU), off, static (fixed "
-                                 "batch buckets), graph (+ CUDA graphs), compile (+ torch.compile) or freeze "
-                                 "(+ frozen TorchScript with oneDNN fusion, for the CPU).",
+    clip_model: str = _param(
+        "", "open_clip model name or model folder; empty uses the embedded model.",
+        read_only=True, launch=True)
+    clip_pretrained: str = _param("",
+                                  "open_clip pretrained tag (hub cache) or local checkpoint file.",
+                                  read_only=True, launch=True)
+    paligemma_model: str = _param("",
+                                  "PaliGemma hub id or model folder; empty disables PaliGemma.",
+                                  read_only=True, launch=True)
+    owl_model: str = _param(
+        "", "OWLv2 / OWL-ViT hub id, model folder or 'embedded'; empty disables OWL.",
+        read_only=True, launch=True)
+    clip_fast_path: str = _param("auto",
+                                 "CLIP image encoding path: auto (graph on CUDA, freeze on CPU).",
                                  choices=CLIP_FAST_PATHS, read_only=True)
-    paligemma_fast_path: str = _param("auto", "PaliGemma generation: auto (graph on CUDA, off on CPU), off "
-                                      "(transformers generate), static (static KV cache, fixed shapes), graph "
-                                      "(+ CUDA graphs) or compile (+ torch.compile).", choices=FAST_PATHS,
-                                      read_only=True)
-    owl_fast_path: str = _param("auto", "OWL image encoding: auto (graph on CUDA, off on CPU), off, static (fixed "
-                                "batch buckets), graph (+ CUDA graphs) or compile (+ torch.compile).",
+    paligemma_fast_path: str = _param(
+        "auto", "PaliGemma generation path: auto (graph on CUDA, off on CPU).",
+        choices=FAST_PATHS, read_only=True)
+    owl_fast_path: str = _param("auto",
+                                "OWL image encoding path: auto (graph on CUDA, off on CPU).",
                                 choices=FAST_PATHS, read_only=True)
     # Vocabulary and prompts
     labels: List[str] = _param(["person", "chair", "door", "cup"],
@@ -80,58 +93,65 @@ class PerceptionConfig:
     detect_phrases: List[str] = _param(["person", "cup"], "Phrases to ground as detections.")
     # Behaviour
     enable_labels: bool = _param(True, "Publish whole-frame zero-shot labels.")
-    crop_mode: str = _param("letterbox", "How CLIP sees a frame or box: letterbox (all of it, padded to a square "
-                            "with the model's mean colour) or center (open_clip's centre square; drops a 4:3 "
-                            "frame's side bands).", choices=CROP_MODES)
-    label_tiles: int = _param(3, "Whole-frame labels also look at squares as tall as the frame and at overlapping "
-                              "square tiles, this many down the frame's short side (3: a 4 x 3 grid on a 4:3 "
-                              "frame, 15 views with the frame and its two squares), each view weighted by how sure "
-                              "it is, so an object too small to tell in the whole frame is labelled from the view "
-                              "that sees it; 0 = the frame alone (one CLIP image per frame, fastest).",
-                              low=0, high=8)
-    grounding_source: str = _param("auto", "Detection source: auto (OWL when configured, else PaliGemma when "
-                                   "configured, else CLIP), owl, paligemma, clip, or off.", choices=GROUNDING_SOURCES)
+    foxglove: bool = _param(True, "Publish Foxglove overlays on annotations and scene (foxglove_msgs).",
+                            read_only=True)
+    crop_mode: str = _param("letterbox", "How CLIP fits a frame or box to its square input.",
+                            choices=CROP_MODES, launch=True)
+    label_tiles: int = _param(
+        3, "Rows of tiles whole-frame labels also look at; 0 = the frame alone.",
+        low=0, high=8, launch=True)
+    grounding_source: str = _param("auto",
+                                   "Detection source: auto (OWL, else PaliGemma, else CLIP).",
+                                   choices=GROUNDING_SOURCES)
     top_k: int = _param(5, "How many labels to publish per frame.", low=1, high=MAX_PHRASES)
-    score_threshold: float = _param(0.5, "Minimum detection score in [0, 1] (0.5: the phrase holds most of the "
-                                    "box's probability).", low=0.0, high=1.0)
-    owl_score_threshold: float = _param(0.3, "Minimum score of OWL detections in [0, 1] (OWL's per-query sigmoid "
-                                        "scores run lower than the CLIP-based scores).", low=0.0, high=1.0)
-    nms_iou: float = _param(0.5, "IoU above which same-phrase PaliGemma detections are suppressed (CLIP-only "
-                            "grounding publishes one box per group of overlapping same-phrase boxes).",
+    score_threshold: float = _param(0.5, "Minimum score of CLIP and PaliGemma detections.",
+                                    low=0.0, high=1.0)
+    owl_score_threshold: float = _param(0.3, "Minimum score of OWL detections.", low=0.0, high=1.0)
+    nms_iou: float = _param(0.5,
+                            "IoU above which same-phrase PaliGemma detections are suppressed.",
                             low=0.0, high=1.0)
-    labels_rate_hz: float = _param(0.0, "Maximum rate of zero-shot labeling per camera; 0 = every frame.",
-                                   low=0.0, high=1000.0)
+    labels_rate_hz: float = _param(
+        0.0, "Maximum rate of zero-shot labeling per camera; 0 = every frame.",
+        low=0.0, high=1000.0)
     detect_rate_hz: float = _param(0.0, "Maximum rate of detection per camera; 0 = every frame.",
                                    low=0.0, high=1000.0)
     language: str = _param("en", "PaliGemma prompt language code.")
     max_new_tokens: int = _param(32, "PaliGemma generation budget per answer.", low=1, high=512)
     # Tracking
-    track_iou: float = _param(0.3, "Least IoU between a detection and a track's predicted box to continue the "
-                              "track.", low=0.01, high=1.0)
-    track_max_missed: int = _param(5, "Detection runs a track may go unmatched before it is deleted.",
+    track_iou: float = _param(0.3, "Least IoU between a detection and a track's predicted box.",
+                              low=0.01, high=1.0)
+    track_max_missed: int = _param(5,
+                                   "Detection runs a track may go unmatched before it is deleted.",
                                    low=0, high=1000)
-    track_min_hits: int = _param(1, "Consecutive detections a new track needs before it gets an id (1 = at once).",
+    track_min_hits: int = _param(1,
+                                 "Consecutive detections a new track needs before it gets an id.",
                                  low=1, high=100)
     # ROS node (read only: fixed when the node starts; list defaults stay non-empty, as ROS cannot type [])
-    cameras: List[str] = _param(["camera"], "Camera names. One camera uses the topics image, depth, camera_info, "
-                                "detections, ...; several use <camera>/image, <camera>/detections, ...",
-                                read_only=True)
-    image_transport: str = _param("raw", "raw subscribes sensor_msgs/Image on image; compressed subscribes "
-                                  "sensor_msgs/CompressedImage on image/compressed.", choices=IMAGE_TRANSPORTS,
-                                  read_only=True)
-    use_depth: bool = _param(False, "Subscribe depth and camera_info too and publish detections_3d.", read_only=True)
-    depth_tolerance_s: float = _param(0.05, "Largest stamp difference between an image and the depth paired with it.",
+    cameras: List[str] = _param(["camera"],
+                                "Camera names; several put each camera's topics under its name.",
+                                read_only=True, launch=True)
+    image_transport: str = _param(
+        "raw", "Image subscription: raw (Image) or compressed (CompressedImage).",
+        choices=IMAGE_TRANSPORTS, read_only=True, launch=True)
+    use_depth: bool = _param(False,
+                             "Subscribe depth and camera_info too and publish detections_3d.",
+                             read_only=True, launch=True)
+    depth_tolerance_s: float = _param(0.05,
+                                      "Largest stamp difference between an image and its depth.",
                                       low=0.0, high=10.0)
-    target_frame: str = _param("", "Frame of detections_3d and markers (e.g. base_link, odom, map), transformed "
-                               "with tf at each image's stamp; empty = the camera's frame.", read_only=True)
-    transform_timeout_s: float = _param(0.05, "Longest wait for the transform to target_frame at an image's stamp; "
-                                        "without it that frame's 3D outputs are not published.", low=0.0, high=5.0)
-    qos_reliability: str = _param("best_effort", "Camera subscription reliability (keep last 1): best_effort "
-                                  "or reliable.", choices=RELIABILITIES, read_only=True)
-    max_batch: int = _param(4, "Most frames (one per camera) processed in one model call.", low=1, high=64)
-    diagnostics_period_s: float = _param(1.0, "Period of the /diagnostics report.", low=0.1, high=60.0,
-                                         read_only=True)
-    autostart: bool = _param(True, "Configure and activate the lifecycle node at start-up.", read_only=True)
+    target_frame: str = _param("",
+                               "Frame of detections_3d and markers; empty = the camera's frame.",
+                               read_only=True, launch=True)
+    transform_timeout_s: float = _param(0.05, "Longest wait for the transform to target_frame.",
+                                        low=0.0, high=5.0)
+    qos_reliability: str = _param("best_effort", "Camera subscription reliability (keep last 1).",
+                                  choices=RELIABILITIES, read_only=True)
+    max_batch: int = _param(4, "Most frames (one per camera) processed in one model call.",
+                            low=1, high=64)
+    diagnostics_period_s: float = _param(1.0, "Period of the /diagnostics report.",
+                                         low=0.1, high=60.0, read_only=True)
+    autostart: bool = _param(True, "Configure and activate the lifecycle node at start-up.",
+                             read_only=True)
 
     def __post_init__(self):
         self.validate()
@@ -162,8 +182,10 @@ class PerceptionConfig:
         check_camera_names(self.cameras)
         if not self.prompt_templates or any("{}" not in t for t in self.prompt_templates):
             raise ConfigError("prompt_templates must be non-empty and each must contain '{}'")
-        if self.target_frame != self.target_frame.strip() or " " in self.target_frame:
-            raise ConfigError(f"target_frame={self.target_frame!r} must be a frame id without spaces")
+        for name in ("target_frame", "memory_frame"):
+            value = getattr(self, name)
+            if value != value.strip() or " " in value:
+                raise ConfigError(f"{name}={value!r} must be a frame id without spaces")
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ConfigError(f"device={self.device!r} must be auto, cpu or cuda[:N]")
 

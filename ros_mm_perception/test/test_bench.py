@@ -7,6 +7,7 @@ import torch
 
 from ros_mm_perception import cli
 from ros_mm_perception.commands import bench
+from ros_mm_perception.commands.bench import harness, paligemma
 
 
 def keys(tree, prefix=""):
@@ -21,10 +22,10 @@ def keys(tree, prefix=""):
 
 def test_bench_smoke_prints_every_figure(monkeypatch, capsys):
     # Fewer and smaller inputs than the real run, so the smoke size stays quick on two CPU cores.
-    monkeypatch.setattr(bench, "FRAME_SHAPE", (60, 80, 3))
-    monkeypatch.setattr(bench, "CLIP_BATCH", 4)
-    monkeypatch.setattr(bench, "NEW_TOKENS", 4)
-    monkeypatch.setattr(bench, "QUESTIONS", bench.QUESTIONS[:3])
+    monkeypatch.setattr(harness, "FRAME_SHAPE", (60, 80, 3))
+    monkeypatch.setattr(harness, "CLIP_BATCH", 4)
+    monkeypatch.setattr(paligemma, "NEW_TOKENS", 4)
+    monkeypatch.setattr(paligemma, "QUESTIONS", paligemma.QUESTIONS[:3])
     threads = torch.get_num_threads()
     try:   # one thread: two threads on two busy shared cores spin instead of computing
         code = cli.main(["bench", "--json", "--device", "cpu", "--random-weights", "--sizes", "tiny", "--repeats",
@@ -64,7 +65,7 @@ def test_bench_smoke_prints_every_figure(monkeypatch, capsys):
     assert result["embedded_clip"]["grounding_proposals"] > 10  # boxes, not the fields of Proposals
     assert result["embedded_clip"]["frame_to_labels_default_tiles_ms"] > 0
     assert result["clip"]["frame_to_labels_default_tiles_ms"] > 0
-    for key in bench.PALIGEMMA_MODELS:
+    for key in paligemma.PALIGEMMA_MODELS:
         paths = result[key]["paths"]
         for path in ("off", "static", "graph"):
             assert all(paths[path][k] > 0 for k in ("prefill_ms", "answer_20_ms", "eight_questions_ms"))
@@ -83,7 +84,7 @@ def test_versus_alternates_plain_and_ours(tmp_path):
     assert calls == ["plain", "ours"] * (2 + 5)   # two warm-up rounds, then at least five timed rounds
     figures = runner.result["versus_plain"]["clip.frame_to_labels"]
     assert figures["plain_ms"] >= 0 and figures["ours_ms"] >= 0 and figures["plain_precision"] == "fp32"
-    assert set(figures) == {"compares", *bench.VERSUS_FIGURES}
+    assert set(figures) == {"compares", *harness.VERSUS_FIGURES}
 
 
 def test_bench_rejects_bad_options(capsys):

@@ -5,13 +5,13 @@ import json
 import torch
 
 from ros_mm_perception import cli
-from ros_mm_perception.commands import bench
-from ros_mm_perception.commands.bench_owl import OWL_FIGURES
+from ros_mm_perception.commands.bench import harness
+from ros_mm_perception.commands.bench.owl import OWL_FIGURES
 
 
 def test_owl_bench_times_plain_and_ours_with_equal_scores(monkeypatch, capsys):
-    monkeypatch.setattr(bench, "FRAME_SHAPE", (60, 80, 3))
-    monkeypatch.setattr(bench, "CLIP_BATCH", 4)
+    monkeypatch.setattr(harness, "FRAME_SHAPE", (60, 80, 3))
+    monkeypatch.setattr(harness, "CLIP_BATCH", 4)
     threads = torch.get_num_threads()
     try:
         code = cli.main(["bench", "--json", "--device", "cpu", "--random-weights", "--sizes", "tiny", "--repeats",

@@ -1,9 +1,9 @@
 """The import rules: only the node layer (ros/) may import ROS; the package's groups import one way.
 
 Groups, lowest first: the core's root (config, results, errors, devices), core.imaging, core.models,
-core.perception; above the core: synthetic, messages, offline, fleet, ros, commands. :data:`ALLOWED` says
-which groups each may import; imports inside functions count too, and no module may take part in
-an import cycle.
+core.perception, core.memory; above the core: synthetic, messages, offline, fleet, ros, commands.
+:data:`ALLOWED` says which groups each may import; imports inside functions count too, and no module
+may take part in an import cycle.
 """
 
 import ast
@@ -21,17 +21,19 @@ def is_ros_module(name: str) -> bool:
 
 
 CORE = ("core", "core.imaging", "core.models", "core.perception")
+MEMORY = "core.memory"
 ALLOWED = {
     "core": {"core"},
     "core.imaging": {"core", "core.imaging"},
     "core.models": {"core", "core.imaging", "core.models"},
     "core.perception": set(CORE),
+    MEMORY: {*CORE, MEMORY},
     "synthetic": {*CORE, "synthetic"},
-    "messages": {*CORE, "messages"},
-    "offline": {*CORE, "synthetic", "messages", "offline"},
-    "fleet": {*CORE, "synthetic", "messages", "offline", "fleet"},
-    "ros": {*CORE, "messages", "ros"},
-    "commands": {*CORE, "synthetic", "messages", "offline", "fleet", "commands"},
+    "messages": {*CORE, MEMORY, "messages"},
+    "offline": {*CORE, MEMORY, "synthetic", "messages", "offline"},
+    "fleet": {*CORE, MEMORY, "synthetic", "messages", "offline", "fleet"},
+    "ros": {*CORE, MEMORY, "messages", "ros"},
+    "commands": {*CORE, MEMORY, "synthetic", "messages", "offline", "fleet", "commands"},
 }
 """Which groups a group may import (the package's bare ``__init__``, its version, is open to all)."""
 
@@ -57,7 +59,7 @@ def group_of(module: str) -> str:
         return ""
     if parts[0] == "core":
         return "core." + parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in
-                                                          ("imaging", "models", "perception")) else "core"
+                                                          ("imaging", "models", "perception", "memory")) else "core"
     return parts[0] if parts[0] in ALLOWED else "commands"
 
 

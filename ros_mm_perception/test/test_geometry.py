@@ -1,8 +1,8 @@
 """3D positions from a synthetic depth image rendered from known geometry.
 
 The scene: a background wall at 4 m and a fronto-parallel rectangle (the object) at 2 m spanning
-X in [-0.5, -0.1] m and Y in [-0.6, -0.1] m, seen by a pinhole camera. Each pixel's depth is where its
-centre ray hits the scene, so the expected 3D centre and size follow from the geometry alone.
+X in [-0.5, -0.1] m and Y in [-0.6, -0.1] m, seen by a pinhole camera. Each pixel's depth is where
+its centre ray hits the scene, so the expected 3D centre and size follow from the geometry alone.
 Tolerance: 1 micrometre (depth values are exact in both encodings: 2000 mm and 2.0 m).
 """
 
@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from ros_mm_perception.core.errors import ImageFormatError
-from ros_mm_perception.core.perception.geometry import box_position, check_depth, locate, read_depth
+from ros_mm_perception.core.perception.geometry import (
+    box_position,
+    check_depth,
+    locate,
+    read_depth,
+)
 from ros_mm_perception.core.results import Detection, Intrinsics
 
 K = Intrinsics(fx=500.0, fy=400.0, cx=319.5, cy=239.5)
@@ -21,7 +26,7 @@ TOL = 1e-6
 
 
 def render(intrinsics=K, h=H, w=W, object_depth=None):
-    """Depth in metres (float64) of the wall + rectangle scene; ``object_depth(u, v)`` tilts the object."""
+    """Depth in metres (float64) of the wall + rectangle scene; ``object_depth(u, v)`` tilts it."""
     v, u = np.mgrid[0:h, 0:w].astype(np.float64)
     x, y = (u - intrinsics.cx) * Z / intrinsics.fx, (v - intrinsics.cy) * Z / intrinsics.fy
     inside = (x >= X_RANGE[0]) & (x < X_RANGE[1]) & (y >= Y_RANGE[0]) & (y < Y_RANGE[1])
@@ -58,20 +63,24 @@ def test_centre_and_size_match_the_rendered_geometry(encoding):
 
 def test_the_background_around_the_object_does_not_pull_the_depth():
     x0, y0, x1, y1 = object_box()
-    loose = (x0 - 15, y0 - 15, x1 + 15, y1 + 15)   # a detector's box is rarely tight
+    loose = (x0 - 15, y0 - 15, x1 + 15, y1 + 15)  # a detector's box is rarely tight
     centre, _ = box_position(render().astype(np.float32), K, loose)
     assert centre[2] == pytest.approx(Z, abs=TOL)
 
 
-@pytest.mark.parametrize("encoding,invalid", [
-    ("16UC1", [0]), ("32FC1", [0.0, np.nan, np.inf, -np.inf, -1.0]),
-])
+@pytest.mark.parametrize(
+    "encoding,invalid",
+    [
+        ("16UC1", [0]),
+        ("32FC1", [0.0, np.nan, np.inf, -np.inf, -1.0]),
+    ],
+)
 def test_holes_and_zeros_are_ignored(encoding, invalid, rng):
     depth = render()
     depth = as_mm(depth) if encoding == "16UC1" else depth.astype(np.float32)
     x0, y0, x1, y1 = (int(round(c)) for c in object_box())
     patch = depth[y0:y1, x0:x1]
-    holes = rng.random(patch.shape) < 0.4          # 40 % of the object's pixels have no reading
+    holes = rng.random(patch.shape) < 0.4  # 40 % of the object's pixels have no reading
     patch[holes] = rng.choice(np.asarray(invalid, dtype=depth.dtype), size=int(holes.sum()))
     centre, size = box_position(depth, K, object_box())
     np.testing.assert_allclose(centre, EXPECTED_CENTRE, atol=TOL)
@@ -98,29 +107,35 @@ def test_a_box_without_any_valid_depth_has_no_position():
 def test_a_tilted_surface_gives_its_median_depth_and_visible_extent():
     x0, _, x1, _ = object_box()
     # Depth grows linearly from 2.0 m at the left edge to 2.4 m at the right edge of the object.
-    depth = render(object_depth=lambda u, v: 2.0 + 0.4 * (u + 0.5 - x0) / (x1 - x0)).astype(np.float32)
+    depth = render(object_depth=lambda u, v: 2.0 + 0.4 * (u + 0.5 - x0) / (x1 - x0)).astype(
+        np.float32
+    )
     centre, size = box_position(depth, K, object_box())
-    step = 0.4 / (x1 - x0)                          # depth change from one pixel column to the next
+    step = 0.4 / (x1 - x0)  # depth change from one pixel column to the next
     assert centre[2] == pytest.approx(2.2, abs=step)
     # The surface spans 0.4 m of depth; the 10th-90th percentile spread is 80 % of it.
     assert size[2] == pytest.approx(0.8 * 0.4, abs=2 * step)
 
 
 def hollow_scene(shape, noise=0.0, seed=0):
-    """A flat ``shape`` (ring or cross) of 0.6 m across, 2 m from the camera, 1 m before a wall at 3 m.
+    """A flat ``shape`` (ring or cross), 0.6 m across, 2 m from the camera, 1 m before a wall.
 
     Returns the depth (float32 metres), the shape's mask and its tight corner-coordinate box.
     """
     from ros_mm_perception.synthetic.scenes import shape_mask
 
-    centre_px = (K.cx + 0.3 * K.fx / 2.0, K.cy - 0.2 * K.fy / 2.0)    # at (0.3, -0.2, 2.0) m
+    centre_px = (K.cx + 0.3 * K.fx / 2.0, K.cy - 0.2 * K.fy / 2.0)  # at (0.3, -0.2, 2.0) m
     radius_px = 0.3 * K.fx / 2.0
     mask = shape_mask(shape, centre_px, radius_px, 0.0, (H, W)) >= 0.5
     depth = np.full((H, W), 3.0)
     depth[mask] = 2.0
     depth += np.random.default_rng(seed).normal(0.0, noise, depth.shape)
     rows, cols = np.nonzero(mask)
-    return depth.astype(np.float32), mask, (cols.min(), rows.min(), cols.max() + 1.0, rows.max() + 1.0)
+    return (
+        depth.astype(np.float32),
+        mask,
+        (cols.min(), rows.min(), cols.max() + 1.0, rows.max() + 1.0),
+    )
 
 
 @pytest.mark.parametrize("shape", ["ring", "cross"])
@@ -129,10 +144,10 @@ def test_a_hollow_shape_before_a_wall_keeps_its_own_depth_and_flat_size(shape, n
     depth, _, (x0, y0, x1, y1) = hollow_scene(shape, noise)
     loose = (x0 - 12, y0 - 12, x1 + 12, y1 + 12)
     centre, size = box_position(depth, K, loose)
-    assert centre[2] == pytest.approx(2.0, abs=0.01)             # a window median gives the wall
+    assert centre[2] == pytest.approx(2.0, abs=0.01)  # a window median gives the wall
     assert centre[0] == pytest.approx(0.3, abs=0.02)
     assert centre[1] == pytest.approx(-0.2, abs=0.02)
-    assert size[2] < 0.05 + 3 * noise                             # flat, not the 1 m gap to the wall
+    assert size[2] < 0.05 + 3 * noise  # flat, not the 1 m gap to the wall
 
 
 @pytest.mark.parametrize("shape", ["ring", "cross"])
@@ -178,7 +193,9 @@ def test_depth_with_another_aspect_ratio_is_a_clear_error():
         box_position(np.zeros((480, 480), np.uint16), K, object_box(), image_shape=(H, W))
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.uint16), [[1, 2]]])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.uint16), [[1, 2]]]
+)
 def test_bad_depth_arrays_are_rejected(bad):
     with pytest.raises(ImageFormatError):
         check_depth(bad)

@@ -76,6 +76,9 @@ class PerceptionConfig:
     owl_model: str = _param(
         "", "OWLv2 / OWL-ViT hub id, model folder or 'embedded'; empty disables OWL.",
         read_only=True, launch=True)
+    mask_model: str = _param(
+        "", "SAM / SAM 2 hub id or model folder giving each detection a mask; empty = no masks.",
+        read_only=True, launch=True)
     clip_fast_path: str = _param("auto",
                                  "CLIP image encoding path: auto (graph on CUDA, freeze on CPU).",
                                  choices=CLIP_FAST_PATHS, read_only=True)
@@ -126,6 +129,33 @@ class PerceptionConfig:
     track_min_hits: int = _param(1,
                                  "Consecutive detections a new track needs before it gets an id.",
                                  low=1, high=100)
+    # Object memory
+    memory_enabled: bool = _param(False,
+                                  "Keep an object memory of 3D detections, queried by phrase.",
+                                  read_only=True)
+    memory_path: str = _param("", "SQLite file of the object memory; empty keeps it in RAM only.",
+                              read_only=True)
+    memory_frame: str = _param("", "Fixed frame of the object memory; empty uses target_frame.",
+                               read_only=True)
+    memory_gate_sigma: float = _param(
+        3.0, "Most standard deviations between a detection and its object.",
+        low=0.5, high=20.0)
+    memory_gate_floor_m: float = _param(0.1, "Least position uncertainty (m) an object keeps.",
+                                        low=0.0, high=5.0)
+    memory_depth_noise: float = _param(0.005, "Depth noise (m) per square metre of range.",
+                                       low=0.0, high=1.0)
+    memory_embedding_threshold: float = _param(
+        0.85, "Least embedding cosine for another phrase to join.",
+        low=-1.0, high=1.0)
+    memory_confirm_observations: int = _param(2,
+                                              "Detections an object needs before it is confirmed.",
+                                              low=1, high=100)
+    memory_gone_views: int = _param(
+        4, "Views of an object's place in a row, undetected, before it is gone.",
+        low=1, high=1000)
+    memory_max_range_m: float = _param(
+        5.0, "Farthest range at which an undetected object counts as unseen.",
+        low=0.1, high=100.0)
     # ROS node (read only: fixed when the node starts; list defaults stay non-empty, as ROS cannot type [])
     cameras: List[str] = _param(["camera"],
                                 "Camera names; several put each camera's topics under its name.",

@@ -91,6 +91,8 @@ class Detection:
     """Box orientation in the result's frame as a quaternion (x, y, z, w); None = aligned with the frame."""
     mask: Optional[np.ndarray] = None
     """HxW bool mask in original-image pixels, when segmentation produced one."""
+    embedding: Optional[np.ndarray] = None
+    """Normalised CLIP image embedding (float32, D) of the detection's crop, when the object memory is on."""
 
 
 @dataclass

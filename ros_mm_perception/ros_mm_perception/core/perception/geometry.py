@@ -13,9 +13,9 @@ Method, per detection:
   all gives no 3D;
 * without a mask, ``z`` is the median of the mode, the centre is the box centre back-projected at
   ``z`` (``x = (u - cx) z / fx``, ``y = (v - cy) z / fy``, camera optical frame, REP 103: x right,
-  y down, z forward; boxes have corner coordinates, pixel ``i`` spans ``[i, i + 1)``, while ``cx, cy``
-  index pixel centres, so ``u = (x0 + x1) / 2 - 0.5``) and the size is the box extent at ``z``
-  plus, for depth, the spread of the mode (:data:`SPREAD_PERCENTILES`);
+  y down, z forward; boxes have corner coordinates, pixel ``i`` spans ``[i, i + 1)``, while
+  ``cx, cy`` index pixel centres, so ``u = (x0 + x1) / 2 - 0.5``) and the size is the box extent
+  at ``z`` plus, for depth, the spread of the mode (:data:`SPREAD_PERCENTILES`);
 * with a mask, ``z`` is the median depth of the mask pixels in the mode, and the centre and size
   come from the robust extents (:data:`EXTENT_PERCENTILES`) of those pixels back-projected to 3D.
 
@@ -45,7 +45,7 @@ MAX_MODE_BINS = 4096
 SPREAD_PERCENTILES = (10.0, 90.0)
 """Percentiles of the mode's depths whose difference is the object's depth extent."""
 EXTENT_PERCENTILES = (0.5, 99.5)
-"""Percentiles of a mask's back-projected points whose differences are the object's width and height."""
+"""Percentiles of a mask's back-projected points whose differences are its width and height."""
 ASPECT_TOLERANCE = 0.01
 
 Vector3 = Tuple[float, float, float]
@@ -60,12 +60,14 @@ def check_depth(depth: np.ndarray) -> np.ndarray:
     if depth.ndim != 2 or depth.size == 0:
         raise ImageFormatError(f"depth must be an HxW image, got shape {depth.shape}")
     if depth.dtype != np.uint16 and not np.issubdtype(depth.dtype, np.floating):
-        raise ImageFormatError(f"depth must be uint16 millimetres (16UC1) or float metres (32FC1), got {depth.dtype}")
+        raise ImageFormatError(
+            f"depth must be uint16 millimetres (16UC1) or float metres (32FC1), got {depth.dtype}"
+        )
     return depth
 
 
 def depth_scale(image_shape: Sequence[int], depth_shape: Sequence[int]) -> Tuple[float, float]:
-    """Factors (sx, sy) mapping image pixels onto depth pixels; an error unless the aspect ratios match."""
+    """Factors (sx, sy) mapping image pixels onto depth pixels; an error unless aspects match."""
     h, w = int(image_shape[0]), int(image_shape[1])
     dh, dw = int(depth_shape[0]), int(depth_shape[1])
     if (dh, dw) == (h, w):
@@ -73,8 +75,9 @@ def depth_scale(image_shape: Sequence[int], depth_shape: Sequence[int]) -> Tuple
     sx, sy = dw / w, dh / h
     if abs(sx - sy) > ASPECT_TOLERANCE * max(sx, sy):
         raise ImageFormatError(
-            f"depth image is {dw}x{dh} but the colour image is {w}x{h}; the depth must be aligned to the "
-            "colour image (same size, or the same aspect ratio at another resolution)")
+            f"depth image is {dw}x{dh} but the colour image is {w}x{h}; the depth must be aligned "
+            "to the colour image (same size, or the same aspect ratio at another resolution)"
+        )
     return sx, sy
 
 
@@ -120,32 +123,46 @@ def nearest_mode(values: np.ndarray) -> Tuple[float, float]:
     if not modes:
         return lo, hi
     masses = [int(counts[a:b].sum()) for a, b in modes]
-    chosen = next((m for m, n in zip(modes, masses) if n >= MODE_MIN_FRACTION * values.size),
-                  modes[int(np.argmax(masses))])
+    chosen = next(
+        (m for m, n in zip(modes, masses) if n >= MODE_MIN_FRACTION * values.size),
+        modes[int(np.argmax(masses))],
+    )
     return float(edges[chosen[0]]), float(edges[chosen[1]])
 
 
-def _mask_on_depth(mask: np.ndarray, image_hw: Tuple[int, int], depth_hw: Tuple[int, int]) -> np.ndarray:
+def _mask_on_depth(
+    mask: np.ndarray, image_hw: Tuple[int, int], depth_hw: Tuple[int, int]
+) -> np.ndarray:
     """An HxW mask of the colour image, sampled (nearest pixel) onto the depth image's grid."""
     mask = np.asarray(mask)
     if mask.shape != tuple(image_hw):
-        raise ImageFormatError(f"mask has shape {mask.shape} but the image is {image_hw[1]}x{image_hw[0]}")
+        raise ImageFormatError(
+            f"mask has shape {mask.shape} but the image is {image_hw[1]}x{image_hw[0]}"
+        )
     mask = mask.astype(bool)
     if tuple(depth_hw) == tuple(image_hw):
         return mask
-    rows = np.minimum(((np.arange(depth_hw[0]) + 0.5) * image_hw[0] / depth_hw[0]).astype(int), image_hw[0] - 1)
-    cols = np.minimum(((np.arange(depth_hw[1]) + 0.5) * image_hw[1] / depth_hw[1]).astype(int), image_hw[1] - 1)
+    rows = np.minimum(
+        ((np.arange(depth_hw[0]) + 0.5) * image_hw[0] / depth_hw[0]).astype(int), image_hw[0] - 1
+    )
+    cols = np.minimum(
+        ((np.arange(depth_hw[1]) + 0.5) * image_hw[1] / depth_hw[1]).astype(int), image_hw[1] - 1
+    )
     return mask[np.ix_(rows, cols)]
 
 
-def box_position(depth: np.ndarray, intrinsics: Intrinsics, box: Box,
-                 image_shape: Optional[Sequence[int]] = None,
-                 mask: Optional[np.ndarray] = None) -> Optional[Tuple[Vector3, Vector3]]:
-    """``(centre xyz, size xyz)`` in metres for one detection, or ``None`` when it has no valid depth.
+def box_position(
+    depth: np.ndarray,
+    intrinsics: Intrinsics,
+    box: Box,
+    image_shape: Optional[Sequence[int]] = None,
+    mask: Optional[np.ndarray] = None,
+) -> Optional[Tuple[Vector3, Vector3]]:
+    """``(centre xyz, size xyz)`` in metres for one detection, or ``None`` without valid depth.
 
-    ``box`` is in colour-image pixels; ``image_shape`` (H, W) is the colour image's size when the depth
-    image has another resolution (default: the depth image's size); ``mask`` (HxW bool, colour-image
-    pixels) gives the object's own pixels.
+    ``box`` is in colour-image pixels; ``image_shape`` (H, W) is the colour image's size when the
+    depth image has another resolution (default: the depth image's size); ``mask`` (HxW bool,
+    colour-image pixels) gives the object's own pixels.
     """
     depth = check_depth(depth)
     image_hw = tuple(int(v) for v in (image_shape or depth.shape)[:2])
@@ -187,16 +204,23 @@ def _mask_position(depth: np.ndarray, k: Intrinsics, mask: np.ndarray, sx: float
     # depth pixel centres in colour-image pixel coordinates (the intrinsics are the colour image's)
     u, v = (cols + 0.5) / sx - 0.5, (rows + 0.5) / sy - 0.5
     x, y = (u - k.cx) * d / k.fx, (v - k.cy) * d / k.fy
-    (x_lo, x_hi), (y_lo, y_hi) = np.percentile(x, EXTENT_PERCENTILES), np.percentile(y, EXTENT_PERCENTILES)
+    (x_lo, x_hi), (y_lo, y_hi) = (
+        np.percentile(x, EXTENT_PERCENTILES),
+        np.percentile(y, EXTENT_PERCENTILES),
+    )
     d_lo, d_hi = np.percentile(d, SPREAD_PERCENTILES)
-    pixel_x, pixel_y = z / (k.fx * sx), z / (k.fy * sy)          # one depth pixel's footprint at z
+    pixel_x, pixel_y = z / (k.fx * sx), z / (k.fy * sy)  # one depth pixel's footprint at z
     centre = (float(x_lo + x_hi) / 2, float(y_lo + y_hi) / 2, z)
     size = (float(x_hi - x_lo) + pixel_x, float(y_hi - y_lo) + pixel_y, float(d_hi - d_lo))
     return centre, size
 
 
-def locate(detections: Sequence[Detection], depth: Optional[np.ndarray], intrinsics: Optional[Intrinsics],
-           image_shape: Sequence[int]) -> None:
+def locate(
+    detections: Sequence[Detection],
+    depth: Optional[np.ndarray],
+    intrinsics: Optional[Intrinsics],
+    image_shape: Sequence[int],
+) -> None:
     """Set ``xyz`` and ``size_xyz`` of each detection in place (from its mask when it has one);
     without depth or intrinsics nothing changes."""
     if depth is None or intrinsics is None or not detections:
@@ -207,7 +231,7 @@ def locate(detections: Sequence[Detection], depth: Optional[np.ndarray], intrins
 
 
 def read_depth(path) -> np.ndarray:
-    """Read a depth image file: 16-bit PNG/TIFF (millimetres), 32-bit float TIFF (metres) or ``.npy``."""
+    """Read a depth image: 16-bit PNG/TIFF (millimetres), float32 TIFF (metres) or ``.npy``."""
     import cv2
 
     path = Path(path)
@@ -216,17 +240,26 @@ def read_depth(path) -> np.ndarray:
     if path.suffix.lower() == ".npy":
         try:
             depth = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as err:  # objects, a damaged header, not a .npy at all
-            raise ImageFormatError(f"depth file {str(path)!r} is not a plain numeric .npy array "
-                                   f"({' '.join(str(err).split())})") from None
+        except (
+            ValueError,
+            OSError,
+            EOFError,
+        ) as err:  # objects, a damaged header, not a .npy at all
+            raise ImageFormatError(
+                f"depth file {str(path)!r} is not a plain numeric .npy array "
+                f"({' '.join(str(err).split())})"
+            ) from None
         if not isinstance(depth, np.ndarray):
-            raise ImageFormatError(f"depth file {str(path)!r} holds several arrays (.npz); save one with np.save")
+            raise ImageFormatError(
+                f"depth file {str(path)!r} holds several arrays (.npz); save one with np.save"
+            )
     else:
         depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if depth is None:
             raise ImageFormatError(f"cannot decode depth image {str(path)!r}")
     if depth.dtype not in (np.uint16, np.float32, np.float64):
         raise ImageFormatError(
-            f"depth image {str(path)!r} is {depth.dtype} with shape {depth.shape}; expected 16-bit millimetres "
-            "or 32-bit float metres")
+            f"depth image {str(path)!r} is {depth.dtype} with shape {depth.shape}; "
+            "expected 16-bit millimetres or 32-bit float metres"
+        )
     return check_depth(depth)

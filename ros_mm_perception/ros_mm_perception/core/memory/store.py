@@ -1,0 +1,223 @@
+"""The object memory's SQLite file: versioned schema, WAL journal, one transaction per update.
+
+The file is identified by SQLite's ``application_id`` (:data:`APPLICATION_ID`) and its schema
+version by ``user_version`` (:data:`SCHEMA_VERSION`). Opening checks both and SQLite's
+``quick_check``: a file that is not SQLite, belongs to another application, comes from a newer
+schema or is damaged is a one-line :class:`MemoryFileError` and is never written to. Each
+:meth:`MemoryStore.write` is one committed transaction in WAL mode, so a process killed at any
+moment leaves the file as of its last update.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+import numpy as np
+
+from ros_mm_perception.core.errors import UserError
+
+APPLICATION_ID = 0x524D4D4F
+"""SQLite ``application_id`` of an object memory file ("RMMO")."""
+SCHEMA_VERSION = 1
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_S = 5.0
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE objects (
+    id INTEGER PRIMARY KEY,
+    state TEXT NOT NULL,
+    confirmed INTEGER NOT NULL,
+    mean BLOB NOT NULL,
+    covariance BLOB NOT NULL,
+    size BLOB NOT NULL,
+    phrases TEXT NOT NULL,
+    embedding BLOB,
+    embedding_count INTEGER NOT NULL,
+    first_seen_ns INTEGER NOT NULL,
+    last_seen_ns INTEGER NOT NULL,
+    observations INTEGER NOT NULL,
+    misses INTEGER NOT NULL,
+    log_odds REAL NOT NULL
+);
+"""
+COLUMNS = (
+    "id",
+    "state",
+    "confirmed",
+    "mean",
+    "covariance",
+    "size",
+    "phrases",
+    "embedding",
+    "embedding_count",
+    "first_seen_ns",
+    "last_seen_ns",
+    "observations",
+    "misses",
+    "log_odds",
+)
+
+
+class MemoryFileError(UserError):
+    """An object memory file cannot be used; the file was left as it is."""
+
+
+def _blob(values, dtype) -> bytes:
+    return np.ascontiguousarray(values, dtype=dtype).tobytes()
+
+
+def row_of(record) -> tuple:
+    """The ``objects`` row of a record (see :class:`~.objects.ObjectRecord`)."""
+    emb = None if record.embedding_sum is None else _blob(record.embedding_sum, np.float32)
+    return (
+        record.id,
+        record.state,
+        int(record.confirmed),
+        _blob(record.mean, np.float64),
+        _blob(record.covariance, np.float64),
+        _blob(record.size, np.float64),
+        json.dumps(record.phrases, sort_keys=True),
+        emb,
+        record.embedding_count,
+        record.first_seen_ns,
+        record.last_seen_ns,
+        record.observations,
+        record.misses,
+        record.log_odds,
+    )
+
+
+def fields_of(row: tuple) -> dict:
+    """Record fields from an ``objects`` row."""
+    values = dict(zip(COLUMNS, row))
+    values["confirmed"] = bool(values["confirmed"])
+    values["mean"] = np.frombuffer(values["mean"], np.float64).copy()
+    values["covariance"] = np.frombuffer(values["covariance"], np.float64).reshape(3, 3).copy()
+    values["size"] = np.frombuffer(values["size"], np.float64).copy()
+    values["phrases"] = {str(k): float(v) for k, v in json.loads(values["phrases"]).items()}
+    emb = values.pop("embedding")
+    values["embedding_sum"] = None if emb is None else np.frombuffer(emb, np.float32).copy()
+    return values
+
+
+class MemoryStore:
+    """One object memory file, opened (or created) at ``path``."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        exists = self.path.exists() and self.path.stat().st_size > 0
+        if exists:
+            self._check_header()
+        try:
+            self._db = sqlite3.connect(
+                str(self.path),
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as err:
+            raise MemoryFileError(f"cannot open the object memory {self.path}: {err}") from None
+        try:
+            if exists:
+                self._check_file()
+            else:
+                self._create()
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as err:
+            self._db.close()
+            raise MemoryFileError(
+                f"the object memory {self.path} is damaged ({err}); it was left as it is"
+            ) from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _check_header(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(len(SQLITE_HEADER))
+        except OSError as err:
+            raise MemoryFileError(
+                f"cannot read the object memory {self.path}: {err.strerror}"
+            ) from None
+        if head != SQLITE_HEADER:
+            raise MemoryFileError(
+                f"{self.path} is not an object memory (not an SQLite file); it was left as it is"
+            )
+
+    def _check_file(self) -> None:
+        app = self._db.execute("PRAGMA application_id").fetchone()[0]
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if app != APPLICATION_ID:
+            raise MemoryFileError(
+                f"{self.path} is an SQLite file of another application, not an object memory; "
+                "it was left as it is"
+            )
+        if version > SCHEMA_VERSION:
+            raise MemoryFileError(
+                f"{self.path} has object memory schema {version}; this version reads up to "
+                f"{SCHEMA_VERSION} (update ros_mm_perception)"
+            )
+        check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(str(check))
+
+    def _create(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+        self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------------------- reading
+
+    def meta(self) -> Dict[str, str]:
+        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def rows(self) -> List[dict]:
+        cursor = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM objects ORDER BY id")
+        return [fields_of(row) for row in cursor.fetchall()]
+
+    # ------------------------------------------------------------------------------- writing
+
+    def write(
+        self,
+        records: Iterable = (),
+        deleted: Iterable[int] = (),
+        meta: Optional[Dict[str, str]] = None,
+    ) -> None:
+        """Upsert ``records``, delete ``deleted`` ids and set ``meta`` keys, in one transaction."""
+        rows = [row_of(r) for r in records]
+        deleted = [(int(i),) for i in deleted]
+        if not rows and not deleted and not meta:
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if rows:
+                db.executemany(
+                    f"INSERT OR REPLACE INTO objects ({', '.join(COLUMNS)}) VALUES "
+                    f"({', '.join('?' * len(COLUMNS))})",
+                    rows,
+                )
+            if deleted:
+                db.executemany("DELETE FROM objects WHERE id = ?", deleted)
+            if meta:
+                db.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    [(str(k), str(v)) for k, v in meta.items()],
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self._db.close()

@@ -79,6 +79,9 @@ class PerceptionConfig:
     mask_model: str = _param(
         "", "SAM / SAM 2 hub id or model folder giving each detection a mask; empty = no masks.",
         read_only=True, launch=True)
+    mask_model: str = _param(
+        "", "SAM / SAM 2 hub id or model folder giving each detection a mask; empty = no masks.",
+        read_only=True, launch=True)
     clip_fast_path: str = _param("auto",
                                  "CLIP image encoding path: auto (graph on CUDA, freeze on CPU).",
                                  choices=CLIP_FAST_PATHS, read_only=True)

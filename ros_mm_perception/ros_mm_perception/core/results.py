@@ -90,7 +90,8 @@ class Detection:
     orientation: Optional[Tuple[float, float, float, float]] = None
     """Box orientation in the result's frame as a quaternion (x, y, z, w); None = aligned with the frame."""
     mask: Optional[np.ndarray] = None
-    """HxW bool mask in original-image pixels, when segmentation produced one."""
+    """HxW bool mask in original-image pixels, when a mask source (``mask_model``, SAM 3, PaliGemma's
+    ``segment``) produced one."""
     embedding: Optional[np.ndarray] = None
     """Normalised CLIP image embedding (float32, D) of the detection's crop, when the object memory is on."""
 
@@ -108,3 +109,5 @@ class FrameResult:
     detections: list = field(default_factory=list)
     labels_ran: bool = False
     detections_ran: bool = False
+    masks_ran: bool = False
+    """Whether detection ran with a mask source: each detection then has a mask (it may be empty)."""

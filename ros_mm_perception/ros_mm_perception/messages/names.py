@@ -41,6 +41,7 @@ OUTPUT_TYPES = {
     "labels": "vision_msgs/msg/Classification",
     "label_info": "vision_msgs/msg/LabelInfo",
     "debug_image": "sensor_msgs/msg/Image",
+    "instance_mask": "sensor_msgs/msg/Image",
     "markers": "visualization_msgs/msg/MarkerArray",
 }
 """Output topic (relative name) → message type, as published by the node and the offline tools."""

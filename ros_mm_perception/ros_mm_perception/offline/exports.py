@@ -11,6 +11,7 @@ import json
 import math
 from typing import Dict, List, Optional, Sequence
 
+from ros_mm_perception.core.imaging.masks import encode_rle, mask_area
 from ros_mm_perception.core.results import Detection, FrameResult
 from ros_mm_perception.offline.input_frame import InputFrame
 
@@ -22,13 +23,16 @@ def finite_list(values) -> Optional[List[float]]:
 
 
 def detection_record(det: Detection) -> Dict:
-    """A detection as JSON: ``label``, ``score``, ``box`` [x0, y0, x1, y1], ``track_id`` and 3D when known."""
+    """A detection as JSON: ``label``, ``score``, ``box`` [x0, y0, x1, y1], ``track_id``, 3D when known
+    and ``mask`` (COCO compressed RLE, :func:`~.core.imaging.masks.encode_rle`) when it has one."""
     record = {"label": det.phrase, "score": float(det.score), "box": [float(v) for v in det.box],
               "track_id": det.track_id}
     if det.xyz is not None:
         record["xyz"] = finite_list(det.xyz)
     if det.size_xyz is not None:
         record["size_xyz"] = finite_list(det.size_xyz)
+    if det.mask is not None:
+        record["mask"] = encode_rle(det.mask)
     return record
 
 
@@ -64,7 +68,9 @@ class CocoExport:
     """Collects a COCO detection data set: images (one per processed frame), annotations, categories.
 
     Categories are the detection phrases (ids from 1, in the given order); ``bbox`` is
-    [x, y, width, height] in pixels; each annotation also keeps ``score`` and ``track_id``.
+    [x, y, width, height] in pixels; each annotation also keeps ``score`` and ``track_id``. A
+    detection with a mask gets ``segmentation`` (compressed RLE) and its pixel count as ``area``;
+    one without keeps the box area.
     ``file_name`` is the frame's name (a file of an image folder, ``/topic#n`` in a bag, ``video#n``).
     """
 
@@ -81,11 +87,15 @@ class CocoExport:
         for det in result.detections:
             x0, y0, x1, y1 = (float(v) for v in det.box)
             category = self.categories.setdefault(det.phrase, len(self.categories) + 1)
-            self.annotations.append({
+            annotation = {
                 "id": len(self.annotations) + 1, "image_id": image_id, "category_id": category,
                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
                 "score": float(det.score), "track_id": det.track_id,
-            })
+            }
+            if det.mask is not None:
+                annotation["segmentation"] = encode_rle(det.mask)
+                annotation["area"] = mask_area(annotation["segmentation"])
+            self.annotations.append(annotation)
 
     def finish(self) -> None:
         """Write the data set."""

@@ -55,8 +55,9 @@ class ResultsMcap:
 
     Per frame, under the frame's namespace ``ns``: ``ns/detections`` (Detection2DArray, always, also
     when empty), ``ns/detections_3d`` (Detection3DArray, when the frame had depth and intrinsics),
-    ``ns/labels`` (Classification, when labels ran) and, with ``debug_images``, ``ns/debug_image``
-    (the annotated frame, rgb8). With ``target`` (a :class:`~.bag_transforms.TargetFrame`),
+    ``ns/labels`` (Classification, when labels ran), ``ns/instance_mask`` (mono16, when detection ran
+    with masks) and, with ``debug_images``, ``ns/debug_image`` (the annotated frame, rgb8).
+    With ``target`` (a :class:`~.bag_transforms.TargetFrame`),
     ``detections_3d`` is in the target frame, and left out for frames whose transform is missing.
     Once per namespace, ``ns/label_info`` (LabelInfo: the detection
     phrases then the label vocabulary, and the score threshold, as the node publishes it). Every
@@ -90,6 +91,8 @@ class ResultsMcap:
                 self.file.write(f"{ns}/detections_3d", convert.detection_3d_array(types, located), t)
         if result.labels_ran:
             self.file.write(f"{ns}/labels", convert.classification(types, result), t)
+        if result.masks_ran:
+            self.file.write(f"{ns}/instance_mask", convert.instance_mask(types, result), t)
         if self.debug_images:
             from ros_mm_perception.core.imaging.image_codec import numpy_to_image
             from ros_mm_perception.core.imaging.drawing import annotate

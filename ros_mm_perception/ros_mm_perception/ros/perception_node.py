@@ -229,6 +229,8 @@ class PerceptionNode(LifecycleNode):
             outputs = {"detections": t.Detection2DArray, "labels": t.Classification, "debug_image": t.Image}
             if self.config.use_depth:
                 outputs.update(detections_3d=t.Detection3DArray, markers=t.MarkerArray)
+            if self.pipeline is not None and self.pipeline.makes_masks:
+                outputs["instance_mask"] = t.Image
             for base, msg_type in outputs.items():
                 pubs[cam.topic(base)] = self.create_publisher(msg_type, cam.topic(base), OUTPUT_QOS)
         self._publish_label_info()
@@ -358,6 +360,8 @@ class PerceptionNode(LifecycleNode):
                     markers.publish(convert.marker_array(t, located, ns=cam.name))
         if result.labels_ran:
             self._publisher(cam, "labels").publish(convert.classification(t, result))
+        if result.masks_ran and self._publisher(cam, "instance_mask") is not None:
+            self._publisher(cam, "instance_mask").publish(convert.instance_mask(t, result, data_as="array"))
         debug = self._publisher(cam, "debug_image")
         if debug.get_subscription_count() > 0:
             debug.publish(numpy_to_image(annotate(frame.image, result), "rgb8", data_as="array",

@@ -26,10 +26,15 @@ def detection_text(phrase: str, score: float, track_id) -> str:
 
 
 def annotate(image: np.ndarray, result: FrameResult) -> np.ndarray:
-    """A copy of the RGB ``image`` with each detection's box and ``phrase score #track`` drawn on it."""
+    """A copy of the RGB ``image`` with each detection's mask (tinted), box and ``phrase score #track``."""
     import cv2
 
+    from ros_mm_perception.core.imaging.masks import overlay_masks
+
     out = np.ascontiguousarray(image).copy()
+    if any(det.mask is not None for det in result.detections):
+        out = overlay_masks(out, [det.mask for det in result.detections],
+                            [[255 * c for c in phrase_colour(det.phrase)] for det in result.detections])
     scale = max(out.shape[0], out.shape[1]) / 640.0
     font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.4, 0.5 * scale)  # readable on small images too
     thickness = max(1, int(round(2 * scale)))

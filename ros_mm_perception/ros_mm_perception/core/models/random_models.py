@@ -265,3 +265,71 @@ def build_random_owl(directory, kind: str = "owlv2", size: str = "tiny", seed: i
     else:
         config.save_pretrained(directory)
     return directory
+
+
+def sam_config(image_size: int = 64, patch_size: int = 8, width: int = 32, layers: int = 2, heads: int = 2,
+               window_size: int = 4):
+    """A ``SamConfig`` of SAM's architecture at a small size: a ViT image encoder of ``layers`` blocks
+    (the last with global attention) on ``image_size`` px inputs, prompt encoder and mask decoder
+    ``width`` wide."""
+    from transformers import SamConfig
+
+    grid = image_size // patch_size
+    vision = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+                  num_attention_heads=heads, image_size=image_size, patch_size=patch_size, output_channels=width,
+                  window_size=window_size, global_attn_indexes=[layers - 1], mlp_dim=2 * width,
+                  num_pos_feats=width // 2)
+    prompt = dict(hidden_size=width, image_size=image_size, patch_size=patch_size, image_embedding_size=grid,
+                  mask_input_channels=4)
+    decoder = dict(hidden_size=width, mlp_dim=2 * width, num_hidden_layers=2, num_attention_heads=heads,
+                   iou_head_hidden_dim=width)
+    return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+
+
+def sam_processor(image_size: int):
+    """A ``SamProcessor`` resizing the longest side to ``image_size`` and padding to a square."""
+    from transformers import SamImageProcessor, SamProcessor
+
+    side = {"height": image_size, "width": image_size}
+    return SamProcessor(SamImageProcessor(size={"longest_edge": image_size}, pad_size=side,
+                                          mask_size={"longest_edge": image_size // 4},
+                                          mask_pad_size={k: v // 4 for k, v in side.items()}))
+
+
+def sam2_config(image_size: int = 64, width: int = 32):
+    """A ``Sam2Config`` of SAM 2's architecture (Hiera backbone, feature pyramid) at a tiny size."""
+    from transformers import Sam2Config
+
+    backbone = dict(model_type="sam2_hiera_det_model", hidden_size=8, num_attention_heads=1,
+                    image_size=[image_size, image_size], blocks_per_stage=[1, 1, 2, 1],
+                    embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[1, 1, 1, 1],
+                    window_size_per_stage=[4, 4, 4, 4], global_attention_blocks=[3],
+                    window_positional_embedding_background_size=[2, 2])
+    sizes = [[image_size // s] * 2 for s in (4, 8, 16)]
+    vision = dict(backbone_config=backbone, backbone_channel_list=[64, 32, 16, 8], backbone_feature_sizes=sizes,
+                  fpn_hidden_size=width)
+    return Sam2Config(vision_config=vision,
+                      prompt_encoder_config=dict(hidden_size=width, image_size=image_size, patch_size=16,
+                                                 mask_input_channels=4),
+                      mask_decoder_config=dict(hidden_size=width, mlp_dim=2 * width, num_attention_heads=2,
+                                               iou_head_hidden_dim=width))
+
+
+def build_random_sam(directory, kind: str = "sam", image_size: int = 64, seed: int = 0) -> Path:
+    """Write a tiny SAM (``kind`` sam) or SAM 2 (sam2) model folder with random weights and its processor."""
+    from transformers import Sam2ImageProcessor, Sam2Model, Sam2Processor, SamModel
+
+    if kind not in ("sam", "sam2"):
+        raise ValueError(f"unknown SAM kind {kind!r}; use sam or sam2")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    if kind == "sam":
+        net, processor = SamModel(sam_config(image_size)), sam_processor(image_size)
+    else:
+        side = {"height": image_size, "width": image_size}
+        net = Sam2Model(sam2_config(image_size))
+        processor = Sam2Processor(Sam2ImageProcessor(size=side, mask_size={k: v // 4 for k, v in side.items()}))
+    net.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory

@@ -21,9 +21,11 @@ the offline tools run the same object. Per frame (or per batch of frames from se
   - ``auto``: the best source configured: OWL when an OWL model is configured (boxes at camera rate),
     else PaliGemma when a PaliGemma model is, else CLIP; ``off``: no detections;
 
+* **masks** – with ``mask_model`` (SAM or SAM 2, :mod:`~ros_mm_perception.core.models.sam`) each
+  detection gets a mask, prompted with its box; one image embedding per frame serves all its boxes;
 * **tracking** – a :class:`~ros_mm_perception.core.perception.tracking.Tracker` per camera sets ``track_id``;
 * **3D** – with depth and intrinsics on the frame, :func:`~ros_mm_perception.core.perception.geometry.locate`
-  sets ``xyz`` and ``size_xyz``.
+  sets ``xyz`` and ``size_xyz`` (from the mask's pixels when the detection has a mask).
 
 Each part has its own maximum rate per camera (``labels_rate_hz``, ``detect_rate_hz``; 0 = every
 frame), judged by frame stamps on a fixed grid: a part runs on the first frame at or after each due
@@ -63,7 +65,8 @@ MAX_TEXT_MATRICES = 8
 """How many stacked phrase sets (vocabulary, detect phrases + null prompts, ...) stay on the device."""
 WARM_UP_FRAMES = ((480, 640), (360, 640))
 """Frame shapes (4:3 and 16:9) whose label views :meth:`PerceptionPipeline.warm_up` prepares batches for."""
-MODEL_FIELDS = ("device", "precision", "clip_model", "clip_pretrained", "paligemma_model", "owl_model")
+MODEL_FIELDS = ("device", "precision", "clip_model", "clip_pretrained", "paligemma_model", "owl_model",
+                "mask_model")
 """Settings fixed for the life of a pipeline (changing them means building a new one)."""
 
 
@@ -121,7 +124,8 @@ class PerceptionPipeline:
     otherwise they are loaded from ``config`` (PaliGemma and OWL only when their model is set).
     """
 
-    def __init__(self, config: PerceptionConfig, *, clip: Optional[ClipModel] = None, paligemma=None, owl=None):
+    def __init__(self, config: PerceptionConfig, *, clip: Optional[ClipModel] = None, paligemma=None, owl=None,
+                 masker=None):
         if not isinstance(config, PerceptionConfig):
             raise TypeError(f"config must be a PerceptionConfig, got {type(config).__name__}")
         self._lock = threading.RLock()
@@ -146,9 +150,15 @@ class PerceptionPipeline:
             owl = load_owl(config.owl_model, config.device, config.precision)
             enable_fast_owl(owl, config.owl_fast_path)
             self._owned.append(owl)
+        if masker is None and config.mask_model:
+            from ros_mm_perception.core.models.sam import load_mask_model
+
+            masker = load_mask_model(config.mask_model, config.device, config.precision)
+            self._owned.append(masker)
         self._clip: Optional[ClipModel] = clip
         self._paligemma = paligemma
         self._owl = owl
+        self._masker = masker
         self._labeler: Optional[ClipLabeler] = ClipLabeler(clip, config.labels, config.prompt_templates,
                                                          config.crop_mode, config.label_tiles)
         self._cameras: Dict[str, _CameraState] = {}
@@ -169,6 +179,11 @@ class PerceptionPipeline:
     def paligemma(self):
         """The PaliGemma engine in use, or None."""
         return self._paligemma
+
+    @property
+    def makes_masks(self) -> bool:
+        """Whether detections get masks (a mask model is loaded)."""
+        return self._masker is not None
 
     @property
     def owl(self):
@@ -245,6 +260,8 @@ class PerceptionPipeline:
                 self._paligemma.warm_up(batch_sizes)
             if self._owl is not None:
                 self._owl.warm_up(batch_sizes)
+            if self._masker is not None:
+                self._masker.warm_up()
 
     def close(self) -> None:
         """Release the models (closing those this pipeline loaded) and free cached GPU memory."""
@@ -255,6 +272,7 @@ class PerceptionPipeline:
             for model in self._owned:
                 model.close()
             self._owned, self._paligemma, self._owl, self._clip, self._labeler = [], None, None, None, None
+            self._masker = None
             self._stacked = {}
             if cuda:
                 torch.cuda.empty_cache()
@@ -294,6 +312,7 @@ class PerceptionPipeline:
                     locate(dets, f.depth, f.intrinsics, f.image.shape)
                     self._cameras[f.camera].tracker.update(dets)
                     result.detections, result.detections_ran = dets, True
+                    result.masks_ran = self.makes_masks
                 results.append(result)
             return results
 
@@ -327,6 +346,7 @@ class PerceptionPipeline:
             locate(dets, frame.depth, frame.intrinsics, frame.image.shape)
             result = _empty_result(frame)
             result.detections, result.detections_ran = dets, True
+            result.masks_ran = self.makes_masks
             return result
 
     def classify(self, image: np.ndarray, labels: Sequence[str], top_k: Optional[int] = None) -> List[Label]:
@@ -357,25 +377,49 @@ class PerceptionPipeline:
             proposals = [[] for _ in detect_images]
         else:
             proposals = [list(d) for d in self._paligemma.detect_batch(detect_images, list(phrases))]
-        labels, clip_probs = self._clip_scores(label_images, detect_images, proposals, phrases)
+        detections = None
         if source == "clip" and phrases:
             detections = [ground_with_clip(self._labeler, image, list(phrases), score_threshold=threshold)
                           for image in detect_images]
         elif source == "owl" and phrases:
             detections = [suppress(dets, threshold, cfg.nms_iou)
                           for dets in self._owl.detect_batch(detect_images, list(phrases), threshold)]
-        else:
+        # the object memory needs each detection's crop embedding: PaliGemma's crops are scored anyway;
+        # OWL's and CLIP-only grounding's boxes join the frame's CLIP batch
+        embed = detections if cfg.memory_enabled and detections is not None else None
+        labels, clip_probs = self._clip_scores(label_images, detect_images, proposals, phrases, embed)
+        if detections is None:
             detections = []
             for dets, probs in zip(proposals, clip_probs):
                 for det, score in zip(dets, combine_scores([d.score for d in dets], probs)):
                     det.score = float(score)
                 detections.append(suppress(dets, threshold, cfg.nms_iou))
+        self._add_masks(detect_images, detections)
         return labels, detections
 
+    def _add_masks(self, images, detections) -> None:
+        """Masks from the mask model for detections without one: one image embedding per frame, all of
+        the frame's boxes decoded against it."""
+        if self._masker is None:
+            return
+        todo = [(image, [d for d in dets if d.mask is None]) for image, dets in zip(images, detections)]
+        todo = [(image, dets) for image, dets in todo if dets]
+        if todo:
+            masks = self._masker.masks([image for image, _ in todo], [[d.box for d in dets] for _, dets in todo])
+            for (_, dets), frame_masks in zip(todo, masks):
+                for det, mask in zip(dets, frame_masks):
+                    det.mask = mask
+
     @torch.inference_mode()
-    def _clip_scores(self, label_images, detect_images, proposals, phrases):
-        """Whole-frame labels and per-box CLIP probabilities from one CLIP image batch."""
-        crops = [(i, square) for i, dets in enumerate(proposals) if dets
+    def _clip_scores(self, label_images, detect_images, proposals, phrases, embed=None):
+        """Whole-frame labels and per-box CLIP probabilities from one CLIP image batch.
+
+        With ``config.memory_enabled``, each proposal gets the embedding of its context crop; so do
+        the detections of ``embed`` (per detect image, when the boxes came from another source than
+        PaliGemma: their crops join the batch, for embeddings only).
+        """
+        boxes = proposals if embed is None else embed
+        crops = [(i, square) for i, dets in enumerate(boxes) if dets
                  for square in context_squares([d.box for d in dets], *detect_images[i].shape[:2])]
         if not label_images and not crops:
             return [], [np.zeros(0) for _ in proposals]
@@ -393,6 +437,9 @@ class PerceptionPipeline:
             (x0, y0, x1, y1), = crop_windows(detect_images[i].shape, [box])
             pixels.append(on_device(detect_images[i])[:, y0:y1, x0:x1])
         embeddings = self._labeler.encode_pixels(self._clip.preprocessor(pixels, self._labeler.crop_mode))
+        if self.config.memory_enabled and crops:
+            for det, row in zip([d for dets in boxes for d in dets], embeddings[n:].cpu().numpy()):
+                det.embedding = row
         labels = []
         if n:
             vocabulary = self._labeler.vocabulary
@@ -400,7 +447,7 @@ class PerceptionPipeline:
             probs = self._labeler.pool_frames(embeddings[:n], counts, text).cpu().numpy()
             labels = [top_labels(row, vocabulary, self.config.top_k) for row in probs]
         box_probs = np.zeros(0)
-        if crops:
+        if crops and embed is None:
             extra = [d.phrase for dets in proposals for d in dets]
             competing = tuple(dict.fromkeys([*phrases, *NULL_PROMPTS, *extra]))
             text = self._text_matrix(competing)

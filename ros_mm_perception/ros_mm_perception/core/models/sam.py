@@ -1,0 +1,138 @@
+"""Box-prompted masks from SAM or SAM 2 (transformers ``SamModel`` / ``Sam2Model``).
+
+:class:`BoxMaskEngine` gives each detection box a mask: the image embedding is computed once per
+frame (one vision-encoder call for all frames of a batch) and every box of the frame is decoded
+against it in one mask-decoder call, with one mask per box (``multimask_output=False``, SAM's
+choice for box prompts). Boxes are scaled onto the model input as the processors scale them, and
+masks go back to original-image pixels with the processors' own ``post_process_masks``, so the
+result equals transformers' pipeline of processor, model and post-processing. A box that lies
+outside the image, or is narrower than a pixel inside it, gets an empty mask and costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+import torch
+
+from ros_mm_perception.core.devices import resolve_device, resolve_dtype
+from ros_mm_perception.core.errors import ModelNotFoundError
+from ros_mm_perception.core.models.hf_loading import build_network, checked_config, checkpoint_source, error_reason
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "facebook/sam-vit-base"
+"""The checkpoint suggested to users (Apache-2.0, not gated)."""
+MODEL_TYPES = ("sam", "sam2")
+MASK_THRESHOLD = 0.0
+"""Mask logit above which a pixel belongs to the object (transformers' default)."""
+
+
+def clip_boxes(boxes, height: int, width: int) -> np.ndarray:
+    """``N x 4`` boxes clipped to the image; non-finite coordinates are a :class:`ValueError`."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if not np.isfinite(boxes).all():
+        raise ValueError("a box has coordinates that are not finite")
+    x0, x1 = np.minimum(boxes[:, 0], boxes[:, 2]), np.maximum(boxes[:, 0], boxes[:, 2])
+    y0, y1 = np.minimum(boxes[:, 1], boxes[:, 3]), np.maximum(boxes[:, 1], boxes[:, 3])
+    return np.stack([x0.clip(0, width), y0.clip(0, height), x1.clip(0, width), y1.clip(0, height)], 1)
+
+
+class BoxMaskEngine:
+    """SAM / SAM 2 with its processor: :meth:`masks` turns boxes into masks in original-image pixels."""
+
+    def __init__(self, net, processor, *, name: str, device: torch.device, dtype: torch.dtype):
+        self.net, self.processor, self.name = net, processor, name
+        self.device, self.dtype = device, dtype
+        self.kind = net.config.model_type
+
+    @torch.inference_mode()
+    def masks(self, images: Sequence[np.ndarray], boxes: Sequence[Sequence]) -> List[List[np.ndarray]]:
+        """For each RGB image its boxes' masks (``H x W`` bool), in box order."""
+        if len(images) != len(boxes):
+            raise ValueError(f"{len(images)} images but {len(boxes)} box lists")
+        clipped = [clip_boxes(b, *image.shape[:2]) for image, b in zip(images, boxes)]
+        usable = [(c[:, 2] - c[:, 0] >= 1) & (c[:, 3] - c[:, 1] >= 1) for c in clipped]
+        out = [[np.zeros(image.shape[:2], bool) for _ in c] for image, c in zip(images, clipped)]
+        todo = [i for i, u in enumerate(usable) if u.any()]
+        if not todo:
+            return out
+        inputs = self.processor.image_processor([images[i] for i in todo], return_tensors="pt")
+        pixels = inputs["pixel_values"].to(self.device, self.dtype)
+        embeddings = self.net.get_image_embeddings(pixels)
+        for k, i in enumerate(todo):
+            keep = np.flatnonzero(usable[i])
+            frame_embedding = ([e[k:k + 1] for e in embeddings] if isinstance(embeddings, (list, tuple))
+                               else embeddings[k:k + 1])
+            prompt = self._prompt(clipped[i][keep], images[i].shape[:2])
+            pred = self.net(image_embeddings=frame_embedding, input_boxes=prompt, multimask_output=False).pred_masks
+            for j, mask in zip(keep, self._post_process(pred.float(), inputs, k)):
+                out[i][j] = mask
+        return out
+
+    def _prompt(self, boxes: np.ndarray, hw) -> torch.Tensor:
+        """``1 x N x 4`` boxes on the model input, scaled as the processor scales them."""
+        if self.kind == "sam2":
+            scaled = self.processor(input_boxes=[boxes.tolist()], original_sizes=[list(hw)],
+                                    return_tensors="pt")["input_boxes"]
+        else:
+            longest = self.processor.image_processor.size["longest_edge"]
+            new_h, new_w = self.processor.image_processor._get_preprocess_shape(tuple(hw), longest)
+            scaled = torch.from_numpy(boxes * np.array([new_w / hw[1], new_h / hw[0]] * 2)).float()[None]
+        return scaled.to(self.device, self.dtype)
+
+    def _post_process(self, pred: torch.Tensor, inputs, k: int) -> np.ndarray:
+        """``N x H x W`` bool masks of one frame from the decoder's ``1 x N x 1 x h x w`` logits."""
+        sizes = inputs["original_sizes"][k:k + 1]
+        if self.kind == "sam2":
+            masks = self.processor.post_process_masks(pred, sizes, mask_threshold=MASK_THRESHOLD)
+        else:
+            masks = self.processor.post_process_masks(pred, sizes, inputs["reshaped_input_sizes"][k:k + 1],
+                                                      mask_threshold=MASK_THRESHOLD)
+        return masks[0][:, 0].cpu().numpy()
+
+    def warm_up(self) -> None:
+        """Run one small frame through the model (allocations and kernels ready before the first frame)."""
+        self.masks([np.zeros((32, 32, 3), np.uint8)], [[(4.0, 4.0, 28.0, 28.0)]])
+
+    def close(self) -> None:
+        """Release the model; the engine cannot be used afterwards."""
+        self.net = None
+
+
+def load_mask_model(model: str, device: str = "auto", precision: str = "auto", *,
+                    random_weights: bool = False) -> BoxMaskEngine:
+    """Load SAM or SAM 2 from a hub id (cache) or a local folder written by ``save_pretrained``.
+
+    A missing model raises :class:`ModelNotFoundError` saying what to download or which path to
+    pass; a folder of another model type raises :class:`UserError`.
+    """
+    from transformers import Sam2Model, Sam2Processor, SamModel, SamProcessor
+
+    if not isinstance(model, str) or not model.strip():
+        raise ModelNotFoundError(f"no mask model given; pass a hub id such as {DEFAULT_MODEL} or a local folder")
+    dev = resolve_device(device)
+    path = Path(model).expanduser()
+    source, local = checkpoint_source(model, path, "mask (SAM)", f" or a hub id such as {DEFAULT_MODEL}")
+    try:
+        config = checked_config(source, model, MODEL_TYPES, "SAM or SAM 2")
+        width = (config.vision_config.hidden_size if config.model_type == "sam"
+                 else config.vision_config.backbone_config.hidden_size)
+        dtype = resolve_dtype(precision, dev, cuda_default="fp16", width=width)
+        net_cls, proc_cls = (SamModel, SamProcessor) if config.model_type == "sam" else (Sam2Model, Sam2Processor)
+        processor = proc_cls.from_pretrained(source)
+        net = build_network(net_cls, source, config, dtype, dev, random_weights)
+    except (OSError, ValueError) as err:
+        reason = error_reason(err)
+        if local:
+            raise ModelNotFoundError(f"{model} is not a complete SAM model folder ({reason}); pass a folder "
+                                     "written by save_pretrained (config.json, model*.safetensors and the "
+                                     f"processor files) or a hub id such as {DEFAULT_MODEL}") from err
+        raise ModelNotFoundError(
+            f"mask model {model!r} is not in the Hugging Face cache and could not be downloaded ({reason}). "
+            f"On a machine with network access run `hf download {model}` and copy ~/.cache/huggingface "
+            "here if needed, or pass a local model folder") from err
+    return BoxMaskEngine(net, processor, name=model, device=dev, dtype=dtype)

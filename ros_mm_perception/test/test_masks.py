@@ -1,0 +1,304 @@
+"""Masks: COCO RLE, the mono16 instance image and its message, exports, SAM / SAM 2 box prompts, 3D."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ros_mm_perception.core.errors import ImageFormatError
+from ros_mm_perception.core.imaging.masks import (check_mask, decode_rle, encode_rle, instance_image, mask_area,
+                                                  overlay_masks)
+from ros_mm_perception.core.results import Detection, FrameResult, Intrinsics, Stamp
+
+pycocotools_mask = pytest.importorskip("pycocotools.mask")
+
+
+def disc(h, w, cx, cy, r):
+    yy, xx = np.mgrid[0:h, 0:w]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+# ------------------------------------------------------------------------------------------ RLE
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (48, 64), (480, 641)])
+def test_rle_round_trip_and_pycocotools_format(shape, rng):
+    mask = rng.random(shape) < 0.3
+    rle = encode_rle(mask)
+    assert rle["size"] == list(shape) and isinstance(rle["counts"], str)
+    reference = pycocotools_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    assert rle["counts"] == reference["counts"].decode("ascii")
+    json.dumps(rle)                                                     # plain JSON
+    assert np.array_equal(decode_rle(rle), mask)
+    assert mask_area(rle) == int(mask.sum())
+
+
+def test_rle_of_empty_and_full_masks():
+    for mask in (np.zeros((5, 9), bool), np.ones((5, 9), bool)):
+        rle = encode_rle(mask)
+        assert np.array_equal(decode_rle(rle), mask) and mask_area(rle) == int(mask.sum())
+    assert decode_rle({"size": [5, 9], "counts": encode_rle(np.zeros((5, 9), bool))["counts"].encode()}).sum() == 0
+
+
+def test_bad_masks_and_rles_are_clear_errors():
+    with pytest.raises(ImageFormatError, match="H x W"):
+        encode_rle(np.zeros((2, 3, 3), bool))
+    with pytest.raises(ImageFormatError, match="4x5"):
+        check_mask(np.zeros((5, 4), bool), (4, 5))
+    with pytest.raises(ImageFormatError, match="finite"):
+        check_mask(np.full((2, 2), np.nan), (2, 2))
+    with pytest.raises(ValueError, match="COCO RLE"):
+        decode_rle({"counts": "x"})
+    assert check_mask(np.array([[0.2, 0.7]]), (1, 2)).tolist() == [[False, True]]
+
+
+# ------------------------------------------------------------------------------- instance image
+
+
+def test_instance_image_numbers_detections_from_one_and_the_first_wins_overlaps():
+    a, b = np.zeros((4, 6), bool), np.zeros((4, 6), bool)
+    a[0:2, 0:4] = True
+    b[1:4, 2:6] = True                     # overlaps a at rows 1, columns 2..3
+    labels = instance_image([a, None, b], (4, 6))
+    assert labels.dtype == np.uint16
+    assert labels[0, 0] == 1 and labels[3, 5] == 3 and labels[3, 0] == 0
+    assert (labels[1, 2:4] == 1).all()     # the lower index owns shared pixels
+    assert not (labels == 2).any()         # a detection without a mask owns nothing
+    assert (instance_image([b, a], (4, 6))[1, 2:4] == 1).all()
+    assert instance_image([], (3, 2)).tolist() == [[0, 0]] * 3
+
+
+def test_instance_image_rejects_a_mask_of_another_size():
+    with pytest.raises(ImageFormatError, match="4x6"):
+        instance_image([np.zeros((4, 5), bool)], (4, 6))
+
+
+def test_overlay_tints_mask_pixels_only():
+    image = np.full((4, 4, 3), 100, np.uint8)
+    mask = np.zeros((4, 4), bool)
+    mask[1, 1] = True
+    out = overlay_masks(image, [mask], [(255, 0, 0)])
+    assert out[1, 1, 0] > 100 and out[1, 1, 1] < 100 and (out[0, 0] == 100).all()
+
+
+# ------------------------------------------------------------------------------------ messages
+
+
+def result_with_masks(h=6, w=8):
+    m0, m1 = np.zeros((h, w), bool), np.zeros((h, w), bool)
+    m0[1:3, 1:4] = True
+    m1[2:5, 3:7] = True
+    dets = [Detection("red ring", 0.9, (1, 1, 4, 3), mask=m0), Detection("blue star", 0.8, (3, 2, 7, 5), mask=m1),
+            Detection("cup", 0.7, (0, 0, 2, 2))]
+    return FrameResult(camera="front", frame_id="front_optical", stamp=Stamp(12, 345), width=w, height=h,
+                       detections=dets, detections_ran=True, masks_ran=True)
+
+
+@pytest.mark.parametrize("distro", ["humble", "jazzy"])
+def test_instance_mask_message_contract(distro):
+    from ros_mm_perception.core.imaging.image_codec import image_to_numpy
+    from ros_mm_perception.messages import convert
+    from ros_mm_perception.messages.typestore import rosbags_types, typestore
+
+    store = typestore(distro)
+    types = rosbags_types(store)
+    result = result_with_masks()
+    msg = convert.instance_mask(types, result)
+    assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == ("front_optical", 12, 345)
+    assert (msg.encoding, msg.height, msg.width, msg.step) == ("mono16", 6, 8, 16)
+    labels = image_to_numpy(store.deserialize_cdr(store.serialize_cdr(msg, msg.__msgtype__), msg.__msgtype__))
+    # pixel = 1 + index in the Detection2DArray (whose order is the result's); 0 = no detection
+    array = convert.detection_2d_array(types, result)
+    assert [d.results[0].hypothesis.class_id for d in array.detections] == [d.phrase for d in result.detections]
+    m0, m1 = result.detections[0].mask, result.detections[1].mask
+    assert np.array_equal(labels == 1, m0)
+    assert np.array_equal(labels == 2, m1 & ~m0)
+    assert not (labels == 3).any() and np.array_equal(labels == 0, ~(m0 | m1))
+    assert labels[2, 3] == 1                         # shared by both masks: the first detection's
+    assert labels[4, 6] == 2 and labels[0, 0] == 0
+
+
+def test_jsonl_and_coco_exports_carry_rle_masks():
+    from ros_mm_perception.offline.exports import CocoExport, JsonlExport, detection_record
+    from ros_mm_perception.offline.input_frame import InputFrame
+
+    result = result_with_masks()
+    record = detection_record(result.detections[0])
+    assert np.array_equal(decode_rle(record["mask"]), result.detections[0].mask)
+    assert "mask" not in detection_record(result.detections[2])
+    item = InputFrame(index=0, name="f0.png", frame=None, namespace="", log_time_ns=0)
+    lines, coco = io.StringIO(), io.StringIO()
+    JsonlExport(lines).add(item, result)
+    exporter = CocoExport(coco, ["red ring", "blue star", "cup"])
+    exporter.add(item, result)
+    exporter.finish()
+    row = json.loads(lines.getvalue())
+    assert [("mask" in d) for d in row["detections"]] == [True, True, False]
+    anns = json.loads(coco.getvalue())["annotations"]
+    assert np.array_equal(decode_rle(anns[1]["segmentation"]), result.detections[1].mask)
+    assert anns[1]["area"] == int(result.detections[1].mask.sum()) and "segmentation" not in anns[2]
+
+
+# ----------------------------------------------------------------------------- SAM and SAM 2
+
+
+@pytest.fixture(scope="module", params=["sam", "sam2"])
+def sam_dir(request, tmp_path_factory):
+    from ros_mm_perception.core.models.random_models import build_random_sam
+
+    return build_random_sam(tmp_path_factory.mktemp(request.param), request.param)
+
+
+def reference_masks(directory, image, boxes):
+    """transformers' own processor → model → post_process_masks for one image."""
+    from transformers import AutoConfig, AutoProcessor, Sam2Model, SamModel
+
+    kind = AutoConfig.from_pretrained(directory).model_type
+    processor = AutoProcessor.from_pretrained(directory)
+    net = (SamModel if kind == "sam" else Sam2Model).from_pretrained(directory).eval()
+    inputs = processor(images=image, input_boxes=[[list(map(float, b)) for b in boxes]], return_tensors="pt")
+    with torch.no_grad():
+        pred = net(**inputs, multimask_output=False).pred_masks
+    sizes = (inputs["original_sizes"],) + ((inputs["reshaped_input_sizes"],) if kind == "sam" else ())
+    return processor.post_process_masks(pred, *sizes)[0][:, 0].numpy()
+
+
+def test_box_prompted_masks_equal_transformers_post_processing(sam_dir, rng):
+    from ros_mm_perception.core.models.sam import load_mask_model
+
+    engine = load_mask_model(str(sam_dir), "cpu", "fp32")
+    images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)]
+    boxes = [[(5, 5, 30, 30), (10, 2, 60, 40)], [(1, 1, 20, 35)]]
+    calls = []
+    encode = engine.net.get_image_embeddings
+    engine.net.get_image_embeddings = lambda pixels: calls.append(len(pixels)) or encode(pixels)
+    got = engine.masks(images, boxes)
+    assert calls == [2]                                    # one image-encoder call for both frames
+    for image, frame_boxes, masks in zip(images, boxes, got):
+        reference = reference_masks(sam_dir, image, frame_boxes)
+        assert len(masks) == len(frame_boxes)
+        for mine, theirs in zip(masks, reference):
+            assert mine.shape == image.shape[:2] and mine.dtype == bool
+            assert np.array_equal(mine, theirs)
+
+
+def test_boxes_outside_the_image_get_empty_masks_without_a_model_call(sam_dir, rng):
+    from ros_mm_perception.core.models.sam import load_mask_model
+
+    engine = load_mask_model(str(sam_dir), "cpu", "fp32")
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    engine.net.get_image_embeddings = None                 # any model call would fail
+    (masks,) = engine.masks([image], [[(70, 10, 90, 30), (-20, -20, -5, -5), (10, 10, 10.5, 30)]])
+    assert [m.shape for m in masks] == [(48, 64)] * 3 and not any(m.any() for m in masks)
+    assert engine.masks([image], [[]]) == [[]]
+    with pytest.raises(ValueError, match="finite"):
+        engine.masks([image], [[(0, 0, np.nan, 4)]])
+
+
+def test_a_box_partly_outside_is_clipped_to_the_image(sam_dir, rng):
+    from ros_mm_perception.core.models.sam import load_mask_model
+
+    engine = load_mask_model(str(sam_dir), "cpu", "fp32")
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    (outside,), = engine.masks([image], [[(-30, -10, 40, 30)]])
+    (inside,), = engine.masks([image], [[(0, 0, 40, 30)]])
+    assert np.array_equal(outside, inside)
+
+
+def test_mask_model_loader_errors(tmp_path, tiny_clip_dir):
+    from ros_mm_perception.core.errors import ModelNotFoundError, UserError
+    from ros_mm_perception.core.models.random_models import build_random_owl
+    from ros_mm_perception.core.models.sam import load_mask_model
+
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        load_mask_model(str(tmp_path / "nowhere"), "cpu")
+    with pytest.raises(UserError, match="not SAM or SAM 2"):
+        load_mask_model(str(build_random_owl(tmp_path / "owl")), "cpu")
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+class BoxMasks:
+    """A mask model stand-in: each box's mask is ``masks_for(box)``; records the calls."""
+
+    def __init__(self, masks_for):
+        self.masks_for, self.calls = masks_for, []
+
+    def masks(self, images, boxes):
+        self.calls.append([len(b) for b in boxes])
+        return [[self.masks_for(b, image.shape[:2]) for b in frame_boxes] for image, frame_boxes in zip(images, boxes)]
+
+    def warm_up(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def ring_scene(h=60, w=80, cx=40, cy=30):
+    """A ring 1 m away (outer radius 20 px, inner 11 px) before a wall 3 m away."""
+    ring = disc(h, w, cx, cy, 20) & ~disc(h, w, cx, cy, 11)
+    depth = np.where(ring, 1.0, 3.0).astype(np.float32)
+    return ring, depth
+
+
+def test_pipeline_gives_masks_and_3d_from_the_ring_not_the_wall(tiny_clip):
+    from ros_mm_perception.core.config import PerceptionConfig
+    from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
+    from ros_mm_perception.core.results import Frame
+
+    ring, depth = ring_scene()
+    assert depth[30, 40] == 3.0                       # the box centre sees the wall
+    masker = BoxMasks(lambda box, hw: ring)
+    config = PerceptionConfig(labels=["a"], detect_phrases=["red ring"], grounding_source="clip",
+                              enable_labels=False)
+    pipe = PerceptionPipeline(config, clip=tiny_clip, masker=masker)
+    image = np.full((60, 80, 3), 90, np.uint8)
+    k = Intrinsics(100.0, 100.0, 39.5, 29.5)
+    frame = Frame(image, depth=depth, intrinsics=k)
+    result = pipe.ground(frame, ["red ring"], score_threshold=0.0)
+    assert pipe.makes_masks and result.masks_ran and result.detections
+    assert masker.calls == [[len(result.detections)]]  # one call for all the frame's boxes
+    for det in result.detections:
+        assert det.mask is ring
+        assert det.xyz[2] == pytest.approx(1.0)       # the ring's depth, not the wall's 3 m
+        assert det.size_xyz[0] == pytest.approx(40 / 100.0, abs=0.03)   # 40 px wide at 1 m, f = 100 px
+    # the mask decides: a mask over the ring's hole gives the wall's depth
+    hole = disc(60, 80, 40, 30, 9)
+    pipe_hole = PerceptionPipeline(config, clip=tiny_clip, masker=BoxMasks(lambda box, hw: hole))
+    for det in pipe_hole.ground(frame, ["red ring"], score_threshold=0.0).detections:
+        assert det.xyz[2] == pytest.approx(3.0)
+
+
+def test_pipeline_without_mask_model_has_no_masks(tiny_clip, rng):
+    from ros_mm_perception.core.config import PerceptionConfig
+    from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
+    from ros_mm_perception.core.results import Frame
+
+    config = PerceptionConfig(labels=["a"], detect_phrases=["red ring"], grounding_source="clip")
+    pipe = PerceptionPipeline(config, clip=tiny_clip)
+    result = pipe.process(Frame(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)))
+    assert not pipe.makes_masks and not result.masks_ran
+    assert all(d.mask is None for d in result.detections)
+
+
+def test_pipeline_with_a_tiny_sam_from_its_folder(tiny_clip, tmp_path, rng):
+    from ros_mm_perception.core.config import PerceptionConfig
+    from ros_mm_perception.core.models.random_models import build_random_sam
+    from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
+    from ros_mm_perception.core.results import Frame
+
+    folder = build_random_sam(tmp_path / "sam", "sam")
+    config = PerceptionConfig(labels=["a"], detect_phrases=["red ring", "blue star"], grounding_source="clip",
+                              enable_labels=False, mask_model=str(folder), device="cpu", precision="fp32")
+    pipe = PerceptionPipeline(config, clip=tiny_clip)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    result = pipe.ground(Frame(image), ["red ring", "blue star"], score_threshold=0.0)
+    assert result.masks_ran and result.detections
+    reference = reference_masks(folder, image, [d.box for d in result.detections])
+    for det, theirs in zip(result.detections, reference):
+        assert np.array_equal(det.mask, theirs)
+    pipe.close()

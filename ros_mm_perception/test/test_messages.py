@@ -144,7 +144,8 @@ def test_diagnostics_fields(store, types):
         convert.diagnostic_status(types, "x", "BAD", "", {})
 
 
-@pytest.mark.parametrize("topic", sorted(OUTPUT_TYPES))
+@pytest.mark.parametrize("topic", sorted(t for t, name in OUTPUT_TYPES.items()
+                                         if not name.startswith("foxglove_msgs/")))  # test_foxglove.py
 def test_schema_text_decodes_our_cdr_with_mcap_ros2(store, types, result, topic):
     from mcap_ros2._dynamic import generate_dynamic
 
@@ -158,7 +159,6 @@ def test_schema_text_decodes_our_cdr_with_mcap_ros2(store, types, result, topic)
                                               header=convert.result_header(types, result),
                                               msg_factory=types.Image),
         "markers": lambda: convert.marker_array(types, result),
-        "instance_mask": lambda: convert.instance_mask(types, result),
     }
     msg = builders[topic]()
     text = schema_text(store, typename)

@@ -20,7 +20,8 @@ busy 2-core machine: 16 frames in 3 s with one thread, 73 s with two)."""
 
 OUTPUT_FILES = (
     ("sample_scenes.mcap", "input recording: /front raw images + depth + camera_info, /overhead JPEG images"),
-    ("perception.mcap", "output topics per camera: detections, detections_3d, labels, label_info, debug_image"),
+    ("perception.mcap", "output topics per camera: detections, detections_3d, labels, label_info, debug_image, "
+                        "annotations, scene"),
     ("detections.jsonl", "one JSON line per frame"),
     ("contact_sheet.png", "annotated frames: boxes, phrases, scores, track ids"),
 )

@@ -101,21 +101,6 @@ def detection_2d_array(types, result: FrameResult):
     )
 
 
-def instance_mask(types, result: FrameResult, data_as: str = "numpy"):
-    """``sensor_msgs/Image`` ``mono16`` of the result's masks, with the input image's header.
-
-    Pixel value = 1 + the index of the detection in the frame's Detection2DArray, 0 = none; where
-    masks overlap, the lower index wins (:func:`~ros_mm_perception.core.imaging.masks.instance_image`).
-    ``data_as`` is ``"numpy"`` for rosbags classes, ``"array"`` for rclpy.
-    """
-    from ros_mm_perception.core.imaging.image_codec import numpy_to_image
-    from ros_mm_perception.core.imaging.masks import instance_image
-
-    labels = instance_image([d.mask for d in result.detections], (result.height, result.width))
-    return numpy_to_image(labels, "mono16", data_as=data_as, header=result_header(types, result),
-                          msg_factory=types.Image)
-
-
 def detection_3d(types, detection: Detection, msg_header):
     """One ``vision_msgs/Detection3D`` (metres, in the header's frame); needs ``detection.xyz``."""
     if detection.xyz is None:
@@ -177,6 +162,15 @@ def _marker(types, msg_header, *, ns: str, marker_id: int, kind: int, action: in
     )
 
 
+def label_anchor(detection: Detection, size: Sequence[float]) -> np.ndarray:
+    """Where a 3D detection's label goes: 5 cm above its box of ``size``, along the box's -y (up in
+    the camera optical frame), turned with the box's orientation."""
+    lift = np.array([0.0, -float(size[1]) / 2.0 - 0.05, 0.0])
+    if detection.orientation is not None:
+        lift = Rotation.from_quat(detection.orientation).apply(lift)
+    return np.asarray(detection.xyz, dtype=np.float64) + lift
+
+
 def marker_array(types, result: FrameResult, ns: Optional[str] = None):
     """``visualization_msgs/MarkerArray`` for RViz: a DELETEALL, then a cube and a label per 3D detection.
 
@@ -190,11 +184,7 @@ def marker_array(types, result: FrameResult, ns: Optional[str] = None):
         size = [max(float(s), MARKER_MIN_SIZE) for s in (det.size_xyz or ORIGIN)]
         rgb = phrase_colour(det.phrase)
         label = f"{det.phrase} {det.score:.2f}" + (f" #{det.track_id}" if det.track_id is not None else "")
-        # The label sits above the box: along the box's -y (up in the camera optical frame).
-        lift = np.array([0.0, -size[1] / 2.0 - 0.05, 0.0])
-        if det.orientation is not None:
-            lift = Rotation.from_quat(det.orientation).apply(lift)
-        above = np.asarray(det.xyz, dtype=np.float64) + lift
+        above = label_anchor(det, size)
         markers.append(_marker(types, msg_header, ns=ns, marker_id=2 * i + 1, kind=M.CUBE, action=M.ADD,
                                xyz=det.xyz, quat_xyzw=det.orientation, scale=size, rgb=rgb))
         markers.append(_marker(types, msg_header, ns=ns, marker_id=2 * i + 2, kind=M.TEXT_VIEW_FACING,

@@ -1,9 +1,18 @@
-"""Bundled ``.msg`` definitions of vision_msgs 4.x (the release shipped with Humble and Jazzy).
+"""Bundled ``.msg`` definitions of vision_msgs 4.x (the release shipped with Humble and Jazzy) and
+of foxglove_msgs.
 
 The standard ROS 2 messages (std_msgs, sensor_msgs, geometry_msgs, visualization_msgs,
-diagnostic_msgs) come with the rosbags type stores; vision_msgs does not, so its field lists are
-kept here and registered by :func:`ros_mm_perception.messages.typestore.typestore`.
+diagnostic_msgs) come with the rosbags type stores; vision_msgs and foxglove_msgs do not, so their
+definitions are kept in the package and registered by
+:func:`ros_mm_perception.messages.typestore.typestore`.
 """
+
+from pathlib import Path
+from typing import Dict
+
+FOXGLOVE_MSGS_DIR = Path(__file__).resolve().parents[1] / "data" / "foxglove_msgs"
+"""The official foxglove_msgs ROS 2 ``.msg`` files (copied unchanged; the folder's README names the
+release)."""
 
 VISION_MSGS = {
     "vision_msgs/msg/Point2D": "float64 x\nfloat64 y\n",
@@ -36,3 +45,9 @@ VISION_MSGS = {
     ),
 }
 """ROS type name → ``.msg`` text (fields only), for every message of vision_msgs 4.x."""
+
+
+def foxglove_msgs() -> Dict[str, str]:
+    """ROS type name → official ``.msg`` text, for the bundled foxglove_msgs messages."""
+    return {f"foxglove_msgs/msg/{path.stem}": path.read_text(encoding="utf-8")
+            for path in sorted(FOXGLOVE_MSGS_DIR.glob("*.msg"))}

@@ -43,5 +43,29 @@ OUTPUT_TYPES = {
     "debug_image": "sensor_msgs/msg/Image",
     "instance_mask": "sensor_msgs/msg/Image",
     "markers": "visualization_msgs/msg/MarkerArray",
+    "annotations": "foxglove_msgs/msg/ImageAnnotations",
+    "scene": "foxglove_msgs/msg/SceneUpdate",
 }
 """Output topic (relative name) → message type, as published by the node and the offline tools."""
+
+FOXGLOVE_TYPE_NAMES = {
+    "Time": "builtin_interfaces/msg/Time",
+    "Duration": "builtin_interfaces/msg/Duration",
+    "Point": "geometry_msgs/msg/Point",
+    "Quaternion": "geometry_msgs/msg/Quaternion",
+    "Vector3": "geometry_msgs/msg/Vector3",
+    "Pose": "geometry_msgs/msg/Pose",
+    "Color": "foxglove_msgs/msg/Color",
+    "Point2": "foxglove_msgs/msg/Point2",
+    "KeyValuePair": "foxglove_msgs/msg/KeyValuePair",
+    "PointsAnnotation": "foxglove_msgs/msg/PointsAnnotation",
+    "TextAnnotation": "foxglove_msgs/msg/TextAnnotation",
+    "ImageAnnotations": "foxglove_msgs/msg/ImageAnnotations",
+    "CubePrimitive": "foxglove_msgs/msg/CubePrimitive",
+    "TextPrimitive": "foxglove_msgs/msg/TextPrimitive",
+    "SceneEntity": "foxglove_msgs/msg/SceneEntity",
+    "SceneEntityDeletion": "foxglove_msgs/msg/SceneEntityDeletion",
+    "SceneUpdate": "foxglove_msgs/msg/SceneUpdate",
+}
+"""The classes :mod:`.foxglove` builds with: foxglove_msgs (an optional run dependency of the node,
+bundled for the offline tools) and the standard messages its fields hold."""

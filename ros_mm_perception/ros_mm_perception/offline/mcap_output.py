@@ -55,20 +55,24 @@ class ResultsMcap:
 
     Per frame, under the frame's namespace ``ns``: ``ns/detections`` (Detection2DArray, always, also
     when empty), ``ns/detections_3d`` (Detection3DArray, when the frame had depth and intrinsics),
-    ``ns/labels`` (Classification, when labels ran), ``ns/instance_mask`` (mono16, when detection ran
-    with masks) and, with ``debug_images``, ``ns/debug_image`` (the annotated frame, rgb8).
-    With ``target`` (a :class:`~.bag_transforms.TargetFrame`),
+    ``ns/labels`` (Classification, when labels ran) and, with ``debug_images``, ``ns/debug_image``
+    (the annotated frame, rgb8). With ``target`` (a :class:`~.bag_transforms.TargetFrame`),
     ``detections_3d`` is in the target frame, and left out for frames whose transform is missing.
+    With ``config.foxglove``, Foxglove's overlays beside them: ``ns/annotations``
+    (ImageAnnotations, every frame) and ``ns/scene`` (SceneUpdate, with each ``detections_3d``),
+    their schemas the official foxglove_msgs definitions (:mod:`ros_mm_perception.messages.foxglove`).
     Once per namespace, ``ns/label_info`` (LabelInfo: the detection
     phrases then the label vocabulary, and the score threshold, as the node publishes it). Every
     message carries its input image's header; its log time is the input's recording time.
     """
 
     def __init__(self, stream, config, debug_images: bool = False, distro: str = "jazzy", target=None):
+        from ros_mm_perception.messages.names import FOXGLOVE_TYPE_NAMES
         from ros_mm_perception.messages.typestore import rosbags_types, typestore
 
         store = typestore(distro)
         self.types = rosbags_types(store)
+        self.overlays = rosbags_types(store, FOXGLOVE_TYPE_NAMES) if config.foxglove else None
         self.file = RosMcapFile(stream, store)
         self.phrases = list(dict.fromkeys([*config.detect_phrases, *config.labels]))
         self.threshold = config.score_threshold
@@ -77,7 +81,7 @@ class ResultsMcap:
         self.namespaces = set()
 
     def add(self, item, result) -> None:
-        from ros_mm_perception.messages import convert
+        from ros_mm_perception.messages import convert, foxglove
 
         types, ns, t = self.types, item.namespace, item.log_time_ns
         if ns not in self.namespaces:
@@ -85,14 +89,16 @@ class ResultsMcap:
             info = convert.label_info(types, convert.result_header(types, result), self.phrases, self.threshold)
             self.file.write(f"{ns}/label_info", info, t)
         self.file.write(f"{ns}/detections", convert.detection_2d_array(types, result), t)
+        if self.overlays is not None:
+            self.file.write(f"{ns}/annotations", foxglove.image_annotations(self.overlays, result), t)
         if item.frame.depth is not None and item.frame.intrinsics is not None:
             located = result if self.target is None else self.target.apply(result)
             if located is not None:
                 self.file.write(f"{ns}/detections_3d", convert.detection_3d_array(types, located), t)
+                if self.overlays is not None:
+                    self.file.write(f"{ns}/scene", foxglove.scene_update(self.overlays, located, ns), t)
         if result.labels_ran:
             self.file.write(f"{ns}/labels", convert.classification(types, result), t)
-        if result.masks_ran:
-            self.file.write(f"{ns}/instance_mask", convert.instance_mask(types, result), t)
         if self.debug_images:
             from ros_mm_perception.core.imaging.image_codec import numpy_to_image
             from ros_mm_perception.core.imaging.drawing import annotate

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from types import SimpleNamespace
+from typing import Optional
 
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -13,6 +15,8 @@ from vision_msgs.msg import (BoundingBox2D, BoundingBox3D, Classification, Detec
                              Detection3D, Detection3DArray, LabelInfo, ObjectHypothesis, ObjectHypothesisWithPose,
                              Point2D, Pose2D, VisionClass)
 from visualization_msgs.msg import Marker, MarkerArray, MeshFile
+
+from ros_mm_perception.messages.names import FOXGLOVE_TYPE_NAMES
 
 
 def rclpy_types() -> SimpleNamespace:
@@ -28,3 +32,16 @@ def rclpy_types() -> SimpleNamespace:
         LabelInfo=LabelInfo, Marker=Marker, MarkerArray=MarkerArray, MeshFile=MeshFile,
         KeyValue=KeyValue, DiagnosticStatus=DiagnosticStatus, DiagnosticArray=DiagnosticArray,
     )
+
+
+def foxglove_rclpy_types() -> Optional[SimpleNamespace]:
+    """The classes of :data:`ros_mm_perception.messages.names.FOXGLOVE_TYPE_NAMES` from the ROS
+    install; None when foxglove_msgs (an optional run dependency) is not installed."""
+    classes = {}
+    for attr, name in FOXGLOVE_TYPE_NAMES.items():
+        package, _, message = name.split("/")
+        try:
+            classes[attr] = getattr(importlib.import_module(f"{package}.msg"), message)
+        except (ImportError, AttributeError):
+            return None
+    return SimpleNamespace(**classes)

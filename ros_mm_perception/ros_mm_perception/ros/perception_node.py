@@ -42,13 +42,13 @@ from ros_mm_perception.core.models.embedded import outside_world_message
 from ros_mm_perception.core.results import FrameResult, Stamp
 from ros_mm_perception.core.perception.scheduler import FrameScheduler
 from ros_mm_perception.core.perception.transforms import frame_name, transform_3d
-from ros_mm_perception.messages import convert
+from ros_mm_perception.messages import convert, foxglove
 from ros_mm_perception.core.imaging.drawing import annotate
 from ros_mm_perception.messages.tf import rigid_transform_of
 from ros_mm_perception.ros.camera_state import CameraState
 from ros_mm_perception.ros.lifecycle_table import (DESTROY_PUBLISHERS, LOAD_MODELS, MAKE_PUBLISHERS, RELEASE_MODELS,
                                                    START_STREAMING, STOP_STREAMING, steps_between)
-from ros_mm_perception.ros.msg_types import rclpy_types
+from ros_mm_perception.ros.msg_types import foxglove_rclpy_types, rclpy_types
 from ros_mm_perception.ros.params import config_changes, declare_config
 from ros_mm_perception.ros.startup import StampWhenClockRuns
 from ros_mm_perception.ros.stats import StatsBook, gpu_memory
@@ -81,6 +81,10 @@ class PerceptionNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         self.types = rclpy_types()
         self.config: PerceptionConfig = declare_config(self)
+        self.overlay_types = foxglove_rclpy_types() if self.config.foxglove else None
+        if self.config.foxglove and self.overlay_types is None:
+            self.get_logger().info("foxglove_msgs is not installed: the annotations and scene outputs are "
+                                   "off (apt install ros-$ROS_DISTRO-foxglove-msgs turns them on)")
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.pipeline = None
         self.state_label = "unconfigured"
@@ -229,8 +233,10 @@ class PerceptionNode(LifecycleNode):
             outputs = {"detections": t.Detection2DArray, "labels": t.Classification, "debug_image": t.Image}
             if self.config.use_depth:
                 outputs.update(detections_3d=t.Detection3DArray, markers=t.MarkerArray)
-            if self.pipeline is not None and self.pipeline.makes_masks:
-                outputs["instance_mask"] = t.Image
+            if self.overlay_types is not None:
+                outputs["annotations"] = self.overlay_types.ImageAnnotations
+                if self.config.use_depth:
+                    outputs["scene"] = self.overlay_types.SceneUpdate
             for base, msg_type in outputs.items():
                 pubs[cam.topic(base)] = self.create_publisher(msg_type, cam.topic(base), OUTPUT_QOS)
         self._publish_label_info()
@@ -265,6 +271,12 @@ class PerceptionNode(LifecycleNode):
 
     def _publisher(self, cam: CameraState, base: str):
         return self._publishers_made.get(cam.topic(base))
+
+    def _publish_if_watched(self, cam: CameraState, base: str, make) -> None:
+        """Publish ``make()`` on the camera's ``base`` topic if it exists and someone subscribes."""
+        pub = self._publisher(cam, base)
+        if pub is not None and pub.get_subscription_count() > 0:
+            pub.publish(make())
 
     def _publish_label_info(self) -> None:
         pub = self._publishers_made.get("label_info")
@@ -352,16 +364,15 @@ class PerceptionNode(LifecycleNode):
         t = self.types
         if result.detections_ran:
             self._publisher(cam, "detections").publish(convert.detection_2d_array(t, result))
+            fx = self.overlay_types
+            self._publish_if_watched(cam, "annotations", lambda: foxglove.image_annotations(fx, result))
             located = self._in_target_frame(cam.name, result) if self.config.use_depth else None
             if located is not None:
                 self._publisher(cam, "detections_3d").publish(convert.detection_3d_array(t, located))
-                markers = self._publisher(cam, "markers")
-                if markers.get_subscription_count() > 0:
-                    markers.publish(convert.marker_array(t, located, ns=cam.name))
+                self._publish_if_watched(cam, "markers", lambda: convert.marker_array(t, located, ns=cam.name))
+                self._publish_if_watched(cam, "scene", lambda: foxglove.scene_update(fx, located, cam.name))
         if result.labels_ran:
             self._publisher(cam, "labels").publish(convert.classification(t, result))
-        if result.masks_ran and self._publisher(cam, "instance_mask") is not None:
-            self._publisher(cam, "instance_mask").publish(convert.instance_mask(t, result, data_as="array"))
         debug = self._publisher(cam, "debug_image")
         if debug.get_subscription_count() > 0:
             debug.publish(numpy_to_image(annotate(frame.image, result), "rgb8", data_as="array",

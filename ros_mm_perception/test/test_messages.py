@@ -159,6 +159,7 @@ def test_schema_text_decodes_our_cdr_with_mcap_ros2(store, types, result, topic)
                                               header=convert.result_header(types, result),
                                               msg_factory=types.Image),
         "markers": lambda: convert.marker_array(types, result),
+        "instance_mask": lambda: convert.instance_mask(types, result),
     }
     msg = builders[topic]()
     text = schema_text(store, typename)

@@ -101,6 +101,21 @@ def detection_2d_array(types, result: FrameResult):
     )
 
 
+def instance_mask(types, result: FrameResult, data_as: str = "numpy"):
+    """``sensor_msgs/Image`` ``mono16`` of the result's masks, with the input image's header.
+
+    Pixel value = 1 + the index of the detection in the frame's Detection2DArray, 0 = none; where
+    masks overlap, the lower index wins (:func:`~ros_mm_perception.core.imaging.masks.instance_image`).
+    ``data_as`` is ``"numpy"`` for rosbags classes, ``"array"`` for rclpy.
+    """
+    from ros_mm_perception.core.imaging.image_codec import numpy_to_image
+    from ros_mm_perception.core.imaging.masks import instance_image
+
+    labels = instance_image([d.mask for d in result.detections], (result.height, result.width))
+    return numpy_to_image(labels, "mono16", data_as=data_as, header=result_header(types, result),
+                          msg_factory=types.Image)
+
+
 def detection_3d(types, detection: Detection, msg_header):
     """One ``vision_msgs/Detection3D`` (metres, in the header's frame); needs ``detection.xyz``."""
     if detection.xyz is None:

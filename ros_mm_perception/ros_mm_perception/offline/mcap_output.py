@@ -55,8 +55,9 @@ class ResultsMcap:
 
     Per frame, under the frame's namespace ``ns``: ``ns/detections`` (Detection2DArray, always, also
     when empty), ``ns/detections_3d`` (Detection3DArray, when the frame had depth and intrinsics),
-    ``ns/labels`` (Classification, when labels ran) and, with ``debug_images``, ``ns/debug_image``
-    (the annotated frame, rgb8). With ``target`` (a :class:`~.bag_transforms.TargetFrame`),
+    ``ns/labels`` (Classification, when labels ran), ``ns/instance_mask`` (mono16, when detection ran
+    with masks) and, with ``debug_images``, ``ns/debug_image`` (the annotated frame, rgb8).
+    With ``target`` (a :class:`~.bag_transforms.TargetFrame`),
     ``detections_3d`` is in the target frame, and left out for frames whose transform is missing.
     With ``config.foxglove``, Foxglove's overlays beside them: ``ns/annotations``
     (ImageAnnotations, every frame) and ``ns/scene`` (SceneUpdate, with each ``detections_3d``),
@@ -99,6 +100,8 @@ class ResultsMcap:
                     self.file.write(f"{ns}/scene", foxglove.scene_update(self.overlays, located, ns), t)
         if result.labels_ran:
             self.file.write(f"{ns}/labels", convert.classification(types, result), t)
+        if result.masks_ran:
+            self.file.write(f"{ns}/instance_mask", convert.instance_mask(types, result), t)
         if self.debug_images:
             from ros_mm_perception.core.imaging.image_codec import numpy_to_image
             from ros_mm_perception.core.imaging.drawing import annotate

@@ -237,6 +237,8 @@ class PerceptionNode(LifecycleNode):
                 outputs["annotations"] = self.overlay_types.ImageAnnotations
                 if self.config.use_depth:
                     outputs["scene"] = self.overlay_types.SceneUpdate
+            if self.pipeline is not None and self.pipeline.makes_masks:
+                outputs["instance_mask"] = t.Image
             for base, msg_type in outputs.items():
                 pubs[cam.topic(base)] = self.create_publisher(msg_type, cam.topic(base), OUTPUT_QOS)
         self._publish_label_info()
@@ -373,6 +375,8 @@ class PerceptionNode(LifecycleNode):
                 self._publish_if_watched(cam, "scene", lambda: foxglove.scene_update(fx, located, cam.name))
         if result.labels_ran:
             self._publisher(cam, "labels").publish(convert.classification(t, result))
+        if result.masks_ran and self._publisher(cam, "instance_mask") is not None:
+            self._publisher(cam, "instance_mask").publish(convert.instance_mask(t, result, data_as="array"))
         debug = self._publisher(cam, "debug_image")
         if debug.get_subscription_count() > 0:
             debug.publish(numpy_to_image(annotate(frame.image, result), "rgb8", data_as="array",

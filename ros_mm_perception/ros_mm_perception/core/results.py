@@ -93,7 +93,7 @@ class Detection:
     """HxW bool mask in original-image pixels, when a mask source (``mask_model``, SAM 3, PaliGemma's
     ``segment``) produced one."""
     embedding: Optional[np.ndarray] = None
-    """Normalised CLIP image embedding (float32, D) of the detection's crop, when the object memory is on."""
+    """Normalised CLIP image embedding (float32, D) of the detection's crop (object memory on)."""
 
 
 @dataclass

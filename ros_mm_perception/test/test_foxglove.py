@@ -1,6 +1,6 @@
-"""Foxglove overlays: ImageAnnotations and SceneUpdate from results, decoded against the official
-foxglove_msgs definitions; offline MCAP files and the demo carry them; ROS 2 Lyrical's message
-definitions and its deprecation of sets in array fields."""
+"""Foxglove overlays: ImageAnnotations and SceneUpdate from results and remembered objects,
+decoded against the official foxglove_msgs definitions; offline MCAP files and the demo carry them;
+ROS 2 Lyrical's message definitions and its deprecation of sets in array fields."""
 
 import json
 from collections import Counter
@@ -151,6 +151,26 @@ def test_scene_update_cube_and_label_per_3d_detection(store, fx, result):
         "rear", "rear_optical", Stamp(1, 0), 64, 48,
         detections=[Detection("cup", 0.5, (0, 0, 4, 4), xyz=(0.0, 0.0, 1.0))]))
     assert [e.id for e in untracked.entities] == ["rear/0"]
+
+
+def test_object_scene_draws_remembered_objects_and_fades_the_gone(store, fx):
+    from ros_mm_perception.core.memory.objects import GONE, PRESENT, ObjectRecord
+
+    def record(object_id, phrase, state, size):
+        return ObjectRecord(id=object_id, mean=np.array([1.0, 2.0, 0.5]), covariance=np.eye(3),
+                            size=np.array(size), phrases={phrase: 3.0}, first_seen_ns=0,
+                            last_seen_ns=0, log_odds=2.0, confirmed=True, state=state)
+
+    records = [record(4, "red mug", PRESENT, [0.1, 0.1, 0.2]), record(9, "door", GONE, [0, 0, 0])]
+    msg = roundtrip_official(store, foxglove.object_scene(fx, records, "map", Stamp(3, 0)))
+    assert [d.type for d in msg.deletions] == [1]  # ALL: objects forgotten since leave no ghost
+    mug, door = msg.entities
+    assert [(e.id, e.frame_id) for e in msg.entities] == [("objects/4", "map"), ("objects/9", "map")]
+    assert mug.texts[0].text == "red mug 0.88 #4" and door.texts[0].text == "door 0.88 #9 (gone)"
+    assert mug.texts[0].pose.position.z == pytest.approx(0.5 + 0.1 + 0.05)  # above it, z up
+    assert door.cubes[0].color.a < mug.cubes[0].color.a  # faded
+    assert door.cubes[0].size.x == convert.MARKER_MIN_SIZE
+    assert {kv.key: kv.value for kv in door.metadata}["state"] == "gone"
 
 
 def test_embedded_schemas_decode_like_the_official_definitions(store, fx, result):

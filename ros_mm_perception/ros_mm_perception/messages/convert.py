@@ -177,13 +177,14 @@ def _marker(types, msg_header, *, ns: str, marker_id: int, kind: int, action: in
     )
 
 
-def label_anchor(detection: Detection, size: Sequence[float]) -> np.ndarray:
-    """Where a 3D detection's label goes: 5 cm above its box of ``size``, along the box's -y (up in
-    the camera optical frame), turned with the box's orientation."""
+def label_anchor(xyz: Sequence[float], size: Sequence[float],
+                 orientation: Optional[Sequence[float]] = None) -> np.ndarray:
+    """Where the label of a 3D box centred at ``xyz`` goes: 5 cm above the box of ``size``, along
+    the box's -y (up in the camera optical frame), turned with its ``orientation`` (x, y, z, w)."""
     lift = np.array([0.0, -float(size[1]) / 2.0 - 0.05, 0.0])
-    if detection.orientation is not None:
-        lift = Rotation.from_quat(detection.orientation).apply(lift)
-    return np.asarray(detection.xyz, dtype=np.float64) + lift
+    if orientation is not None:
+        lift = Rotation.from_quat(orientation).apply(lift)
+    return np.asarray(xyz, dtype=np.float64) + lift
 
 
 def marker_array(types, result: FrameResult, ns: Optional[str] = None):
@@ -199,7 +200,7 @@ def marker_array(types, result: FrameResult, ns: Optional[str] = None):
         size = [max(float(s), MARKER_MIN_SIZE) for s in (det.size_xyz or ORIGIN)]
         rgb = phrase_colour(det.phrase)
         label = f"{det.phrase} {det.score:.2f}" + (f" #{det.track_id}" if det.track_id is not None else "")
-        above = label_anchor(det, size)
+        above = label_anchor(det.xyz, size, det.orientation)
         markers.append(_marker(types, msg_header, ns=ns, marker_id=2 * i + 1, kind=M.CUBE, action=M.ADD,
                                xyz=det.xyz, quat_xyzw=det.orientation, scale=size, rgb=rgb))
         markers.append(_marker(types, msg_header, ns=ns, marker_id=2 * i + 2, kind=M.TEXT_VIEW_FACING,

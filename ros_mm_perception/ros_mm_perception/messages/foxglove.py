@@ -12,18 +12,20 @@ Image panel pairs annotations with the image of the same stamp): per detection i
 polyline in the phrase's colour, a text ``phrase score #track`` and, with a mask, the mask's
 outlines. One ``SceneUpdate`` per frame with 3D detections, in the frame of ``detections_3d``: it
 deletes the previous frame's entities, then adds a cube and a label per 3D detection.
+:func:`object_scene` draws the object memory's records the same way, in its fixed frame.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from ros_mm_perception.core.imaging.drawing import detection_text, phrase_colour
 from ros_mm_perception.core.results import Detection, FrameResult, Stamp
-from ros_mm_perception.messages.convert import MARKER_MIN_SIZE, ORIGIN, label_anchor, track_id_text
+from ros_mm_perception.messages.convert import (MARKER_MIN_SIZE, ORIGIN, label_anchor,
+                                                track_id_text)
 
 MASK_FILL_ALPHA = 0.3
 CUBE_ALPHA = 0.5
@@ -150,10 +152,48 @@ def scene_update(types, result: FrameResult, ns: str = ""):
             size=types.Vector3(x=size[0], y=size[1], z=size[2]),
             color=_colour(types, rgb, CUBE_ALPHA))
         label = types.TextPrimitive(
-            pose=_pose(types, label_anchor(det, size)), billboard=True, font_size=LABEL_FONT_PX,
-            scale_invariant=True, color=_colour(types, rgb),
+            pose=_pose(types, label_anchor(det.xyz, size, det.orientation)), billboard=True,
+            font_size=LABEL_FONT_PX, scale_invariant=True, color=_colour(types, rgb),
             text=detection_text(det.phrase, det.score, det.track_id))
         entity_id = f"{ns}/track/{det.track_id}" if det.track_id is not None else f"{ns}/{i}"
         entities.append(_entity(types, stamp, result.frame_id, entity_id, _metadata(types, det),
                                 [cube], [label]))
+    return types.SceneUpdate(deletions=[deletion], entities=entities)
+
+
+GONE_ALPHA = 0.15
+"""Opacity of a remembered object marked gone (faded, kept in view)."""
+
+
+def object_scene(types, records: Iterable, frame_id: str, stamp: Stamp, ns: str = "objects"):
+    """``foxglove_msgs/SceneUpdate`` of remembered objects in the memory's fixed frame
+    ``frame_id`` (z up, as ``map`` and ``odom`` are): delete every earlier entity, then a cube and
+    a label above it per record.
+
+    A record needs ``id``, ``phrase``, ``confidence``, ``mean`` (x, y, z in metres), ``size`` and
+    ``state``, as :class:`~ros_mm_perception.core.memory.objects.ObjectRecord` has; one whose
+    state is ``"gone"`` is drawn faded, ``(gone)`` in its label. Entity ids are ``<ns>/<id>``.
+    """
+    deletion = types.SceneEntityDeletion(timestamp=_time(types, stamp),
+                                         type=types.SceneEntityDeletion.ALL, id="")
+    entities = []
+    for record in records:
+        gone = record.state == "gone"
+        x, y, z = (float(v) for v in record.mean)
+        size = [max(float(s), MARKER_MIN_SIZE) for s in record.size]
+        rgb = phrase_colour(record.phrase)
+        alpha = GONE_ALPHA if gone else CUBE_ALPHA
+        text = f"{record.phrase} {record.confidence:.2f} #{record.id}{' (gone)' if gone else ''}"
+        cube = types.CubePrimitive(pose=_pose(types, (x, y, z)),
+                                   size=types.Vector3(x=size[0], y=size[1], z=size[2]),
+                                   color=_colour(types, rgb, alpha))
+        label = types.TextPrimitive(
+            pose=_pose(types, (x, y, z + size[2] / 2.0 + 0.05)), billboard=True,
+            font_size=LABEL_FONT_PX, scale_invariant=True,
+            color=_colour(types, rgb, 2 * GONE_ALPHA if gone else 1.0), text=text)
+        metadata = [types.KeyValuePair(key=k, value=v) for k, v in (
+            ("phrase", record.phrase), ("confidence", f"{record.confidence:.3f}"),
+            ("state", record.state))]
+        entities.append(_entity(types, stamp, frame_id, f"{ns}/{record.id}", metadata, [cube],
+                                [label]))
     return types.SceneUpdate(deletions=[deletion], entities=entities)

@@ -35,12 +35,11 @@ setup(
             "opencv-python-headless>=4.8",
             "pillow",
             "tqdm",
+            "scikit-image",
             "pycocotools>=2.0.8",
         ],
         "bag": ["mcap>=1.1", "mcap-ros2-support>=0.5", "rosbags>=0.10"],
         "fleet": ["ray>=2.30"],
-        # Sample photographs for training the embedded models and the unseen evaluation style.
-        "photos": ["scikit-image"],
         "test": ["pytest>=7", "hypothesis>=6", "catkin_pkg>=1.0"],
     },
     zip_safe=False,

@@ -377,18 +377,14 @@ class PerceptionPipeline:
             proposals = [[] for _ in detect_images]
         else:
             proposals = [list(d) for d in self._paligemma.detect_batch(detect_images, list(phrases))]
-        detections = None
+        labels, clip_probs = self._clip_scores(label_images, detect_images, proposals, phrases)
         if source == "clip" and phrases:
             detections = [ground_with_clip(self._labeler, image, list(phrases), score_threshold=threshold)
                           for image in detect_images]
         elif source == "owl" and phrases:
             detections = [suppress(dets, threshold, cfg.nms_iou)
                           for dets in self._owl.detect_batch(detect_images, list(phrases), threshold)]
-        # the object memory needs each detection's crop embedding: PaliGemma's crops are scored anyway;
-        # OWL's and CLIP-only grounding's boxes join the frame's CLIP batch
-        embed = detections if cfg.memory_enabled and detections is not None else None
-        labels, clip_probs = self._clip_scores(label_images, detect_images, proposals, phrases, embed)
-        if detections is None:
+        else:
             detections = []
             for dets, probs in zip(proposals, clip_probs):
                 for det, score in zip(dets, combine_scores([d.score for d in dets], probs)):
@@ -411,15 +407,9 @@ class PerceptionPipeline:
                     det.mask = mask
 
     @torch.inference_mode()
-    def _clip_scores(self, label_images, detect_images, proposals, phrases, embed=None):
-        """Whole-frame labels and per-box CLIP probabilities from one CLIP image batch.
-
-        With ``config.memory_enabled``, each proposal gets the embedding of its context crop; so do
-        the detections of ``embed`` (per detect image, when the boxes came from another source than
-        PaliGemma: their crops join the batch, for embeddings only).
-        """
-        boxes = proposals if embed is None else embed
-        crops = [(i, square) for i, dets in enumerate(boxes) if dets
+    def _clip_scores(self, label_images, detect_images, proposals, phrases):
+        """Whole-frame labels and per-box CLIP probabilities from one CLIP image batch."""
+        crops = [(i, square) for i, dets in enumerate(proposals) if dets
                  for square in context_squares([d.box for d in dets], *detect_images[i].shape[:2])]
         if not label_images and not crops:
             return [], [np.zeros(0) for _ in proposals]
@@ -437,9 +427,6 @@ class PerceptionPipeline:
             (x0, y0, x1, y1), = crop_windows(detect_images[i].shape, [box])
             pixels.append(on_device(detect_images[i])[:, y0:y1, x0:x1])
         embeddings = self._labeler.encode_pixels(self._clip.preprocessor(pixels, self._labeler.crop_mode))
-        if self.config.memory_enabled and crops:
-            for det, row in zip([d for dets in boxes for d in dets], embeddings[n:].cpu().numpy()):
-                det.embedding = row
         labels = []
         if n:
             vocabulary = self._labeler.vocabulary
@@ -447,7 +434,7 @@ class PerceptionPipeline:
             probs = self._labeler.pool_frames(embeddings[:n], counts, text).cpu().numpy()
             labels = [top_labels(row, vocabulary, self.config.top_k) for row in probs]
         box_probs = np.zeros(0)
-        if crops and embed is None:
+        if crops:
             extra = [d.phrase for dets in proposals for d in dets]
             competing = tuple(dict.fromkeys([*phrases, *NULL_PROMPTS, *extra]))
             text = self._text_matrix(competing)

@@ -2,10 +2,14 @@
 
 import logging
 import os
+import sys
+from pathlib import Path
 
 # Tests never reach a model hub: fail fast instead of retrying the network (read at import time).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The embedded models' training lives outside the installed package, in the checkout's training/.
+sys.path.append(str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 import pytest

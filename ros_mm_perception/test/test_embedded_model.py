@@ -73,7 +73,7 @@ def test_an_absent_object_gets_a_low_score(labeler, shapes_sample):
 
 
 def test_training_is_deterministic_given_the_seed(tmp_path):
-    from ros_mm_perception.synthetic import train_clip as train
+    from training import train_clip as train
 
     runs = [train.train(seed=3, steps=2, batch_size=12, lr=1e-3, out=tmp_path / name, threads=1)
             for name in ("a", "b")]
@@ -83,8 +83,8 @@ def test_training_is_deterministic_given_the_seed(tmp_path):
 
 
 def test_batches_rendered_ahead_in_another_process_equal_those_rendered_here():
-    from ros_mm_perception.synthetic import train_clip as train
-    from ros_mm_perception.synthetic.training import prefetched_batches
+    from training import train_clip as train
+    from training.common import prefetched_batches
 
     args = (train.MODEL_CFG["vision_cfg"]["image_size"], 6)
     ahead = list(prefetched_batches(train.batch_maker, args, seed=4, steps=5))
@@ -98,7 +98,7 @@ def test_batches_rendered_ahead_in_another_process_equal_those_rendered_here():
 
 def test_whole_frames_are_seen_as_the_labeler_fits_them():
     """A letterboxed frame crop counts every object in it; a centre-cropped one only what its square keeps."""
-    from ros_mm_perception.synthetic import train_clip as train
+    from training import train_clip as train
     from ros_mm_perception.synthetic.scenes import SceneObject
 
     side = SceneObject("red", "circle", (0.0, 40.0, 20.0, 60.0))  # in the left band of a 160x120 frame

@@ -63,7 +63,7 @@ def test_detect_command_finds_the_bundled_sample(capsys):
 
 
 def test_training_is_deterministic_given_the_seed(tmp_path):
-    from ros_mm_perception.synthetic.train_owl import train
+    from training.train_owl import train
 
     first = train(seed=5, steps=2, batch_size=2, lr=1e-3, out=tmp_path / "a", threads=1)
     second = train(seed=5, steps=2, batch_size=2, lr=1e-3, out=tmp_path / "b", threads=1)

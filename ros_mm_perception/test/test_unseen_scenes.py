@@ -1,5 +1,7 @@
 """The unseen-style renderer: the same world and ground truth, drawn in ways training never saw."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,22 @@ def test_a_photo_background_is_a_crop_of_the_picture_at_the_frame_size():
     kinds = [render_scene(seed, size=(48, 64), size_range=(0.3, 0.4), varied=varied).background
              for varied in (False, True) for seed in range(30)]
     assert "photo" not in kinds[:30] and 2 <= kinds[30:].count("photo") <= 14
+
+
+def test_without_scikit_image_the_unseen_style_names_the_photos_extra(monkeypatch, capsys):
+    from ros_mm_perception import cli
+    from ros_mm_perception.core.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage fails
+    photo.cache_clear()
+    try:
+        with pytest.raises(UserError, match=r"ros_mm_perception\[photos\]"):
+            render_unseen_scene(0, size=(48, 64), background="wood")
+        with pytest.raises(UserError, match=r"ros_mm_perception\[photos\]"):
+            photo("coffee")
+        render_scene(0, size=(48, 64))  # the training style without photographs needs none
+        assert cli.main(["eval-grounding", "--sets", "unseen", "--scenes", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "ros_mm_perception[photos]" in err[0]
+    finally:
+        photo.cache_clear()

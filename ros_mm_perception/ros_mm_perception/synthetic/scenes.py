@@ -27,6 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ros_mm_perception.core.errors import UserError
 from ros_mm_perception.core.results import Box
 
 COLOURS: Dict[str, Tuple[int, int, int]] = {
@@ -189,10 +190,25 @@ def _smooth_noise(rng: np.random.Generator, hw: Tuple[int, int], cells: int) -> 
     return np.clip(cv2.resize(grid, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC), -1, 1)
 
 
+PHOTOS_HINT = ("the photographs of the unseen evaluation style and of training come from "
+               "scikit-image: pip install 'ros_mm_perception[photos]' (or pip install scikit-image)")
+
+
+def require_photos() -> None:
+    """Raise :class:`UserError` naming the ``photos`` extra when scikit-image is missing."""
+    try:
+        import skimage  # noqa: F401
+    except ImportError:
+        raise UserError(PHOTOS_HINT) from None
+
+
 @lru_cache(maxsize=None)
 def photo(name: str) -> np.ndarray:
     """One of scikit-image's sample pictures (``skimage.data.<name>()``; ``motorcycle``: the left
-    view of ``stereo_motorcycle``) as HxWx3 uint8 RGB, grey ones repeated on the three channels."""
+    view of ``stereo_motorcycle``) as HxWx3 uint8 RGB, grey ones repeated on the three channels.
+
+    Needs the ``photos`` extra (:func:`require_photos`)."""
+    require_photos()
     from skimage import data
 
     if name != "motorcycle" and not callable(getattr(data, name, None)):

@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 
 from ros_mm_perception.synthetic.scenes import (COLOURS, SHAPES, Combo, Scene, SceneObject, _acceptable,
-                                                _box_and_fraction, _pick_combos, caption, photo_background, shade,
-                                                shape_polygons)
+                                                _box_and_fraction, _pick_combos, caption, photo_background,
+                                                require_photos, shade, shape_polygons)
 
 UNSEEN_BACKGROUNDS = ("speckle", "stripes", "wood", "checker", "blotches", "photo")
 UNSEEN_PHOTOS = ("coffee", "rocket", "motorcycle", "gravel", "brick")
@@ -144,7 +144,9 @@ def render_unseen_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 6
     ``size_range`` is the object's diameter as a fraction of the short side; ``side_band`` centres
     objects in the side bands of a wide frame; ``distractors`` is the number of clutter shapes
     (default 0-4 at random). ``centres`` fixes each object's ``(x, y, radius)`` (used by sequences).
+    The style needs the ``photos`` extra (scikit-image), whatever the background drawn.
     """
+    require_photos()
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     hw = (int(size[0]), int(size[1]))
     chosen = list(objects) if objects is not None else _pick_combos(rng, n_objects, None)
@@ -217,6 +219,7 @@ def render_unseen_sequence(seed: int, n_frames: int, n_objects: int = 3, size: T
     The objects keep their ``object_id`` and may touch and occlude each other; background, shades
     and clutter stay fixed (each frame re-renders from the same seed), only the positions change.
     """
+    require_photos()
     rng = np.random.default_rng(seed)
     hw = (int(size[0]), int(size[1]))
     chosen = _pick_combos(rng, n_objects, None)

@@ -10,7 +10,7 @@ queries are embedded as the CLIP labeler embeds them. It is saved with ``save_pr
 with an ``Owlv2Processor``, and loads through :func:`~ros_mm_perception.core.models.owl.load_owl`
 like any OWLv2 checkpoint.
 
-Training data: scenes of :mod:`.scenes` (seven in ten ``varied``) with 0-4 objects at random sizes
+Training data: scenes of :mod:`ros_mm_perception.synthetic.scenes` (seven in ten ``varied``) with 0-4 objects at random sizes
 and aspect ratios (the frame's short side 180-360 px, objects 10-50 % of it), some JPEG-compressed, preprocessed by the
 same device-side OWLv2 preprocessing as at inference. Queries are every colour-shape phrase plus
 the attribute phrases ``"<colour> shape"`` and ``"<shape>"``; a patch's target for a query is 1 when
@@ -51,7 +51,7 @@ from ros_mm_perception.core.models.embedded import EMBEDDED_CLIP_DIR, EMBEDDED_O
 from ros_mm_perception.core.models.owl import image_heads  # noqa: E402
 from ros_mm_perception.core.models.random_models import owl_config, owl_processor  # noqa: E402
 from ros_mm_perception.synthetic.scenes import COLOURS, SHAPES, phrase, render_scene  # noqa: E402
-from ros_mm_perception.synthetic.training import prefetched_batches, training_main, write_training_info  # noqa: E402
+from training.common import prefetched_batches, training_main, write_training_info  # noqa: E402
 
 VISION = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
               image_size=128, patch_size=8)

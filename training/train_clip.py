@@ -48,7 +48,7 @@ from ros_mm_perception.core.models.clip_model import save_clip
 from ros_mm_perception.core.models.embedded import EMBEDDED_CLIP_DIR
 from ros_mm_perception.core.imaging.preprocess import ClipPreprocessor, crop_windows
 from ros_mm_perception.synthetic.scenes import COLOURS, SHAPES, all_combos, caption, phrase, render_scene
-from ros_mm_perception.synthetic.training import prefetched_batches, training_main, write_training_info  # noqa: E402
+from training.common import prefetched_batches, training_main, write_training_info  # noqa: E402
 
 MODEL_CFG = {
     "embed_dim": 64,

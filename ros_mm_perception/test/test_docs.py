@@ -66,7 +66,7 @@ def python_blocks(name: str):
     return [code for lang, code in FENCE.findall((REPO / "docs" / name).read_text()) if lang == "python"]
 
 
-@pytest.mark.parametrize("name", ["python-api.md", "perception.md"])
+@pytest.mark.parametrize("name", ["python-api.md", "perception.md", "foxglove.md"])
 def test_python_examples_run(name, tmp_path, monkeypatch):
     """The examples read ``frame.png``: a rendered sample stands in for a camera frame."""
     from ros_mm_perception.core.models.embedded import embedded_clip_dir

@@ -24,6 +24,6 @@ def rendered_images(n: int, seed: int = 0) -> List[np.ndarray]:
 
 def tiny_clip_options(clip_dir, detect: str, labels: str, threshold: Optional[float] = None) -> List[str]:
     """``bag`` / ``fleet`` options for the tiny CLIP in ``clip_dir``, CPU, fp32, CLIP-only grounding."""
-    options = ["--clip-model", str(clip_dir), "--device", "cpu", "--precision", "fp32", "--grounding", "clip",
-               "--detect", detect, "--labels", labels, "--no-progress"]
-    return options + (["--threshold", str(threshold)] if threshold is not None else [])
+    options = ["--clip-model", str(clip_dir), "--device", "cpu", "--precision", "fp32", "--grounding-source", "clip",
+               "--detect-phrases", detect, "--labels", labels, "--no-progress"]
+    return options + (["--score-threshold", str(threshold)] if threshold is not None else [])

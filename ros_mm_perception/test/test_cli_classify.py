@@ -18,7 +18,7 @@ def image_file(tmp_path, rng):
 
 def test_json_output(tiny_clip_dir, image_file, capsys):
     assert main(["classify", str(image_file), "--labels", "red mug, person,door",
-                 "--model", str(tiny_clip_dir), "--device", "cpu", "--json"]) == 0
+                 "--clip-model", str(tiny_clip_dir), "--device", "cpu", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     labels = out["labels"]
     assert sorted(lb["label"] for lb in labels) == ["door", "person", "red mug"]
@@ -28,7 +28,7 @@ def test_json_output(tiny_clip_dir, image_file, capsys):
 
 
 def test_top_k_and_text_output(tiny_clip_dir, image_file, capsys):
-    assert main(["classify", str(image_file), "--labels", "a,b,c", "--model", str(tiny_clip_dir),
+    assert main(["classify", str(image_file), "--labels", "a,b,c", "--clip-model", str(tiny_clip_dir),
                  "--top-k", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and all(line.split()[0] in "abc" for line in lines)
@@ -37,7 +37,7 @@ def test_top_k_and_text_output(tiny_clip_dir, image_file, capsys):
 @pytest.mark.parametrize("args, message", [
     (["missing.png", "--labels", "a"], "image file not found"),
     (["{image}", "--labels", " , "], "must not be empty"),
-    (["{image}", "--labels", "a", "--model", "/no/such/dir"], "does not exist"),
+    (["{image}", "--labels", "a", "--clip-model", "/no/such/dir"], "does not exist"),
 ])
 def test_user_errors_are_one_line(tiny_clip_dir, image_file, capsys, args, message):
     args = [a.replace("{image}", str(image_file)) for a in args]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ros_mm_perception.cli import main
-from ros_mm_perception.commands.bag import add_pipeline_arguments, config_from_args
+from ros_mm_perception.commands.options import add_pipeline_options, config_from_args
 from ros_mm_perception.core.config import ConfigError, PerceptionConfig, split_phrases
 from ros_mm_perception.core.imaging.image_io import write_rgb
 from ros_mm_perception.core.imaging.preprocess import ClipPreprocessor
@@ -30,19 +30,19 @@ def test_one_separator_rule(text, phrases):
 
 def bag_config(argv):
     parser = argparse.ArgumentParser()
-    add_pipeline_arguments(parser)
+    add_pipeline_options(parser)
     return config_from_args(parser.parse_args(argv))
 
 
 def test_bag_options_reach_the_config():
     assert bag_config([]) == PerceptionConfig()
-    config = bag_config(["--no-labels", "--nms", "0.25", "--threshold", "0.4", "--crop-mode", "center",
-                         "--label-tiles", "0", "--detect", "red mug ; cup, blue", "--labels", "a,b"])
+    config = bag_config(["--no-enable-labels", "--nms-iou", "0.25", "--score-threshold", "0.4", "--crop-mode", "center",
+                         "--label-tiles", "0", "--detect-phrases", "red mug ; cup, blue", "--labels", "a,b"])
     assert not config.enable_labels and config.nms_iou == 0.25 and config.score_threshold == 0.4
     assert config.crop_mode == "center" and config.label_tiles == 0
     assert config.detect_phrases == ["red mug", "cup, blue"] and config.labels == ["a", "b"]
     with pytest.raises(ConfigError, match="nms_iou"):
-        bag_config(["--nms", "1.5"])
+        bag_config(["--nms-iou", "1.5"])
     with pytest.raises(ConfigError, match="label_tiles"):
         bag_config(["--label-tiles", "9"])
 
@@ -86,8 +86,8 @@ def test_classify_warns_once_on_the_embedded_model_only(tmp_path, capsys, tiny_c
     image = write_rgb(tmp_path / "frame.png", np.full((40, 60, 3), 128, np.uint8))
     assert main(["classify", str(image), "--labels", "person,red circle", "--device", "cpu", "--json"]) == 0
     err = capsys.readouterr().err
-    assert err.count("warning") == 1 and "person" in err and "--model" in err
-    assert main(["classify", str(image), "--labels", "person,red circle", "--model", str(tiny_clip_dir),
+    assert err.count("warning") == 1 and "person" in err and "--clip-model" in err
+    assert main(["classify", str(image), "--labels", "person,red circle", "--clip-model", str(tiny_clip_dir),
                  "--crop-mode", "center", "--label-tiles", "1", "--json"]) == 0
     assert "warning" not in capsys.readouterr().err
     assert main(["classify", str(image), "--labels", "red circle", "--label-tiles", "-1"]) == 2

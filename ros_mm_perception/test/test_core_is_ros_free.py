@@ -86,6 +86,24 @@ def layer_violations(graph):
                   if group_of(dst) and group_of(dst) not in ALLOWED[group_of(src)])
 
 
+SHARED_COMMAND_MODULE = "options"
+"""The one module of shared options and helpers that every command may import."""
+
+
+def command_of(module: str):
+    """``ros_mm_perception.commands.bench.harness`` → ``bench``; None outside the commands."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "commands" else None
+
+
+def command_cross_imports(graph):
+    """Commands (a module or sub-package of ``commands``) importing another command; only the
+    shared options module is open to all."""
+    return sorted(f"{src} imports {dst}" for src, dsts in graph.items() for dst in dsts
+                  if command_of(src) and command_of(dst)
+                  and command_of(dst) not in (command_of(src), SHARED_COMMAND_MODULE))
+
+
 def import_cycles(graph):
     """Each import cycle once, as the list of its modules (Tarjan's strongly connected components)."""
     index, low, stack, on_stack, cycles = {}, {}, [], set(), []
@@ -136,6 +154,28 @@ def test_groups_import_one_way():
     graph = import_graph(PACKAGE)
     assert {group_of(m) for m in graph} >= set(ALLOWED), "every group has modules"
     assert not layer_violations(graph)
+
+
+def test_no_command_imports_another_command():
+    assert not command_cross_imports(import_graph(PACKAGE))
+
+
+def test_command_rule_catches_a_command_importing_another(tmp_path):
+    package = tmp_path / "ros_mm_perception"
+    files = {
+        "__init__.py": "",
+        "commands/__init__.py": "",
+        "commands/options.py": "",
+        "commands/ask.py": "from ros_mm_perception.commands.options import x\n",
+        "commands/caption.py": "def f():\n    from ros_mm_perception.commands.ask import load\n",
+        "commands/bench/__init__.py": "from ros_mm_perception.commands.bench import harness\n",
+        "commands/bench/harness.py": "from ros_mm_perception.commands import options\n",
+    }
+    for name, text in files.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text)
+    assert command_cross_imports(import_graph(package)) == [
+        "ros_mm_perception.commands.caption imports ros_mm_perception.commands.ask"]
 
 
 def test_no_import_cycle():

@@ -286,7 +286,7 @@ def test_stamps_going_backwards_keep_depth_pairing(tmp_path, capsys, clip_args):
     path = write_jumping(tmp_path / "jump.mcap", [START_NS + i * 100_000_000 for i in range(3)]
                          + [START_NS - 10_000_000_000 + i * 100_000_000 for i in range(3)])
     status, summary, err = run(capsys, ["bag", str(path), "--jsonl", str(tmp_path / "out.jsonl"), *clip_args,
-                                        "--threshold", "0"])
+                                        "--score-threshold", "0"])
     assert status == 0 and summary["frames"] == 6
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["stamp"]["sec"] for r in records] == [1_700_000_000] * 3 + [1_699_999_990] * 3
@@ -299,7 +299,7 @@ def test_nanosec_past_a_second_is_read_and_reported(tmp_path, capsys, clip_args)
     """Stamps written as (sec, nanosec >= 1e9) pair image and depth at the same instant."""
     path = write_jumping(tmp_path / "ns.mcap", [Stamp(5, 1_000_000_000 + i * 100_000_000) for i in range(3)])
     status, summary, err = run(capsys, ["bag", str(path), "--jsonl", str(tmp_path / "out.jsonl"), *clip_args,
-                                        "--threshold", "0"])
+                                        "--score-threshold", "0"])
     assert status == 0 and summary["frames"] == 3
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert all(d.get("xyz") is not None for r in records for d in r["detections"]) and records[0]["detections"]
@@ -365,7 +365,7 @@ def test_target_frame_on_a_recording_without_its_summary(tmp_path, capsys, clip_
     path.write_bytes(full.read_bytes()[:chunks(full)[-1][1]])  # the summary is gone
     out = tmp_path / "out.mcap"
     status, summary, err = run(capsys, ["bag", str(path), "--out", str(out), "--target-frame", "base_link",
-                                        *clip_args, "--threshold", "0"])
+                                        *clip_args, "--score-threshold", "0"])
     assert status == 0 and summary["frames"] == 2 and len(summary["damaged"]) == 1
     with open(out, "rb") as f:
         decoded = [m for _, c, _, m in make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages()

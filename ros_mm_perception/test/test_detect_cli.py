@@ -59,8 +59,8 @@ def detect(*args):
 
 
 def test_paligemma_json_with_3d(tiny_clip_dir, image_file, depth_file, scripted_paligemma, capsys):
-    assert detect(image_file, "red mug ; person", "--model", "scripted", "--clip-model", tiny_clip_dir,
-                  "--device", "cpu", "--threshold", "0", "--depth", depth_file,
+    assert detect(image_file, "red mug ; person", "--paligemma-model", "scripted", "--clip-model", tiny_clip_dir,
+                  "--device", "cpu", "--score-threshold", "0", "--depth", depth_file,
                   "--intrinsics", "50,50,31.5,23.5", "--json") == 0
     (det,) = json.loads(capsys.readouterr().out)["detections"]
     assert det["label"] == "red mug" and det["box"] == list(BOX)
@@ -71,7 +71,7 @@ def test_paligemma_json_with_3d(tiny_clip_dir, image_file, depth_file, scripted_
 
 
 def test_clip_only_grounding_without_a_paligemma_model(tiny_clip_dir, image_file, depth_file, capsys):
-    assert detect(image_file, "red mug ; person", "--clip-model", tiny_clip_dir, "--threshold", "0",
+    assert detect(image_file, "red mug ; person", "--clip-model", tiny_clip_dir, "--score-threshold", "0",
                   "--depth", depth_file, "--intrinsics", "50,50,31.5,23.5", "--json") == 0
     dets = json.loads(capsys.readouterr().out)["detections"]
     assert dets and {d["label"] for d in dets} <= {"red mug", "person"}
@@ -83,17 +83,17 @@ def test_clip_only_grounding_without_a_paligemma_model(tiny_clip_dir, image_file
 
 
 def test_text_output_and_threshold(tiny_clip_dir, image_file, scripted_paligemma, capsys):
-    assert detect(image_file, "red mug", "--model", "scripted", "--clip-model", tiny_clip_dir,
-                  "--threshold", "0") == 0
+    assert detect(image_file, "red mug", "--paligemma-model", "scripted", "--clip-model", tiny_clip_dir,
+                  "--score-threshold", "0") == 0
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert line.startswith("red mug") and "[16.0, 8.0, 48.0, 40.0]" in line and "xyz" not in line
-    assert detect(image_file, "red mug", "--model", "scripted", "--clip-model", tiny_clip_dir,
-                  "--threshold", "1") == 0
+    assert detect(image_file, "red mug", "--paligemma-model", "scripted", "--clip-model", tiny_clip_dir,
+                  "--score-threshold", "1") == 0
     assert capsys.readouterr().out.strip() == "no detections at score >= 1.0"
 
 
 def test_without_depth_json_has_no_xyz(tiny_clip_dir, image_file, scripted_paligemma, capsys):
-    assert detect(image_file, "cup", "--model", "scripted", "--clip-model", tiny_clip_dir, "--threshold", "0",
+    assert detect(image_file, "cup", "--paligemma-model", "scripted", "--clip-model", tiny_clip_dir, "--score-threshold", "0",
                   "--json") == 0
     (det,) = json.loads(capsys.readouterr().out)["detections"]
     assert "xyz" not in det
@@ -104,11 +104,11 @@ def test_without_depth_json_has_no_xyz(tiny_clip_dir, image_file, scripted_palig
     (["--depth", "{depth}", "--intrinsics", "1,2,3"], "four numbers"),
     (["--depth", "{depth}", "--intrinsics", "0,50,1,1"], "must be positive"),
     (["--depth", "/no/depth.png", "--intrinsics", "50,50,1,1"], "does not exist"),
-    (["--threshold", "1.5"], "score_threshold"),
+    (["--score-threshold", "1.5"], "score_threshold"),
 ])
 def test_user_errors_are_one_line(tiny_clip_dir, image_file, depth_file, scripted_paligemma, capsys, extra, message):
     extra = [a.replace("{depth}", str(depth_file)) for a in extra]
-    assert detect(image_file, "cup", "--model", "scripted", "--clip-model", tiny_clip_dir, *extra) == 2
+    assert detect(image_file, "cup", "--paligemma-model", "scripted", "--clip-model", tiny_clip_dir, *extra) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
 

@@ -6,7 +6,7 @@ from ros_mm_perception.cli import main
 
 
 def test_json_report_has_both_styles_and_every_measure(tiny_clip_dir, capsys):
-    assert main(["eval-embedded", "--model", str(tiny_clip_dir), "--device", "cpu", "--n", "1", "--scenes", "1",
+    assert main(["eval-embedded", "--clip-model", str(tiny_clip_dir), "--device", "cpu", "--n", "1", "--scenes", "1",
                  "--sequences", "0", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["settings"]["score_threshold"] == 0.5 and report["settings"]["crop_mode"] == "letterbox"

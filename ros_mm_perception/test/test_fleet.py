@@ -199,7 +199,7 @@ class KillOnce:
         self.marker, self.camera, self.every_time = Path(marker), camera, every_time
 
     def __call__(self, config):
-        from ros_mm_perception.commands.bag import build_pipeline
+        from ros_mm_perception.commands.options import build_pipeline
 
         return _Killing(build_pipeline(config), self)
 
@@ -223,7 +223,7 @@ class _Killing:
 
 def fleet_parts(argv):
     """(config, tools) of a fleet command line."""
-    from ros_mm_perception.commands.bag import config_from_args
+    from ros_mm_perception.commands.options import config_from_args
     from ros_mm_perception.commands.fleet import label_tools
 
     args = build_parser().parse_args(argv)

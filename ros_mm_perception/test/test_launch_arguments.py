@@ -77,3 +77,23 @@ def test_label_tiles_reaches_the_node_as_an_integer(launch_module):
     assert node["parameters"][1]["label_tiles"] == 0
     with pytest.raises(ValueError, match="label_tiles"):
         node_of(launch_module, label_tiles="three")
+
+
+def test_parameter_arguments_are_the_launch_fields_of_the_config(launch_module):
+    from ros_mm_perception.core.config import PerceptionConfig
+
+    described = PerceptionConfig.describe()
+    declared = {item[1]: item[2] for item in launch_module.generate_launch_description() if item[0] == "argument"}
+    fields = [name for name, spec in described.items() if spec.get("launch")]
+    assert fields and set(fields) <= set(declared)
+    assert not (set(declared) - set(fields)) & set(described)  # no config field outside the metadata
+    for name in fields:
+        assert declared[name]["description"] == described[name]["description"]
+
+
+def test_arguments_reach_the_node_as_the_field_types(launch_module):
+    node = node_of(launch_module, use_depth="TRUE", label_tiles="2", cameras="a, b", crop_mode="center")
+    assert node["parameters"][1] == {"use_sim_time": False, "use_depth": True, "label_tiles": 2,
+                                     "cameras": ["a", "b"], "crop_mode": "center"}
+    with pytest.raises(ValueError, match="use_depth must be true or false"):
+        node_of(launch_module, use_depth="yes")

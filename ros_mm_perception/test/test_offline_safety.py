@@ -396,13 +396,13 @@ def test_top_k_must_be_positive(tmp_path, capsys, tiny_clip_dir, top_k):
     from ros_mm_perception.core.imaging.image_io import write_rgb
 
     write_rgb(tmp_path / "f.png", noise_images(1)[0])
-    assert main(["classify", str(tmp_path / "f.png"), "--labels", "a,b,c", "--model", str(tiny_clip_dir),
+    assert main(["classify", str(tmp_path / "f.png"), "--labels", "a,b,c", "--clip-model", str(tiny_clip_dir),
                  "--device", "cpu", "--top-k", top_k]) == 2
     assert "--top-k" in one_line_error(capsys)
 
 
 def test_a_folder_given_as_an_image_says_so(tmp_path, capsys, tiny_clip_dir):
-    assert main(["classify", str(tmp_path), "--labels", "a,b", "--model", str(tiny_clip_dir)]) == 2
+    assert main(["classify", str(tmp_path), "--labels", "a,b", "--clip-model", str(tiny_clip_dir)]) == 2
     assert "is a folder" in one_line_error(capsys)
 
 

@@ -145,11 +145,11 @@ def test_detect_command_with_owl_model(tmp_path, capsys, tiny_clip_dir, owl_dir,
 def test_bag_options_name_the_owl_model(owl_dir):
     from argparse import ArgumentParser
 
-    from ros_mm_perception.commands.bag import add_pipeline_arguments, config_from_args
+    from ros_mm_perception.commands.options import add_pipeline_options, config_from_args
 
     parser = ArgumentParser()
-    add_pipeline_arguments(parser)
-    cfg = config_from_args(parser.parse_args(["--owl-model", str(owl_dir), "--grounding", "owl"]))
+    add_pipeline_options(parser)
+    cfg = config_from_args(parser.parse_args(["--owl-model", str(owl_dir), "--grounding-source", "owl"]))
     assert (cfg.owl_model, cfg.grounding_source) == (str(owl_dir), "owl")
 
 

@@ -313,7 +313,7 @@ def test_close_releases_the_model(tiny_paligemma_dir, frames):
 
 def test_ask_and_caption_commands(engine, tiny_paligemma_dir, frames, tmp_path, capsys):
     path = write_rgb(tmp_path / "frame.png", frames[0])
-    common = ["--model", str(tiny_paligemma_dir), "--device", "cpu", "--max-new-tokens", str(SHORT)]
+    common = ["--paligemma-model", str(tiny_paligemma_dir), "--device", "cpu", "--max-new-tokens", str(SHORT)]
     assert cli.main(["ask", str(path), "what color is the mug?", "--json", *common]) == 0
     assert json.loads(capsys.readouterr().out) == {"answer": engine.answer(frames[0], "what color is the mug?")}
     assert cli.main(["caption", str(path), "--json", *common]) == 0
@@ -324,10 +324,10 @@ def test_ask_and_caption_commands(engine, tiny_paligemma_dir, frames, tmp_path, 
 
 def test_commands_report_user_errors_in_one_line(tiny_paligemma_dir, frames, tmp_path, capsys):
     path = write_rgb(tmp_path / "frame.png", frames[0])
-    assert cli.main(["caption", str(path), "--model", str(tmp_path / "missing" / "model")]) == 2
+    assert cli.main(["caption", str(path), "--paligemma-model", str(tmp_path / "missing" / "model")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and len(err.strip().splitlines()) == 1
-    assert cli.main(["ask", str(path), " ", "--model", str(tiny_paligemma_dir)]) == 2
+    assert cli.main(["ask", str(path), " ", "--paligemma-model", str(tiny_paligemma_dir)]) == 2
     assert "question is empty" in capsys.readouterr().err
-    assert cli.main(["ask", str(path), "why?", "--model", str(tiny_paligemma_dir), "--language", "e n"]) == 2
+    assert cli.main(["ask", str(path), "why?", "--paligemma-model", str(tiny_paligemma_dir), "--language", "e n"]) == 2
     assert "language" in capsys.readouterr().err

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ros_mm_perception.commands.bag import set_threads
-from ros_mm_perception.core.config import PerceptionConfig
+from ros_mm_perception.commands.options import (add_config_options, add_threads_option,
+                                                config_from_args, set_threads)
 from ros_mm_perception.core.errors import UserError
 
 THREADS = 1
@@ -36,15 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--frames", type=int, default=12, help="frames per camera (default: 12)")
     p.add_argument("--size", default="240x320", help="image size HEIGHTxWIDTH (default: 240x320)")
     p.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help=f"minimum detection score (default: {PerceptionConfig().score_threshold}, "
-                        f"{PerceptionConfig().owl_score_threshold} with --owl-model)")
-    p.add_argument("--clip-model", default="", help="open_clip model name or folder instead of the embedded model")
-    p.add_argument("--owl-model", default="", help="detect with an OWL detector instead of CLIP-only grounding: "
-                                                 "'embedded' (shipped in the package), a hub id or a folder")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--threads", type=int, default=THREADS,
-                   help=f"PyTorch CPU threads; 0 = PyTorch's choice (default: {THREADS})")
+    add_config_options(p, ("score_threshold", "clip_model", "owl_model", "device"))
+    add_threads_option(p, THREADS)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -82,11 +75,8 @@ def run(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot create the output folder {out}: {err.strerror}") from None
-    thresholds = {} if args.threshold is None else {"score_threshold": args.threshold,
-                                                    "owl_score_threshold": args.threshold}
-    config = PerceptionConfig(grounding_source="owl" if args.owl_model else "clip", owl_model=args.owl_model,
-                              detect_phrases=demo.demo_phrases(), labels=all_phrases(), clip_model=args.clip_model,
-                              device=args.device, **thresholds)
+    config = config_from_args(args, grounding_source="owl" if args.owl_model else "clip",
+                              detect_phrases=demo.demo_phrases(), labels=all_phrases())
     scenes = demo.demo_scenes(args.frames, size, args.seed)
     truth = demo.GroundTruthCheck(scenes)
     with OutputStaging() as staging:
@@ -108,8 +98,8 @@ def run(args) -> int:
                           "ground_truth_precision": truth.precision, "output_dir": str(out.resolve())},
                          allow_nan=False))
         return 0
-    model = args.clip_model or "embedded CLIP"
-    grounding = f"OWL detector {args.owl_model}" if args.owl_model else "CLIP-only grounding"
+    model = config.clip_model or "embedded CLIP"
+    grounding = f"OWL detector {config.owl_model}" if config.owl_model else "CLIP-only grounding"
     print(f"demo: {len(scenes)} cameras x {args.frames} frames of rendered scenes, {model}, {grounding}")
     print(format_summary(summary, outputs=False))
     print(f"\nground truth (IoU >= {truth.iou} with the same phrase; '{phrase(*demo.ABSENT)}' is in no scene):\n"

@@ -5,40 +5,25 @@ from __future__ import annotations
 import json
 import math
 
-from ros_mm_perception.commands.classify import add_crop_argument, warn_outside_world
+from ros_mm_perception.commands.options import (PHRASES_HELP, add_config_options, config_from_args,
+                                                warn_outside_world)
 from ros_mm_perception.core.errors import UserError
+
+DETECT_FIELDS = ("paligemma_model", "owl_model", "clip_model", "clip_pretrained", "device",
+                 "precision", "score_threshold", "nms_iou", "crop_mode")
+"""The config fields detect takes as options."""
 
 
 def add_parser(sub) -> None:
-    from ros_mm_perception.core.config import PerceptionConfig
-
-    defaults = PerceptionConfig()
     p = sub.add_parser("detect", help="find phrases in an image: boxes, scores and optional 3D positions",
-                       description="Ground phrases in an image. With --owl-model, OWL detects; with --model, "
-                                   "PaliGemma detects and CLIP re-scores each box; without either, CLIP-only "
-                                   "grounding runs on the CLIP model.")
+                       description="Ground phrases in an image. With --owl-model, OWL detects; with "
+                                   "--paligemma-model, PaliGemma detects and CLIP re-scores each box; "
+                                   "without either, CLIP-only grounding runs on the CLIP model.")
     p.add_argument("image", help="image file (PNG, JPEG, ...)")
-    p.add_argument("phrases", help='phrases separated by ";" or, when no ";" is present, by commas, '
-                                   'e.g. "red mug ; person"')
-    p.add_argument("--model", default="", help="PaliGemma hub id (Hugging Face cache) or local model folder; "
-                                               "default: none (CLIP-only grounding)")
-    p.add_argument("--owl-model", default=defaults.owl_model,
-                   help="OWLv2 / OWL-ViT hub id, local model folder, or 'embedded' (the detector shipped in the "
-                        "package); when set, OWL detects (ahead of --model)")
-    p.add_argument("--clip-model", default=defaults.clip_model,
-                   help="open_clip model name or model folder (default: embedded model)")
-    p.add_argument("--clip-pretrained", default=defaults.clip_pretrained,
-                   help="open_clip pretrained tag or local checkpoint file")
-    p.add_argument("--device", default=defaults.device, help="auto, cpu or cuda[:N]")
-    p.add_argument("--precision", default=defaults.precision, help="auto, fp32, fp16 or bf16")
-    p.add_argument("--threshold", type=float, default=None,
-                   help=f"minimum detection score in [0, 1] (default: {defaults.score_threshold}, "
-                        f"{defaults.owl_score_threshold} for OWL detectors)")
-    p.add_argument("--nms", type=float, default=defaults.nms_iou,
-                   help="IoU above which same-phrase PaliGemma boxes are suppressed (default: %(default)s)")
-    add_crop_argument(p)
-    p.add_argument("--depth", help="depth image aligned to IMAGE: 16-bit PNG/TIFF in millimetres, 32-bit float "
-                                   "TIFF or .npy in metres; adds 3D positions (needs --intrinsics)")
+    p.add_argument("phrases", help=f'phrases {PHRASES_HELP}, e.g. "red mug ; person"')
+    add_config_options(p, DETECT_FIELDS)
+    p.add_argument("--depth", help="depth image aligned to IMAGE: 16-bit PNG/TIFF in millimetres, 32-bit "
+                                   "float TIFF or .npy in metres; adds 3D positions (needs --intrinsics)")
     p.add_argument("--intrinsics", help="pinhole intrinsics fx,fy,cx,cy in pixels (CameraInfo K)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -63,7 +48,7 @@ def parse_intrinsics(text: str):
 
 
 def run(args) -> int:
-    from ros_mm_perception.core.config import PerceptionConfig, check_phrases, split_phrases
+    from ros_mm_perception.core.config import check_phrases, split_phrases
     from ros_mm_perception.core.perception.geometry import read_depth
     from ros_mm_perception.core.imaging.image_io import read_rgb
     from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
@@ -72,14 +57,9 @@ def run(args) -> int:
     phrases = check_phrases(split_phrases(args.phrases), "phrases")
     if bool(args.depth) != bool(args.intrinsics):
         raise UserError("--depth and --intrinsics go together: 3D positions need both")
-    config = PerceptionConfig(
-        device=args.device, precision=args.precision, clip_model=args.clip_model,
-        clip_pretrained=args.clip_pretrained, paligemma_model=args.model, owl_model=args.owl_model,
-        detect_phrases=phrases, enable_labels=False, grounding_source="auto",
-        nms_iou=args.nms, crop_mode=args.crop_mode,
-        **({} if args.threshold is None else {"score_threshold": args.threshold, "owl_score_threshold": args.threshold}))
+    config = config_from_args(args, detect_phrases=phrases, enable_labels=False)
     image = read_rgb(args.image)
-    warn_outside_world(args.clip_model, phrases, "--clip-model")
+    warn_outside_world(config, phrases)
     frame = Frame(image, depth=read_depth(args.depth) if args.depth else None,
                   intrinsics=parse_intrinsics(args.intrinsics) if args.intrinsics else None)
     pipeline = PerceptionPipeline(config)

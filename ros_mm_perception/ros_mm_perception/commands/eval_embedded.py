@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ros_mm_perception.commands.classify import add_clip_arguments
+from ros_mm_perception.commands.options import CLIP_FIELDS, add_config_options, config_from_args
 
 EVAL_SEED = 20261126
 """Default scene seed; the training script draws its scenes from other seeds."""
@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
     p.add_argument("--n", type=int, default=10, help="single-object scenes per colour-shape combination (default 10)")
     p.add_argument("--scenes", type=int, default=100, help="multi-object scenes for grounding (default 100)")
     p.add_argument("--sequences", type=int, default=3, help="40-frame tracking sequences per style (default 3)")
-    add_clip_arguments(p)
+    add_config_options(p, CLIP_FIELDS)
     p.add_argument("--versus-precision", default="", metavar="P",
                    help="also compare with the model loaded in precision P (fp32, fp16 or bf16): embedding "
                         "cosine and top-1 agreement")
@@ -108,7 +108,6 @@ def _mean(values) -> Optional[float]:
 
 
 def run(args) -> int:
-    from ros_mm_perception.core.config import PerceptionConfig
     from ros_mm_perception.core.errors import UserError
     from ros_mm_perception.core.models.clip_model import load_clip
     from ros_mm_perception.core.perception.labeler import ClipLabeler
@@ -117,8 +116,8 @@ def run(args) -> int:
     if args.n < 1 or args.scenes < 1 or args.sequences < 0:
         raise UserError("--n and --scenes must be at least 1, --sequences at least 0")
     start = time.time()
-    config = PerceptionConfig()
-    clip = load_clip(args.model, args.pretrained, args.device, args.precision)
+    config = config_from_args(args)
+    clip = load_clip(config.clip_model, config.clip_pretrained, config.device, config.precision)
     labeler = ClipLabeler(clip, crop_mode=config.crop_mode, label_tiles=config.label_tiles)
     heldout = heldout_combos(clip.name) if Path(clip.name).is_dir() else []
     report = {"settings": {k: getattr(config, k)
@@ -133,7 +132,8 @@ def run(args) -> int:
             "tracking": evaluation.tracking(labeler, style, args.seed, args.sequences, config)
             if args.sequences else None}
     if args.versus_precision:
-        other = ClipLabeler(load_clip(args.model, args.pretrained, args.device, args.versus_precision))
+        other = ClipLabeler(load_clip(config.clip_model, config.clip_pretrained, config.device,
+                                      args.versus_precision))
         report["versus_precision"] = {"precision": str(other.clip.dtype).removeprefix("torch."),
                                       **precision_agreement(labeler, other, args.seed, args.n)}
     report["seconds"] = round(time.time() - start, 1)

@@ -23,6 +23,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from ros_mm_perception.commands.options import (add_config_options, add_threads_option,
+                                                config_from_args)
 from ros_mm_perception.core.errors import UserError
 
 EVAL_SEED = 20261201
@@ -42,12 +44,12 @@ def add_parser(sub) -> None:
     p.add_argument("--scenes", type=int, default=100, help="scenes per set (default %(default)s)")
     p.add_argument("--sets", default="own,unseen", help="own, unseen or both (default: %(default)s)")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help=f"scene seed (default {EVAL_SEED})")
-    p.add_argument("--owl-model", default=EMBEDDED, help="OWL model for the owl source (default: %(default)s)")
-    p.add_argument("--clip-model", default="", help="open_clip model or folder (default: embedded)")
     p.add_argument("--threshold", type=float, default=None,
-                   help="least detection score (default: each source's own, score_threshold or owl_score_threshold)")
-    p.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N] (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+                   help="least detection score of every source (default: each source's own, "
+                        "score_threshold or owl_score_threshold)")
+    add_config_options(p, ("owl_model", "clip_model", "device"),
+                       defaults={"owl_model": EMBEDDED, "device": "cpu"})
+    add_threads_option(p, 1)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -100,13 +102,13 @@ def evaluate(pipeline, scenes, threshold) -> Dict[str, float]:
 def run(args) -> int:
     import torch
 
-    from ros_mm_perception.core.config import PerceptionConfig
     from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
 
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     if not sources or any(s not in SOURCES for s in sources):
         raise UserError(f"--sources must list some of {', '.join(SOURCES)}, got {args.sources!r}")
+    base = config_from_args(args, enable_labels=False)
     if args.scenes < 1 or args.threads < 1:
         raise UserError("--scenes and --threads must be at least 1")
     torch.set_num_threads(args.threads)
@@ -116,16 +118,16 @@ def run(args) -> int:
     report: Dict[str, Dict] = {}
     thresholds: Dict[str, float] = {}
     for source in sources:
-        config = PerceptionConfig(device=args.device, clip_model=args.clip_model, enable_labels=False,
-                                  grounding_source=source, owl_model=args.owl_model if source == "owl" else "")
+        config = base.replace(grounding_source=source,
+                              owl_model=base.owl_model if source == "owl" else "")
         pipeline = PerceptionPipeline(config)
         try:
             report[source] = {kind: evaluate(pipeline, scenes, args.threshold) for kind, scenes in scene_sets.items()}
             thresholds[source] = pipeline.detection_threshold() if args.threshold is None else args.threshold
         finally:
             pipeline.close()
-    out = {"sources": report, "score_thresholds": thresholds, "nms_iou": PerceptionConfig().nms_iou,
-           "seed": args.seed, "threads": args.threads, "device": args.device}
+    out = {"sources": report, "score_thresholds": thresholds, "nms_iou": base.nms_iou,
+           "seed": args.seed, "threads": args.threads, "device": base.device}
     if args.json:
         print(json.dumps(out))
     else:

@@ -13,9 +13,10 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
-from ros_mm_perception.commands.bag import (add_input_arguments, add_pipeline_arguments, build_pipeline,
-                                            config_from_args, open_outputs, open_source, target_frame,
-                                            warn_phrases_outside_world)
+from ros_mm_perception.commands.options import (add_config_options, add_pipeline_options,
+                                                add_input_options, add_threads_option, build_pipeline,
+                                                config_from_args, configured_phrases, open_outputs,
+                                                open_source, target_frame, warn_outside_world)
 from ros_mm_perception.core.errors import UserError
 
 INSTALL_HINT = "fleet needs Ray: pip install 'ros_mm_perception[fleet]' (or pip install ray)"
@@ -33,11 +34,15 @@ def add_parser(sub) -> None:
     p.add_argument("--jsonl", action="store_true", help="also write detections.jsonl per recording")
     p.add_argument("--coco", action="store_true", help="also write coco.json per recording")
     p.add_argument("--debug-images", action="store_true", help="also write annotated images on <ns>/debug_image")
-    add_pipeline_arguments(p)
-    add_input_arguments(p)
+    add_config_options(p, ("foxglove",))
+    add_pipeline_options(p)
+    add_threads_option(p)
+    add_input_options(p)
     g = p.add_argument_group("ray")
     g.add_argument("--address", default=None,
                    help="Ray cluster to join: auto or HOST:PORT (default: start Ray on this machine)")
+    g.add_argument("--connect-timeout", type=float, default=30.0, metavar="S",
+                   help="give up joining the --address cluster after S seconds (default: 30)")
     g.add_argument("--workers", type=int, default=1, help="workers, each with its own model copy (default: 1)")
     g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs Ray reserves per worker (default: 1)")
     g.add_argument("--gpus-per-worker", type=float, default=0.0,
@@ -52,7 +57,7 @@ def add_parser(sub) -> None:
 
 
 def label_tools(args):
-    """The ``bag`` command's reading, pipeline and output functions with this run's options."""
+    """The reading, pipeline and output functions ``bag`` uses, with this run's options."""
     from ros_mm_perception.fleet.worker import LabelTools
 
     input_args = Namespace(camera_topic=args.camera_topic, depth_topic=args.depth_topic, no_depth=args.no_depth,
@@ -91,10 +96,11 @@ def run(args) -> int:
     from ros_mm_perception.offline.runner import stderr_report
 
     config = config_from_args(args)
-    warn_phrases_outside_world(config)
+    warn_outside_world(config, configured_phrases(config))
     options = FleetOptions(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                            gpus_per_worker=args.gpus_per_worker, threads=args.threads, retries=args.retries,
-                           split_s=args.split_s, address=args.address, force=args.force)
+                           split_s=args.split_s, address=args.address, force=args.force,
+                           connect_timeout_s=args.connect_timeout)
     options.check()
     inputs = expand_inputs(args.inputs)
     out_dir = Path(args.out)

@@ -10,6 +10,7 @@ from ros_mm_perception.core.errors import ModelNotFoundError
 
 EMBEDDED_CLIP_DIR = Path(__file__).resolve().parents[2] / "data" / "embedded_clip"
 EMBEDDED_OWL_DIR = Path(__file__).resolve().parents[2] / "data" / "embedded_owl"
+EMBEDDED_SAM_DIR = Path(__file__).resolve().parents[2] / "data" / "embedded_sam"
 
 
 def embedded_clip_dir() -> Path:
@@ -18,7 +19,8 @@ def embedded_clip_dir() -> Path:
         raise ModelNotFoundError(
             f"the embedded CLIP model is missing from {EMBEDDED_CLIP_DIR}; reinstall the package or "
             "retrain it with `python scripts/train_embedded_clip.py`, or name another CLIP model "
-            "(command line: --model/--pretrained; ROS node: the clip_model/clip_pretrained parameters)"
+            "(command line: --clip-model/--clip-pretrained; ROS node: the clip_model/clip_pretrained "
+            "parameters)"
         )
     return EMBEDDED_CLIP_DIR
 

@@ -38,7 +38,7 @@ from ros_mm_perception.core.results import Detection
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "google/paligemma2-3b-mix-224"
-"""The checkpoint suggested to users (the command line's default ``--model``)."""
+"""The checkpoint suggested to users (the default ``--paligemma-model`` of ask and caption)."""
 MAX_PROMPT_CHARS = 1000
 """Longest accepted prompt (question, or the whole ``detect a ; b ; ...`` prompt) in characters."""
 IMAGE_TOKEN = "<image>"

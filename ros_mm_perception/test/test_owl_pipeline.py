@@ -136,7 +136,7 @@ def test_pipeline_loads_the_configured_model_and_releases_it(tiny_clip, owl_dir,
 def test_detect_command_with_owl_model(tmp_path, capsys, tiny_clip_dir, owl_dir, rng):
     image = write_rgb(tmp_path / "frame.png", rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
     assert main(["detect", str(image), "red circle ; blue star", "--owl-model", str(owl_dir), "--clip-model",
-                 str(tiny_clip_dir), "--device", "cpu", "--threshold", "0", "--json"]) == 0
+                 str(tiny_clip_dir), "--device", "cpu", "--owl-score-threshold", "0", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["detections"]
     assert rows and {r["label"] for r in rows} <= set(PHRASES)
     assert all(0 <= r["score"] <= 1 and 0 <= r["box"][0] < r["box"][2] <= W for r in rows)

@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--frames", type=int, default=12, help="frames per camera (default: 12)")
     p.add_argument("--size", default="240x320", help="image size HEIGHTxWIDTH (default: 240x320)")
     p.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
-    add_config_options(p, ("score_threshold", "clip_model", "owl_model", "device"))
+    add_config_options(p, ("score_threshold", "owl_score_threshold", "clip_model", "owl_model",
+                           "device"))
     add_threads_option(p, THREADS)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -10,7 +10,7 @@ from ros_mm_perception.commands.options import (PHRASES_HELP, add_config_options
 from ros_mm_perception.core.errors import UserError
 
 DETECT_FIELDS = ("paligemma_model", "owl_model", "clip_model", "clip_pretrained", "device",
-                 "precision", "score_threshold", "nms_iou", "crop_mode")
+                 "precision", "score_threshold", "owl_score_threshold", "nms_iou", "crop_mode")
 """The config fields detect takes as options."""
 
 

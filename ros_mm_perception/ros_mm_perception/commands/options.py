@@ -25,8 +25,9 @@ CLIP_FIELDS = ("clip_model", "clip_pretrained", "device", "precision")
 PALIGEMMA_FIELDS = ("paligemma_model", "device", "precision", "language", "max_new_tokens")
 """What loads and prompts PaliGemma (ask, caption)."""
 PIPELINE_FIELDS = ("labels", "enable_labels", "detect_phrases", "grounding_source",
-                   "score_threshold", "nms_iou", "crop_mode", "label_tiles", "paligemma_model",
-                   "owl_model", "clip_model", "clip_pretrained", "device", "precision")
+                   "score_threshold", "owl_score_threshold", "nms_iou", "crop_mode", "label_tiles",
+                   "paligemma_model", "owl_model", "clip_model", "clip_pretrained", "device",
+                   "precision")
 """The pipeline settings of the offline commands that process recordings (bag, fleet)."""
 
 

@@ -112,7 +112,8 @@ class PerceptionConfig:
     top_k: int = _param(5, "How many labels to publish per frame.", low=1, high=MAX_PHRASES)
     score_threshold: float = _param(0.5, "Minimum score of CLIP and PaliGemma detections.",
                                     low=0.0, high=1.0)
-    owl_score_threshold: float = _param(0.3, "Minimum score of OWL detections.", low=0.0, high=1.0)
+    owl_score_threshold: float = _param(0.3, "Minimum score of OWL detections.", low=0.0, high=1.0,
+                                        launch=True)
     nms_iou: float = _param(0.5,
                             "IoU above which same-phrase PaliGemma detections are suppressed.",
                             low=0.0, high=1.0)

@@ -125,10 +125,47 @@ def test_missing_frames_and_disconnected_trees_are_named():
 
 
 def test_bad_links_are_rejected():
+    from ros_mm_perception.core.perception.transforms import TransformRejected
+
     tree = TransformTree()
-    for parent, child in (("", "a"), ("a", "a"), ("/a", "a")):
-        with pytest.raises(ValueError, match="two different frame ids"):
+    for parent, child, reason in (("", "a", "empty frame id"), ("a", "a", "frame is its own parent"),
+                                  ("/a", "a", "frame is its own parent")):
+        with pytest.raises(TransformRejected, match=reason):
             tree.set_transform(parent, child, RigidTransform.identity())
+    with pytest.raises(TransformRejected, match="NaN or infinite"):
+        tree.set_transform("a", "b", RigidTransform(np.array([0.0, math.nan, 0.0]), Rotation.identity()))
+    assert tree.frames() == []
+
+
+def tf_msg(parent, child, xyz, quat, stamp_ns=0):
+    """A TFMessage-like object holding one transform."""
+    from types import SimpleNamespace as N
+
+    return N(transforms=[N(header=N(frame_id=parent, stamp=N(sec=stamp_ns // S, nanosec=stamp_ns % S)),
+                           child_frame_id=child,
+                           transform=N(translation=N(x=xyz[0], y=xyz[1], z=xyz[2]),
+                                       rotation=N(x=quat[0], y=quat[1], z=quat[2], w=quat[3])))])
+
+
+@pytest.mark.parametrize("parent, child, xyz, quat, reason", [
+    ("base", "cam", (0, 0, 1), (0, 0, 0, math.inf), "NaN or infinite value"),
+    ("base", "cam", (0, 0, 1), (0, 0, 0, math.nan), "NaN or infinite value"),
+    ("base", "cam", (math.nan, 0, 1), (0, 0, 0, 1), "NaN or infinite value"),
+    ("base", "cam", (0, 0, -math.inf), (0, 0, 0, 1), "NaN or infinite value"),
+    ("base", "cam", (0, 0, 1), (0, 0, 0, 0), "quaternion not of unit length"),
+    ("base", "cam", (0, 0, 1), (0, 0, 0, 2), "quaternion not of unit length"),
+    ("cam", "cam", (0, 0, 1), (0, 0, 0, 1), "frame is its own parent"),
+    ("", "cam", (0, 0, 1), (0, 0, 0, 1), "empty frame id"),
+    ("base", "", (0, 0, 1), (0, 0, 0, 1), "empty frame id"),
+])
+def test_tf_messages_tf2_refuses_are_counted_by_reason(parent, child, xyz, quat, reason):
+    from ros_mm_perception.messages.tf import add_tf_message
+
+    tree = TransformTree()
+    assert add_tf_message(tree, tf_msg(parent, child, xyz, quat), static=True) == 0
+    assert tree.rejected == {reason: 1} and tree.frames() == []
+    assert add_tf_message(tree, tf_msg("base", "cam", (0, 0, 1), (0, 0, 0, 1)), static=True) == 1
+    assert tree.frames() == ["base", "cam"] and sum(tree.rejected.values()) == 1
 
 
 def test_rigid_transform_composition_and_inverse():
@@ -137,3 +174,49 @@ def test_rigid_transform_composition_and_inverse():
     p = np.array([0.3, -0.7, 2.0])
     assert np.allclose((a * b).apply(p), a.apply(b.apply(p)))
     assert np.allclose((a.inverse() * a).apply(p), p)
+
+
+def test_random_tf_garbage_never_raises_nor_reaches_an_output():
+    """Property: whatever /tf and /tf_static hold, reading them raises nothing but a one-line
+    :class:`UserError`, every transform is used or rejected with a reason, and a moved 3D result is
+    finite or absent."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from ros_mm_perception.core.errors import UserError
+    from ros_mm_perception.core.perception.transforms import REJECTION_REASONS
+    from ros_mm_perception.offline.bag_transforms import TargetFrame, read_transform_tree
+
+    frames = st.sampled_from(["base_link", "odom", "cam", "/cam", "", "map"])
+    number = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(-2, 2),
+                       st.sampled_from([0.0, 1.0, -1.0, 1e308, -1e308, 5e-324]))
+    transform = st.tuples(frames, frames, st.integers(0, 3 * S), st.tuples(number, number, number),
+                          st.tuples(number, number, number, number))
+    message = st.tuples(st.sampled_from(["/tf", "/tf_static"]), st.lists(transform, max_size=4))
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(message, max_size=8), st.integers(0, 3 * S),
+           st.tuples(st.floats(-100, 100), st.floats(-100, 100), st.floats(0.1, 100)))
+    def check(messages, stamp_ns, xyz):
+        notes = []
+        raw = [(topic, "tf2_msgs/msg/TFMessage", [tf_msg(p, c, v, q, ns).transforms[0]
+                                                  for p, c, ns, v, q in entries])
+               for topic, entries in messages]
+        tree = read_transform_tree(raw, lambda transforms, _type: type("M", (), {"transforms": transforms}),
+                                   warn=notes.append)
+        offered = sum(len(entries) for _, entries in messages)
+        assert set(tree.rejected) <= set(REJECTION_REASONS)
+        assert sum(tree.rejected.values()) <= offered
+        assert bool(tree.rejected) == any("rejected" in n for n in notes)
+        try:
+            target = TargetFrame.of(tree, "base_link")
+        except UserError as err:
+            assert "\n" not in str(err)
+            assert ("rejected" in str(err)) == bool(tree.rejected)
+            return
+        moved = target.apply(located_result("cam", stamp_ns, xyz))
+        if moved is not None:
+            for det in moved.detections:
+                assert np.isfinite([*det.xyz, *det.orientation]).all()
+
+    check()

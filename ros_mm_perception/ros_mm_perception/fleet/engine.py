@@ -27,8 +27,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from ros_mm_perception.core.errors import UserError
 from ros_mm_perception.fleet.inputs import fingerprint, output_names
+from ros_mm_perception.fleet.lock import RunLock
 from ros_mm_perception.fleet.manifest import matching_manifest, write_manifest
 from ros_mm_perception.fleet.merge import merge_windows
+from ros_mm_perception.fleet.ray_session import CONNECT_TIMEOUT_S, ray_session
 from ros_mm_perception.fleet.staging import Staging
 from ros_mm_perception.fleet.worker import LabelTools, LabelWorker, Task
 from ros_mm_perception.offline.atomic import OutputStaging
@@ -56,6 +58,8 @@ class FleetOptions:
     """Ray cluster to join (``auto`` or ``HOST:PORT``); None starts a local Ray."""
     force: bool = False
     """Label recordings again even when their outputs are complete."""
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
+    """How long joining the Ray cluster at ``address`` may take."""
 
     def check(self) -> None:
         if self.workers < 1:
@@ -72,6 +76,9 @@ class FleetOptions:
             raise UserError(f"--split-s must be positive, got {self.split_s}")
         if self.threads < 0:
             raise UserError(f"--threads must be 0 or more, got {self.threads}")
+        if not (self.connect_timeout_s > 0 and math.isfinite(self.connect_timeout_s)):
+            raise UserError(f"--connect-timeout must be a positive number of seconds, "
+                            f"got {self.connect_timeout_s}")
 
     def worker_threads(self) -> int:
         return self.threads or max(1, int(self.cpus_per_worker))
@@ -140,13 +147,28 @@ def run_fleet(inputs: Sequence[Path], out_dir: Path, config, tools: LabelTools, 
     initialised, else starts one (``options.address``) and shuts it down at the end.
     """
     options.check()
+    check_input_args(tools.input_args)
     started = time.perf_counter()
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(out_dir, report):
+        return _run_locked(inputs, out_dir, config, tools, options, progress, report, started)
+
+
+def check_input_args(input_args) -> None:
+    """The reading options every recording shares, checked once before anything starts."""
+    from ros_mm_perception.offline.sources import frame_period_ns
+
+    if getattr(input_args, "fps", None) is not None:
+        frame_period_ns(input_args.fps, 1)
+
+
+def _run_locked(inputs, out_dir, config, tools, options, progress, report, started) -> Dict:
     staging = Staging(out_dir)
     staging.clear()
     chosen = options_identity(config, tools, options)
-    recordings = [Recording(str(path), name) for path, name in zip(inputs, output_names(inputs))]
+    recordings = [Recording(str(path), name)
+                  for path, name in zip(inputs, output_names(inputs, reserved=(SUMMARY_NAME,)))]
     todo = []
     for rec in recordings:
         size, mtime = fingerprint(Path(rec.input))
@@ -223,22 +245,11 @@ class _Run:
 
     def go(self) -> float:
         """Run every task; return the Ray start-up time in seconds."""
-        import ray
-
         t0 = time.perf_counter()
-        own_ray = not ray.is_initialized()
-        if own_ray:
-            try:
-                ray.init(address=self.options.address, include_dashboard=False, logging_level="warning")
-            except ConnectionError as err:
-                raise UserError(f"cannot join Ray at {self.options.address}: {_short(err)}") from None
-        try:
+        with ray_session(self.options.address, self.options.connect_timeout_s) as ray:
             self._check_resources(ray)
             ray_start_s = time.perf_counter() - t0
             self._loop(ray)
-        finally:
-            if own_ray:
-                ray.shutdown()
         return ray_start_s
 
     def _check_resources(self, ray) -> None:

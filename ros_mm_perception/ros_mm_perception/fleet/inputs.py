@@ -66,15 +66,17 @@ def is_recording(path: Path) -> bool:
     return path.suffix.lower() in BAG_SUFFIXES + VIDEO_SUFFIXES
 
 
-def output_names(paths: Sequence[Path]) -> List[str]:
+def output_names(paths: Sequence[Path], reserved: Sequence[str] = ()) -> List[str]:
     """A folder name per recording: its file or folder name without suffix, made safe; names that
-    two recordings share get a short hash of their path."""
+    two recordings share, or that are ``reserved`` (the run's own files), get a short hash of their
+    path."""
     stems = [re.sub(r"[^A-Za-z0-9._-]+", "_", p.stem if p.is_file() else p.name).strip("._") or "recording"
              for p in paths]
-    counts: Dict[str, int] = {}
+    counts: Dict[str, int] = {name.lower(): 2 for name in reserved}
     for stem in stems:
-        counts[stem] = counts.get(stem, 0) + 1
-    return [stem if counts[stem] == 1 else f"{stem}-{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
+        counts[stem.lower()] = counts.get(stem.lower(), 0) + 1
+    return [stem if counts[stem.lower()] == 1
+            else f"{stem}-{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
             for stem, p in zip(stems, paths)]
 
 

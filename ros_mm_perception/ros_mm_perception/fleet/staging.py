@@ -2,7 +2,8 @@
 the output folder (same file system) and moved into place only when complete.
 
 Only the driver publishes, so a retried recording can never appear twice; a folder left in staging
-by a worker that died is removed. One fleet run per output folder at a time.
+by a worker that died is removed. One fleet run per output folder at a time (:mod:`.lock`); each
+run stages in a folder of its own, and removes what runs that were killed left.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ STAGING_NAME = ".fleet-staging"
 
 
 class Staging:
-    """Staging folders under ``out_dir/.fleet-staging`` and their publication under ``out_dir``."""
+    """Staging folders under ``out_dir/.fleet-staging.<run>``, published under ``out_dir``."""
 
     def __init__(self, out_dir: Path):
-        self.root = Path(out_dir) / STAGING_NAME
+        self.out_dir = Path(out_dir)
+        self.root = self.out_dir / f"{STAGING_NAME}.{uuid.uuid4().hex[:12]}"
 
     def clear(self) -> None:
-        """Remove what an interrupted run left, and start empty."""
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Remove what interrupted runs left (the caller holds the folder's lock); start empty."""
+        for old in self.out_dir.glob(f"{STAGING_NAME}*"):
+            shutil.rmtree(old, ignore_errors=True)
         self.root.mkdir(parents=True)
 
     def new(self, label: str) -> Path:

@@ -100,6 +100,10 @@ class TaskSource:
     def damaged(self) -> List[str]:
         return list(getattr(self.source, "damaged", ())) if self.task.window == 0 else []
 
+    @property
+    def transforms_rejected(self) -> Dict[str, int]:
+        return dict(getattr(self.source, "transforms_rejected", {})) if self.task.window == 0 else {}
+
     def close(self) -> None:
         self.source.close()
 

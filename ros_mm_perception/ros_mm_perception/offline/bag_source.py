@@ -250,7 +250,9 @@ class BagSource:
 
         topics = {t for t in TF_TOPICS if self.msgtypes.get(t) == TF_TYPE}
         messages = ((t, typ, raw) for t, typ, _log_time, raw in self._messages(topics)) if topics else ()
-        return read_transform_tree(messages, self.deserialize, self.path, self.warn)
+        tree = read_transform_tree(messages, self.deserialize, self.path, self.warn)
+        self.transforms_rejected = dict(tree.rejected)
+        return tree
 
     def close(self) -> None:
         if self.reader is not None and self.reader.stack:

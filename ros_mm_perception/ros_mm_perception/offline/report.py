@@ -16,6 +16,11 @@ def format_summary(summary: Summary, outputs: bool = True) -> str:
     if summary.aux_skipped:
         lines.append(f"unusable depth/camera_info messages: {summary.aux_skipped}")
     lines.extend(f"damaged     {note}" for note in summary.damaged)
+    if summary.transforms_rejected:
+        from ros_mm_perception.offline.bag_transforms import rejection_text
+
+        lines.append(f"transforms  {sum(summary.transforms_rejected.values())} rejected "
+                     f"({rejection_text(summary.transforms_rejected)})")
     rows = summary.rows()
     if rows:
         width = max(len("phrase"), *(len(r[0]) for r in rows))

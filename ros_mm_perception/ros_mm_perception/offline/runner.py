@@ -44,6 +44,8 @@ class Summary:
     """Depth or camera_info messages that could not be used (their images were still processed)."""
     damaged: List[str] = field(default_factory=list)
     """What was damaged in the input (a cut-off file, a damaged chunk or page), one line each."""
+    transforms_rejected: Dict[str, int] = field(default_factory=dict)
+    """Transforms of /tf and /tf_static left out, per reason (read with a target frame only)."""
     outputs: List[Path] = field(default_factory=list)
 
     def add(self, result: FrameResult) -> None:
@@ -57,7 +59,8 @@ class Summary:
 
     def as_json(self) -> Dict:
         return {"frames": self.frames, "detections": self.detections, "skipped": self.skipped,
-                "per_label": dict(self.per_label), "seconds": round(self.seconds, 3), "damaged": list(self.damaged)}
+                "per_label": dict(self.per_label), "seconds": round(self.seconds, 3),
+                "damaged": list(self.damaged), "transforms_rejected": dict(self.transforms_rejected)}
 
     def rows(self) -> List[Tuple[str, int, int, float]]:
         """(phrase, detections, distinct tracks, mean score) per phrase, most detected first."""
@@ -107,6 +110,7 @@ def process_input(source, pipeline, outputs: Sequence[Output], staging: OutputSt
         summary.aux_skipped = getattr(source, "aux_skipped", 0)
         summary.skipped += getattr(source, "lost", 0)
         summary.damaged = list(getattr(source, "damaged", ()))
+        summary.transforms_rejected = dict(getattr(source, "transforms_rejected", {}))
         summary.seconds = time.perf_counter() - start
         if summary.frames:
             for output in outputs:

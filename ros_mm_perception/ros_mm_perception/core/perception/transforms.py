@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from array import array
+from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -22,6 +23,15 @@ import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 from ros_mm_perception.core.results import FrameResult
+
+QUATERNION_TOLERANCE = 0.01
+"""How far a rotation's squared quaternion length may lie from 1 (tf2's own tolerance)."""
+EMPTY_FRAME = "empty frame id"
+OWN_PARENT = "frame is its own parent"
+NOT_FINITE = "NaN or infinite value"
+NOT_UNIT = "quaternion not of unit length"
+REJECTION_REASONS = (EMPTY_FRAME, OWN_PARENT, NOT_FINITE, NOT_UNIT)
+"""Why a transform is rejected, as counted and reported (the checks of tf2's ``setTransform``)."""
 
 EXTRAPOLATION_TOLERANCE_NS = 50_000_000
 """How far (50 ms) before the first or after the last stamp of a time-stamped edge a lookup may go;
@@ -31,6 +41,32 @@ the nearest recorded value is used there. Further out the transform is missing."
 def frame_name(frame_id: str) -> str:
     """A frame id as tf2 keys it (no leading ``/``)."""
     return str(frame_id).lstrip("/")
+
+
+class TransformRejected(ValueError):
+    """A transform that cannot enter a tree; ``reason`` is one of :data:`REJECTION_REASONS`."""
+
+    def __init__(self, reason: str, parent: str, child: str):
+        super().__init__(f"transform {parent!r} -> {child!r} rejected: {reason}")
+        self.reason = reason
+
+
+def check_transform(parent: str, child: str, xyz: Sequence[float],
+                    quat_xyzw: Sequence[float]) -> None:
+    """Raise :class:`TransformRejected` for what tf2 refuses: an empty frame id, a frame
+    parented to itself, a NaN or infinite value, a quaternion far from unit length (zero too)."""
+    parent_name, child_name = frame_name(parent), frame_name(child)
+    if not parent_name or not child_name:
+        raise TransformRejected(EMPTY_FRAME, parent, child)
+    if parent_name == child_name:
+        raise TransformRejected(OWN_PARENT, parent, child)
+    values = np.asarray([*xyz, *quat_xyzw], dtype=np.float64)
+    if values.shape != (7,) or not np.isfinite(values).all():
+        raise TransformRejected(NOT_FINITE, parent, child)
+    with np.errstate(over="ignore"):  # a huge component overflows to infinity: not unit length
+        squared = float(np.dot(values[3:], values[3:]))
+    if abs(squared - 1.0) > QUATERNION_TOLERANCE:
+        raise TransformRejected(NOT_UNIT, parent, child)
 
 
 @dataclass(frozen=True)
@@ -127,6 +163,8 @@ class TransformTree:
     def __init__(self, tolerance_ns: int = EXTRAPOLATION_TOLERANCE_NS):
         self.tolerance_ns = int(tolerance_ns)
         self._edges: Dict[str, _Edge] = {}
+        self.rejected: Counter = Counter()
+        """Transforms that were offered and rejected, per reason (:data:`REJECTION_REASONS`)."""
 
     def set_transform(self, parent: str, child: str, transform: RigidTransform, stamp_ns: int = 0,
                       static: bool = False) -> None:
@@ -134,9 +172,8 @@ class TransformTree:
 
         A child has one parent (tf's rule); a new parent replaces the old link and its samples.
         """
+        check_transform(parent, child, transform.translation, transform.rotation.as_quat())
         parent, child = frame_name(parent), frame_name(child)
-        if not parent or not child or parent == child:
-            raise ValueError(f"a transform needs two different frame ids, got {parent!r} -> {child!r}")
         edge = self._edges.get(child)
         if edge is None or edge.parent != parent:
             edge = self._edges[child] = _Edge(parent)

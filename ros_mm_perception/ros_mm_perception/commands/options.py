@@ -233,11 +233,7 @@ def target_frame(source, frame: str):
 
     if not hasattr(source, "transform_tree"):
         raise UserError(f"--target-frame {frame} needs a rosbag2 recording with /tf or /tf_static")
-    tree = source.transform_tree()
-    if not tree.frames():
-        raise UserError(f"--target-frame {frame}: the recording has no transforms on /tf or "
-                        "/tf_static")
-    return TargetFrame(tree, frame, warn=stderr_report)
+    return TargetFrame.of(source.transform_tree(), frame, warn=stderr_report)
 
 
 # ------------------------------------------------------------------------ PaliGemma (ask, caption)

@@ -38,7 +38,7 @@ setup(
             "scikit-image",
             "pycocotools>=2.0.8",
         ],
-        "bag": ["mcap>=1.1", "mcap-ros2-support>=0.5", "rosbags>=0.10"],
+        "bag": ["mcap>=1.1", "mcap-ros2-support>=0.5", "rosbags>=0.11.9"],
         "fleet": ["ray>=2.30"],
         "test": ["pytest>=7", "hypothesis>=6", "catkin_pkg>=1.0"],
     },

@@ -19,8 +19,7 @@ SIMULATION_AND_VIEW = {"ros_gz_sim", "ros_gz_bridge", "rviz2"}
 OWN = {"ros_mm_perception"}
 
 # Import name → rosdep key (package.xml) for modules a ROS install provides.
-ROSDEP = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml", "scipy": "python3-scipy",
-          "torch": "python3-torch"}
+ROSDEP = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml", "scipy": "python3-scipy"}
 ROS_PACKAGE_SUFFIXES = ("_msgs", "_interfaces")
 ROS_PACKAGES = {"rclpy", "rcl_interfaces", "builtin_interfaces", "launch", "launch_ros", "ament_index_python",
                 "tf2_ros"}
@@ -31,7 +30,7 @@ PIP = {"numpy": "numpy", "cv2": "opencv-python-headless", "yaml": "pyyaml", "sci
        "torchvision": "torchvision", "open_clip": "open_clip_torch", "transformers": "transformers",
        "tokenizers": "tokenizers", "safetensors": "safetensors", "PIL": "pillow", "tqdm": "tqdm", "mcap": "mcap",
        "mcap_ros2": "mcap-ros2-support", "rosbags": "rosbags", "ray": "ray",
-       "skimage": "scikit-image"}
+       "skimage": "scikit-image", "pycocotools": "pycocotools"}
 
 
 def is_ros_package(root: str) -> bool:

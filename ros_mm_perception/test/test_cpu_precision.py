@@ -53,8 +53,8 @@ def test_bf16_labels_stay_close_to_fp32(tiny_clip_dir, rng):
     bf16 = ClipLabeler(load_clip(str(tiny_clip_dir), device="cpu", precision="bf16"), ["red mug", "person", "door"])
     assert bf16.clip.dtype == torch.bfloat16 and bf16.clip.preprocessor.dtype == torch.bfloat16
     frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(8)]
-    a = fp32.encode_pixels(fp32.clip.preprocessor.frames(frames))
-    b = bf16.encode_pixels(bf16.clip.preprocessor.frames(frames))
+    a = fp32.encode_image(fp32.clip.preprocessor.frames(frames))
+    b = bf16.encode_image(bf16.clip.preprocessor.frames(frames))
     assert b.dtype == torch.float32
     assert (a * b).sum(dim=-1).min().item() > BF16_COSINE
     np.testing.assert_allclose(bf16.probabilities(frames), fp32.probabilities(frames), atol=0.05)

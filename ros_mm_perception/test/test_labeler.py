@@ -9,7 +9,8 @@ from PIL import Image
 
 from ros_mm_perception.core.config import ConfigError
 from ros_mm_perception.core.imaging.preprocess import MIN_TILE_SIDE, TILE_STEP, label_windows, tile_windows
-from ros_mm_perception.core.perception.labeler import BACKGROUND_PROMPT, ClipLabeler, pool_views
+from ros_mm_perception.core.perception.labeler import BACKGROUND_PROMPT, ClipLabeler
+from ros_mm_perception.core.perception.labeler import _pool_views as pool_views
 
 PHRASES = ["red mug", "person", "open door"]
 TEMPLATES = ("a photo of {}.", "a picture of a {}.")
@@ -79,7 +80,7 @@ def test_labels_equal_direct_open_clip(tiny_clip, reference, rng):
     images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
     labeler = ClipLabeler(tiny_clip, PHRASES, TEMPLATES, crop_mode="center", label_tiles=0)
     expected, ref_emb = reference_probs(reference, images, PHRASES, TEMPLATES)
-    ours_emb = labeler.encode_pixels(tiny_clip.preprocessor.frames(images))
+    ours_emb = labeler.encode_image(tiny_clip.preprocessor.frames(images))
     cos = (ours_emb * ref_emb).sum(dim=-1)
     assert torch.all(cos > 1 - EMBEDDING_COS_TOL)
     probs = labeler.probabilities(images)
@@ -106,10 +107,10 @@ def test_text_cache_reused_and_invalidated(tiny_clip):
     assert labeler.text_encodes == 3
     labeler.set_vocabulary(["person", "chair"])                   # one new phrase
     assert labeler.text_encodes == 4
-    before = labeler.text_embeddings(["person"]).clone()
+    before = labeler.encode_text(["person"]).clone()
     labeler.set_templates(["a blurry photo of {}."])              # templates change → cache cleared
     assert labeler.text_encodes == 6                               # vocabulary re-encoded at once
-    assert not torch.allclose(before, labeler.text_embeddings(["person"]))
+    assert not torch.allclose(before, labeler.encode_text(["person"]))
     labeler.set_templates(["a blurry photo of {}."])              # unchanged → nothing re-encoded
     assert labeler.text_encodes == 6
 

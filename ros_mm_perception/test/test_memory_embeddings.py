@@ -40,7 +40,7 @@ def crop_embedding(pipe, image, box):
     ((x0, y0, x1, y1),) = crop_windows(image.shape, [square])
     pixels = upload(image, pipe.labeler.clip.device)[:, y0:y1, x0:x1]
     with torch.inference_mode():
-        emb = pipe.labeler.encode_pixels(
+        emb = pipe.labeler.encode_image(
             pipe.labeler.clip.preprocessor([pixels], pipe.labeler.crop_mode)
         )
     return emb[0].numpy()
@@ -53,9 +53,9 @@ def test_owl_detections_get_their_crop_embedding_from_the_frames_clip_call(
     pipe = PerceptionPipeline(config(memory_enabled=memory), clip=tiny_clip, owl=owl)
     image = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
     calls = []
-    encode = pipe.labeler.encode_pixels
+    encode = pipe.labeler.encode_image
     monkeypatch.setattr(
-        pipe.labeler, "encode_pixels", lambda pixels: calls.append(len(pixels)) or encode(pixels)
+        pipe.labeler, "encode_image", lambda pixels: calls.append(len(pixels)) or encode(pixels)
     )
     result = pipe.process(Frame(image, stamp=Stamp(1, 0)))
     assert result.detections and result.labels

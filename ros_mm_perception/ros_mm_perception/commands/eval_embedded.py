@@ -87,8 +87,8 @@ def precision_agreement(labeler, other, seed: int, per_combo: int) -> Dict[str, 
         rendered = [render_scene(rng, objects=[c], size=PRECISION_SCENE_SIZE, size_range=PRECISION_OBJECT_SIZE).image
                     for c in chunk]
         for kind, images in (("rendered", rendered), ("unseen", [unseen_copy(rng, im) for im in rendered])):
-            a, b = (lb.encode_pixels(lb.clip.preprocessor.frames(images)) for lb in (labeler, other))
-            top_a, top_b = (lb.logits(emb, lb.text_embeddings(phrases)).argmax(dim=-1).tolist()
+            a, b = (lb.encode_image(lb.clip.preprocessor.frames(images)) for lb in (labeler, other))
+            top_a, top_b = (lb.logits(emb, lb.encode_text(phrases)).argmax(dim=-1).tolist()
                             for lb, emb in ((labeler, a), (other, b)))
             truth = [phrases.index(phrase(*c)) for c in chunk]
             out = rows[kind]

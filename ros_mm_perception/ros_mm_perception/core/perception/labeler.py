@@ -4,11 +4,13 @@ Follows open_clip's ``build_zero_shot_classifier``: each phrase is written into 
 template, the normalised text embeddings are averaged and normalised again. Embeddings are cached per
 phrase (keyed by the templates), so changing the vocabulary only encodes the new phrases.
 
-Whole-frame labels look at the frame, at squares as tall as its short side and at ``label_tiles`` rows
-of overlapping square tiles (:func:`~ros_mm_perception.core.imaging.preprocess.label_windows`), all in
-one image batch, and average the views' probabilities weighted by how sure each view is
-(:func:`pool_views`), so an object too small to tell in the whole frame is labelled from the view that
-sees it clearly.
+Its public verbs are :meth:`ClipLabeler.encode_text`, :meth:`ClipLabeler.encode_image` and
+:meth:`ClipLabeler.label` (with its batch and region forms). Whole-frame labels look at the frame, at
+squares as tall as its short side and at ``label_tiles`` rows of overlapping square tiles
+(:func:`~ros_mm_perception.core.imaging.preprocess.label_windows`), all in one image batch, and
+average the views' probabilities weighted by how sure each view is (:func:`_pool_views`), so an
+object too small to tell in the whole frame is labelled from the view that sees it clearly; how the
+views are cut and pooled is private to this module.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ros_mm_perception.core.results import Box, Label
 
 DEFAULT_TEMPLATES = ("a photo of {}.",)
 BACKGROUND_PROMPT = "background"
-"""The null phrase: whole-frame pooling weighs each view against it (:func:`pool_views`) and CLIP-only
+"""The null phrase: whole-frame pooling weighs each view against it (:func:`_pool_views`) and CLIP-only
 grounding scores regions against it."""
 
 
@@ -73,10 +75,10 @@ class ClipLabeler:
             raise ValueError(f"label_tiles must be an integer in [{low}, {high}], got {rows!r}")
         self._label_tiles = rows
 
-    def frame_views(self, frames: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], List[int]]:
+    def _frame_views(self, frames: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], List[int]]:
         """What whole-frame labels look at in 3xHxW frames: each frame, then its windows
         (:func:`~ros_mm_perception.core.imaging.preprocess.label_windows`), all in one list, and how many
-        views each frame has (for :func:`pool_views`)."""
+        views each frame has (for :func:`_pool_views`)."""
         views, counts = [], []
         for frame in frames:
             windows = label_windows(frame.shape[1], frame.shape[2], self.label_tiles)
@@ -97,16 +99,16 @@ class ClipLabeler:
             self._templates = templates
             self._cache.clear()
             if self._vocabulary:
-                self._vocab_embeddings = self.text_embeddings(self._vocabulary)
+                self._vocab_embeddings = self.encode_text(self._vocabulary)
 
     def set_vocabulary(self, phrases: Sequence[str]) -> None:
         """Set the whole-frame vocabulary; embeddings of phrases seen before are reused."""
         phrases = tuple(check_phrases(phrases, "vocabulary"))
-        self._vocab_embeddings = self.text_embeddings(phrases)
+        self._vocab_embeddings = self.encode_text(phrases)
         self._vocabulary = phrases
 
     @torch.inference_mode()
-    def text_embeddings(self, phrases: Sequence[str]) -> torch.Tensor:
+    def encode_text(self, phrases: Sequence[str]) -> torch.Tensor:
         """Normalised class embeddings, one row per phrase (``P x D``), from the cache where possible."""
         missing = [p for p in dict.fromkeys(phrases) if p not in self._cache]
         if missing:
@@ -121,7 +123,7 @@ class ClipLabeler:
         return torch.stack([self._cache[p] for p in phrases])
 
     @torch.inference_mode()
-    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised image embeddings (``N x D``, float32) for a preprocessed batch."""
         emb = self.clip.encode_image(pixels).float()
         return emb / emb.norm(dim=-1, keepdim=True)
@@ -138,27 +140,34 @@ class ClipLabeler:
                 raise ValueError("no vocabulary set: call set_vocabulary() or pass phrases")
             return self._vocabulary, self._vocab_embeddings
         phrases = tuple(check_phrases(phrases))
-        return phrases, self.text_embeddings(phrases)
+        return phrases, self.encode_text(phrases)
 
     def probabilities(self, images: Sequence[np.ndarray], phrases: Optional[Sequence[str]] = None) -> np.ndarray:
-        """Probabilities over phrases for each frame (``N x P``, rows sum to 1), pooled over its views
-        (:meth:`frame_views`); phrases default to the vocabulary."""
+        """Probabilities over phrases for each frame (``N x P``, rows sum to 1), pooled over its views;
+        phrases default to the vocabulary."""
         phrases, text = self._phrases_and_embeddings(phrases)
         if len(images) == 0:
             return np.zeros((0, len(phrases)), dtype=np.float32)
-        views, counts = self.frame_views([upload(image, self.clip.device) for image in images])
-        text = torch.cat([text, self.text_embeddings([BACKGROUND_PROMPT])])
-        embeddings = self.encode_pixels(self.clip.preprocessor(views, self.crop_mode))
-        return self.pool_frames(embeddings, counts, text).cpu().numpy()
+        text = torch.cat([text, self.encode_text([BACKGROUND_PROMPT])])
+        probs, _ = self.frame_probabilities([upload(image, self.clip.device) for image in images], text)
+        return probs.cpu().numpy()
 
     @torch.inference_mode()
-    def pool_frames(self, view_embeddings: torch.Tensor, counts: Sequence[int],
-                    text_embeddings: torch.Tensor) -> torch.Tensor:
-        """Per-frame probabilities (``N x P``) from the embeddings of the frames' views (:meth:`frame_views`)
-        against ``P + 1`` text embeddings whose last row is the :data:`BACKGROUND_PROMPT`'s, which only
-        weighs the views (:func:`pool_views`)."""
-        logits = self.logits(view_embeddings, text_embeddings)
-        return pool_views(logits[:, :-1], counts, logits[:, -1:])
+    def frame_probabilities(self, frames: Sequence[torch.Tensor], text_embeddings: Optional[torch.Tensor],
+                            crops: Sequence[torch.Tensor] = ()) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Whole-frame probabilities of 3xHxW frames on the model's device (``N x P``), pooled over
+        their views, against ``P + 1`` text embeddings whose last row is the
+        :data:`BACKGROUND_PROMPT`'s (it only weighs the views; None when there are no frames); and the
+        embeddings of ``crops`` (3xhxw), encoded in the same image batch."""
+        views, counts = self._frame_views(frames)
+        if not views and not crops:
+            return torch.zeros((0, 0)), torch.zeros((0, 0))
+        embeddings = self.encode_image(self.clip.preprocessor([*views, *crops], self.crop_mode))
+        n = len(views)
+        if not frames:
+            return embeddings.new_zeros((0, 0)), embeddings
+        logits = self.logits(embeddings[:n], text_embeddings)
+        return _pool_views(logits[:, :-1], counts, logits[:, -1:]), embeddings[n:]
 
     def label_batch(self, images: Sequence[np.ndarray], top_k: int = 5,
                     phrases: Optional[Sequence[str]] = None) -> List[List[Label]]:
@@ -177,7 +186,7 @@ class ClipLabeler:
         phrases, text = self._phrases_and_embeddings(phrases)
         if len(boxes) == 0:
             return np.zeros((0, len(phrases)), dtype=np.float32)
-        image_emb = self.encode_pixels(self.clip.preprocessor.regions(image, boxes, margin, self.crop_mode))
+        image_emb = self.encode_image(self.clip.preprocessor.regions(image, boxes, margin, self.crop_mode))
         return self.logits(image_emb, text).cpu().numpy()
 
     def score_regions(self, image: np.ndarray, boxes: Sequence[Box], phrases: Optional[Sequence[str]] = None,
@@ -190,11 +199,11 @@ class ClipLabeler:
 
 
 VIEW_WEIGHT_POWER = 4
-"""A view's weight in :func:`pool_views` is its top probability to this power: views that see an object
+"""A view's weight in :func:`_pool_views` is its top probability to this power: views that see an object
 clearly decide, views of background or of part of an object (spread probabilities) count little."""
 
 
-def pool_views(logits: torch.Tensor, counts: Sequence[int], null_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+def _pool_views(logits: torch.Tensor, counts: Sequence[int], null_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per-frame probabilities from the logits of each frame's views (``counts[i]`` consecutive rows
     per frame): the mean of the views' softmax, each weighted by its confidence: its top probability,
     in a softmax that also holds the view's ``null_logits`` column (the :data:`BACKGROUND_PROMPT`) when

@@ -421,25 +421,22 @@ class PerceptionPipeline:
                 uploaded[id(image)] = upload(image, device)
             return uploaded[id(image)]
 
-        pixels, counts = self._labeler.frame_views([on_device(image) for image in label_images])
-        n = len(pixels)
+        crop_pixels = []
         for i, box in crops:
             (x0, y0, x1, y1), = crop_windows(detect_images[i].shape, [box])
-            pixels.append(on_device(detect_images[i])[:, y0:y1, x0:x1])
-        embeddings = self._labeler.encode_pixels(self._clip.preprocessor(pixels, self._labeler.crop_mode))
-        labels = []
-        if n:
-            vocabulary = self._labeler.vocabulary
-            text = self._text_matrix(vocabulary + (BACKGROUND_PROMPT,))
-            probs = self._labeler.pool_frames(embeddings[:n], counts, text).cpu().numpy()
-            labels = [top_labels(row, vocabulary, self.config.top_k) for row in probs]
+            crop_pixels.append(on_device(detect_images[i])[:, y0:y1, x0:x1])
+        vocabulary = self._labeler.vocabulary
+        text = self._text_matrix(vocabulary + (BACKGROUND_PROMPT,)) if label_images else None
+        probs, crop_embeddings = self._labeler.frame_probabilities(
+            [on_device(image) for image in label_images], text, crop_pixels)
+        labels = [top_labels(row, vocabulary, self.config.top_k) for row in probs.cpu().numpy()]
         box_probs = np.zeros(0)
         if crops:
             extra = [d.phrase for dets in proposals for d in dets]
             competing = tuple(dict.fromkeys([*phrases, *NULL_PROMPTS, *extra]))
             text = self._text_matrix(competing)
             column = torch.as_tensor([competing.index(d.phrase) for dets in proposals for d in dets], device=device)
-            probs = self._labeler.logits(embeddings[n:], text).softmax(dim=-1)
+            probs = self._labeler.logits(crop_embeddings, text).softmax(dim=-1)
             box_probs = probs.gather(1, column[:, None])[:, 0].cpu().numpy()
         split = np.cumsum([len(d) for d in proposals])[:-1]
         return labels, np.split(box_probs, split)
@@ -451,13 +448,13 @@ class PerceptionPipeline:
         if matrix is None:
             if len(self._stacked) >= MAX_TEXT_MATRICES:
                 self._stacked.clear()
-            matrix = self._stacked[key] = self._labeler.text_embeddings(phrases)
+            matrix = self._stacked[key] = self._labeler.encode_text(phrases)
         return matrix
 
     def _encode(self, phrases: Sequence[str]) -> None:
         """Encode (and cache) phrases now, so the first frame that needs them does not wait."""
         if phrases:
-            self._labeler.text_embeddings(phrases)
+            self._labeler.encode_text(phrases)
             if self._owl is not None:
                 self._owl.encode_text(phrases)
 

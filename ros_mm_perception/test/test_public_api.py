@@ -1,4 +1,4 @@
-"""The package's public API: a few names at the top, loaded on first use, importing neither torch nor ROS."""
+"""The package's public API: a few names at the top, loaded on first use, without torch or ROS."""
 
 import subprocess
 import sys
@@ -7,13 +7,14 @@ import pytest
 
 import ros_mm_perception as rmp
 
-PUBLIC = ("load_clip", "load_owl", "load_paligemma", "ClipLabeler", "PerceptionPipeline", "PerceptionConfig",
-          "Frame", "FrameResult", "Label", "Detection", "Intrinsics", "read_rgb")
+PUBLIC = ("load_clip", "load_owl", "load_paligemma", "ClipLabeler", "PerceptionPipeline",
+          "PerceptionConfig", "Frame", "FrameResult", "Label", "Detection", "Intrinsics", "read_rgb")
 
 
 def test_importing_the_package_loads_no_torch_and_no_ros():
     code = ("import sys, ros_mm_perception\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'rclpy', 'cv2')\n"
+            "heavy = ('torch', 'numpy', 'rclpy', 'cv2')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy\n"
             "             or m.startswith('ros_mm_perception.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -8,7 +8,8 @@ import pytest
 import ros_mm_perception as rmp
 
 PUBLIC = ("load_clip", "load_owl", "load_paligemma", "ClipLabeler", "PerceptionPipeline",
-          "PerceptionConfig", "Frame", "FrameResult", "Label", "Detection", "Intrinsics", "read_rgb")
+          "PerceptionConfig", "Frame", "FrameResult", "Label", "Detection", "Intrinsics",
+          "read_rgb")
 
 
 def test_importing_the_package_loads_no_torch_and_no_ros():

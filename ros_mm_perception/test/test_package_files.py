@@ -114,7 +114,8 @@ def test_node_imports_ros_only_from_the_node_layer():
     ros_dir = PKG_DIR / "ros_mm_perception" / "ros"
     outside = [p for p in (PKG_DIR / "ros_mm_perception").rglob("*.py") if ros_dir not in p.parents]
     assert not [r for r in import_roots(outside) if is_ros_package(r)]
-    assert {"rclpy", "vision_msgs", "ros_mm_perception_interfaces"} <= set(import_roots(ros_dir.rglob("*.py")))
+    # the message packages are imported by name (test_every_message_package_of_the_type_table_...)
+    assert {"rclpy", "ros_mm_perception_interfaces"} <= set(import_roots(ros_dir.rglob("*.py")))
 
 
 def test_setup_installs_launch_config_and_resource_files(monkeypatch):
@@ -262,3 +263,12 @@ def test_wheel_holds_the_embedded_model_without_setuptools_warnings(tmp_path):
     assert expected <= names, sorted(expected - names)
     assert "ros_mm_perception/ros/perception_node.py" in names
     assert not [n for n in names if "__pycache__" in n]
+
+
+def test_every_message_package_of_the_type_table_is_a_run_dependency(packages):
+    """The node imports its message classes by the names of messages/names.py, not by import lines."""
+    from ros_mm_perception.messages.names import TYPE_NAMES
+
+    product, _ = packages
+    used = {name.split("/")[0] for name in TYPE_NAMES.values()}
+    assert used and used <= exec_keys(product), sorted(used - exec_keys(product))

@@ -46,8 +46,9 @@ from ros_mm_perception.messages import convert, foxglove
 from ros_mm_perception.core.imaging.drawing import annotate
 from ros_mm_perception.messages.tf import rigid_transform_of
 from ros_mm_perception.ros.camera_state import CameraState
-from ros_mm_perception.ros.lifecycle_table import (DESTROY_PUBLISHERS, LOAD_MODELS, MAKE_PUBLISHERS, RELEASE_MODELS,
-                                                   START_STREAMING, STOP_STREAMING, steps_between)
+from ros_mm_perception.ros.lifecycle_table import (DESTROY_PUBLISHERS, LOAD_MODELS, MAKE_PUBLISHERS,
+                                                   RELEASE_MODELS, START_STREAMING, STOP_STREAMING,
+                                                   transition_steps)
 from ros_mm_perception.ros.msg_types import foxglove_rclpy_types, rclpy_types
 from ros_mm_perception.ros.params import config_changes, declare_config
 from ros_mm_perception.ros.startup import StampWhenClockRuns
@@ -117,18 +118,18 @@ class PerceptionNode(LifecycleNode):
     # ------------------------------------------------------------------------------ lifecycle
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        return self._enter("inactive")
+        return self._transition("configure")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        result = self._enter("active")
+        result = self._transition("activate")
         return super().on_activate(state) if result == TransitionCallbackReturn.SUCCESS else result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._enter("inactive")  # the models stay loaded: activate resumes within a frame
+        self._transition("deactivate")  # the models stay loaded: activate resumes within a frame
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        return self._enter("unconfigured")
+        return self._transition("cleanup")
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release()
@@ -139,12 +140,14 @@ class PerceptionNode(LifecycleNode):
         self.release()
         return TransitionCallbackReturn.SUCCESS
 
-    def _enter(self, target: str) -> TransitionCallbackReturn:
-        """Run the steps of the state table from the current state to ``target``; FAILURE leaves it unchanged."""
+    def _transition(self, transition: str) -> TransitionCallbackReturn:
+        """Run the steps of the state table for ``transition`` from the current state
+        (:func:`.lifecycle_table.transition_steps`); FAILURE leaves it unchanged."""
+        target, steps = transition_steps(self.state_label, transition)
         work = {LOAD_MODELS: self._load_models, RELEASE_MODELS: self._release_models,
                 MAKE_PUBLISHERS: self._make_publishers, DESTROY_PUBLISHERS: self._destroy_publishers,
                 START_STREAMING: self._start_streaming, STOP_STREAMING: self._stop_streaming}
-        for step in steps_between(self.state_label, target):
+        for step in steps:
             if work[step]() is False:
                 return TransitionCallbackReturn.FAILURE
         self.state_label = target

@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Protocol, Sequence, Set, Tupl
 from ros_mm_perception.core.errors import ImageFormatError
 from ros_mm_perception.core.results import FrameResult
 from ros_mm_perception.offline.atomic import OutputStaging
-from ros_mm_perception.offline.input_frame import InputFrame
+from ros_mm_perception.offline.input_frame import FrameSource, InputFrame
 
 
 class Output(Protocol):
@@ -74,8 +74,9 @@ def stderr_report(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def process_input(source, pipeline, outputs: Sequence[Output], staging: OutputStaging, *,
-                  phrases: Sequence[str] = (), progress: Optional[bool] = None,
+def process_input(source: FrameSource, pipeline, outputs: Sequence[Output],
+                  staging: OutputStaging, *, phrases: Sequence[str] = (),
+                  progress: Optional[bool] = None,
                   report: Callable[[str], None] = stderr_report) -> Summary:
     """Process every frame of ``source`` with ``pipeline`` into ``outputs``; return the summary.
 

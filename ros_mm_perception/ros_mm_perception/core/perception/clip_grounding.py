@@ -172,10 +172,7 @@ def phrase_scores(labeler: ClipLabeler, image: np.ndarray, boxes: np.ndarray,
 
 def overlapping(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     """Which of ``others`` share some area with ``box``."""
-    others = as_boxes(others)
-    ix = np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0])
-    iy = np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1])
-    return (ix > 0) & (iy > 0)
+    return box_intersection(box, others)[0] > 0
 
 
 def one_box_per_object(boxes: np.ndarray, fitted: np.ndarray, scores: np.ndarray, score_threshold: float,

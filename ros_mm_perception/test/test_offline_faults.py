@@ -111,3 +111,136 @@ def test_transforms_tf2_refuses_are_rejected_counted_and_never_reach_the_output(
     assert "5 transform(s) on /tf or /tf_static rejected" in err
     values = floats_of(out, "/detections_3d")
     assert values and all(math.isfinite(v) for v in values)
+
+
+def giant_png(path, width=20_000, height=20_000):
+    """A valid 1-bit grey PNG of ``width x height`` pixels, a few kB on disk (4.7 GB as RGB)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = b"\0" * (1 + (width + 7) // 8)
+    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def giant(tmp_path_factory):
+    return giant_png(tmp_path_factory.mktemp("giant") / "giant.png")
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """OpenCV's decoder made to fail the test when it is given an image of more than 10 MP."""
+    import cv2
+
+    decode = cv2.imdecode
+
+    def checked(data, flags):
+        from ros_mm_perception.core.imaging.image_codec import encoded_size
+
+        width, height = encoded_size(data) or (0, 0)
+        assert width * height < 10_000_000, "an image above max_image_pixels reached the decoder"
+        return decode(data, flags)
+
+    monkeypatch.setattr(cv2, "imdecode", checked)
+
+
+def test_header_sizes_of_every_image_format(tmp_path):
+    from ros_mm_perception.core.imaging.image_codec import encoded_size
+    from ros_mm_perception.core.imaging.image_io import write_rgb
+
+    image = np.zeros((37, 53, 3), np.uint8)
+    for suffix in (".png", ".jpg", ".bmp", ".tif", ".webp", ".ppm"):
+        data = write_rgb(tmp_path / f"x{suffix}", image).read_bytes()
+        assert encoded_size(data) == (53, 37), suffix
+    grey = tmp_path / "x.pgm"
+    grey.write_bytes(b"P5\n# a comment\n53 37\n255\n" + bytes(53 * 37))
+    assert encoded_size(grey.read_bytes()) == (53, 37)
+    assert encoded_size(b"not an image") is None and encoded_size(b"\x89PNG\r\n\x1a\n") is None
+
+
+def test_detect_refuses_a_giant_image_in_one_line_without_decoding(giant, clip_args, no_decoding):
+    code, out, err = run(["detect", str(giant), "red circle", "--clip-model", clip_args[1],
+                          "--device", "cpu"])
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "20000 x 20000 pixels" in err and "max_image_pixels" in err
+
+
+def test_giant_images_are_skipped_and_the_rest_processed(giant, clip_args, tmp_path, no_decoding):
+    """An image folder, and a bag with a giant CompressedImage and a giant raw Image."""
+    from ros_mm_perception.core.imaging.image_io import write_rgb
+    from ros_mm_perception.messages.convert import byte_array, header
+    from ros_mm_perception.messages.typestore import rosbags_types, typestore
+    from ros_mm_perception.core.results import Stamp
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(rendered_images(2)):
+        write_rgb(folder / f"frame_{i}.jpg", image)
+    (folder / "frame_1b.png").write_bytes(giant.read_bytes())
+    code, stdout, err = run(["bag", str(folder), "--jsonl", str(tmp_path / "f.jsonl"), "--json",
+                             *clip_args])
+    summary = json.loads(stdout)
+    assert code == 0 and (summary["frames"], summary["skipped"]) == (2, 1), err
+    assert "frame_1b.png" in err and "max_image_pixels" in err and "Traceback" not in err
+
+    types = rosbags_types(typestore())
+    stamp = Stamp.from_ns(START_NS + 250_000_000)
+    huge_raw = types.Image(header=header(types, "front_optical", stamp), height=20_000, width=20_000,
+                           encoding="rgb8", is_bigendian=0, step=60_000,
+                           data=np.zeros(3, np.uint8))
+    huge_jpeg = types.CompressedImage(header=header(types, "rear_optical", stamp), format="png",
+                                      data=byte_array(types, giant.read_bytes(), "CompressedImage"))
+    bag = write_recording(tmp_path / "giant.mcap", [
+        CameraRecording("/front", rendered_images(2), frame_id="front_optical"),
+        CameraRecording("/rear", rendered_images(2, seed=1), compressed=True, frame_id="rear_optical")],
+        extra=[("/front/image_raw", huge_raw, START_NS + 250_000_000),
+               ("/rear/image_raw/compressed", huge_jpeg, START_NS + 250_000_000)])
+    code, stdout, err = run(["bag", str(bag), "--out", str(tmp_path / "o.mcap"), "--json", *clip_args])
+    summary = json.loads(stdout)
+    assert code == 0 and (summary["frames"], summary["skipped"]) == (4, 2), err
+    assert err.count("max_image_pixels") == 2 and "Traceback" not in err
+
+
+def test_service_requests_are_bounded_before_any_model_runs():
+    from types import SimpleNamespace as N
+
+    from ros_mm_perception.core.errors import UserError
+    from ros_mm_perception.messages.requests import MAX_QUESTION_CHARS, check_request
+
+    limit = 100_000_000
+    check_request(limit, N(height=0, width=0), phrases=["red mug"], question="is the door open?",
+                  score_threshold=-1.0, top_k=3)  # within bounds: nothing raised
+    cases = [(dict(image=N(height=20_000, width=20_000)), "20000 x 20000 pixels"),
+             (dict(phrases=[f"thing {i}" for i in range(300)]), "at most 256"),
+             (dict(labels=["x" * 300]), "at most 200"),
+             (dict(phrases=[","]), "needs a letter or digit"),
+             (dict(question="why " * MAX_QUESTION_CHARS), f"at most {MAX_QUESTION_CHARS}"),
+             (dict(score_threshold=math.nan), "score_threshold"),
+             (dict(score_threshold=3.0), "score_threshold"),
+             (dict(top_k=60_000), "top_k")]
+    for fields, message in cases:
+        with pytest.raises(UserError, match=message):
+            check_request(limit, **fields)
+
+
+def test_detect_rejects_a_phrase_without_a_letter_or_digit(clip_args):
+    code, out, err = run(["detect", "unused.png", " ; , ;", "--clip-model", clip_args[1]])
+    assert code == 2 and out == "" and err.count("\n") == 1 and "needs a letter or digit" in err, err
+
+
+def test_a_nan_camera_info_is_reported_as_such(tmp_path, clip_args):
+    depths = [np.full((48, 64), 1200, np.uint16)] * 2
+    bag = write_recording(tmp_path / "nan_k.mcap", [
+        CameraRecording("/front", rendered_images(2), depths=depths, k=[math.nan, 0, 32, 0, 60, 24, 0, 0, 1],
+                        frame_id="front_optical")])
+    code, stdout, err = run(["bag", str(bag), "--out", str(tmp_path / "o.mcap"), "--json", *clip_args])
+    assert code == 0 and json.loads(stdout)["frames"] == 2
+    assert "camera_info is unusable" in err and "not finite" in err, err
+    assert "depth without camera_info" not in err

@@ -58,7 +58,7 @@ def run(args) -> int:
     if bool(args.depth) != bool(args.intrinsics):
         raise UserError("--depth and --intrinsics go together: 3D positions need both")
     config = config_from_args(args, detect_phrases=phrases, enable_labels=False)
-    image = read_rgb(args.image)
+    image = read_rgb(args.image, config.max_image_pixels)
     warn_outside_world(config, phrases)
     frame = Frame(image, depth=read_depth(args.depth) if args.depth else None,
                   intrinsics=parse_intrinsics(args.intrinsics) if args.intrinsics else None)

@@ -158,7 +158,8 @@ def open_source(args, config, input_path: Path):
     return open_input(input_path, fps=DEFAULT_FPS if args.fps is None else args.fps,
                       camera_topics=args.camera_topic,
                       depth_topics=[] if args.no_depth else args.depth_topic,
-                      depth_tolerance_s=config.depth_tolerance_s, warn=stderr_report)
+                      depth_tolerance_s=config.depth_tolerance_s, warn=stderr_report,
+                      max_pixels=config.max_image_pixels)
 
 
 def add_memory_options(parser) -> None:

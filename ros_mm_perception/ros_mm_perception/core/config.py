@@ -21,6 +21,9 @@ from ros_mm_perception.core.errors import UserError
 
 MAX_PHRASES = 256
 MAX_PHRASE_CHARS = 200
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+"""100 megapixels: above every robot camera (8K is 33 MP, a 12000 x 8000 sensor 96 MP); the RGB
+copy of such an image takes 300 MB. Checked from the header, before any decoding."""
 
 GROUNDING_SOURCES = ("auto", "owl", "paligemma", "clip", "off")
 IMAGE_TRANSPORTS = ("raw", "compressed")
@@ -182,6 +185,9 @@ class PerceptionConfig:
                                   choices=RELIABILITIES, read_only=True)
     max_batch: int = _param(4, "Most frames (one per camera) processed in one model call.",
                             low=1, high=64)
+    max_image_pixels: int = _param(DEFAULT_MAX_IMAGE_PIXELS,
+                                   "Largest image (width x height) decoded; larger ones are refused.",
+                                   low=1, high=2**31 - 1)
     diagnostics_period_s: float = _param(1.0, "Period of the /diagnostics report.",
                                          low=0.1, high=60.0, read_only=True)
     autostart: bool = _param(True, "Configure and activate the lifecycle node at start-up.",
@@ -281,6 +287,9 @@ def check_phrases(phrases, what: str = "phrases", *, allow_empty: bool = False) 
             raise ConfigError(f"{what} contains an empty phrase")
         if len(p) > MAX_PHRASE_CHARS:
             raise ConfigError(f"{what} has a phrase of {len(p)} characters; at most {MAX_PHRASE_CHARS} are allowed")
+        if not any(c.isalnum() for c in p):
+            raise ConfigError(f"{what} has {p!r}, which is not a phrase: a phrase needs a letter "
+                              "or digit")
     dupes = sorted({p for p in cleaned if cleaned.count(p) > 1})
     if dupes:
         raise ConfigError(f"{what} has duplicates: {', '.join(dupes)}")

@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.errors import ImageFormatError, UserError
 from ros_mm_perception.core.perception.geometry import depth_scale
+from ros_mm_perception.core.config import DEFAULT_MAX_IMAGE_PIXELS
 from ros_mm_perception.core.imaging.image_codec import depth_to_metres
 from ros_mm_perception.core.results import Frame, Intrinsics
 from ros_mm_perception.messages.convert import stamp_of
@@ -149,6 +150,8 @@ class _CameraState:
         self.plan = plan
         self.pairer = NearestStampPairer(tolerance_ns, max_pending=16)
         self.intrinsics: Optional[Intrinsics] = None
+        self.info_problem = ""
+        """Why the newest camera_info could not be used ("" when it could, or none came yet)."""
         self.count = 0
         self.warned = set()
 
@@ -161,9 +164,11 @@ class BagSource:
     """
 
     def __init__(self, path, camera_topics: Sequence[str] = (), depth_topics: Optional[Sequence[str]] = None,
-                 depth_tolerance_s: Optional[float] = None, warn: Callable[[str], None] = lambda _m: None):
+                 depth_tolerance_s: Optional[float] = None, warn: Callable[[str], None] = lambda _m: None,
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.path = Path(path)
         self.warn = warn
+        self.max_pixels = max_pixels
         self.aux_skipped = 0
         self.lost = 0
         """Image messages known to be in the recording that could not be read (damage)."""
@@ -344,7 +349,7 @@ class BagSource:
 
     def _on_depth(self, state: _CameraState, msg) -> Iterator[InputFrame]:
         try:
-            depth = depth_to_metres(msg)
+            depth = depth_to_metres(msg, max_pixels=self.max_pixels)
         except Exception as err:
             self.aux_skipped += 1
             self.warn(f"{state.plan.depth_topic}: bad depth image ({err}); skipped")
@@ -368,21 +373,26 @@ class BagSource:
             state.intrinsics = intrinsics_of(msg)
         except ImageFormatError as err:
             self.aux_skipped += 1
+            state.info_problem = str(err)
             self.warn(f"{state.plan.info_topic}: unusable camera_info ({err}); skipped")
 
     def _frame(self, state: _CameraState, pending: _Pending, depth) -> InputFrame:
         msg, intrinsics, plan = pending.msg, pending.intrinsics, state.plan
         item = InputFrame(pending.index, f"{plan.image_topic}#{pending.number}", plan.namespace, pending.log_time)
         try:
-            image = rgb_of(msg)
+            image = rgb_of(msg, self.max_pixels)
         except Exception as err:  # codec and OpenCV errors alike mean bad image data
             item.error = f"bad image data: {err}"
             return item
         if not image.flags.writeable:  # a view of the read-only message buffer
             image = image.copy()
         if depth is not None and intrinsics is None:
-            self._warn_once(state, "no camera_info", f"{plan.image_topic}: depth without camera_info before it; "
-                                                     "those frames get no 3D")
+            if state.info_problem:
+                self._warn_once(state, "no camera_info", f"{plan.image_topic}: depth whose camera_info is "
+                                                         f"unusable ({state.info_problem}); those frames get no 3D")
+            else:
+                self._warn_once(state, "no camera_info", f"{plan.image_topic}: depth without camera_info before "
+                                                         "it; those frames get no 3D")
             depth = None
         if depth is not None:
             try:

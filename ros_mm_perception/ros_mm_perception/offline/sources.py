@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Iterator, List
 
+from ros_mm_perception.core.config import DEFAULT_MAX_IMAGE_PIXELS
 from ros_mm_perception.core.errors import UserError
 from ros_mm_perception.core.results import Frame, Stamp
 from ros_mm_perception.offline.bag_source import BagSource
@@ -37,8 +38,10 @@ def frame_period_ns(fps: float, frames: int, what: str = "--fps") -> int:
 class FolderSource:
     """The image files of a folder (not recursive), in name order; unreadable files are skipped."""
 
-    def __init__(self, folder, fps: float = DEFAULT_FPS, namespace: str = DEFAULT_NAMESPACE):
+    def __init__(self, folder, fps: float = DEFAULT_FPS, namespace: str = DEFAULT_NAMESPACE,
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.folder = Path(folder)
+        self.max_pixels = max_pixels
         self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self.files:
             raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}")
@@ -57,7 +60,7 @@ class FolderSource:
             stamp = Stamp.from_ns(index * self.period_ns)
             item = InputFrame(index, path.name, self.namespace, stamp.to_ns())
             try:
-                image = read_rgb(path)
+                image = read_rgb(path, self.max_pixels)
             except UserError as err:
                 item.error = str(err)
             else:
@@ -76,13 +79,23 @@ class VideoSource:
     on with the next one, up to the frame count the container declares.
     """
 
-    def __init__(self, path, namespace: str = DEFAULT_NAMESPACE):
+    def __init__(self, path, namespace: str = DEFAULT_NAMESPACE,
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         import cv2
+
+        from ros_mm_perception.core.imaging.image_codec import check_pixels
 
         self.path = Path(path)
         self.capture = cv2.VideoCapture(str(self.path))
         if not self.capture.isOpened():
             raise UserError(f"cannot open video {self.path}: not a video OpenCV can read")
+        try:
+            check_pixels(int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                         int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), max_pixels,
+                         f"video {self.path}")
+        except UserError:
+            self.capture.release()
+            raise
         self.frame_count = max(int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.period_ns = frame_period_ns(fps if math.isfinite(fps) and fps > 0 else DEFAULT_FPS,
@@ -117,24 +130,26 @@ class VideoSource:
         self.capture.release()
 
 
-def open_input(path, *, fps: float = DEFAULT_FPS, **bag_options):
+def open_input(path, *, fps: float = DEFAULT_FPS, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+               **bag_options):
     """Open ``path`` as a rosbag2 (folder with metadata.yaml, .mcap or .db3), an image folder or a video.
 
-    ``fps`` stamps the frames of an image folder; ``bag_options`` go to :class:`~.bag_source.BagSource`
-    (camera and depth topic selection).
+    ``fps`` stamps the frames of an image folder; an image above ``max_pixels`` is skipped without
+    being decoded (a video of such frames is refused); ``bag_options`` go to
+    :class:`~.bag_source.BagSource` (camera and depth topic selection).
     """
     path = Path(path)
     if not path.exists():
         raise UserError(f"input not found: {path}")
     if path.is_dir() or path.suffix.lower() in BAG_SUFFIXES:
         if path.is_file() or (path / "metadata.yaml").is_file():
-            return BagSource(path, **bag_options)
+            return BagSource(path, max_pixels=max_pixels, **bag_options)
     if bag_options.get("camera_topics") or bag_options.get("depth_topics"):
         raise UserError(f"{path} is not a rosbag2 recording, so camera and depth topics do not apply")
     if path.is_dir():
-        return FolderSource(path, fps=fps)
+        return FolderSource(path, fps=fps, max_pixels=max_pixels)
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        return VideoSource(path)
+        return VideoSource(path, max_pixels=max_pixels)
     raise UserError(
         f"cannot tell what {path} is: expected a rosbag2 folder, a .mcap or .db3 file, a folder of images "
         f"or a video ({', '.join(VIDEO_SUFFIXES)})"

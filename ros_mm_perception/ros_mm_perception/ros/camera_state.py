@@ -13,6 +13,7 @@ import threading
 from collections import deque
 from typing import Callable, Deque, List, Optional, Sequence
 
+from ros_mm_perception.core.config import DEFAULT_MAX_IMAGE_PIXELS
 from ros_mm_perception.core.results import Frame
 from ros_mm_perception.messages.convert import stamp_of
 from ros_mm_perception.messages.frames import frame_from_messages
@@ -81,11 +82,14 @@ class CameraState:
             return None
         return best
 
-    def frame(self, image, tolerance_s: Optional[float] = None) -> Frame:
-        """A core :class:`Frame` of ``image``; with ``tolerance_s``, paired with depth + camera_info."""
+    def frame(self, image, tolerance_s: Optional[float] = None,
+              max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Frame:
+        """A core :class:`Frame` of ``image``; with ``tolerance_s``, paired with depth + camera_info.
+        An image above ``max_pixels`` is refused undecoded (an ``ImageFormatError``)."""
         depth = info = None
         if tolerance_s is not None:
             depth = self.depth_for(image, tolerance_s)
             with self._lock:
                 info = self._info
-        return frame_from_messages(image, self.name, depth=depth, camera_info=info)
+        return frame_from_messages(image, self.name, depth=depth, camera_info=info,
+                                   max_pixels=max_pixels)

@@ -44,6 +44,7 @@ from ros_mm_perception.core.perception.scheduler import FrameScheduler
 from ros_mm_perception.core.perception.transforms import frame_name, transform_3d
 from ros_mm_perception.messages import convert, foxglove
 from ros_mm_perception.core.imaging.drawing import annotate
+from ros_mm_perception.messages.requests import check_request
 from ros_mm_perception.messages.tf import rigid_transform_of
 from ros_mm_perception.ros.camera_state import CameraState
 from ros_mm_perception.ros.lifecycle_table import (DESTROY_PUBLISHERS, LOAD_MODELS, MAKE_PUBLISHERS,
@@ -311,7 +312,7 @@ class PerceptionNode(LifecycleNode):
                     continue
                 try:
                     tolerance = self.config.depth_tolerance_s if self.config.use_depth else None
-                    frames.append(cam.frame(item.msg, tolerance))
+                    frames.append(cam.frame(item.msg, tolerance, self.config.max_image_pixels))
                     received.append(item.received_at)
                 except UserError as err:
                     reason = "undecodable" if isinstance(err, ImageFormatError) else "rejected"
@@ -420,7 +421,7 @@ class PerceptionNode(LifecycleNode):
             return None, (f"no frame received yet from camera {name!r} on "
                           f"{self.resolve_topic_name(cam.image_topic)}; pass an image in the request")
         tolerance = self.config.depth_tolerance_s if (self.config.use_depth and image.height == 0) else None
-        return cam.frame(msg, tolerance), None
+        return cam.frame(msg, tolerance, self.config.max_image_pixels), None
 
     def _answer(self, response, work):
         """Run ``work(response)``; any failure becomes ``success=false`` with the reason."""
@@ -436,6 +437,7 @@ class PerceptionNode(LifecycleNode):
 
     def _on_ask(self, request, response):
         def work(resp):
+            check_request(self.config.max_image_pixels, request.image, question=request.question)
             frame, reason = self._service_frame(request.camera, request.image)
             if frame is None:
                 raise UserError(reason)
@@ -447,6 +449,8 @@ class PerceptionNode(LifecycleNode):
 
     def _on_ground(self, request, response):
         def work(resp):
+            check_request(self.config.max_image_pixels, request.image, phrases=request.phrases,
+                          score_threshold=request.score_threshold)
             frame, reason = self._service_frame(request.camera, request.image)
             if frame is None:
                 raise UserError(reason)
@@ -463,6 +467,8 @@ class PerceptionNode(LifecycleNode):
 
     def _on_classify(self, request, response):
         def work(resp):
+            check_request(self.config.max_image_pixels, request.image, labels=request.labels,
+                          top_k=request.top_k)
             frame, reason = self._service_frame(request.camera, request.image)
             if frame is None:
                 raise UserError(reason)

@@ -17,15 +17,119 @@ odd gives an unaligned view (numpy handles it; :func:`image_to_rgb` copies it fo
 from __future__ import annotations
 
 import array as _array
+import struct
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from ros_mm_perception.core.config import DEFAULT_MAX_IMAGE_PIXELS
 from ros_mm_perception.core.errors import ImageFormatError
 
 _HOST_BIG_ENDIAN = sys.byteorder == "big"
+
+
+class ImageTooLarge(ImageFormatError):
+    """An image with more pixels than the limit (``max_image_pixels``); refused before decoding."""
+
+
+def check_pixels(width: int, height: int, max_pixels: int, what: str = "image") -> None:
+    """:class:`ImageTooLarge` when ``width x height`` is above ``max_pixels``."""
+    if int(width) * int(height) > max_pixels:
+        raise ImageTooLarge(f"{what} is {width} x {height} pixels, more than max_image_pixels "
+                            f"({max_pixels}); refused without decoding it")
+
+
+def encoded_size(data) -> Optional[Tuple[int, int]]:
+    """(width, height) from the header of an encoded image (PNG, JPEG, BMP, WebP, TIFF, PNM), or
+    None when the header is not one of those or is cut short; nothing is decoded."""
+    head = bytes(memoryview(_byte_array(data))[:65536])
+    for parse in (_png_size, _jpeg_size, _bmp_size, _webp_size, _tiff_size, _pnm_size):
+        try:
+            size = parse(head)
+        except (IndexError, ValueError, struct.error):
+            size = None
+        if size is not None:
+            return size
+    return None
+
+
+def _png_size(b: bytes):
+    if b[:8] == b"\x89PNG\r\n\x1a\n" and b[12:16] == b"IHDR":
+        return struct.unpack(">II", b[16:24])
+    return None
+
+
+def _jpeg_size(b: bytes):
+    if b[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 < len(b):
+        if b[i] != 0xFF:
+            return None
+        marker = b[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        length = struct.unpack(">H", b[i + 2:i + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            height, width = struct.unpack(">HH", b[i + 5:i + 9])
+            return width, height
+        i += 2 + length
+    return None
+
+
+def _bmp_size(b: bytes):
+    if b[:2] == b"BM" and len(b) >= 26:
+        width, height = struct.unpack("<ii", b[18:26])
+        return abs(width), abs(height)
+    return None
+
+
+def _webp_size(b: bytes):
+    if b[:4] != b"RIFF" or b[8:12] != b"WEBP":
+        return None
+    chunk = b[12:16]
+    if chunk == b"VP8X":
+        return 1 + int.from_bytes(b[24:27], "little"), 1 + int.from_bytes(b[27:30], "little")
+    if chunk == b"VP8L":
+        bits = int.from_bytes(b[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if chunk == b"VP8 ":
+        width, height = struct.unpack("<HH", b[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    return None
+
+
+def _tiff_size(b: bytes):
+    order = {b"II": "<", b"MM": ">"}.get(b[:2])
+    if order is None or struct.unpack(order + "H", b[2:4])[0] != 42:
+        return None
+    ifd = struct.unpack(order + "I", b[4:8])[0]
+    count = struct.unpack(order + "H", b[ifd:ifd + 2])[0]
+    size = {}
+    for k in range(count):
+        entry = b[ifd + 2 + 12 * k:ifd + 14 + 12 * k]
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
+            short = kind == 3
+            size[tag] = struct.unpack(order + ("H" if short else "I"), entry[8:10 if short else 12])[0]
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
+def _pnm_size(b: bytes):
+    if len(b) < 2 or b[0:1] != b"P" or b[1:2] not in b"123456":
+        return None
+    words = []
+    for line in b[2:4096].split(b"\n"):
+        words.extend(line.split(b"#", 1)[0].split())
+        if len(words) >= 2:
+            return int(words[0]), int(words[1])
+    return None
 
 
 @dataclass(frozen=True)
@@ -159,13 +263,15 @@ def _colour_names() -> str:
     return ", ".join(name for name, enc in ENCODINGS.items() if enc.to_rgb is not None)
 
 
-def image_to_rgb(msg) -> np.ndarray:
+def image_to_rgb(msg, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """``sensor_msgs/Image``-like → HxWx3 uint8 RGB (model input).
 
     BGR is reordered, alpha dropped, grey replicated, Bayer demosaiced and yuv422 converted with
     OpenCV. 16-bit encodings are scaled over their full range: ``round(v * 255 / 65535)``.
-    rgb8 is returned as the (possibly read-only) view of the message data.
+    rgb8 is returned as the (possibly read-only) view of the message data. An image whose
+    ``width x height`` is above ``max_pixels`` is :class:`ImageTooLarge`, before any conversion.
     """
+    check_pixels(int(msg.width), int(msg.height), max_pixels)
     enc = lookup_encoding(msg.encoding)
     if enc.to_rgb is None:
         hint = " (a depth image: use depth_to_metres)" if enc.channels == 1 and enc.dtype.kind == "f" else ""
@@ -183,14 +289,18 @@ def image_to_rgb(msg) -> np.ndarray:
     return cv2.cvtColor(image, getattr(cv2, enc.to_rgb))
 
 
-def depth_to_metres(msg_or_array, encoding: Optional[str] = None) -> np.ndarray:
+def depth_to_metres(msg_or_array, encoding: Optional[str] = None,
+                    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Depth image → HxW float32 metres; invalid pixels are NaN (always a new array).
 
     16UC1 and mono16 hold millimetres (0 = invalid); 32FC1 holds metres (non-finite or <= 0 =
     invalid). A message uses its own encoding (``encoding``, if given, must agree); an array uses
-    ``encoding`` or, when omitted, 16UC1 for uint16 and 32FC1 for float32.
+    ``encoding`` or, when omitted, 16UC1 for uint16 and 32FC1 for float32. A message above
+    ``max_pixels`` is :class:`ImageTooLarge`.
     """
     is_array = isinstance(msg_or_array, np.ndarray)
+    if not is_array:
+        check_pixels(int(msg_or_array.width), int(msg_or_array.height), max_pixels, "depth image")
     if is_array and encoding is None:
         encoding = {np.dtype(np.uint16): "16UC1", np.dtype(np.float32): "32FC1"}.get(msg_or_array.dtype)
         if encoding is None:
@@ -269,16 +379,20 @@ def _decodes_to_bgr(fmt: str) -> bool:
     return not fed.startswith("rgb")
 
 
-def compressed_to_rgb(msg) -> np.ndarray:
+def compressed_to_rgb(msg, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """``sensor_msgs/CompressedImage``-like (JPEG, PNG, ...) → HxWx3 uint8 RGB.
 
     ``format`` may be plain ("jpeg", "png") or compressed_image_transport's
-    "rgb8; jpeg compressed bgr8". compressedDepth is refused with :class:`ImageFormatError`.
+    "rgb8; jpeg compressed bgr8". compressedDepth is refused with :class:`ImageFormatError`; an
+    image above ``max_pixels`` (read from its header) with :class:`ImageTooLarge`, undecoded.
     """
     import cv2
 
     bgr = _decodes_to_bgr(msg.format)
     data = _byte_array(msg.data)
+    size = encoded_size(data)
+    if size is not None:
+        check_pixels(*size, max_pixels, f"compressed image ({msg.format!r})")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise ImageFormatError(f"cannot decode compressed image (format {msg.format!r}, {data.size} bytes)")

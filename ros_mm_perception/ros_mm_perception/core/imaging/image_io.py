@@ -6,11 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ros_mm_perception.core.config import DEFAULT_MAX_IMAGE_PIXELS
 from ros_mm_perception.core.errors import ImageFormatError, UserError
+from ros_mm_perception.core.imaging.image_codec import check_pixels, encoded_size
 
 
-def read_rgb(path) -> np.ndarray:
-    """Decode an image file (PNG, JPEG, ...) to HxWx3 uint8 RGB; grey and alpha are converted."""
+def read_rgb(path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode an image file (PNG, JPEG, ...) to HxWx3 uint8 RGB; grey and alpha are converted.
+
+    A file whose header says it has more than ``max_pixels`` pixels is
+    :class:`~.image_codec.ImageTooLarge`, never decoded.
+    """
     import cv2
 
     path = Path(path)
@@ -19,6 +25,9 @@ def read_rgb(path) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"image file not found: {path}")
     data = np.fromfile(str(path), dtype=np.uint8)
+    size = encoded_size(data) if data.size else None
+    if size is not None:
+        check_pixels(*size, max_pixels, str(path))
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise ImageFormatError(f"cannot decode {path}: not an image OpenCV can read, or truncated")

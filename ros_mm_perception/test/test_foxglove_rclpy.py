@@ -2,8 +2,6 @@
 installed): ``annotations`` carries the input image's stamp and is rendered only while someone
 subscribes."""
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -14,7 +12,6 @@ pytest.importorskip("ros_mm_perception_interfaces")
 
 from builtin_interfaces.msg import Time  # noqa: E402
 from foxglove_msgs.msg import ImageAnnotations  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
@@ -24,18 +21,9 @@ from ros_mm_perception.core.imaging.image_codec import numpy_to_image  # noqa: E
 from ros_mm_perception.messages.names import FOXGLOVE_TYPE_NAMES  # noqa: E402
 from ros_mm_perception.ros import perception_node  # noqa: E402
 from ros_mm_perception.ros.msg_types import foxglove_rclpy_types  # noqa: E402
+from rclpy_helpers import LIMIT_S, Inbox, perception_graph  # noqa: E402
 
-LIMIT_S = 120.0
 STAMP = Time(sec=4321, nanosec=8765)
-
-
-class Inbox:
-    def __init__(self):
-        self.messages, self.event = [], threading.Event()
-
-    def __call__(self, msg):
-        self.messages.append(msg)
-        self.event.set()
 
 
 def image():
@@ -47,25 +35,8 @@ def image():
 
 @pytest.fixture(scope="module")
 def graph(tiny_clip_dir):
-    rclpy.init()
-    node = perception_node.PerceptionNode(parameter_overrides=[
-        Parameter("clip_model", value=str(tiny_clip_dir)), Parameter("device", value="cpu"),
-        Parameter("precision", value="fp32"), Parameter("detect_phrases", value=["red box"]),
-        Parameter("score_threshold", value=0.0)])
-    probe = rclpy.create_node("foxglove_probe")
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    executor.add_node(probe)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    assert node.start()
-    yield node, probe
-    executor.shutdown()
-    spinner.join(LIMIT_S)
-    node.release()
-    node.destroy_node()
-    probe.destroy_node()
-    rclpy.try_shutdown()
+    with perception_graph(tiny_clip_dir, "foxglove_probe") as (node, probe):
+        yield node, probe
 
 
 def publish_until(probe, inbox):

@@ -43,6 +43,7 @@ from vision_msgs.msg import Classification, Detection2DArray, LabelInfo  # noqa:
 from ros_mm_perception.core.imaging.image_codec import numpy_to_image  # noqa: E402
 from ros_mm_perception.core.models.random_models import build_random_clip, build_random_paligemma  # noqa: E402
 from ros_mm_perception_interfaces.srv import AskQuestion, ClassifyImage, GroundPhrases  # noqa: E402
+from rclpy_helpers import Inbox  # noqa: E402
 
 LIMIT_S = 120.0
 NODE = "/robot2/perception"
@@ -63,30 +64,6 @@ def generate_test_description():
                           "image_topic": ",".join(f"/{c}/image_raw" for c in CAMERAS)}.items(),
     )
     return launch.LaunchDescription([perception, launch_testing.actions.ReadyToTest()])
-
-
-class Inbox:
-    """Messages of one topic, with a condition to wait for one that matches."""
-
-    def __init__(self):
-        self.messages, self.cond = [], threading.Condition()
-
-    def __call__(self, msg):
-        with self.cond:
-            self.messages.append(msg)
-            self.cond.notify_all()
-
-    def wait_for(self, predicate, start=0):
-        """The first message from index ``start`` on that satisfies ``predicate``, waiting up to LIMIT_S."""
-        found = []
-
-        def check():
-            found[:] = [m for m in self.messages[start:] if predicate(m)][:1]
-            return bool(found)
-
-        with self.cond:
-            assert self.cond.wait_for(check, LIMIT_S), "no matching message arrived"
-        return found[0]
 
 
 def key(header):

@@ -14,7 +14,6 @@ pytest.importorskip("vision_msgs")
 pytest.importorskip("ros_mm_perception_interfaces")
 
 from builtin_interfaces.msg import Time  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -25,22 +24,10 @@ from vision_msgs.msg import Classification, Detection2DArray, LabelInfo  # noqa:
 from ros_mm_perception.core.imaging.image_codec import numpy_to_image  # noqa: E402
 from ros_mm_perception.messages.names import TYPE_NAMES  # noqa: E402
 from ros_mm_perception.ros.msg_types import rclpy_types  # noqa: E402
-from ros_mm_perception.ros.perception_node import PerceptionNode  # noqa: E402
 from ros_mm_perception_interfaces.srv import AskQuestion, ClassifyImage, GroundPhrases  # noqa: E402
+from rclpy_helpers import LIMIT_S, Inbox, perception_graph  # noqa: E402
 
-LIMIT_S = 120.0
 STAMP = Time(sec=1234, nanosec=5678)
-
-
-class Inbox:
-    """Messages of one topic, with an event per arrival."""
-
-    def __init__(self):
-        self.messages, self.event = [], threading.Event()
-
-    def __call__(self, msg):
-        self.messages.append(msg)
-        self.event.set()
 
 
 def synthetic_image(frame_id="cam_optical"):
@@ -52,25 +39,8 @@ def synthetic_image(frame_id="cam_optical"):
 
 @pytest.fixture(scope="module")
 def graph(tiny_clip_dir):
-    rclpy.init()
-    node = PerceptionNode(parameter_overrides=[
-        Parameter("clip_model", value=str(tiny_clip_dir)), Parameter("device", value="cpu"),
-        Parameter("precision", value="fp32"), Parameter("detect_phrases", value=["red box"]),
-        Parameter("score_threshold", value=0.0)])
-    probe = rclpy.create_node("probe")
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    executor.add_node(probe)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    assert node.start()
-    yield node, probe
-    executor.shutdown()
-    spinner.join(LIMIT_S)  # the spin loop has returned before any node is destroyed
-    node.release()
-    node.destroy_node()
-    probe.destroy_node()
-    rclpy.try_shutdown()
+    with perception_graph(tiny_clip_dir) as (node, probe):
+        yield node, probe
 
 
 def call(probe, srv_type, name, request):

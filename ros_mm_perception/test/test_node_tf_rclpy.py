@@ -7,8 +7,6 @@ equal the camera-frame positions (carried by the 2D detections) moved by the kno
 frame whose camera has no transform gets its 2D outputs and no 3D, and diagnostics name the link.
 """
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -20,8 +18,6 @@ pytest.importorskip("ros_mm_perception_interfaces")
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import TransformStamped  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
@@ -29,33 +25,11 @@ from tf2_ros import StaticTransformBroadcaster, TransformBroadcaster  # noqa: E4
 from vision_msgs.msg import Detection2DArray, Detection3DArray  # noqa: E402
 
 from ros_mm_perception.core.imaging.image_codec import numpy_to_image  # noqa: E402
-from ros_mm_perception.ros.perception_node import PerceptionNode  # noqa: E402
+from rclpy_helpers import LIMIT_S, Inbox, perception_graph  # noqa: E402
 
-LIMIT_S = 120.0
 T0 = 1000
 PITCH = Rotation.from_euler("y", 30, degrees=True)
 OPTICAL = Rotation.from_euler("xyz", [-np.pi / 2, 0, -np.pi / 2])
-
-
-class Inbox:
-    def __init__(self):
-        self.messages, self.cond = [], threading.Condition()
-
-    def __call__(self, msg):
-        with self.cond:
-            self.messages.append(msg)
-            self.cond.notify_all()
-
-    def wait_for(self, predicate):
-        found = []
-
-        def check():
-            found[:] = [m for m in self.messages if predicate(m)][:1]
-            return bool(found)
-
-        with self.cond:
-            assert self.cond.wait_for(check, LIMIT_S), "no matching message arrived"
-        return found[0]
 
 
 def stamped(parent, child, sec, nanosec, xyz, rotation):
@@ -83,31 +57,12 @@ def frame_messages(frame_id, sec, nanosec):
 
 @pytest.fixture(scope="module")
 def graph(tiny_clip_dir):
-    rclpy.init()
-    node = PerceptionNode(parameter_overrides=[
-        Parameter("clip_model", value=str(tiny_clip_dir)), Parameter("device", value="cpu"),
-        Parameter("precision", value="fp32"), Parameter("detect_phrases", value=["red box"]),
-        Parameter("score_threshold", value=0.0), Parameter("use_depth", value=True),
-        Parameter("target_frame", value="odom"), Parameter("transform_timeout_s", value=0.2),
-        Parameter("diagnostics_period_s", value=0.2)])
-    probe = rclpy.create_node("tf_probe")
-    static = StaticTransformBroadcaster(probe)
-    static.sendTransform([stamped("base_link", "cam_link", 0, 0, (0, 0, 1.0), PITCH),
-                          stamped("cam_link", "cam_optical", 0, 0, (0, 0, 0), OPTICAL)])
-    moving = TransformBroadcaster(probe)
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    executor.add_node(probe)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    assert node.start()
-    yield node, probe, moving
-    executor.shutdown()
-    spinner.join(LIMIT_S)  # the spin loop has returned before any node is destroyed
-    node.release()
-    node.destroy_node()
-    probe.destroy_node()
-    rclpy.try_shutdown()
+    with perception_graph(tiny_clip_dir, "tf_probe", use_depth=True, target_frame="odom",
+                          transform_timeout_s=0.2, diagnostics_period_s=0.2) as (node, probe):
+        static = StaticTransformBroadcaster(probe)
+        static.sendTransform([stamped("base_link", "cam_link", 0, 0, (0, 0, 1.0), PITCH),
+                              stamped("cam_link", "cam_optical", 0, 0, (0, 0, 0), OPTICAL)])
+        yield node, probe, TransformBroadcaster(probe)
 
 
 def stream_until(probe, moving, inbox, predicate, frame_id):

@@ -23,8 +23,8 @@ from typing import List, Optional
 from ros_mm_perception import __version__
 from ros_mm_perception.core.errors import UserError
 
-COMMANDS = ("classify", "detect", "ask", "caption", "bag", "fleet", "demo", "bench", "eval_embedded",
-            "eval_grounding")
+COMMANDS = ("classify", "detect", "ask", "caption", "bag", "find", "fleet", "demo", "bench",
+            "eval_embedded", "eval_grounding", "eval_memory")
 """Subcommand modules in :mod:`ros_mm_perception.commands`, in help order."""
 
 

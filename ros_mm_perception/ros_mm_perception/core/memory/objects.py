@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -128,6 +129,15 @@ class Match:
     record: ObjectRecord
     match: float
     distance_m: Optional[float] = None
+
+    def as_json(self, frame: str) -> dict:
+        """The fields a planner reads (``find --json``, the services)."""
+        r = self.record
+        return {"id": r.id, "phrase": r.phrase, "match": round(self.match, 4),
+                "position": [round(float(v), 4) for v in r.mean], "frame": frame,
+                "size": [round(float(v), 4) for v in r.size], "first_seen_ns": r.first_seen_ns,
+                "last_seen_ns": r.last_seen_ns, "observations": r.observations,
+                "confidence": round(r.confidence, 4), "state": r.state}
 
 
 @dataclass
@@ -279,6 +289,18 @@ class ObjectMemory:
                 raise
 
     # -------------------------------------------------------------------------------- file
+
+    @classmethod
+    def open_existing(cls, path: str, config: Optional[PerceptionConfig] = None) -> "ObjectMemory":
+        """The memory file ``path`` in the frame it was made in; an error when it holds none."""
+        if not Path(path).is_file() or Path(path).stat().st_size == 0:
+            raise MemoryFileError(f"{path} holds no object memory")
+        store = MemoryStore(path)
+        frame = store.meta().get("frame", "")
+        store.close()
+        if not frame:
+            raise MemoryFileError(f"{path} holds no object memory")
+        return cls(frame, config, path=path)
 
     def _load(self) -> None:
         meta = self._store.meta()

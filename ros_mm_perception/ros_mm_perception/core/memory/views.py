@@ -17,7 +17,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ros_mm_perception.core.perception.geometry import check_depth, depth_scale
-from ros_mm_perception.core.perception.transforms import RigidTransform
+from ros_mm_perception.core.errors import UserError
+from ros_mm_perception.core.perception.transforms import RigidTransform, TransformTree, frame_name
 from ros_mm_perception.core.results import FrameResult, Intrinsics
 
 DEPTH_NOISE_AT_0_M = 0.005
@@ -142,3 +143,16 @@ def visibility(
     margin = 3.0 * depth_sigma(z, depth_noise) + radius
     in_front = float(np.mean(values < z - margin))
     return HIDDEN if in_front > HIDDEN_SHARE else VISIBLE
+
+
+def check_memory_frame(memory_frame: str, camera_frame: str,
+                       tree: Optional[TransformTree] = None) -> None:
+    """A one-line :class:`UserError` when ``memory_frame`` moves with the camera: it is the
+    camera's own frame or, in ``tree``, a frame below it (remembered places must stay put)."""
+    memory, camera = frame_name(memory_frame), frame_name(camera_frame)
+    if not memory:
+        raise UserError("the object memory needs a fixed frame (map, odom): set memory_frame or "
+                        "target_frame")
+    if memory == camera or (tree is not None and camera in tree.ancestors(memory)):
+        raise UserError(f"memory_frame {memory!r} moves with the camera {camera!r}; the object "
+                        "memory needs a fixed frame such as map or odom")

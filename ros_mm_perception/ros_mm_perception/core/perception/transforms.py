@@ -186,6 +186,10 @@ class TransformTree:
         """Every frame id the tree knows, sorted."""
         return sorted(set(self._edges) | {e.parent for e in self._edges.values()})
 
+    def ancestors(self, frame: str) -> List[str]:
+        """``frame``'s parent, its parent's parent, ... up to the root of its tree."""
+        return self._chain(frame_name(frame))[1:]
+
     def _chain(self, frame: str) -> List[str]:
         chain, seen = [frame], {frame}
         while chain[-1] in self._edges:

@@ -131,6 +131,9 @@ def test_image_annotations_without_detections_and_bad_masks(store, fx, result):
         foxglove.image_annotations(fx, result)
     result.detections[0].mask = np.zeros((48, 64), bool)  # an empty mask has no outline
     assert len(foxglove.image_annotations(fx, result).points) == 2
+    full = np.ones((48, 64), bool)  # a mask up to the frame's edges: its outline on the edge pixels
+    (outline,) = foxglove.mask_outlines(full)
+    assert sorted(outline) == [(0.5, 0.5), (0.5, 47.5), (63.5, 0.5), (63.5, 47.5)]
 
 
 def test_scene_update_cube_and_label_per_3d_detection(store, fx, result):

@@ -130,3 +130,23 @@ def test_the_docs_install_with_one_rosdep_line_and_one_pip_line():
 def test_no_cmake_file_uses_what_lyrical_removed():
     for name in PACKAGES[1:]:
         assert "ament_target_dependencies" not in (REPO / name / "CMakeLists.txt").read_text()
+
+
+# What rclpy 10 (Lyrical) removed, deprecated in earlier releases (rclpy 8.0's source): the
+# logger's warn() (warning() stays), the qos_event module and QoSEventHandler, and
+# declare_parameter with a name only.
+REMOVED_IN_RCLPY_10 = re.compile(
+    r"(?<!warnings)\.warn\(|\bqos_event\b|\bQoSEventHandler\b|declare_parameter\(\s*[^,()]+\)")
+
+
+def test_the_node_uses_no_rclpy_api_that_lyrical_removed():
+    package = REPO / "ros_mm_perception"
+    files = [*(package / "ros_mm_perception" / "ros").glob("*.py"),
+             *(package / "launch").glob("*.py"), *(package / "test").glob("*rclpy*.py")]
+    assert len(files) > 5
+    found = [f"{path.name}: {line.strip()}" for path in files
+             for line in path.read_text().splitlines() if REMOVED_IN_RCLPY_10.search(line)]
+    assert not found
+    assert REMOVED_IN_RCLPY_10.search('node.get_logger().warn("x")')
+    assert REMOVED_IN_RCLPY_10.search("node.declare_parameter('name')")
+    assert not REMOVED_IN_RCLPY_10.search('warnings.warn("x") or node.declare_parameter(n, 1)')

@@ -14,6 +14,10 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=packages,
+    # The package sits at the project root: an editable install then puts this folder on sys.path
+    # (no import hook), so from the repository root the real package wins over the ament folder
+    # of the same name, which Python would otherwise import as a namespace package.
+    package_dir={"": "."},
     package_data={p: ["*"] for p in data_packages},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
@@ -35,11 +39,12 @@ setup(
             "opencv-python-headless>=4.8",
             "pillow",
             "tqdm",
-            "scikit-image",
             "pycocotools>=2.0.8",
         ],
         "bag": ["mcap>=1.1", "mcap-ros2-support>=0.5", "rosbags>=0.11.9"],
         "fleet": ["ray>=2.30"],
+        # Sample photographs for training the embedded models and the unseen evaluation style.
+        "photos": ["scikit-image"],
         "test": ["pytest>=7", "hypothesis>=6", "catkin_pkg>=1.0"],
     },
     zip_safe=False,

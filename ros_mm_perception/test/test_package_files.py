@@ -265,6 +265,17 @@ def test_wheel_holds_the_embedded_model_without_setuptools_warnings(tmp_path):
     assert not [n for n in names if "__pycache__" in n]
 
 
+def test_scikit_image_is_an_extra_for_training_and_the_unseen_evaluation(monkeypatch):
+    """A plain ``pip install`` pulls no scikit-image; the ``photos`` extra (and the checkout's
+    environment, for the tests) does."""
+    kw = setup_kwargs(monkeypatch)
+    assert "scikit-image" not in requirement_names(kw["install_requires"])
+    holders = {name for name, reqs in kw["extras_require"].items()
+               if "scikit-image" in requirement_names(reqs)}
+    assert holders == {"photos"}
+    assert re.search(r"\[[a-z,]*\bphotos\b[a-z,]*\]", (REPO / "scripts" / "setup_env.sh").read_text())
+
+
 def test_every_message_package_of_the_type_table_is_a_run_dependency(packages):
     """The node imports its message classes by the names of messages/names.py, not by import lines."""
     from ros_mm_perception.messages.names import TYPE_NAMES
@@ -272,3 +283,16 @@ def test_every_message_package_of_the_type_table_is_a_run_dependency(packages):
     product, _ = packages
     used = {name.split("/")[0] for name in TYPE_NAMES.values()}
     assert used and used <= exec_keys(product), sorted(used - exec_keys(product))
+
+
+def test_from_the_repository_root_the_real_package_is_imported():
+    """Not the ament folder of the same name as a namespace package (setup.py's package_dir keeps
+    editable installs a plain path entry, without setuptools' deprecated compat mode)."""
+    import subprocess
+
+    code = "import ros_mm_perception as p; print(p.__file__)"
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().endswith("ros_mm_perception/__init__.py"), run.stdout
+    assert "compat" not in (REPO / "scripts" / "setup_env.sh").read_text()

@@ -197,3 +197,76 @@ def test_find_on_a_file_that_is_no_memory_is_one_line(tmp_path, capsys):
     assert code != 0 and len(err.strip().splitlines()) == 1 and "not an object memory" in err
     code, _, err = run(capsys, ["find", str(tmp_path / "none.db"), "mug"])
     assert code != 0 and "does not exist" in err
+
+
+def test_fleet_writes_one_memory_per_recording_like_bag(tmp_path, capsys, room_bag, clip_args):
+    ray = pytest.importorskip("ray")
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    for name in ("one", "two"):
+        (folder / f"{name}.mcap").write_bytes(room_bag.read_bytes())
+    alone = tmp_path / "alone.db"
+    code, _, err = run(
+        capsys,
+        [
+            "bag",
+            str(room_bag),
+            "--jsonl",
+            str(tmp_path / "a.jsonl"),
+            "--memory",
+            str(alone),
+            "--target-frame",
+            "map",
+            *clip_args,
+        ],
+    )
+    assert code == 0, err
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    try:
+        out = tmp_path / "out"
+        code, _, err = run(
+            capsys,
+            [
+                "fleet",
+                str(folder / "*.mcap"),
+                "--out",
+                str(out),
+                "--memory",
+                "--target-frame",
+                "map",
+                "--json",
+                *clip_args,
+            ],
+        )
+        assert code == 0, err
+        code, _, err = run(
+            capsys,
+            [
+                "fleet",
+                str(folder / "*.mcap"),
+                "--out",
+                str(tmp_path / "o2"),
+                "--memory",
+                "--split-s",
+                "0.1",
+                "--target-frame",
+                "map",
+                *clip_args,
+            ],
+        )
+        assert code != 0 and "--split-s" in err
+    finally:
+        ray.shutdown()
+
+    def objects(path):
+        memory = ObjectMemory.open_existing(str(path))
+        found = [
+            (r.phrase, r.observations, np.round(r.mean, 6).tolist()) for r in memory.objects()
+        ]
+        memory.close()
+        return found
+
+    for name in ("one", "two"):
+        db = out / name / "objects.db"
+        assert objects(db) == objects(alone)
+        assert not (out / name / "objects.db-wal").exists()

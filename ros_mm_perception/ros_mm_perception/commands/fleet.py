@@ -2,7 +2,8 @@
 
 Each recording gets what ``bag`` writes (the same pipeline options, the same functions), in its own
 folder ``DIR/<name>/`` (``perception.mcap``, and ``detections.jsonl``/``coco.json`` when asked, plus
-``manifest.json``); ``DIR/fleet.json`` lists every recording. Needs the ``fleet`` extra (Ray).
+``manifest.json``; ``objects.db``, the recording's object memory, with ``--memory``);
+``DIR/fleet.json`` lists every recording. Needs the ``fleet`` extra (Ray).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
-from ros_mm_perception.commands.options import (add_config_options, add_pipeline_options,
+from ros_mm_perception.commands.options import (MEMORY_FIELDS, add_config_options,
+                                                add_pipeline_options, memory_outputs,
                                                 add_input_options, add_threads_option, build_pipeline,
                                                 config_from_args, configured_phrases, open_outputs,
                                                 open_source, target_frame, warn_outside_world)
@@ -38,6 +40,11 @@ def add_parser(sub) -> None:
     add_pipeline_options(p)
     add_threads_option(p)
     add_input_options(p)
+    g = p.add_argument_group("object memory")
+    g.add_argument("--memory", action="store_true",
+                   help="also build each recording's object memory, objects.db in its folder (needs "
+                        "depth, camera_info and /tf; its frame is --memory-frame, else --target-frame)")
+    add_config_options(g, MEMORY_FIELDS)
     g = p.add_argument_group("ray")
     g.add_argument("--address", default=None,
                    help="Ray cluster to join: auto or HOST:PORT (default: start Ray on this machine)")
@@ -64,7 +71,8 @@ def label_tools(args):
                            fps=args.fps)
     return LabelTools(open_source=open_source, target_frame=target_frame, open_outputs=open_outputs,
                       build_pipeline=build_pipeline,
-                      input_args=input_args, jsonl=args.jsonl, coco=args.coco, debug_images=args.debug_images)
+                      input_args=input_args, jsonl=args.jsonl, coco=args.coco, debug_images=args.debug_images,
+                      open_memory=memory_outputs if args.memory else None)
 
 
 def format_fleet(summary) -> str:
@@ -95,7 +103,10 @@ def run(args) -> int:
     from ros_mm_perception.fleet.inputs import expand_inputs
     from ros_mm_perception.offline.runner import stderr_report
 
-    config = config_from_args(args)
+    config = config_from_args(args, **({"memory_enabled": True} if args.memory else {}))
+    if args.memory and args.split_s:
+        raise UserError("--memory builds each recording's memory in recording order; it cannot be "
+                        "combined with --split-s")
     warn_outside_world(config, configured_phrases(config))
     options = FleetOptions(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                            gpus_per_worker=args.gpus_per_worker, threads=args.threads, retries=args.retries,

@@ -24,6 +24,7 @@ from ros_mm_perception.core.errors import UserError
 MCAP_NAME = "perception.mcap"
 JSONL_NAME = "detections.jsonl"
 COCO_NAME = "coco.json"
+MEMORY_NAME = "objects.db"
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class LabelTools:
     ``open_outputs(files, config, path, staging, target)``, where ``files`` has ``out``, ``jsonl``,
     ``coco`` (paths or None) and ``debug_images`` and ``staging`` is an
     :class:`~ros_mm_perception.offline.atomic.OutputStaging`; ``build_pipeline(config)`` returns an
-    object with ``process(frame)`` and ``reset(restart_ids=True)``.
+    object with ``process(frame)`` and ``reset(restart_ids=True)``; ``open_memory(config, source,
+    path)`` (when set) returns the outputs that build the recording's object memory at ``path``.
     """
 
     open_source: Callable
@@ -46,10 +48,12 @@ class LabelTools:
     jsonl: bool = False
     coco: bool = False
     debug_images: bool = False
+    open_memory: Optional[Callable] = None
 
     def output_names(self):
         """The file names a recording's folder holds."""
-        return [MCAP_NAME] + [JSONL_NAME] * self.jsonl + [COCO_NAME] * self.coco
+        return ([MCAP_NAME] + [JSONL_NAME] * self.jsonl + [COCO_NAME] * self.coco
+                + [MEMORY_NAME] * (self.open_memory is not None))
 
 
 @dataclass
@@ -195,6 +199,8 @@ class LabelWorker:
             try:
                 target = tools.target_frame(source, config.target_frame)
                 outputs = tools.open_outputs(files, config, path, staged, target)
+                if tools.open_memory is not None:
+                    outputs += tools.open_memory(config, source, staging / MEMORY_NAME)
             except BaseException:
                 staged.abort()
                 source.close()

@@ -75,4 +75,5 @@ class MemoryOutput:
         self.frames += 1
 
     def finish(self) -> None:
-        """Nothing to flush: every update is already written."""
+        """Close the memory (every update is already written; its file is then one file, no WAL)."""
+        self.memory.close()

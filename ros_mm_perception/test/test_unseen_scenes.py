@@ -82,8 +82,9 @@ def test_without_scikit_image_the_unseen_style_names_the_photos_extra(monkeypatc
         with pytest.raises(UserError, match=r"ros_mm_perception\[photos\]"):
             photo("coffee")
         render_scene(0, size=(48, 64))  # the training style without photographs needs none
-        assert cli.main(["eval-grounding", "--sets", "unseen", "--scenes", "1"]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "ros_mm_perception[photos]" in err[0]
+        for command in (["eval-grounding", "--sets", "unseen"], ["eval-embedded", "--n", "1"]):
+            assert cli.main([*command, "--scenes", "1"]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "ros_mm_perception[photos]" in err[0]
     finally:
         photo.cache_clear()

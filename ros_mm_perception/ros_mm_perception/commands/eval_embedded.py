@@ -112,9 +112,11 @@ def run(args) -> int:
     from ros_mm_perception.core.models.clip_model import load_clip
     from ros_mm_perception.core.perception.labeler import ClipLabeler
     from ros_mm_perception.synthetic import evaluation
+    from ros_mm_perception.synthetic.scenes import require_photos
 
     if args.n < 1 or args.scenes < 1 or args.sequences < 0:
         raise UserError("--n and --scenes must be at least 1, --sequences at least 0")
+    require_photos()  # the unseen style's, before the minutes of the own style
     start = time.time()
     config = config_from_args(args)
     clip = load_clip(config.clip_model, config.clip_pretrained, config.device, config.precision)

@@ -1,5 +1,6 @@
 """Masks: COCO RLE, the mono16 instance image and its message, exports, SAM / SAM 2 box prompts, 3D."""
 
+import functools
 import io
 import json
 
@@ -151,13 +152,18 @@ def sam_dir(request, tmp_path_factory):
     return build_random_sam(tmp_path_factory.mktemp(request.param), request.param)
 
 
-def reference_masks(directory, image, boxes):
-    """transformers' own processor → model → post_process_masks for one image."""
+@functools.lru_cache(maxsize=2)
+def transformers_sam(directory):
     from transformers import AutoConfig, AutoProcessor, Sam2Model, SamModel
 
     kind = AutoConfig.from_pretrained(directory).model_type
-    processor = AutoProcessor.from_pretrained(directory)
     net = (SamModel if kind == "sam" else Sam2Model).from_pretrained(directory).eval()
+    return kind, AutoProcessor.from_pretrained(directory), net
+
+
+def reference_masks(directory, image, boxes):
+    """transformers' own processor → model → post_process_masks for one image."""
+    kind, processor, net = transformers_sam(directory)
     inputs = processor(images=image, input_boxes=[[list(map(float, b)) for b in boxes]], return_tensors="pt")
     with torch.no_grad():
         pred = net(**inputs, multimask_output=False).pred_masks

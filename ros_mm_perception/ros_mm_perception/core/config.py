@@ -25,7 +25,7 @@ DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
 """100 megapixels: above every robot camera (8K is 33 MP, a 12000 x 8000 sensor 96 MP); the RGB
 copy of such an image takes 300 MB. Checked from the header, before any decoding."""
 
-GROUNDING_SOURCES = ("auto", "owl", "paligemma", "clip", "off")
+GROUNDING_SOURCES = ("auto", "sam3", "owl", "paligemma", "clip", "off")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 DEVICES = ("auto", "cpu", "cuda")
@@ -82,8 +82,8 @@ class PerceptionConfig:
     mask_model: str = _param(
         "", "SAM / SAM 2 hub id or model folder giving each detection a mask; empty = no masks.",
         read_only=True, launch=True)
-    mask_model: str = _param(
-        "", "SAM / SAM 2 hub id or model folder giving each detection a mask; empty = no masks.",
+    sam3_model: str = _param(
+        "", "SAM 3 hub id or model folder (boxes and masks per phrase); empty disables SAM 3.",
         read_only=True, launch=True)
     clip_fast_path: str = _param("auto",
                                  "CLIP image encoding path: auto (graph on CUDA, freeze on CPU).",
@@ -110,7 +110,7 @@ class PerceptionConfig:
         3, "Rows of tiles whole-frame labels also look at; 0 = the frame alone.",
         low=0, high=8, launch=True)
     grounding_source: str = _param("auto",
-                                   "Detection source: auto (OWL, else PaliGemma, else CLIP).",
+                                   "Detection source: auto (SAM 3, else OWL, else PaliGemma, else CLIP).",
                                    choices=GROUNDING_SOURCES)
     top_k: int = _param(5, "How many labels to publish per frame.", low=1, high=MAX_PHRASES)
     score_threshold: float = _param(0.5, "Minimum score of CLIP and PaliGemma detections.",

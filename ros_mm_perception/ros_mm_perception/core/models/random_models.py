@@ -333,3 +333,35 @@ def build_random_sam(directory, kind: str = "sam", image_size: int = 64, seed: i
     net.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
+
+
+def sam3_config(image_size: int = 56, width: int = 32, queries: int = 8):
+    """A ``Sam3Config`` of SAM 3's architecture (ViT backbone, feature pyramid, CLIP text encoder,
+    DETR encoder and decoder with the presence token, mask decoder) at a tiny size."""
+    from transformers import Sam3Config
+
+    grid = image_size // 14
+    small = dict(hidden_size=width, num_attention_heads=2, intermediate_size=2 * width)
+    backbone = dict(model_type="sam3_vit_model", num_hidden_layers=2, image_size=image_size, patch_size=14,
+                    window_size=2, global_attn_indexes=[1], pretrain_image_size=image_size, **small)
+    vision = dict(backbone_config=backbone, fpn_hidden_size=width,
+                  backbone_feature_sizes=[[4 * grid] * 2, [2 * grid] * 2, [grid] * 2])
+    text = dict(vocab_size=49408, projection_dim=width, num_hidden_layers=1, max_position_embeddings=32, **small)
+    return Sam3Config(vision_config=vision, text_config=text,
+                      geometry_encoder_config=dict(num_layers=1, **small),
+                      detr_encoder_config=dict(num_layers=1, **small),
+                      detr_decoder_config=dict(num_layers=1, num_queries=queries, **small),
+                      mask_decoder_config=dict(hidden_size=width, num_attention_heads=2))
+
+
+def build_random_sam3(directory, image_size: int = 56, seed: int = 0) -> Path:
+    """Write a tiny SAM 3 model folder with random weights, its processor and CLIP's tokenizer."""
+    from transformers import Sam3ImageProcessor, Sam3Model, Sam3Processor
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    Sam3Model(sam3_config(image_size)).save_pretrained(directory)
+    Sam3Processor(Sam3ImageProcessor(size={"height": image_size, "width": image_size}),
+                  clip_tokenizer(32)).save_pretrained(directory)
+    return directory

@@ -18,8 +18,12 @@ the offline tools run the same object. Per frame (or per batch of frames from se
     region proposals scored by CLIP, thresholded and suppressed);
   - ``owl``: OWLv2 / OWL-ViT (:mod:`~ros_mm_perception.core.models.owl`): one box per image patch, scored
     against the cached phrase queries, thresholded and suppressed like PaliGemma's boxes (no CLIP re-scoring);
-  - ``auto``: the best source configured: OWL when an OWL model is configured (boxes at camera rate),
-    else PaliGemma when a PaliGemma model is, else CLIP; ``off``: no detections;
+  - ``sam3``: SAM 3 (:mod:`~ros_mm_perception.core.models.sam3`): every instance of each phrase with
+    a box, a mask and a score (query probability times the phrase's presence probability), thresholded
+    by ``score_threshold``; one image-encoder call per batch, cached phrase encodings;
+  - ``auto``: the best source configured: SAM 3 when a SAM 3 model is configured, else OWL when an OWL
+    model is (boxes at camera rate), else PaliGemma when a PaliGemma model is, else CLIP; ``off``: no
+    detections;
 
 * **masks** – with ``mask_model`` (SAM or SAM 2, :mod:`~ros_mm_perception.core.models.sam`) each
   detection gets a mask, prompted with its box; one image embedding per frame serves all its boxes;
@@ -66,7 +70,7 @@ MAX_TEXT_MATRICES = 8
 WARM_UP_FRAMES = ((480, 640), (360, 640))
 """Frame shapes (4:3 and 16:9) whose label views :meth:`PerceptionPipeline.warm_up` prepares batches for."""
 MODEL_FIELDS = ("device", "precision", "clip_model", "clip_pretrained", "paligemma_model", "owl_model",
-                "mask_model")
+                "mask_model", "sam3_model")
 """Settings fixed for the life of a pipeline (changing them means building a new one)."""
 
 
@@ -125,7 +129,7 @@ class PerceptionPipeline:
     """
 
     def __init__(self, config: PerceptionConfig, *, clip: Optional[ClipModel] = None, paligemma=None, owl=None,
-                 masker=None):
+                 masker=None, sam3=None):
         if not isinstance(config, PerceptionConfig):
             raise TypeError(f"config must be a PerceptionConfig, got {type(config).__name__}")
         self._lock = threading.RLock()
@@ -150,6 +154,11 @@ class PerceptionPipeline:
             owl = load_owl(config.owl_model, config.device, config.precision)
             enable_fast_owl(owl, config.owl_fast_path)
             self._owned.append(owl)
+        if sam3 is None and config.sam3_model:
+            from ros_mm_perception.core.models.sam3 import load_sam3
+
+            sam3 = load_sam3(config.sam3_model, config.device, config.precision)
+            self._owned.append(sam3)
         if masker is None and config.mask_model:
             from ros_mm_perception.core.models.sam import load_mask_model
 
@@ -159,6 +168,7 @@ class PerceptionPipeline:
         self._paligemma = paligemma
         self._owl = owl
         self._masker = masker
+        self._sam3 = sam3
         self._labeler: Optional[ClipLabeler] = ClipLabeler(clip, config.labels, config.prompt_templates,
                                                          config.crop_mode, config.label_tiles)
         self._cameras: Dict[str, _CameraState] = {}
@@ -182,8 +192,12 @@ class PerceptionPipeline:
 
     @property
     def makes_masks(self) -> bool:
-        """Whether detections get masks (a mask model is loaded)."""
-        return self._masker is not None
+        """Whether detections can get masks (a mask model or SAM 3 is loaded)."""
+        return self._masker is not None or self._sam3 is not None
+
+    def _masks_run(self, source: str) -> bool:
+        """Whether detections from ``source`` get masks."""
+        return self._masker is not None or source == "sam3"
 
     @property
     def owl(self):
@@ -196,12 +210,15 @@ class PerceptionPipeline:
         return self._labeler
 
     def detection_source(self, config: Optional[PerceptionConfig] = None) -> str:
-        """The grounding source in effect: ``owl``, ``paligemma``, ``clip`` or ``off`` (``auto`` resolved)."""
+        """The grounding source in effect: ``sam3``, ``owl``, ``paligemma``, ``clip`` or ``off`` (``auto``
+        resolved)."""
         source = (config or self.config).grounding_source
         return self._best_source() if source == "auto" else source
 
     def _best_source(self) -> str:
-        """OWL, else PaliGemma, else CLIP: the best detector configured."""
+        """SAM 3, else OWL, else PaliGemma, else CLIP: the best detector configured."""
+        if self._sam3 is not None:
+            return "sam3"
         return "owl" if self._owl is not None else "paligemma" if self._paligemma is not None else "clip"
 
     def update_config(self, config: PerceptionConfig) -> None:
@@ -262,6 +279,8 @@ class PerceptionPipeline:
                 self._owl.warm_up(batch_sizes)
             if self._masker is not None:
                 self._masker.warm_up()
+            if self._sam3 is not None:
+                self._sam3.warm_up(batch_sizes)
 
     def close(self) -> None:
         """Release the models (closing those this pipeline loaded) and free cached GPU memory."""
@@ -272,7 +291,7 @@ class PerceptionPipeline:
             for model in self._owned:
                 model.close()
             self._owned, self._paligemma, self._owl, self._clip, self._labeler = [], None, None, None, None
-            self._masker = None
+            self._masker = self._sam3 = None
             self._stacked = {}
             if cuda:
                 torch.cuda.empty_cache()
@@ -312,7 +331,7 @@ class PerceptionPipeline:
                     locate(dets, f.depth, f.intrinsics, f.image.shape)
                     self._cameras[f.camera].tracker.update(dets)
                     result.detections, result.detections_ran = dets, True
-                    result.masks_ran = self.makes_masks
+                    result.masks_ran = self._masks_run(source)
                 results.append(result)
             return results
 
@@ -346,7 +365,7 @@ class PerceptionPipeline:
             locate(dets, frame.depth, frame.intrinsics, frame.image.shape)
             result = _empty_result(frame)
             result.detections, result.detections_ran = dets, True
-            result.masks_ran = self.makes_masks
+            result.masks_ran = self._masks_run(source)
             return result
 
     def classify(self, image: np.ndarray, labels: Sequence[str], top_k: Optional[int] = None) -> List[Label]:
@@ -373,7 +392,7 @@ class PerceptionPipeline:
     def _run_models(self, label_images, detect_images, phrases, source, threshold):
         """(labels per label image, detections per detect image), one call per model."""
         cfg = self.config
-        if not phrases or not detect_images or source in ("clip", "owl"):
+        if not phrases or not detect_images or source in ("clip", "owl", "sam3"):
             proposals = [[] for _ in detect_images]
         else:
             proposals = [list(d) for d in self._paligemma.detect_batch(detect_images, list(phrases))]
@@ -384,6 +403,8 @@ class PerceptionPipeline:
         elif source == "owl" and phrases:
             detections = [suppress(dets, threshold, cfg.nms_iou)
                           for dets in self._owl.detect_batch(detect_images, list(phrases), threshold)]
+        elif source == "sam3" and phrases:
+            detections = self._sam3.detect_batch(detect_images, list(phrases), threshold)
         else:
             detections = []
             for dets, probs in zip(proposals, clip_probs):
@@ -457,6 +478,8 @@ class PerceptionPipeline:
             self._labeler.encode_text(phrases)
             if self._owl is not None:
                 self._owl.encode_text(phrases)
+            if self._sam3 is not None:
+                self._sam3.encode_text(phrases)
 
     def _camera(self, camera: str) -> _CameraState:
         state = self._cameras.get(camera)
@@ -487,6 +510,8 @@ class PerceptionPipeline:
             raise ConfigError("grounding_source=paligemma needs a PaliGemma model: set paligemma_model")
         if config.grounding_source == "owl" and self._owl is None:
             raise ConfigError("grounding_source=owl needs an OWL model: set owl_model")
+        if config.grounding_source == "sam3" and self._sam3 is None:
+            raise ConfigError("grounding_source=sam3 needs a SAM 3 model: set sam3_model")
 
     def _check_open(self) -> None:
         if self._labeler is None:

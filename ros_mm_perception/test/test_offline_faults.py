@@ -244,3 +244,92 @@ def test_a_nan_camera_info_is_reported_as_such(tmp_path, clip_args):
     assert code == 0 and json.loads(stdout)["frames"] == 2
     assert "camera_info is unusable" in err and "not finite" in err, err
     assert "depth without camera_info" not in err
+
+
+def split_recording(folder, splits, per=1):
+    """A rosbag2 folder as a recorder that split every ``per`` images writes it: ``<folder>_<N>.mcap``
+    and a metadata.yaml listing them (``splits x per`` images on /cam/image_raw)."""
+    import shutil
+
+    import yaml
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from ros_mm_perception.core.imaging.image_codec import numpy_to_image
+    from ros_mm_perception.core.results import Stamp
+    from ros_mm_perception.messages.convert import header
+    from ros_mm_perception.messages.typestore import rosbags_types, typestore
+
+    store = typestore()
+    types = rosbags_types(store)
+    images = rendered_images(splits * per)
+    folder.mkdir()
+    names, meta = [], None
+    for k in range(splits):
+        part = folder.parent / f"{folder.name}.part{k}"
+        with Writer(part, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+            conn = writer.add_connection("/cam/image_raw", "sensor_msgs/msg/Image", typestore=store)
+            for n in range(k * per, (k + 1) * per):
+                t = START_NS + n * 100_000_000
+                msg = numpy_to_image(images[n], "rgb8", header=header(types, "cam", Stamp.from_ns(t)),
+                                     msg_factory=types.Image, data_as="numpy")
+                writer.write(conn, t, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+        meta = meta or yaml.safe_load((part / "metadata.yaml").read_text())
+        names.append(f"{folder.name}_{k}.mcap")
+        shutil.move(next(part.glob("*.mcap")), folder / names[-1])
+        shutil.rmtree(part)
+    info = meta["rosbag2_bagfile_information"]
+    info["relative_file_paths"] = names
+    info["files"] = []
+    info["message_count"] = info["topics_with_message_count"][0]["message_count"] = splits * per
+    (folder / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    return folder
+
+
+def jsonl_stamps(path):
+    """Stamps in ns of the frames of a JSON Lines output, in file order."""
+    stamps = [json.loads(line)["stamp"] for line in path.read_text().splitlines()]
+    return [s["sec"] * 10**9 + s["nanosec"] for s in stamps]
+
+
+def test_what_a_crashed_recorder_leaves_is_read(tmp_path, clip_args):
+    whole = split_recording(tmp_path / "run", 11)  # run_0 ... run_10: split order is not name order
+    code, stdout, err = run(["bag", str(whole), "--jsonl", str(tmp_path / "whole.jsonl"), "--json", *clip_args])
+    assert code == 0 and json.loads(stdout)["frames"] == 11 and json.loads(stdout)["damaged"] == []
+    stamps = jsonl_stamps(tmp_path / "whole.jsonl")
+    assert stamps == [START_NS + n * 100_000_000 for n in range(11)]
+
+    (whole / "metadata.yaml").unlink()  # the recorder died before writing it
+    code, stdout, err = run(["bag", str(whole), "--jsonl", str(tmp_path / "no_meta.jsonl"), "--json",
+                             *clip_args])
+    summary = json.loads(stdout)
+    assert code == 0 and summary["frames"] == 11 and "Traceback" not in err
+    assert "no metadata.yaml" in summary["damaged"][0] and "11 storage file(s)" in summary["damaged"][0]
+    assert jsonl_stamps(tmp_path / "no_meta.jsonl") == stamps
+
+    missing = split_recording(tmp_path / "cut", 4)
+    (missing / "cut_2.mcap").unlink()
+    code, stdout, err = run(["bag", str(missing), "--jsonl", str(tmp_path / "cut.jsonl"), "--json", *clip_args])
+    summary = json.loads(stdout)
+    assert code == 0 and (summary["frames"], summary["skipped"]) == (3, 1), err
+    assert "cut_2.mcap listed in metadata.yaml is missing" in summary["damaged"][0]
+
+    other = split_recording(tmp_path / "other", 2)
+    meta = other / "metadata.yaml"
+    meta.write_text(meta.read_text().replace("/cam/image_raw", "/front/image_raw"))
+    code, stdout, err = run(["bag", str(other), "--jsonl", str(tmp_path / "other.jsonl"), "--json", *clip_args])
+    summary = json.loads(stdout)
+    assert code == 0 and (summary["frames"], summary["skipped"]) == (2, 0), err
+    assert "metadata.yaml lists topics its storage files do not hold" in summary["damaged"][0]
+    assert "/front/image_raw" in summary["damaged"][0] and "/cam/image_raw" in summary["damaged"][0]
+
+
+def test_a_folder_of_separate_recordings_is_not_taken_for_splits(tmp_path):
+    from ros_mm_perception.offline.storage_reading import split_files
+
+    (tmp_path / "a.mcap").write_bytes(b"")
+    (tmp_path / "b_1.mcap").write_bytes(b"")
+    assert split_files(tmp_path) == []
+    (tmp_path / "a.mcap").unlink()
+    (tmp_path / "b_0.db3").write_bytes(b"")
+    (tmp_path / "b_10.mcap").write_bytes(b"")
+    assert [p.name for p in split_files(tmp_path)] == ["b_0.db3", "b_1.mcap", "b_10.mcap"]

@@ -17,6 +17,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 from ros_mm_perception.core.errors import UserError
 from ros_mm_perception.offline.sources import BAG_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ros_mm_perception.offline.storage_reading import split_files
 
 LIST_SUFFIXES = (".txt", ".list")
 
@@ -61,7 +62,7 @@ def _expand(text: str, base: Path) -> Iterator[Path]:
 def is_recording(path: Path) -> bool:
     """Whether ``path`` is one recording: a rosbag2 folder or file, an image folder or a video."""
     if path.is_dir():
-        return (path / "metadata.yaml").is_file() or any(
+        return (path / "metadata.yaml").is_file() or bool(split_files(path)) or any(
             p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in path.iterdir())
     return path.suffix.lower() in BAG_SUFFIXES + VIDEO_SUFFIXES
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from ros_mm_perception.core.config import PerceptionConfig
 from ros_mm_perception.core.errors import ImageFormatError, UserError
@@ -196,11 +196,22 @@ class BagSource:
         return [p.resolve() for _kind, p in self.storages]
 
     def _open(self) -> None:
-        """Open with rosbags (metadata, types); a recording it cannot open is read file by file."""
+        """Open with rosbags (metadata, types); a recording it cannot open, one without
+        ``metadata.yaml`` and one whose ``metadata.yaml`` disagrees with its files are read file by
+        file (the files are trusted)."""
         from rosbags.highlevel import AnyReader
 
         from ros_mm_perception.messages.typestore import typestore
 
+        if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
+            files = storage_reading.split_files(self.path)
+            if not files:
+                raise UserError(f"cannot read bag {self.path}: no metadata.yaml and no storage files named "
+                                f"{self.path.name}_<N>.mcap or .db3")
+            self.damage.note(f"{self.path}: no metadata.yaml (its recorder did not finish); reading its "
+                             f"{len(files)} storage file(s) in split order, as ros2 bag reindex would")
+            self._open_files([(storage_reading.storage_kind(f), f) for f in files], "no metadata.yaml", {})
+            return
         try:
             reader = AnyReader([self.path], default_typestore=typestore())
             reader.open()
@@ -214,17 +225,47 @@ class BagSource:
         self.declared = dict(self.counts)
         self.storages = _storage_files(reader)
         self.deserialize = reader.deserialize
+        disagreement = self._metadata_disagreement()
+        if disagreement:
+            self.damage.note(disagreement)
+            reader.close()
+            self.reader = None
+            self._open_files(self.storages, disagreement, {})
+
+    def _metadata_disagreement(self) -> str:
+        """What a folder's ``metadata.yaml`` says that its storage files do not ("" when they agree)."""
+        if not self.path.is_dir() or any(kind is None for kind, _ in self.storages):
+            return ""
+        try:
+            held = set().union(*(storage_reading.storage_topics(kind, p) for kind, p in self.storages))
+        except Exception:  # a storage file that cannot be listed: rosbags' reading decides
+            return ""
+        listed = set(self.msgtypes)
+        if held == listed:
+            return ""
+        return (f"{self.path}: metadata.yaml lists topics its storage files do not hold "
+                f"({', '.join(sorted(listed - held)) or 'none'}; the files hold "
+                f"{', '.join(sorted(held - listed)) or 'no others'}); reading the files as they are")
 
     def _open_damaged(self, err: Exception) -> None:
         reason = one_line(err)
         try:
-            self.storages = _storage_files_of(self.path)
+            self.storages, missing = _storage_files_of(self.path)
         except Exception as exc:  # unreadable or garbled metadata.yaml
             raise UserError(f"cannot read bag {self.path}: {reason}") from exc
+        if missing and self.storages:
+            self.damage.note(f"{self.path}: {', '.join(missing)} listed in metadata.yaml "
+                             f"{'is' if len(missing) == 1 else 'are'} missing; reading the "
+                             f"{len(self.storages)} storage file(s) present")
+        self._open_files(self.storages, reason, _declared_counts(self.path))
+
+    def _open_files(self, storages, reason: str, declared: Dict[str, int]) -> None:
+        """Read the topics of ``storages`` ((kind, path) pairs) file by file, past any damage."""
+        self.storages = storages
         if not self.storages or any(kind is None for kind, _ in self.storages):
-            raise UserError(f"cannot read bag {self.path}: {reason}") from err
+            raise UserError(f"cannot read bag {self.path}: {reason}")
         self.msgtypes, self.counts, schemas, notes = {}, {}, {}, []
-        self.declared = _declared_counts(self.path)
+        self.declared = declared
         for kind, path in self.storages:
             try:
                 if kind == "mcap":
@@ -243,8 +284,10 @@ class BagSource:
             raise UserError(f"cannot read bag {self.path}: no message in it can be read "
                             f"({(notes or [reason])[0]})")
         self.deserialize = _typestore_of(self.path, schemas).deserialize_cdr
-        for note in notes or [f"{self.path}: damaged ({reason}); reading every message that can be read"]:
+        for note in notes:
             self.damage.note(note)
+        if not self.damage.notes:
+            self.damage.note(f"{self.path}: damaged ({reason}); reading every message that can be read")
 
     def __len__(self) -> int:
         return self.total
@@ -433,17 +476,19 @@ def _storage_files(reader) -> List[tuple]:
     return files
 
 
-def _storage_files_of(path: Path) -> List[tuple]:
-    """(kind, path) of a recording's storage files, found without rosbags (which could not open it)."""
+def _storage_files_of(path: Path) -> Tuple[List[tuple], List[str]]:
+    """(kind, path) of a recording's storage files that exist, found without rosbags (which could
+    not open it), and the names of those its metadata.yaml lists but are missing."""
     if path.is_file():
-        return [(storage_reading.storage_kind(path), path)]
+        return [(storage_reading.storage_kind(path), path)], []
     import yaml
 
     info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     if (info.get("compression_mode") or "none").lower() != "none":
-        return [(None, path)]
+        return [(None, path)], []
     files = [path / Path(str(name)).name for name in info["relative_file_paths"]]
-    return [(storage_reading.storage_kind(f) if f.is_file() else None, f) for f in files]
+    return ([(storage_reading.storage_kind(f), f) for f in files if f.is_file()],
+            [f.name for f in files if not f.is_file()])
 
 
 def _declared_counts(path: Path) -> Dict[str, int]:

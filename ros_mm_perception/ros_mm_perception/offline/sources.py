@@ -13,6 +13,7 @@ from ros_mm_perception.core.config import DEFAULT_MAX_IMAGE_PIXELS
 from ros_mm_perception.core.errors import UserError
 from ros_mm_perception.core.results import Frame, Stamp
 from ros_mm_perception.offline.bag_source import BagSource
+from ros_mm_perception.offline.storage_reading import split_files
 from ros_mm_perception.offline.input_frame import DEFAULT_NAMESPACE, InputFrame, camera_name
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -132,7 +133,8 @@ class VideoSource:
 
 def open_input(path, *, fps: float = DEFAULT_FPS, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                **bag_options):
-    """Open ``path`` as a rosbag2 (folder with metadata.yaml, .mcap or .db3), an image folder or a video.
+    """Open ``path`` as a rosbag2 (folder with metadata.yaml, or with the split files a recorder that
+    did not finish left; .mcap or .db3), an image folder or a video.
 
     ``fps`` stamps the frames of an image folder; an image above ``max_pixels`` is skipped without
     being decoded (a video of such frames is refused); ``bag_options`` go to
@@ -142,7 +144,7 @@ def open_input(path, *, fps: float = DEFAULT_FPS, max_pixels: int = DEFAULT_MAX_
     if not path.exists():
         raise UserError(f"input not found: {path}")
     if path.is_dir() or path.suffix.lower() in BAG_SUFFIXES:
-        if path.is_file() or (path / "metadata.yaml").is_file():
+        if path.is_file() or (path / "metadata.yaml").is_file() or split_files(path):
             return BagSource(path, max_pixels=max_pixels, **bag_options)
     if bag_options.get("camera_topics") or bag_options.get("depth_topics"):
         raise UserError(f"{path} is not a rosbag2 recording, so camera and depth topics do not apply")

@@ -20,6 +20,7 @@ the number of messages known lost per topic.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import struct
 from collections import Counter
@@ -54,6 +55,38 @@ class Damage:
         if text not in self.notes:
             self.notes.append(text)
             self.warn(text)
+
+
+STORAGE_SUFFIXES = (".mcap", ".db3")
+
+
+def split_files(folder: Path) -> List[Path]:
+    """The storage files of a rosbag2 folder that has lost its ``metadata.yaml`` (a recorder that
+    did not finish): ``<name>_<N>.mcap`` / ``.db3`` with one ``<name>`` (the folder's own, unless
+    it was renamed), by split number N, as ``ros2 bag reindex`` finds them. Empty when the folder
+    holds no such files, or storage files named otherwise (a folder of separate recordings)."""
+    storages = [p for p in Path(folder).iterdir() if p.suffix.lower() in STORAGE_SUFFIXES and p.is_file()]
+    numbered = [(re.fullmatch(r"(.+)_(\d+)\.(mcap|db3)", p.name, re.IGNORECASE), p) for p in storages]
+    if not storages or not all(m for m, _ in numbered) or len({m.group(1) for m, _ in numbered}) != 1:
+        return []
+    return [p for m, p in sorted(numbered, key=lambda mp: (int(mp[0].group(2)), mp[1].name))]
+
+
+def storage_topics(kind: Optional[str], path: Path) -> Set[str]:
+    """The topics a storage file holds: an MCAP file's summary (or, without one, every record),
+    a sqlite3 file's topics table."""
+    if kind == "sqlite3":
+        return set(db3_topics(path))
+    from mcap.reader import SeekingReader
+
+    try:
+        with open(path, "rb") as f:
+            summary = SeekingReader(f).get_summary()
+    except Exception:  # no or damaged summary: read the file through
+        summary = None
+    if summary is not None:
+        return {channel.topic for channel in summary.channels.values()}
+    return set(mcap_topics(path)[0])
 
 
 def storage_kind(path: Path) -> Optional[str]:

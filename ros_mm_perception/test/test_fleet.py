@@ -291,7 +291,8 @@ def test_split_gives_the_frames_of_one_window_with_unique_ids(local_ray, pipelin
     strip = [(t, s, lt) for t, s, lt, _ in raw_messages(whole)]
     assert [(t, s, lt) for t, s, lt, _ in raw_messages(split)] == strip  # same topics, order and stamps
 
-    assert {m[0] for m in raw_messages(split)} >= {"/front/detections", "/front/detections_3d"}
+    assert {m[0] for m in raw_messages(split)} >= {"/front/detections", "/front/detections_3d",
+                                                   "/front/annotations", "/front/scene"}
     for suffix in ("/detections", "/detections_3d"):
         one, parts = decoded(whole, suffix), decoded(split, suffix)
         assert len(one) == 12

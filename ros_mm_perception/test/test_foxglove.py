@@ -117,8 +117,8 @@ def test_image_annotations_box_text_and_mask_outlines(store, fx, result):
     assert (door_text.position.x, door_text.position.y) == (0.0, 18.0)
     assert (mug_text.position.x, mug_text.position.y) == (20.0, 30.0 + 12.0 + 2.0)
     assert mug_text.font_size == door_text.font_size == 12.0
-    assert {kv.key: kv.value for kv in mug_box.metadata} == {"phrase": "red mug", "score": "0.900",
-                                                            "track_id": "7"}
+    metadata = {kv.key: kv.value for kv in mug_box.metadata}
+    assert metadata == {"phrase": "red mug", "score": "0.900", "track_id": "7"}
 
 
 def test_image_annotations_without_detections_and_bad_masks(store, fx, result):
@@ -131,7 +131,7 @@ def test_image_annotations_without_detections_and_bad_masks(store, fx, result):
         foxglove.image_annotations(fx, result)
     result.detections[0].mask = np.zeros((48, 64), bool)  # an empty mask has no outline
     assert len(foxglove.image_annotations(fx, result).points) == 2
-    full = np.ones((48, 64), bool)  # a mask up to the frame's edges: its outline on the edge pixels
+    full = np.ones((48, 64), bool)  # a mask up to the frame's edges: outlined on its edge pixels
     (outline,) = foxglove.mask_outlines(full)
     assert sorted(outline) == [(0.5, 0.5), (0.5, 47.5), (63.5, 0.5), (63.5, 47.5)]
 
@@ -168,7 +168,8 @@ def test_object_scene_draws_remembered_objects_and_fades_the_gone(store, fx):
     msg = roundtrip_official(store, foxglove.object_scene(fx, records, "map", Stamp(3, 0)))
     assert [d.type for d in msg.deletions] == [1]  # ALL: objects forgotten since leave no ghost
     mug, door = msg.entities
-    assert [(e.id, e.frame_id) for e in msg.entities] == [("objects/4", "map"), ("objects/9", "map")]
+    assert [(e.id, e.frame_id) for e in msg.entities] == [("objects/4", "map"),
+                                                          ("objects/9", "map")]
     assert mug.texts[0].text == "red mug 0.88 #4" and door.texts[0].text == "door 0.88 #9 (gone)"
     assert mug.texts[0].pose.position.z == pytest.approx(0.5 + 0.1 + 0.05)  # above it, z up
     assert door.cubes[0].color.a < mug.cubes[0].color.a  # faded
@@ -321,7 +322,7 @@ def test_no_foxglove_leaves_the_overlays_out(tmp_path, capsys, clip_args, record
 
 
 def test_demo_output_carries_one_annotation_set_per_processed_frame(tmp_path, capsys,
-                                                                   tiny_clip_dir):
+                                                                    tiny_clip_dir):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--frames", "2", "--size", "48x64", "--clip-model",
                  str(tiny_clip_dir), "--device", "cpu", "--json", "--no-progress"]) == 0
@@ -335,4 +336,3 @@ def test_demo_output_carries_one_annotation_set_per_processed_frame(tmp_path, ca
     for _, name, _, data, decoded in msgs:
         if name.startswith("foxglove_msgs/"):
             assert repr(decode_official(name, data)) == repr(decoded)
-

@@ -61,7 +61,7 @@ class ResultsMcap:
     ``detections_3d`` is in the target frame, and left out for frames whose transform is missing.
     With ``config.foxglove``, Foxglove's overlays beside them: ``ns/annotations``
     (ImageAnnotations, every frame) and ``ns/scene`` (SceneUpdate, with each ``detections_3d``),
-    their schemas the official foxglove_msgs definitions (:mod:`ros_mm_perception.messages.foxglove`).
+    their schemas the official foxglove_msgs definitions (:mod:`..messages.foxglove`).
     Once per namespace, ``ns/label_info`` (LabelInfo: the detection
     phrases then the label vocabulary, and the score threshold, as the node publishes it). Every
     message carries its input image's header; its log time is the input's recording time.
@@ -91,13 +91,15 @@ class ResultsMcap:
             self.file.write(f"{ns}/label_info", info, t)
         self.file.write(f"{ns}/detections", convert.detection_2d_array(types, result), t)
         if self.overlays is not None:
-            self.file.write(f"{ns}/annotations", foxglove.image_annotations(self.overlays, result), t)
+            annotations = foxglove.image_annotations(self.overlays, result)
+            self.file.write(f"{ns}/annotations", annotations, t)
         if item.frame.depth is not None and item.frame.intrinsics is not None:
             located = result if self.target is None else self.target.apply(result)
             if located is not None:
                 self.file.write(f"{ns}/detections_3d", convert.detection_3d_array(types, located), t)
                 if self.overlays is not None:
-                    self.file.write(f"{ns}/scene", foxglove.scene_update(self.overlays, located, ns), t)
+                    scene = foxglove.scene_update(self.overlays, located, ns)
+                    self.file.write(f"{ns}/scene", scene, t)
         if result.labels_ran:
             self.file.write(f"{ns}/labels", convert.classification(types, result), t)
         if result.masks_ran:

@@ -85,8 +85,9 @@ class PerceptionNode(LifecycleNode):
         self.config: PerceptionConfig = declare_config(self)
         self.overlay_types = foxglove_rclpy_types() if self.config.foxglove else None
         if self.config.foxglove and self.overlay_types is None:
-            self.get_logger().info("foxglove_msgs is not installed: the annotations and scene outputs are "
-                                   "off (apt install ros-$ROS_DISTRO-foxglove-msgs turns them on)")
+            self.get_logger().info(
+                "foxglove_msgs is not installed: the annotations and scene outputs are off "
+                "(apt install ros-$ROS_DISTRO-foxglove-msgs turns them on)")
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.pipeline = None
         self.state_label = "unconfigured"
@@ -279,7 +280,7 @@ class PerceptionNode(LifecycleNode):
         return self._publishers_made.get(cam.topic(base))
 
     def _publish_if_watched(self, cam: CameraState, base: str, make) -> None:
-        """Publish ``make()`` on the camera's ``base`` topic if it exists and someone subscribes."""
+        """Publish ``make()`` on the camera's ``base`` topic if it exists and is subscribed."""
         pub = self._publisher(cam, base)
         if pub is not None and pub.get_subscription_count() > 0:
             pub.publish(make())
@@ -371,12 +372,15 @@ class PerceptionNode(LifecycleNode):
         if result.detections_ran:
             self._publisher(cam, "detections").publish(convert.detection_2d_array(t, result))
             fx = self.overlay_types
-            self._publish_if_watched(cam, "annotations", lambda: foxglove.image_annotations(fx, result))
+            self._publish_if_watched(cam, "annotations",
+                                     lambda: foxglove.image_annotations(fx, result))
             located = self._in_target_frame(cam.name, result) if self.config.use_depth else None
             if located is not None:
                 self._publisher(cam, "detections_3d").publish(convert.detection_3d_array(t, located))
-                self._publish_if_watched(cam, "markers", lambda: convert.marker_array(t, located, ns=cam.name))
-                self._publish_if_watched(cam, "scene", lambda: foxglove.scene_update(fx, located, cam.name))
+                self._publish_if_watched(cam, "markers",
+                                         lambda: convert.marker_array(t, located, ns=cam.name))
+                self._publish_if_watched(cam, "scene",
+                                         lambda: foxglove.scene_update(fx, located, cam.name))
         if result.labels_ran:
             self._publisher(cam, "labels").publish(convert.classification(t, result))
         if result.masks_ran and self._publisher(cam, "instance_mask") is not None:

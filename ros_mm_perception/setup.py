@@ -6,9 +6,14 @@ from setuptools import find_namespace_packages, setup
 
 package_name = "ros_mm_perception"
 # Every folder is a package (the data folders too, e.g. the embedded model), so current setuptools
-# install the data without the "Package would be ignored" warning; the data folders' files are package data.
-packages = find_namespace_packages(include=[package_name, package_name + ".*"], exclude=["*.__pycache__"])
-data_packages = [p for p in packages if p == package_name + ".data" or p.startswith(package_name + ".data.")]
+# install the data without the "Package would be ignored" warning; the data folders' files are
+# package data.
+packages = find_namespace_packages(
+    include=[package_name, package_name + ".*"], exclude=["*.__pycache__"]
+)
+data_packages = [
+    p for p in packages if p == package_name + ".data" or p.startswith(package_name + ".data.")
+]
 
 setup(
     name=package_name,
@@ -26,7 +31,8 @@ setup(
         ("share/" + package_name + "/config", glob("config/*.yaml")),
     ],
     python_requires=">=3.10",
-    # colcon builds with ROS's own numpy/OpenCV (rosdep keys in package.xml); pip users pick extras.
+    # colcon builds with ROS's own numpy/OpenCV (rosdep keys in package.xml);
+    # pip users pick extras.
     install_requires=["setuptools", "numpy", "pyyaml", "scipy"],
     extras_require={
         "ml": [
@@ -45,12 +51,15 @@ setup(
         "fleet": ["ray>=2.30"],
         # Sample photographs for training the embedded models and the unseen evaluation style.
         "photos": ["scikit-image"],
-        "test": ["pytest>=7", "hypothesis>=6", "catkin_pkg>=1.0"],
+        "test": ["pytest>=7", "hypothesis>=6", "catkin_pkg>=1.0", "flake8>=6"],
     },
     zip_safe=False,
     maintainer="ros_mm_perception maintainers",
     maintainer_email="maintainers@ros-mm-perception.invalid",
-    description="Language-grounded perception for ROS 2: CLIP zero-shot labels, PaliGemma VQA and detection.",
+    description=(
+        "Language-grounded perception for ROS 2: CLIP zero-shot labels, PaliGemma VQA and"
+        " detection."
+    ),
     license="Apache-2.0",
     entry_points={
         "console_scripts": [

@@ -55,6 +55,20 @@ def test_bad_masks_and_rles_are_clear_errors():
     assert check_mask(np.array([[0.2, 0.7]]), (1, 2)).tolist() == [[False, True]]
 
 
+@pytest.mark.parametrize("style", ["own", "unseen"])
+def test_rendered_objects_carry_their_exact_visible_masks(style):
+    from ros_mm_perception.synthetic.evaluation import render
+
+    scene = render(style, np.random.default_rng(3), n_objects=4, size=(120, 160))
+    cover = np.zeros((120, 160), int)
+    for obj in scene.objects:
+        assert obj.mask.shape == (120, 160) and obj.mask.dtype == bool
+        rows, cols = np.nonzero(obj.mask)
+        assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == tuple(int(v) for v in obj.box)
+        cover += obj.mask
+    assert cover.max() == 1                       # visible masks never overlap
+
+
 # ------------------------------------------------------------------------------- instance image
 
 

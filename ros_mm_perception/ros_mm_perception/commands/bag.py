@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ros_mm_perception.commands.options import (add_config_options, add_memory_options,
+from ros_mm_perception.commands.options import (MASKS_HELP, add_config_options, add_memory_options,
                                                 add_pipeline_options,
                                                 add_input_options, add_threads_option, build_pipeline,
                                                 config_from_args, configured_phrases, memory_outputs,
@@ -33,6 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--debug-images", action="store_true", help="also write annotated images on <ns>/debug_image")
     add_config_options(p, ("foxglove",))
     add_pipeline_options(p)
+    p.add_argument("--masks", action="store_true", help=MASKS_HELP)
     add_threads_option(p)
     add_input_options(p)
     add_memory_options(p)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 
-from ros_mm_perception.commands.options import (PHRASES_HELP, add_config_options, config_from_args,
-                                                warn_outside_world)
+from ros_mm_perception.commands.options import (MASKS_HELP, PHRASES_HELP, add_config_options,
+                                                config_from_args, warn_outside_world)
 from ros_mm_perception.core.errors import UserError
 
-DETECT_FIELDS = ("paligemma_model", "owl_model", "clip_model", "clip_pretrained", "device",
-                 "precision", "score_threshold", "owl_score_threshold", "nms_iou", "crop_mode")
+DETECT_FIELDS = ("paligemma_model", "owl_model", "sam3_model", "mask_model", "clip_model",
+                 "clip_pretrained", "device", "precision", "score_threshold", "owl_score_threshold",
+                 "nms_iou", "crop_mode")
 """The config fields detect takes as options."""
 
 
@@ -25,6 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--depth", help="depth image aligned to IMAGE: 16-bit PNG/TIFF in millimetres, 32-bit "
                                    "float TIFF or .npy in metres; adds 3D positions (needs --intrinsics)")
     p.add_argument("--intrinsics", help="pinhole intrinsics fx,fy,cx,cy in pixels (CameraInfo K)")
+    p.add_argument("--masks", action="store_true", help=MASKS_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -49,6 +51,7 @@ def parse_intrinsics(text: str):
 
 def run(args) -> int:
     from ros_mm_perception.core.config import check_phrases, split_phrases
+    from ros_mm_perception.core.imaging.masks import encode_rle, mask_area
     from ros_mm_perception.core.perception.geometry import read_depth
     from ros_mm_perception.core.imaging.image_io import read_rgb
     from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
@@ -74,6 +77,8 @@ def run(args) -> int:
         if frame.depth is not None:
             row["xyz"] = list(det.xyz) if det.xyz is not None else None
             row["size"] = list(det.size_xyz) if det.size_xyz is not None else None
+        if det.mask is not None:
+            row["mask"] = encode_rle(det.mask)
         rows.append(row)
     if args.json:
         print(json.dumps({"detections": rows}, allow_nan=False))
@@ -85,5 +90,6 @@ def run(args) -> int:
             where = "" if "xyz" not in r else (
                 "  xyz=(no valid depth)" if r["xyz"] is None else "  xyz=({:.3f}, {:.3f}, {:.3f}) m".format(*r["xyz"]))
             box = ", ".join(f"{v:.1f}" for v in r["box"])
-            print(f"{r['label']:<{width}}  {r['score']:.3f}  [{box}]{where}")
+            area = f"  mask={mask_area(r['mask'])} px" if "mask" in r else ""
+            print(f"{r['label']:<{width}}  {r['score']:.3f}  [{box}]{where}{area}")
     return 0

@@ -14,7 +14,7 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
-from ros_mm_perception.commands.options import (MEMORY_FIELDS, add_config_options,
+from ros_mm_perception.commands.options import (MASKS_HELP, MEMORY_FIELDS, add_config_options,
                                                 add_pipeline_options, memory_outputs,
                                                 add_input_options, add_threads_option, build_pipeline,
                                                 config_from_args, configured_phrases, open_outputs,
@@ -38,6 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--debug-images", action="store_true", help="also write annotated images on <ns>/debug_image")
     add_config_options(p, ("foxglove",))
     add_pipeline_options(p)
+    p.add_argument("--masks", action="store_true", help=MASKS_HELP)
     add_threads_option(p)
     add_input_options(p)
     g = p.add_argument_group("object memory")

@@ -71,6 +71,8 @@ class SceneObject:
     visible_fraction: float = 1.0
     object_id: int = 0
     """Stable index of the object within a scene or a sequence (for tracking)."""
+    mask: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
+    """Its visible pixels (HxW bool: coverage above one half, the pixels its box spans)."""
 
     @property
     def phrase(self) -> str:
@@ -418,8 +420,8 @@ def _acceptable(mask: np.ndarray, below: List[np.ndarray], occlusion: bool, min_
 
 def _composite(background: np.ndarray, placements: Sequence[_Placement], masks: Sequence[np.ndarray],
                shading: np.ndarray, looks: Optional[Sequence[Tuple[bool, bool]]] = None
-               ) -> Tuple[np.ndarray, List[Tuple[Box, float]]]:
-    """Paint objects over the background (bottom to top); visible box and fraction of each.
+               ) -> Tuple[np.ndarray, List[Tuple[Box, float, np.ndarray]]]:
+    """Paint objects over the background (bottom to top); visible box, fraction and mask of each.
 
     ``looks`` gives each object (dark edge, soft shadow); neither changes its box.
     """
@@ -428,7 +430,7 @@ def _composite(background: np.ndarray, placements: Sequence[_Placement], masks: 
     visible = []
     for p, m in zip(reversed(placements), reversed(masks)):
         seen = m * (1.0 - cover)
-        visible.append(_box_and_fraction(seen, m))
+        visible.append((*_box_and_fraction(seen, m), seen > 0.5))
         cover = np.maximum(cover, m)
     for k, (p, m) in enumerate(zip(placements, masks)):
         edge, shadow = looks[k] if looks is not None else (False, False)
@@ -562,8 +564,8 @@ def render_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 640), *,
     image = _finish(rng, img, lighting, blur, strong=varied)
     if varied and rng.random() < 0.5:
         image = _jpeg(rng, image)
-    objs = [SceneObject(p.colour, p.shape, box, frac, i)
-            for i, (p, (box, frac)) in enumerate(zip(placements, visible))]
+    objs = [SceneObject(p.colour, p.shape, box, frac, i, mask)
+            for i, (p, (box, frac, mask)) in enumerate(zip(placements, visible))]
     return Scene(image, objs, caption([(p.colour, p.shape) for p in placements]), kind)
 
 
@@ -599,8 +601,8 @@ def render_sequence(seed: int, n_frames: int, n_objects: int = 3, size: Tuple[in
         img = _finish(np.random.default_rng(light_seed), img, lighting=True, blur=False)
         noise = np.random.default_rng([light_seed, t]).normal(0, 2.0, img.shape)
         img = np.clip(img + noise, 0, 255).astype(np.uint8)
-        objs = [SceneObject(p.colour, p.shape, box, frac, i)
-                for i, (p, (box, frac)) in enumerate(zip(placements, visible))]
+        objs = [SceneObject(p.colour, p.shape, box, frac, i, mask)
+                for i, (p, (box, frac, mask)) in enumerate(zip(placements, visible))]
         frames.append(Scene(img, objs, caption([(p.colour, p.shape) for p in placements]), kind))
         for i, p in enumerate(start):  # move and bounce off the borders
             pos[i] += vel[i]

@@ -190,11 +190,12 @@ def render_unseen_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 6
     cover = np.zeros(hw, np.float32)
     for fill, line in reversed(layers):
         mask = np.maximum(fill, line)
-        visible.append(_box_and_fraction(mask * (1 - cover), mask))
+        visible.append((*_box_and_fraction(mask * (1 - cover), mask), mask * (1 - cover) > 0.5))
         cover = np.maximum(cover, mask)
     visible.reverse()
     image = _finish(rng, img, jpeg)
-    objs = [SceneObject(c, s, box, frac, i) for i, ((c, s), (box, frac)) in enumerate(zip(chosen, visible))]
+    objs = [SceneObject(c, s, box, frac, i, mask)
+            for i, ((c, s), (box, frac, mask)) in enumerate(zip(chosen, visible))]
     return Scene(image, objs, caption(chosen), kind)
 
 

@@ -10,6 +10,7 @@ highest first) owns the pixel.
 
 from __future__ import annotations
 
+import warnings
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -58,7 +59,9 @@ def decode_rle(rle: Dict[str, object]) -> np.ndarray:
     if len(size) != 2 or min(size) < 0:
         raise ValueError(f"COCO RLE size must be [height, width], got {rle['size']!r}")
     counts = counts.encode("ascii") if isinstance(counts, str) else counts
-    return coco_mask.decode({"size": size, "counts": counts}).astype(bool)
+    with warnings.catch_warnings():   # pycocotools 2.0.x under numpy 2: a DeprecationWarning per call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return coco_mask.decode({"size": size, "counts": counts}).astype(bool)
 
 
 def mask_area(rle: Dict[str, object]) -> int:

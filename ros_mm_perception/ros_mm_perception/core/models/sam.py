@@ -20,6 +20,7 @@ import torch
 
 from ros_mm_perception.core.devices import resolve_device, resolve_dtype
 from ros_mm_perception.core.errors import ModelNotFoundError
+from ros_mm_perception.core.models.embedded import EMBEDDED_SAM_DIR
 from ros_mm_perception.core.models.hf_loading import build_network, checked_config, checkpoint_source, error_reason
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "facebook/sam-vit-base"
 """The checkpoint suggested to users (Apache-2.0, not gated)."""
 MODEL_TYPES = ("sam", "sam2")
+EMBEDDED = "embedded"
+"""The ``mask_model`` value of the mask model shipped in the package (:data:`EMBEDDED_SAM_DIR`)."""
 MASK_THRESHOLD = 0.0
 """Mask logit above which a pixel belongs to the object (transformers' default)."""
 
@@ -105,7 +108,8 @@ class BoxMaskEngine:
 
 def load_mask_model(model: str, device: str = "auto", precision: str = "auto", *,
                     random_weights: bool = False) -> BoxMaskEngine:
-    """Load SAM or SAM 2 from a hub id (cache) or a local folder written by ``save_pretrained``.
+    """Load SAM or SAM 2 from a hub id (cache), a local folder written by ``save_pretrained`` or
+    ``embedded`` (the tiny SAM shipped in the package, trained on the rendered world).
 
     A missing model raises :class:`ModelNotFoundError` saying what to download or which path to
     pass; a folder of another model type raises :class:`UserError`.
@@ -113,10 +117,15 @@ def load_mask_model(model: str, device: str = "auto", precision: str = "auto", *
     from transformers import Sam2Model, Sam2Processor, SamModel, SamProcessor
 
     if not isinstance(model, str) or not model.strip():
-        raise ModelNotFoundError(f"no mask model given; pass a hub id such as {DEFAULT_MODEL} or a local folder")
+        raise ModelNotFoundError(f"no mask model given; pass a hub id such as {DEFAULT_MODEL}, a local folder "
+                                 f"or '{EMBEDDED}'")
     dev = resolve_device(device)
-    path = Path(model).expanduser()
-    source, local = checkpoint_source(model, path, "mask (SAM)", f" or a hub id such as {DEFAULT_MODEL}")
+    path = EMBEDDED_SAM_DIR if model == EMBEDDED else Path(model).expanduser()
+    if model == EMBEDDED and not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"the embedded mask model is missing from {path}; reinstall the package or "
+                                 "retrain it with `python scripts/train_embedded_sam.py`")
+    source, local = checkpoint_source(model, path, "mask (SAM)", f", a hub id such as {DEFAULT_MODEL} "
+                                      f"or '{EMBEDDED}'")
     try:
         config = checked_config(source, model, MODEL_TYPES, "SAM or SAM 2")
         width = (config.vision_config.hidden_size if config.model_type == "sam"
@@ -135,4 +144,4 @@ def load_mask_model(model: str, device: str = "auto", precision: str = "auto", *
             f"mask model {model!r} is not in the Hugging Face cache and could not be downloaded ({reason}). "
             f"On a machine with network access run `hf download {model}` and copy ~/.cache/huggingface "
             "here if needed, or pass a local model folder") from err
-    return BoxMaskEngine(net, processor, name=model, device=dev, dtype=dtype)
+    return BoxMaskEngine(net, processor, name=str(path) if model == EMBEDDED else model, device=dev, dtype=dtype)

@@ -1,0 +1,163 @@
+"""Train the embedded box-prompted mask model (SAM format) on rendered scenes (CPU, one thread).
+
+    .venv/bin/python scripts/train_embedded_sam.py            # writes the package's model
+    .venv/bin/python scripts/train_embedded_sam.py --steps 50 --out /tmp/sam_try
+
+The model is a transformers ``SamModel`` at a tiny size (:data:`ARCH`: a ViT image encoder on
+:data:`IMAGE_SIZE` px inputs with 8 px patches, its neck, SAM's prompt encoder and two-way mask
+decoder), saved with ``save_pretrained`` together with a ``SamProcessor``; it loads through
+:func:`~ros_mm_perception.core.models.sam.load_mask_model` like any SAM checkpoint.
+
+Training data: :data:`POOL` scenes of :mod:`ros_mm_perception.synthetic.scenes` (three in four
+``varied``), 1-4 objects each at 240 x 320 px, rendered once at the start with their exact visible
+masks; each step draws scenes from the pool, mirrors some left to right, and prompts the model with
+every object's box, each side moved by up to :data:`BOX_JITTER` of the box's size (a detector's
+box is never exact). The low-resolution mask logits (a quarter of the input size) are compared with
+the exact mask resampled onto the same grid (area averaging: soft targets on the outline) by
+binary cross-entropy plus a soft Dice loss. The unseen style of :mod:`.unseen` is never trained on.
+
+The run is deterministic given ``--seed``: the pool and each step's draw come from the seed alone,
+and torch uses one thread and deterministic algorithms.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import List
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ros_mm_perception.core.models.embedded import EMBEDDED_SAM_DIR
+from ros_mm_perception.core.models.random_models import sam_config, sam_processor
+from ros_mm_perception.synthetic.scenes import render_scene
+from training.common import training_main, write_training_info
+
+IMAGE_SIZE = 192
+ARCH = dict(image_size=IMAGE_SIZE, patch_size=8, width=48, layers=3, heads=4, window_size=6)
+POOL = 800
+"""Scenes rendered once for the whole run."""
+SCENE_SIZE = (240, 320)
+BOX_JITTER = 0.05
+
+
+def render_pool(seed: int, n: int) -> List:
+    """``n`` scenes (image and objects with masks) from ``seed``."""
+    rng = np.random.default_rng([seed, 1])
+    return [render_scene(rng, n_objects=int(rng.integers(1, 5)), size=SCENE_SIZE, varied=rng.random() < 0.75,
+                         size_range=(0.15, 0.5)) for _ in range(n)]
+
+
+def low_res_target(mask: np.ndarray, new_hw, grid: int) -> np.ndarray:
+    """The exact mask as the model's low-resolution mask sees it: resized onto the resized frame,
+    padded to the square input and area-averaged to ``grid x grid``."""
+    scaled = cv2.resize(mask.astype(np.float32), (new_hw[1], new_hw[0]), interpolation=cv2.INTER_AREA)
+    square = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    square[:new_hw[0], :new_hw[1]] = scaled
+    return cv2.resize(square, (grid, grid), interpolation=cv2.INTER_AREA)
+
+
+def make_batch(rng: np.random.Generator, pool, processor, batch_size: int):
+    """Pixels, ``B x N x 4`` prompt boxes (input pixels), targets ``B x N x g x g`` and a box mask ``B x N``."""
+    scenes = [pool[i] for i in rng.choice(len(pool), batch_size, replace=False)]
+    images, boxes, masks = [], [], []
+    for scene in scenes:
+        flip = rng.random() < 0.5
+        image = scene.image[:, ::-1] if flip else scene.image
+        w = image.shape[1]
+        frame_boxes, frame_masks = [], []
+        for obj in scene.objects:
+            x0, y0, x1, y1 = obj.box
+            if flip:
+                x0, x1 = w - x1, w - x0
+            bw, bh = x1 - x0, y1 - y0
+            jitter = rng.uniform(-BOX_JITTER, BOX_JITTER, 4) * [bw, bh, bw, bh]
+            frame_boxes.append(np.array([x0, y0, x1, y1]) + jitter)
+            frame_masks.append(obj.mask[:, ::-1] if flip else obj.mask)
+        images.append(np.ascontiguousarray(image))
+        boxes.append(frame_boxes)
+        masks.append(frame_masks)
+    h, w = images[0].shape[:2]
+    inputs = processor.image_processor(images, return_tensors="pt")
+    new_h, new_w = processor.image_processor._get_preprocess_shape((h, w), IMAGE_SIZE)
+    grid = IMAGE_SIZE // ARCH["patch_size"] * 4
+    n = max(len(b) for b in boxes)
+    box_t = np.zeros((batch_size, n, 4), np.float32)
+    target = np.zeros((batch_size, n, grid, grid), np.float32)
+    valid = np.zeros((batch_size, n), np.float32)
+    scale = np.array([new_w / w, new_h / h] * 2)
+    for i, (frame_boxes, frame_masks) in enumerate(zip(boxes, masks)):
+        for j, (box, mask) in enumerate(zip(frame_boxes, frame_masks)):
+            box_t[i, j] = np.clip(box, 0, [w, h, w, h]) * scale
+            target[i, j] = low_res_target(mask, (new_h, new_w), grid)
+            valid[i, j] = 1.0
+    return inputs["pixel_values"], torch.from_numpy(box_t), torch.from_numpy(target), torch.from_numpy(valid)
+
+
+def losses(model, pixels, boxes, target, valid) -> dict:
+    logits = model(pixel_values=pixels, input_boxes=boxes, multimask_output=False).pred_masks[:, :, 0]
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((-2, -1))
+    p = torch.sigmoid(logits)
+    dice = 1 - (2 * (p * target).sum((-2, -1)) + 1) / (p.sum((-2, -1)) + target.sum((-2, -1)) + 1)
+    n = valid.sum()
+    out = {"bce": (bce * valid).sum() / n, "dice": (dice * valid).sum() / n}
+    out["total"] = out["bce"] + out["dice"]
+    return out
+
+
+def build_model(seed: int):
+    from transformers import SamModel
+
+    torch.manual_seed(seed)
+    return SamModel(sam_config(**ARCH)), sam_processor(IMAGE_SIZE)
+
+
+def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads: int, log_every: int = 25) -> dict:
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    start = time.time()
+    model, processor = build_model(seed)
+    pool = render_pool(seed, POOL)
+    print(f"rendered {len(pool)} scenes in {time.time() - start:.0f}s", flush=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    rest = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(k / steps, 1.0))))
+    rng = np.random.default_rng([seed, 2])
+    curve = []
+    model.train()
+    for step in range(steps):
+        parts = losses(model, *make_batch(rng, pool, processor, batch_size))
+        opt.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        curve.append(round(parts["total"].item(), 5))
+        if step % log_every == 0 or step == steps - 1:
+            detail = "  ".join(f"{k} {v.item():.3f}" for k, v in parts.items())
+            print(f"step {step:5d}  {detail}  {time.time() - start:7.1f}s", flush=True)
+    model.eval()
+    out = Path(out)
+    model.half().save_pretrained(out)
+    processor.save_pretrained(out)
+    return write_training_info(out, seed=seed, steps=steps, batch_size=batch_size, lr=lr, threads=threads,
+                               started=start, loss_curve=curve, arch=ARCH, pool=POOL, scene_size=SCENE_SIZE,
+                               box_jitter=BOX_JITTER)
+
+
+def main(argv=None) -> int:
+    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_SAM_DIR, steps=550, batch_size=8, lr=2e-3,
+                         threads=1, argv=argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -177,6 +177,22 @@ SRV_CONTRACT = {
                        "detections_3d": "vision_msgs/msg/Detection3DArray", "success": "bool", "message": "string"}),
     "ClassifyImage": ({"camera": "string", "image": "sensor_msgs/msg/Image", "labels": "string[]", "top_k": "uint16"},
                       {"classification": "vision_msgs/msg/Classification", "success": "bool", "message": "string"}),
+    "FindObjects": ({"phrases": "string[]", "max_results": "uint32", "min_confidence": "float64",
+                     "max_age_s": "float64", "point": "geometry_msgs/msg/Point",
+                     "radius": "float64", "include_gone": "bool"},
+                    {"header": "std_msgs/msg/Header",
+                     "objects": "ros_mm_perception_interfaces/msg/RememberedObject[]",
+                     "success": "bool", "message": "string"}),
+    "ForgetObjects": ({"ids": "uint64[]", "all": "bool"},
+                      {"forgotten": "uint64[]", "success": "bool", "message": "string"}),
+}
+MSG_CONTRACT = {
+    "RememberedObject": {"id": "uint64", "phrase": "string", "match": "float64",
+                         "pose": "geometry_msgs/msg/PoseWithCovariance",
+                         "size": "geometry_msgs/msg/Vector3",
+                         "first_seen": "builtin_interfaces/msg/Time",
+                         "last_seen": "builtin_interfaces/msg/Time",
+                         "observations": "uint32", "confidence": "float64", "state": "string"},
 }
 
 
@@ -186,6 +202,14 @@ def test_srv_files_parse_with_the_contract_fields(name):
     want_request, want_response = SRV_CONTRACT[name]
     assert {k: type_name(v) for k, v in request.items()} == want_request
     assert {k: type_name(v) for k, v in response.items()} == want_response
+
+
+@pytest.mark.parametrize("name", sorted(MSG_CONTRACT))
+def test_msg_files_parse_with_the_contract_fields(name):
+    path = IFACE_DIR / "msg" / f"{name}.msg"
+    name_in_store = f"ros_mm_perception_interfaces/msg/{name}"
+    (_, fields), = get_types_from_msg(path.read_text(), name_in_store).values()
+    assert {field: type_name(spec) for field, spec in fields} == MSG_CONTRACT[name]
 
 
 def test_score_threshold_defaults_to_the_node_parameter_sentinel():
@@ -198,10 +222,15 @@ def test_interface_build_lists_every_srv_and_its_dependencies(packages):
     cmake = (IFACE_DIR / "CMakeLists.txt").read_text()
     srv_files = sorted(p.name for p in (IFACE_DIR / "srv").glob("*.srv"))
     assert sorted(re.findall(r'"srv/(\w+\.srv)"', cmake)) == srv_files == sorted(f"{n}.srv" for n in SRV_CONTRACT)
-    used = {t.split("/")[0] for req, resp in SRV_CONTRACT.values() for t in [*req.values(), *resp.values()]
-            if "/" in t}
+    msg_files = sorted(p.name for p in (IFACE_DIR / "msg").glob("*.msg"))
+    listed = sorted(re.findall(r'"msg/(\w+\.msg)"', cmake))
+    assert listed == msg_files == sorted(f"{n}.msg" for n in MSG_CONTRACT)
+    fields = [t for req, resp in SRV_CONTRACT.values() for t in [*req.values(), *resp.values()]]
+    fields += [t for msg in MSG_CONTRACT.values() for t in msg.values()]
+    used = {t.split("/")[0] for t in fields if "/" in t} - {interfaces.name}
     deps = set(re.search(r"DEPENDENCIES([^)]*)\)", cmake).group(1).split())
-    assert used == deps == {"sensor_msgs", "std_msgs", "vision_msgs"}
+    assert used == deps == {"builtin_interfaces", "geometry_msgs", "sensor_msgs", "std_msgs",
+                            "vision_msgs"}
     declared = {d.name for d in interfaces.build_depends} & {d.name for d in interfaces.exec_depends}
     assert used <= declared
     for pkg in used:

@@ -11,6 +11,10 @@ With ``target_frame`` set, ``detections_3d`` and ``markers`` are transformed wit
 image's stamp (waiting at most ``transform_timeout_s``); a frame without the transform publishes
 its 2D outputs only, and a throttled warning and ``/diagnostics`` name the missing transform.
 
+With ``memory_enabled``, the object memory (:mod:`.memory_glue`) is opened at configure, fed by
+every processed frame, published on ``objects`` / ``object_markers`` and asked through
+``~/find_objects`` and ``~/forget_objects``; cleanup closes its file.
+
 Only the newest frame of each camera is processed: callbacks store messages in a
 :class:`FrameScheduler`, one worker thread takes up to ``max_batch`` waiting frames (one per camera)
 per model call. Every output carries the header of the input image it came from.
@@ -47,6 +51,7 @@ from ros_mm_perception.core.imaging.drawing import annotate
 from ros_mm_perception.messages.requests import check_request
 from ros_mm_perception.messages.tf import rigid_transform_of
 from ros_mm_perception.ros.camera_state import CameraState
+from ros_mm_perception.ros.memory_glue import NodeMemory
 from ros_mm_perception.ros.lifecycle_table import (DESTROY_PUBLISHERS, LOAD_MODELS, MAKE_PUBLISHERS,
                                                    RELEASE_MODELS, START_STREAMING, STOP_STREAMING,
                                                    transition_steps)
@@ -54,7 +59,8 @@ from ros_mm_perception.ros.msg_types import foxglove_rclpy_types, rclpy_types
 from ros_mm_perception.ros.params import config_changes, declare_config
 from ros_mm_perception.ros.startup import StampWhenClockRuns
 from ros_mm_perception.ros.stats import StatsBook, gpu_memory
-from ros_mm_perception_interfaces.srv import AskQuestion, ClassifyImage, GroundPhrases
+from ros_mm_perception_interfaces.srv import (AskQuestion, ClassifyImage, FindObjects, ForgetObjects,
+                                              GroundPhrases)
 
 NODE_NAME = "perception"
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -100,7 +106,7 @@ class PerceptionNode(LifecycleNode):
         self._active_since = time.monotonic()
         self._label_info_stamp = StampWhenClockRuns()
         self._tf_buffer = None
-        if self.config.target_frame:
+        if self.config.target_frame or self.config.memory_enabled:
             from tf2_ros import Buffer, TransformListener
 
             self._tf_buffer = Buffer(node=self)
@@ -108,9 +114,12 @@ class PerceptionNode(LifecycleNode):
         self._camera_group = ReentrantCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
+        self.memory = NodeMemory(self, self._timer_group)
         for srv_type, name, handler in ((AskQuestion, "~/ask", self._on_ask),
                                         (GroundPhrases, "~/ground", self._on_ground),
-                                        (ClassifyImage, "~/classify", self._on_classify)):
+                                        (ClassifyImage, "~/classify", self._on_classify),
+                                        (FindObjects, "~/find_objects", self.memory.on_find),
+                                        (ForgetObjects, "~/forget_objects", self.memory.on_forget)):
             self.create_service(srv_type, name, handler, callback_group=self._service_group)
         self._diagnostics = self.create_publisher(self.types.DiagnosticArray, "/diagnostics", OUTPUT_QOS)
         # A steady clock: diagnostics keep coming while simulation time is paused or absent.
@@ -169,6 +178,9 @@ class PerceptionNode(LifecycleNode):
             self.pipeline = None
             self._log_failure("loading models failed", err)
             return False
+        if not self.memory.open(self.pipeline):
+            self._release_models()
+            return False
         self._cameras = {c: CameraState(c, self.config.cameras, self.config.image_transport == "compressed")
                          for c in self.config.cameras}
         self.get_logger().info(f"models ready ({self.pipeline.model_state}); cameras: {', '.join(self._cameras)}")
@@ -208,6 +220,7 @@ class PerceptionNode(LifecycleNode):
         self.state_label = "unconfigured"
 
     def _release_models(self) -> None:
+        self.memory.close()
         if self.pipeline is not None:
             self.pipeline.close()
             self.pipeline = None
@@ -227,6 +240,7 @@ class PerceptionNode(LifecycleNode):
         for pub in self._publishers_made.values():
             self.destroy_publisher(pub)
         self._publishers_made = {}
+        self.memory.destroy_publishers()
 
     # -------------------------------------------------------------------------- topics
 
@@ -246,6 +260,7 @@ class PerceptionNode(LifecycleNode):
                 outputs["instance_mask"] = t.Image
             for base, msg_type in outputs.items():
                 pubs[cam.topic(base)] = self.create_publisher(msg_type, cam.topic(base), OUTPUT_QOS)
+        self.memory.make_publishers()
         self._publish_label_info()
 
     def _subscribed_topic(self, cam: CameraState) -> str:
@@ -381,6 +396,7 @@ class PerceptionNode(LifecycleNode):
                                          lambda: convert.marker_array(t, located, ns=cam.name))
                 self._publish_if_watched(cam, "scene",
                                          lambda: foxglove.scene_update(fx, located, cam.name))
+        self.memory.add(cam.name, frame, result)
         if result.labels_ran:
             self._publisher(cam, "labels").publish(convert.classification(t, result))
         if result.masks_ran and self._publisher(cam, "instance_mask") is not None:

@@ -17,6 +17,7 @@ import tempfile
 from typing import Dict, List
 
 from ros_mm_perception.commands.bench import clip, paligemma
+from ros_mm_perception.commands.options import add_config_options, add_threads_option
 from ros_mm_perception.commands.bench.clip import CLIP_PATHS, ClipBench, empty_clip
 from ros_mm_perception.commands.bench.fleet import FleetBench, empty_fleet
 from ros_mm_perception.commands.bench.harness import VERSUS_FIGURES, empty_meta
@@ -37,7 +38,6 @@ def add_parser(sub) -> None:
                                    "print one JSON object. --random-weights needs no downloads: "
                                    "compute does not depend on weight values.")
     p.add_argument("--json", action="store_true", help="print only the JSON object")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--random-weights", action="store_true",
                    help="build the architectures with random weights instead of loading "
                         "checkpoints")
@@ -47,15 +47,14 @@ def add_parser(sub) -> None:
                         "minutes (default: real on CUDA, tiny on CPU; with --random-weights)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed calls per figure (default: 10 on CUDA, 3 on CPU)")
-    p.add_argument("--clip-model", default="",
-                   help="without --random-weights: open_clip model (default: embedded)")
-    p.add_argument("--clip-pretrained", default="",
-                   help="without --random-weights: open_clip pretrained tag or file")
-    p.add_argument("--paligemma", action="append", default=[], metavar="MODEL",
+    # --device, --clip-model and --clip-pretrained (the latter two without --random-weights)
+    add_config_options(p, ("device", "clip_model", "clip_pretrained"),
+                       defaults={"device": "auto", "clip_model": "", "clip_pretrained": ""})
+    p.add_argument("--paligemma-model", dest="paligemma", action="append", default=[],
+                   metavar="MODEL",
                    help="without --random-weights: PaliGemma model id or folder (repeat for a "
                         "second one)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (default: torch's choice)")
+    add_threads_option(p)
     p.add_argument("--no-compile", action="store_true",
                    help="skip the torch.compile paths (slow to prepare)")
     p.add_argument("--budget-s", type=float, default=420.0,

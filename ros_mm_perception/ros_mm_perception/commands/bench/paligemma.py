@@ -59,7 +59,7 @@ class PaliGemmaBench(Harness):
             engine = load_paligemma(size, str(self.device), max_new_tokens=NEW_TOKENS,
                                     fast_path="off")
         else:
-            self.skip(key, "no --paligemma model given (or use --random-weights)")
+            self.skip(key, "no --paligemma-model given (or use --random-weights)")
             return None
         params = sum(p.numel() for p in engine.model.parameters())
         section.update(architecture=size, params_M=round(params / 1e6, 1),

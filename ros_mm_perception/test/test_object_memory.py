@@ -253,3 +253,17 @@ def test_forget_some_or_all(rng):
 def test_a_memory_needs_a_frame():
     with pytest.raises(UserError, match="memory_frame"):
         ObjectMemory("")
+
+
+def test_with_a_text_encoder_clip_must_prefer_the_phrase_to_background(rng):
+    vectors = {p: unit(rng.normal(size=16)) for p in ("red mug", "blue box", "background")}
+
+    def encode(phrases):
+        return np.stack([vectors[p] for p in phrases])
+
+    memory = ObjectMemory("map", encode_text=encode)
+    crops = [unit(vectors["red mug"] + 0.2 * vectors["background"]),    # looks like a mug
+             unit(vectors["background"] + 0.2 * vectors["blue box"])]   # looks like the wall
+    drive(memory, OBJECTS[:2], 3, rng, embeddings=crops, phrases=["red mug", "blue box"])
+    assert [r.phrase for r in memory.objects()] == ["red mug"]
+    assert len(memory.objects(include_unconfirmed=True)) == 2

@@ -12,6 +12,7 @@ import sys
 import time
 
 from ros_mm_perception.commands.options import add_threads_option, set_threads
+from ros_mm_perception.core.errors import UserError
 
 
 def add_parser(sub) -> None:
@@ -38,6 +39,18 @@ def add_parser(sub) -> None:
         help="which style (default: both)",
     )
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.add_argument(
+        "--bench",
+        action="store_true",
+        help="measure the memory's cost instead (a query among 10,000 objects, the share "
+        "of the per-frame time) and print it as JSON",
+    )
+    p.add_argument(
+        "--clip-check",
+        action="store_true",
+        help="give the memory CLIP's text encoder: an object is confirmed only where CLIP "
+        "prefers its phrase to 'background' on its crops",
+    )
     add_threads_option(p)
     p.set_defaults(func=run)
 
@@ -48,10 +61,18 @@ def run(args) -> int:
 
     set_threads(args.threads)
     if args.frames < 8:
-        raise SystemExit("ros-mm-perception eval-memory: --frames must be at least 8")
+        raise UserError("--frames must be at least 8")
     styles = ("own", "unseen") if args.style == "both" else (args.style,)
     start = time.perf_counter()
     pipeline = PerceptionPipeline(eval_config())
+    if args.bench:
+        from ros_mm_perception.offline.memory_bench import bench
+
+        try:
+            print(json.dumps(bench(pipeline), allow_nan=False))
+        finally:
+            pipeline.close()
+        return 0
     try:
 
         def progress(message):
@@ -62,7 +83,7 @@ def run(args) -> int:
                 flush=True,
             )
 
-        figures = evaluate(pipeline, styles, args.seed, args.frames, progress)
+        figures = evaluate(pipeline, styles, args.seed, args.frames, progress, args.clip_check)
     finally:
         pipeline.close()
     print(file=sys.stderr)

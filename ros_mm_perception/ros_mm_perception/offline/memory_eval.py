@@ -34,7 +34,7 @@ from ros_mm_perception.synthetic.world3d import STYLES, Panel, World, build_worl
 
 K = Intrinsics(300.0, 300.0, 159.5, 119.5)
 HW = (240, 320)
-FRAMES_PER_PASS = 48
+FRAMES_PER_PASS = 96
 MATCH_RADIUS_M = 0.3
 ABSENT_DETECTED = 4
 """Phrases the detector looks for that the room does not hold."""
@@ -85,8 +85,11 @@ def evaluate_style(
     seed: int = EVAL_SEED,
     frames: int = FRAMES_PER_PASS,
     progress: Callable[[str], None] = lambda _m: None,
+    clip_check: bool = False,
 ) -> Dict:
-    """The figures of one style (module docstring); ``pipeline`` has the memory settings on."""
+    """The figures of one style (module docstring); ``pipeline`` has the memory settings on.
+    With ``clip_check``, a record is confirmed only where CLIP prefers its phrase to "background"
+    on its crops (:meth:`ObjectMemory._agrees`)."""
     rng = np.random.default_rng(seed)
     world = build_world(seed, 8, style)
     centre = np.array(world.size[:2]) / 2
@@ -94,8 +97,9 @@ def evaluate_style(
     config = pipeline.config.replace(detect_phrases=held + absent_detected)
     pipeline.update_config(config)
     pipeline.reset(restart_ids=True)
-    memory = ObjectMemory("map", config, embedding_model=embedding_model_id(config))
     encode, scale = labeler_text_encoder(pipeline.labeler)
+    memory = ObjectMemory("map", config, embedding_model=embedding_model_id(config),
+                          encode_text=encode if clip_check else None, logit_scale=scale)
     # pass 1: a panel stands before object 0 the whole time (it is seen from the side only)
     world.panels = [_hiding_panel(world, world.objects[0], centre)]
     world.panels[0] = replace(world.panels[0], width=0.5)
@@ -233,9 +237,12 @@ def evaluate(
     seed: int = EVAL_SEED,
     frames: int = FRAMES_PER_PASS,
     progress: Optional[Callable[[str], None]] = None,
+    clip_check: bool = False,
 ) -> Dict:
-    """``{style: figures}`` (see :func:`evaluate_style`)."""
+    """``{style: figures}`` (see :func:`evaluate_style`); ``clip_check`` gives the memory the
+    running CLIP's text encoder, so records are confirmed only where CLIP agrees."""
     return {
-        style: evaluate_style(pipeline, style, seed, frames, progress or (lambda _m: None))
+        style: evaluate_style(pipeline, style, seed, frames, progress or (lambda _m: None),
+                              clip_check)
         for style in styles
     }

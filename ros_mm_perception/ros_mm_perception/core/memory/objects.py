@@ -14,7 +14,9 @@ Per frame (:meth:`ObjectMemory.update`):
   and the number of frames it was detected in are kept. Its log-odds confidence gains 1 per
   detected frame (at most :data:`MAX_LOG_ODDS`) and ``confidence = sigmoid(log_odds)``;
 * **confirmation** – a record is confirmed after ``memory_confirm_observations`` frames; until
-  then it is never reported, so a one-frame false positive never reaches a planner;
+  then it is never reported, so a one-frame false positive never reaches a planner. Given a text
+  encoder (``encode_text``), a record is also confirmed only where CLIP prefers its phrase to
+  "background" on its mean crop embedding (a second opinion on the detector's);
 * **negative evidence** – a record that was not detected in a frame whose detector looked for one
   of its phrases, while its place was in view, within ``memory_max_range_m`` and not hidden
   (:func:`~.views.visibility`), loses :data:`MISS_LOG_ODDS` and counts a miss; a detection
@@ -71,7 +73,8 @@ MATCH_TOLERANCE = 3.0
 """Logits by which an asked phrase may describe an object's crops worse than its own phrase."""
 MATCH_THRESHOLD = 0.5
 """Default least match score of a query result (see the module docstring)."""
-NULL_PROMPTS = ("background", "an object")
+BACKGROUND = "background"
+NULL_PROMPTS = (BACKGROUND, "an object")
 """Phrases every asked phrase competes with, besides the memory's own phrases."""
 DEFAULT_LOGIT_SCALE = 100.0
 
@@ -263,6 +266,8 @@ class ObjectMemory:
         config: Optional[PerceptionConfig] = None,
         path: str = "",
         embedding_model: str = "",
+        encode_text: Optional[TextEncoder] = None,
+        logit_scale: float = DEFAULT_LOGIT_SCALE,
     ):
         frame = str(frame).strip().lstrip("/")
         if not frame:
@@ -273,6 +278,9 @@ class ObjectMemory:
         self.frame = frame
         self.config = config or PerceptionConfig()
         self.embedding_model = embedding_model
+        self.encode_text, self.logit_scale = encode_text, logit_scale
+        """With a text encoder, a record is confirmed only where CLIP prefers its phrase to
+        "background" on its crops (:meth:`_agrees`)."""
         self.revision = 0
         """Counts changes a planner sees (for publishing on change)."""
         self._lock = threading.RLock()
@@ -389,7 +397,9 @@ class ObjectMemory:
                 if record.confirmed:
                     if rid not in report.created:
                         report.updated.append(rid)
-                elif record.observations >= cfg.memory_confirm_observations:
+                elif record.observations >= cfg.memory_confirm_observations and self._agrees(
+                    record
+                ):
                     record.confirmed = True
                     report.confirmed.append(rid)
                 self._cols.set(record)
@@ -407,6 +417,15 @@ class ObjectMemory:
             if report.changed:
                 self.revision += 1
         return report
+
+    def _agrees(self, record: ObjectRecord) -> bool:
+        """Whether CLIP prefers the record's phrase to "background" on its mean crop embedding
+        (always, without a text encoder or an embedding)."""
+        embedding = record.embedding
+        if self.encode_text is None or embedding is None or BACKGROUND in record.phrases:
+            return True
+        cos = np.asarray(self.encode_text([record.phrase, BACKGROUND]), np.float32) @ embedding
+        return bool(cos[0] >= cos[1])
 
     def _compatible(self, record: ObjectRecord, o: Observation) -> bool:
         if normalise_phrase(o.phrase) in record.phrases:

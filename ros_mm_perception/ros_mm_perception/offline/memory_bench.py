@@ -1,0 +1,186 @@
+"""What the object memory costs (``ros-mm-perception eval-memory --bench``), as JSON.
+
+* ``query``: :meth:`~ros_mm_perception.core.memory.objects.ObjectMemory.query` over a memory of
+  ``n_objects`` confirmed records (48 phrases, the embedded CLIP's embedding width), by a phrase
+  the detector never used (text embeddings from the running CLIP's cache, as in a running node),
+  and by a known phrase without the text encoder; the baseline is the plain numpy product of the
+  same embeddings with the same text embeddings (the floor of any embedding query);
+* ``per_frame``: on the rendered room of :mod:`.memory_eval`, the pipeline's time per frame (the
+  baseline) and what :meth:`~ros_mm_perception.core.memory.objects.ObjectMemory.update` adds, with
+  the memory in RAM and in an SQLite file.
+
+Timings are medians of repeated runs on this machine's CPU (named in the output); nothing here is
+a test.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+
+from ros_mm_perception.core.memory.objects import ObjectMemory
+from ros_mm_perception.core.memory.text import embedding_model_id, labeler_text_encoder
+from ros_mm_perception.core.memory.views import CameraView
+from ros_mm_perception.core.results import Detection, Frame, FrameResult, Stamp
+from ros_mm_perception.offline.memory_eval import HW, K
+from ros_mm_perception.synthetic.scenes import COLOURS, SHAPES
+from ros_mm_perception.synthetic.world3d import build_world, drive, render
+
+
+def cpu_name() -> str:
+    """The CPU model and its vector extensions of note, from /proc/cpuinfo where there is one."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")),
+        platform.machine(),
+    )
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
+    )
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model} ({', '.join(wanted) or 'no AVX'})"
+
+
+def _median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return round(1000 * float(np.median(times)), 3)
+
+
+def filled_memory(n_objects: int, dim: int, seed: int = 0) -> ObjectMemory:
+    """A memory of ``n_objects`` confirmed records in a 50 m square (each seen twice)."""
+    from ros_mm_perception.core.perception.transforms import RigidTransform
+    from ros_mm_perception.core.results import Intrinsics
+
+    rng = np.random.default_rng(seed)
+    phrases = [f"{c} {s}" for c in COLOURS for s in SHAPES]
+    memory = ObjectMemory("map")
+    k = Intrinsics(100.0, 100.0, 50.0, 50.0)
+    for batch in range(0, n_objects, 100):
+        dets = []
+        for _ in range(min(100, n_objects - batch)):
+            emb = rng.normal(size=dim).astype(np.float32)
+            dets.append(
+                Detection(
+                    phrases[rng.integers(len(phrases))],
+                    0.9,
+                    (0, 0, 1, 1),
+                    xyz=tuple(rng.uniform([-25, -25, 1], [25, 25, 3])),
+                    size_xyz=(0.2, 0.2, 0.1),
+                    embedding=emb / np.linalg.norm(emb),
+                )
+            )
+        result = FrameResult("cam", "cam", Stamp(batch, 0), 100, 100, detections=dets)
+        for second in (0, 1):  # twice: confirmed
+            view = CameraView(
+                RigidTransform.identity(), k, (100, 100), (batch + second) * 10**9, []
+            )
+            memory.update(result, view)
+    return memory
+
+
+def bench_query(pipeline, n_objects: int = 10_000, repeats: int = 50) -> Dict:
+    encode, scale = labeler_text_encoder(pipeline.labeler)
+    dim = int(encode(["red circle"]).shape[1])
+    start = time.perf_counter()
+    memory = filled_memory(n_objects, dim)
+    build_s = time.perf_counter() - start
+    vocabulary = memory.vocabulary()
+    asked = "red thing"
+    encode([asked, *vocabulary, "background", "an object"])  # the running CLIP's cache
+    found = len(memory.query(asked, encode_text=encode, logit_scale=scale, min_match=0.0))
+    images = np.stack([r.embedding for r in memory.objects()])
+    text = encode([asked, *vocabulary])
+    return {
+        "objects": len(memory),
+        "phrases": len(vocabulary),
+        "embedding_dim": dim,
+        "found": found,
+        "build_s": round(build_s, 2),
+        "query_by_embedding_ms": _median_ms(
+            lambda: memory.query(asked, encode_text=encode, logit_scale=scale), repeats
+        ),
+        "query_by_phrase_ms": _median_ms(lambda: memory.query("red circle"), repeats),
+        "query_near_point_ms": _median_ms(
+            lambda: memory.query("red circle", near=(0.0, 0.0, 2.0), radius=2.0), repeats
+        ),
+        "baseline_numpy_product_ms": _median_ms(lambda: images @ text.T, repeats),
+        "goal_ms": 5.0,
+    }
+
+
+def bench_frames(pipeline, frames: int = 24) -> Dict:
+    world = build_world(1, 8, "own")
+    config = pipeline.config.replace(detect_phrases=[o.phrase for o in world.objects])
+    pipeline.update_config(config)
+    k, hw = K, HW
+    encode, scale = labeler_text_encoder(pipeline.labeler)
+    rendered = [(pose, *render(world, pose, k, hw)[:2]) for pose in drive(world, frames)]
+    timings = {"pipeline": [], "memory_ram": [], "memory_file": []}
+    with tempfile.TemporaryDirectory() as folder:
+        memories = {
+            "memory_ram": ObjectMemory(
+                "map",
+                config,
+                encode_text=encode,
+                logit_scale=scale,
+                embedding_model=embedding_model_id(config),
+            ),
+            "memory_file": ObjectMemory(
+                "map",
+                config,
+                path=str(Path(folder) / "bench.db"),
+                encode_text=encode,
+                logit_scale=scale,
+                embedding_model=embedding_model_id(config),
+            ),
+        }
+        for i, (pose, image, depth) in enumerate(rendered):
+            stamp = i * 100_000_000
+            frame = Frame(
+                image,
+                camera="cam",
+                frame_id="cam_optical",
+                stamp=Stamp.from_ns(stamp),
+                depth=depth,
+                intrinsics=k,
+            )
+            start = time.perf_counter()
+            result = pipeline.process(frame)
+            timings["pipeline"].append(time.perf_counter() - start)
+            view = CameraView(pose, k, hw, stamp, config.detect_phrases, depth)
+            for name, memory in memories.items():
+                start = time.perf_counter()
+                memory.update(result, view)
+                timings[name].append(time.perf_counter() - start)
+        for memory in memories.values():
+            memory.close()
+    ms = {name: round(1000 * float(np.median(values[2:])), 3) for name, values in timings.items()}
+    return {
+        "frames": frames,
+        "pipeline_ms": ms["pipeline"],
+        "memory_ram_ms": ms["memory_ram"],
+        "memory_file_ms": ms["memory_file"],
+        "memory_file_share": round(ms["memory_file"] / ms["pipeline"], 4),
+        "goal_share": 0.10,
+    }
+
+
+def bench(pipeline, n_objects: int = 10_000) -> Dict:
+    """Both benchmarks, with the CPU they ran on."""
+    return {
+        "cpu": cpu_name(),
+        "query": bench_query(pipeline, n_objects),
+        "per_frame": bench_frames(pipeline),
+    }

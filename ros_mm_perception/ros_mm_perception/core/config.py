@@ -29,7 +29,7 @@ GROUNDING_SOURCES = ("auto", "sam3", "owl", "paligemma", "clip", "off")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 FAST_PATHS = ("auto", "off", "static", "graph", "compile")
 CLIP_FAST_PATHS = FAST_PATHS + ("freeze",)
 CROP_MODES = ("letterbox", "center")
@@ -64,9 +64,9 @@ class PerceptionConfig:
     # Models
     device: str = _param("auto", "Compute device: auto (CUDA when available), cpu or cuda[:N].",
                          read_only=True, launch=True)
-    precision: str = _param("auto",
-                            "Model precision: auto (per device and model), fp32, fp16 or bf16.",
-                            choices=PRECISIONS, read_only=True)
+    precision: str = _param(
+        "auto", "Model precision: auto (per device and model), fp32, fp16, bf16 or int8 (CPU).",
+        choices=PRECISIONS, read_only=True)
     clip_model: str = _param(
         "", "open_clip model name or model folder; empty uses the embedded model.",
         read_only=True, launch=True)

@@ -19,6 +19,7 @@ from typing import Dict, List
 from ros_mm_perception.commands.bench import clip, paligemma
 from ros_mm_perception.commands.options import add_config_options, add_threads_option
 from ros_mm_perception.commands.bench.clip import CLIP_PATHS, ClipBench, empty_clip
+from ros_mm_perception.commands.bench.cpu import CpuBench, empty_cpu
 from ros_mm_perception.commands.bench.fleet import FleetBench, empty_fleet
 from ros_mm_perception.commands.bench.harness import VERSUS_FIGURES, empty_meta
 from ros_mm_perception.commands.bench.owl import OWL_PATHS, OwlBench, empty_owl
@@ -64,6 +65,9 @@ def add_parser(sub) -> None:
     only.add_argument("--fleet-only", action="store_true",
                       help="time only the fleet section: fleet on a local Ray against bag, over "
                            "rendered recordings (needs the fleet extra; not part of a full run)")
+    only.add_argument("--cpu-only", action="store_true",
+                      help="time only the cpu section: plain, fp32 and int8 frame to labels of "
+                           "the CPU-class CLIP models and the embedded detector (see bench.cpu)")
     p.add_argument("--output", default="",
                    help="also write the JSON here, rewritten after every figure")
     p.set_defaults(func=run)
@@ -80,11 +84,12 @@ def empty_result() -> Dict:
         **empty_pipeline(),
         **empty_owl(),
         **empty_fleet(),
+        **empty_cpu(),
         "errors": {},
     }
 
 
-class Bench(ClipBench, PaliGemmaBench, OwlBench, PipelineBench, FleetBench):
+class Bench(CpuBench, ClipBench, PaliGemmaBench, OwlBench, PipelineBench, FleetBench):
     """Runs the sections in order, filling :func:`empty_result`; errors are recorded, never
     raised."""
 
@@ -98,6 +103,8 @@ class Bench(ClipBench, PaliGemmaBench, OwlBench, PipelineBench, FleetBench):
             self.record_meta()
             if self.args.owl_only:
                 self.owl()
+            elif self.args.cpu_only:
+                self.cpu_section()
             elif self.args.fleet_only:
                 try:
                     self.fleet()

@@ -30,7 +30,7 @@ VERSUS_FIGURES = ("plain_ms", "ours_ms", "speedup", "plain_thread_cpu_ms", "ours
 CPU_FIELDS = ("model", "arch", "cores", "avx2", "avx512", "avx512_bf16", "amx", "neon",
               "isa_limits")
 """The keys of :func:`cpu_info`."""
-ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "FBGEMM_ENABLE_INSTRUCTIONS")
 """Environment variables that make torch use fewer instruction sets than the CPU has."""
 
 

@@ -20,9 +20,10 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ros_mm_perception.core.devices import resolve_device, resolve_dtype
+from ros_mm_perception.core.devices import INT8, dtype_of, resolve_device, resolve_precision
 from ros_mm_perception.core.errors import ModelNotFoundError, UserError
 from ros_mm_perception.core.imaging.preprocess import ClipPreprocessor
+from ros_mm_perception.core.models.int8 import quantize_linear_layers
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class ClipModel:
     dtype: torch.dtype
     fast_encoder: Optional[Any] = None
     """A :class:`~ros_mm_perception.core.models.fast_clip.FastClipEncoder` set by ``enable_fast_clip``, or ``None``."""
+    precision: str = "fp32"
+    """The resolved precision: fp32, fp16, bf16 or int8 (the image tower's linear layers in int8)."""
 
     @property
     def image_size(self) -> int:
@@ -100,23 +103,31 @@ def _resolve_source(name: str, pretrained: str):
     return name, pretrained
 
 
-def _embed_width(model_id: str) -> Optional[int]:
-    """The embedding width in the open_clip config of ``model_id`` (``None`` when it has none)."""
+def open_clip_config(model_id: str) -> Dict[str, Any]:
+    """The open_clip model config of ``model_id`` (empty when it has none)."""
     import open_clip
 
     if model_id.startswith("local-dir:"):
-        config = json.loads((Path(model_id[len("local-dir:"):]) / CONFIG_NAME).read_text()).get("model_cfg", {})
-    else:
-        config = open_clip.get_model_config(model_id) or {}
-    return config.get("embed_dim")
+        folder = Path(model_id[len("local-dir:"):])
+        return json.loads((folder / CONFIG_NAME).read_text()).get("model_cfg", {})
+    return open_clip.get_model_config(model_id) or {}
+
+
+def transformer_width(config: Dict[str, Any]) -> Optional[int]:
+    """The width of open_clip's own vision transformer in ``config`` (``None``: ResNet, timm)."""
+    vision = config.get("vision_cfg", {})
+    width = vision.get("width")
+    return width if isinstance(width, int) and "timm_model_name" not in vision and isinstance(
+        vision.get("layers", 12), int) else None
 
 
 def load_clip(name: str = "", pretrained: str = "", device: str = "auto", precision: str = "auto") -> ClipModel:
     """Load an open_clip model (see the module docstring for how to name one).
 
     ``precision`` auto means fp16 on CUDA; on the CPU bf16 where it runs natively (AMX or AVX-512 BF16)
-    for models wide enough to gain, else fp32 (the embedded model stays fp32; see
-    :func:`~ros_mm_perception.core.devices.resolve_dtype`). Raises :class:`ModelNotFoundError` with what
+    for models wide enough to gain, on CPUs without it int8 for vision transformers (the image
+    tower's linear layers, :mod:`.int8`), else fp32 (the embedded model stays fp32; see
+    :func:`~ros_mm_perception.core.devices.resolve_precision`). Raises :class:`ModelNotFoundError` with what
     to download when weights are missing, :class:`UserError` for unknown names.
     """
     import open_clip
@@ -127,7 +138,11 @@ def load_clip(name: str = "", pretrained: str = "", device: str = "auto", precis
 
         name = str(embedded_clip_dir())
     model_id, pretrained_arg = _resolve_source(name, pretrained)
-    dtype = resolve_dtype(precision, dev, cuda_default="fp16", width=_embed_width(model_id))
+    config = open_clip_config(model_id)
+    precision = resolve_precision(precision, dev, cuda_default="fp16",
+                                  width=config.get("embed_dim"),
+                                  int8_width=transformer_width(config))
+    dtype = dtype_of(precision)
     try:
         model, _, _ = open_clip.create_model_and_transforms(
             model_id, pretrained=pretrained_arg, device=dev,
@@ -138,6 +153,10 @@ def load_clip(name: str = "", pretrained: str = "", device: str = "auto", precis
             raise ModelNotFoundError(f"cannot load CLIP weights from {pretrained_arg or model_id}: {err}") from err
         raise _missing_weights_error(name, pretrained_arg, err) from err
     model.eval().requires_grad_(False)
+    if precision == INT8 and not quantize_linear_layers(model.visual):
+        log.warning("CLIP model %r has no linear layers in its image tower to run in int8; "
+                    "it runs fp32", name)
+        precision = "fp32"
     tokenizer = open_clip.get_tokenizer(model_id)
     pp = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
     size = model.visual.image_size
@@ -148,7 +167,8 @@ def load_clip(name: str = "", pretrained: str = "", device: str = "auto", precis
     mean = pp.get("mean", model.visual.image_mean)
     std = pp.get("std", model.visual.image_std)
     preprocessor = ClipPreprocessor(size, mean, std, dev, dtype)
-    return ClipModel(model=model, tokenizer=tokenizer, preprocessor=preprocessor, name=name, device=dev, dtype=dtype)
+    return ClipModel(model=model, tokenizer=tokenizer, preprocessor=preprocessor, name=name,
+                     device=dev, dtype=dtype, precision=precision)
 
 
 def save_clip(model, model_cfg: Dict[str, Any], directory, *, half: bool = False,

@@ -36,11 +36,12 @@ import numpy as np
 import torch
 
 from ros_mm_perception.core.config import check_phrases
-from ros_mm_perception.core.devices import resolve_device, resolve_dtype
+from ros_mm_perception.core.devices import INT8, dtype_of, resolve_device, resolve_precision
 from ros_mm_perception.core.errors import ModelNotFoundError
 from ros_mm_perception.core.models.hf_loading import build_network, checked_config, checkpoint_source, error_reason
 from ros_mm_perception.core.imaging.owl_preprocess import Owlv2Preprocessor, OwlViTPreprocessor
 from ros_mm_perception.core.imaging.preprocess import check_rgb, upload
+from ros_mm_perception.core.models.int8 import quantize_linear_layers
 from ros_mm_perception.core.results import Detection
 
 log = logging.getLogger(__name__)
@@ -101,12 +102,15 @@ class OwlEngine:
     """
 
     def __init__(self, model, processor, *, name: str, device: torch.device, dtype: torch.dtype,
-                 max_candidates: int = MAX_CANDIDATES):
+                 max_candidates: int = MAX_CANDIDATES, precision: str = ""):
         self.model = model
         self.processor = processor
         self.name = name
         self.device = device
         self.dtype = dtype
+        self.precision = precision or {torch.float16: "fp16",
+                                       torch.bfloat16: "bf16"}.get(dtype, "fp32")
+        """fp32, fp16, bf16 or int8 (the image tower's linear layers in int8, the rest fp32)."""
         self.kind = model.config.model_type
         cls = Owlv2Preprocessor if self.kind == "owlv2" else OwlViTPreprocessor
         self.preprocessor = cls(processor.image_processor, device, dtype)
@@ -257,7 +261,8 @@ def load_owl(model: str, device: str = "auto", precision: str = "auto", *, rando
     """Load OWLv2 or OWL-ViT from a hub id (cache), a local folder or ``embedded``.
 
     ``precision`` auto is fp16 on CUDA; on the CPU bf16 where it runs natively for models wide enough
-    to gain (OWLv2-base), else fp32 (the embedded detector), as for CLIP. ``random_weights`` builds the folder's
+    to gain (OWLv2-base), on CPUs without it int8 (the image tower's linear layers; heads and text
+    tower fp32), as for CLIP. ``random_weights`` builds the folder's
     architecture with random weights on the device (benchmarks: compute does not depend on weight
     values). A missing model raises :class:`ModelNotFoundError` saying what to download or which path
     to pass; a folder of another model type raises :class:`UserError`.
@@ -272,12 +277,18 @@ def load_owl(model: str, device: str = "auto", precision: str = "auto", *, rando
     source, local = checkpoint_source(model, path, "OWL", f", a hub id such as {DEFAULT_MODEL} or '{EMBEDDED}'")
     try:
         config = checked_config(source, model, MODEL_TYPES, "OWLv2 or OWL-ViT")
-        dtype = resolve_dtype(precision, dev, cuda_default="fp16", width=config.vision_config.hidden_size)
+        width = config.vision_config.hidden_size
+        precision = resolve_precision(precision, dev, cuda_default="fp16", width=width,
+                                      int8_width=width)
+        dtype = dtype_of(precision)
         net_cls, proc_cls = ((Owlv2ForObjectDetection, Owlv2Processor) if config.model_type == "owlv2"
                              else (OwlViTForObjectDetection, OwlViTProcessor))
         processor = proc_cls.from_pretrained(source)
         net = build_network(net_cls, source, config, dtype, dev, random_weights)
     except (OSError, ValueError) as err:
         raise _missing_model_error(model, local, err) from err
+    if precision == INT8:
+        base = net.owlv2 if config.model_type == "owlv2" else net.owlvit
+        quantize_linear_layers(base.vision_model.encoder)
     return OwlEngine(net, processor, name=str(path) if model == EMBEDDED else model, device=dev, dtype=dtype,
-                     max_candidates=max_candidates)
+                     max_candidates=max_candidates, precision=precision)

@@ -17,10 +17,10 @@ def embedded_clip_dir() -> Path:
     """Folder of the embedded model (open_clip format); a clear error if the package lacks it."""
     if not (EMBEDDED_CLIP_DIR / "open_clip_config.json").is_file():
         raise ModelNotFoundError(
-            f"the embedded CLIP model is missing from {EMBEDDED_CLIP_DIR}; reinstall the package or "
-            "retrain it with `python scripts/train_embedded_clip.py`, or name another CLIP model "
-            "(command line: --clip-model/--clip-pretrained; ROS node: the clip_model/clip_pretrained "
-            "parameters)"
+            f"the embedded CLIP model is missing from {EMBEDDED_CLIP_DIR}; reinstall the package "
+            "or retrain it with `python scripts/train_embedded_clip.py`, or name another CLIP "
+            "model (command line: --clip-model/--clip-pretrained; ROS node: the "
+            "clip_model/clip_pretrained parameters)"
         )
     return EMBEDDED_CLIP_DIR
 
@@ -29,7 +29,8 @@ FILLER_WORDS = ("a", "an", "the", "of", "photo", "shape")
 
 
 def phrases_outside_world(phrases: Sequence[str], model_dir=EMBEDDED_CLIP_DIR) -> List[str]:
-    """The phrases a model folder's world does not cover: any word that is not one of its colours or shapes.
+    """The phrases a model folder's world does not cover: any word that is not one of its colours
+    or shapes.
 
     The world (``{"colours": [...], "shapes": [...]}``) comes from the folder's ``training.json``;
     a folder without one has no known world, and nothing is reported.
@@ -39,18 +40,21 @@ def phrases_outside_world(phrases: Sequence[str], model_dir=EMBEDDED_CLIP_DIR) -
     if not world:
         return []
     words = {w.lower() for w in [*world["colours"], *world["shapes"]]} | set(FILLER_WORDS)
-    return [p for p in phrases if not set(p.lower().replace(",", " ").replace(".", " ").split()) <= words]
+    return [p for p in phrases if not set(p.lower().replace(",", " ").replace(".", " ").split())
+            <= words]
 
 
 def outside_world_message(phrases: Sequence[str], option: str) -> Optional[str]:
-    """One line saying which ``phrases`` the embedded model cannot know and how to select a real model, or None.
+    """One line saying which ``phrases`` the embedded model cannot know and how to select a real
+    model, or None.
 
-    ``option`` names the setting that selects another CLIP model (``--clip-model``, the ``clip_model`` parameter).
+    ``option`` names the setting that selects another CLIP model (``--clip-model``, the
+    ``clip_model`` parameter).
     """
     outside = phrases_outside_world(phrases)
     if not outside:
         return None
     world = json.loads((EMBEDDED_CLIP_DIR / "training.json").read_text())["world"]
     return (f"the embedded CLIP model knows only coloured shapes ({', '.join(world['colours'])} x "
-            f"{', '.join(world['shapes'])}); outside its world: {', '.join(outside)}. Its scores for these "
-            f"mean nothing: select a real CLIP model with {option}")
+            f"{', '.join(world['shapes'])}); outside its world: {', '.join(outside)}. Its scores "
+            f"for these mean nothing: select a real CLIP model with {option}")

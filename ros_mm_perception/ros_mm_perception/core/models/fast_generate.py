@@ -1,23 +1,25 @@
 """Fast greedy PaliGemma generation: fixed shapes, a static KV cache and CUDA graphs.
 
-The plain path (``model.generate``) launches hundreds of small kernels per token from Python and runs
-the vision tower once per prompt. This module runs the same model functions (``get_image_features``,
-the input embeddings, the language model, and the head with PaliGemma's soft-capping on the last
-position only) in three fixed-shape steps:
+The plain path (``model.generate``) launches hundreds of small kernels per token from Python and
+runs the vision tower once per prompt. This module runs the same model functions
+(``get_image_features``, the input embeddings, the language model, and the head with PaliGemma's
+soft-capping on the last position only) in three fixed-shape steps:
 
-* **vision** – the SigLIP tower on each *distinct* image once (eight questions about one frame encode
-  it once), at batch buckets;
+* **vision** – the SigLIP tower on each *distinct* image once (eight questions about one frame
+  encode it once), at batch buckets;
 * **prefill** – every row's prefix ``[image tokens][bos][prompt]\\n`` left-padded to a bucket of
-  ``image tokens + text bucket`` positions, attending bidirectionally to its own prefix (PaliGemma's
-  prefix-LM mask) and never to padding; it writes the KV cache and picks the first token;
+  ``image tokens + text bucket`` positions, attending bidirectionally to its own prefix
+  (PaliGemma's prefix-LM mask) and never to padding; it writes the KV cache and picks the first
+  token;
 * **decode** – one token per step for the whole batch, writing the cache at the next index, picking
   the arg-max and recording its log-probability on the device, so steps run back to back.
 
-Position ids count real tokens only (1-based, as PaliGemma's), so a padded row computes what the same
-row computes alone; greedy tokens equal the plain path's (``test_fast_paths`` checks this). Finished
-rows emit the pad token like ``generate`` does. Each (batch, text bucket) shape is prepared once and
-reused for every prompt length in the bucket; ``mode`` ``graph`` captures the steps into CUDA graphs,
-``compile`` captures torch.compile'd steps, ``static`` runs them uncaptured (what both do on a CPU).
+Position ids count real tokens only (1-based, as PaliGemma's), so a padded row computes what the
+same row computes alone; greedy tokens equal the plain path's (``test_fast_paths`` checks this).
+Finished rows emit the pad token like ``generate`` does. Each (batch, text bucket) shape is
+prepared once and reused for every prompt length in the bucket; ``mode`` ``graph`` captures the
+steps into CUDA graphs, ``compile`` captures torch.compile'd steps, ``static`` runs them uncaptured
+(what both do on a CPU).
 """
 
 from __future__ import annotations
@@ -36,14 +38,15 @@ from ros_mm_perception.core.imaging.preprocess import check_rgb, upload
 TEXT_BUCKETS: Tuple[int, ...] = (16, 32, 64, 128, 256)
 """Prompt lengths in tokens (bos + prompt + newline) that get their own prefill shape."""
 BATCH_BUCKETS: Tuple[int, ...] = (1, 2, 4, 8, 16)
-"""Batch sizes (prompts, and distinct images) that get their own shapes; larger batches are split."""
+"""Batch sizes (prompts, and distinct images) that get their own shapes; larger batches are
+split."""
 NEW_TOKEN_BUCKETS: Tuple[int, ...] = (32, 64, 128, 256, 512)
 """Room for generated tokens in the cache; ``max_new_tokens`` is rounded up to one of these."""
 
 
 class _PositionedLayer:
-    """Mixed into transformers' ``StaticLayer``: writes go to the owner's ``write_index`` and attention
-    sees the first ``kv_len`` positions, both set by the step being run."""
+    """Mixed into transformers' ``StaticLayer``: writes go to the owner's ``write_index`` and
+    attention sees the first ``kv_len`` positions, both set by the step being run."""
 
     def update(self, key_states, value_states, *args, **kwargs):
         cache = self.owner
@@ -94,11 +97,12 @@ class _Lane:
 
 
 class FastGenerator:
-    """Greedy generation for a loaded ``PaliGemmaForConditionalGeneration`` (see the module docstring)."""
+    """Greedy generation for a loaded ``PaliGemmaForConditionalGeneration`` (see the module
+    docstring)."""
 
-    def __init__(self, model, processor, device: torch.device, dtype: torch.dtype, *, mode: str = "graph",
-                 text_buckets: Iterable[int] = TEXT_BUCKETS, batch_buckets: Iterable[int] = BATCH_BUCKETS,
-                 compile_backend: str = "inductor"):
+    def __init__(self, model, processor, device: torch.device, dtype: torch.dtype, *,
+                 mode: str = "graph", text_buckets: Iterable[int] = TEXT_BUCKETS,
+                 batch_buckets: Iterable[int] = BATCH_BUCKETS, compile_backend: str = "inductor"):
         if mode not in ("static", "graph", "compile"):
             raise ValueError(f"FastGenerator mode must be static, graph or compile, got {mode!r}")
         self.model = model
@@ -112,21 +116,25 @@ class FastGenerator:
         self.image_tokens = int(processor.image_seq_length)
         self._capture_device = device if mode != "static" else torch.device("cpu")
         self._pool = new_pool(self._capture_device)
-        self._wrap = (lambda fn: compiled(fn, compile_backend)) if mode == "compile" else (lambda fn: fn)
+        self._wrap = (
+            (lambda fn: compiled(fn, compile_backend)) if mode == "compile" else (lambda fn: fn)
+        )
         if mode == "compile":
-            # One compiled variant per (batch, text bucket) step: allow more than dynamo's default of 8.
+            # One compiled variant per (batch, text bucket) step: allow more than dynamo's default
+            # of 8.
             cfg = torch._dynamo.config
             name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
             setattr(cfg, name, max(getattr(cfg, name), 64))
         gen = model.generation_config
         eos = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos)
-        self.pad_id = next(t for t in (gen.pad_token_id, self.tokenizer.pad_token_id, eos[0]) if t is not None)
+        self.pad_id = next(t for t in (gen.pad_token_id, self.tokenizer.pad_token_id, eos[0])
+                           if t is not None)
         self._eos = torch.tensor(eos, dtype=torch.long, device=device)
         text = model.config.get_text_config()
         self._sliding_window = getattr(text, "sliding_window", None)
-        # The steps call the language model and the head directly: PaliGemma's own forward would only
-        # merge image features and build masks, which the steps have already done.
+        # The steps call the language model and the head directly: PaliGemma's own forward would
+        # only merge image features and build masks, which the steps have already done.
         self._language_model = model.model.language_model
         self._softcap = getattr(text, "final_logit_softcapping", None)
         forward_params = inspect.signature(self._language_model.forward).parameters
@@ -145,14 +153,17 @@ class FastGenerator:
         longest = max((len(self.prompt_ids(p)) for p in prompts), default=0)
         if bucket_for(longest, self.text_buckets) is None:
             return False
-        cache_len = self.image_tokens + self.text_buckets[-1] + bucket_for(max_new_tokens, NEW_TOKEN_BUCKETS)
+        cache_len = self.image_tokens + self.text_buckets[-1] + bucket_for(max_new_tokens,
+                                                                           NEW_TOKEN_BUCKETS)
         return self._sliding_window is None or cache_len <= self._sliding_window
 
     def prompt_ids(self, prompt: str) -> List[int]:
         """Token ids after the image tokens, as the processor writes them: bos, prompt, newline."""
         ids = self._prompt_ids.get(prompt)
         if ids is None:
-            ids = self.tokenizer(self.tokenizer.bos_token + prompt + "\n", add_special_tokens=False)["input_ids"]
+            ids = self.tokenizer(
+                self.tokenizer.bos_token + prompt + "\n", add_special_tokens=False
+            )["input_ids"]
             if len(self._prompt_ids) > 1024:
                 self._prompt_ids.clear()
             self._prompt_ids[prompt] = ids
@@ -171,15 +182,17 @@ class FastGenerator:
             batch = bucket_for(int(n), self.batch_buckets) or self.batch_buckets[-1]
             self._vision_call(batch)
             for t in prompt_tokens:
-                self._steps(self._lane(batch, room), bucket_for(int(t), self.text_buckets) or self.text_buckets[-1])
+                self._steps(self._lane(batch, room),
+                            bucket_for(int(t), self.text_buckets) or self.text_buckets[-1])
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     @torch.inference_mode()
     def generate(self, images: Sequence[np.ndarray], prompts: Sequence[str],
                  max_new_tokens: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Greedy answers to ``prompts[i]`` about ``images[i]``: (token ids, log-probabilities), ``B x T`` on
-        the CPU, ``T <= max_new_tokens``; finished rows continue with the pad token, as ``generate`` does."""
+        """Greedy answers to ``prompts[i]`` about ``images[i]``: (token ids, log-probabilities),
+        ``B x T`` on the CPU, ``T <= max_new_tokens``; finished rows continue with the pad token,
+        as ``generate`` does."""
         limit = self.batch_buckets[-1]
         if len(prompts) > limit:
             parts = [self.generate(images[i:i + limit], prompts[i:i + limit], max_new_tokens)
@@ -189,7 +202,8 @@ class FastGenerator:
                     torch.cat([_pad_right(p[1], width, 0.0) for p in parts]))
         lane, steps, count = self._prefill(images, prompts, max_new_tokens)
         done_at = self._run_decode(lane, steps[1], max_new_tokens)
-        return (lane.out_tokens[:count, :done_at].cpu(), lane.out_logprobs[:count, :done_at].float().cpu())
+        return (lane.out_tokens[:count, :done_at].cpu(),
+                lane.out_logprobs[:count, :done_at].float().cpu())
 
     # ---- steps ---------------------------------------------------------------------------------
     def _prefill(self, images, prompts, max_new_tokens):
@@ -199,19 +213,25 @@ class FastGenerator:
         text = bucket_for(max(len(r) for r in rows), self.text_buckets)
         room = bucket_for(max_new_tokens, NEW_TOKEN_BUCKETS)
         if batch is None or text is None or room is None:
-            raise ValueError("batch, prompt or token budget outside the prepared buckets; check supports() first")
+            raise ValueError("batch, prompt or token budget outside the prepared buckets; check "
+                             "supports() first")
         lane = self._lane(batch, room)
         steps = self._steps(lane, text)
         # Distinct images once through the vision tower; each row picks its image's features.
         distinct: Dict[int, int] = {}
         order = [distinct.setdefault(id(img), len(distinct)) for img in images]
         firsts = {i: img for img, i in zip(images, order)}
-        vision_inputs, vision_call = self._vision_call(bucket_for(len(distinct), self.batch_buckets))
-        vision_inputs[:len(distinct)].copy_(self._pixels([firsts[i] for i in range(len(distinct))]))
+        vision_inputs, vision_call = self._vision_call(
+            bucket_for(len(distinct), self.batch_buckets)
+        )
+        vision_inputs[: len(distinct)].copy_(
+            self._pixels([firsts[i] for i in range(len(distinct))])
+        )
         features = vision_call()
         pick = torch.tensor(order + [order[0]] * (batch - count), device=self.device)
         lane.image_features.copy_(features.index_select(0, pick))
-        # Prefix ids, left padded to the bucket; image positions hold the pad id (replaced by features).
+        # Prefix ids, left padded to the bucket; image positions hold the pad id (replaced by
+        # features).
         width = self.image_tokens + text
         ids = np.full((batch, width), self.pad_id, dtype=np.int64)
         pads = np.zeros(batch, dtype=np.int64)
@@ -225,10 +245,11 @@ class FastGenerator:
         return lane, steps, count
 
     def _run_decode(self, lane: _Lane, decode_step: CapturedCall, max_new_tokens: int) -> int:
-        """Run decode steps until every row finished or the budget is spent; returns the tokens made.
+        """Run decode steps until every row finished or the budget is spent; returns the tokens
+        made.
 
-        Step t is queued before the host reads step t-1's flag, so the GPU never waits for the host;
-        at most one step past the end is computed (and dropped).
+        Step t is queued before the host reads step t-1's flag, so the GPU never waits for the
+        host; at most one step past the end is computed (and dropped).
         """
         cuda = self.device.type == "cuda"
         flags, events = lane.flags, lane.events
@@ -267,15 +288,18 @@ class FastGenerator:
             cache.write_index = index
             cache.kv_len = kv_len
             pads = lane.pads[:, None]
-            rel = index[None, :] - pads                                    # B x W, 0 at the first real token
+            # B x W, 0 at the first real token
+            rel = index[None, :] - pads
             is_image = (rel >= 0) & (rel < image_tokens)
             slot = rel.clamp(0, image_tokens - 1)[..., None].expand(-1, -1, dim)
             embeds = self._embed(ids)
             features = lane.image_features.gather(1, slot).to(embeds.dtype)
             embeds = torch.where(is_image[..., None], features, embeds)
-            real_keys = (keys[None, :] >= pads) & (keys[None, :] < width)   # B x K: the row's own prefix
+            # B x K: the row's own prefix
+            real_keys = (keys[None, :] >= pads) & (keys[None, :] < width)
             mask = self._additive(real_keys)[:, None, None, :]
-            logits = self._forward(embeds, mask.expand(-1, -1, width, -1), rel.clamp(min=0) + 1, cache)
+            logits = self._forward(embeds, mask.expand(-1, -1, width, -1), rel.clamp(min=0) + 1,
+                                   cache)
             lane.key_mask[..., :kv_len].copy_(mask)
             lane.positions.copy_(width - lane.pads + 1)
             lane.done.zero_()
@@ -290,21 +314,25 @@ class FastGenerator:
         width = kv_len - lane.room
 
         def decode():
-            write.copy_(lane.step + (width - 1))                            # the input token's cache index
+            # the input token's cache index
+            write.copy_(lane.step + (width - 1))
             cache.write_index = write
             cache.kv_len = kv_len
             mask = lane.key_mask[..., :kv_len]
             mask.index_fill_(3, write, 0.0)
-            logits = self._forward(self._embed(lane.tokens[:, None]), mask, lane.positions[:, None], cache)
+            logits = self._forward(self._embed(lane.tokens[:, None]), mask,
+                                   lane.positions[:, None], cache)
             lane.positions.add_(1)
             self._select(lane, logits)
 
         return decode
 
     def _forward(self, embeds, mask, positions, cache) -> torch.Tensor:
-        """Float logits of each row's last position (the head and soft-capping as PaliGemma applies them)."""
-        hidden = self._language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                                      use_cache=True, **{self._cache_arg: cache})[0]
+        """Float logits of each row's last position (the head and soft-capping as PaliGemma applies
+        them)."""
+        hidden = self._language_model(inputs_embeds=embeds, attention_mask=mask,
+                                      position_ids=positions, use_cache=True,
+                                      **{self._cache_arg: cache})[0]
         logits = self.model.lm_head(hidden[:, -1])
         if self._softcap is not None:
             logits = torch.tanh(logits / self._softcap) * self._softcap
@@ -338,7 +366,8 @@ class FastGenerator:
                 cache=_positioned_cache(self.model.config, batch, cache_len, dev, self.dtype),
                 ids=torch.full((batch, width), self.pad_id, dtype=torch.long, device=dev),
                 pads=torch.zeros(batch, dtype=torch.long, device=dev),
-                image_features=torch.zeros(batch, self.image_tokens, dim, dtype=self.dtype, device=dev),
+                image_features=torch.zeros(batch, self.image_tokens, dim, dtype=self.dtype,
+                                           device=dev),
                 key_mask=torch.zeros(batch, 1, 1, cache_len, dtype=self.dtype, device=dev),
                 tokens=torch.full((batch,), self.pad_id, dtype=torch.long, device=dev),
                 positions=torch.ones(batch, dtype=torch.long, device=dev),
@@ -363,34 +392,47 @@ class FastGenerator:
                 out = self.model.get_image_features(pixels)
                 return getattr(out, "pooler_output", out).to(text_dtype)
 
-            self._vision[count] = (pixels, CapturedCall(self._wrap(vision), self._capture_device, self._pool))
+            self._vision[count] = (pixels,
+                                   CapturedCall(self._wrap(vision), self._capture_device,
+                                                self._pool))
         return self._vision[count]
 
     def _pixels(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """The processor's pixel values for these frames (uploaded as uint8, processed on the device).
+        """The processor's pixel values for these frames (uploaded as uint8, processed on the
+        device).
 
         On the CPU the resize runs here, on channels-last uint8 pixels (torch's fast layout for the
-        kernel the processor calls; the processor makes them contiguous first), and the processor then
-        only rescales and normalises: the values are the processor's, bit for bit (tested).
+        kernel the processor calls; the processor makes them contiguous first), and the processor
+        then only rescales and normalises: the values are the processor's, bit for bit (tested).
         """
         uploaded = [upload(check_rgb(img), self.device) for img in images]
         processor, options = self.processor.image_processor, {}
         if self._resize_size is not None:
-            uploaded = [F.interpolate(img[None].contiguous(memory_format=torch.channels_last), size=self._resize_size,
-                                      mode="bicubic", align_corners=False, antialias=True)[0] for img in uploaded]
+            uploaded = [
+                F.interpolate(
+                    img[None].contiguous(memory_format=torch.channels_last),
+                    size=self._resize_size,
+                    mode="bicubic",
+                    align_corners=False,
+                    antialias=True,
+                )[0]
+                for img in uploaded
+            ]
             options["do_resize"] = False
         out = processor(images=uploaded, return_tensors="pt", device=self.device, **options)
         return out["pixel_values"].to(self.device, self.dtype)
 
 
 def _cpu_resize_size(image_processor, device: torch.device):
-    """(height, width) when :meth:`FastGenerator._pixels` can resize for the processor: on the CPU, for a
-    processor that resizes to a fixed size with antialiased bicubic resampling; else ``None``."""
+    """(height, width) when :meth:`FastGenerator._pixels` can resize for the processor: on the CPU,
+    for a processor that resizes to a fixed size with antialiased bicubic resampling; else
+    ``None``."""
     from transformers.image_utils import PILImageResampling
 
     size = getattr(image_processor, "size", None)
     height, width = getattr(size, "height", None), getattr(size, "width", None)
-    if (device.type != "cpu" or not getattr(image_processor, "do_resize", False) or not height or not width
+    if (device.type != "cpu" or not getattr(image_processor, "do_resize", False) or not height
+        or not width
             or getattr(image_processor, "resample", None) != PILImageResampling.BICUBIC):
         return None
     return int(height), int(width)

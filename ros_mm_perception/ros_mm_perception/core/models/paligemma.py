@@ -1,8 +1,10 @@
-"""PaliGemma / PaliGemma 2 engine: visual question answering, captioning, OCR, detection, segmentation.
+"""PaliGemma / PaliGemma 2 engine: visual question answering, captioning, OCR, detection,
+segmentation.
 
 ``load_paligemma(model)`` takes a hub id (from the Hugging Face cache; ``HF_HUB_OFFLINE=1`` is
-honoured) or a local folder written by ``save_pretrained``. Frames are HxWx3 uint8 RGB numpy arrays;
-they are uploaded as uint8 and resized/normalised by the model's own processor on the model device.
+honoured) or a local folder written by ``save_pretrained``. Frames are HxWx3 uint8 RGB numpy
+arrays; they are uploaded as uint8 and resized/normalised by the model's own processor on the model
+device.
 
 Prompts follow the mix checkpoints: ``answer <lang> <question>``, ``caption <lang>``, ``ocr``,
 ``detect a ; b`` and ``segment a``. Every task goes through one ``generate`` call per batch
@@ -30,7 +32,8 @@ import torch
 from ros_mm_perception.core.config import PerceptionConfig, check_phrases
 from ros_mm_perception.core.devices import resolve_device, resolve_dtype
 from ros_mm_perception.core.errors import ModelNotFoundError, UserError
-from ros_mm_perception.core.models.hf_loading import build_network, checked_config, checkpoint_source, error_reason
+from ros_mm_perception.core.models.hf_loading import (build_network, checked_config,
+                                                      checkpoint_source, error_reason)
 from ros_mm_perception.core.models.paligemma_parser import ParsedObject, parse_detections
 from ros_mm_perception.core.imaging.preprocess import check_rgb, upload
 from ros_mm_perception.core.results import Detection
@@ -54,7 +57,8 @@ class PromptError(UserError, ValueError):
 class PaliGemmaSegment(Detection):
     """A :class:`Detection` from ``segment``, with its 16 mask codebook indices.
 
-    ``mask`` is set only when the engine has a mask decoder (see :attr:`PaliGemmaEngine.has_mask_decoder`).
+    ``mask`` is set only when the engine has a mask decoder (see
+    :attr:`PaliGemmaEngine.has_mask_decoder`).
     """
 
     seg_codes: Tuple[int, ...] = ()
@@ -62,7 +66,8 @@ class PaliGemmaSegment(Detection):
 
 @dataclass
 class Generation:
-    """One generated answer: its text, per-token log-probabilities and (for parsing) token character spans."""
+    """One generated answer: its text, per-token log-probabilities and (for parsing) token
+    character spans."""
 
     text: str
     logprobs: np.ndarray
@@ -106,16 +111,19 @@ class _TokenLogProbs:
 
 
 def check_prompt(text, what: str = "prompt") -> str:
-    """Validate a prompt or question (1..MAX_PROMPT_CHARS characters) and return it whitespace-normalised."""
+    """Validate a prompt or question (1..MAX_PROMPT_CHARS characters) and return it
+    whitespace-normalised."""
     if not isinstance(text, str):
         raise PromptError(f"{what} must be a string, got {type(text).__name__}")
     cleaned = " ".join(text.split())
     if not cleaned:
         raise PromptError(f"{what} is empty")
     if len(cleaned) > MAX_PROMPT_CHARS:
-        raise PromptError(f"{what} has {len(cleaned)} characters; at most {MAX_PROMPT_CHARS} are allowed")
+        raise PromptError(f"{what} has {len(cleaned)} characters; at most {MAX_PROMPT_CHARS} are "
+                          "allowed")
     if IMAGE_TOKEN in cleaned:
-        raise PromptError(f"{what} must not contain {IMAGE_TOKEN}; the image is added by the engine")
+        raise PromptError(f"{what} must not contain {IMAGE_TOKEN}; the image is added by the "
+                          "engine")
     return cleaned
 
 
@@ -131,16 +139,19 @@ def _normal(label: str) -> str:
 
 
 class PaliGemmaEngine:
-    """A loaded PaliGemma model with its processor; see the module docstring for prompts and scores.
+    """A loaded PaliGemma model with its processor; see the module docstring for prompts and
+    scores.
 
     ``logits_processors`` (transformers ``LogitsProcessor`` objects, empty by default) are applied
     after the engine's own score recording in every generate call, e.g. to constrain the output.
-    ``fast_path`` (see :attr:`fast_path`) picks transformers' ``generate`` or the fixed-shape fast path.
+    ``fast_path`` (see :attr:`fast_path`) picks transformers' ``generate`` or the fixed-shape fast
+    path.
     """
 
     def __init__(self, model, processor, *, name: str, device: torch.device, dtype: torch.dtype,
-                 max_new_tokens: int = _DEFAULTS.max_new_tokens, language: str = _DEFAULTS.language,
-                 mask_decoder=None, fast_path: str = _DEFAULTS.paligemma_fast_path):
+                 max_new_tokens: int = _DEFAULTS.max_new_tokens,
+                 language: str = _DEFAULTS.language, mask_decoder=None,
+                 fast_path: str = _DEFAULTS.paligemma_fast_path):
         self.model = model
         self.processor = processor
         self.processor.tokenizer.padding_side = "left"
@@ -157,7 +168,8 @@ class PaliGemmaEngine:
     # ---- settings ---------------------------------------------------------------------------
     @property
     def language(self) -> str:
-        """Prompt language code (``en``, ``es``, ``zh``, ...) used by answer, ask_many and caption."""
+        """Prompt language code (``en``, ``es``, ``zh``, ...) used by answer, ask_many and
+        caption."""
         return self._language
 
     @language.setter
@@ -170,9 +182,10 @@ class PaliGemmaEngine:
 
     @property
     def fast_path(self) -> str:
-        """Generation path: ``off`` (transformers ``generate``), ``static``, ``graph`` or ``compile`` (see
-        :mod:`~ros_mm_perception.core.models.fast_generate`); set ``auto`` for graph on CUDA, off on CPU. Calls with
-        ``logits_processors`` or prompts longer than its buckets use ``generate``."""
+        """Generation path: ``off`` (transformers ``generate``), ``static``, ``graph`` or
+        ``compile`` (see :mod:`~ros_mm_perception.core.models.fast_generate`); set ``auto`` for
+        graph on CUDA, off on CPU. Calls with ``logits_processors`` or prompts longer than its
+        buckets use ``generate``."""
         return self._fast.mode if self._fast is not None else "off"
 
     @fast_path.setter
@@ -181,16 +194,18 @@ class PaliGemmaEngine:
         from ros_mm_perception.core.models.fast_generate import FastGenerator
 
         mode = resolve_mode(mode, self.device)
-        self._fast = None if mode == "off" else FastGenerator(self.model, self.processor, self.device, self.dtype,
-                                                              mode=mode)
+        self._fast = None if mode == "off" else FastGenerator(self.model, self.processor,
+                                                              self.device, self.dtype, mode=mode)
 
     def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
-        """Prepare the fast path's shapes for these batch sizes now (the node calls this when it configures)."""
+        """Prepare the fast path's shapes for these batch sizes now (the node calls this when it
+        configures)."""
         if self._fast is not None:
             try:
                 self._fast.warm_up(batch_sizes, self.max_new_tokens)
             except Exception:  # as in _generate: fall back rather than fail to start
-                log.exception("PaliGemma fast path %r failed to prepare; using transformers generate", self.fast_path)
+                log.exception("PaliGemma fast path %r failed to prepare; using transformers "
+                              "generate", self.fast_path)
                 self._fast = None
 
     # ---- tasks ------------------------------------------------------------------------------
@@ -215,14 +230,18 @@ class PaliGemmaEngine:
         return [g.text for g in self._generate(images, prompts)]
 
     def detect(self, image, phrases: Sequence[str]) -> List[Detection]:
-        """Ground ``phrases`` in ``image``; boxes in original-image pixels, scores as documented above."""
+        """Ground ``phrases`` in ``image``; boxes in original-image pixels, scores as documented
+        above."""
         return self.detect_batch([image], phrases)[0]
 
-    def detect_batch(self, images: Sequence[np.ndarray], phrases: Sequence[str]) -> List[List[Detection]]:
-        """The same phrases over several frames (e.g. cameras) in one generate call, in frame order.
+    def detect_batch(
+        self, images: Sequence[np.ndarray], phrases: Sequence[str]
+    ) -> List[List[Detection]]:
+        """The same phrases over several frames (e.g. cameras) in one generate call, in frame
+        order.
 
-        Entries whose label is not one of ``phrases`` (compared case-insensitively) are dropped; the
-        returned ``phrase`` is the caller's spelling.
+        Entries whose label is not one of ``phrases`` (compared case-insensitively) are dropped;
+        the returned ``phrase`` is the caller's spelling.
         """
         phrases = self._check_phrases(phrases)
         prompt = "detect " + " ; ".join(phrases)
@@ -232,15 +251,16 @@ class PaliGemmaEngine:
                 for gen, image in zip(generations, images)]
 
     def segment(self, image, phrase: str) -> List[PaliGemmaSegment]:
-        """Boxes, mask codebook indices and, with a mask decoder, masks in original-image pixels."""
+        """Boxes, mask codebook indices and, with a mask decoder, masks in original-image
+        pixels."""
         phrases = self._check_phrases([phrase])
         gen = self._generate([image], [f"segment {phrases[0]}"], spans=True)[0]
         found = [self._detection(obj, gen, p, PaliGemmaSegment, seg_codes=obj.seg_codes)
                  for obj, p in self._matched(gen, image, phrases)]
         with_codes = [s for s in found if s.seg_codes]
         if with_codes and self.mask_decoder is None and not self._warned_no_mask:
-            log.warning("no mask decoder configured: segment returns boxes and <seg> codes but no masks; "
-                        "pass mask_decoder=PATH/vae-oid.npz to load_paligemma")
+            log.warning("no mask decoder configured: segment returns boxes and <seg> codes but "
+                        "no masks; pass mask_decoder=PATH/vae-oid.npz to load_paligemma")
             self._warned_no_mask = True
         if with_codes and self.mask_decoder is not None:
             from ros_mm_perception.core.models.seg_decoder import masks_in_boxes
@@ -270,7 +290,8 @@ class PaliGemmaEngine:
         bad = [p for p in phrases if ";" in p]
         if bad:
             raise PromptError(f"phrases must not contain ';' (it separates phrases): {bad[0]!r}")
-        check_prompt("detect " + " ; ".join(phrases), "detect prompt (split the phrases over several calls)")
+        check_prompt("detect " + " ; ".join(phrases),
+                     "detect prompt (split the phrases over several calls)")
         return phrases
 
     def _matched(self, gen: Generation, image, phrases: Sequence[str]):
@@ -288,38 +309,53 @@ class PaliGemmaEngine:
 
     def _generate(self, images: Sequence[np.ndarray], prompts: Sequence[str], *,
                   spans: bool = False) -> List[Generation]:
-        """The one place that runs the model: processor → greedy generate → texts and token scores."""
+        """The one place that runs the model: processor → greedy generate → texts and token
+        scores."""
         images, prompts = list(images), [check_prompt(p) for p in prompts]
         if len(images) != len(prompts):
-            raise PromptError(f"got {len(images)} images for {len(prompts)} prompts; pass one image per prompt")
+            raise PromptError(f"got {len(images)} images for {len(prompts)} prompts; pass one "
+                              "image per prompt")
         for img in images:
             check_rgb(img)
         if self.model is None:
             raise RuntimeError("this PaliGemma engine was closed")
         if not prompts:
             return []
-        if self._fast is not None and not self.logits_processors and self._fast.supports(prompts, self.max_new_tokens):
+        if (
+            self._fast is not None
+            and not self.logits_processors
+            and self._fast.supports(prompts, self.max_new_tokens)
+        ):
             try:
                 new_tokens, logprobs = self._fast.generate(images, prompts, self.max_new_tokens)
-            except Exception:  # a failed capture or compile must not stop the robot: fall back for good
-                log.exception("PaliGemma fast path %r failed; using transformers generate from now on", self.fast_path)
+            # a failed capture or compile must not stop the robot: fall back for good
+            except Exception:
+                log.exception("PaliGemma fast path %r failed; using transformers generate from "
+                              "now on", self.fast_path)
                 self._fast = None
             else:
-                return [self._decode(ids, lps, spans) for ids, lps in zip(new_tokens.tolist(), logprobs.numpy())]
+                return [self._decode(ids, lps, spans)
+                        for ids, lps in zip(new_tokens.tolist(), logprobs.numpy())]
         pixels = [upload(img, self.device) for img in images]
-        inputs = self.processor(images=pixels, text=[IMAGE_TOKEN + p for p in prompts], return_tensors="pt",
-                                padding="longest", device=self.device)
-        model_inputs = {k: inputs[k].to(self.device) for k in ("input_ids", "attention_mask", "token_type_ids")}
+        inputs = self.processor(images=pixels, text=[IMAGE_TOKEN + p for p in prompts],
+                                return_tensors="pt", padding="longest", device=self.device)
+        model_inputs = {k: inputs[k].to(self.device)
+                        for k in ("input_ids", "attention_mask", "token_type_ids")}
         model_inputs["pixel_values"] = inputs["pixel_values"].to(self.device, self.dtype)
         recorder = _TokenLogProbs()
         from transformers import LogitsProcessorList
 
         with torch.inference_mode():
-            sequences = self.model.generate(**model_inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                            logits_processor=LogitsProcessorList([recorder, *self.logits_processors]))
+            sequences = self.model.generate(
+                **model_inputs,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                logits_processor=LogitsProcessorList([recorder, *self.logits_processors]),
+            )
         new_tokens = sequences[:, model_inputs["input_ids"].shape[1]:]
         logprobs = recorder.finish(new_tokens).cpu().numpy()
-        return [self._decode(ids, lps, spans) for ids, lps in zip(new_tokens.cpu().tolist(), logprobs)]
+        return [self._decode(ids, lps, spans)
+                for ids, lps in zip(new_tokens.cpu().tolist(), logprobs)]
 
     def _decode(self, ids: List[int], logprobs: np.ndarray, spans: bool) -> Generation:
         tokenizer = self.processor.tokenizer
@@ -330,55 +366,66 @@ class PaliGemmaEngine:
         text = tokenizer.decode(ids, **decode)
         token_spans = []
         if spans and ids:
-            ends = [len(t) for t in tokenizer.batch_decode([ids[:k] for k in range(1, len(ids) + 1)], **decode)]
+            ends = [len(t)
+                    for t in tokenizer.batch_decode([ids[:k] for k in range(1, len(ids) + 1)],
+                                                    **decode)]
             token_spans = list(zip([0] + ends[:-1], ends))
         # Spans index the raw text; plain answers are stripped.
-        return Generation(text=text if spans else text.strip(), logprobs=logprobs, token_spans=token_spans)
-
+        return Generation(text=text if spans else text.strip(), logprobs=logprobs,
+                          token_spans=token_spans)
 
 
 def _missing_model_error(model: str, local: bool, err: Exception) -> ModelNotFoundError:
     reason = error_reason(err)
     if local:
         return ModelNotFoundError(
-            f"{model} is not a complete PaliGemma model folder ({reason}); pass a folder written by "
-            f"save_pretrained (config.json, model*.safetensors, tokenizer and processor files) or a hub id "
-            f"such as {DEFAULT_MODEL}")
+            f"{model} is not a complete PaliGemma model folder ({reason}); pass a folder written "
+            "by save_pretrained (config.json, model*.safetensors, tokenizer and processor "
+            f"files) or a hub id such as {DEFAULT_MODEL}")
     return ModelNotFoundError(
-        f"PaliGemma model {model!r} is not in the Hugging Face cache and could not be downloaded ({reason}). "
-        f"Accept the Gemma licence on https://huggingface.co/{model}, then on a machine with network access run "
-        f"`hf auth login` and `hf download {model}` (older huggingface_hub: `huggingface-cli login` and "
-        f"`huggingface-cli download {model}`), copying ~/.cache/huggingface here if needed; or pass a local "
-        f"model folder instead")
+        f"PaliGemma model {model!r} is not in the Hugging Face cache and could not be downloaded "
+        f"({reason}). Accept the Gemma licence on https://huggingface.co/{model}, then on a "
+        f"machine with network access run `hf auth login` and `hf download {model}` (older "
+        f"huggingface_hub: `huggingface-cli login` and `huggingface-cli download {model}`), "
+        f"copying ~/.cache/huggingface here if needed; or pass a local model folder instead")
 
 
-def load_paligemma(model: str, device: str = "auto", precision: str = "auto", *, mask_decoder: str = "",
-                   max_new_tokens: int = _DEFAULTS.max_new_tokens, random_weights: bool = False,
-                   fast_path: str = _DEFAULTS.paligemma_fast_path) -> PaliGemmaEngine:
+def load_paligemma(
+    model: str,
+    device: str = "auto",
+    precision: str = "auto",
+    *,
+    mask_decoder: str = "",
+    max_new_tokens: int = _DEFAULTS.max_new_tokens,
+    random_weights: bool = False,
+    fast_path: str = _DEFAULTS.paligemma_fast_path,
+) -> PaliGemmaEngine:
     """Load PaliGemma or PaliGemma 2 from a hub id (cache) or a local folder.
 
-    ``precision`` auto is bf16 on CUDA; on the CPU bf16 where it runs natively for models wide enough to
-    gain, else fp32 (see :func:`~ros_mm_perception.core.devices.resolve_dtype`). ``mask_decoder`` is the path of the ``<seg>``
-    mask decoder checkpoint (``vae-oid.npz``); empty means segment returns boxes and codes only.
-    ``random_weights`` builds the folder's architecture with random weights on the device (benchmarks:
-    compute does not depend on weight values). ``fast_path`` is the engine's :attr:`~PaliGemmaEngine.fast_path`.
-    A missing model raises :class:`ModelNotFoundError`
-    saying what to download or which path to pass.
+    ``precision`` auto is bf16 on CUDA; on the CPU bf16 where it runs natively for models wide
+    enough to gain, else fp32 (see :func:`~ros_mm_perception.core.devices.resolve_dtype`).
+    ``mask_decoder`` is the path of the ``<seg>`` mask decoder checkpoint (``vae-oid.npz``); empty
+    means segment returns boxes and codes only. ``random_weights`` builds the folder's architecture
+    with random weights on the device (benchmarks: compute does not depend on weight values).
+    ``fast_path`` is the engine's :attr:`~PaliGemmaEngine.fast_path`. A missing model raises
+    :class:`ModelNotFoundError` saying what to download or which path to pass.
     """
     from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
     if not isinstance(model, str) or not model.strip():
-        raise ModelNotFoundError(f"no PaliGemma model given; pass a hub id such as {DEFAULT_MODEL} "
-                                 f"or a local model folder")
+        raise ModelNotFoundError("no PaliGemma model given; pass a hub id such as "
+                                 f"{DEFAULT_MODEL} or a local model folder")
     dev = resolve_device(device)
     resolve_dtype(precision, dev)  # a bad precision fails before anything loads
     source, local = checkpoint_source(model, Path(model).expanduser(), "PaliGemma",
                                       f" or a hub id such as {DEFAULT_MODEL}")
     try:
         config = checked_config(source, model, ("paligemma",), "PaliGemma")
-        dtype = resolve_dtype(precision, dev, cuda_default="bf16", width=config.text_config.hidden_size)
+        dtype = resolve_dtype(precision, dev, cuda_default="bf16",
+                              width=config.text_config.hidden_size)
         processor = PaliGemmaProcessor.from_pretrained(source)
-        net = build_network(PaliGemmaForConditionalGeneration, source, config, dtype, dev, random_weights)
+        net = build_network(PaliGemmaForConditionalGeneration, source, config, dtype, dev,
+                            random_weights)
     except (OSError, ValueError) as err:
         raise _missing_model_error(model, local, err) from err
     decoder = None
@@ -386,5 +433,13 @@ def load_paligemma(model: str, device: str = "auto", precision: str = "auto", *,
         from ros_mm_perception.core.models.seg_decoder import load_mask_decoder
 
         decoder = load_mask_decoder(mask_decoder, dev)
-    return PaliGemmaEngine(net, processor, name=model, device=dev, dtype=dtype, max_new_tokens=max_new_tokens,
-                           mask_decoder=decoder, fast_path=fast_path)
+    return PaliGemmaEngine(
+        net,
+        processor,
+        name=model,
+        device=dev,
+        dtype=dtype,
+        max_new_tokens=max_new_tokens,
+        mask_decoder=decoder,
+        fast_path=fast_path,
+    )

@@ -2,14 +2,15 @@
 
 PaliGemma answers ``detect a ; b`` with entries ``<locY0><locX0><locY1><locX1> label`` joined by
 `` ; `` and ``segment a`` with the same entries plus 16 ``<segNNN>`` mask codebook tokens after the
-four locations. Locations are on a 1024 grid of the model's square input. The processor stretches the
-whole frame to that square (the aspect ratio is not kept), so each axis maps back on its own:
+four locations. Locations are on a 1024 grid of the model's square input. The processor stretches
+the whole frame to that square (the aspect ratio is not kept), so each axis maps back on its own:
 ``x = X / 1024 * width`` and ``y = Y / 1024 * height``.
 
 Malformed output never raises; an entry is skipped unless it has exactly four location tokens, each
 on the grid (0..1023), then either no or exactly 16 segmentation tokens (each 0..127), then a
 non-empty label, and a box of non-zero width and height. Reversed corners are put in order. Stray
-text, unknown ``<...>`` tokens and empty answers yield no entries; good entries around bad ones are kept.
+text, unknown ``<...>`` tokens and empty answers yield no entries; good entries around bad ones are
+kept.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def _entry(locs, segs, label_parts, width: int, height: int):
         return None
     start = label_parts[0][2] + (len(raw) - len(raw.lstrip()))
     end = label_parts[0][2] + len(raw.rstrip())
-    box = (x0 / LOC_GRID * width, y0 / LOC_GRID * height, x1 / LOC_GRID * width, y1 / LOC_GRID * height)
+    box = (x0 / LOC_GRID * width, y0 / LOC_GRID * height, x1 / LOC_GRID * width,
+           y1 / LOC_GRID * height)
     return ParsedObject(label=label, box=box, grid=(y0, x0, y1, x1), seg_codes=codes,
                         loc_span=(locs[0][2], locs[-1][3]), label_span=(start, end))

@@ -1,6 +1,7 @@
 """Models with random weights built from real configs, saved and loaded through the real loaders.
 
-Tests use tiny configs; the benchmark uses real-size ones (compute does not depend on weight values).
+Tests use tiny configs; the benchmark uses real-size ones (compute does not depend on weight
+values).
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ TINY_CLIP_CONFIG: Dict[str, Any] = {
 }
 
 
-def build_random_clip(directory, model_cfg: Optional[Dict[str, Any]] = None, *, seed: int = 0) -> Path:
-    """Create an open_clip CLIP from ``model_cfg`` (default: tiny) with random weights in ``directory``.
+def build_random_clip(
+    directory, model_cfg: Optional[Dict[str, Any]] = None, *, seed: int = 0
+) -> Path:
+    """Create an open_clip CLIP from ``model_cfg`` (default: tiny) with random weights in
+    ``directory``.
 
     ``model_cfg`` may also be the name of a built-in open_clip architecture (e.g. ``"ViT-B-16"``).
     """
@@ -35,18 +39,19 @@ def build_random_clip(directory, model_cfg: Optional[Dict[str, Any]] = None, *, 
 
 
 _PALIGEMMA_WORDS = (
-    "a an the this that these those of in on at to from by with without and or not no yes is are was be "
-    "what where which who how many much color colour shape size kind there here it its one two three four "
-    "five six seven eight nine ten some all none left right top bottom front back behind near far next "
-    "above below under over inside outside open closed empty full big small large tiny tall short long "
-    "red green blue yellow black white gray grey brown orange pink purple dark light bright "
-    "person people man woman child boy girl robot arm hand face head dog cat bird horse cow sheep "
-    "mug cup glass bottle bowl plate fork knife spoon table chair sofa couch bed desk shelf cabinet drawer "
-    "door window wall floor ceiling stairs room kitchen office hallway corridor garage street road sidewalk "
-    "car truck bus bicycle motorcycle train boat plane sign light traffic cone box bag backpack "
-    "laptop computer screen monitor keyboard mouse phone book paper pen lamp clock plant tree flower "
-    "picture photo image scene camera sky cloud grass water sea snow sun building house tower bridge "
-    "caption answer detect segment ocr en es de fr zh text word letter number standing sitting walking "
+    "a an the this that these those of in on at to from by with without and or not no yes is are "
+    "was be what where which who how many much color colour shape size kind there here it its "
+    "one two three four five six seven eight nine ten some all none left right top bottom front "
+    "back behind near far next above below under over inside outside open closed empty full big "
+    "small large tiny tall short long red green blue yellow black white gray grey brown orange "
+    "pink purple dark light bright person people man woman child boy girl robot arm hand face "
+    "head dog cat bird horse cow sheep mug cup glass bottle bowl plate fork knife spoon table "
+    "chair sofa couch bed desk shelf cabinet drawer door window wall floor ceiling stairs room "
+    "kitchen office hallway corridor garage street road sidewalk car truck bus bicycle "
+    "motorcycle train boat plane sign light traffic cone box bag backpack laptop computer screen "
+    "monitor keyboard mouse phone book paper pen lamp clock plant tree flower picture photo "
+    "image scene camera sky cloud grass water sea snow sun building house tower bridge caption "
+    "answer detect segment ocr en es de fr zh text word letter number standing sitting walking "
     "holding looking picture shows showing image contains photo of a robot in an office"
 ).split()
 
@@ -59,8 +64,11 @@ def _tiny_paligemma_processor(image_size: int, patch_size: int):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never")
-    alphabet = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:?!'\"-()/\n▁")
-    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
+    alphabet = list(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:?!'\"-()/\n▁"
+    )
+    trainer = trainers.BpeTrainer(vocab_size=1000,
+                                  special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
                                   initial_alphabet=alphabet, show_progress=False)
     tok.train_from_iterator([" ".join(_PALIGEMMA_WORDS), " ; ".join(_PALIGEMMA_WORDS)], trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
@@ -71,52 +79,57 @@ def _tiny_paligemma_processor(image_size: int, patch_size: int):
     return PaliGemmaProcessor(image_processor=image_processor, tokenizer=fast)
 
 
-_SIGLIP_SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                      image_size=224, patch_size=14)
+_SIGLIP_SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                      num_attention_heads=16, image_size=224, patch_size=14)
 PALIGEMMA_SIZES: Dict[str, Dict[str, Any]] = {
     "tiny": {
-        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                       image_size=32, patch_size=8),
+        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, image_size=32, patch_size=8),
         "text": dict(model_type="gemma", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                     num_attention_heads=2, num_key_value_heads=1, head_dim=16, initializer_range=0.5,
-                     max_position_embeddings=512),
+                     num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                     initializer_range=0.5, max_position_embeddings=512),
         "vocab_size": None,  # the tokenizer's size
         "weights": True,
     },
     "tiny-paligemma2": {
-        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                       image_size=32, patch_size=8),
-        "text": dict(model_type="gemma2", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                     num_attention_heads=2, num_key_value_heads=1, head_dim=16, initializer_range=0.5,
-                     max_position_embeddings=512, query_pre_attn_scalar=16, final_logit_softcapping=30.0,
+        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, image_size=32, patch_size=8),
+        "text": dict(model_type="gemma2", hidden_size=32, intermediate_size=64,
+                     num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                     head_dim=16, initializer_range=0.5, max_position_embeddings=512,
+                     query_pre_attn_scalar=16, final_logit_softcapping=30.0,
                      attn_logit_softcapping=50.0, sliding_window=8),
         "vocab_size": None,
         "weights": True,
     },
     "paligemma-3b-224": {
         "vision": _SIGLIP_SO400M,
-        "text": dict(model_type="gemma", hidden_size=2048, intermediate_size=16384, num_hidden_layers=18,
-                     num_attention_heads=8, num_key_value_heads=1, head_dim=256),
+        "text": dict(model_type="gemma", hidden_size=2048, intermediate_size=16384,
+                     num_hidden_layers=18, num_attention_heads=8, num_key_value_heads=1,
+                     head_dim=256),
         "vocab_size": 257216,
     },
     "paligemma2-3b-224": {
         "vision": _SIGLIP_SO400M,
-        "text": dict(model_type="gemma2", hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
-                     num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
-                     final_logit_softcapping=30.0, attn_logit_softcapping=50.0, sliding_window=4096),
+        "text": dict(model_type="gemma2", hidden_size=2304, intermediate_size=9216,
+                     num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
+                     head_dim=256, query_pre_attn_scalar=256, final_logit_softcapping=30.0,
+                     attn_logit_softcapping=50.0, sliding_window=4096),
         "vocab_size": 257216,
     },
 }
-"""Architectures for :func:`build_random_paligemma`: tiny PaliGemma 1 and 2 for tests, the real 3B/224 shapes."""
+"""Architectures for :func:`build_random_paligemma`: tiny PaliGemma 1 and 2 for tests, the real
+3B/224 shapes."""
 
 
 def build_random_paligemma(directory, size: str = "tiny", seed: int = 0) -> Path:
     """Write a PaliGemma model folder with random weights for ``size`` (see ``PALIGEMMA_SIZES``).
 
-    The folder holds the config and a processor with a small custom tokenizer (``<image>``, the 1024
-    ``<locNNNN>`` and 128 ``<segNNN>`` tokens, a few hundred words). The tiny sizes also get their
-    weights, so they load like any checkpoint; the real-size ones hold the config only and are loaded
-    with ``load_paligemma(directory, random_weights=True)``, which builds the weights on the device.
+    The folder holds the config and a processor with a small custom tokenizer (``<image>``, the
+    1024 ``<locNNNN>`` and 128 ``<segNNN>`` tokens, a few hundred words). The tiny sizes also get
+    their weights, so they load like any checkpoint; the real-size ones hold the config only and
+    are loaded with ``load_paligemma(directory, random_weights=True)``, which builds the weights on
+    the device.
     """
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
 
@@ -125,13 +138,15 @@ def build_random_paligemma(directory, size: str = "tiny", seed: int = 0) -> Path
     spec = PALIGEMMA_SIZES[size]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    processor = _tiny_paligemma_processor(spec["vision"]["image_size"], spec["vision"]["patch_size"])
+    processor = _tiny_paligemma_processor(spec["vision"]["image_size"],
+                                          spec["vision"]["patch_size"])
     tokenizer = processor.tokenizer
     vocab_size = spec["vocab_size"] or len(tokenizer)
     hidden = spec["text"]["hidden_size"]
     with_weights = spec.get("weights", False)
     config = PaliGemmaConfig(
-        vision_config=dict(model_type="siglip_vision_model", vision_use_head=False, **spec["vision"]),
+        vision_config=dict(model_type="siglip_vision_model", vision_use_head=False,
+                           **spec["vision"]),
         text_config=dict(vocab_size=vocab_size, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                          tie_word_embeddings=not with_weights, **spec["text"]),
@@ -151,11 +166,13 @@ def build_random_paligemma(directory, size: str = "tiny", seed: int = 0) -> Path
 
 
 def build_random_mask_decoder(path, seed: int = 0) -> Path:
-    """Write an ``.npz`` with the parameter names and shapes of big_vision's ``vae-oid.npz``, random values."""
+    """Write an ``.npz`` with the parameter names and shapes of big_vision's ``vae-oid.npz``,
+    random values."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    shapes = {"_vq_vae._embedding": (128, 512), "decoder.0.weight": (128, 512, 1, 1), "decoder.0.bias": (128,)}
+    shapes = {"_vq_vae._embedding": (128, 512), "decoder.0.weight": (128, 512, 1, 1),
+              "decoder.0.bias": (128,)}
     for block in (2, 3):
         for conv, k in ((0, 3), (2, 3), (4, 1)):
             shapes[f"decoder.{block}.net.{conv}.weight"] = (128, 128, k, k)
@@ -169,8 +186,10 @@ def build_random_mask_decoder(path, seed: int = 0) -> Path:
         fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
         scale = 1.0 if name.startswith("_vq_vae") else 1.0 / np.sqrt(fan_in)
         params[name] = (rng.standard_normal(shape) * scale).astype(np.float32)
-    # An output layer of alternating sign and no bias gives masks with both inside and outside pixels.
-    params["decoder.12.weight"] = np.abs(params["decoder.12.weight"]) * np.resize([1.0, -1.0], (1, 16, 1, 1))
+    # An output layer of alternating sign and no bias gives masks with both inside and outside
+    # pixels.
+    params["decoder.12.weight"] = np.abs(params["decoder.12.weight"]) * np.resize([1.0, -1.0],
+                                                                                  (1, 16, 1, 1))
     params["decoder.12.bias"][:] = 0.0
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,10 +198,11 @@ def build_random_mask_decoder(path, seed: int = 0) -> Path:
 
 
 def clip_tokenizer(model_max_length: int = 16):
-    """A transformers ``CLIPTokenizer`` with CLIP's BPE vocabulary (from open_clip's bundled merges).
+    """A transformers ``CLIPTokenizer`` with CLIP's BPE vocabulary (from open_clip's bundled
+    merges).
 
-    Token ids equal open_clip's (``<|startoftext|>`` 49406, ``<|endoftext|>`` 49407); padding is ``!``
-    (id 0), as on the OWL checkpoints, whose query mask treats a leading 0 as an empty query.
+    Token ids equal open_clip's (``<|startoftext|>`` 49406, ``<|endoftext|>`` 49407); padding is
+    ``!`` (id 0), as on the OWL checkpoints, whose query mask treats a leading 0 as an empty query.
     """
     import gzip
 
@@ -193,27 +213,30 @@ def clip_tokenizer(model_max_length: int = 16):
     symbols = list(bytes_to_unicode().values())
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
-    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[tuple(m.split()) for m in merges],
-                         pad_token="!",
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)},
+                         merges=[tuple(m.split()) for m in merges], pad_token="!",
                          model_max_length=model_max_length)
 
 
 OWL_SIZES: Dict[str, Dict[str, Any]] = {
     "tiny": {
-        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                       image_size=48, patch_size=16),
-        "text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
+        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, image_size=48, patch_size=16),
+        "text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                     num_attention_heads=2),
         "weights": True,
     },
     "owlv2-base-patch16": {
-        "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                       image_size=960, patch_size=16),
-        "text": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+        "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                       num_attention_heads=12, image_size=960, patch_size=16),
+        "text": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                     num_attention_heads=8),
     },
     "owlvit-base-patch32": {
-        "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                       image_size=768, patch_size=32),
-        "text": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+        "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                       num_attention_heads=12, image_size=768, patch_size=32),
+        "text": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                     num_attention_heads=8),
     },
 }
 """Architectures for :func:`build_random_owl`: a tiny one for tests and the real base shapes."""
@@ -221,7 +244,8 @@ OWL_SIZES: Dict[str, Dict[str, Any]] = {
 
 def owl_config(kind: str, vision: Dict[str, Any], text: Dict[str, Any], *, vocab_size: int = 49408,
                max_positions: int = 16):
-    """An ``Owlv2Config`` (``kind`` owlv2) or ``OwlViTConfig`` (owlvit) from vision and text sizes."""
+    """An ``Owlv2Config`` (``kind`` owlv2) or ``OwlViTConfig`` (owlvit) from vision and text
+    sizes."""
     from transformers import Owlv2Config, OwlViTConfig
 
     if kind not in ("owlv2", "owlvit"):
@@ -233,12 +257,15 @@ def owl_config(kind: str, vision: Dict[str, Any], text: Dict[str, Any], *, vocab
 
 
 def owl_processor(kind: str, image_size: int):
-    """An ``Owlv2Processor`` / ``OwlViTProcessor`` for ``image_size`` px inputs with CLIP's tokenizer."""
-    from transformers import Owlv2ImageProcessor, Owlv2Processor, OwlViTImageProcessor, OwlViTProcessor
+    """An ``Owlv2Processor`` / ``OwlViTProcessor`` for ``image_size`` px inputs with CLIP's
+    tokenizer."""
+    from transformers import (Owlv2ImageProcessor, Owlv2Processor, OwlViTImageProcessor,
+                              OwlViTProcessor)
 
     size = {"height": image_size, "width": image_size}
     if kind == "owlv2":
-        return Owlv2Processor(image_processor=Owlv2ImageProcessor(size=size), tokenizer=clip_tokenizer())
+        return Owlv2Processor(image_processor=Owlv2ImageProcessor(size=size),
+                              tokenizer=clip_tokenizer())
     return OwlViTProcessor(image_processor=OwlViTImageProcessor(size=size, crop_size=size),
                            tokenizer=clip_tokenizer())
 
@@ -267,23 +294,24 @@ def build_random_owl(directory, kind: str = "owlv2", size: str = "tiny", seed: i
     return directory
 
 
-def sam_config(image_size: int = 64, patch_size: int = 8, width: int = 32, layers: int = 2, heads: int = 2,
-               window_size: int = 4):
-    """A ``SamConfig`` of SAM's architecture at a small size: a ViT image encoder of ``layers`` blocks
-    (the last with global attention) on ``image_size`` px inputs, prompt encoder and mask decoder
-    ``width`` wide."""
+def sam_config(image_size: int = 64, patch_size: int = 8, width: int = 32, layers: int = 2,
+               heads: int = 2, window_size: int = 4):
+    """A ``SamConfig`` of SAM's architecture at a small size: a ViT image encoder of ``layers``
+    blocks (the last with global attention) on ``image_size`` px inputs, prompt encoder and mask
+    decoder ``width`` wide."""
     from transformers import SamConfig
 
     grid = image_size // patch_size
     vision = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
-                  num_attention_heads=heads, image_size=image_size, patch_size=patch_size, output_channels=width,
-                  window_size=window_size, global_attn_indexes=[layers - 1], mlp_dim=2 * width,
-                  num_pos_feats=width // 2)
-    prompt = dict(hidden_size=width, image_size=image_size, patch_size=patch_size, image_embedding_size=grid,
-                  mask_input_channels=4)
-    decoder = dict(hidden_size=width, mlp_dim=2 * width, num_hidden_layers=2, num_attention_heads=heads,
-                   iou_head_hidden_dim=width)
-    return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+                  num_attention_heads=heads, image_size=image_size, patch_size=patch_size,
+                  output_channels=width, window_size=window_size, global_attn_indexes=[layers - 1],
+                  mlp_dim=2 * width, num_pos_feats=width // 2)
+    prompt = dict(hidden_size=width, image_size=image_size, patch_size=patch_size,
+                  image_embedding_size=grid, mask_input_channels=4)
+    decoder = dict(hidden_size=width, mlp_dim=2 * width, num_hidden_layers=2,
+                   num_attention_heads=heads, iou_head_hidden_dim=width)
+    return SamConfig(vision_config=vision, prompt_encoder_config=prompt,
+                     mask_decoder_config=decoder)
 
 
 def sam_processor(image_size: int):
@@ -297,26 +325,35 @@ def sam_processor(image_size: int):
 
 
 def sam2_config(image_size: int = 64, width: int = 32):
-    """A ``Sam2Config`` of SAM 2's architecture (Hiera backbone, feature pyramid) at a tiny size."""
+    """A ``Sam2Config`` of SAM 2's architecture (Hiera backbone, feature pyramid) at a tiny
+    size."""
     from transformers import Sam2Config
 
-    backbone = dict(model_type="sam2_hiera_det_model", hidden_size=8, num_attention_heads=1,
-                    image_size=[image_size, image_size], blocks_per_stage=[1, 1, 2, 1],
-                    embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[1, 1, 1, 1],
-                    window_size_per_stage=[4, 4, 4, 4], global_attention_blocks=[3],
-                    window_positional_embedding_background_size=[2, 2])
+    backbone = dict(
+        model_type="sam2_hiera_det_model",
+        hidden_size=8,
+        num_attention_heads=1,
+        image_size=[image_size, image_size],
+        blocks_per_stage=[1, 1, 2, 1],
+        embed_dim_per_stage=[8, 16, 32, 64],
+        num_attention_heads_per_stage=[1, 1, 1, 1],
+        window_size_per_stage=[4, 4, 4, 4],
+        global_attention_blocks=[3],
+        window_positional_embedding_background_size=[2, 2],
+    )
     sizes = [[image_size // s] * 2 for s in (4, 8, 16)]
-    vision = dict(backbone_config=backbone, backbone_channel_list=[64, 32, 16, 8], backbone_feature_sizes=sizes,
-                  fpn_hidden_size=width)
+    vision = dict(backbone_config=backbone, backbone_channel_list=[64, 32, 16, 8],
+                  backbone_feature_sizes=sizes, fpn_hidden_size=width)
     return Sam2Config(vision_config=vision,
-                      prompt_encoder_config=dict(hidden_size=width, image_size=image_size, patch_size=16,
-                                                 mask_input_channels=4),
-                      mask_decoder_config=dict(hidden_size=width, mlp_dim=2 * width, num_attention_heads=2,
-                                               iou_head_hidden_dim=width))
+                      prompt_encoder_config=dict(hidden_size=width, image_size=image_size,
+                                                 patch_size=16, mask_input_channels=4),
+                      mask_decoder_config=dict(hidden_size=width, mlp_dim=2 * width,
+                                               num_attention_heads=2, iou_head_hidden_dim=width))
 
 
 def build_random_sam(directory, kind: str = "sam", image_size: int = 64, seed: int = 0) -> Path:
-    """Write a tiny SAM (``kind`` sam) or SAM 2 (sam2) model folder with random weights and its processor."""
+    """Write a tiny SAM (``kind`` sam) or SAM 2 (sam2) model folder with random weights and its
+    processor."""
     from transformers import Sam2ImageProcessor, Sam2Model, Sam2Processor, SamModel
 
     if kind not in ("sam", "sam2"):
@@ -329,7 +366,9 @@ def build_random_sam(directory, kind: str = "sam", image_size: int = 64, seed: i
     else:
         side = {"height": image_size, "width": image_size}
         net = Sam2Model(sam2_config(image_size))
-        processor = Sam2Processor(Sam2ImageProcessor(size=side, mask_size={k: v // 4 for k, v in side.items()}))
+        processor = Sam2Processor(
+            Sam2ImageProcessor(size=side, mask_size={k: v // 4 for k, v in side.items()})
+        )
     net.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
@@ -342,11 +381,13 @@ def sam3_config(image_size: int = 56, width: int = 32, queries: int = 8):
 
     grid = image_size // 14
     small = dict(hidden_size=width, num_attention_heads=2, intermediate_size=2 * width)
-    backbone = dict(model_type="sam3_vit_model", num_hidden_layers=2, image_size=image_size, patch_size=14,
-                    window_size=2, global_attn_indexes=[1], pretrain_image_size=image_size, **small)
+    backbone = dict(model_type="sam3_vit_model", num_hidden_layers=2, image_size=image_size,
+                    patch_size=14, window_size=2, global_attn_indexes=[1],
+                    pretrain_image_size=image_size, **small)
     vision = dict(backbone_config=backbone, fpn_hidden_size=width,
                   backbone_feature_sizes=[[4 * grid] * 2, [2 * grid] * 2, [grid] * 2])
-    text = dict(vocab_size=49408, projection_dim=width, num_hidden_layers=1, max_position_embeddings=32, **small)
+    text = dict(vocab_size=49408, projection_dim=width, num_hidden_layers=1,
+                max_position_embeddings=32, **small)
     return Sam3Config(vision_config=vision, text_config=text,
                       geometry_encoder_config=dict(num_layers=1, **small),
                       detr_encoder_config=dict(num_layers=1, **small),

@@ -21,7 +21,8 @@ import torch
 from ros_mm_perception.core.devices import resolve_device, resolve_dtype
 from ros_mm_perception.core.errors import ModelNotFoundError
 from ros_mm_perception.core.models.embedded import EMBEDDED_SAM_DIR
-from ros_mm_perception.core.models.hf_loading import build_network, checked_config, checkpoint_source, error_reason
+from ros_mm_perception.core.models.hf_loading import (build_network, checked_config,
+                                                      checkpoint_source, error_reason)
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,13 @@ def clip_boxes(boxes, height: int, width: int) -> np.ndarray:
         raise ValueError("a box has coordinates that are not finite")
     x0, x1 = np.minimum(boxes[:, 0], boxes[:, 2]), np.maximum(boxes[:, 0], boxes[:, 2])
     y0, y1 = np.minimum(boxes[:, 1], boxes[:, 3]), np.maximum(boxes[:, 1], boxes[:, 3])
-    return np.stack([x0.clip(0, width), y0.clip(0, height), x1.clip(0, width), y1.clip(0, height)], 1)
+    return np.stack([x0.clip(0, width), y0.clip(0, height), x1.clip(0, width), y1.clip(0, height)],
+                    1)
 
 
 class BoxMaskEngine:
-    """SAM / SAM 2 with its processor: :meth:`masks` turns boxes into masks in original-image pixels."""
+    """SAM / SAM 2 with its processor: :meth:`masks` turns boxes into masks in original-image
+    pixels."""
 
     def __init__(self, net, processor, *, name: str, device: torch.device, dtype: torch.dtype):
         self.net, self.processor, self.name = net, processor, name
@@ -53,7 +56,9 @@ class BoxMaskEngine:
         self.kind = net.config.model_type
 
     @torch.inference_mode()
-    def masks(self, images: Sequence[np.ndarray], boxes: Sequence[Sequence]) -> List[List[np.ndarray]]:
+    def masks(
+        self, images: Sequence[np.ndarray], boxes: Sequence[Sequence]
+    ) -> List[List[np.ndarray]]:
         """For each RGB image its boxes' masks (``H x W`` bool), in box order."""
         if len(images) != len(boxes):
             raise ValueError(f"{len(images)} images but {len(boxes)} box lists")
@@ -68,10 +73,12 @@ class BoxMaskEngine:
         embeddings = self.net.get_image_embeddings(pixels)
         for k, i in enumerate(todo):
             keep = np.flatnonzero(usable[i])
-            frame_embedding = ([e[k:k + 1] for e in embeddings] if isinstance(embeddings, (list, tuple))
+            frame_embedding = ([e[k:k + 1] for e in embeddings]
+                               if isinstance(embeddings, (list, tuple))
                                else embeddings[k:k + 1])
             prompt = self._prompt(clipped[i][keep], images[i].shape[:2])
-            pred = self.net(image_embeddings=frame_embedding, input_boxes=prompt, multimask_output=False).pred_masks
+            pred = self.net(image_embeddings=frame_embedding, input_boxes=prompt,
+                            multimask_output=False).pred_masks
             for j, mask in zip(keep, self._post_process(pred.float(), inputs, k)):
                 out[i][j] = mask
         return out
@@ -84,21 +91,26 @@ class BoxMaskEngine:
         else:
             longest = self.processor.image_processor.size["longest_edge"]
             new_h, new_w = self.processor.image_processor._get_preprocess_shape(tuple(hw), longest)
-            scaled = torch.from_numpy(boxes * np.array([new_w / hw[1], new_h / hw[0]] * 2)).float()[None]
+            scaled = torch.from_numpy(
+                boxes * np.array([new_w / hw[1], new_h / hw[0]] * 2)
+            ).float()[None]
         return scaled.to(self.device, self.dtype)
 
     def _post_process(self, pred: torch.Tensor, inputs, k: int) -> np.ndarray:
-        """``N x H x W`` bool masks of one frame from the decoder's ``1 x N x 1 x h x w`` logits."""
+        """``N x H x W`` bool masks of one frame from the decoder's ``1 x N x 1 x h x w``
+        logits."""
         sizes = inputs["original_sizes"][k:k + 1]
         if self.kind == "sam2":
             masks = self.processor.post_process_masks(pred, sizes, mask_threshold=MASK_THRESHOLD)
         else:
-            masks = self.processor.post_process_masks(pred, sizes, inputs["reshaped_input_sizes"][k:k + 1],
+            masks = self.processor.post_process_masks(pred, sizes,
+                                                      inputs["reshaped_input_sizes"][k:k + 1],
                                                       mask_threshold=MASK_THRESHOLD)
         return masks[0][:, 0].cpu().numpy()
 
     def warm_up(self) -> None:
-        """Run one small frame through the model (allocations and kernels ready before the first frame)."""
+        """Run one small frame through the model (allocations and kernels ready before the first
+        frame)."""
         self.masks([np.zeros((32, 32, 3), np.uint8)], [[(4.0, 4.0, 28.0, 28.0)]])
 
     def close(self) -> None:
@@ -117,31 +129,37 @@ def load_mask_model(model: str, device: str = "auto", precision: str = "auto", *
     from transformers import Sam2Model, Sam2Processor, SamModel, SamProcessor
 
     if not isinstance(model, str) or not model.strip():
-        raise ModelNotFoundError(f"no mask model given; pass a hub id such as {DEFAULT_MODEL}, a local folder "
-                                 f"or '{EMBEDDED}'")
+        raise ModelNotFoundError(f"no mask model given; pass a hub id such as {DEFAULT_MODEL}, a "
+                                 f"local folder or '{EMBEDDED}'")
     dev = resolve_device(device)
     path = EMBEDDED_SAM_DIR if model == EMBEDDED else Path(model).expanduser()
     if model == EMBEDDED and not (path / "config.json").is_file():
-        raise ModelNotFoundError(f"the embedded mask model is missing from {path}; reinstall the package or "
-                                 "retrain it with `python scripts/train_embedded_sam.py`")
-    source, local = checkpoint_source(model, path, "mask (SAM)", f", a hub id such as {DEFAULT_MODEL} "
+        raise ModelNotFoundError(f"the embedded mask model is missing from {path}; reinstall the "
+                                 "package or retrain it with `python "
+                                 "scripts/train_embedded_sam.py`")
+    source, local = checkpoint_source(model, path, "mask (SAM)",
+                                      f", a hub id such as {DEFAULT_MODEL} "
                                       f"or '{EMBEDDED}'")
     try:
         config = checked_config(source, model, MODEL_TYPES, "SAM or SAM 2")
         width = (config.vision_config.hidden_size if config.model_type == "sam"
                  else config.vision_config.backbone_config.hidden_size)
         dtype = resolve_dtype(precision, dev, cuda_default="fp16", width=width)
-        net_cls, proc_cls = (SamModel, SamProcessor) if config.model_type == "sam" else (Sam2Model, Sam2Processor)
+        net_cls, proc_cls = (
+            (SamModel, SamProcessor) if config.model_type == "sam" else (Sam2Model, Sam2Processor)
+        )
         processor = proc_cls.from_pretrained(source)
         net = build_network(net_cls, source, config, dtype, dev, random_weights)
     except (OSError, ValueError) as err:
         reason = error_reason(err)
         if local:
-            raise ModelNotFoundError(f"{model} is not a complete SAM model folder ({reason}); pass a folder "
-                                     "written by save_pretrained (config.json, model*.safetensors and the "
-                                     f"processor files) or a hub id such as {DEFAULT_MODEL}") from err
+            raise ModelNotFoundError(f"{model} is not a complete SAM model folder ({reason}); "
+                                     "pass a folder written by save_pretrained (config.json, "
+                                     "model*.safetensors and the processor files) or a hub id "
+                                     f"such as {DEFAULT_MODEL}") from err
         raise ModelNotFoundError(
-            f"mask model {model!r} is not in the Hugging Face cache and could not be downloaded ({reason}). "
-            f"On a machine with network access run `hf download {model}` and copy ~/.cache/huggingface "
-            "here if needed, or pass a local model folder") from err
-    return BoxMaskEngine(net, processor, name=str(path) if model == EMBEDDED else model, device=dev, dtype=dtype)
+            f"mask model {model!r} is not in the Hugging Face cache and could not be downloaded "
+            f"({reason}). On a machine with network access run `hf download {model}` and copy "
+            "~/.cache/huggingface here if needed, or pass a local model folder") from err
+    return BoxMaskEngine(net, processor, name=str(path) if model == EMBEDDED else model,
+                         device=dev, dtype=dtype)

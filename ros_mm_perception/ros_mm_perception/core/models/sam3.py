@@ -1,4 +1,5 @@
-"""SAM 3 (transformers ``Sam3Model``): every instance of each phrase, with a box, a mask and a score.
+"""SAM 3 (transformers ``Sam3Model``): every instance of each phrase, with a box, a mask and a
+score.
 
 Per batch of frames, :meth:`Sam3Engine.detect_batch` runs the image encoder once (one call for all
 frames) and decodes every phrase against it: the DETR encoder and decoder and the mask decoder run
@@ -6,8 +7,8 @@ on the frames x phrases pairs in one call, with the phrases' text encodings take
 cache (each phrase goes through the text encoder once). Scores are transformers' own: each query's
 probability times the phrase's presence probability, so a phrase that is not in the image returns
 nothing; boxes and masks are in original-image pixels. The results equal
-``Sam3Processor.post_process_instance_segmentation`` on the model's outputs for each (frame, phrase)
-(it is what runs here), with ``mask_threshold`` :data:`MASK_THRESHOLD`.
+``Sam3Processor.post_process_instance_segmentation`` on the model's outputs for each (frame,
+phrase) (it is what runs here), with ``mask_threshold`` :data:`MASK_THRESHOLD`.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ import torch
 
 from ros_mm_perception.core.devices import resolve_device, resolve_dtype
 from ros_mm_perception.core.errors import ModelNotFoundError
-from ros_mm_perception.core.models.hf_loading import build_network, checked_config, checkpoint_source, error_reason
+from ros_mm_perception.core.models.hf_loading import (build_network, checked_config,
+                                                      checkpoint_source, error_reason)
 from ros_mm_perception.core.results import Detection
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "facebook/sam3"
-"""The checkpoint suggested to users (gated on the Hugging Face hub: accept the SAM licence first)."""
+"""The checkpoint suggested to users (gated on the Hugging Face hub: accept the SAM licence
+first)."""
 MODEL_TYPES = ("sam3",)
 MASK_THRESHOLD = 0.5
 """Mask probability above which a pixel belongs to the instance (transformers' default)."""
@@ -59,7 +62,8 @@ class Sam3Engine:
     @torch.inference_mode()
     def detect_batch(self, images: Sequence[np.ndarray], phrases: Sequence[str],
                      threshold: float) -> List[List[Detection]]:
-        """For each RGB image, the instances of ``phrases`` scoring above ``threshold``, highest first."""
+        """For each RGB image, the instances of ``phrases`` scoring above ``threshold``, highest
+        first."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         phrases = list(phrases)
@@ -73,7 +77,8 @@ class Sam3Engine:
         vision.fpn_position_encoding = tuple(p[pairs] for p in vision.fpn_position_encoding)
         text = torch.stack([self._text[p][0] for p in phrases]).repeat(len(images), 1, 1)
         mask = torch.stack([self._text[p][1] for p in phrases]).repeat(len(images), 1)
-        out = self.net(vision_embeds=vision, text_embeds=BaseModelOutputWithPooling(pooler_output=text),
+        out = self.net(vision_embeds=vision,
+                       text_embeds=BaseModelOutputWithPooling(pooler_output=text),
                        attention_mask=mask)
         sizes = [tuple(image.shape[:2]) for image in images for _ in phrases]
         found = self.processor.post_process_instance_segmentation(
@@ -85,12 +90,14 @@ class Sam3Engine:
             boxes = instances["boxes"].float().cpu().numpy().reshape(-1, 4).clip(0, [w, h, w, h])
             for score, box, inst_mask in zip(instances["scores"].float().cpu().numpy(), boxes,
                                              instances["masks"].bool().cpu().numpy()):
-                results[k // len(phrases)].append(Detection(phrase, float(score), tuple(float(v) for v in box),
+                results[k // len(phrases)].append(Detection(phrase, float(score),
+                                                            tuple(float(v) for v in box),
                                                             source="sam3", mask=inst_mask))
         return [sorted(dets, key=lambda d: -d.score) for dets in results]
 
     def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
-        """Run small frames through the model (kernels and allocations ready before the first frame)."""
+        """Run small frames through the model (kernels and allocations ready before the first
+        frame)."""
         for n in batch_sizes:
             self.detect_batch([np.zeros((32, 32, 3), np.uint8)] * n, ["object"], 1.0)
 
@@ -99,7 +106,8 @@ class Sam3Engine:
         self.net, self._text = None, {}
 
 
-def load_sam3(model: str, device: str = "auto", precision: str = "auto", *, random_weights: bool = False
+def load_sam3(model: str, device: str = "auto", precision: str = "auto", *,
+              random_weights: bool = False
               ) -> Sam3Engine:
     """Load SAM 3 from a hub id (cache) or a local folder written by ``save_pretrained``.
 
@@ -109,10 +117,13 @@ def load_sam3(model: str, device: str = "auto", precision: str = "auto", *, rand
     from transformers import Sam3Model, Sam3Processor
 
     if not isinstance(model, str) or not model.strip():
-        raise ModelNotFoundError(f"no SAM 3 model given; pass a hub id such as {DEFAULT_MODEL} or a local folder")
+        raise ModelNotFoundError(f"no SAM 3 model given; pass a hub id such as {DEFAULT_MODEL} "
+                                 "or a local folder")
     dev = resolve_device(device)
     path = Path(model).expanduser()
-    source, local = checkpoint_source(model, path, "SAM 3", f" or a hub id such as {DEFAULT_MODEL}")
+    source, local = checkpoint_source(
+        model, path, "SAM 3", f" or a hub id such as {DEFAULT_MODEL}"
+    )
     try:
         config = checked_config(source, model, MODEL_TYPES, "SAM 3")
         dtype = resolve_dtype(precision, dev, cuda_default="bf16",
@@ -122,12 +133,14 @@ def load_sam3(model: str, device: str = "auto", precision: str = "auto", *, rand
     except (OSError, ValueError) as err:
         reason = error_reason(err)
         if local:
-            raise ModelNotFoundError(f"{model} is not a complete SAM 3 model folder ({reason}); pass a folder "
-                                     "written by save_pretrained (config.json, model*.safetensors, tokenizer "
-                                     f"and processor files) or a hub id such as {DEFAULT_MODEL}") from err
+            raise ModelNotFoundError(f"{model} is not a complete SAM 3 model folder ({reason}); "
+                                     "pass a folder written by save_pretrained (config.json, "
+                                     "model*.safetensors, tokenizer and processor files) or a "
+                                     f"hub id such as {DEFAULT_MODEL}") from err
         raise ModelNotFoundError(
-            f"SAM 3 model {model!r} is not in the Hugging Face cache and could not be downloaded ({reason}). "
-            f"{DEFAULT_MODEL} is gated: accept its licence on the hub, then on a machine with network access "
-            f"run `hf download {model}` and copy ~/.cache/huggingface here if needed, or pass a local folder"
+            f"SAM 3 model {model!r} is not in the Hugging Face cache and could not be downloaded "
+            f"({reason}). {DEFAULT_MODEL} is gated: accept its licence on the hub, then on a "
+            f"machine with network access run `hf download {model}` and copy "
+            "~/.cache/huggingface here if needed, or pass a local folder"
         ) from err
     return Sam3Engine(net, processor, name=model, device=dev, dtype=dtype)

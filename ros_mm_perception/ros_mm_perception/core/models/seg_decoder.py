@@ -3,9 +3,9 @@
 The decoder checkpoint is big_vision's ``vae-oid.npz`` (a PyTorch state dict saved with numpy): the
 codebook ``_vq_vae._embedding`` (128 x D) and ``decoder.N.*`` layers of an ``nn.Sequential``:
 a 1x1 conv, two residual blocks (3x3, 3x3, 1x1 convs), four stride-2 transposed convs and a final
-1x1 conv. The 16 codes form a 4x4 grid (row-major) of codebook vectors that the decoder upsamples to
-a 64x64 mask with values in about [-1, 1]; a pixel belongs to the object where the value is > 0. The
-64x64 mask covers the entry's box and is resized to the box in original-image pixels.
+1x1 conv. The 16 codes form a 4x4 grid (row-major) of codebook vectors that the decoder upsamples
+to a 64x64 mask with values in about [-1, 1]; a pixel belongs to the object where the value is > 0.
+The 64x64 mask covers the entry's box and is resized to the box in original-image pixels.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ class _ResBlock(nn.Module):
 
 
 class MaskDecoder(nn.Module):
-    """Codebook indices ``B x 16`` → mask logits ``B x 64 x 64`` (the layout of ``vae-oid.npz``)."""
+    """Codebook indices ``B x 16`` → mask logits ``B x 64 x 64`` (the layout of
+    ``vae-oid.npz``)."""
 
     def __init__(self, codebook_size: int, embedding_dim: int, widths: Sequence[int]):
         super().__init__()
@@ -53,7 +54,8 @@ class MaskDecoder(nn.Module):
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         if codes.ndim != 2 or codes.shape[1] != SEG_TOKENS:
-            raise ValueError(f"expected B x {SEG_TOKENS} codebook indices, got shape {tuple(codes.shape)}")
+            raise ValueError(f"expected B x {SEG_TOKENS} codebook indices, got shape "
+                             f"{tuple(codes.shape)}")
         side = int(SEG_TOKENS ** 0.5)
         x = self.codebook[codes].view(codes.shape[0], side, side, -1).permute(0, 3, 1, 2)
         return self.decoder(x)[:, 0]
@@ -65,7 +67,8 @@ def _architecture(params: Dict[str, np.ndarray]):
     widths = [params["decoder.0.weight"].shape[0]]
     index = 4
     while f"decoder.{index}.weight" in params and params[f"decoder.{index}.weight"].shape[-1] == 4:
-        widths.append(params[f"decoder.{index}.weight"].shape[1])  # ConvTranspose2d: in x out x 4 x 4
+        # ConvTranspose2d: in x out x 4 x 4
+        widths.append(params[f"decoder.{index}.weight"].shape[1])
         index += 2
     return codebook_size, dim, widths
 
@@ -74,22 +77,30 @@ def load_mask_decoder(path, device="cpu") -> MaskDecoder:
     """Load ``vae-oid.npz`` (or a file with its layout) onto ``device`` in fp32."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ModelNotFoundError(f"mask decoder checkpoint {str(path)!r} does not exist; {DOWNLOAD_HINT}")
+        raise ModelNotFoundError(f"mask decoder checkpoint {str(path)!r} does not exist; "
+                                 f"{DOWNLOAD_HINT}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             params = {k: npz[k] for k in npz.files}
         decoder = MaskDecoder(*_architecture(params))
-        state = {("codebook" if k == CODEBOOK_KEY else k): torch.from_numpy(np.asarray(v, dtype=np.float32))
-                 for k, v in params.items()}
+        state = {
+            ("codebook" if k == CODEBOOK_KEY else k): torch.from_numpy(
+                np.asarray(v, dtype=np.float32)
+            )
+            for k, v in params.items()
+        }
         decoder.load_state_dict(state, strict=True)
     except (OSError, ValueError, KeyError, IndexError, RuntimeError) as err:
-        raise UserError(f"{path} is not a PaliGemma mask decoder checkpoint (like vae-oid.npz): "
-                        f"{str(err).splitlines()[0][:300] if str(err) else type(err).__name__}") from err
+        raise UserError(
+            f"{path} is not a PaliGemma mask decoder checkpoint (like vae-oid.npz): "
+            f"{str(err).splitlines()[0][:300] if str(err) else type(err).__name__}"
+        ) from err
     return decoder.to(device).eval().requires_grad_(False)
 
 
 def masks_in_boxes(mask_logits: torch.Tensor, boxes, height: int, width: int) -> np.ndarray:
-    """Paste each ``64 x 64`` mask into its box: ``N x height x width`` bool in original-image pixels.
+    """Paste each ``64 x 64`` mask into its box: ``N x height x width`` bool in original-image
+    pixels.
 
     Each mask is resized (bilinear) to its box rounded to whole pixels and thresholded at 0; pixels
     outside the box are False.

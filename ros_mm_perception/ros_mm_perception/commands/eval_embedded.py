@@ -18,6 +18,7 @@ least) and how often their top-1 labels agree (``versus_precision``).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -28,6 +29,13 @@ from ros_mm_perception.commands.options import CLIP_FIELDS, add_config_options, 
 
 EVAL_SEED = 20261126
 """Default scene seed; the training script draws its scenes from other seeds."""
+QUICK_SIZES = {"n": 2, "scenes": 10, "sequences": 1}
+"""The default run's scenes (single-object scenes per colour-shape combination, multi-object
+scenes, 40-frame tracking sequences, per style): about ten minutes on two busy CPU cores."""
+FULL_SIZES = {"n": 10, "scenes": 100, "sequences": 3}
+"""``--full``: the run behind the figures in the docs (close to an hour on two busy cores)."""
+PART_COST = {"classification": 1.0, "grounding": 10.0, "scene_labels": 1.5, "tracking": 400.0}
+"""Relative seconds per scene (per sequence for tracking), measured: the progress bar's weights."""
 PRECISION_SCENE_SIZE = (256, 256)
 PRECISION_OBJECT_SIZE = (0.3, 0.6)
 """Single-object scenes of the precision comparison (the object spans 30-60 % of the frame)."""
@@ -38,9 +46,20 @@ def add_parser(sub) -> None:
                        description="Whole-frame top-1, CLIP-only grounding precision and recall, and tracking "
                                    "on rendered scenes of the training style and of an unseen style.")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help=f"scene seed (default {EVAL_SEED})")
-    p.add_argument("--n", type=int, default=10, help="single-object scenes per colour-shape combination (default 10)")
-    p.add_argument("--scenes", type=int, default=100, help="multi-object scenes for grounding (default 100)")
-    p.add_argument("--sequences", type=int, default=3, help="40-frame tracking sequences per style (default 3)")
+    p.add_argument("--full", action="store_true",
+                   help="the full run: {n} scenes per combination, {scenes} scenes, {sequences} "
+                        "sequences (default: {q})".format(**FULL_SIZES, q=", ".join(
+                            f"{v}" for v in QUICK_SIZES.values())))
+    p.add_argument("--n", type=int, default=None,
+                   help="single-object scenes per colour-shape combination (default: "
+                        f"{QUICK_SIZES['n']}, {FULL_SIZES['n']} with --full)")
+    p.add_argument("--scenes", type=int, default=None,
+                   help="multi-object scenes for grounding and scene labels (default: "
+                        f"{QUICK_SIZES['scenes']}, {FULL_SIZES['scenes']} with --full)")
+    p.add_argument("--sequences", type=int, default=None,
+                   help="40-frame tracking sequences per style (default: "
+                        f"{QUICK_SIZES['sequences']}, {FULL_SIZES['sequences']} with --full)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_options(p, CLIP_FIELDS)
     p.add_argument("--versus-precision", default="", metavar="P",
                    help="also compare with the model loaded in precision P (fp32, fp16 or bf16): embedding "
@@ -108,12 +127,18 @@ def _mean(values) -> Optional[float]:
 
 
 def run(args) -> int:
+    from tqdm import tqdm
+
     from ros_mm_perception.core.errors import UserError
     from ros_mm_perception.core.models.clip_model import load_clip
     from ros_mm_perception.core.perception.labeler import ClipLabeler
     from ros_mm_perception.synthetic import evaluation
-    from ros_mm_perception.synthetic.scenes import require_photos
+    from ros_mm_perception.synthetic.scenes import all_combos, require_photos
 
+    sizes = FULL_SIZES if args.full else QUICK_SIZES
+    for key, value in sizes.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.n < 1 or args.scenes < 1 or args.sequences < 0:
         raise UserError("--n and --scenes must be at least 1, --sequences at least 0")
     require_photos()  # the unseen style's, before the minutes of the own style
@@ -125,14 +150,26 @@ def run(args) -> int:
     report = {"settings": {k: getattr(config, k)
                            for k in ("score_threshold", "nms_iou", "crop_mode", "label_tiles", "track_iou")},
               "seed": args.seed, "model": clip.name,
-              "precision": str(clip.dtype).removeprefix("torch.")}
-    for style in evaluation.STYLES:
-        report[style] = {
-            "classification": evaluation.classification(labeler, style, args.seed, args.n, heldout),
-            "grounding": evaluation.grounding(labeler, style, args.seed, args.scenes, config),
-            "scene_labels": evaluation.scene_labels(labeler, style, args.seed, args.scenes),
-            "tracking": evaluation.tracking(labeler, style, args.seed, args.sequences, config)
-            if args.sequences else None}
+              "precision": str(clip.dtype).removeprefix("torch."),
+              "sizes": {"n": args.n, "scenes": args.scenes, "sequences": args.sequences}}
+    seed, n, scenes, sequences = args.seed, args.n, args.scenes, args.sequences
+    parts = {  # name: (scenes or sequences, the measure of a style)
+        "classification": (len(all_combos()) * n,
+                           lambda s: evaluation.classification(labeler, s, seed, n, heldout)),
+        "grounding": (scenes, lambda s: evaluation.grounding(labeler, s, seed, scenes, config)),
+        "scene_labels": (scenes, lambda s: evaluation.scene_labels(labeler, s, seed, scenes)),
+        "tracking": (sequences, lambda s: evaluation.tracking(labeler, s, seed, sequences, config)
+                     if sequences else None),
+    }
+    total = len(evaluation.STYLES) * sum(PART_COST[k] * count for k, (count, _) in parts.items())
+    with tqdm(total=round(total), file=sys.stderr, disable=True if args.no_progress else None,
+              bar_format="{desc:<24}{percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar:
+        for style in evaluation.STYLES:
+            report[style] = {}
+            for name, (count, measure) in parts.items():
+                bar.set_description(f"{style} {name}")
+                report[style][name] = measure(style)
+                bar.update(round(PART_COST[name] * count))
     if args.versus_precision:
         other = ClipLabeler(load_clip(config.clip_model, config.clip_pretrained, config.device,
                                       args.versus_precision))

@@ -1,7 +1,9 @@
 """The offline command line ``ros-mm-perception`` (no ROS needed).
 
-Each subcommand lives in its own module under :mod:`ros_mm_perception.commands` and exposes
-``add_parser(subparsers)`` (which sets ``func`` on its parser) . Errors a user can fix are
+Each subcommand lives in its own module (or sub-package) under :mod:`ros_mm_perception.commands`
+and exposes ``add_parser(subparsers)``, which sets ``func`` on its parser; the options and helpers
+several commands share come from :mod:`ros_mm_perception.commands.options`, never from another
+command. Errors a user can fix are
 :class:`UserError`: printed as one line on stderr with exit code 2, never a traceback.
 
 Ctrl-C, SIGTERM and SIGHUP (how systemd, docker and a closed terminal stop a job) all interrupt

@@ -5,7 +5,8 @@ labels, detections), :mod:`.errors` and :mod:`.devices`; it imports nothing else
 The groups, each importing only the ones before it:
 
 * :mod:`.imaging`: image plumbing (message encodings, files, device-side preprocessing, drawing);
-* :mod:`.models`: model engines (CLIP, PaliGemma and their fast paths, test models, the embedded model);
+* :mod:`.models`: model engines (CLIP, PaliGemma and their fast paths, test models, the embedded
+  model);
 * :mod:`.perception`: what turns model outputs into results (pipeline, grounding, tracking, 3D).
 
 Nothing in the core imports rclpy, any ROS message package, or a package outside ``core``.

@@ -10,4 +10,5 @@ class ModelNotFoundError(UserError):
 
 
 class ImageFormatError(UserError, ValueError):
-    """An image message or file cannot be decoded (unsupported encoding, truncated, inconsistent)."""
+    """An image message or file cannot be decoded (unsupported encoding, truncated,
+    inconsistent)."""

@@ -43,7 +43,8 @@ class Intrinsics:
         if len(k) != 9:
             raise ValueError(f"K must have 9 elements, got {len(k)}")
         if not all(math.isfinite(v) for v in (k[0], k[2], k[4], k[5])):
-            raise ValueError(f"K has values that are not finite: fx={k[0]} fy={k[4]} cx={k[2]} cy={k[5]}")
+            raise ValueError(f"K has values that are not finite: fx={k[0]} fy={k[4]} cx={k[2]} "
+                             f"cy={k[5]}")
         if k[0] <= 0 or k[4] <= 0:
             raise ValueError(f"K has non-positive focal lengths fx={k[0]} fy={k[4]}")
         return cls(fx=k[0], fy=k[4], cx=k[2], cy=k[5])
@@ -53,8 +54,8 @@ class Intrinsics:
 class Frame:
     """One camera frame entering the pipeline.
 
-    ``image`` is HxWx3 uint8 RGB. ``depth`` (optional) is aligned with the image: uint16 millimetres
-    (16UC1) or float32 metres (32FC1).
+    ``image`` is HxWx3 uint8 RGB. ``depth`` (optional) is aligned with the image: uint16
+    millimetres (16UC1) or float32 metres (32FC1).
     """
 
     image: np.ndarray
@@ -83,15 +84,17 @@ class Detection:
     track_id: Optional[int] = None
     source: str = ""
     xyz: Optional[Tuple[float, float, float]] = None
-    """Centre in metres in the result's frame: the camera optical frame (REP 103: x right, y down, z
-    forward) as the pipeline makes it, the target frame after :func:`~.perception.transforms.transform_3d`."""
+    """Centre in metres in the result's frame: the camera optical frame (REP 103: x right, y down,
+    z forward) as the pipeline makes it, the target frame after
+    :func:`~.perception.transforms.transform_3d`."""
     size_xyz: Optional[Tuple[float, float, float]] = None
     """3D box size in metres along the box's own axes."""
     orientation: Optional[Tuple[float, float, float, float]] = None
-    """Box orientation in the result's frame as a quaternion (x, y, z, w); None = aligned with the frame."""
+    """Box orientation in the result's frame as a quaternion (x, y, z, w); None = aligned with the
+    frame."""
     mask: Optional[np.ndarray] = None
-    """HxW bool mask in original-image pixels, when a mask source (``mask_model``, SAM 3, PaliGemma's
-    ``segment``) produced one."""
+    """HxW bool mask in original-image pixels, when a mask source (``mask_model``, SAM 3,
+    PaliGemma's ``segment``) produced one."""
     embedding: Optional[np.ndarray] = None
     """Normalised CLIP image embedding (float32, D) of the detection's crop (object memory on)."""
 
@@ -110,4 +113,5 @@ class FrameResult:
     labels_ran: bool = False
     detections_ran: bool = False
     masks_ran: bool = False
-    """Whether detection ran with a mask source: each detection then has a mask (it may be empty)."""
+    """Whether detection ran with a mask source: each detection then has a mask (it may be
+    empty)."""

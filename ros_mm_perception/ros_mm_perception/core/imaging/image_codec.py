@@ -117,7 +117,8 @@ def _tiff_size(b: bytes):
         tag, kind = struct.unpack(order + "HH", entry[:4])
         if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
             short = kind == 3
-            size[tag] = struct.unpack(order + ("H" if short else "I"), entry[8:10 if short else 12])[0]
+            size[tag] = struct.unpack(order + ("H" if short else "I"),
+                                      entry[8:10 if short else 12])[0]
     return (size[256], size[257]) if len(size) == 2 else None
 
 
@@ -158,11 +159,14 @@ def _encoding_table() -> Dict[str, Encoding]:
         ("rgb16", 3, u16, ""), ("bgr16", 3, u16, "COLOR_BGR2RGB"),
         ("rgba16", 4, u16, "COLOR_RGBA2RGB"), ("bgra16", 4, u16, "COLOR_BGRA2RGB"),
         ("mono8", 1, u8, "COLOR_GRAY2RGB"), ("mono16", 1, u16, "COLOR_GRAY2RGB"),
-        # OpenCV names a Bayer pattern by its pixels at row 1, columns 1-2: RGGB is "BayerBG" (as in cv_bridge).
+        # OpenCV names a Bayer pattern by its pixels at row 1, columns 1-2: RGGB is "BayerBG" (as
+        # in cv_bridge).
         ("bayer_rggb8", 1, u8, "COLOR_BayerBG2RGB"), ("bayer_bggr8", 1, u8, "COLOR_BayerRG2RGB"),
         ("bayer_gbrg8", 1, u8, "COLOR_BayerGR2RGB"), ("bayer_grbg8", 1, u8, "COLOR_BayerGB2RGB"),
-        ("bayer_rggb16", 1, u16, "COLOR_BayerBG2RGB"), ("bayer_bggr16", 1, u16, "COLOR_BayerRG2RGB"),
-        ("bayer_gbrg16", 1, u16, "COLOR_BayerGR2RGB"), ("bayer_grbg16", 1, u16, "COLOR_BayerGB2RGB"),
+        ("bayer_rggb16", 1, u16, "COLOR_BayerBG2RGB"),
+        ("bayer_bggr16", 1, u16, "COLOR_BayerRG2RGB"),
+        ("bayer_gbrg16", 1, u16, "COLOR_BayerGR2RGB"),
+        ("bayer_grbg16", 1, u16, "COLOR_BayerGB2RGB"),
         # yuv422 is UYVY (U Y0 V Y1), yuv422_yuy2 is YUYV (Y0 U Y1 V); 2 bytes per pixel.
         ("yuv422", 2, u8, "COLOR_YUV2RGB_UYVY"), ("uyvy", 2, u8, "COLOR_YUV2RGB_UYVY"),
         ("yuv422_yuy2", 2, u8, "COLOR_YUV2RGB_YUY2"), ("yuyv", 2, u8, "COLOR_YUV2RGB_YUY2"),
@@ -193,7 +197,9 @@ def lookup_encoding(name: str) -> Encoding:
     try:
         return ENCODINGS[name]
     except (KeyError, TypeError):
-        raise ImageFormatError(f"unsupported image encoding {name!r}; supported: {_supported()}") from None
+        raise ImageFormatError(
+            f"unsupported image encoding {name!r}; supported: {_supported()}"
+        ) from None
 
 
 def _byte_array(data) -> np.ndarray:
@@ -210,14 +216,17 @@ def _byte_array(data) -> np.ndarray:
     try:
         return np.frombuffer(data, dtype=np.uint8)
     except (TypeError, ValueError) as exc:
-        raise ImageFormatError(f"image data of type {type(data).__name__} is not bytes-like: {exc}") from None
+        raise ImageFormatError(
+            f"image data of type {type(data).__name__} is not bytes-like: {exc}"
+        ) from None
 
 
 def _check_size(enc: Encoding, height: int, width: int) -> None:
     if height <= 0 or width <= 0:
         raise ImageFormatError(f"image size must be positive, got width {width} x height {height}")
     if enc.name in _YUV422 and width % 2:
-        raise ImageFormatError(f"{enc.name} packs two pixels per 4 bytes: width must be even, got {width}")
+        raise ImageFormatError(f"{enc.name} packs two pixels per 4 bytes: width must be even, "
+                               f"got {width}")
 
 
 def image_to_numpy(msg) -> np.ndarray:
@@ -232,12 +241,14 @@ def image_to_numpy(msg) -> np.ndarray:
     row_bytes = width * enc.pixel_bytes
     if step < row_bytes:
         raise ImageFormatError(
-            f"step {step} is smaller than one row of {width} {enc.name} pixels ({row_bytes} bytes)")
+            f"step {step} is smaller than one row of {width} {enc.name} pixels ({row_bytes} bytes)"
+        )
     flat = _byte_array(msg.data)
     expected = step * height
     if flat.size < expected:
         raise ImageFormatError(
-            f"image data truncated: expected {expected} bytes (step {step} x height {height}), got {flat.size}")
+            f"image data truncated: expected {expected} bytes (step {step} x height {height}), "
+            f"got {flat.size}")
     if flat.size > expected:
         raise ImageFormatError(
             f"image data has {flat.size} bytes but step {step} x height {height} = {expected}: "
@@ -274,9 +285,14 @@ def image_to_rgb(msg, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     check_pixels(int(msg.width), int(msg.height), max_pixels)
     enc = lookup_encoding(msg.encoding)
     if enc.to_rgb is None:
-        hint = " (a depth image: use depth_to_metres)" if enc.channels == 1 and enc.dtype.kind == "f" else ""
+        hint = (
+            " (a depth image: use depth_to_metres)"
+            if enc.channels == 1 and enc.dtype.kind == "f"
+            else ""
+        )
         raise ImageFormatError(
-            f"encoding {enc.name} is not a colour or grey image{hint}; image_to_rgb supports: {_colour_names()}")
+            f"encoding {enc.name} is not a colour or grey image{hint}; image_to_rgb supports: "
+            f"{_colour_names()}")
     image = image_to_numpy(msg)
     if not image.flags.aligned:  # a step that is not a multiple of 2 bytes: OpenCV misreads these
         image = np.ascontiguousarray(image)
@@ -302,22 +318,27 @@ def depth_to_metres(msg_or_array, encoding: Optional[str] = None,
     if not is_array:
         check_pixels(int(msg_or_array.width), int(msg_or_array.height), max_pixels, "depth image")
     if is_array and encoding is None:
-        encoding = {np.dtype(np.uint16): "16UC1", np.dtype(np.float32): "32FC1"}.get(msg_or_array.dtype)
+        encoding = {np.dtype(np.uint16): "16UC1",
+                    np.dtype(np.float32): "32FC1"}.get(msg_or_array.dtype)
         if encoding is None:
-            raise ImageFormatError(f"cannot tell the depth units of a {msg_or_array.dtype} array: pass encoding=")
+            raise ImageFormatError(f"cannot tell the depth units of a {msg_or_array.dtype} "
+                                   "array: pass encoding=")
     if not is_array:
         if encoding is not None and encoding != msg_or_array.encoding:
-            raise ImageFormatError(f"encoding {encoding!r} disagrees with the message's {msg_or_array.encoding!r}")
+            raise ImageFormatError(f"encoding {encoding!r} disagrees with the message's "
+                                   f"{msg_or_array.encoding!r}")
         encoding = msg_or_array.encoding
     if encoding not in _DEPTH_SCALE:
         raise ImageFormatError(
-            f"encoding {encoding!r} is not a depth image; supported: 16UC1 and mono16 (millimetres), 32FC1 (metres)")
+            f"encoding {encoding!r} is not a depth image; supported: 16UC1 and mono16 "
+            "(millimetres), 32FC1 (metres)")
     depth = msg_or_array if is_array else image_to_numpy(msg_or_array)
     if depth.ndim == 3 and depth.shape[2] == 1:
         depth = depth[..., 0]
     if depth.dtype != ENCODINGS[encoding].dtype or depth.ndim != 2:
         raise ImageFormatError(
-            f"{encoding} depth must be an HxW {ENCODINGS[encoding].dtype} array, got {depth.shape} {depth.dtype}")
+            f"{encoding} depth must be an HxW {ENCODINGS[encoding].dtype} array, got "
+            f"{depth.shape} {depth.dtype}")
     metres = depth.astype(np.float32) * np.float32(_DEPTH_SCALE[encoding])
     metres[~(np.isfinite(metres) & (metres > 0))] = np.nan
     return metres
@@ -352,13 +373,17 @@ def numpy_to_image(array, encoding: str, *, header: Any = None,
     if enc.channels == 1 and array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     want = "HxW" if enc.channels == 1 else f"HxWx{enc.channels}"
-    if array.ndim != (2 if enc.channels == 1 else 3) or (enc.channels > 1 and array.shape[2] != enc.channels):
-        raise ImageFormatError(f"encoding {enc.name} needs a {want} array, got shape {array.shape}")
+    if array.ndim != (2 if enc.channels == 1 else 3) or (enc.channels > 1 and array.shape[2]
+                                                         != enc.channels):
+        raise ImageFormatError(
+            f"encoding {enc.name} needs a {want} array, got shape {array.shape}"
+        )
     height, width = array.shape[:2]
     _check_size(enc, height, width)
     raw = np.ascontiguousarray(array, dtype=enc.dtype)  # host byte order
-    fields = dict(height=height, width=width, encoding=enc.name, is_bigendian=int(_HOST_BIG_ENDIAN),
-                  step=width * enc.pixel_bytes, data=_data_as(raw, data_as))
+    fields = dict(height=height, width=width, encoding=enc.name,
+                  is_bigendian=int(_HOST_BIG_ENDIAN), step=width * enc.pixel_bytes,
+                  data=_data_as(raw, data_as))
     if header is not None:
         fields["header"] = header
     return msg_factory(**fields) if msg_factory is not None else fields
@@ -369,8 +394,8 @@ def _decodes_to_bgr(fmt: str) -> bool:
     fmt = (fmt or "").strip()
     if "compresseddepth" in fmt.lower():
         raise ImageFormatError(
-            f"compressed depth images ({fmt!r}) are not supported; subscribe to the raw depth topic "
-            "or republish it with image_transport's raw transport")
+            f"compressed depth images ({fmt!r}) are not supported; subscribe to the raw depth "
+            "topic or republish it with image_transport's raw transport")
     _, sep, codec = fmt.partition(";")
     if not sep:  # plain "jpeg"/"png": OpenCV's own BGR channel order
         return True
@@ -395,11 +420,13 @@ def compressed_to_rgb(msg, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.nda
         check_pixels(*size, max_pixels, f"compressed image ({msg.format!r})")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
-        raise ImageFormatError(f"cannot decode compressed image (format {msg.format!r}, {data.size} bytes)")
+        raise ImageFormatError(f"cannot decode compressed image (format {msg.format!r}, "
+                               f"{data.size} bytes)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if bgr else image
 
 
-def rgb_to_compressed(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> Tuple[str, bytes]:
+def rgb_to_compressed(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> Tuple[str,
+                                                                                        bytes]:
     """HxWx3 uint8 RGB → (``format`` string, encoded bytes) for a CompressedImage.
 
     ``fmt`` is "jpeg" or "png"; ``quality`` (1–100) applies to JPEG only. The format string is
@@ -407,8 +434,10 @@ def rgb_to_compressed(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -
     """
     import cv2
 
-    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
-        raise ImageFormatError(f"expected an HxWx3 uint8 RGB image, got {getattr(image, 'shape', type(image))}")
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+            and image.shape[2] == 3):
+        raise ImageFormatError("expected an HxWx3 uint8 RGB image, got "
+                               f"{getattr(image, 'shape', type(image))}")
     if fmt not in ("jpeg", "png"):
         raise ImageFormatError(f"compressed format must be 'jpeg' or 'png', got {fmt!r}")
     if not 1 <= int(quality) <= 100:

@@ -2,8 +2,8 @@
 
 A detection's mask is an ``H x W`` bool array in original-image pixels. Offline outputs store it as
 COCO compressed RLE (``{"size": [height, width], "counts": "..."}``, as ``pycocotools.mask.encode``
-writes it, ``counts`` decoded to text). The ROS ``instance_mask`` image is ``mono16``: pixel value =
-1 + the index of the detection in that frame's Detection2DArray, 0 = no detection. Where masks
+writes it, ``counts`` decoded to text). The ROS ``instance_mask`` image is ``mono16``: pixel value
+= 1 + the index of the detection in that frame's Detection2DArray, 0 = no detection. Where masks
 overlap, the detection listed first (the lower index: the pipeline lists detections by score,
 highest first) owns the pixel.
 """
@@ -24,11 +24,13 @@ OVERLAY_ALPHA = 0.45
 
 
 def check_mask(mask, shape: Sequence[int]) -> np.ndarray:
-    """``mask`` as an ``H x W`` bool array of the image size ``shape`` (H, W, ...); an error otherwise."""
+    """``mask`` as an ``H x W`` bool array of the image size ``shape`` (H, W, ...); an error
+    otherwise."""
     mask = np.asarray(mask)
     h, w = int(shape[0]), int(shape[1])
     if mask.shape != (h, w):
-        raise ImageFormatError(f"a mask must be {h}x{w} (the image's height x width), got shape {mask.shape}")
+        raise ImageFormatError(f"a mask must be {h}x{w} (the image's height x width), got shape "
+                               f"{mask.shape}")
     if mask.dtype != bool:
         if not (np.issubdtype(mask.dtype, np.number) and np.isfinite(mask).all()):
             raise ImageFormatError(f"a mask must be bool or finite numbers, got {mask.dtype}")
@@ -59,7 +61,8 @@ def decode_rle(rle: Dict[str, object]) -> np.ndarray:
     if len(size) != 2 or min(size) < 0:
         raise ValueError(f"COCO RLE size must be [height, width], got {rle['size']!r}")
     counts = counts.encode("ascii") if isinstance(counts, str) else counts
-    with warnings.catch_warnings():   # pycocotools 2.0.x under numpy 2: a DeprecationWarning per call
+    # pycocotools 2.0.x under numpy 2: a DeprecationWarning per call
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return coco_mask.decode({"size": size, "counts": counts}).astype(bool)
 
@@ -70,18 +73,20 @@ def mask_area(rle: Dict[str, object]) -> int:
 
     counts = rle["counts"]
     return int(coco_mask.area({"size": list(rle["size"]),
-                               "counts": counts.encode("ascii") if isinstance(counts, str) else counts}))
+                               "counts": counts.encode("ascii") if isinstance(counts, str)
+                               else counts}))
 
 
 def instance_image(masks: Sequence[Optional[np.ndarray]], shape: Sequence[int]) -> np.ndarray:
     """The ``H x W`` uint16 label image: 1 + index of the mask's detection, 0 = none.
 
-    ``masks[i]`` is detection ``i``'s mask or None (a detection without a mask owns no pixel). Where
-    masks overlap, the lowest index wins.
+    ``masks[i]`` is detection ``i``'s mask or None (a detection without a mask owns no pixel).
+    Where masks overlap, the lowest index wins.
     """
     h, w = int(shape[0]), int(shape[1])
     if len(masks) > MAX_INSTANCES:
-        raise ValueError(f"{len(masks)} detections do not fit a mono16 instance image (at most {MAX_INSTANCES})")
+        raise ValueError(f"{len(masks)} detections do not fit a mono16 instance image (at most "
+                         f"{MAX_INSTANCES})")
     out = np.zeros((h, w), np.uint16)
     for i in range(len(masks) - 1, -1, -1):   # paint the last first, so lower indices end on top
         if masks[i] is not None:
@@ -90,11 +95,13 @@ def instance_image(masks: Sequence[Optional[np.ndarray]], shape: Sequence[int]) 
 
 
 def overlay_masks(image: np.ndarray, masks: Sequence[Optional[np.ndarray]], colours) -> np.ndarray:
-    """A copy of the RGB ``image`` with each mask tinted in its colour (RGB 0..255), first on top."""
+    """A copy of the RGB ``image`` with each mask tinted in its colour (RGB 0..255), first on
+    top."""
     out = np.ascontiguousarray(image).astype(np.float32)
     labels = instance_image(masks, image.shape)
     for i, colour in enumerate(colours):
         where = labels == i + 1
         if where.any():
-            out[where] = out[where] * (1 - OVERLAY_ALPHA) + np.asarray(colour, np.float32) * OVERLAY_ALPHA
+            out[where] = out[where] * (1 - OVERLAY_ALPHA) + np.asarray(colour,
+                                                                       np.float32) * OVERLAY_ALPHA
     return np.clip(np.round(out), 0, 255).astype(np.uint8)

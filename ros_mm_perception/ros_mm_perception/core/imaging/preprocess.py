@@ -9,9 +9,9 @@ on CUDA it runs in float.
 
 Two crop modes (:data:`CROP_MODES`):
 
-* ``center`` – open_clip's transform, bit for bit: the short side is resized to the model's size and
-  the centre square kept. Fills the model's input with the frame, but a 4:3 frame loses its side
-  bands (1/8 of the width each side), and anything standing there is never seen.
+* ``center`` – open_clip's transform, bit for bit: the short side is resized to the model's size
+  and the centre square kept. Fills the model's input with the frame, but a 4:3 frame loses its
+  side bands (1/8 of the width each side), and anything standing there is never seen.
 * ``letterbox`` – the whole frame, its long side resized to the model's size, padded to a square
   with the model's mean colour (zero after normalisation). Sees everything, at a lower resolution
   (a 4:3 frame fills 3/4 of the input).
@@ -32,19 +32,28 @@ from ros_mm_perception.core.errors import ImageFormatError
 
 def check_rgb(image: np.ndarray) -> np.ndarray:
     """Validate an HxWx3 uint8 RGB frame and return it."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+    if (
+        not isinstance(image, np.ndarray)
+        or image.dtype != np.uint8
+        or image.ndim != 3
+        or image.shape[2] != 3
+    ):
         shape = getattr(image, "shape", None)
         dtype = getattr(image, "dtype", type(image).__name__)
-        raise ImageFormatError(f"expected an HxWx3 uint8 RGB image, got shape {shape} dtype {dtype}")
+        raise ImageFormatError(f"expected an HxWx3 uint8 RGB image, got shape {shape} dtype "
+                               f"{dtype}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ImageFormatError(f"image is empty: shape {image.shape}")
     return image
 
 
 def upload(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    """HxWx3 uint8 numpy → 3xHxW uint8 tensor on ``device`` (one copy, non-blocking where pinned)."""
+    """HxWx3 uint8 numpy → 3xHxW uint8 tensor on ``device`` (one copy, non-blocking where
+    pinned)."""
     check_rgb(image)
-    return torch.from_numpy(np.ascontiguousarray(image)).to(device, non_blocking=True).permute(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(image)).to(device, non_blocking=True).permute(2,
+                                                                                               0,
+                                                                                               1)
 
 
 def _resize(chw: torch.Tensor, new_h: int, new_w: int) -> torch.Tensor:
@@ -52,18 +61,21 @@ def _resize(chw: torch.Tensor, new_h: int, new_w: int) -> torch.Tensor:
     if (new_h, new_w) == tuple(chw.shape[1:]):
         return chw
     if chw.device.type == "cpu":
-        # uint8 in, uint8 out (rounded and clamped as PIL does); channels-last selects the fast kernel.
+        # uint8 in, uint8 out (rounded and clamped as PIL does); channels-last selects the fast
+        # kernel.
         pixels = chw[None].contiguous(memory_format=torch.channels_last)
-        return F.interpolate(pixels, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)[0]
-    return F.interpolate(chw[None].float(), size=(new_h, new_w), mode="bicubic", align_corners=False,
-                         antialias=True)[0]
+        return F.interpolate(pixels, size=(new_h, new_w), mode="bicubic", align_corners=False,
+                             antialias=True)[0]
+    return F.interpolate(chw[None].float(), size=(new_h, new_w), mode="bicubic",
+                         align_corners=False, antialias=True)[0]
 
 
 class ClipPreprocessor:
-    """open_clip's 'shortest side + centre crop' inference transform, or a letterbox, on tensors."""
+    """open_clip's 'shortest side + centre crop' inference transform, or a letterbox, on
+    tensors."""
 
-    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], device: torch.device,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float],
+                 device: torch.device, dtype: torch.dtype = torch.float32):
         self.size = int(size)
         self.device = device
         self.dtype = dtype
@@ -100,7 +112,8 @@ class ClipPreprocessor:
             raise ValueError(f"crop mode {crop!r} is not one of {', '.join(CROP_MODES)}")
         fit = self._letterbox if crop == "letterbox" else self._resize_crop
         batch = torch.stack([fit(img) for img in images])
-        # PIL (open_clip's reference) rounds and clamps to uint8 after resizing; once for the batch.
+        # PIL (open_clip's reference) rounds and clamps to uint8 after resizing; once for the
+        # batch.
         batch = (batch.round_().clamp_(0, 255) / 255.0 - self.mean) / self.std
         return batch.to(self.dtype)
 
@@ -110,9 +123,13 @@ class ClipPreprocessor:
 
     def regions(self, image: np.ndarray, boxes: Sequence[Tuple[float, float, float, float]],
                 margin: float = 0.0, crop: str = "center") -> torch.Tensor:
-        """Crop ``boxes`` (x0, y0, x1, y1 pixels) from one frame, each grown by ``margin`` of its size."""
+        """Crop ``boxes`` (x0, y0, x1, y1 pixels) from one frame, each grown by ``margin`` of its
+        size."""
         chw = upload(image, self.device)
-        return self([chw[:, y0:y1, x0:x1] for x0, y0, x1, y1 in crop_windows(image.shape, boxes, margin)], crop)
+        return self(
+            [chw[:, y0:y1, x0:x1] for x0, y0, x1, y1 in crop_windows(image.shape, boxes, margin)],
+            crop,
+        )
 
 
 def crop_windows(shape, boxes, margin: float = 0.0):
@@ -142,11 +159,13 @@ TILE_STEP = 0.6
 
 
 def tile_windows(height: int, width: int, rows: int) -> List[Tuple[int, int, int, int]]:
-    """Square windows (x0, y0, x1, y1) on a grid over a frame, ``rows`` of them down its short side.
+    """Square windows (x0, y0, x1, y1) on a grid over a frame, ``rows`` of them down its short
+    side.
 
     Down the short side the windows overlap by half; along the long side by at least
     ``1 - TILE_STEP``. ``rows`` 0 gives none; 1 gives squares as tall as a landscape frame; a frame
-    too small for windows of :data:`MIN_TILE_SIDE` pixels gets none, and no window is the whole frame.
+    too small for windows of :data:`MIN_TILE_SIDE` pixels gets none, and no window is the whole
+    frame.
     """
     short = min(height, width)
     side = round(2 * short / (rows + 1)) if rows > 0 else 0
@@ -157,15 +176,16 @@ def tile_windows(height: int, width: int, rows: int) -> List[Tuple[int, int, int
         count = rows if length == short else math.ceil((length - side) / (TILE_STEP * side)) + 1
         return np.linspace(0, length - side, count).round().astype(int)
 
-    windows = [(int(x), int(y), int(x) + side, int(y) + side) for y in starts(height) for x in starts(width)]
+    windows = [(int(x), int(y), int(x) + side, int(y) + side) for y in starts(height)
+               for x in starts(width)]
     return [] if windows == [(0, 0, width, height)] else windows
 
 
 def label_windows(height: int, width: int, rows: int) -> List[Tuple[int, int, int, int]]:
-    """The windows whole-frame labels look at besides the frame, at two scales: squares as tall as the
-    frame's short side along its long side (:func:`tile_windows` with one row), which see an object too
-    large for a tile whole and larger than the letterboxed frame shows it, then ``rows`` rows of tiles.
-    ``rows`` 0 gives none."""
+    """The windows whole-frame labels look at besides the frame, at two scales: squares as tall as
+    the frame's short side along its long side (:func:`tile_windows` with one row), which see an
+    object too large for a tile whole and larger than the letterboxed frame shows it, then ``rows``
+    rows of tiles. ``rows`` 0 gives none."""
     if rows == 0:
         return []
     return list(dict.fromkeys(tile_windows(height, width, 1) + tile_windows(height, width, rows)))

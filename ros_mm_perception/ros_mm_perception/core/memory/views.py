@@ -133,7 +133,7 @@ def visibility(
     hu, hv = max(1.0, 0.5 * ru), max(1.0, 0.5 * rv)  # the central half
     x0, x1 = int(np.floor((u - hu) * sx)), int(np.ceil((u + hu) * sx))
     y0, y1 = int(np.floor((v - hv) * sy)), int(np.ceil((v + hv) * sy))
-    patch = depth[max(y0, 0) : min(y1, depth.shape[0]), max(x0, 0) : min(x1, depth.shape[1])]
+    patch = depth[max(y0, 0):min(y1, depth.shape[0]), max(x0, 0):min(x1, depth.shape[1])]
     values = patch.astype(np.float32).ravel()
     if depth.dtype == np.uint16:
         values *= np.float32(0.001)

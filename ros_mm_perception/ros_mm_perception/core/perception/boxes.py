@@ -1,5 +1,5 @@
-"""Axis-aligned box maths on ``(x0, y0, x1, y1)`` pixel boxes: areas, intersections, IoU and non-maximum
-suppression."""
+"""Axis-aligned box maths on ``(x0, y0, x1, y1)`` pixel boxes: areas, intersections, IoU and
+non-maximum suppression."""
 
 from __future__ import annotations
 

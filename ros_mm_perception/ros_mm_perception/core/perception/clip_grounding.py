@@ -2,7 +2,8 @@
 
 Used when PaliGemma is off or too slow. The method, step by step:
 
-1. **Proposals** (:func:`propose_regions`), class-agnostic and cheap on a 640x480 frame (~30 ms CPU):
+1. **Proposals** (:func:`propose_regions`), class-agnostic and cheap on a 640x480 frame (~30 ms
+   CPU):
 
    * square sliding windows at several scales (20 % to 100 % of the short side), half-overlapping;
    * edge boxes: bounding boxes of the closed contours of Canny edges on the L, a and b channels
@@ -14,8 +15,8 @@ Used when PaliGemma is off or too slow. The method, step by step:
    object outlines tightly.
 2. **Scoring**: every proposal is cropped as a square around its centre (its longer side plus a
    margin, kept inside the image) so CLIP sees the whole region at its usual aspect; all crops go
-   through :meth:`ClipLabeler.region_logits` in one batch, against the phrases plus the null prompts
-   :data:`NULL_PROMPTS` ("background", "an object").
+   through :meth:`ClipLabeler.region_logits` in one batch, against the phrases plus the null
+   prompts :data:`NULL_PROMPTS` ("background", "an object").
 3. **Per-phrase scores in [0, 1]**: a softmax over phrases + null prompts per region; a phrase's
    score is its share. A region showing something else is claimed by "an object" (or by another
    phrase), an empty region by "background", so a phrase whose object is absent gets a low score on
@@ -23,16 +24,16 @@ Used when PaliGemma is off or too slow. The method, step by step:
 4. **Selection: one box per object.** Per phrase, regions scoring at least ``score_threshold``
    are grouped greedily, best first: every remaining region that overlaps the best remaining one
    shows the same object (a box on part of it, a looser box around it, a window of another scale, a
-   box reaching into it from the side). Each group publishes one box: of its image-fitted boxes (edge or
-   colour-segment proposals, which follow object outlines), the one whose own pixels, without the
-   context margin, score the phrase best (a second, small batch: the context crop of a box beside
-   or on part of the object shows the object too, its own pixels do not); when it holds no fitted
-   box, its best window. What overlaps the published box goes with the group. A published box whose
-   context crop holds most of a better box of the same phrase (a strip beside the object) stays only
-   if its own pixels score the phrase too (:func:`borrowing`). The trade-off: two objects
-   of the same phrase whose boxes overlap are reported as one. With the default threshold of 0.5 a
-   region is only given to a phrase that holds most of its probability, so no region is published
-   under two phrases.
+   box reaching into it from the side). Each group publishes one box: of its image-fitted boxes
+   (edge or colour-segment proposals, which follow object outlines), the one whose own pixels,
+   without the context margin, score the phrase best (a second, small batch: the context crop of a
+   box beside or on part of the object shows the object too, its own pixels do not); when it holds
+   no fitted box, its best window. What overlaps the published box goes with the group. A published
+   box whose context crop holds most of a better box of the same phrase (a strip beside the object)
+   stays only if its own pixels score the phrase too (:func:`borrowing`). The trade-off: two
+   objects of the same phrase whose boxes overlap are reported as one. With the default threshold
+   of 0.5 a region is only given to a phrase that holds most of its probability, so no region is
+   published under two phrases.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def sliding_windows(height: int, width: int, scales: Sequence[float] = WINDOW_SC
                     overlap: float = 0.5) -> np.ndarray:
     """Square windows (``N x 4``) at each scale, spaced so neighbours overlap by about ``overlap``.
 
-    Sides are ``scale`` times the short side, at least :data:`MIN_WINDOW` pixels (or the short side).
+    Sides are ``scale`` times the short side, at least :data:`MIN_WINDOW` pixels (or the short
+    side).
     """
     short = min(height, width)
     out = []
@@ -95,17 +97,20 @@ def colour_segment_boxes(image: np.ndarray, k: int = 6, short_side: int = 96) ->
     """Boxes of connected regions of a k-means colour quantisation of a downscaled copy."""
     h, w = image.shape[:2]
     scale = min(1.0, short_side / min(h, w))
-    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                       interpolation=cv2.INTER_AREA)
     pixels = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
     if len(pixels) < 4 * k:  # too few pixels to segment
         return as_boxes([])
-    cv2.setRNGSeed(0)  # k-means++ seeding draws from OpenCV's RNG: fixed, so proposals are repeatable
+    # k-means++ seeding draws from OpenCV's RNG: fixed, so proposals are repeatable
+    cv2.setRNGSeed(0)
     criteria = (cv2.TERM_CRITERIA_MAX_ITER + cv2.TERM_CRITERIA_EPS, 10, 1.0)
     _, labels, _ = cv2.kmeans(pixels, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
     labels = labels.reshape(small.shape[:2])
     rects = []
     for c in range(k):
-        _, _, stats, _ = cv2.connectedComponentsWithStats((labels == c).astype(np.uint8), connectivity=8)
+        _, _, stats, _ = cv2.connectedComponentsWithStats((labels == c).astype(np.uint8),
+                                                          connectivity=8)
         rects += [tuple(s[:4]) for s in stats[1:] if s[4] >= 12]
     return _xywh_to_boxes(rects, scale)
 
@@ -117,7 +122,8 @@ def _xywh_to_boxes(rects, scale: float) -> np.ndarray:
 
 
 class Proposals(NamedTuple):
-    """Region proposals: ``boxes`` (``N x 4`` pixels) and ``fitted`` (``N`` bools: image-fitted, not a window)."""
+    """Region proposals: ``boxes`` (``N x 4`` pixels) and ``fitted`` (``N`` bools: image-fitted,
+    not a window)."""
 
     boxes: np.ndarray
     fitted: np.ndarray
@@ -141,12 +147,15 @@ def propose_regions(image: np.ndarray, *, scales: Sequence[float] = WINDOW_SCALE
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
     valid = box_area(boxes) > 0
     boxes, is_fitted = boxes[valid], is_fitted[valid]
-    keep = np.sort(nms(boxes, -np.arange(len(boxes), dtype=np.float64), 0.9))  # first come, first kept
+    # first come, first kept
+    keep = np.sort(nms(boxes, -np.arange(len(boxes), dtype=np.float64), 0.9))
     return Proposals(boxes[keep], is_fitted[keep])
 
 
-def context_squares(boxes: np.ndarray, height: int, width: int, margin: float = CONTEXT_MARGIN) -> np.ndarray:
-    """The square crop that scores each box: centred on it, its longer side plus ``margin``, inside the image."""
+def context_squares(boxes: np.ndarray, height: int, width: int,
+                    margin: float = CONTEXT_MARGIN) -> np.ndarray:
+    """The square crop that scores each box: centred on it, its longer side plus ``margin``, inside
+    the image."""
     b = as_boxes(boxes)
     side = np.minimum((b[:, 2:] - b[:, :2]).max(axis=1) * (1 + 2 * margin), min(height, width))
     side = np.maximum(side, 1.0)
@@ -158,7 +167,8 @@ def context_squares(boxes: np.ndarray, height: int, width: int, margin: float = 
 
 def phrase_scores(labeler: ClipLabeler, image: np.ndarray, boxes: np.ndarray,
                   phrases: Sequence[str], context: bool = True) -> np.ndarray:
-    """Per-region phrase scores in [0, 1] (``B x P``): softmax over phrases + null prompts, one batch.
+    """Per-region phrase scores in [0, 1] (``B x P``): softmax over phrases + null prompts, one
+    batch.
 
     With ``context`` each region is seen through its square context crop (:func:`context_squares`),
     else through its own pixels only (fitted to the model's input by the labeler's crop mode).
@@ -175,12 +185,14 @@ def overlapping(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     return box_intersection(box, others)[0] > 0
 
 
-def one_box_per_object(boxes: np.ndarray, fitted: np.ndarray, scores: np.ndarray, score_threshold: float,
+def one_box_per_object(boxes: np.ndarray, fitted: np.ndarray, scores: np.ndarray,
+                       score_threshold: float,
                        own_scores: Optional[np.ndarray] = None) -> List[int]:
-    """Indices of the boxes published for one phrase: one per group of overlapping boxes (module docstring).
+    """Indices of the boxes published for one phrase: one per group of overlapping boxes (module
+    docstring).
 
-    Among a group's fitted boxes the best ``own_scores`` (the phrase's score on the box's own pixels)
-    wins, then the best ``scores``; without ``own_scores``, the best ``scores``.
+    Among a group's fitted boxes the best ``own_scores`` (the phrase's score on the box's own
+    pixels) wins, then the best ``scores``; without ``own_scores``, the best ``scores``.
     """
     remaining = np.flatnonzero(scores >= score_threshold)
     remaining = remaining[np.argsort(-scores[remaining], kind="stable")]
@@ -199,20 +211,22 @@ def one_box_per_object(boxes: np.ndarray, fitted: np.ndarray, scores: np.ndarray
 
 
 BORROWED_SHARE = 0.5
-"""A box whose context crop holds this share of a better-scoring box of the same phrase may owe its score
-to that object (:func:`borrowing`)."""
+"""A box whose context crop holds this share of a better-scoring box of the same phrase may owe its
+score to that object (:func:`borrowing`)."""
 
 
-def borrowing(boxes: np.ndarray, chosen: Sequence[int], scores: np.ndarray, height: int, width: int) -> List[int]:
-    """Which of one phrase's ``chosen`` boxes see, in their context crop (:func:`context_squares`), at
-    least :data:`BORROWED_SHARE` of a better-scoring chosen box: a strip beside an object scores the
-    object's phrase through its margin. Such a box is published only if its own pixels score the
-    phrase too."""
+def borrowing(boxes: np.ndarray, chosen: Sequence[int], scores: np.ndarray, height: int,
+              width: int) -> List[int]:
+    """Which of one phrase's ``chosen`` boxes see, in their context crop (:func:`context_squares`),
+    at least :data:`BORROWED_SHARE` of a better-scoring chosen box: a strip beside an object scores
+    the object's phrase through its margin. Such a box is published only if its own pixels score
+    the phrase too."""
     chosen = np.asarray(chosen, dtype=np.int64)
     if chosen.size < 2:
         return []
     own = boxes[chosen]
-    held = box_intersection(context_squares(own, height, width), own) / np.maximum(box_area(own), 1e-9)
+    held = box_intersection(context_squares(own, height, width), own) / np.maximum(box_area(own),
+                                                                                   1e-9)
     better = scores[chosen][None, :] > scores[chosen][:, None]  # [i, j]: box j scores above box i
     return chosen[((held >= BORROWED_SHARE) & better).any(axis=1)].tolist()
 
@@ -220,7 +234,8 @@ def borrowing(boxes: np.ndarray, chosen: Sequence[int], scores: np.ndarray, heig
 def ground_with_clip(labeler: ClipLabeler, image: np.ndarray, phrases: Sequence[str], *,
                      score_threshold: float = _DEFAULTS.score_threshold,
                      max_detections: Optional[int] = None) -> List[Detection]:
-    """Detections of ``phrases`` in one HxWx3 uint8 RGB frame by CLIP alone (see the module docstring).
+    """Detections of ``phrases`` in one HxWx3 uint8 RGB frame by CLIP alone (see the module
+    docstring).
 
     Boxes are in pixels of ``image``; ``source`` is ``"clip"``. Detections are sorted by score, at
     most ``max_detections`` of them (``None``: one per object that passes the threshold).
@@ -235,17 +250,19 @@ def ground_with_clip(labeler: ClipLabeler, image: np.ndarray, phrases: Sequence[
     candidates = np.flatnonzero(fitted & (scores.max(axis=1) >= score_threshold))
     if candidates.size:
         own[candidates] = phrase_scores(labeler, image, boxes[candidates], phrases, context=False)
-    picks = [one_box_per_object(boxes, fitted, scores[:, p], score_threshold, own[:, p]) for p in range(len(phrases))]
-    borrowed = [set(borrowing(boxes, chosen, scores[:, p], *image.shape[:2])) for p, chosen in enumerate(picks)]
+    picks = [one_box_per_object(boxes, fitted, scores[:, p], score_threshold, own[:, p])
+             for p in range(len(phrases))]
+    borrowed = [set(borrowing(boxes, chosen, scores[:, p], *image.shape[:2]))
+                for p, chosen in enumerate(picks)]
     unscored = sorted(set().union(*borrowed) - set(candidates.tolist()))
     if unscored:  # windows have no own-pixel scores yet
         own[unscored] = phrase_scores(labeler, image, boxes[unscored], phrases, context=False)
     found: List[Tuple[float, int, int]] = []
     for p, chosen in enumerate(picks):
-        found += [(float(scores[i, p]), p, i) for i in chosen if i not in borrowed[p] or own[i, p] >= score_threshold]
+        found += [(float(scores[i, p]), p, i) for i in chosen if i not in borrowed[p] or own[i, p]
+                  >= score_threshold]
     found.sort(key=lambda f: (-f[0], f[1], f[2]))
     if max_detections is not None:
         found = found[:max_detections]
     return [Detection(phrases[p], score, tuple(float(v) for v in boxes[i]), source="clip")
             for score, p, i in found]
-

@@ -1,12 +1,12 @@
 """CLIP zero-shot labeling of frames and regions with cached text embeddings.
 
 Follows open_clip's ``build_zero_shot_classifier``: each phrase is written into every prompt
-template, the normalised text embeddings are averaged and normalised again. Embeddings are cached per
-phrase (keyed by the templates), so changing the vocabulary only encodes the new phrases.
+template, the normalised text embeddings are averaged and normalised again. Embeddings are cached
+per phrase (keyed by the templates), so changing the vocabulary only encodes the new phrases.
 
 Its public verbs are :meth:`ClipLabeler.encode_text`, :meth:`ClipLabeler.encode_image` and
-:meth:`ClipLabeler.label` (with its batch and region forms). Whole-frame labels look at the frame, at
-squares as tall as its short side and at ``label_tiles`` rows of overlapping square tiles
+:meth:`ClipLabeler.label` (with its batch and region forms). Whole-frame labels look at the frame,
+at squares as tall as its short side and at ``label_tiles`` rows of overlapping square tiles
 (:func:`~ros_mm_perception.core.imaging.preprocess.label_windows`), all in one image batch, and
 average the views' probabilities weighted by how sure each view is (:func:`_pool_views`), so an
 object too small to tell in the whole frame is labelled from the view that sees it clearly; how the
@@ -27,15 +27,17 @@ from ros_mm_perception.core.results import Box, Label
 
 DEFAULT_TEMPLATES = ("a photo of {}.",)
 BACKGROUND_PROMPT = "background"
-"""The null phrase: whole-frame pooling weighs each view against it (:func:`_pool_views`) and CLIP-only
-grounding scores regions against it."""
+"""The null phrase: whole-frame pooling weighs each view against it (:func:`_pool_views`) and
+CLIP-only grounding scores regions against it."""
 
 
 class ClipLabeler:
     """Zero-shot labels for frames and regions over a vocabulary of phrases."""
 
-    def __init__(self, clip: ClipModel, vocabulary: Sequence[str] = (), templates: Sequence[str] = DEFAULT_TEMPLATES,
-                 crop_mode: str = PerceptionConfig().crop_mode, label_tiles: int = PerceptionConfig().label_tiles):
+    def __init__(self, clip: ClipModel, vocabulary: Sequence[str] = (),
+                 templates: Sequence[str] = DEFAULT_TEMPLATES,
+                 crop_mode: str = PerceptionConfig().crop_mode,
+                 label_tiles: int = PerceptionConfig().label_tiles):
         self.clip = clip
         self.crop_mode = crop_mode
         self.label_tiles = label_tiles
@@ -54,7 +56,8 @@ class ClipLabeler:
 
     @property
     def crop_mode(self) -> str:
-        """How frames and region crops are fitted to the model's square input: letterbox or center."""
+        """How frames and region crops are fitted to the model's square input: letterbox or
+        center."""
         return self._crop_mode
 
     @crop_mode.setter
@@ -77,8 +80,8 @@ class ClipLabeler:
 
     def _frame_views(self, frames: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], List[int]]:
         """What whole-frame labels look at in 3xHxW frames: each frame, then its windows
-        (:func:`~ros_mm_perception.core.imaging.preprocess.label_windows`), all in one list, and how many
-        views each frame has (for :func:`_pool_views`)."""
+        (:func:`~ros_mm_perception.core.imaging.preprocess.label_windows`), all in one list, and
+        how many views each frame has (for :func:`_pool_views`)."""
         views, counts = [], []
         for frame in frames:
             windows = label_windows(frame.shape[1], frame.shape[2], self.label_tiles)
@@ -109,7 +112,8 @@ class ClipLabeler:
 
     @torch.inference_mode()
     def encode_text(self, phrases: Sequence[str]) -> torch.Tensor:
-        """Normalised class embeddings, one row per phrase (``P x D``), from the cache where possible."""
+        """Normalised class embeddings, one row per phrase (``P x D``), from the cache where
+        possible."""
         missing = [p for p in dict.fromkeys(phrases) if p not in self._cache]
         if missing:
             texts = [t.format(p) for p in missing for t in self._templates]
@@ -129,7 +133,8 @@ class ClipLabeler:
         return emb / emb.norm(dim=-1, keepdim=True)
 
     @torch.inference_mode()
-    def logits(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+    def logits(self, image_embeddings: torch.Tensor,
+               text_embeddings: torch.Tensor) -> torch.Tensor:
         """CLIP logits: cosine similarity times the model's learned logit scale (``N x P``)."""
         scale = self.clip.model.logit_scale.exp().float()
         return scale * image_embeddings @ text_embeddings.T
@@ -142,23 +147,27 @@ class ClipLabeler:
         phrases = tuple(check_phrases(phrases))
         return phrases, self.encode_text(phrases)
 
-    def probabilities(self, images: Sequence[np.ndarray], phrases: Optional[Sequence[str]] = None) -> np.ndarray:
-        """Probabilities over phrases for each frame (``N x P``, rows sum to 1), pooled over its views;
-        phrases default to the vocabulary."""
+    def probabilities(self, images: Sequence[np.ndarray],
+                      phrases: Optional[Sequence[str]] = None) -> np.ndarray:
+        """Probabilities over phrases for each frame (``N x P``, rows sum to 1), pooled over its
+        views; phrases default to the vocabulary."""
         phrases, text = self._phrases_and_embeddings(phrases)
         if len(images) == 0:
             return np.zeros((0, len(phrases)), dtype=np.float32)
         text = torch.cat([text, self.encode_text([BACKGROUND_PROMPT])])
-        probs, _ = self.frame_probabilities([upload(image, self.clip.device) for image in images], text)
+        probs, _ = self.frame_probabilities([upload(image, self.clip.device) for image in images],
+                                            text)
         return probs.cpu().numpy()
 
     @torch.inference_mode()
-    def frame_probabilities(self, frames: Sequence[torch.Tensor], text_embeddings: Optional[torch.Tensor],
-                            crops: Sequence[torch.Tensor] = ()) -> Tuple[torch.Tensor, torch.Tensor]:
+    def frame_probabilities(self, frames: Sequence[torch.Tensor],
+                            text_embeddings: Optional[torch.Tensor],
+                            crops: Sequence[torch.Tensor] = ()) -> Tuple[torch.Tensor,
+                                                                         torch.Tensor]:
         """Whole-frame probabilities of 3xHxW frames on the model's device (``N x P``), pooled over
         their views, against ``P + 1`` text embeddings whose last row is the
-        :data:`BACKGROUND_PROMPT`'s (it only weighs the views; None when there are no frames); and the
-        embeddings of ``crops`` (3xhxw), encoded in the same image batch."""
+        :data:`BACKGROUND_PROMPT`'s (it only weighs the views; None when there are no frames); and
+        the embeddings of ``crops`` (3xhxw), encoded in the same image batch."""
         views, counts = self._frame_views(frames)
         if not views and not crops:
             return torch.zeros((0, 0)), torch.zeros((0, 0))
@@ -171,26 +180,29 @@ class ClipLabeler:
 
     def label_batch(self, images: Sequence[np.ndarray], top_k: int = 5,
                     phrases: Optional[Sequence[str]] = None) -> List[List[Label]]:
-        """Top-k labels for each frame, sorted by probability (probabilities sum to 1 over phrases)."""
+        """Top-k labels for each frame, sorted by probability (probabilities sum to 1 over
+        phrases)."""
         phrases, _ = self._phrases_and_embeddings(phrases)
         probs = self.probabilities(images, phrases)
         return [top_labels(row, phrases, top_k) for row in probs]
 
-    def label(self, image: np.ndarray, top_k: int = 5, phrases: Optional[Sequence[str]] = None) -> List[Label]:
+    def label(self, image: np.ndarray, top_k: int = 5,
+              phrases: Optional[Sequence[str]] = None) -> List[Label]:
         """Top-k labels for one HxWx3 uint8 RGB frame."""
         return self.label_batch([image], top_k, phrases)[0]
 
-    def region_logits(self, image: np.ndarray, boxes: Sequence[Box], phrases: Optional[Sequence[str]] = None,
-                      margin: float = 0.0) -> np.ndarray:
+    def region_logits(self, image: np.ndarray, boxes: Sequence[Box],
+                      phrases: Optional[Sequence[str]] = None, margin: float = 0.0) -> np.ndarray:
         """CLIP logits of each box crop against each phrase (``B x P``), all crops in one batch."""
         phrases, text = self._phrases_and_embeddings(phrases)
         if len(boxes) == 0:
             return np.zeros((0, len(phrases)), dtype=np.float32)
-        image_emb = self.encode_image(self.clip.preprocessor.regions(image, boxes, margin, self.crop_mode))
+        image_emb = self.encode_image(self.clip.preprocessor.regions(image, boxes, margin,
+                                                                     self.crop_mode))
         return self.logits(image_emb, text).cpu().numpy()
 
-    def score_regions(self, image: np.ndarray, boxes: Sequence[Box], phrases: Optional[Sequence[str]] = None,
-                      margin: float = 0.0) -> np.ndarray:
+    def score_regions(self, image: np.ndarray, boxes: Sequence[Box],
+                      phrases: Optional[Sequence[str]] = None, margin: float = 0.0) -> np.ndarray:
         """Softmax over phrases for each box crop (``B x P``)."""
         logits = self.region_logits(image, boxes, phrases, margin)
         if logits.size == 0:
@@ -199,23 +211,28 @@ class ClipLabeler:
 
 
 VIEW_WEIGHT_POWER = 4
-"""A view's weight in :func:`_pool_views` is its top probability to this power: views that see an object
-clearly decide, views of background or of part of an object (spread probabilities) count little."""
+"""A view's weight in :func:`_pool_views` is its top probability to this power: views that see an
+object clearly decide, views of background or of part of an object (spread probabilities) count
+little."""
 
 
-def _pool_views(logits: torch.Tensor, counts: Sequence[int], null_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Per-frame probabilities from the logits of each frame's views (``counts[i]`` consecutive rows
-    per frame): the mean of the views' softmax, each weighted by its confidence: its top probability,
-    in a softmax that also holds the view's ``null_logits`` column (the :data:`BACKGROUND_PROMPT`) when
-    given, to the :data:`VIEW_WEIGHT_POWER`, so a view that looks like background counts little. Rows sum
-    to 1; one view per frame gives its softmax unchanged."""
+def _pool_views(logits: torch.Tensor, counts: Sequence[int],
+                null_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-frame probabilities from the logits of each frame's views (``counts[i]`` consecutive
+    rows per frame): the mean of the views' softmax, each weighted by its confidence: its top
+    probability, in a softmax that also holds the view's ``null_logits`` column (the
+    :data:`BACKGROUND_PROMPT`) when given, to the :data:`VIEW_WEIGHT_POWER`, so a view that looks
+    like background counts little. Rows sum to 1; one view per frame gives its softmax
+    unchanged."""
     probs = logits.softmax(dim=-1)
     if all(count == 1 for count in counts):
         return probs
-    sure = probs if null_logits is None else torch.cat([logits, null_logits], dim=-1).softmax(dim=-1)
+    sure = probs if null_logits is None else torch.cat([logits, null_logits],
+                                                       dim=-1).softmax(dim=-1)
     weights = sure[:, :logits.shape[1]].max(dim=-1, keepdim=True).values ** VIEW_WEIGHT_POWER
     return torch.stack([(w * rows).sum(dim=0) / w.sum()
-                        for rows, w in zip(probs.split(list(counts)), weights.split(list(counts)))])
+                        for rows, w in zip(probs.split(list(counts)),
+                                           weights.split(list(counts)))])
 
 
 def top_labels(probabilities: np.ndarray, phrases: Sequence[str], top_k: int) -> List[Label]:

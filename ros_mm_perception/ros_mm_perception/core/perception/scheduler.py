@@ -2,9 +2,10 @@
 
 Each camera has one waiting slot. :meth:`FrameScheduler.put` (called from subscription callbacks)
 fills it; a frame arriving while the slot is full replaces the waiting one, which is counted as
-dropped. :meth:`FrameScheduler.take` (called by the worker) blocks until frames wait and returns up to
-``max_batch`` of them, one per camera, longest-waiting camera first, for one batched model call. So the
-queue never holds more than one frame per camera and latency does not grow with the input rate.
+dropped. :meth:`FrameScheduler.take` (called by the worker) blocks until frames wait and returns up
+to ``max_batch`` of them, one per camera, longest-waiting camera first, for one batched model call.
+So the queue never holds more than one frame per camera and latency does not grow with the input
+rate.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ class FrameScheduler:
 
     def __init__(self, max_batch: int = _DEFAULTS.max_batch, max_cameras: int = 64):
         if max_batch < 1 or max_cameras < 1:
-            raise ValueError(f"max_batch ({max_batch}) and max_cameras ({max_cameras}) must be at least 1")
+            raise ValueError(f"max_batch ({max_batch}) and max_cameras ({max_cameras}) must be "
+                             "at least 1")
         self.max_batch = int(max_batch)
         self.max_cameras = int(max_cameras)
         self._waiting: Dict[str, Any] = {}    # insertion order = waiting order
@@ -41,7 +43,8 @@ class FrameScheduler:
         self._cond = threading.Condition()
 
     def put(self, frame: Any, camera: Optional[str] = None) -> bool:
-        """Queue ``frame`` for ``camera`` (default ``frame.camera``); True when it replaced a waiting frame.
+        """Queue ``frame`` for ``camera`` (default ``frame.camera``); True when it replaced a
+        waiting frame.
 
         Frames put after :meth:`close` are ignored (returns False).
         """
@@ -52,11 +55,13 @@ class FrameScheduler:
             stats = self._stats.get(camera)
             if stats is None:
                 if len(self._stats) >= self.max_cameras:
-                    raise ValueError(f"camera {camera!r} exceeds the limit of {self.max_cameras} cameras")
+                    raise ValueError(f"camera {camera!r} exceeds the limit of {self.max_cameras} "
+                                     "cameras")
                 stats = self._stats[camera] = CameraStats()
             stats.received += 1
             replaced = camera in self._waiting
-            self._waiting[camera] = frame           # a replacement keeps the camera's place in the order
+            # a replacement keeps the camera's place in the order
+            self._waiting[camera] = frame
             if replaced:
                 stats.dropped += 1
             else:
@@ -64,10 +69,12 @@ class FrameScheduler:
             return replaced
 
     def take(self, timeout: Optional[float] = None, max_frames: Optional[int] = None) -> List[Any]:
-        """Up to ``max_frames`` (default ``max_batch``) waiting frames, one per camera, longest-waiting first.
+        """Up to ``max_frames`` (default ``max_batch``) waiting frames, one per camera,
+        longest-waiting first.
 
-        Blocks until a frame waits, ``timeout`` seconds pass (returns ``[]``) or :meth:`close` is called
-        (returns ``[]`` at once; frames still waiting are discarded and not counted as processed).
+        Blocks until a frame waits, ``timeout`` seconds pass (returns ``[]``) or :meth:`close` is
+        called (returns ``[]`` at once; frames still waiting are discarded and not counted as
+        processed).
         """
         limit = self.max_batch if max_frames is None else max(1, int(max_frames))
         with self._cond:
@@ -99,4 +106,5 @@ class FrameScheduler:
     def stats(self) -> Dict[str, CameraStats]:
         """A snapshot of the per-camera counts."""
         with self._cond:
-            return {c: CameraStats(s.received, s.processed, s.dropped) for c, s in self._stats.items()}
+            return {c: CameraStats(s.received, s.processed, s.dropped)
+                    for c, s in self._stats.items()}

@@ -1,11 +1,13 @@
-"""Rigid transforms, a ROS-free transform tree (tf semantics), and 3D results moved into a target frame.
+"""Rigid transforms, a ROS-free transform tree (tf semantics), and 3D results moved into a target
+frame.
 
 :class:`TransformTree` holds what ``/tf`` and ``/tf_static`` say: each child frame has one parent;
 static edges hold at every time, time-stamped edges are interpolated between their stamps
-(translation linearly, rotation by spherical interpolation, SciPy's :class:`~scipy.spatial.transform.Slerp`).
-A lookup chains edges through the common ancestor of the two frames. A frame that is not in the
-tree, two frames that are not connected, or a time outside an edge's recorded span (beyond
-``tolerance_ns``) is a :class:`TransformLookup` with ``missing`` naming the link; nothing is guessed.
+(translation linearly, rotation by spherical interpolation, SciPy's
+:class:`~scipy.spatial.transform.Slerp`). A lookup chains edges through the common ancestor of the
+two frames. A frame that is not in the tree, two frames that are not connected, or a time outside
+an edge's recorded span (beyond ``tolerance_ns``) is a :class:`TransformLookup` with ``missing``
+naming the link; nothing is guessed.
 
 :func:`transform_3d` moves the 3D part of a :class:`FrameResult` (positions and box orientations;
 sizes are unchanged) into another frame; its ``frame_id`` becomes that frame.
@@ -71,7 +73,8 @@ def check_transform(parent: str, child: str, xyz: Sequence[float],
 
 @dataclass(frozen=True)
 class RigidTransform:
-    """Maps points of a child frame into its parent: ``p_parent = rotation · p_child + translation``."""
+    """Maps points of a child frame into its parent: ``p_parent = rotation · p_child +
+    translation``."""
 
     translation: np.ndarray
     rotation: Rotation
@@ -79,7 +82,8 @@ class RigidTransform:
     @classmethod
     def from_xyz_quat(cls, xyz: Sequence[float], quat_xyzw: Sequence[float]) -> "RigidTransform":
         """From a translation and a quaternion (x, y, z, w), as in ``geometry_msgs/Transform``."""
-        return cls(np.asarray(xyz, dtype=np.float64).reshape(3), Rotation.from_quat(np.asarray(quat_xyzw, float)))
+        return cls(np.asarray(xyz, dtype=np.float64).reshape(3),
+                   Rotation.from_quat(np.asarray(quat_xyzw, float)))
 
     @classmethod
     def identity(cls) -> "RigidTransform":
@@ -87,7 +91,8 @@ class RigidTransform:
 
     def __mul__(self, other: "RigidTransform") -> "RigidTransform":
         """``a * b`` applies ``b`` first, then ``a``."""
-        return RigidTransform(self.rotation.apply(other.translation) + self.translation, self.rotation * other.rotation)
+        return RigidTransform(self.rotation.apply(other.translation) + self.translation,
+                              self.rotation * other.rotation)
 
     def inverse(self) -> "RigidTransform":
         inv = self.rotation.inv()
@@ -100,7 +105,8 @@ class RigidTransform:
 
 @dataclass(frozen=True)
 class TransformLookup:
-    """The result of a lookup: ``transform`` (source → target), or ``missing`` saying which link is absent."""
+    """The result of a lookup: ``transform`` (source → target), or ``missing`` saying which link is
+    absent."""
 
     transform: Optional[RigidTransform] = None
     missing: str = ""
@@ -147,7 +153,8 @@ class _Edge:
         if stamp_ns < first - tolerance_ns or stamp_ns > last + tolerance_ns:
             return None, f"recorded from {first / 1e9:.3f} s to {last / 1e9:.3f} s"
         i = int(np.searchsorted(stamps, stamp_ns, side="right"))
-        if i == 0 or i == len(stamps) or stamps[i - 1] == stamp_ns:  # at or outside the ends, or on a sample
+        # at or outside the ends, or on a sample
+        if i == 0 or i == len(stamps) or stamps[i - 1] == stamp_ns:
             v = values[max(i - 1, 0)]
             return RigidTransform.from_xyz_quat(v[:3], v[3:]), ""
         t0, t1 = int(stamps[i - 1]), int(stamps[i])
@@ -158,7 +165,8 @@ class _Edge:
 
 
 class TransformTree:
-    """Frames linked child → parent by static and time-stamped transforms, looked up as tf2 does."""
+    """Frames linked child → parent by static and time-stamped transforms, looked up as tf2
+    does."""
 
     def __init__(self, tolerance_ns: int = EXTRAPOLATION_TOLERANCE_NS):
         self.tolerance_ns = int(tolerance_ns)
@@ -168,7 +176,8 @@ class TransformTree:
 
     def set_transform(self, parent: str, child: str, transform: RigidTransform, stamp_ns: int = 0,
                       static: bool = False) -> None:
-        """Record ``child``'s pose in ``parent`` (at ``stamp_ns``, or at every time when ``static``).
+        """Record ``child``'s pose in ``parent`` (at ``stamp_ns``, or at every time when
+        ``static``).
 
         A child has one parent (tf's rule); a new parent replaces the old link and its samples.
         """
@@ -207,8 +216,8 @@ class TransformTree:
             edge = self._edges[child]
             transform, why = edge.at(stamp_ns, self.tolerance_ns)
             if transform is None:
-                return TransformLookup(missing=f"transform {edge.parent} -> {child} at {stamp_ns / 1e9:.3f} s "
-                                               f"is not available ({why})")
+                return TransformLookup(missing=f"transform {edge.parent} -> {child} at "
+                                               f"{stamp_ns / 1e9:.3f} s is not available ({why})")
             total = transform * total
         return TransformLookup(total)
 
@@ -221,12 +230,14 @@ class TransformTree:
         for frame in (source, target):
             if frame not in known:
                 listing = ", ".join(sorted(known)) or "none"
-                return TransformLookup(missing=f"frame {frame!r} is not in the transform tree (frames: {listing})")
+                return TransformLookup(missing=f"frame {frame!r} is not in the transform tree "
+                                               f"(frames: {listing})")
         up_source, up_target = self._chain(source), self._chain(target)
         common = next((f for f in up_source if f in set(up_target)), None)
         if common is None:
-            return TransformLookup(missing=f"frames {source!r} and {target!r} are not connected (their roots are "
-                                           f"{up_source[-1]!r} and {up_target[-1]!r})")
+            return TransformLookup(missing=f"frames {source!r} and {target!r} are not connected "
+                                           f"(their roots are {up_source[-1]!r} and "
+                                           f"{up_target[-1]!r})")
         to_common = self._to_ancestor(up_source, common, stamp_ns)
         if not to_common.found:
             return to_common
@@ -247,10 +258,12 @@ def transform_3d(result: FrameResult, transform: RigidTransform, target_frame: s
     for det in result.detections:
         if det.xyz is None:
             continue
-        own = Rotation.identity() if det.orientation is None else Rotation.from_quat(det.orientation)
+        own = (
+            Rotation.identity() if det.orientation is None else Rotation.from_quat(det.orientation)
+        )
         xyz = transform.apply(det.xyz)
         quat = (transform.rotation * own).as_quat()
         moved.append(dataclasses.replace(det, xyz=tuple(float(v) for v in xyz),
                                          orientation=tuple(float(v) for v in quat)))
-    return dataclasses.replace(result, frame_id=frame_name(target_frame), detections=moved, labels=[],
-                               labels_ran=False)
+    return dataclasses.replace(result, frame_id=frame_name(target_frame), detections=moved,
+                               labels=[], labels_ran=False)

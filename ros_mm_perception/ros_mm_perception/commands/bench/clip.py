@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
-from ros_mm_perception.commands.bench.harness import VOCABULARY, Harness, precision_name
+from ros_mm_perception.commands.bench.harness import VOCABULARY, Harness
 
 CLIP_PATHS = ("off", "graph", "compile", "freeze")
 CLIP_FIGURES = ("encode_b1_ms", "frame_to_labels_b1_ms", "encode_b64_ms", "encode_b64_img_per_s",
@@ -77,7 +77,7 @@ class ClipBench(Harness):
         self.clip_source = ((f"local-dir:{loaded}", None) if loaded.is_dir()
                             else (clip.name, self.args.clip_pretrained))
         section.update(architecture=architecture,
-                       precision=str(clip.dtype).replace("torch.", ""))
+                       precision=clip.precision)
         # The frame alone, as plain open_clip sees it.
         labeler = ClipLabeler(clip, VOCABULARY, label_tiles=0)
         self.measure(section, "preprocess_640x480_ms", "clip.preprocess_640x480_ms",
@@ -128,15 +128,16 @@ class ClipBench(Harness):
         from ros_mm_perception.core.models.fast_clip import enable_fast_clip
         from ros_mm_perception.core.perception.labeler import ClipLabeler
 
-        ours = precision_name(clip.dtype)
+        ours = clip.precision
         encoder = enable_fast_clip(clip, "auto", warm_up=[1])
         mode = encoder.mode if encoder is not None else "off"
         # The frame alone: the same work as plain open_clip.
         labeler = ClipLabeler(clip, VOCABULARY, label_tiles=0)
         try:
             for name, plain_precision in ((key, "fp32"), (f"{key}_same_precision", ours)):
-                if name != key and ours == "fp32":
-                    self.skip(f"versus_plain.{name}", "our precision is fp32 too")
+                if name != key and ours in ("fp32", "int8"):
+                    self.skip(f"versus_plain.{name}", f"our precision is {ours}: open_clip "
+                                                      "has fp32 and no int8")
                     continue
                 try:
                     plain, transform = self.plain_open_clip(*source, precision=plain_precision)
@@ -172,7 +173,7 @@ class ClipBench(Harness):
 
         section = self.result["embedded_clip"]
         clip = load_clip("", device=str(self.device))
-        section["precision"] = precision_name(clip.dtype)
+        section["precision"] = clip.precision
         self.clip_versus_plain(clip, "embedded_clip.frame_to_labels",
                                (f"local-dir:{clip.name}", None))
         encoder = enable_fast_clip(clip, "auto", warm_up=[1, len(self.frames_batch)])

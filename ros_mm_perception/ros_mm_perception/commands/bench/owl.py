@@ -60,7 +60,7 @@ class OwlBench(Harness):
             self.error("owl", err)
             return None
         self.result["owl"].update(architecture=size, image_size=owl.image_size,
-                                  precision=str(owl.dtype).replace("torch.", ""))
+                                  precision=owl.precision)
         return owl
 
     def owl(self) -> None:

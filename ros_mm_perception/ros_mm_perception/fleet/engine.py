@@ -43,7 +43,8 @@ COUNTS = ("frames", "skipped", "detections")
 
 @dataclass(frozen=True)
 class FleetOptions:
-    """How the fleet runs (the ``fleet`` command's Ray options; pipeline settings are the config's)."""
+    """How the fleet runs (the ``fleet`` command's Ray options; pipeline settings are the
+    config's)."""
 
     workers: int = 1
     cpus_per_worker: float = 1.0
@@ -96,7 +97,8 @@ class Recording:
     frames: int = 0
     skipped: int = 0
     damaged: List[str] = field(default_factory=list)
-    """What was damaged in the input (a cut-off file, a damaged chunk), one line each, as ``bag`` says."""
+    """What was damaged in the input (a cut-off file, a damaged chunk), one line each, as ``bag``
+    says."""
     detections: int = 0
     seconds: float = 0.0
     worker: str = ""
@@ -109,16 +111,18 @@ class Recording:
     """First and last recording time (ns), when it is cut into windows."""
 
     def row(self, out_dir: Path) -> Dict:
-        row = {"input": self.input, "output": str(out_dir / self.name) if self.status != "failed" else None,
-               "status": self.status, **{k: getattr(self, k) for k in COUNTS}, "damaged": self.damaged,
+        row = {"input": self.input,
+               "output": str(out_dir / self.name) if self.status != "failed" else None,
+               "status": self.status, **{k: getattr(self, k) for k in COUNTS},
+               "damaged": self.damaged,
                "seconds": round(self.seconds, 3), "worker": self.worker, "attempts": self.attempts}
         if self.reason:
             row["reason"] = self.reason
         return row
 
 
-def fleet_summary(recordings: Sequence[Recording], out_dir: Path, seconds: float, ray_start_s: float,
-                  workers: int) -> Dict:
+def fleet_summary(recordings: Sequence[Recording], out_dir: Path, seconds: float,
+                  ray_start_s: float, workers: int) -> Dict:
     """The object ``--json`` prints and ``fleet.json`` holds."""
     statuses = [r.status for r in recordings]
     labeled = [r for r in recordings if r.status == "done"]
@@ -127,7 +131,8 @@ def fleet_summary(recordings: Sequence[Recording], out_dir: Path, seconds: float
             "up_to_date": statuses.count("up-to-date"), "failed": statuses.count("failed"),
             **{k: sum(getattr(r, k) for r in labeled) for k in COUNTS},
             "damaged": sum(bool(r.damaged) for r in labeled),
-            "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 3) if seconds > 0 else 0.0,
+            "seconds": round(seconds, 3),
+            "frames_per_s": round(frames / seconds, 3) if seconds > 0 else 0.0,
             "ray_start_s": round(ray_start_s, 3), "workers": workers, "out": str(out_dir),
             "per_recording": [r.row(out_dir) for r in recordings]}
 
@@ -139,12 +144,13 @@ def options_identity(config, tools: LabelTools, options: FleetOptions) -> Dict:
             "debug_images": tools.debug_images, "split_s": options.split_s}
 
 
-def run_fleet(inputs: Sequence[Path], out_dir: Path, config, tools: LabelTools, options: FleetOptions,
-              progress: Optional[bool] = None, report: Callable[[str], None] = lambda _m: None) -> Dict:
+def run_fleet(inputs: Sequence[Path], out_dir: Path, config, tools: LabelTools,
+              options: FleetOptions, progress: Optional[bool] = None,
+              report: Callable[[str], None] = lambda _m: None) -> Dict:
     """Label ``inputs`` into ``out_dir`` (one folder per recording); return the summary object.
 
-    ``progress=None`` shows the bar only when stderr is a terminal. Uses the running Ray when one is
-    initialised, else starts one (``options.address``) and shuts it down at the end.
+    ``progress=None`` shows the bar only when stderr is a terminal. Uses the running Ray when one
+    is initialised, else starts one (``options.address``) and shuts it down at the end.
     """
     options.check()
     check_input_args(tools.input_args)
@@ -186,13 +192,16 @@ def _run_locked(inputs, out_dir, config, tools, options, progress, report, start
     ray_start_s = 0.0
     try:
         if todo:
-            ray_start_s = _Run(todo, out_dir, staging, config, tools, options, progress, report).go()
+            ray_start_s = _Run(todo, out_dir, staging, config, tools, options, progress,
+                               report).go()
     finally:
         staging.remove()
     summary = fleet_summary(recordings, out_dir, time.perf_counter() - started, ray_start_s,
                             min(options.workers, sum(r.windows for r in todo)) if todo else 0)
     written = OutputStaging()
-    written.stage(out_dir / SUMMARY_NAME, "w").file.write(json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    written.stage(out_dir / SUMMARY_NAME, "w").file.write(
+        json.dumps(summary, indent=1, allow_nan=False) + "\n"
+    )
     written.commit()
     return summary
 
@@ -241,7 +250,8 @@ class _Run:
         self.recordings, self.out_dir, self.staging = recordings, out_dir, staging
         self.config, self.tools, self.options, self.report = config, tools, options, report
         self.progress = progress
-        self.pending = deque(task for i, rec in enumerate(recordings) for task in tasks_of(rec, i, options))
+        self.pending = deque(task for i, rec in enumerate(recordings)
+                             for task in tasks_of(rec, i, options))
 
     def go(self) -> float:
         """Run every task; return the Ray start-up time in seconds."""
@@ -264,8 +274,9 @@ class _Run:
 
     def _new_worker(self, ray):
         opts = self.options
-        actor = ray.remote(LabelWorker).options(num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker,
-                                                max_restarts=0, max_concurrency=1)
+        actor = ray.remote(LabelWorker).options(num_cpus=opts.cpus_per_worker,
+                                                num_gpus=opts.gpus_per_worker, max_restarts=0,
+                                                max_concurrency=1)
         worker = actor.remote(self.config, self.tools, opts.worker_threads())
         self.starting[worker.identity.remote()] = worker
         return worker
@@ -281,11 +292,13 @@ class _Run:
         """Frames shown on the bar per running task (taken back when its worker dies)."""
         idle: List = []
         names: Dict = {}
-        self.bar = tqdm(total=sum(r.expected_frames for r in self.recordings) or None, unit="frame",
-                        file=sys.stderr, desc="fleet", disable=None if self.progress is None else not self.progress)
+        self.bar = tqdm(total=sum(r.expected_frames for r in self.recordings) or None,
+                        unit="frame", file=sys.stderr, desc="fleet",
+                        disable=None if self.progress is None else not self.progress)
         self.finished = 0
         self._postfix()
-        workers = [self._new_worker(ray) for _ in range(min(self.options.workers, len(self.pending)))]
+        workers = [self._new_worker(ray)
+                   for _ in range(min(self.options.workers, len(self.pending)))]
         try:
             while self.pending or self.running:
                 while idle and self.pending:
@@ -347,11 +360,12 @@ class _Run:
         rec = self.recordings[task.recording]
         if task.attempt > self.options.retries:
             self._task_done(task, {"status": "failed", "worker": worker,
-                                   "reason": f"its worker died, {task.attempt} of {task.attempt} attempts "
-                                             f"({_short(err)})"})
+                                   "reason": f"its worker died, {task.attempt} of {task.attempt} "
+                                             f"attempts ({_short(err)})"})
             return
         self.report(f"{rec.input}: worker {worker} died; trying again ({_short(err)})")
-        self.pending.appendleft(Task(**{**asdict(task), "attempt": task.attempt + 1, "staging": ""}))
+        self.pending.appendleft(Task(**{**asdict(task), "attempt": task.attempt + 1,
+                                        "staging": ""}))
 
     def _task_done(self, task: Task, result: Dict) -> None:
         rec = self.recordings[task.recording]
@@ -364,7 +378,8 @@ class _Run:
         failed = [p for p in parts if p["status"] != "done"]
         if not failed and not any(p["frames"] for p in parts):
             damage = [line for p in parts for line in p["damaged"]]
-            failed = [{"reason": "no frame could be processed" + (f" ({damage[0]})" if damage else "")}]
+            failed = [{"reason": "no frame could be processed"
+                       + (f" ({damage[0]})" if damage else "")}]
         if failed:
             rec.status, rec.reason = "failed", failed[0]["reason"]
             self.report(f"{rec.input}: failed: {rec.reason}")
@@ -387,7 +402,8 @@ class _Run:
         else:  # windows without frames wrote nothing
             folder = self.staging.new(f"{rec.name}.merged")
             merge_windows([Path(p["staging"]) for p in parts if p["frames"]], folder, names)
-        summary = {key: getattr(rec, key) for key in (*COUNTS, "damaged", "seconds", "worker", "attempts")}
+        summary = {key: getattr(rec, key)
+                   for key in (*COUNTS, "damaged", "seconds", "worker", "attempts")}
         write_manifest(folder, {**rec.identity, "outputs": names, "summary": summary})
         self.staging.publish(folder, self.out_dir / rec.name)
         rec.status = "done"

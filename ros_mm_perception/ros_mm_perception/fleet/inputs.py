@@ -1,9 +1,9 @@
 """The recordings of a fleet run: arguments expanded, named, and fingerprinted for reruns.
 
-An argument is a recording (rosbag2 folder, ``.mcap``/``.db3`` file, image folder, video), a glob of
-them, a folder holding recordings (a day's bags), or a ``.txt``/``.list`` file naming one per line
-(``#`` starts a comment; relative lines are relative to the list file). A recording given twice is
-labeled once.
+An argument is a recording (rosbag2 folder, ``.mcap``/``.db3`` file, image folder, video), a glob
+of them, a folder holding recordings (a day's bags), or a ``.txt``/``.list`` file naming one per
+line (``#`` starts a comment; relative lines are relative to the list file). A recording given
+twice is labeled once.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def _expand(text: str, base: Path) -> Iterator[Path]:
         elif path.is_dir() and not is_recording(path):
             children = sorted(child for child in path.iterdir() if is_recording(child))
             if not children:
-                raise UserError(f"{path} holds no recordings (rosbag2 folders, {', '.join(BAG_SUFFIXES)} files, "
-                                f"image folders or videos)")
+                raise UserError(f"{path} holds no recordings (rosbag2 folders, "
+                                f"{', '.join(BAG_SUFFIXES)} files, image folders or videos)")
             yield from children
         else:
             yield path
@@ -71,7 +71,8 @@ def output_names(paths: Sequence[Path], reserved: Sequence[str] = ()) -> List[st
     """A folder name per recording: its file or folder name without suffix, made safe; names that
     two recordings share, or that are ``reserved`` (the run's own files), get a short hash of their
     path."""
-    stems = [re.sub(r"[^A-Za-z0-9._-]+", "_", p.stem if p.is_file() else p.name).strip("._") or "recording"
+    stems = [re.sub(r"[^A-Za-z0-9._-]+", "_", p.stem if p.is_file() else p.name).strip("._")
+             or "recording"
              for p in paths]
     counts: Dict[str, int] = {name.lower(): 2 for name in reserved}
     for stem in stems:

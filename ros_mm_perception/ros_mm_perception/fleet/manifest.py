@@ -12,12 +12,13 @@ MANIFEST_NAME = "manifest.json"
 
 def write_manifest(folder: Path, manifest: Dict) -> None:
     """Write ``manifest`` into a (staged) recording folder."""
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n",
+                                        encoding="utf-8")
 
 
 def matching_manifest(folder: Path, identity: Dict) -> Optional[Dict]:
-    """The manifest of ``folder`` when every key of ``identity`` (input, size, mtime, options) matches
-    and every output it lists exists; else None."""
+    """The manifest of ``folder`` when every key of ``identity`` (input, size, mtime, options)
+    matches and every output it lists exists; else None."""
     try:
         manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):

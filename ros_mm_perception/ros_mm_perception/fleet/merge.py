@@ -16,7 +16,8 @@ from ros_mm_perception.fleet.worker import COCO_NAME, JSONL_NAME, MCAP_NAME
 
 
 def merge_windows(parts: Sequence[Path], into: Path, names: Sequence[str]) -> None:
-    """Write each file of ``names`` into folder ``into`` from the same file of every part folder."""
+    """Write each file of ``names`` into folder ``into`` from the same file of every part
+    folder."""
     for name in names:
         sources = [part / name for part in parts]
         if name == MCAP_NAME:
@@ -49,12 +50,14 @@ def merge_mcap(sources: Sequence[Path], target: Path) -> None:
                         continue
                     if topic not in channels:
                         if schema.name not in schemas:
-                            schemas[schema.name] = writer.register_schema(schema.name, schema.encoding, schema.data)
+                            schemas[schema.name] = writer.register_schema(schema.name,
+                                                                          schema.encoding,
+                                                                          schema.data)
                         channels[topic] = writer.register_channel(topic, channel.message_encoding,
                                                                   schemas[schema.name])
                     writer.add_message(channels[topic], log_time=message.log_time,
-                                       publish_time=message.publish_time, sequence=counts.get(topic, 0),
-                                       data=message.data)
+                                       publish_time=message.publish_time,
+                                       sequence=counts.get(topic, 0), data=message.data)
                     counts[topic] = counts.get(topic, 0) + 1
         writer.finish()
 
@@ -77,8 +80,10 @@ def merge_coco(sources: Sequence[Path], target: Path) -> None:
             merged["images"].append({**image, "id": image_of[image["id"]]})
         annotations: List[Dict] = merged["annotations"]
         for ann in data["annotations"]:
-            annotations.append({**ann, "id": len(annotations) + 1, "image_id": image_of[ann["image_id"]],
+            annotations.append({**ann, "id": len(annotations) + 1,
+                                "image_id": image_of[ann["image_id"]],
                                 "category_id": category_of[ann["category_id"]]})
     with open(target, "w", encoding="utf-8") as f:
-        json.dump({"info": merged["info"], "images": merged["images"], "annotations": merged["annotations"],
+        json.dump({"info": merged["info"], "images": merged["images"],
+                   "annotations": merged["annotations"],
                    "categories": merged["categories"]}, f)

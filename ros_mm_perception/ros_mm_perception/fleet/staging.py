@@ -40,7 +40,8 @@ class Staging:
         shutil.rmtree(path, ignore_errors=True)
 
     def publish(self, staged: Path, final: Path) -> Path:
-        """Move ``staged`` to ``final`` in one rename; an older ``final`` is moved aside first, then removed."""
+        """Move ``staged`` to ``final`` in one rename; an older ``final`` is moved aside first,
+        then removed."""
         old = None
         if final.exists():
             old = self.root / f"{final.name}.replaced.{uuid.uuid4().hex[:12]}"

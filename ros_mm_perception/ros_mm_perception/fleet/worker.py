@@ -72,10 +72,12 @@ class Task:
 
 
 class TaskSource:
-    """The frames of ``source`` whose recording time lies in the task's window, reported one by one.
+    """The frames of ``source`` whose recording time lies in the task's window, reported one by
+    one.
 
     The whole recording is read, so depth pairing and camera_info are as in one pass; what the
-    source lost or found damaged, and unusable depth and camera_info, count in the first window only.
+    source lost or found damaged, and unusable depth and camera_info, count in the first window
+    only.
     """
 
     def __init__(self, source, task: Task, report: Callable[[int], None]):
@@ -88,7 +90,8 @@ class TaskSource:
     def __iter__(self) -> Iterator:
         start, stop = self.task.start_ns, self.task.stop_ns
         for item in self.source:
-            if (start is None or item.log_time_ns >= start) and (stop is None or item.log_time_ns < stop):
+            if (start is None or item.log_time_ns >= start) and (stop is None or item.log_time_ns
+                                                                 < stop):
                 yield item
                 self.report(1)
 
@@ -106,7 +109,8 @@ class TaskSource:
 
     @property
     def transforms_rejected(self) -> Dict[str, int]:
-        return dict(getattr(self.source, "transforms_rejected", {})) if self.task.window == 0 else {}
+        return dict(getattr(self.source, "transforms_rejected",
+                            {})) if self.task.window == 0 else {}
 
     def close(self) -> None:
         self.source.close()
@@ -188,11 +192,19 @@ class LabelWorker:
         from ros_mm_perception.offline.atomic import OutputStaging
         from ros_mm_perception.offline.runner import process_input
 
-        tools, config, path, staging = self.tools, self.config, Path(task.input), Path(task.staging)
-        files = Namespace(out=staging / MCAP_NAME, jsonl=staging / JSONL_NAME if tools.jsonl else None,
-                          coco=staging / COCO_NAME if tools.coco else None, debug_images=tools.debug_images)
+        tools, config, path, staging = (
+            self.tools,
+            self.config,
+            Path(task.input),
+            Path(task.staging),
+        )
+        files = Namespace(out=staging / MCAP_NAME,
+                          jsonl=staging / JSONL_NAME if tools.jsonl else None,
+                          coco=staging / COCO_NAME if tools.coco else None,
+                          debug_images=tools.debug_images)
         self.pipeline.reset(restart_ids=True)
-        pipeline = OffsetTracks(self.pipeline, task.track_offset) if task.track_offset else self.pipeline
+        pipeline = OffsetTracks(self.pipeline,
+                                task.track_offset) if task.track_offset else self.pipeline
         try:
             source = tools.open_source(tools.input_args, config, path)
             staged = OutputStaging(inputs=[path, *source.paths])
@@ -210,7 +222,9 @@ class LabelWorker:
         except UserError as err:
             return {"status": "failed", "reason": str(err), "worker": self.name}
         except Exception as err:  # a recording that breaks the pipeline must not stop the fleet
-            return {"status": "failed", "reason": f"{type(err).__name__}: {err}", "worker": self.name}
-        return {"status": "done", "worker": self.name, "frames": summary.frames, "skipped": summary.skipped,
+            return {"status": "failed", "reason": f"{type(err).__name__}: {err}",
+                    "worker": self.name}
+        return {"status": "done", "worker": self.name, "frames": summary.frames,
+                "skipped": summary.skipped,
                 "damaged": summary.damaged, "detections": summary.detections,
                 "per_label": dict(summary.per_label), "seconds": summary.seconds}

@@ -49,7 +49,8 @@ def stamp_of(header) -> Stamp:
 
 def header(types, frame_id: str, stamp: Stamp):
     """A ``std_msgs/Header`` (the input's frame id and stamp)."""
-    return types.Header(stamp=types.Time(sec=int(stamp.sec), nanosec=int(stamp.nanosec)), frame_id=str(frame_id))
+    return types.Header(stamp=types.Time(sec=int(stamp.sec), nanosec=int(stamp.nanosec)),
+                        frame_id=str(frame_id))
 
 
 def result_header(types, result: FrameResult):
@@ -63,14 +64,16 @@ def _point(types, xyz: Sequence[float]):
 
 def _pose(types, xyz: Sequence[float] = ORIGIN, quat_xyzw: Optional[Sequence[float]] = None):
     x, y, z, w = (0.0, 0.0, 0.0, 1.0) if quat_xyzw is None else (float(v) for v in quat_xyzw)
-    return types.Pose(position=_point(types, xyz), orientation=types.Quaternion(x=x, y=y, z=z, w=w))
+    return types.Pose(position=_point(types, xyz),
+                      orientation=types.Quaternion(x=x, y=y, z=z, w=w))
 
 
 def _hypothesis(types, detection: Detection, xyz: Sequence[float] = ORIGIN):
     """The detection's phrase and score with its pose: the position and the box orientation, so
     ``results[0].pose`` agrees with a 3D box's ``bbox.center``."""
     return types.ObjectHypothesisWithPose(
-        hypothesis=types.ObjectHypothesis(class_id=str(detection.phrase), score=float(detection.score)),
+        hypothesis=types.ObjectHypothesis(class_id=str(detection.phrase),
+                                          score=float(detection.score)),
         pose=types.PoseWithCovariance(pose=_pose(types, xyz, detection.orientation),
                                       covariance=np.zeros(36, dtype=np.float64)),
     )
@@ -97,7 +100,8 @@ def detection_2d_array(types, result: FrameResult):
     """``vision_msgs/Detection2DArray`` of all detections (an empty array when there are none)."""
     msg_header = result_header(types, result)
     return types.Detection2DArray(
-        header=msg_header, detections=[detection_2d(types, d, msg_header) for d in result.detections]
+        header=msg_header,
+        detections=[detection_2d(types, d, msg_header) for d in result.detections]
     )
 
 
@@ -105,8 +109,9 @@ def instance_mask(types, result: FrameResult, data_as: str = "numpy"):
     """``sensor_msgs/Image`` ``mono16`` of the result's masks, with the input image's header.
 
     Pixel value = 1 + the index of the detection in the frame's Detection2DArray, 0 = none; where
-    masks overlap, the lower index wins (:func:`~ros_mm_perception.core.imaging.masks.instance_image`).
-    ``data_as`` is ``"numpy"`` for rosbags classes, ``"array"`` for rclpy.
+    masks overlap, the lower index wins
+    (:func:`~ros_mm_perception.core.imaging.masks.instance_image`). ``data_as`` is ``"numpy"`` for
+    rosbags classes, ``"array"`` for rclpy.
     """
     from ros_mm_perception.core.imaging.image_codec import numpy_to_image
     from ros_mm_perception.core.imaging.masks import instance_image
@@ -140,14 +145,17 @@ def detection_3d_array(types, result: FrameResult):
     """
     msg_header = result_header(types, result)
     located = [d for d in result.detections if d.xyz is not None]
-    return types.Detection3DArray(header=msg_header, detections=[detection_3d(types, d, msg_header) for d in located])
+    return types.Detection3DArray(header=msg_header,
+                                  detections=[detection_3d(types, d, msg_header) for d in located])
 
 
 def classification(types, result: FrameResult):
-    """``vision_msgs/Classification`` of the whole-frame labels, in the pipeline's (score) order."""
+    """``vision_msgs/Classification`` of the whole-frame labels, in the pipeline's (score)
+    order."""
     return types.Classification(
         header=result_header(types, result),
-        results=[types.ObjectHypothesis(class_id=str(lab.phrase), score=float(lab.score)) for lab in result.labels],
+        results=[types.ObjectHypothesis(class_id=str(lab.phrase), score=float(lab.score))
+                 for lab in result.labels],
     )
 
 
@@ -188,9 +196,11 @@ def label_anchor(xyz: Sequence[float], size: Sequence[float],
 
 
 def marker_array(types, result: FrameResult, ns: Optional[str] = None):
-    """``visualization_msgs/MarkerArray`` for RViz: a DELETEALL, then a cube and a label per 3D detection.
+    """``visualization_msgs/MarkerArray`` for RViz: a DELETEALL, then a cube and a label per 3D
+    detection.
 
-    The leading DELETEALL clears the previous frame's markers, so objects that vanish leave no ghosts.
+    The leading DELETEALL clears the previous frame's markers, so objects that vanish leave no
+    ghosts.
     """
     M = types.Marker
     ns = ns if ns is not None else result.camera
@@ -199,12 +209,15 @@ def marker_array(types, result: FrameResult, ns: Optional[str] = None):
     for i, det in enumerate(d for d in result.detections if d.xyz is not None):
         size = [max(float(s), MARKER_MIN_SIZE) for s in (det.size_xyz or ORIGIN)]
         rgb = phrase_colour(det.phrase)
-        label = f"{det.phrase} {det.score:.2f}" + (f" #{det.track_id}" if det.track_id is not None else "")
+        label = f"{det.phrase} {det.score:.2f}" + (f" #{det.track_id}" if det.track_id is not None
+                                                   else "")
         above = label_anchor(det.xyz, size, det.orientation)
-        markers.append(_marker(types, msg_header, ns=ns, marker_id=2 * i + 1, kind=M.CUBE, action=M.ADD,
-                               xyz=det.xyz, quat_xyzw=det.orientation, scale=size, rgb=rgb))
-        markers.append(_marker(types, msg_header, ns=ns, marker_id=2 * i + 2, kind=M.TEXT_VIEW_FACING,
-                               action=M.ADD, xyz=above, scale=(0.0, 0.0, 0.08), rgb=rgb, text=label))
+        markers.append(_marker(types, msg_header, ns=ns, marker_id=2 * i + 1, kind=M.CUBE,
+                               action=M.ADD, xyz=det.xyz, quat_xyzw=det.orientation, scale=size,
+                               rgb=rgb))
+        markers.append(_marker(types, msg_header, ns=ns, marker_id=2 * i + 2,
+                               kind=M.TEXT_VIEW_FACING, action=M.ADD, xyz=above,
+                               scale=(0.0, 0.0, 0.08), rgb=rgb, text=label))
     return types.MarkerArray(markers=markers)
 
 
@@ -212,14 +225,18 @@ def diagnostic_status(types, name: str, level: str, message: str, values: Mappin
                       hardware_id: str = ""):
     """One ``diagnostic_msgs/DiagnosticStatus``; ``level`` is "OK", "WARN", "ERROR" or "STALE"."""
     if level not in DIAGNOSTIC_LEVELS:
-        raise ValueError(f"diagnostic level {level!r} is not one of {', '.join(DIAGNOSTIC_LEVELS)}")
+        raise ValueError(
+            f"diagnostic level {level!r} is not one of {', '.join(DIAGNOSTIC_LEVELS)}"
+        )
     S = types.DiagnosticStatus
     return S(
-        level=getattr(S, level), name=str(name), message=str(message), hardware_id=str(hardware_id),
+        level=getattr(S, level), name=str(name), message=str(message),
+        hardware_id=str(hardware_id),
         values=[types.KeyValue(key=str(k), value=str(v)) for k, v in values.items()],
     )
 
 
 def diagnostic_array(types, stamp: Stamp, statuses: Sequence):
-    """``diagnostic_msgs/DiagnosticArray`` stamped with ``stamp`` (the node clock, sim time aware)."""
+    """``diagnostic_msgs/DiagnosticArray`` stamped with ``stamp`` (the node clock, sim time
+    aware)."""
     return types.DiagnosticArray(header=header(types, "", stamp), status=list(statuses))

@@ -1,4 +1,5 @@
-"""``geometry_msgs/TransformStamped`` and ``tf2_msgs/TFMessage`` (rclpy or rosbags) → the core transform types."""
+"""``geometry_msgs/TransformStamped`` and ``tf2_msgs/TFMessage`` (rclpy or rosbags) → the core
+transform types."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ def rigid_transform_of(msg) -> RigidTransform:
 
 
 def transform_stamped_of(msg) -> Tuple[str, str, int, RigidTransform]:
-    """``(parent frame, child frame, stamp in ns, transform)`` of a ``geometry_msgs/TransformStamped``;
-    :class:`TransformRejected` for what tf2 refuses (see :func:`check_transform`)."""
+    """``(parent frame, child frame, stamp in ns, transform)`` of a
+    ``geometry_msgs/TransformStamped``; :class:`TransformRejected` for what tf2 refuses (see
+    :func:`check_transform`)."""
     parent, child = str(msg.header.frame_id), str(msg.child_frame_id)
     t, q = msg.transform.translation, msg.transform.rotation
     check_transform(parent, child, (t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
@@ -28,7 +30,8 @@ def add_tf_message(tree: TransformTree, msg, static: bool) -> int:
     """Add every transform of a ``tf2_msgs/TFMessage`` to ``tree``; returns how many were usable.
 
     A transform tf2 would refuse (an empty frame id, a frame parented to itself, a NaN or infinite
-    value, a quaternion far from unit length) is left out and counted in ``tree.rejected`` by reason.
+    value, a quaternion far from unit length) is left out and counted in ``tree.rejected`` by
+    reason.
     """
     used = 0
     for stamped in msg.transforms:

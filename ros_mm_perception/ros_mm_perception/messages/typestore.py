@@ -1,7 +1,8 @@
 """ROS-free message classes from the ``rosbags`` type store, and the schema text MCAP files need.
 
 ``rosbags_types(typestore())`` gives the same attribute names as the node's namespace of real
-rclpy classes (see :data:`..names.TYPE_NAMES`), so the conversions in :mod:`.convert` build either kind.
+rclpy classes (see :data:`..names.TYPE_NAMES`), so the conversions in :mod:`.convert` build either
+kind.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def typestore(distro: str = "jazzy"):
     try:
         store = get_typestore(DISTROS[distro])
     except KeyError:
-        raise ValueError(f"unknown ROS distribution {distro!r}; use one of {', '.join(DISTROS)}") from None
+        raise ValueError(
+            f"unknown ROS distribution {distro!r}; use one of {', '.join(DISTROS)}"
+        ) from None
     types = {}
     for name, text in {**VISION_MSGS, **foxglove_msgs()}.items():
         types.update(get_types_from_msg(text, name))

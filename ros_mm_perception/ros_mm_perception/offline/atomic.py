@@ -24,14 +24,15 @@ from pathlib import Path
 from typing import List, Sequence
 
 from ros_mm_perception.core.errors import UserError
-from ros_mm_perception.offline.output_paths import InputFiles, check_output_path, output_target, write_error
+from ros_mm_perception.offline.output_paths import (InputFiles, check_output_path, output_target,
+                                                    write_error)
 
 
 class StagedFile:
     """A temporary file that becomes ``target`` when its :class:`OutputStaging` commits.
 
-    ``path`` is the path as the user gave it, ``target`` the file that is written (``path`` with its
-    symlinks resolved), ``file`` the open file object to write to.
+    ``path`` is the path as the user gave it, ``target`` the file that is written (``path`` with
+    its symlinks resolved), ``file`` the open file object to write to.
     """
 
     def __init__(self, path, target: Path, mode: str, keep_suffix: bool = False):
@@ -39,7 +40,8 @@ class StagedFile:
         suffix = ".partial" + (target.suffix if keep_suffix else "")
         try:
             try:
-                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix,
+                                           dir=target.parent)
             except OSError as err:
                 if err.errno != errno.ENAMETOOLONG:
                     raise
@@ -51,7 +53,9 @@ class StagedFile:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.tmp_path, 0o666 & ~umask)  # the permissions of a file created normally
-        self.file = _OutputStream(os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})), self.path)
+        self.file = _OutputStream(
+            os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})), self.path
+        )
 
     def finish(self) -> None:
         """Flush the data to disk and close the file (a full disk shows up here at the latest)."""
@@ -120,8 +124,8 @@ class OutputStaging:
     def stage(self, path, mode: str = "wb", keep_suffix: bool = False) -> StagedFile:
         """A new staged file for the output ``path`` (after the checks of the class docstring).
 
-        ``keep_suffix`` ends the temporary name with the target's suffix as well, for a file that is
-        read back before the commit by a reader that goes by the suffix (the demo's recording).
+        ``keep_suffix`` ends the temporary name with the target's suffix as well, for a file that
+        is read back before the commit by a reader that goes by the suffix (the demo's recording).
         """
         target = output_target(path)
         check_output_path(path, target, self.inputs, [(f.path, f.target) for f in self.files])
@@ -183,7 +187,8 @@ class OutputStaging:
 
 
 def _backup(target: Path):
-    """A hard link to the file ``target`` replaces, so a failed commit can put it back (None if none)."""
+    """A hard link to the file ``target`` replaces, so a failed commit can put it back (None if
+    none)."""
     if not target.is_file():
         return None
     backup = target.with_name(f".{target.name}.{os.getpid()}.backup.partial")

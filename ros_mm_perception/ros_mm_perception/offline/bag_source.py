@@ -5,10 +5,10 @@ Which topics are used (:func:`plan_cameras`):
 - camera topics: those given, else every ``sensor_msgs/Image`` or ``CompressedImage`` topic that is
   not a depth topic; when both ``X`` and ``X/compressed`` are recorded only ``X`` is used;
 - depth: a raw ``sensor_msgs/Image`` topic with ``depth`` in its name (16UC1 millimetres or 32FC1
-  metres, aligned to the colour image: same size, or same aspect ratio), the one sharing the longest namespace with
-  the camera topic (or the only one, for a single camera). Each image is paired with the depth image
-  whose header stamp is nearest, within ``depth_tolerance_s`` seconds (:mod:`.pairing`; default:
-  the node's ``depth_tolerance_s`` setting);
+  metres, aligned to the colour image: same size, or same aspect ratio), the one sharing the
+  longest namespace with the camera topic (or the only one, for a single camera). Each image is
+  paired with the depth image whose header stamp is nearest, within ``depth_tolerance_s`` seconds
+  (:mod:`.pairing`; default: the node's ``depth_tolerance_s`` setting);
 - camera_info: ``<namespace>/camera_info`` next to the image topic, or the bag's only CameraInfo
   topic for a single camera; the latest one recorded before an image gives that image's intrinsics.
 
@@ -60,7 +60,8 @@ class CameraPlan:
 def output_namespace(image_topic: str) -> str:
     """The outputs' namespace of a camera topic.
 
-    ``/front/color/image_raw`` → ``/front/color``; ``/cam/image_raw/compressed`` → ``/cam``; ``/image`` → ``""``.
+    ``/front/color/image_raw`` → ``/front/color``; ``/cam/image_raw/compressed`` → ``/cam``;
+    ``/image`` → ``""``.
     """
     topic = image_topic.rstrip("/")
     if topic.endswith("/compressed"):
@@ -85,24 +86,29 @@ def plan_cameras(topic_types: Dict[str, str], camera_topics: Sequence[str] = (),
                  depth_topics: Optional[Sequence[str]] = None) -> List[CameraPlan]:
     """Choose camera, depth and camera_info topics from ``topic name → message type``.
 
-    ``depth_topics=None`` picks depth automatically, ``[]`` disables depth, a list restricts the choice.
+    ``depth_topics=None`` picks depth automatically, ``[]`` disables depth, a list restricts the
+    choice.
     """
     images = sorted(t for t, typ in topic_types.items() if typ in (IMAGE, COMPRESSED))
     listing = ", ".join(f"{t} ({topic_types[t]})" for t in images) or "none"
     if camera_topics:
         for topic in camera_topics:
             if topic not in topic_types:
-                raise UserError(f"camera topic {topic} is not in the bag; its image topics: {listing}")
+                raise UserError(f"camera topic {topic} is not in the bag; its image topics: "
+                                f"{listing}")
             if topic_types[topic] not in (IMAGE, COMPRESSED):
-                raise UserError(f"camera topic {topic} has type {topic_types[topic]}, not an image type")
+                raise UserError(f"camera topic {topic} has type {topic_types[topic]}, not an "
+                                "image type")
         cameras = list(dict.fromkeys(camera_topics))
     else:
         cameras = [t for t in images if not is_depth_topic(t)]
-        cameras = [t for t in cameras if not (t.endswith("/compressed") and t[: -len("/compressed")] in cameras)]
+        cameras = [t for t in cameras
+                   if not (t.endswith("/compressed") and t[: -len("/compressed")] in cameras)]
         if not cameras:
             raise UserError(f"the bag has no camera image topics (image topics: {listing})")
     if depth_topics is None:
-        depths = [t for t in images if topic_types[t] == IMAGE and is_depth_topic(t) and t not in cameras]
+        depths = [t for t in images if topic_types[t] == IMAGE and is_depth_topic(t)
+                  and t not in cameras]
     else:
         for topic in depth_topics:
             if topic_types.get(topic) != IMAGE:
@@ -114,8 +120,8 @@ def plan_cameras(topic_types: Dict[str, str], camera_topics: Sequence[str] = (),
     for topic in cameras:
         namespace = output_namespace(topic)
         if namespace in seen:
-            raise UserError(f"camera topics {seen[namespace]} and {topic} would both publish under "
-                            f"{namespace or '/'}; choose one with --camera-topic")
+            raise UserError(f"camera topics {seen[namespace]} and {topic} would both publish "
+                            f"under {namespace or '/'}; choose one with --camera-topic")
         seen[namespace] = topic
         plans.append(CameraPlan(topic, namespace,
                                 _pick_depth(topic, depths, single_camera=len(cameras) == 1),
@@ -163,8 +169,10 @@ class BagSource:
     reported through ``warn`` and counted in :attr:`aux_skipped` (the image is still processed).
     """
 
-    def __init__(self, path, camera_topics: Sequence[str] = (), depth_topics: Optional[Sequence[str]] = None,
-                 depth_tolerance_s: Optional[float] = None, warn: Callable[[str], None] = lambda _m: None,
+    def __init__(self, path, camera_topics: Sequence[str] = (),
+                 depth_topics: Optional[Sequence[str]] = None,
+                 depth_tolerance_s: Optional[float] = None,
+                 warn: Callable[[str], None] = lambda _m: None,
                  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.path = Path(path)
         self.warn = warn
@@ -206,11 +214,13 @@ class BagSource:
         if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
             files = storage_reading.split_files(self.path)
             if not files:
-                raise UserError(f"cannot read bag {self.path}: no metadata.yaml and no storage files named "
-                                f"{self.path.name}_<N>.mcap or .db3")
-            self.damage.note(f"{self.path}: no metadata.yaml (its recorder did not finish); reading its "
-                             f"{len(files)} storage file(s) in split order, as ros2 bag reindex would")
-            self._open_files([(storage_reading.storage_kind(f), f) for f in files], "no metadata.yaml", {})
+                raise UserError(f"cannot read bag {self.path}: no metadata.yaml and no storage "
+                                f"files named {self.path.name}_<N>.mcap or .db3")
+            self.damage.note(f"{self.path}: no metadata.yaml (its recorder did not finish); "
+                             f"reading its {len(files)} storage file(s) in split order, as ros2 "
+                             "bag reindex would")
+            self._open_files([(storage_reading.storage_kind(f), f) for f in files],
+                             "no metadata.yaml", {})
             return
         try:
             reader = AnyReader([self.path], default_typestore=typestore())
@@ -233,11 +243,13 @@ class BagSource:
             self._open_files(self.storages, disagreement, {})
 
     def _metadata_disagreement(self) -> str:
-        """What a folder's ``metadata.yaml`` says that its storage files do not ("" when they agree)."""
+        """What a folder's ``metadata.yaml`` says that its storage files do not ("" when they
+        agree)."""
         if not self.path.is_dir() or any(kind is None for kind, _ in self.storages):
             return ""
         try:
-            held = set().union(*(storage_reading.storage_topics(kind, p) for kind, p in self.storages))
+            held = set().union(*(storage_reading.storage_topics(kind, p)
+                                 for kind, p in self.storages))
         except Exception:  # a storage file that cannot be listed: rosbags' reading decides
             return ""
         listed = set(self.msgtypes)
@@ -245,7 +257,8 @@ class BagSource:
             return ""
         return (f"{self.path}: metadata.yaml lists topics its storage files do not hold "
                 f"({', '.join(sorted(listed - held)) or 'none'}; the files hold "
-                f"{', '.join(sorted(held - listed)) or 'no others'}); reading the files as they are")
+                f"{', '.join(sorted(held - listed)) or 'no others'}); reading the files as they "
+                "are")
 
     def _open_damaged(self, err: Exception) -> None:
         reason = one_line(err)
@@ -287,17 +300,21 @@ class BagSource:
         for note in notes:
             self.damage.note(note)
         if not self.damage.notes:
-            self.damage.note(f"{self.path}: damaged ({reason}); reading every message that can be read")
+            self.damage.note(f"{self.path}: damaged ({reason}); reading every message that can "
+                             "be read")
 
     def __len__(self) -> int:
         return self.total
 
     def transform_tree(self):
-        """The recording's ``/tf`` and ``/tf_static`` as a transform tree (:mod:`.bag_transforms`)."""
-        from ros_mm_perception.offline.bag_transforms import TF_TOPICS, TF_TYPE, read_transform_tree
+        """The recording's ``/tf`` and ``/tf_static`` as a transform tree
+        (:mod:`.bag_transforms`)."""
+        from ros_mm_perception.offline.bag_transforms import (TF_TOPICS, TF_TYPE,
+                                                              read_transform_tree)
 
         topics = {t for t in TF_TOPICS if self.msgtypes.get(t) == TF_TYPE}
-        messages = ((t, typ, raw) for t, typ, _log_time, raw in self._messages(topics)) if topics else ()
+        messages = ((t, typ, raw)
+                    for t, typ, _log_time, raw in self._messages(topics)) if topics else ()
         tree = read_transform_tree(messages, self.deserialize, self.path, self.warn)
         self.transforms_rejected = dict(tree.rejected)
         return tree
@@ -323,7 +340,8 @@ class BagSource:
             try:
                 msg = self.deserialize(raw, msgtype)
             except Exception as err:  # corrupt CDR raises assorted errors; skip, never crash
-                yield from self._bad_message(topic, kinds, log_time, f"undecodable message: {one_line(err)}")
+                yield from self._bad_message(topic, kinds, log_time,
+                                             f"undecodable message: {one_line(err)}")
                 continue
             for kind, state in kinds:
                 if kind == "image":
@@ -344,15 +362,16 @@ class BagSource:
                 yield from storage_reading.mcap_messages(path, self.damage, topics)
             elif kind == "sqlite3":
                 yield from storage_reading.db3_messages(path, self.damage, topics)
-            else:  # a storage rosbags reads but the damage-tolerant readers do not (compressed files)
+            # a storage rosbags reads but the damage-tolerant readers do not (compressed files)
+            else:
                 connections = [c for c in self.reader.connections if c.topic in topics]
                 for connection, log_time, raw in self.reader.messages(connections=connections):
                     yield connection.topic, connection.msgtype, log_time, raw
                 return
 
     def _count_lost(self, roles, read: Counter) -> None:
-        """Count the messages the damage took: the recording's own counts where it has them, else the
-        damaged chunks' message indexes."""
+        """Count the messages the damage took: the recording's own counts where it has them, else
+        the damaged chunks' message indexes."""
         for topic, kinds in roles.items():
             lost = max(self.declared.get(topic, 0) - read[topic], 0)
             lost = max(lost, self.damage.lost.get(topic, 0))
@@ -363,7 +382,8 @@ class BagSource:
             else:
                 self.aux_skipped += lost
             if not self.damage.notes:
-                self.damage.note(f"{topic}: {lost} of its {self.declared.get(topic)} recorded messages are missing")
+                self.damage.note(f"{topic}: {lost} of its {self.declared.get(topic)} recorded "
+                                 "messages are missing")
 
     def _bad_message(self, topic, kinds, log_time, reason) -> Iterator[InputFrame]:
         images = [state for kind, state in kinds if kind == "image"]
@@ -371,8 +391,8 @@ class BagSource:
             self.aux_skipped += 1
             self.warn(f"{topic}: {reason}; skipped")
         for state in images:
-            yield InputFrame(self._next_index(), f"{topic}#{state.count}", state.plan.namespace, log_time,
-                             error=reason)
+            yield InputFrame(self._next_index(), f"{topic}#{state.count}", state.plan.namespace,
+                             log_time, error=reason)
             state.count += 1
 
     def _next_index(self) -> int:
@@ -403,13 +423,16 @@ class BagSource:
             yield self._frame(state, ready, paired)
 
     def _check_stamp(self, state: _CameraState, header, topic: str) -> None:
-        """Say once per camera when stamps are not normalised or go backwards (pairing copes; see :mod:`.pairing`)."""
+        """Say once per camera when stamps are not normalised or go backwards (pairing copes; see
+        :mod:`.pairing`)."""
         if header.stamp.nanosec >= 1_000_000_000:
-            self._warn_once(state, "nanosec", f"{topic}: header stamp with nanosec {header.stamp.nanosec} >= 1e9; "
-                                              "read as sec + nanosec / 1e9")
+            self._warn_once(state, "nanosec",
+                            f"{topic}: header stamp with nanosec {header.stamp.nanosec} >= 1e9; "
+                            "read as sec + nanosec / 1e9")
         if state.pairer.jumps and "jump" not in state.warned:
-            self._warn_once(state, "jump", f"{state.plan.image_topic}: header stamps go backwards; depth is paired "
-                                           "within each run of increasing stamps")
+            self._warn_once(state, "jump",
+                            f"{state.plan.image_topic}: header stamps go backwards; depth is "
+                            "paired within each run of increasing stamps")
 
     def _on_info(self, state: _CameraState, msg) -> None:
         try:
@@ -421,7 +444,8 @@ class BagSource:
 
     def _frame(self, state: _CameraState, pending: _Pending, depth) -> InputFrame:
         msg, intrinsics, plan = pending.msg, pending.intrinsics, state.plan
-        item = InputFrame(pending.index, f"{plan.image_topic}#{pending.number}", plan.namespace, pending.log_time)
+        item = InputFrame(pending.index, f"{plan.image_topic}#{pending.number}", plan.namespace,
+                          pending.log_time)
         try:
             image = rgb_of(msg, self.max_pixels)
         except Exception as err:  # codec and OpenCV errors alike mean bad image data
@@ -431,21 +455,24 @@ class BagSource:
             image = image.copy()
         if depth is not None and intrinsics is None:
             if state.info_problem:
-                self._warn_once(state, "no camera_info", f"{plan.image_topic}: depth whose camera_info is "
-                                                         f"unusable ({state.info_problem}); those frames get no 3D")
+                self._warn_once(state, "no camera_info",
+                                f"{plan.image_topic}: depth whose camera_info is "
+                                f"unusable ({state.info_problem}); those frames get no 3D")
             else:
-                self._warn_once(state, "no camera_info", f"{plan.image_topic}: depth without camera_info before "
-                                                         "it; those frames get no 3D")
+                self._warn_once(state, "no camera_info",
+                                f"{plan.image_topic}: depth without camera_info before "
+                                "it; those frames get no 3D")
             depth = None
         if depth is not None:
             try:
                 depth_scale(image.shape, depth.shape)
             except ImageFormatError as err:
-                self._warn_once(state, "size", f"{plan.depth_topic}: {err}; those frames get no 3D")
+                self._warn_once(state, "size",
+                                f"{plan.depth_topic}: {err}; those frames get no 3D")
                 depth = None
-        item.frame = Frame(image, camera=camera_name(plan.namespace), frame_id=str(msg.header.frame_id),
-                           stamp=stamp_of(msg.header), depth=depth,
-                           intrinsics=intrinsics if depth is not None else None)
+        item.frame = Frame(image, camera=camera_name(plan.namespace),
+                           frame_id=str(msg.header.frame_id), stamp=stamp_of(msg.header),
+                           depth=depth, intrinsics=intrinsics if depth is not None else None)
         return item
 
     def _warn_once(self, state: _CameraState, key: str, message: str) -> None:
@@ -461,7 +488,8 @@ def one_line(err: Exception, limit: int = 200) -> str:
 
 
 def _storage_files(reader) -> List[tuple]:
-    """(kind, path) of the storage files an open AnyReader reads; kind None for ones rosbags must read."""
+    """(kind, path) of the storage files an open AnyReader reads; kind None for ones rosbags must
+    read."""
     from rosbags.rosbag2.storage_mcap import McapReader
     from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
 
@@ -469,9 +497,14 @@ def _storage_files(reader) -> List[tuple]:
     for bag in reader.readers:
         storage = bag.storage
         for part in getattr(storage, "storages", [storage]):
-            kind = "mcap" if isinstance(part, McapReader) else "sqlite3" if isinstance(part, Sqlite3Reader) else None
+            kind = (
+                "mcap"
+                if isinstance(part, McapReader)
+                else "sqlite3" if isinstance(part, Sqlite3Reader) else None
+            )
             files.append((kind, Path(part.path)))
-    if getattr(reader.readers[0].storage, "metadata", None) and reader.readers[0].storage.metadata.compression_mode:
+    if getattr(reader.readers[0].storage, "metadata",
+               None) and reader.readers[0].storage.metadata.compression_mode:
         return [(None, p) for _kind, p in files]  # compressed files are read through rosbags
     return files
 
@@ -492,12 +525,14 @@ def _storage_files_of(path: Path) -> Tuple[List[tuple], List[str]]:
 
 
 def _declared_counts(path: Path) -> Dict[str, int]:
-    """Message counts per topic from a recording folder's metadata.yaml (empty when there is none)."""
+    """Message counts per topic from a recording folder's metadata.yaml (empty when there is
+    none)."""
     import yaml
 
     try:
         info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-        return {t["topic_metadata"]["name"]: int(t["message_count"]) for t in info["topics_with_message_count"]}
+        return {t["topic_metadata"]["name"]: int(t["message_count"])
+                for t in info["topics_with_message_count"]}
     except Exception:  # no folder, no or garbled metadata: the counts are unknown
         return {}
 
@@ -513,5 +548,7 @@ def _typestore_of(path: Path, schemas: Dict[str, str]):
         try:
             store.register(get_types_from_msg(text, msgtype))
         except Exception as err:
-            raise UserError(f"bag {path}: the schema of {msgtype} is garbled ({one_line(err)})") from None
+            raise UserError(
+                f"bag {path}: the schema of {msgtype} is garbled ({one_line(err)})"
+            ) from None
     return store

@@ -1,4 +1,5 @@
-"""The transform tree of a recording, from its ``/tf`` and ``/tf_static`` topics, and 3D results moved with it.
+"""The transform tree of a recording, from its ``/tf`` and ``/tf_static`` topics, and 3D results
+moved with it.
 
 The whole recording's transforms are read first (one pass over those two topics only), so a frame
 is transformed with the transforms on both sides of its stamp, interpolated, as tf2 would live.
@@ -26,8 +27,8 @@ TF_TYPE = "tf2_msgs/msg/TFMessage"
 
 def read_transform_tree(messages, deserialize, path="the bag",
                         warn: Callable[[str], None] = lambda _m: None) -> TransformTree:
-    """Every transform in ``messages``: (topic, message type, raw CDR) of ``/tf`` and ``/tf_static``,
-    decoded with ``deserialize(raw, type)``."""
+    """Every transform in ``messages``: (topic, message type, raw CDR) of ``/tf`` and
+    ``/tf_static``, decoded with ``deserialize(raw, type)``."""
     tree = TransformTree()
     bad = 0
     try:
@@ -55,14 +56,16 @@ def rejection_text(rejected: Dict[str, int]) -> str:
 
 
 class TargetFrame:
-    """Moves 3D results into ``target_frame`` with a recording's tree; counts and reports what is missing.
+    """Moves 3D results into ``target_frame`` with a recording's tree; counts and reports what is
+    missing.
 
     :meth:`apply` gives the moved result, or None when the transform at the frame's stamp is
     missing (that frame then has no 3D output); the first frame missing each link is reported
     through ``warn``.
     """
 
-    def __init__(self, tree: TransformTree, target_frame: str, warn: Callable[[str], None] = lambda _m: None):
+    def __init__(self, tree: TransformTree, target_frame: str,
+                 warn: Callable[[str], None] = lambda _m: None):
         self.tree = tree
         self.target_frame = frame_name(target_frame)
         self.warn = warn
@@ -77,8 +80,8 @@ class TargetFrame:
             if tree.rejected:
                 raise UserError(f"--target-frame {target_frame}: every transform on /tf and "
                                 f"/tf_static was rejected ({rejection_text(tree.rejected)})")
-            raise UserError(f"--target-frame {target_frame}: the recording has no transforms on /tf "
-                            f"or /tf_static")
+            raise UserError(f"--target-frame {target_frame}: the recording has no transforms on "
+                            f"/tf or /tf_static")
         return cls(tree, target_frame, warn)
 
     def apply(self, result: FrameResult) -> Optional[FrameResult]:
@@ -91,7 +94,7 @@ class TargetFrame:
             why = "the transform gives NaN or infinite positions"
         key = f"{frame_name(result.frame_id)} -> {self.target_frame}"
         if key not in self.missing:
-            self.warn(f"{result.camera}: no 3D output in {self.target_frame} for frames without the transform "
-                      f"{key}: {why}")
+            self.warn(f"{result.camera}: no 3D output in {self.target_frame} for frames without "
+                      f"the transform {key}: {why}")
         self.missing[key] = self.missing.get(key, 0) + 1
         return None

@@ -1,9 +1,11 @@
-"""The demo: a sample recording of rendered scenes, processed like any bag, checked against the truth.
+"""The demo: a sample recording of rendered scenes, processed like any bag, checked against the
+truth.
 
-Two cameras watch coloured shapes move (:func:`~ros_mm_perception.synthetic.scenes.render_sequence`):
-``/front`` records raw rgb8 images with camera_info and a registered 16UC1 depth image (the
-background 3 m away, each object's box at its own distance), ``/overhead`` records JPEG
-CompressedImages. The detection phrases are the six objects plus one that never appears.
+Two cameras watch coloured shapes move
+(:func:`~ros_mm_perception.synthetic.scenes.render_sequence`): ``/front`` records raw rgb8 images
+with camera_info and a registered 16UC1 depth image (the background 3 m away, each object's box at
+its own distance), ``/overhead`` records JPEG CompressedImages. The detection phrases are the six
+objects plus one that never appears.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def object_depth_m(object_id: int) -> float:
 
 
 def synthetic_depth(scene: Scene) -> np.ndarray:
-    """A 16UC1 (millimetre) depth image: the background at 3 m, each object's box at its own distance."""
+    """A 16UC1 (millimetre) depth image: the background at 3 m, each object's box at its own
+    distance."""
     depth = np.full(scene.image.shape[:2], int(BACKGROUND_M * 1000), np.uint16)
     for obj in scene.objects:  # bottom to top, so occluders win
         x0, y0, x1, y1 = (int(round(v)) for v in obj.box)
@@ -54,7 +57,8 @@ def synthetic_depth(scene: Scene) -> np.ndarray:
 
 
 def intrinsics_k(size: Tuple[int, int]) -> List[float]:
-    """A pinhole K for a ``size`` (height, width) image with a 64 degree horizontal field of view."""
+    """A pinhole K for a ``size`` (height, width) image with a 64 degree horizontal field of
+    view."""
     h, w = size
     f = 0.8 * w
     return [f, 0.0, w / 2.0, 0.0, f, h / 2.0, 0.0, 0.0, 1.0]
@@ -65,10 +69,12 @@ def demo_recordings(scenes: Dict[str, List[Scene]]) -> List[CameraRecording]:
     front, overhead = scenes["/front"], scenes["/overhead"]
     size = front[0].image.shape[:2]
     return [
-        CameraRecording("/front", [s.image for s in front], depths=[synthetic_depth(s) for s in front],
-                        k=intrinsics_k(size), frame_id="front_camera_optical_frame", period_ns=PERIOD_NS),
-        CameraRecording("/overhead", [s.image for s in overhead], compressed=True, k=intrinsics_k(size),
-                        frame_id="overhead_camera_optical_frame", period_ns=PERIOD_NS),
+        CameraRecording("/front", [s.image for s in front],
+                        depths=[synthetic_depth(s) for s in front], k=intrinsics_k(size),
+                        frame_id="front_camera_optical_frame", period_ns=PERIOD_NS),
+        CameraRecording("/overhead", [s.image for s in overhead], compressed=True,
+                        k=intrinsics_k(size), frame_id="overhead_camera_optical_frame",
+                        period_ns=PERIOD_NS),
     ]
 
 
@@ -93,7 +99,8 @@ class GroundTruthCheck:
         self.detections += len(result.detections)
         if not scene.objects or not result.detections:
             return
-        overlap = box_iou([o.box for o in scene.objects], [d.box for d in result.detections]) >= self.iou
+        overlap = box_iou([o.box for o in scene.objects],
+                          [d.box for d in result.detections]) >= self.iou
         same = np.array([[o.phrase == d.phrase for d in result.detections] for o in scene.objects])
         hits = overlap & same
         self.found += int(hits.any(axis=1).sum())

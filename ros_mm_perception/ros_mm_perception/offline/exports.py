@@ -23,8 +23,9 @@ def finite_list(values) -> Optional[List[float]]:
 
 
 def detection_record(det: Detection) -> Dict:
-    """A detection as JSON: ``label``, ``score``, ``box`` [x0, y0, x1, y1], ``track_id``, 3D when known
-    and ``mask`` (COCO compressed RLE, :func:`~.core.imaging.masks.encode_rle`) when it has one."""
+    """A detection as JSON: ``label``, ``score``, ``box`` [x0, y0, x1, y1], ``track_id``, 3D when
+    known and ``mask`` (COCO compressed RLE, :func:`~.core.imaging.masks.encode_rle`) when it has
+    one."""
     record = {"label": det.phrase, "score": float(det.score), "box": [float(v) for v in det.box],
               "track_id": det.track_id}
     if det.xyz is not None:
@@ -65,13 +66,15 @@ class JsonlExport:
 
 
 class CocoExport:
-    """Collects a COCO detection data set: images (one per processed frame), annotations, categories.
+    """Collects a COCO detection data set: images (one per processed frame), annotations,
+    categories.
 
     Categories are the detection phrases (ids from 1, in the given order); ``bbox`` is
     [x, y, width, height] in pixels; each annotation also keeps ``score`` and ``track_id``. A
     detection with a mask gets ``segmentation`` (compressed RLE) and its pixel count as ``area``;
     one without keeps the box area.
-    ``file_name`` is the frame's name (a file of an image folder, ``/topic#n`` in a bag, ``video#n``).
+    ``file_name`` is the frame's name (a file of an image folder, ``/topic#n`` in a bag,
+    ``video#n``).
     """
 
     def __init__(self, stream, phrases: Sequence[str]):
@@ -82,7 +85,8 @@ class CocoExport:
 
     def add(self, item: InputFrame, result: FrameResult) -> None:
         image_id = len(self.images) + 1
-        self.images.append({"id": image_id, "file_name": item.name, "width": result.width, "height": result.height,
+        self.images.append({"id": image_id, "file_name": item.name, "width": result.width,
+                            "height": result.height,
                             "frame_id": result.frame_id, "stamp_ns": result.stamp.to_ns()})
         for det in result.detections:
             x0, y0, x1, y1 = (float(v) for v in det.box)
@@ -99,7 +103,9 @@ class CocoExport:
 
     def finish(self) -> None:
         """Write the data set."""
-        categories = [{"id": i, "name": p, "supercategory": "object"} for p, i in self.categories.items()]
-        self.stream.write(json.dumps({"info": {"description": "ros_mm_perception offline detections"},
+        categories = [{"id": i, "name": p, "supercategory": "object"}
+                      for p, i in self.categories.items()]
+        self.stream.write(json.dumps({"info": {"description": "ros_mm_perception offline "
+                                                              "detections"},
                                       "images": self.images, "annotations": self.annotations,
                                       "categories": categories}, allow_nan=False))

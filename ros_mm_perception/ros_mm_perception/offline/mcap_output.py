@@ -39,7 +39,8 @@ class RosMcapFile:
             if typename not in self.schemas:
                 self.schemas[typename] = self.writer.register_schema(
                     typename, "ros2msg", schema_text(self.store, typename).encode())
-            channel = self.channels[topic] = self.writer.register_channel(topic, "cdr", self.schemas[typename])
+            channel = self.channels[topic] = self.writer.register_channel(topic, "cdr",
+                                                                          self.schemas[typename])
         data = self.store.serialize_cdr(msg, typename)
         self.writer.add_message(channel, log_time=log_time_ns, publish_time=log_time_ns,
                                 sequence=self.counts[topic], data=bytes(data))
@@ -53,21 +54,22 @@ class RosMcapFile:
 class ResultsMcap:
     """The live node's output topics for each processed frame, written to an MCAP file.
 
-    Per frame, under the frame's namespace ``ns``: ``ns/detections`` (Detection2DArray, always, also
-    when empty), ``ns/detections_3d`` (Detection3DArray, when the frame had depth and intrinsics),
-    ``ns/labels`` (Classification, when labels ran), ``ns/instance_mask`` (mono16, when detection ran
-    with masks) and, with ``debug_images``, ``ns/debug_image`` (the annotated frame, rgb8).
-    With ``target`` (a :class:`~.bag_transforms.TargetFrame`),
-    ``detections_3d`` is in the target frame, and left out for frames whose transform is missing.
-    With ``config.foxglove``, Foxglove's overlays beside them: ``ns/annotations``
-    (ImageAnnotations, every frame) and ``ns/scene`` (SceneUpdate, with each ``detections_3d``),
-    their schemas the official foxglove_msgs definitions (:mod:`..messages.foxglove`).
-    Once per namespace, ``ns/label_info`` (LabelInfo: the detection
-    phrases then the label vocabulary, and the score threshold, as the node publishes it). Every
-    message carries its input image's header; its log time is the input's recording time.
+    Per frame, under the frame's namespace ``ns``: ``ns/detections`` (Detection2DArray, always,
+    also when empty), ``ns/detections_3d`` (Detection3DArray, when the frame had depth and
+    intrinsics), ``ns/labels`` (Classification, when labels ran), ``ns/instance_mask`` (mono16,
+    when detection ran with masks) and, with ``debug_images``, ``ns/debug_image`` (the annotated
+    frame, rgb8). With ``target`` (a :class:`~.bag_transforms.TargetFrame`), ``detections_3d`` is
+    in the target frame, and left out for frames whose transform is missing. With
+    ``config.foxglove``, Foxglove's overlays beside them: ``ns/annotations`` (ImageAnnotations,
+    every frame) and ``ns/scene`` (SceneUpdate, with each ``detections_3d``), their schemas the
+    official foxglove_msgs definitions (:mod:`..messages.foxglove`). Once per namespace,
+    ``ns/label_info`` (LabelInfo: the detection phrases then the label vocabulary, and the score
+    threshold, as the node publishes it). Every message carries its input image's header; its log
+    time is the input's recording time.
     """
 
-    def __init__(self, stream, config, debug_images: bool = False, distro: str = "jazzy", target=None):
+    def __init__(self, stream, config, debug_images: bool = False, distro: str = "jazzy",
+                 target=None):
         from ros_mm_perception.messages.names import FOXGLOVE_TYPE_NAMES
         from ros_mm_perception.messages.typestore import rosbags_types, typestore
 
@@ -87,7 +89,8 @@ class ResultsMcap:
         types, ns, t = self.types, item.namespace, item.log_time_ns
         if ns not in self.namespaces:
             self.namespaces.add(ns)
-            info = convert.label_info(types, convert.result_header(types, result), self.phrases, self.threshold)
+            info = convert.label_info(types, convert.result_header(types, result), self.phrases,
+                                      self.threshold)
             self.file.write(f"{ns}/label_info", info, t)
         self.file.write(f"{ns}/detections", convert.detection_2d_array(types, result), t)
         if self.overlays is not None:
@@ -96,7 +99,8 @@ class ResultsMcap:
         if item.frame.depth is not None and item.frame.intrinsics is not None:
             located = result if self.target is None else self.target.apply(result)
             if located is not None:
-                self.file.write(f"{ns}/detections_3d", convert.detection_3d_array(types, located), t)
+                self.file.write(f"{ns}/detections_3d", convert.detection_3d_array(types, located),
+                                t)
                 if self.overlays is not None:
                     scene = foxglove.scene_update(self.overlays, located, ns)
                     self.file.write(f"{ns}/scene", scene, t)
@@ -109,7 +113,8 @@ class ResultsMcap:
             from ros_mm_perception.core.imaging.drawing import annotate
 
             debug = numpy_to_image(annotate(item.frame.image, result), "rgb8", data_as="numpy",
-                                   header=convert.result_header(types, result), msg_factory=types.Image)
+                                   header=convert.result_header(types, result),
+                                   msg_factory=types.Image)
             self.file.write(f"{ns}/debug_image", debug, t)
 
     def finish(self) -> None:

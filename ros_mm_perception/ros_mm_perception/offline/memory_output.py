@@ -75,5 +75,6 @@ class MemoryOutput:
         self.frames += 1
 
     def finish(self) -> None:
-        """Close the memory (every update is already written; its file is then one file, no WAL)."""
+        """Close the memory (every update is already written; its file is then one file, no
+        WAL)."""
         self.memory.close()

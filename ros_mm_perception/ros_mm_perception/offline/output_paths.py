@@ -79,7 +79,8 @@ class InputFiles:
 
 
 def output_target(path) -> Path:
-    """The file an output ``path`` writes: symlinks followed (a link's target, even a dangling one)."""
+    """The file an output ``path`` writes: symlinks followed (a link's target, even a dangling
+    one)."""
     path = Path(path)
     if not path.name or path.name in (".", ".."):
         raise UserError(f"output {path} is a folder; give a file name")
@@ -96,14 +97,20 @@ def output_target(path) -> Path:
     return target
 
 
-def check_output_path(path, target: Path, inputs: InputFiles, others: List[Tuple[Path, Path]]) -> None:
-    """A :class:`UserError` if output ``path`` (writing ``target``) is an input, lies in an input folder,
-    or is the same file as one of ``others`` (``(path, target)`` of the run's other outputs)."""
+def check_output_path(path, target: Path, inputs: InputFiles,
+                      others: List[Tuple[Path, Path]]) -> None:
+    """A :class:`UserError` if output ``path`` (writing ``target``) is an input, lies in an input
+    folder, or is the same file as one of ``others`` (``(path, target)`` of the run's other
+    outputs)."""
     conflict = inputs.conflict(target)
     if conflict is not None:
-        where = "is inside the input folder" if conflict in inputs.folders else "would overwrite the input"
+        where = "is inside the input folder" if conflict in inputs.folders else ("would "
+                                                                                 "overwrite the "
+                                                                                 "input")
         raise UserError(f"output {path} {where} {conflict}; write it somewhere else")
     identity = _identity(target)
     for other, other_target in others:
         if other_target == target or (identity and identity == _identity(other_target)):
-            raise UserError(f"outputs {other} and {path} are the same file; give each its own path")
+            raise UserError(
+                f"outputs {other} and {path} are the same file; give each its own path"
+            )

@@ -1,15 +1,16 @@
 """Streaming nearest-stamp pairing of camera images with depth images.
 
 Messages arrive in recording order, and a depth image can be recorded a little before or after the
-colour image it belongs to. :class:`NearestStampPairer` holds images back until the depth stream has
-passed their stamp, then pairs each with the depth whose header stamp is nearest, if it lies within
-``tolerance_ns``. Images leave in the order they came in. At most ``max_pending`` images wait (a
-depth stream that stops never holds images forever) and at most twice that many depth images are kept.
+colour image it belongs to. :class:`NearestStampPairer` holds images back until the depth stream
+has passed their stamp, then pairs each with the depth whose header stamp is nearest, if it lies
+within ``tolerance_ns``. Images leave in the order they came in. At most ``max_pending`` images
+wait (a depth stream that stops never holds images forever) and at most twice that many depth
+images are kept.
 
-Stamps normally increase. When a stream's stamps go backwards by more than the tolerance (a clock reset, a restarted driver,
-a replayed log), a new *epoch* starts on it: images are paired only with depth images of the same
-epoch, so the images after the jump wait for the depth stream to jump too. :attr:`jumps` counts
-the backward jumps seen.
+Stamps normally increase. When a stream's stamps go backwards by more than the tolerance (a clock
+reset, a restarted driver, a replayed log), a new *epoch* starts on it: images are paired only with
+depth images of the same epoch, so the images after the jump wait for the depth stream to jump too.
+:attr:`jumps` counts the backward jumps seen.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ class NearestStampPairer:
 
     def _stamp_epoch(self, stream: str, stamp_ns: int) -> int:
         last = self._last[stream]
-        if last is not None and stamp_ns < last - self.tolerance_ns:  # not just two messages out of order
+        # not just two messages out of order
+        if last is not None and stamp_ns < last - self.tolerance_ns:
             self._epoch[stream] += 1
             self.jumps += 1
         self._last[stream] = stamp_ns
@@ -57,7 +59,8 @@ class NearestStampPairer:
 
     def _release(self) -> List[Tuple[Any, Optional[Any]]]:
         out = []
-        while self._images and (self._depth_passed(*self._images[0][:2]) or len(self._images) > self.max_pending):
+        while self._images and (self._depth_passed(*self._images[0][:2]) or len(self._images)
+                                > self.max_pending):
             out.append(self._pop())
         return out
 
@@ -71,9 +74,11 @@ class NearestStampPairer:
         epoch, stamp, item = self._images.popleft()
         same = [d for d in self._depths if d[0] == epoch]
         best = min(same, key=lambda d: abs(d[1] - stamp), default=None)
-        # Depths of earlier epochs, and those older than the one chosen, can never be nearest for a later image.
-        while self._depths and (self._depths[0][0] < epoch or (best is not None and self._depths[0][0] == epoch
-                                                                and self._depths[0][1] < best[1])):
+        # Depths of earlier epochs, and those older than the one chosen, can never be nearest for a
+        # later image.
+        while self._depths and (self._depths[0][0] < epoch
+                                or (best is not None and self._depths[0][0] == epoch
+                                    and self._depths[0][1] < best[1])):
             self._depths.popleft()
         if best is None or abs(best[1] - stamp) > self.tolerance_ns:
             return item, None

@@ -23,12 +23,14 @@ from ros_mm_perception.offline.atomic import OutputStaging
 from ros_mm_perception.offline.mcap_output import RosMcapFile
 
 START_NS = 1_700_000_000_000_000_000
-"""Stamp of the first frame of a recording (an arbitrary fixed time, so recordings are reproducible)."""
+"""Stamp of the first frame of a recording (an arbitrary fixed time, so recordings are
+reproducible)."""
 
 
 @dataclass
 class CameraRecording:
-    """The frames of one camera: RGB images, optional depth (uint16 mm) and intrinsics ``k`` (9 numbers)."""
+    """The frames of one camera: RGB images, optional depth (uint16 mm) and intrinsics ``k`` (9
+    numbers)."""
 
     namespace: str
     images: Sequence[np.ndarray]
@@ -47,15 +49,17 @@ def camera_info(store, types, msg_header, k: Sequence[float], width: int, height
     """A ``sensor_msgs/CameraInfo`` for an undistorted pinhole camera with intrinsics ``k``."""
     k = np.asarray(k, np.float64)
     p = np.array([k[0], k[1], k[2], 0.0, k[3], k[4], k[5], 0.0, k[6], k[7], k[8], 0.0])
-    roi = store.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
-                                                           do_rectify=False)
-    return types.CameraInfo(header=msg_header, height=height, width=width, distortion_model="plumb_bob",
-                            d=np.zeros(5), k=k, r=np.eye(3).reshape(-1), p=p, binning_x=0, binning_y=0, roi=roi)
+    roi = store.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0,
+                                                          width=0, do_rectify=False)
+    return types.CameraInfo(header=msg_header, height=height, width=width,
+                            distortion_model="plumb_bob", d=np.zeros(5), k=k,
+                            r=np.eye(3).reshape(-1), p=p, binning_x=0, binning_y=0, roi=roi)
 
 
 def write_recording(path, cameras: Sequence[CameraRecording], start_ns: int = START_NS,
                     extra: Sequence[Tuple[str, Any, int]] = ()) -> Path:
-    """Write ``cameras`` (and ``extra``) to the MCAP file ``path`` atomically; see :func:`record`."""
+    """Write ``cameras`` (and ``extra``) to the MCAP file ``path`` atomically; see
+    :func:`record`."""
     with OutputStaging() as staging:
         record(staging.stage(path).file, cameras, start_ns, extra)
         staging.commit()
@@ -68,7 +72,8 @@ def record(stream, cameras: Sequence[CameraRecording], start_ns: int = START_NS,
 
     Frame i has the stamp ``start_ns + i * period_ns``; camera_info, image and depth are recorded
     1, 5 and 8 ms after it. ``extra`` holds more ``(topic, message, log time in ns)`` to record
-    (e.g. ``/tf``), messages of the type store of :func:`~ros_mm_perception.messages.typestore.typestore`.
+    (e.g. ``/tf``), messages of the type store of
+    :func:`~ros_mm_perception.messages.typestore.typestore`.
     """
     store = typestore()
     types = rosbags_types(store)
@@ -81,17 +86,19 @@ def record(stream, cameras: Sequence[CameraRecording], start_ns: int = START_NS,
             height, width = image.shape[:2]
             if cam.k is not None:
                 out.write(f"{cam.namespace}/camera_info",
-                          camera_info(store, types, msg_header, cam.k, width, height), stamp_ns + 1_000_000)
+                          camera_info(store, types, msg_header, cam.k, width, height),
+                          stamp_ns + 1_000_000)
             if cam.compressed:
                 fmt, data = rgb_to_compressed(image, "jpeg")
                 msg = types.CompressedImage(header=msg_header, format=fmt,
                                             data=byte_array(types, data, "CompressedImage"))
             else:
-                msg = numpy_to_image(image, "rgb8", header=msg_header, msg_factory=types.Image, data_as="numpy")
+                msg = numpy_to_image(image, "rgb8", header=msg_header, msg_factory=types.Image,
+                                     data_as="numpy")
             out.write(cam.image_topic(), msg, stamp_ns + 5_000_000)
             if cam.depths is not None:
-                depth = numpy_to_image(cam.depths[i], "16UC1", header=msg_header, msg_factory=types.Image,
-                                       data_as="numpy")
+                depth = numpy_to_image(cam.depths[i], "16UC1", header=msg_header,
+                                       msg_factory=types.Image, data_as="numpy")
                 out.write(f"{cam.namespace}/depth/image_raw", depth, stamp_ns + 8_000_000)
     for topic, msg, log_time_ns in extra:
         out.write(topic, msg, log_time_ns)

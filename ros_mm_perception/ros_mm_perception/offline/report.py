@@ -6,7 +6,8 @@ from ros_mm_perception.offline.runner import Summary
 
 
 def format_summary(summary: Summary, outputs: bool = True) -> str:
-    """Frames, skips, time, what was damaged, a per-phrase table (detections, distinct tracks, mean score) and the outputs."""
+    """Frames, skips, time, what was damaged, a per-phrase table (detections, distinct tracks, mean
+    score) and the outputs."""
     rate = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
     lines = [
         f"frames      {summary.frames} processed, {summary.skipped} skipped",

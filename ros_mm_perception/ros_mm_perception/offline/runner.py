@@ -22,7 +22,8 @@ from ros_mm_perception.offline.input_frame import FrameSource, InputFrame
 
 
 class Output(Protocol):
-    """Where results go: ``add`` per processed frame, then ``finish`` (write what is left to its stream)."""
+    """Where results go: ``add`` per processed frame, then ``finish`` (write what is left to its
+    stream)."""
 
     def add(self, item: InputFrame, result: FrameResult) -> None: ...
 
@@ -60,7 +61,8 @@ class Summary:
     def as_json(self) -> Dict:
         return {"frames": self.frames, "detections": self.detections, "skipped": self.skipped,
                 "per_label": dict(self.per_label), "seconds": round(self.seconds, 3),
-                "damaged": list(self.damaged), "transforms_rejected": dict(self.transforms_rejected)}
+                "damaged": list(self.damaged),
+                "transforms_rejected": dict(self.transforms_rejected)}
 
     def rows(self) -> List[Tuple[str, int, int, float]]:
         """(phrase, detections, distinct tracks, mean score) per phrase, most detected first."""

@@ -26,8 +26,8 @@ MAX_STAMP_S = 2**31 - 1
 
 
 def frame_period_ns(fps: float, frames: int, what: str = "--fps") -> int:
-    """Nanoseconds between frames at ``fps``; a :class:`UserError` if ``fps`` is not a positive number
-    or the last of ``frames`` stamps would not fit a message header."""
+    """Nanoseconds between frames at ``fps``; a :class:`UserError` if ``fps`` is not a positive
+    number or the last of ``frames`` stamps would not fit a message header."""
     if not (math.isfinite(fps) and fps > 0):
         raise UserError(f"{what} must be a positive number of frames per second, got {fps}")
     if max(frames - 1, 0) / fps > MAX_STAMP_S:
@@ -43,7 +43,8 @@ class FolderSource:
                  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.folder = Path(folder)
         self.max_pixels = max_pixels
-        self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                            and p.is_file())
         if not self.files:
             raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}")
         self.period_ns = frame_period_ns(fps, len(self.files))
@@ -65,8 +66,8 @@ class FolderSource:
             except UserError as err:
                 item.error = str(err)
             else:
-                item.frame = Frame(image, camera=camera_name(self.namespace), frame_id=camera_name(self.namespace),
-                                   stamp=stamp)
+                item.frame = Frame(image, camera=camera_name(self.namespace),
+                                   frame_id=camera_name(self.namespace), stamp=stamp)
             yield item
 
     def close(self) -> None:
@@ -76,8 +77,8 @@ class FolderSource:
 class VideoSource:
     """The frames of a video file (OpenCV); frame i is stamped i / (the video's frame rate).
 
-    A frame that does not decode (a damaged or cut-off file) is yielded as an error and reading goes
-    on with the next one, up to the frame count the container declares.
+    A frame that does not decode (a damaged or cut-off file) is yielded as an error and reading
+    goes on with the next one, up to the frame count the container declares.
     """
 
     def __init__(self, path, namespace: str = DEFAULT_NAMESPACE,
@@ -120,7 +121,8 @@ class VideoSource:
             stamp = Stamp.from_ns(index * self.period_ns)
             item = InputFrame(index, f"{self.path.name}#{index}", self.namespace, stamp.to_ns())
             if ok:
-                item.frame = Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), camera=name, frame_id=name, stamp=stamp)
+                item.frame = Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), camera=name,
+                                   frame_id=name, stamp=stamp)
             else:
                 item.error = "unreadable video frame (damaged or cut-off file)"
                 self.capture.set(cv2.CAP_PROP_POS_FRAMES, index + 1)
@@ -133,8 +135,8 @@ class VideoSource:
 
 def open_input(path, *, fps: float = DEFAULT_FPS, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                **bag_options):
-    """Open ``path`` as a rosbag2 (folder with metadata.yaml, or with the split files a recorder that
-    did not finish left; .mcap or .db3), an image folder or a video.
+    """Open ``path`` as a rosbag2 (folder with metadata.yaml, or with the split files a recorder
+    that did not finish left; .mcap or .db3), an image folder or a video.
 
     ``fps`` stamps the frames of an image folder; an image above ``max_pixels`` is skipped without
     being decoded (a video of such frames is refused); ``bag_options`` go to
@@ -147,12 +149,13 @@ def open_input(path, *, fps: float = DEFAULT_FPS, max_pixels: int = DEFAULT_MAX_
         if path.is_file() or (path / "metadata.yaml").is_file() or split_files(path):
             return BagSource(path, max_pixels=max_pixels, **bag_options)
     if bag_options.get("camera_topics") or bag_options.get("depth_topics"):
-        raise UserError(f"{path} is not a rosbag2 recording, so camera and depth topics do not apply")
+        raise UserError(f"{path} is not a rosbag2 recording, so camera and depth topics do not "
+                        "apply")
     if path.is_dir():
         return FolderSource(path, fps=fps, max_pixels=max_pixels)
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return VideoSource(path, max_pixels=max_pixels)
     raise UserError(
-        f"cannot tell what {path} is: expected a rosbag2 folder, a .mcap or .db3 file, a folder of images "
-        f"or a video ({', '.join(VIDEO_SUFFIXES)})"
+        f"cannot tell what {path} is: expected a rosbag2 folder, a .mcap or .db3 file, a folder "
+        f"of images or a video ({', '.join(VIDEO_SUFFIXES)})"
     )

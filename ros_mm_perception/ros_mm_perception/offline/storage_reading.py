@@ -43,7 +43,8 @@ class RawMessage(NamedTuple):
 
 
 class Damage:
-    """What could not be read: :attr:`notes` (one line each) and :attr:`lost` (messages per topic)."""
+    """What could not be read: :attr:`notes` (one line each) and :attr:`lost` (messages per
+    topic)."""
 
     def __init__(self, warn: Callable[[str], None] = lambda _m: None):
         self.notes: List[str] = []
@@ -65,9 +66,13 @@ def split_files(folder: Path) -> List[Path]:
     did not finish): ``<name>_<N>.mcap`` / ``.db3`` with one ``<name>`` (the folder's own, unless
     it was renamed), by split number N, as ``ros2 bag reindex`` finds them. Empty when the folder
     holds no such files, or storage files named otherwise (a folder of separate recordings)."""
-    storages = [p for p in Path(folder).iterdir() if p.suffix.lower() in STORAGE_SUFFIXES and p.is_file()]
-    numbered = [(re.fullmatch(r"(.+)_(\d+)\.(mcap|db3)", p.name, re.IGNORECASE), p) for p in storages]
-    if not storages or not all(m for m, _ in numbered) or len({m.group(1) for m, _ in numbered}) != 1:
+    storages = [p for p in Path(folder).iterdir() if p.suffix.lower() in STORAGE_SUFFIXES
+                and p.is_file()]
+    numbered = [(re.fullmatch(r"(.+)_(\d+)\.(mcap|db3)", p.name, re.IGNORECASE), p)
+                for p in storages]
+    if not storages or not all(m
+                               for m, _ in numbered) or len({m.group(1)
+                                                             for m, _ in numbered}) != 1:
         return []
     return [p for m, p in sorted(numbered, key=lambda mp: (int(mp[0].group(2)), mp[1].name))]
 
@@ -115,8 +120,10 @@ def mcap_topics(path: Path) -> Tuple[Dict[str, McapTopic], List[str]]:
     return topics, damage.notes
 
 
-def mcap_messages(path: Path, damage: Damage, topics: Optional[Set[str]] = None) -> Iterator[RawMessage]:
-    """The messages of ``topics`` (all if None) of the MCAP file ``path``, in file order (see module)."""
+def mcap_messages(path: Path, damage: Damage,
+                  topics: Optional[Set[str]] = None) -> Iterator[RawMessage]:
+    """The messages of ``topics`` (all if None) of the MCAP file ``path``, in file order (see
+    module)."""
     return _McapScan(path, damage, topics).messages()
 
 
@@ -137,7 +144,8 @@ class _McapScan:
         try:
             with open(self.path, "rb") as f:
                 summary = SeekingReader(f).get_summary()
-        except Exception:  # no or damaged summary: the records in the data section are all there is
+        # no or damaged summary: the records in the data section are all there is
+        except Exception:
             return
         if summary is not None:
             self.schemas.update(summary.schemas)
@@ -149,7 +157,8 @@ class _McapScan:
             pass
         for channel_id, channel in self.channels.items():
             schema = self.schemas.get(channel.schema_id)
-            yield channel.topic, McapTopic(schema.name if schema else "", schema.encoding if schema else "",
+            yield channel.topic, McapTopic(schema.name if schema else "",
+                                           schema.encoding if schema else "",
                                            schema.data.decode(errors="replace") if schema else "",
                                            self.counts[channel_id])
 
@@ -157,8 +166,8 @@ class _McapScan:
         yield from self._messages(count_only)
         orphans = self.damage.lost.pop(UNKNOWN_CHANNEL, 0)
         if orphans:
-            self.damage.note(f"{self.path.name}: {orphans} messages of channels defined in a damaged part "
-                             "could not be read")
+            self.damage.note(f"{self.path.name}: {orphans} messages of channels defined in a "
+                             "damaged part could not be read")
 
     def _messages(self, count_only: bool) -> Iterator[RawMessage]:
         from mcap.records import Channel, Chunk, DataEnd, Footer, Message, MessageIndex, Schema
@@ -175,16 +184,19 @@ class _McapScan:
                     record = next(records)
                 except StopIteration:
                     return
-                except Exception as err:  # the mcap library raises assorted errors for garbled bytes
+                # the mcap library raises assorted errors for garbled bytes
+                except Exception as err:
                     at_end = f.tell() >= size
                     resume = self._next_chunk(f, start, size) if start > 0 else None
                     if resume is None:
                         self._ended(start, size, err, at_end)
                         return
-                    self.damage.note(f"{name}: unreadable bytes {start}-{resume} ({_reason(err)}); their messages "
-                                     "are lost, reading goes on with the next chunk")
+                    self.damage.note(f"{name}: unreadable bytes {start}-{resume} "
+                                     f"({_reason(err)}); their messages are lost, reading goes "
+                                     "on with the next chunk")
                     f.seek(resume)
-                    records = StreamReader(f, skip_magic=True, emit_chunks=True, record_size_limit=size).records
+                    records = StreamReader(f, skip_magic=True, emit_chunks=True,
+                                           record_size_limit=size).records
                     lost_chunk = False
                     continue
                 if isinstance(record, (DataEnd, Footer)):
@@ -194,19 +206,22 @@ class _McapScan:
                         inner = breakup_chunk(record, validate_crc=True)
                     except Exception as err:
                         if f.tell() >= size:
-                            self.damage.note(f"{name}: cut off at byte {size}, inside the chunk that starts at "
-                                             f"byte {start} (its messages are lost); everything before was read")
+                            self.damage.note(f"{name}: cut off at byte {size}, inside the chunk "
+                                             f"that starts at byte {start} (its messages are "
+                                             "lost); everything before was read")
                             return
                         lost_chunk = True
-                        self.damage.note(f"{name}: damaged chunk at byte {start} ({_reason(err)}); "
-                                         "its messages are lost, reading goes on after it")
+                        self.damage.note(f"{name}: damaged chunk at byte {start} "
+                                         f"({_reason(err)}); its messages are lost, reading goes "
+                                         "on after it")
                         continue
                     lost_chunk = False
                 else:
                     if isinstance(record, MessageIndex):
                         if lost_chunk:
                             channel = self.channels.get(record.channel_id)
-                            if channel is not None and (self.topics is None or channel.topic in self.topics):
+                            if channel is not None and (self.topics is None
+                                                        or channel.topic in self.topics):
                                 self.damage.lost[channel.topic] += len(record.records)
                         continue
                     inner = [record]
@@ -221,14 +236,16 @@ class _McapScan:
                             self.damage.lost[UNKNOWN_CHANNEL] += 1
                             continue
                         self.counts[rec.channel_id] += 1
-                        if count_only or (self.topics is not None and channel.topic not in self.topics):
+                        if count_only or (self.topics is not None
+                                          and channel.topic not in self.topics):
                             continue
                         schema = self.schemas.get(channel.schema_id)
-                        yield RawMessage(channel.topic, schema.name if schema else "", rec.log_time, rec.data)
+                        yield RawMessage(channel.topic, schema.name if schema else "",
+                                         rec.log_time, rec.data)
 
     def _next_chunk(self, f, after: int, size: int) -> Optional[int]:
-        """Where the next chunk after byte ``after`` starts: from the summary's chunk index, else the
-        next bytes that form a consistent chunk header; None if there is none."""
+        """Where the next chunk after byte ``after`` starts: from the summary's chunk index, else
+        the next bytes that form a consistent chunk header; None if there is none."""
         if self.chunk_starts:
             return next((c for c in self.chunk_starts if c > after), None)
         import mmap
@@ -254,13 +271,14 @@ class _McapScan:
             self.damage.note(f"{self.path.name}: cut off at byte {size} (no summary or footer); "
                              "everything before was read")
         else:
-            self.damage.note(f"{self.path.name}: unreadable from byte {start} of {size} ({_reason(err)}); "
-                             "the rest is lost")
+            self.damage.note(f"{self.path.name}: unreadable from byte {start} of {size} "
+                             f"({_reason(err)}); the rest is lost")
 
 
 def _chunk_header_at(data, position: int, size: int) -> bool:
     """Whether the bytes at ``position`` are a Chunk record whose fields agree with its length."""
-    fixed = 1 + 8 + 8 + 8 + 8 + 4 + 4  # opcode, length, start/end time, uncompressed size, crc, compression length
+    # opcode, length, start/end time, uncompressed size, crc, compression length
+    fixed = 1 + 8 + 8 + 8 + 8 + 4 + 4
     if position + fixed > size:
         return False
     length = struct.unpack_from("<Q", data, position + 1)[0]
@@ -268,7 +286,8 @@ def _chunk_header_at(data, position: int, size: int) -> bool:
     if compression_length not in (0, 3, 4) or position + 9 + length > size:
         return False
     compression = bytes(data[position + fixed:position + fixed + compression_length])
-    if compression not in (b"", b"lz4", b"zstd") or position + fixed + compression_length + 8 > size:
+    if compression not in (b"", b"lz4",
+                           b"zstd") or position + fixed + compression_length + 8 > size:
         return False
     records_length = struct.unpack_from("<Q", data, position + fixed + compression_length)[0]
     return length == 8 + 8 + 8 + 4 + 4 + compression_length + 8 + records_length
@@ -280,33 +299,41 @@ def _reason(err: Exception) -> str:
 
 
 def db3_topics(path: Path) -> Dict[str, str]:
-    """Topic name → message type of a sqlite3 storage file (:class:`sqlite3.DatabaseError` if unreadable)."""
+    """Topic name → message type of a sqlite3 storage file (:class:`sqlite3.DatabaseError` if
+    unreadable)."""
     with _connect(path) as conn:
         return {name: typ for name, typ in conn.execute("SELECT name, type FROM topics")}
 
 
-def db3_messages(path: Path, damage: Damage, topics: Optional[Set[str]] = None) -> Iterator[RawMessage]:
-    """The messages of ``topics`` (all if None) of the sqlite3 file ``path`` in timestamp order (see module)."""
+def db3_messages(path: Path, damage: Damage,
+                 topics: Optional[Set[str]] = None) -> Iterator[RawMessage]:
+    """The messages of ``topics`` (all if None) of the sqlite3 file ``path`` in timestamp order
+    (see module)."""
     name = Path(path).name
     conn = _connect(path)
     try:
         try:
-            names = {tid: (topic, typ) for tid, topic, typ in conn.execute("SELECT id, name, type FROM topics")}
+            names = {tid: (topic, typ)
+                     for tid, topic, typ in conn.execute("SELECT id, name, type FROM topics")}
         except sqlite3.DatabaseError as err:
-            damage.note(f"{name}: the topics table is unreadable ({_reason(err)}); no message can be read")
+            damage.note(f"{name}: the topics table is unreadable ({_reason(err)}); no message "
+                        "can be read")
             return
         try:
-            rows = conn.execute("SELECT id, topic_id, timestamp FROM messages ORDER BY timestamp, id").fetchall()
+            rows = conn.execute("SELECT id, topic_id, timestamp FROM messages ORDER BY "
+                                "timestamp, id").fetchall()
         except sqlite3.DatabaseError as err:
             rows = _probe_rows(conn)
-            damage.note(f"{name}: the message table is damaged ({_reason(err)}); read {len(rows)} rows one by one")
+            damage.note(f"{name}: the message table is damaged ({_reason(err)}); read "
+                        f"{len(rows)} rows one by one")
         bad = 0
         for row_id, topic_id, timestamp in rows:
             topic, typ = names.get(topic_id, (None, None))
             if topic is None or (topics is not None and topic not in topics):
                 continue
             try:
-                (data,) = conn.execute("SELECT data FROM messages WHERE id = ?", (row_id,)).fetchone()
+                (data,) = conn.execute("SELECT data FROM messages WHERE id = ?",
+                                       (row_id,)).fetchone()
             except (sqlite3.DatabaseError, TypeError):
                 bad += 1
                 damage.lost[topic] += 1
@@ -331,7 +358,8 @@ def _probe_rows(conn: sqlite3.Connection) -> List[tuple]:
     rows = []
     for row_id in range(1, (last or 0) + 1):
         try:
-            row = conn.execute("SELECT id, topic_id, timestamp FROM messages WHERE id = ?", (row_id,)).fetchone()
+            row = conn.execute("SELECT id, topic_id, timestamp FROM messages WHERE id = ?",
+                               (row_id,)).fetchone()
         except sqlite3.DatabaseError:
             continue
         if row:

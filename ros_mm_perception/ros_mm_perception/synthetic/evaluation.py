@@ -59,8 +59,9 @@ def centre_share(box, height: int, width: int) -> float:
     return float(inter / max(box_area([box])[0], 1e-9))
 
 
-def top_labels_at(labeler, frames: Sequence[np.ndarray], top_k: int, *, crop_mode: Optional[str] = None,
-                  label_tiles: Optional[int] = None, chunk: int = 64) -> List[List]:
+def top_labels_at(labeler, frames: Sequence[np.ndarray], top_k: int, *,
+                  crop_mode: Optional[str] = None, label_tiles: Optional[int] = None,
+                  chunk: int = 64) -> List[List]:
     """Top-k labels of each frame over all phrases, ``chunk`` frames a batch, at these settings
     (None: the labeler's own, which are restored afterwards)."""
     previous = labeler.crop_mode, labeler.label_tiles
@@ -68,22 +69,26 @@ def top_labels_at(labeler, frames: Sequence[np.ndarray], top_k: int, *, crop_mod
     labeler.label_tiles = previous[1] if label_tiles is None else label_tiles
     try:
         return [labels for start in range(0, len(frames), chunk)
-                for labels in labeler.label_batch(frames[start:start + chunk], top_k, scenes.all_phrases())]
+                for labels in labeler.label_batch(frames[start:start + chunk], top_k,
+                                                  scenes.all_phrases())]
     finally:
         labeler.crop_mode, labeler.label_tiles = previous
 
 
 def classification(labeler, style: str, seed: int, per_combo: int,
                    heldout: Sequence[Tuple[str, str]] = ()) -> Dict[str, Dict]:
-    """Top-1 per crop mode at the labeler's ``label_tiles`` (and, when it has tiles, of the frame alone:
-    ``<mode>_frame_alone``): overall, ``ge20`` (objects >= 20 % of the frame), per band, background, position."""
+    """Top-1 per crop mode at the labeler's ``label_tiles`` (and, when it has tiles, of the frame
+    alone: ``<mode>_frame_alone``): overall, ``ge20`` (objects >= 20 % of the frame), per band,
+    background, position."""
     rng = np.random.default_rng([seed, 1, STYLES.index(style)])
     frames, keys = [], []
     bands = list(SIZE_BANDS)
     for i, combo in enumerate(scenes.all_combos() * per_combo):
         band = bands[i % len(bands)]
-        side = style == "unseen" and i % 6 < 2  # half the small and medium objects; large ones do not fit
-        scene = render(style, rng, objects=[combo], size=CLASSIFY_SIZE, size_range=SIZE_BANDS[band], side_band=side)
+        # half the small and medium objects; large ones do not fit
+        side = style == "unseen" and i % 6 < 2
+        scene = render(style, rng, objects=[combo], size=CLASSIFY_SIZE,
+                       size_range=SIZE_BANDS[band], side_band=side)
         position = "side" if centre_share(scene.objects[0].box, *CLASSIFY_SIZE) < 0.5 else "centre"
         frames.append(scene.image)
         keys.append((scenes.phrase(*combo), band, scene.background, position, combo in heldout))
@@ -92,7 +97,8 @@ def classification(labeler, style: str, seed: int, per_combo: int,
     if labeler.label_tiles:
         views.update({f"{mode}_frame_alone": (mode, 0) for mode in CROP_MODES})
     for name, (mode, tiles) in views.items():
-        top = [labels[0].phrase for labels in top_labels_at(labeler, frames, 1, crop_mode=mode, label_tiles=tiles)]
+        top = [labels[0].phrase
+               for labels in top_labels_at(labeler, frames, 1, crop_mode=mode, label_tiles=tiles)]
         hits = [t == k[0] for t, k in zip(top, keys)]
         report[name] = {
             "top1": _mean(hits),
@@ -100,14 +106,16 @@ def classification(labeler, style: str, seed: int, per_combo: int,
             "by_size": {b: _mean([h for h, k in zip(hits, keys) if k[1] == b]) for b in bands},
             "by_background": {g: _mean([h for h, k in zip(hits, keys) if k[2] == g])
                               for g in sorted({k[2] for k in keys})},
-            "by_position": {p: _mean([h for h, k in zip(hits, keys) if k[3] == p]) for p in ("centre", "side")},
+            "by_position": {p: _mean([h for h, k in zip(hits, keys) if k[3] == p])
+                            for p in ("centre", "side")},
             "top1_heldout": _mean([h for h, k in zip(hits, keys) if k[4]]),
             "n": len(hits), "n_side": sum(k[3] == "side" for k in keys)}
     return report
 
 
 def match(detections, objects, iou_found: float = IOU_FOUND) -> Dict[int, int]:
-    """Greedy one-to-one matching, best score first: detection index → object index (same phrase, IoU)."""
+    """Greedy one-to-one matching, best score first: detection index → object index (same phrase,
+    IoU)."""
     taken, pairs = set(), {}
     for d in sorted(range(len(detections)), key=lambda i: -detections[i].score):
         best, best_iou = None, iou_found
@@ -124,8 +132,9 @@ def match(detections, objects, iou_found: float = IOU_FOUND) -> Dict[int, int]:
 
 
 def _duplicates(detections, objects, pairs) -> int:
-    """Unmatched detections of an object's phrase that lie mostly on an object already matched to another
-    detection, or cover most of it (a second box on one object; a lone misplaced box is a miss instead)."""
+    """Unmatched detections of an object's phrase that lie mostly on an object already matched to
+    another detection, or cover most of it (a second box on one object; a lone misplaced box is a
+    miss instead)."""
     matched = set(pairs.values())
     count = 0
     for d, det in enumerate(detections):
@@ -143,7 +152,8 @@ def _duplicates(detections, objects, pairs) -> int:
 
 def grounding(labeler, style: str, seed: int, n_scenes: int, config: PerceptionConfig,
               size: Tuple[int, int] = GROUNDING_SIZE) -> Dict[str, Optional[float]]:
-    """Recall, precision, duplicates per object and the absent-phrase rate at ``config``'s settings."""
+    """Recall, precision, duplicates per object and the absent-phrase rate at ``config``'s
+    settings."""
     rng = np.random.default_rng([seed, 2, STYLES.index(style)])
     found = correct = n_dets = duplicates = n_objects = 0
     absent_hits: List[bool] = []
@@ -155,12 +165,14 @@ def grounding(labeler, style: str, seed: int, n_scenes: int, config: PerceptionC
         present = [o.phrase for o in scene.objects]
         others = [p for p in scenes.all_phrases() if p not in present]
         absent = others[int(rng.integers(len(others)))]
-        dets = ground_with_clip(labeler, scene.image, present + [absent], score_threshold=config.score_threshold)
+        dets = ground_with_clip(labeler, scene.image, present + [absent],
+                                score_threshold=config.score_threshold)
         pairs = match(dets, objects)
         hit = set(pairs.values())
         found += len(hit)
         n_objects += len(objects)
-        by_background.setdefault(scene.background, []).extend(o in hit for o in range(len(objects)))
+        by_background.setdefault(scene.background,
+                                 []).extend(o in hit for o in range(len(objects)))
         correct += len(pairs)
         n_dets += len(dets)
         duplicates += _duplicates(dets, objects, pairs)
@@ -174,12 +186,14 @@ def grounding(labeler, style: str, seed: int, n_scenes: int, config: PerceptionC
 
 def scene_labels(labeler, style: str, seed: int, n_scenes: int,
                  size: Tuple[int, int] = GROUNDING_SIZE) -> Dict[str, Optional[float]]:
-    """Whole-frame labels of scenes with 2-4 objects: the share of the objects among the top-k labels
-    (k: the scene's number of objects), at the labeler's ``label_tiles`` and with the frame alone."""
+    """Whole-frame labels of scenes with 2-4 objects: the share of the objects among the top-k
+    labels (k: the scene's number of objects), at the labeler's ``label_tiles`` and with the frame
+    alone."""
     rng = np.random.default_rng([seed, 4, STYLES.index(style)])
     frames, present = [], []
     for _ in range(n_scenes):
-        scene = render(style, rng, n_objects=int(rng.integers(2, 5)), size=size, size_range=GROUNDING_OBJECT_SIZE)
+        scene = render(style, rng, n_objects=int(rng.integers(2, 5)), size=size,
+                       size_range=GROUNDING_OBJECT_SIZE)
         frames.append(scene.image)
         present.append({o.phrase for o in scene.objects if o.visible_fraction >= MIN_VISIBLE})
     report = {}
@@ -199,13 +213,16 @@ def sequence(style: str, seed: int, n_frames: int, n_objects: int = 3,
     return unseen.render_unseen_sequence(seed, n_frames, n_objects=n_objects, size=size)
 
 
-def track_history(labeler, frames: Sequence[scenes.Scene], config: PerceptionConfig) -> Dict[int, List]:
-    """Object id → the track id of its matched detection in each frame where it is visible (``None``: missed)."""
+def track_history(labeler, frames: Sequence[scenes.Scene], config: PerceptionConfig) -> Dict[int,
+                                                                                             List]:
+    """Object id → the track id of its matched detection in each frame where it is visible
+    (``None``: missed)."""
     tracker = Tracker(config.track_iou, config.track_max_missed, config.track_min_hits)
     phrases = [o.phrase for o in frames[0].objects]
     history: Dict[int, List[Optional[int]]] = {o.object_id: [] for o in frames[0].objects}
     for frame in frames:
-        dets = tracker.update(ground_with_clip(labeler, frame.image, phrases, score_threshold=config.score_threshold))
+        dets = tracker.update(ground_with_clip(labeler, frame.image, phrases,
+                                               score_threshold=config.score_threshold))
         visible = [o for o in frame.objects if o.visible_fraction >= MIN_VISIBLE]
         pairs = {o: d for d, o in match(dets, visible).items()}
         for o, obj in enumerate(visible):
@@ -215,10 +232,13 @@ def track_history(labeler, frames: Sequence[scenes.Scene], config: PerceptionCon
 
 def tracking(labeler, style: str, seed: int, n_sequences: int, config: PerceptionConfig,
              n_frames: int = 40) -> Dict[str, Optional[float]]:
-    """Track ids per object, id switches per object and frames found, over ``n_frames``-frame sequences."""
+    """Track ids per object, id switches per object and frames found, over ``n_frames``-frame
+    sequences."""
     ids_per_object, switches, found_share, shared = [], [], [], 0
     for k in range(n_sequences):
-        history = track_history(labeler, sequence(style, seed + 1000 * k + STYLES.index(style), n_frames), config)
+        history = track_history(labeler,
+                                sequence(style, seed + 1000 * k + STYLES.index(style), n_frames),
+                                config)
         owners: Dict[int, set] = {}
         for obj, ids in history.items():
             for i in ids:
@@ -230,7 +250,8 @@ def tracking(labeler, style: str, seed: int, n_sequences: int, config: Perceptio
             switches.append(sum(a != b for a, b in zip(seen, seen[1:])))
             found_share.append(len(seen) / max(len(ids), 1))
     return {"ids_per_object": _mean(ids_per_object), "switches_per_object": _mean(switches),
-            "max_switches": int(max(switches)) if switches else None, "frames_found": _mean(found_share),
+            "max_switches": int(max(switches)) if switches else None,
+            "frames_found": _mean(found_share),
             "ids_on_two_objects": shared,
             "objects": len(switches), "frames": n_frames}
 

@@ -6,9 +6,9 @@ table) on a flat, gradient, noise or textured-floor background (:data:`BACKGROUN
 then applies uneven lighting, a colour cast, blur and sensor noise. With ``varied=True`` (what the
 embedded models mostly train on) scenes also get wider shades of each colour, more backgrounds
 (:data:`VARIED_BACKGROUNDS`, some of them saturated, and photographs), clutter that is not in the
-world (blobs, cables, dots), dark edges and soft shadows on some objects, stronger lighting and JPEG
-compression. Objects may occlude each other, but each stays at least ``min_visible`` visible. Every
-object comes with its phrase ("red circle") and its box: the extent of its visible pixels,
+world (blobs, cables, dots), dark edges and soft shadows on some objects, stronger lighting and
+JPEG compression. Objects may occlude each other, but each stays at least ``min_visible`` visible.
+Every object comes with its phrase ("red circle") and its box: the extent of its visible pixels,
 ``(x0, y0, x1, y1)`` in pixels.
 
 It feeds the embedded model's training, its evaluation, the tests and the demo::
@@ -48,14 +48,16 @@ VARIED_BACKGROUNDS = BACKGROUNDS + ("fractal", "lines", "cells", "patches")
 """The backgrounds of ``varied`` scenes: the plain ones plus multi-octave colour noise, straight
 lines, a mosaic of flat cells and scattered rectangles."""
 VIVID_BACKGROUNDS = 0.3
-"""Share of ``varied`` scenes whose background is saturated (:func:`vivid_colour`) instead of muted."""
+"""Share of ``varied`` scenes whose background is saturated (:func:`vivid_colour`) instead of
+muted."""
 PHOTO_BACKGROUNDS = 0.2
 """Share of ``varied`` scenes drawn over a photograph (:data:`TRAINING_PHOTOS`) instead."""
 TRAINING_PHOTOS = ("astronaut", "chelsea", "camera", "grass", "coins", "moon", "hubble_deep_field",
                    "immunohistochemistry")
-"""Photographs of scikit-image's sample data (public domain or CC0) behind training's photo scenes: a
-portrait, a cat, a man with a camera, grass, coins, the moon, a deep-sky field and a stained tissue
-(four of them grey). The unseen evaluation style draws on others (:data:`.unseen.UNSEEN_PHOTOS`)."""
+"""Photographs of scikit-image's sample data (public domain or CC0) behind training's photo scenes:
+a portrait, a cat, a man with a camera, grass, coins, the moon, a deep-sky field and a stained
+tissue (four of them grey). The unseen evaluation style draws on others
+(:data:`.unseen.UNSEEN_PHOTOS`)."""
 
 Combo = Tuple[str, str]
 """A ``(colour, shape)`` pair."""
@@ -117,9 +119,11 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-# ---------------------------------------------------------------------------------------------- shapes
+# ----------------------------------------------------------------------------------------------
+# shapes
 
-def shape_polygons(shape: str, centre: Tuple[float, float], radius: float, angle: float) -> List[np.ndarray]:
+def shape_polygons(shape: str, centre: Tuple[float, float], radius: float,
+                   angle: float) -> List[np.ndarray]:
     """Outline polygons (float ``N x 2``) of a shape; a ring is its outer and inner circle.
 
     ``radius`` is the circumradius in pixels, ``angle`` the rotation in radians.
@@ -160,7 +164,8 @@ def shape_mask(shape: str, centre, radius: float, angle: float, hw: Tuple[int, i
     return mask.astype(np.float32) / 255.0
 
 
-# ------------------------------------------------------------------------------------------ backgrounds
+# ------------------------------------------------------------------------------------------
+# backgrounds
 
 def _muted_colour(rng: np.random.Generator) -> np.ndarray:
     """A low-saturation RGB colour (float 0..255) so that the objects stand out."""
@@ -169,14 +174,14 @@ def _muted_colour(rng: np.random.Generator) -> np.ndarray:
 
 
 VIVID_HUE_GAP = 10.0
-"""A vivid background's hue stays this many OpenCV hue units (2 degrees each) away from every object's
-colour in the scene, so each object can still be told from the ground it stands on."""
+"""A vivid background's hue stays this many OpenCV hue units (2 degrees each) away from every
+object's colour in the scene, so each object can still be told from the ground it stands on."""
 
 
 def vivid_colour(rng: np.random.Generator, avoid: Sequence[str] = ()) -> np.ndarray:
-    """A saturated RGB colour (float 0..255; saturation 80-200 of 255, value 60-210) of any hue at least
-    :data:`VIVID_HUE_GAP` from the hues of the colours named in ``avoid`` (a wooden floor, a painted
-    wall, grass); a muted colour where no hue is far enough."""
+    """A saturated RGB colour (float 0..255; saturation 80-200 of 255, value 60-210) of any hue at
+    least :data:`VIVID_HUE_GAP` from the hues of the colours named in ``avoid`` (a wooden floor, a
+    painted wall, grass); a muted colour where no hue is far enough."""
     taken = [_hsv(COLOURS[c])[0] for c in avoid]
     for _ in range(20):
         hue = rng.uniform(0, 180)
@@ -193,7 +198,8 @@ def _smooth_noise(rng: np.random.Generator, hw: Tuple[int, int], cells: int) -> 
 
 
 PHOTOS_HINT = ("the photographs of the unseen evaluation style and of training come from "
-               "scikit-image: pip install 'ros_mm_perception[photos]' (or pip install scikit-image)")
+               "scikit-image: pip install 'ros_mm_perception[photos]' (or pip install "
+               "scikit-image)")
 
 
 def require_photos() -> None:
@@ -220,9 +226,10 @@ def photo(name: str) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def photo_background(rng: np.random.Generator, hw: Tuple[int, int], names: Sequence[str]) -> np.ndarray:
-    """A random crop (50-100 % of the largest that fits, the frame's aspect, maybe mirrored) of one of
-    the photos ``names`` (:func:`photo`), resized to ``hw`` (float32 HxWx3, 0..255)."""
+def photo_background(rng: np.random.Generator, hw: Tuple[int, int],
+                     names: Sequence[str]) -> np.ndarray:
+    """A random crop (50-100 % of the largest that fits, the frame's aspect, maybe mirrored) of one
+    of the photos ``names`` (:func:`photo`), resized to ``hw`` (float32 HxWx3, 0..255)."""
     image = photo(names[int(rng.integers(len(names)))])
     (ph, pw), (h, w) = image.shape[:2], hw
     scale = rng.uniform(0.5, 1.0) * min(ph / h, pw / w)
@@ -236,7 +243,8 @@ def photo_background(rng: np.random.Generator, hw: Tuple[int, int], names: Seque
 
 
 def render_background(rng: np.random.Generator, hw: Tuple[int, int], kind: str,
-                      base_colour: Callable[[np.random.Generator], np.ndarray] = _muted_colour) -> np.ndarray:
+                      base_colour: Callable[[np.random.Generator],
+                                            np.ndarray] = _muted_colour) -> np.ndarray:
     """Background image (float32 HxWx3, 0..255) of one of :data:`VARIED_BACKGROUNDS`.
 
     ``base_colour`` draws its main colours (the ground of every kind but ``cells``, both ends of a
@@ -260,7 +268,8 @@ def render_background(rng: np.random.Generator, hw: Tuple[int, int], kind: str,
     if kind == "floor":
         return _floor(rng, hw, base)
     if kind == "fractal":
-        octaves = [_smooth_noise(rng, hw, cells) * amp for cells, amp in ((3, 1.0), (7, 0.6), (17, 0.35), (41, 0.2))]
+        octaves = [_smooth_noise(rng, hw, cells) * amp
+                   for cells, amp in ((3, 1.0), (7, 0.6), (17, 0.35), (41, 0.2))]
         tint = rng.uniform(-1, 1, 3).astype(np.float32) * rng.uniform(10, 35)
         field_ = sum(octaves)[..., None]
         return base + field_ * rng.uniform(20, 45) + field_ * tint
@@ -269,13 +278,15 @@ def render_background(rng: np.random.Generator, hw: Tuple[int, int], kind: str,
         for _ in range(int(rng.integers(4, 20))):
             a = (int(rng.uniform(-0.2, 1.2) * w), int(rng.uniform(-0.2, 1.2) * h))
             b = (int(rng.uniform(-0.2, 1.2) * w), int(rng.uniform(-0.2, 1.2) * h))
-            cv2.line(img, a, b, _muted_colour(rng).tolist(), int(rng.integers(1, max(2, min(h, w) // 30))), cv2.LINE_AA)
+            cv2.line(img, a, b, _muted_colour(rng).tolist(),
+                     int(rng.integers(1, max(2, min(h, w) // 30))), cv2.LINE_AA)
         return img
     if kind == "cells":
         n = int(rng.integers(6, 30))
         seeds = rng.uniform(0, 1, (n, 2)) * (w, h)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        nearest = np.argmin((xx[..., None] - seeds[:, 0]) ** 2 + (yy[..., None] - seeds[:, 1]) ** 2, axis=-1)
+        nearest = np.argmin((xx[..., None] - seeds[:, 0]) ** 2
+                            + (yy[..., None] - seeds[:, 1]) ** 2, axis=-1)
         palette = np.stack([_muted_colour(rng) for _ in range(n)])
         return palette[nearest] + rng.normal(0, 3, (h, w, 1)).astype(np.float32)
     if kind == "patches":
@@ -299,7 +310,8 @@ def _floor(rng: np.random.Generator, hw: Tuple[int, int], base: np.ndarray) -> n
         edges = np.cumsum(rng.integers(20, 48, 16))
         for i, (a, b) in enumerate(zip(np.r_[0, edges[:-1]], edges)):
             tex[:, a:b] *= rng.uniform(0.82, 1.12)
-        grain = cv2.resize(rng.normal(0, 1, (tex_h // 16, tex_w)).astype(np.float32), (tex_w, tex_h))
+        grain = cv2.resize(rng.normal(0, 1, (tex_h // 16, tex_w)).astype(np.float32),
+                           (tex_w, tex_h))
         tex += grain[..., None] * 8
         tex[:, np.minimum(edges, tex_w - 1)] *= 0.55
     else:  # tiles with grout lines
@@ -313,10 +325,12 @@ def _floor(rng: np.random.Generator, hw: Tuple[int, int], base: np.ndarray) -> n
     src = np.float32([[0, 0], [tex_w, 0], [tex_w, tex_h], [0, tex_h]])
     dst = np.float32([[squeeze, 0], [w - squeeze, 0], [w, h], [0, h]])
     warp = cv2.getPerspectiveTransform(src, dst)
-    return cv2.warpPerspective(tex, warp, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return cv2.warpPerspective(tex, warp, (w, h), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REFLECT)
 
 
-# ---------------------------------------------------------------------------------------------- scenes
+# ----------------------------------------------------------------------------------------------
+# scenes
 
 @dataclass(frozen=True)
 class _Placement:
@@ -340,8 +354,8 @@ def _hue_gap(a: float, b: float) -> float:
 
 def shade(rng: np.random.Generator, colour: str, hue_reach: float, saturation: Tuple[float, float],
           value: Tuple[float, float]) -> Tuple[float, float, float]:
-    """The base colour with its hue moved by up to ``hue_reach`` OpenCV units (2 degrees each) and its
-    saturation and value scaled by factors drawn from the given ranges (RGB floats 0..255)."""
+    """The base colour with its hue moved by up to ``hue_reach`` OpenCV units (2 degrees each) and
+    its saturation and value scaled by factors drawn from the given ranges (RGB floats 0..255)."""
     if colour not in COLOURS:
         raise ValueError(f"unknown colour {colour!r}; known: {', '.join(COLOURS)}")
     hsv = _hsv(COLOURS[colour])
@@ -359,31 +373,35 @@ def object_rgb(rng: np.random.Generator, colour: str) -> Tuple[float, float, flo
 
 def _varied_hue_reach() -> Dict[str, float]:
     hues = {name: _hsv(rgb)[0] for name, rgb in COLOURS.items()}
-    return {name: min(6.0, 0.45 * min(_hue_gap(h, other) for o, other in hues.items() if o != name))
+    return {name: min(6.0,
+                      0.45 * min(_hue_gap(h, other) for o, other in hues.items() if o != name))
             for name, h in hues.items()}
 
 
 VARIED_HUE_REACH = _varied_hue_reach()
-"""Per colour, how far (OpenCV hue units) a varied shade may move: at most 6 (12 degrees) and less than
-0.45 of the way to the nearest other named hue."""
+"""Per colour, how far (OpenCV hue units) a varied shade may move: at most 6 (12 degrees) and less
+than 0.45 of the way to the nearest other named hue."""
 
 
 def varied_rgb(rng: np.random.Generator, colour: str) -> Tuple[float, float, float]:
-    """A wider shade of the base colour (RGB floats 0..255): hue within :data:`VARIED_HUE_REACH` (orange
-    and yellow are 24 degrees apart), saturation 0.55-1 and value 0.65-1.05 of the base."""
+    """A wider shade of the base colour (RGB floats 0..255): hue within :data:`VARIED_HUE_REACH`
+    (orange and yellow are 24 degrees apart), saturation 0.55-1 and value 0.65-1.05 of the base."""
     return shade(rng, colour, VARIED_HUE_REACH.get(colour, 0.0), (0.55, 1.0), (0.65, 1.05))
 
 
-def _pick_combos(rng: np.random.Generator, n: int, combos: Optional[Sequence[Combo]]) -> List[Combo]:
+def _pick_combos(rng: np.random.Generator, n: int,
+                 combos: Optional[Sequence[Combo]]) -> List[Combo]:
     pool = list(combos) if combos is not None else all_combos()
     if n > len(pool):
-        raise ValueError(f"asked for {n} distinct objects but only {len(pool)} colour-shape combinations allowed")
+        raise ValueError(f"asked for {n} distinct objects but only {len(pool)} colour-shape "
+                         "combinations allowed")
     return [pool[i] for i in rng.choice(len(pool), size=n, replace=False)]
 
 
 def _place(rng, combos: Sequence[Combo], hw, size_range, occlusion: bool, min_visible: float,
            max_rotation: float, shade=object_rgb):
-    """Random placements whose objects stay inside the image and at least ``min_visible`` visible."""
+    """Random placements whose objects stay inside the image and at least ``min_visible``
+    visible."""
     h, w = hw
     short = min(h, w)
     placed: List[_Placement] = []
@@ -399,13 +417,15 @@ def _place(rng, combos: Sequence[Combo], hw, size_range, occlusion: bool, min_vi
             if _acceptable(mask, masks, occlusion, min_visible):
                 break
         else:
-            raise ValueError(f"cannot place {len(combos)} objects in a {w}x{h} image; use fewer or smaller ones")
+            raise ValueError(f"cannot place {len(combos)} objects in a {w}x{h} image; use fewer "
+                             "or smaller ones")
         placed.append(cand)
         masks.append(mask)
     return placed, masks
 
 
-def _acceptable(mask: np.ndarray, below: List[np.ndarray], occlusion: bool, min_visible: float) -> bool:
+def _acceptable(mask: np.ndarray, below: List[np.ndarray], occlusion: bool,
+                min_visible: float) -> bool:
     """Whether ``mask`` drawn on top keeps every object below at least ``min_visible`` visible."""
     for k, other in enumerate(below):
         if float((other * mask).sum()) == 0:
@@ -418,8 +438,9 @@ def _acceptable(mask: np.ndarray, below: List[np.ndarray], occlusion: bool, min_
     return True
 
 
-def _composite(background: np.ndarray, placements: Sequence[_Placement], masks: Sequence[np.ndarray],
-               shading: np.ndarray, looks: Optional[Sequence[Tuple[bool, bool]]] = None
+def _composite(background: np.ndarray, placements: Sequence[_Placement],
+               masks: Sequence[np.ndarray], shading: np.ndarray,
+               looks: Optional[Sequence[Tuple[bool, bool]]] = None
                ) -> Tuple[np.ndarray, List[Tuple[Box, float, np.ndarray]]]:
     """Paint objects over the background (bottom to top); visible box, fraction and mask of each.
 
@@ -450,7 +471,8 @@ def _composite(background: np.ndarray, placements: Sequence[_Placement], masks: 
 
 
 CLUTTER = ("blob", "cable", "dots")
-"""Things drawn in ``varied`` scenes that are not in the world: irregular blobs, cables and dot clusters."""
+"""Things drawn in ``varied`` scenes that are not in the world: irregular blobs, cables and dot
+clusters."""
 
 
 def _clutter(rng: np.random.Generator, img: np.ndarray, count: int) -> np.ndarray:
@@ -463,24 +485,31 @@ def _clutter(rng: np.random.Generator, img: np.ndarray, count: int) -> np.ndarra
         cx, cy, size = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.04, 0.18) * short
         if kind == "blob":
             t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
-            r = size * (1 + 0.35 * np.convolve(np.tile(rng.uniform(-1, 1, 24), 3), np.ones(5) / 5, "same")[24:48])
+            r = size * (1 + 0.35
+                        * np.convolve(np.tile(rng.uniform(-1, 1, 24), 3), np.ones(5) / 5,
+                                      "same")[24:48])
             pts = np.stack([cx + r * np.cos(t), cy + r * np.sin(t) * rng.uniform(0.5, 1)], 1)
             cv2.fillPoly(layer, [np.round(pts).astype(np.int32)], 255, cv2.LINE_AA)
         elif kind == "cable":
             steps = rng.normal(0, 1, (6, 2)).cumsum(0) * size * 0.6 + (cx, cy)
-            cv2.polylines(layer, [np.round(steps).astype(np.int32)], False, 255, max(1, int(size * 0.12)), cv2.LINE_AA)
+            cv2.polylines(layer, [np.round(steps).astype(np.int32)], False, 255,
+                          max(1, int(size * 0.12)), cv2.LINE_AA)
         else:
             for _ in range(int(rng.integers(3, 9))):
                 centre = (int(cx + rng.normal(0, size)), int(cy + rng.normal(0, size)))
-                cv2.circle(layer, centre, max(1, int(size * rng.uniform(0.08, 0.2))), 255, -1, cv2.LINE_AA)
+                cv2.circle(layer, centre, max(1, int(size * rng.uniform(0.08, 0.2))), 255, -1,
+                           cv2.LINE_AA)
         alpha = (layer.astype(np.float32) / 255.0)[..., None]
         img = img * (1 - alpha) + _muted_colour(rng) * alpha
     return img
 
 
-def _jpeg(rng: np.random.Generator, image: np.ndarray, quality: Tuple[int, int] = (20, 90)) -> np.ndarray:
-    """``image`` (uint8 RGB) saved as a JPEG of a random quality in ``quality`` and decoded again."""
-    ok, data = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(*quality))])
+def _jpeg(rng: np.random.Generator, image: np.ndarray,
+          quality: Tuple[int, int] = (20, 90)) -> np.ndarray:
+    """``image`` (uint8 RGB) saved as a JPEG of a random quality in ``quality`` and decoded
+    again."""
+    ok, data = cv2.imencode(".jpg", image[..., ::-1],
+                            [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(*quality))])
     return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1])
 
 
@@ -501,7 +530,8 @@ def _object_shading(rng: np.random.Generator, hw) -> np.ndarray:
     return 1.0 + rng.uniform(0.0, 0.12) * (t - t.mean())
 
 
-def _finish(rng: np.random.Generator, img: np.ndarray, lighting: bool, blur: bool, strong: bool = False) -> np.ndarray:
+def _finish(rng: np.random.Generator, img: np.ndarray, lighting: bool, blur: bool,
+            strong: bool = False) -> np.ndarray:
     """Lighting (uneven brightness, colour cast), blur and sensor noise; back to uint8.
 
     ``strong`` widens the brightness and colour-cast ranges (``varied`` scenes).
@@ -510,7 +540,8 @@ def _finish(rng: np.random.Generator, img: np.ndarray, lighting: bool, blur: boo
     if lighting:
         field_ = 1.0 + _smooth_noise(rng, (h, w), 2) * rng.uniform(0.0, 0.4 if strong else 0.25)
         cast = rng.uniform(*((0.9, 1.1) if strong else (0.95, 1.05)), 3).astype(np.float32)
-        img = img * (rng.uniform(*((0.6, 1.3) if strong else (0.75, 1.2))) * field_)[..., None] * cast
+        img = img * (rng.uniform(*((0.6, 1.3) if strong else (0.75, 1.2))) * field_)[...,
+                                                                                     None] * cast
     if blur:
         sigma = rng.uniform(0.0, 1.2) * min(h, w) / 240.0
         if sigma > 0.3:
@@ -520,18 +551,20 @@ def _finish(rng: np.random.Generator, img: np.ndarray, lighting: bool, blur: boo
 
 
 def render_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 640), *,
-                 objects: Optional[Sequence[Combo]] = None, combos: Optional[Sequence[Combo]] = None,
-                 background: Optional[str] = None, size_range: Tuple[float, float] = (0.2, 0.45),
-                 max_rotation: float = 30.0, occlusion: bool = True, min_visible: float = 0.6,
-                 lighting: bool = True, blur: bool = True, varied: bool = False) -> Scene:
+                 objects: Optional[Sequence[Combo]] = None,
+                 combos: Optional[Sequence[Combo]] = None, background: Optional[str] = None,
+                 size_range: Tuple[float, float] = (0.2, 0.45), max_rotation: float = 30.0,
+                 occlusion: bool = True, min_visible: float = 0.6, lighting: bool = True,
+                 blur: bool = True, varied: bool = False) -> Scene:
     """Render one scene of ``n_objects`` distinct colour-shape objects.
 
     ``rng`` is a numpy Generator or an int seed; ``size`` is ``(height, width)``. ``objects`` names
-    the ``(colour, shape)`` pairs to draw (else they are drawn at random from ``combos``, default all).
-    ``size_range`` is the object's diameter as a fraction of the image's short side; objects turn by up
-    to ``max_rotation`` degrees either way from upright (180 for any angle). ``background`` is one of
-    :data:`BACKGROUNDS` (default random; with ``varied`` one of :data:`VARIED_BACKGROUNDS`, or at random
-    a photograph, ``"photo"``). ``varied`` adds the training variety described in the module docstring.
+    the ``(colour, shape)`` pairs to draw (else they are drawn at random from ``combos``, default
+    all). ``size_range`` is the object's diameter as a fraction of the image's short side; objects
+    turn by up to ``max_rotation`` degrees either way from upright (180 for any angle).
+    ``background`` is one of :data:`BACKGROUNDS` (default random; with ``varied`` one of
+    :data:`VARIED_BACKGROUNDS`, or at random a photograph, ``"photo"``). ``varied`` adds the
+    training variety described in the module docstring.
     """
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     hw = (int(size[0]), int(size[1]))
@@ -550,7 +583,8 @@ def render_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 640), *,
         if background is None and ground < PHOTO_BACKGROUNDS:
             kind, bg = "photo", photo_background(rng, hw, TRAINING_PHOTOS)
         elif ground >= 1.0 - VIVID_BACKGROUNDS:
-            bg = render_background(rng, hw, kind, partial(vivid_colour, avoid=[c for c, _ in chosen]))
+            bg = render_background(rng, hw, kind,
+                                   partial(vivid_colour, avoid=[c for c, _ in chosen]))
     if bg is None:
         bg = render_background(rng, hw, kind)
     looks = None
@@ -569,14 +603,17 @@ def render_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 640), *,
     return Scene(image, objs, caption([(p.colour, p.shape) for p in placements]), kind)
 
 
-def render_sequence(seed: int, n_frames: int, n_objects: int = 3, size: Tuple[int, int] = (480, 640), *,
+def render_sequence(seed: int, n_frames: int, n_objects: int = 3,
+                    size: Tuple[int, int] = (480, 640), *,
                     objects: Optional[Sequence[Combo]] = None, background: Optional[str] = None,
-                    speed: float = 0.02, size_range: Tuple[float, float] = (0.15, 0.3)) -> List[Scene]:
+                    speed: float = 0.02,
+                    size_range: Tuple[float, float] = (0.15, 0.3)) -> List[Scene]:
     """``n_frames`` scenes of the same objects moving smoothly (bouncing off the image borders).
 
     Each object keeps its ``object_id``, colour and shape; it moves about ``speed`` of the image's
-    short side per frame and sways slowly (within 30 degrees of upright). Objects may cross and occlude
-    each other. The background and lighting stay fixed; only the sensor noise changes per frame.
+    short side per frame and sways slowly (within 30 degrees of upright). Objects may cross and
+    occlude each other. The background and lighting stay fixed; only the sensor noise changes per
+    frame.
     """
     rng = np.random.default_rng(seed)
     hw = (int(size[0]), int(size[1]))
@@ -584,7 +621,8 @@ def render_sequence(seed: int, n_frames: int, n_objects: int = 3, size: Tuple[in
     kind = background or BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     bg = render_background(rng, hw, kind)
     shading = _object_shading(rng, hw)
-    start, _ = _place(rng, chosen, hw, size_range, occlusion=False, min_visible=1.0, max_rotation=30.0)
+    start, _ = _place(rng, chosen, hw, size_range, occlusion=False, min_visible=1.0,
+                      max_rotation=30.0)
     light_seed = int(rng.integers(2**32))  # the same lighting in every frame
     short = min(hw)
     pos = np.array([p.centre for p in start], np.float64)

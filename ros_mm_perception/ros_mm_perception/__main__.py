@@ -1,4 +1,5 @@
-"""``python -m ros_mm_perception`` runs the command line (Ctrl-C while it starts prints no traceback)."""
+"""``python -m ros_mm_perception`` runs the command line (Ctrl-C while it starts prints no
+traceback)."""
 
 import sys
 

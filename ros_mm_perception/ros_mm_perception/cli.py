@@ -33,7 +33,8 @@ COMMANDS = ("classify", "detect", "ask", "caption", "bag", "find", "fleet", "dem
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ros-mm-perception",
-        description="Language-grounded perception: CLIP zero-shot labels, PaliGemma VQA and detection.",
+        description="Language-grounded perception: CLIP zero-shot labels, PaliGemma VQA and "
+                    "detection.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -59,8 +60,10 @@ def _raise_interrupted(signum, _frame):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
-    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS} if in_main_thread else {}
+    # signals can only be set there
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _raise_interrupted)
+                for sig in STOP_SIGNALS} if in_main_thread else {}
     command = "ros-mm-perception"
     try:
         args = build_parser().parse_args(argv)
@@ -71,7 +74,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
-        print(f"{command}: {'interrupted' if signum == signal.SIGINT else 'stopped by ' + err.args[0]}",
+        print(f"{command}: "
+              f"{'interrupted' if signum == signal.SIGINT else 'stopped by ' + err.args[0]}",
               file=sys.stderr)
         return 128 + signum
     except BrokenPipeError:
@@ -83,7 +87,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _silence_stdout() -> None:
-    """Point stdout at /dev/null so that Python's final flush does not complain about the closed pipe."""
+    """Point stdout at /dev/null so that Python's final flush does not complain about the closed
+    pipe."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -10,8 +10,8 @@ from ros_mm_perception.commands.options import (add_paligemma_options, config_fr
 
 def add_parser(sub) -> None:
     p = sub.add_parser("ask", help="answer a question about an image with PaliGemma",
-                       description="Ask PaliGemma a question about an image (prompt 'answer <lang> "
-                                   "<question>').")
+                       description="Ask PaliGemma a question about an image (prompt 'answer "
+                                   "<lang> <question>').")
     p.add_argument("image", help="image file (PNG, JPEG, ...)")
     p.add_argument("question", help='the question, e.g. "what color is the mug?"')
     add_paligemma_options(p)

@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
     p.add_argument("image", help="image file (PNG, JPEG, ...)")
     add_config_options(p, ("labels",), required=("labels",))
     add_config_options(p, (*CLIP_FIELDS, "crop_mode", "label_tiles"))
-    p.add_argument("--top-k", type=int, default=None, help="how many labels to print (default: all)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="how many labels to print (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -34,7 +35,8 @@ def run(args) -> int:
     image = read_rgb(args.image)
     warn_outside_world(config, phrases)
     clip = load_clip(config.clip_model, config.clip_pretrained, config.device, config.precision)
-    labeler = ClipLabeler(clip, phrases, crop_mode=config.crop_mode, label_tiles=config.label_tiles)
+    labeler = ClipLabeler(clip, phrases, crop_mode=config.crop_mode,
+                          label_tiles=config.label_tiles)
     labels = labeler.label(image, top_k=args.top_k or len(phrases))
     if args.json:
         print(json.dumps({"labels": [{"label": lb.phrase, "score": lb.score} for lb in labels]},

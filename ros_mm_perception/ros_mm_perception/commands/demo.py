@@ -1,4 +1,5 @@
-"""``ros-mm-perception demo``: record a sample bag of rendered scenes, process it, show the results.
+"""``ros-mm-perception demo``: record a sample bag of rendered scenes, process it, show the
+results.
 
 Uses the embedded default CLIP with CLIP-only grounding (no PaliGemma, no downloads), so it runs on
 a fresh machine in about a minute on two CPU cores.
@@ -19,19 +20,23 @@ several threads stall on every small operation when other programs share the cor
 busy 2-core machine: 16 frames in 3 s with one thread, 73 s with two)."""
 
 OUTPUT_FILES = (
-    ("sample_scenes.mcap", "input recording: /front raw images + depth + camera_info, /overhead JPEG images"),
-    ("perception.mcap", "output topics per camera: detections, detections_3d, labels, label_info, debug_image, "
-                        "annotations, scene"),
+    ("sample_scenes.mcap",
+     "input recording: /front raw images + depth + camera_info, /overhead JPEG images"),
+    ("perception.mcap",
+     "output topics per camera: detections, detections_3d, labels, label_info, debug_image, "
+     "annotations, scene"),
     ("detections.jsonl", "one JSON line per frame"),
     ("contact_sheet.png", "annotated frames: boxes, phrases, scores, track ids"),
 )
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="process a sample bag of rendered scenes with the embedded model",
-                       description="Create a small rosbag2 (MCAP) of moving coloured shapes seen by two cameras, "
-                                   "run the perception pipeline on every frame with the embedded CLIP model, and "
-                                   "write the output bag, JSON lines and an annotated contact sheet.")
+    p = sub.add_parser("demo",
+                       help="process a sample bag of rendered scenes with the embedded model",
+                       description="Create a small rosbag2 (MCAP) of moving coloured shapes seen "
+                                   "by two cameras, run the perception pipeline on every frame "
+                                   "with the embedded CLIP model, and write the output bag, JSON "
+                                   "lines and an annotated contact sheet.")
     p.add_argument("--out", default="demo_output", help="output folder (default: ./demo_output)")
     p.add_argument("--frames", type=int, default=12, help="frames per camera (default: 12)")
     p.add_argument("--size", default="240x320", help="image size HEIGHTxWIDTH (default: 240x320)")
@@ -39,7 +44,8 @@ def add_parser(sub) -> None:
     add_config_options(p, ("score_threshold", "owl_score_threshold", "clip_model", "owl_model",
                            "device"))
     add_threads_option(p, THREADS)
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -81,7 +87,8 @@ def run(args) -> int:
     scenes = demo.demo_scenes(args.frames, size, args.seed)
     truth = demo.GroundTruthCheck(scenes)
     with OutputStaging() as staging:
-        bag, mcap, jsonl, sheet = (staging.stage(out / name, "w" if name.endswith(".jsonl") else "wb",
+        bag, mcap, jsonl, sheet = (staging.stage(out / name,
+                                                 "w" if name.endswith(".jsonl") else "wb",
                                                  keep_suffix=name.endswith(".mcap"))
                                    for name, _ in OUTPUT_FILES)
         record(bag.file, demo.demo_recordings(scenes))
@@ -90,22 +97,26 @@ def run(args) -> int:
                    ContactSheetOutput(sheet.file), truth]
         pipeline = PerceptionPipeline(config)
         try:
-            summary = process_input(BagSource(bag.tmp_path, warn=stderr_report), pipeline, outputs, staging,
-                                    phrases=config.detect_phrases, progress=False if args.no_progress else None)
+            summary = process_input(BagSource(bag.tmp_path, warn=stderr_report), pipeline, outputs,
+                                    staging, phrases=config.detect_phrases,
+                                    progress=False if args.no_progress else None)
         finally:
             pipeline.close()
     if args.json:
         print(json.dumps({**summary.as_json(), "ground_truth_recall": truth.recall,
-                          "ground_truth_precision": truth.precision, "output_dir": str(out.resolve())},
+                          "ground_truth_precision": truth.precision,
+                          "output_dir": str(out.resolve())},
                          allow_nan=False))
         return 0
     model = config.clip_model or "embedded CLIP"
     grounding = f"OWL detector {config.owl_model}" if config.owl_model else "CLIP-only grounding"
-    print(f"demo: {len(scenes)} cameras x {args.frames} frames of rendered scenes, {model}, {grounding}")
+    print(f"demo: {len(scenes)} cameras x {args.frames} frames of rendered scenes, {model}, "
+          f"{grounding}")
     print(format_summary(summary, outputs=False))
-    print(f"\nground truth (IoU >= {truth.iou} with the same phrase; '{phrase(*demo.ABSENT)}' is in no scene):\n"
-          f"  objects found       {truth.found}/{truth.objects} ({100 * (truth.recall or 0):.0f}%)\n"
-          f"  correct detections  {truth.correct}/{truth.detections} ({100 * (truth.precision or 0):.0f}%)")
+    print(f"\nground truth (IoU >= {truth.iou} with the same phrase; '{phrase(*demo.ABSENT)}' is "
+          f"in no scene):\n  objects found       {truth.found}/{truth.objects} "
+          f"({100 * (truth.recall or 0):.0f}%)\n  correct detections  "
+          f"{truth.correct}/{truth.detections} ({100 * (truth.precision or 0):.0f}%)")
     print(f"\noutputs in {out.resolve()}:")
     width = max(len(name) for name, _ in OUTPUT_FILES)
     for name, what in OUTPUT_FILES:

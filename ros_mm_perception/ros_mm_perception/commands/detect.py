@@ -1,4 +1,5 @@
-"""``ros-mm-perception detect IMAGE "red mug ; person"``: language-grounded boxes, with 3D from depth."""
+"""``ros-mm-perception detect IMAGE "red mug ; person"``: language-grounded boxes, with 3D from
+depth."""
 
 from __future__ import annotations
 
@@ -10,21 +11,25 @@ from ros_mm_perception.commands.options import (MASKS_HELP, PHRASES_HELP, add_co
 from ros_mm_perception.core.errors import UserError
 
 DETECT_FIELDS = ("paligemma_model", "owl_model", "sam3_model", "mask_model", "clip_model",
-                 "clip_pretrained", "device", "precision", "score_threshold", "owl_score_threshold",
+                 "clip_pretrained", "device", "precision", "score_threshold",
+                 "owl_score_threshold",
                  "nms_iou", "crop_mode")
 """The config fields detect takes as options."""
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("detect", help="find phrases in an image: boxes, scores and optional 3D positions",
-                       description="Ground phrases in an image. With --owl-model, OWL detects; with "
-                                   "--paligemma-model, PaliGemma detects and CLIP re-scores each box; "
-                                   "without either, CLIP-only grounding runs on the CLIP model.")
+    p = sub.add_parser("detect",
+                       help="find phrases in an image: boxes, scores and optional 3D positions",
+                       description="Ground phrases in an image. With --owl-model, OWL detects; "
+                                   "with --paligemma-model, PaliGemma detects and CLIP re-scores "
+                                   "each box; without either, CLIP-only grounding runs on the "
+                                   "CLIP model.")
     p.add_argument("image", help="image file (PNG, JPEG, ...)")
     p.add_argument("phrases", help=f'phrases {PHRASES_HELP}, e.g. "red mug ; person"')
     add_config_options(p, DETECT_FIELDS)
-    p.add_argument("--depth", help="depth image aligned to IMAGE: 16-bit PNG/TIFF in millimetres, 32-bit "
-                                   "float TIFF or .npy in metres; adds 3D positions (needs --intrinsics)")
+    p.add_argument("--depth",
+                   help="depth image aligned to IMAGE: 16-bit PNG/TIFF in millimetres, 32-bit "
+                        "float TIFF or .npy in metres; adds 3D positions (needs --intrinsics)")
     p.add_argument("--intrinsics", help="pinhole intrinsics fx,fy,cx,cy in pixels (CameraInfo K)")
     p.add_argument("--masks", action="store_true", help=MASKS_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -32,7 +37,8 @@ def add_parser(sub) -> None:
 
 
 def parse_intrinsics(text: str):
-    """``"fx,fy,cx,cy"`` → :class:`Intrinsics`; a :class:`UserError` naming the problem otherwise."""
+    """``"fx,fy,cx,cy"`` → :class:`Intrinsics`; a :class:`UserError` naming the problem
+    otherwise."""
     from ros_mm_perception.core.results import Intrinsics
 
     try:
@@ -88,7 +94,8 @@ def run(args) -> int:
         width = max(len(r["label"]) for r in rows)
         for r in rows:
             where = "" if "xyz" not in r else (
-                "  xyz=(no valid depth)" if r["xyz"] is None else "  xyz=({:.3f}, {:.3f}, {:.3f}) m".format(*r["xyz"]))
+                "  xyz=(no valid depth)" if r["xyz"] is None
+                else "  xyz=({:.3f}, {:.3f}, {:.3f}) m".format(*r["xyz"]))
             box = ", ".join(f"{v:.1f}" for v in r["box"])
             area = f"  mask={mask_area(r['mask'])} px" if "mask" in r else ""
             print(f"{r['label']:<{width}}  {r['score']:.3f}  [{box}]{where}{area}")

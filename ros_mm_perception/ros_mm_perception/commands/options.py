@@ -29,8 +29,8 @@ PIPELINE_FIELDS = ("labels", "enable_labels", "detect_phrases", "grounding_sourc
                    "paligemma_model", "owl_model", "sam3_model", "mask_model", "clip_model",
                    "clip_pretrained", "device", "precision")
 """The pipeline settings of the offline commands that process recordings (bag, fleet)."""
-MASKS_HELP = ("give each detection a mask (COCO compressed RLE in JSON, instance_mask in the MCAP): "
-              "from --mask-model, or SAM 3's own, else the embedded mask model")
+MASKS_HELP = ("give each detection a mask (COCO compressed RLE in JSON, instance_mask in the "
+              "MCAP): from --mask-model, or SAM 3's own, else the embedded mask model")
 
 
 MEMORY_FIELDS = ("memory_frame", "memory_gate_sigma", "memory_gate_floor_m", "memory_depth_noise",
@@ -110,7 +110,8 @@ def config_from_args(args, **fixed) -> PerceptionConfig:
 def with_masks(config: PerceptionConfig) -> PerceptionConfig:
     """``config`` with a mask source: itself when it has one (``mask_model``, or SAM 3 grounding),
     else with the embedded mask model."""
-    sam3 = config.grounding_source == "sam3" or (config.grounding_source == "auto" and config.sam3_model)
+    sam3 = config.grounding_source == "sam3" or (config.grounding_source == "auto"
+                                                 and config.sam3_model)
     return config if config.mask_model or sam3 else config.replace(mask_model="embedded")
 
 

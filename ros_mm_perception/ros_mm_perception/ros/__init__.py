@@ -1,1 +1,2 @@
-"""The rclpy node layer: the only part of the package that imports rclpy and ROS message packages."""
+"""The rclpy node layer: the only part of the package that imports rclpy and ROS message
+packages."""

@@ -45,12 +45,14 @@ class CameraState:
 
     @property
     def image_topic(self) -> str:
-        """The relative name of the image topic, the one launch files remap (``image``, ``front/image``)."""
+        """The relative name of the image topic, the one launch files remap (``image``,
+        ``front/image``)."""
         return self.topic("image")
 
     def subscription_topic(self, resolve: Callable[[str], str]) -> str:
-        """The topic the node subscribes: ``resolve(image_topic)`` (namespace and remappings applied),
-        plus ``/compressed`` for the compressed transport, as image_transport subscribers do."""
+        """The topic the node subscribes: ``resolve(image_topic)`` (namespace and remappings
+        applied), plus ``/compressed`` for the compressed transport, as image_transport subscribers
+        do."""
         base = resolve(self.image_topic)
         return base.rstrip("/") + "/compressed" if self.compressed else base
 
@@ -73,7 +75,8 @@ class CameraState:
             return self._latest
 
     def depth_for(self, image, tolerance_s: float):
-        """The kept depth message nearest in stamp to ``image``, if within ``tolerance_s``; else None."""
+        """The kept depth message nearest in stamp to ``image``, if within ``tolerance_s``; else
+        None."""
         target = stamp_of(image.header).to_ns()
         with self._lock:
             depths: List = list(self._depths)
@@ -84,8 +87,9 @@ class CameraState:
 
     def frame(self, image, tolerance_s: Optional[float] = None,
               max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Frame:
-        """A core :class:`Frame` of ``image``; with ``tolerance_s``, paired with depth + camera_info.
-        An image above ``max_pixels`` is refused undecoded (an ``ImageFormatError``)."""
+        """A core :class:`Frame` of ``image``; with ``tolerance_s``, paired with depth +
+        camera_info. An image above ``max_pixels`` is refused undecoded (an
+        ``ImageFormatError``)."""
         depth = info = None
         if tolerance_s is not None:
             depth = self.depth_for(image, tolerance_s)

@@ -16,8 +16,8 @@ every processed frame, published on ``objects`` / ``object_markers`` and asked t
 ``~/find_objects`` and ``~/forget_objects``; cleanup closes its file.
 
 Only the newest frame of each camera is processed: callbacks store messages in a
-:class:`FrameScheduler`, one worker thread takes up to ``max_batch`` waiting frames (one per camera)
-per model call. Every output carries the header of the input image it came from.
+:class:`FrameScheduler`, one worker thread takes up to ``max_batch`` waiting frames (one per
+camera) per model call. Every output carries the header of the input image it came from.
 """
 
 from __future__ import annotations
@@ -52,22 +52,26 @@ from ros_mm_perception.messages.requests import check_request
 from ros_mm_perception.messages.tf import rigid_transform_of
 from ros_mm_perception.ros.camera_state import CameraState
 from ros_mm_perception.ros.memory_glue import NodeMemory
-from ros_mm_perception.ros.lifecycle_table import (DESTROY_PUBLISHERS, LOAD_MODELS, MAKE_PUBLISHERS,
-                                                   RELEASE_MODELS, START_STREAMING, STOP_STREAMING,
+from ros_mm_perception.ros.lifecycle_table import (DESTROY_PUBLISHERS, LOAD_MODELS,
+                                                   MAKE_PUBLISHERS, RELEASE_MODELS,
+                                                   START_STREAMING, STOP_STREAMING,
                                                    transition_steps)
 from ros_mm_perception.ros.msg_types import foxglove_rclpy_types, rclpy_types
 from ros_mm_perception.ros.params import config_changes, declare_config
 from ros_mm_perception.ros.startup import StampWhenClockRuns
 from ros_mm_perception.ros.stats import StatsBook, gpu_memory
-from ros_mm_perception_interfaces.srv import (AskQuestion, ClassifyImage, FindObjects, ForgetObjects,
-                                              GroundPhrases)
+from ros_mm_perception_interfaces.srv import (AskQuestion, ClassifyImage, FindObjects,
+                                              ForgetObjects, GroundPhrases)
 
 NODE_NAME = "perception"
-OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                        reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 SILENCE_WARNING_S = 5.0
-"""An active camera that has received nothing for this long is reported (log + diagnostics WARN)."""
+"""An active camera that has received nothing for this long is reported (log + diagnostics
+WARN)."""
 WORKER_POLL_S = 0.5
 SHUTDOWN_WAIT_S = 5.0
 """Longest wait at exit for the executor's thread to return after it is shut down."""
@@ -119,12 +123,15 @@ class PerceptionNode(LifecycleNode):
                                         (GroundPhrases, "~/ground", self._on_ground),
                                         (ClassifyImage, "~/classify", self._on_classify),
                                         (FindObjects, "~/find_objects", self.memory.on_find),
-                                        (ForgetObjects, "~/forget_objects", self.memory.on_forget)):
+                                        (ForgetObjects, "~/forget_objects",
+                                         self.memory.on_forget)):
             self.create_service(srv_type, name, handler, callback_group=self._service_group)
-        self._diagnostics = self.create_publisher(self.types.DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        self._diagnostics = self.create_publisher(self.types.DiagnosticArray, "/diagnostics",
+                                                  OUTPUT_QOS)
         # A steady clock: diagnostics keep coming while simulation time is paused or absent.
         self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics,
-                          callback_group=self._timer_group, clock=Clock(clock_type=ClockType.STEADY_TIME))
+                          callback_group=self._timer_group,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -156,7 +163,8 @@ class PerceptionNode(LifecycleNode):
         (:func:`.lifecycle_table.transition_steps`); FAILURE leaves it unchanged."""
         target, steps = transition_steps(self.state_label, transition)
         work = {LOAD_MODELS: self._load_models, RELEASE_MODELS: self._release_models,
-                MAKE_PUBLISHERS: self._make_publishers, DESTROY_PUBLISHERS: self._destroy_publishers,
+                MAKE_PUBLISHERS: self._make_publishers,
+                DESTROY_PUBLISHERS: self._destroy_publishers,
                 START_STREAMING: self._start_streaming, STOP_STREAMING: self._stop_streaming}
         for step in steps:
             if work[step]() is False:
@@ -165,32 +173,42 @@ class PerceptionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _load_models(self) -> bool:
-        """Load and warm up the pipeline and make the camera states; False, with the reason logged, on failure."""
+        """Load and warm up the pipeline and make the camera states; False, with the reason logged,
+        on failure."""
         from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
 
-        self.get_logger().info(f"loading models (device {self.config.device}, clip {self.config.clip_model or 'embedded'}"
-                               f", paligemma {self.config.paligemma_model or 'off'}"
-                               f", owl {self.config.owl_model or 'off'})")
+        self.get_logger().info(f"loading models (device {self.config.device}, clip "
+                               f"{self.config.clip_model or 'embedded'}, paligemma "
+                               f"{self.config.paligemma_model or 'off'}, owl "
+                               f"{self.config.owl_model or 'off'})")
         try:
             self.pipeline = PerceptionPipeline(self.config)
-            self.pipeline.warm_up(sorted({1, min(self.config.max_batch, len(self.config.cameras))}))
-        except Exception as err:  # a failed load leaves the models unloaded, with the reason logged
+            self.pipeline.warm_up(sorted({1,
+                                          min(self.config.max_batch, len(self.config.cameras))}))
+        # a failed load leaves the models unloaded, with the reason logged
+        except Exception as err:
             self.pipeline = None
             self._log_failure("loading models failed", err)
             return False
         if not self.memory.open(self.pipeline):
             self._release_models()
             return False
-        self._cameras = {c: CameraState(c, self.config.cameras, self.config.image_transport == "compressed")
+        self._cameras = {c: CameraState(c, self.config.cameras,
+                                        self.config.image_transport == "compressed")
                          for c in self.config.cameras}
-        self.get_logger().info(f"models ready ({self.pipeline.model_state}); cameras: {', '.join(self._cameras)}")
+        self.get_logger().info(f"models ready ({self.pipeline.model_state}); cameras: "
+                               f"{', '.join(self._cameras)}")
         self._warn_outside_world()
         return True
 
     def _warn_outside_world(self) -> None:
-        """On the embedded model, log once which configured phrases lie outside its world of coloured shapes."""
-        phrases = (self.config.labels if self.config.enable_labels else []) + self.config.detect_phrases
-        message = None if self.config.clip_model else outside_world_message(phrases, "the clip_model parameter")
+        """On the embedded model, log once which configured phrases lie outside its world of
+        coloured shapes."""
+        phrases = (self.config.labels if self.config.enable_labels
+                   else []) + self.config.detect_phrases
+        message = None if self.config.clip_model else outside_world_message(phrases,
+                                                                            "the clip_model "
+                                                                            "parameter")
         if message:
             self.get_logger().warning(message)
 
@@ -200,20 +218,23 @@ class PerceptionNode(LifecycleNode):
         self._stats = StatsBook(cfg.cameras, time.monotonic())
         self._active_since = time.monotonic()
         self._make_subscriptions()
-        self._worker = threading.Thread(target=self._work, args=(self._scheduler,), name="perception-worker",
-                                        daemon=True)
+        self._worker = threading.Thread(target=self._work, args=(self._scheduler,),
+                                        name="perception-worker", daemon=True)
         self._worker.start()
         topics = ", ".join(self._subscribed_topic(cam) for cam in self._cameras.values())
-        self.get_logger().info(f"active: listening on {topics} ({cfg.qos_reliability}, keep last 1)")
+        self.get_logger().info(f"active: listening on {topics} ({cfg.qos_reliability}, keep last "
+                               "1)")
 
     def start(self) -> bool:
-        """Configure and activate (the autostart path); False, with the reason logged, on failure."""
+        """Configure and activate (the autostart path); False, with the reason logged, on
+        failure."""
         if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             return False
         return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
     def release(self) -> None:
-        """Stop streaming, destroy the publishers and free the models, whatever the state (shutdown, errors, exit)."""
+        """Stop streaming, destroy the publishers and free the models, whatever the state
+        (shutdown, errors, exit)."""
         self._stop_streaming()
         self._destroy_publishers()
         self._release_models()
@@ -245,11 +266,13 @@ class PerceptionNode(LifecycleNode):
     # -------------------------------------------------------------------------- topics
 
     def _make_publishers(self) -> None:
-        """The output publishers (and the latched label_info), kept while inactive so resuming re-matches nothing."""
+        """The output publishers (and the latched label_info), kept while inactive so resuming
+        re-matches nothing."""
         t, pubs = self.types, self._publishers_made
         pubs["label_info"] = self.create_publisher(t.LabelInfo, "label_info", LATCHED_QOS)
         for cam in self._cameras.values():
-            outputs = {"detections": t.Detection2DArray, "labels": t.Classification, "debug_image": t.Image}
+            outputs = {"detections": t.Detection2DArray, "labels": t.Classification,
+                       "debug_image": t.Image}
             if self.config.use_depth:
                 outputs.update(detections_3d=t.Detection3DArray, markers=t.MarkerArray)
             if self.overlay_types is not None:
@@ -259,7 +282,8 @@ class PerceptionNode(LifecycleNode):
             if self.pipeline is not None and self.pipeline.makes_masks:
                 outputs["instance_mask"] = t.Image
             for base, msg_type in outputs.items():
-                pubs[cam.topic(base)] = self.create_publisher(msg_type, cam.topic(base), OUTPUT_QOS)
+                pubs[cam.topic(base)] = self.create_publisher(msg_type, cam.topic(base),
+                                                              OUTPUT_QOS)
         self.memory.make_publishers()
         self._publish_label_info()
 
@@ -279,7 +303,8 @@ class PerceptionNode(LifecycleNode):
                          (t.CameraInfo, cam.topic("camera_info"), cam.on_camera_info)]
             for msg_type, topic, callback in subs:
                 self._subscriptions_made.append(
-                    self.create_subscription(msg_type, topic, callback, qos, callback_group=self._camera_group))
+                    self.create_subscription(msg_type, topic, callback, qos,
+                                             callback_group=self._camera_group))
 
     def _image_callback(self, cam: CameraState):
         def on_image(msg) -> None:
@@ -318,7 +343,8 @@ class PerceptionNode(LifecycleNode):
     # ---------------------------------------------------------------------------- worker
 
     def _work(self, scheduler: FrameScheduler) -> None:
-        """Take the newest waiting frames, run the pipeline on them in one batch, publish the results."""
+        """Take the newest waiting frames, run the pipeline on them in one batch, publish the
+        results."""
         while not scheduler.closed and self.context.ok():
             pending = scheduler.take(timeout=WORKER_POLL_S, max_frames=self.config.max_batch)
             frames, received = [], []
@@ -348,18 +374,21 @@ class PerceptionNode(LifecycleNode):
                 try:
                     self._publish_result(self._cameras[frame.camera], frame, result)
                 except Exception as err:  # the worker must outlive any one bad frame
-                    if not self.context.ok():  # rclpy shut down (Ctrl-C) while the batch ran: stop quietly
+                    # rclpy shut down (Ctrl-C) while the batch ran: stop quietly
+                    if not self.context.ok():
                         return
-                    self._log_failure(f"camera {frame.camera}: publishing failed", err, throttle=True)
+                    self._log_failure(f"camera {frame.camera}: publishing failed", err,
+                                      throttle=True)
                     continue
                 now = time.monotonic()
                 if self._stats.published(frame.camera, now - received_at, now):
-                    self.get_logger().info(f"first output {self._stats.first_output_s:.3f} s after activate "
-                                           f"(camera {frame.camera})")
+                    self.get_logger().info(f"first output {self._stats.first_output_s:.3f} s "
+                                           f"after activate (camera {frame.camera})")
 
     def _in_target_frame(self, camera: str, result: FrameResult) -> Optional[FrameResult]:
-        """``result``'s 3D part in ``target_frame`` (tf2 at the image stamp, bounded wait); None, noted and
-        warned about, when the transform is missing. Without ``target_frame``, ``result`` itself."""
+        """``result``'s 3D part in ``target_frame`` (tf2 at the image stamp, bounded wait); None,
+        noted and warned about, when the transform is missing. Without ``target_frame``, ``result``
+        itself."""
         target = frame_name(self.config.target_frame)
         if not target or target == frame_name(result.frame_id):
             return result
@@ -372,11 +401,12 @@ class PerceptionNode(LifecycleNode):
                 raise TransformException("the image header has no frame_id")
             stamped = self._tf_buffer.lookup_transform(
                 target, source, Time(seconds=result.stamp.sec, nanoseconds=result.stamp.nanosec,
-                                              clock_type=self.get_clock().clock_type),
+                                     clock_type=self.get_clock().clock_type),
                 timeout=Duration(seconds=self.config.transform_timeout_s))
         except TransformException as err:
             self._stats.transform_missing(camera, what, time.monotonic())
-            self.get_logger().warning(f"camera {camera}: detections_3d not published: no transform {what} at "
+            self.get_logger().warning(f"camera {camera}: detections_3d not published: no "
+                                      f"transform {what} at "
                                       f"{result.stamp.sec}.{result.stamp.nanosec:09d}: {err}",
                                       throttle_duration_sec=5.0)
             return None
@@ -391,7 +421,8 @@ class PerceptionNode(LifecycleNode):
                                      lambda: foxglove.image_annotations(fx, result))
             located = self._in_target_frame(cam.name, result) if self.config.use_depth else None
             if located is not None:
-                self._publisher(cam, "detections_3d").publish(convert.detection_3d_array(t, located))
+                self._publisher(cam,
+                                "detections_3d").publish(convert.detection_3d_array(t, located))
                 self._publish_if_watched(cam, "markers",
                                          lambda: convert.marker_array(t, located, ns=cam.name))
                 self._publish_if_watched(cam, "scene",
@@ -400,11 +431,13 @@ class PerceptionNode(LifecycleNode):
         if result.labels_ran:
             self._publisher(cam, "labels").publish(convert.classification(t, result))
         if result.masks_ran and self._publisher(cam, "instance_mask") is not None:
-            self._publisher(cam, "instance_mask").publish(convert.instance_mask(t, result, data_as="array"))
+            self._publisher(cam, "instance_mask").publish(convert.instance_mask(t, result,
+                                                                                data_as="array"))
         debug = self._publisher(cam, "debug_image")
         if debug.get_subscription_count() > 0:
             debug.publish(numpy_to_image(annotate(frame.image, result), "rgb8", data_as="array",
-                                         header=convert.result_header(t, result), msg_factory=t.Image))
+                                         header=convert.result_header(t, result),
+                                         msg_factory=t.Image))
 
     # --------------------------------------------------------------------------- parameters
 
@@ -428,10 +461,12 @@ class PerceptionNode(LifecycleNode):
     # ------------------------------------------------------------------------------ services
 
     def _service_frame(self, camera: str, image):
-        """(frame, None) for a request, or (None, reason); the camera's newest frame when image is empty."""
+        """(frame, None) for a request, or (None, reason); the camera's newest frame when image is
+        empty."""
         if self.pipeline is None:
-            return None, (f"models are not loaded (node is {self.state_label}): configure the node with "
-                          f"'ros2 lifecycle set {self.get_fully_qualified_name()} configure'")
+            return None, (f"models are not loaded (node is {self.state_label}): configure the "
+                          f"node with 'ros2 lifecycle set {self.get_fully_qualified_name()} "
+                          "configure'")
         name = camera or self.config.cameras[0]
         cam = self._cameras.get(name)
         if cam is None:
@@ -439,8 +474,10 @@ class PerceptionNode(LifecycleNode):
         msg = image if image.height > 0 else cam.latest
         if msg is None:
             return None, (f"no frame received yet from camera {name!r} on "
-                          f"{self.resolve_topic_name(cam.image_topic)}; pass an image in the request")
-        tolerance = self.config.depth_tolerance_s if (self.config.use_depth and image.height == 0) else None
+                          f"{self.resolve_topic_name(cam.image_topic)}; pass an image in the "
+                          "request")
+        tolerance = self.config.depth_tolerance_s if (self.config.use_depth and image.height
+                                                      == 0) else None
         return cam.frame(msg, tolerance, self.config.max_image_pixels), None
 
     def _answer(self, response, work):
@@ -452,7 +489,8 @@ class PerceptionNode(LifecycleNode):
             response.success, response.message = False, str(err)
         except Exception as err:
             self._log_failure("service failed", err)
-            response.success, response.message = False, f"internal error: {type(err).__name__}: {err}"
+            response.success, response.message = False, (f"internal error: {type(err).__name__}: "
+                                                         f"{err}")
         return response
 
     def _on_ask(self, request, response):
@@ -480,8 +518,10 @@ class PerceptionNode(LifecycleNode):
             resp.detections = convert.detection_2d_array(self.types, result)
             located = self._in_target_frame(frame.camera, result)
             if located is None:
-                resp.message = f"detections_3d left empty: no transform to {self.config.target_frame} at the frame's stamp"
-                located = dataclasses.replace(result, frame_id=self.config.target_frame, detections=[])
+                resp.message = ("detections_3d left empty: no transform to "
+                                f"{self.config.target_frame} at the frame's stamp")
+                located = dataclasses.replace(result, frame_id=self.config.target_frame,
+                                              detections=[])
             resp.detections_3d = convert.detection_3d_array(self.types, located)
         return self._answer(response, work)
 
@@ -495,14 +535,16 @@ class PerceptionNode(LifecycleNode):
             labels = list(request.labels) or self.config.labels
             result = FrameResult(frame.camera, frame.frame_id, frame.stamp, frame.image.shape[1],
                                  frame.image.shape[0], labels_ran=True)
-            result.labels = self.pipeline.classify(frame.image, labels, top_k=request.top_k or self.config.top_k)
+            result.labels = self.pipeline.classify(frame.image, labels,
+                                                   top_k=request.top_k or self.config.top_k)
             resp.classification = convert.classification(self.types, result)
         return self._answer(response, work)
 
     # --------------------------------------------------------------------------- diagnostics
 
     def _publish_diagnostics(self) -> None:
-        if self._label_info_stamp.due(self.get_clock().now().nanoseconds):  # sim time: /clock has started
+        # sim time: /clock has started
+        if self._label_info_stamp.due(self.get_clock().now().nanoseconds):
             self._publish_label_info()
         t, now = self.types, time.monotonic()
         scheduler = self._scheduler
@@ -512,25 +554,42 @@ class PerceptionNode(LifecycleNode):
         level = "OK" if self.state_label == "active" else "WARN"
         first = self._stats.first_output_s
         first_output = {} if first is None else {"first_output_after_activate_s": f"{first:.3f}"}
-        statuses = [convert.diagnostic_status(
-            t, f"{node_name}: pipeline", level, f"{self.state_label}, models {model_state}",
-            {"lifecycle_state": self.state_label, "model_state": model_state,
-             "max_batch": self.config.max_batch, "target_frame": self.config.target_frame or "(camera frame)",
-             **first_output, **gpu_memory()}, hardware_id=node_name)]
+        statuses = [
+            convert.diagnostic_status(
+                t,
+                f"{node_name}: pipeline",
+                level,
+                f"{self.state_label}, models {model_state}",
+                {
+                    "lifecycle_state": self.state_label,
+                    "model_state": model_state,
+                    "max_batch": self.config.max_batch,
+                    "target_frame": self.config.target_frame or "(camera frame)",
+                    **first_output,
+                    **gpu_memory(),
+                },
+                hardware_id=node_name,
+            )
+        ]
         for name, cam in self._cameras.items():
             report = reports.get(name)
             if report is None:
                 continue
             topic = self._subscribed_topic(cam)
-            quiet_s = report.seconds_since_image if report.seconds_since_image >= 0 else now - self._active_since
+            quiet_s = (
+                report.seconds_since_image
+                if report.seconds_since_image >= 0
+                else now - self._active_since
+            )
             silent = self.state_label == "active" and quiet_s >= SILENCE_WARNING_S
-            message = (f"no images on {topic} (check the topic name and that the publisher's QoS matches "
-                       f"{self.config.qos_reliability})") if silent else report.summary()
+            message = (f"no images on {topic} (check the topic name and that the publisher's QoS "
+                       f"matches {self.config.qos_reliability})") if silent else report.summary()
             if silent:
                 self.get_logger().warning(f"camera {name}: {message}", throttle_duration_sec=30.0)
             level = "WARN" if silent or not report.healthy else "OK"
-            statuses.append(convert.diagnostic_status(t, f"{node_name}: camera {name}", level, message,
-                                                      {"topic": topic, **report.values()}, hardware_id=node_name))
+            statuses.append(convert.diagnostic_status(t, f"{node_name}: camera {name}", level,
+                                                      message, {"topic": topic, **report.values()},
+                                                      hardware_id=node_name))
         self._diagnostics.publish(convert.diagnostic_array(t, self._now(), statuses))
 
     def _log_failure(self, what: str, err: Exception, throttle: bool = False) -> None:
@@ -545,11 +604,13 @@ class PerceptionNode(LifecycleNode):
 
 
 def main(args=None) -> None:
-    """``ros2 run ros_mm_perception perception_node``: spin the node on a multi-threaded executor."""
+    """``ros2 run ros_mm_perception perception_node``: spin the node on a multi-threaded
+    executor."""
     rclpy.init(args=args)
     try:
         node = PerceptionNode()
-    except (UserError, ParameterException) as err:  # a bad parameter file or override: one clear line
+    # a bad parameter file or override: one clear line
+    except (UserError, ParameterException) as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid parameters: {err}")
         rclpy.try_shutdown()
         raise SystemExit(2) from None
@@ -561,7 +622,8 @@ def main(args=None) -> None:
     spinner = threading.Thread(target=_spin, args=(executor,), name="executor", daemon=True)
     try:
         if node.config.autostart and not node.start():
-            node.get_logger().error("autostart failed; the node stays unconfigured (see the error above)")
+            node.get_logger().error("autostart failed; the node stays unconfigured (see the "
+                                    "error above)")
         spinner.start()
         while spinner.is_alive():
             spinner.join(timeout=1.0)
@@ -577,7 +639,8 @@ def main(args=None) -> None:
 
 
 def _spin(executor) -> None:
-    """Spin until the executor shuts down or the context does (a signal's handler shuts it down)."""
+    """Spin until the executor shuts down or the context does (a signal's handler shuts it
+    down)."""
     try:
         executor.spin()
     except ExternalShutdownException:

@@ -1,4 +1,5 @@
-"""Start-up honesty of the node (ROS-free): latched messages stamped before the clock runs are sent again."""
+"""Start-up honesty of the node (ROS-free): latched messages stamped before the clock runs are sent
+again."""
 
 from __future__ import annotations
 

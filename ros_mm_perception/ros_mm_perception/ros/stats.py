@@ -1,4 +1,5 @@
-"""Diagnostics bookkeeping of the node (ROS-free): rates, latency, drops, skipped frames, GPU memory."""
+"""Diagnostics bookkeeping of the node (ROS-free): rates, latency, drops, skipped frames, GPU
+memory."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ RATE_WINDOW_S = 5.0
 
 
 def prune(times: Deque[float], now: float, window_s: float = RATE_WINDOW_S) -> int:
-    """Drop the events older than ``window_s`` from ``times`` (ascending seconds); the count left."""
+    """Drop the events older than ``window_s`` from ``times`` (ascending seconds); the count
+    left."""
     while times and times[0] <= now - window_s:
         times.popleft()
     return len(times)
 
 
 def window_rate(times: Deque[float], now: float, window_s: float = RATE_WINDOW_S) -> float:
-    """Events per second from the spacing of the events in the last ``window_s`` seconds (0 with fewer than 2).
+    """Events per second from the spacing of the events in the last ``window_s`` seconds (0 with
+    fewer than 2).
 
     Old events are removed from ``times`` (ascending monotonic seconds).
     """
@@ -33,7 +36,8 @@ def window_rate(times: Deque[float], now: float, window_s: float = RATE_WINDOW_S
 
 @dataclass
 class CameraReport:
-    """One camera's figures: rates over the sliding window, latency since the last report, totals."""
+    """One camera's figures: rates over the sliding window, latency since the last report,
+    totals."""
 
     received_hz: float
     processed_hz: float
@@ -62,19 +66,23 @@ class CameraReport:
             "skipped_last_window": str(self.skipped_recent),
             "latency_mean_ms": f"{self.latency_mean_ms:.1f}",
             "latency_max_ms": f"{self.latency_max_ms:.1f}",
-            "seconds_since_image": "never" if self.seconds_since_image < 0 else f"{self.seconds_since_image:.1f}",
+            "seconds_since_image": "never" if self.seconds_since_image < 0
+            else f"{self.seconds_since_image:.1f}",
         }
-        out.update({f"skipped_{reason}": str(n) for reason, n in sorted(self.skipped_total.items())})
+        out.update({f"skipped_{reason}": str(n)
+                    for reason, n in sorted(self.skipped_total.items())})
         if self.missing_transform:
             out["missing_transform"] = self.missing_transform
         return out
 
     def summary(self) -> str:
-        """The one-line status message: the processed rate, and what goes wrong when something does."""
+        """The one-line status message: the processed rate, and what goes wrong when something
+        does."""
         text = f"{self.processed_hz:.1f} Hz processed"
         if self.skipped_recent:
             reasons = ", ".join(f"{r} {n}" for r, n in sorted(self.skipped_total.items()))
-            text += f"; {self.skipped_recent} frames skipped in the last {RATE_WINDOW_S:.0f} s (total: {reasons})"
+            text += (f"; {self.skipped_recent} frames skipped in the last {RATE_WINDOW_S:.0f} s "
+                     f"(total: {reasons})")
         if self.missing_transform:
             text += f"; no 3D output: {self.missing_transform}"
         return text
@@ -93,7 +101,8 @@ class _Window:
 
 
 class StatsBook:
-    """Receipts, publications, skips and latencies (receipt → publish) per camera, since activation.
+    """Receipts, publications, skips and latencies (receipt → publish) per camera, since
+    activation.
 
     Times are monotonic seconds supplied by the caller, so the figures describe real compute even
     under ``use_sim_time``. :attr:`first_output_s` is the time from the book's start (activation)
@@ -131,7 +140,8 @@ class StatsBook:
             win.skipped_total[reason] += 1
 
     def transform_missing(self, camera: str, what: str, now: float) -> None:
-        """Note that a frame of ``camera`` had no 3D output because ``what`` (a transform) was missing."""
+        """Note that a frame of ``camera`` had no 3D output because ``what`` (a transform) was
+        missing."""
         with self._lock:
             win = self._windows[camera]
             win.missing_transform, win.missing_at = what, now
@@ -161,7 +171,8 @@ class StatsBook:
 
 
 def gpu_memory() -> Dict[str, str]:
-    """Allocated and reserved CUDA memory in MiB, when torch is loaded and CUDA is in use; else {}."""
+    """Allocated and reserved CUDA memory in MiB, when torch is loaded and CUDA is in use; else
+    {}."""
     torch = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return {}

@@ -1,16 +1,18 @@
-"""The node's lifecycle state table (ROS-free): what each managed-node state holds, and the steps between.
+"""The node's lifecycle state table (ROS-free): what each managed-node state holds, and the steps
+between.
 
-| state        | models (GPU memory) | output publishers | subscriptions + worker | publishes            |
-|--------------|---------------------|-------------------|------------------------|----------------------|
-| unconfigured | no                  | no                | no                     | /diagnostics only    |
-| inactive     | loaded, warmed up   | yes (silent)      | no                     | /diagnostics, latched label_info |
-| active       | loaded              | yes               | yes                    | every output         |
-| finalized    | no                  | no                | no                     | nothing              |
+| state        | models            | publishers   | inputs + worker | publishes                |
+|--------------|-------------------|--------------|-----------------|--------------------------|
+| unconfigured | no                | no           | no              | /diagnostics only        |
+| inactive     | loaded, warmed up | yes (silent) | no              | /diagnostics, label_info |
+| active       | loaded            | yes          | yes             | every output             |
+| finalized    | no                | no           | no              | nothing                  |
 
-``configure`` loads (and warms up) the models and makes the publishers, ``activate`` only
-subscribes and starts the worker, so resuming costs no model load; ``deactivate`` stops the
-subscriptions and the worker and keeps the models; ``cleanup`` releases the models and their GPU
-memory. Services exist in every state and answer ``success=false`` while no models are loaded.
+``configure`` loads (and warms up) the models and makes the publishers (label_info latched),
+``activate`` only subscribes to the inputs and starts the worker, so resuming costs no model load;
+``deactivate`` stops the subscriptions and the worker and keeps the models; ``cleanup`` releases
+the models and their GPU memory. Services exist in every state and answer ``success=false`` while
+no models are loaded.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ def steps_between(current: str, target: str) -> List[str]:
 
 
 def transition_steps(current: str, transition: str) -> Tuple[str, List[str]]:
-    """``(next state, steps)`` for ``transition`` from ``current``; ValueError if the design does not allow it."""
+    """``(next state, steps)`` for ``transition`` from ``current``; ValueError if the design does
+    not allow it."""
     target = TRANSITIONS.get((current, transition))
     if target is None:
         raise ValueError(f"transition {transition!r} is not allowed from state {current!r}")

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Write the parameter surfaces derived from ``PerceptionConfig``: ``config/perception.yaml`` and,
-in ``docs/ros2.md``, the parameter table and the list of launch arguments (between marker comments).
+in ``docs/ros2.md``, the parameter table and the list of launch arguments (between marker
+comments).
 
     python3 scripts/generate_param_surfaces.py          # rewrite the files
-    python3 scripts/generate_param_surfaces.py --check  # exit 1 if a file differs from what it would write
+    python3 scripts/generate_param_surfaces.py --check  # exit 1 if a file differs from what it
+    would write
 
 ``test/test_params.py`` compares the files byte for byte with :func:`surfaces`.
 """
@@ -76,7 +78,8 @@ def parameter_table(described: Dict[str, Dict]) -> str:
             text += " One of: " + ", ".join(spec["choices"]) + "."
         if "range" in spec:
             text += " Range [{}, {}].".format(*spec["range"])
-        rows.append(f"| `{name}` | {type_name(spec['default'])} | `{yaml_value(spec['default'])}` | "
+        rows.append(f"| `{name}` | {type_name(spec['default'])} | "
+                    f"`{yaml_value(spec['default'])}` | "
                     f"{'no' if spec.get('read_only') else 'yes'} | {text} |")
     return "\n".join(rows) + "\n"
 
@@ -84,15 +87,15 @@ def parameter_table(described: Dict[str, Dict]) -> str:
 def launch_list(described: Dict[str, Dict]) -> str:
     fields = [name for name, spec in described.items() if spec.get("launch")]
     names = ", ".join(f"`{n}`" for n in (*LAUNCH_ONLY, *fields))
-    text = (f"Launch arguments: {names}. The topic arguments remap the node's inputs (comma-separated, "
-            "one per camera); the others set the parameter of the same name, and an empty argument "
-            "keeps the parameter file's value.")
+    text = (f"Launch arguments: {names}. The topic arguments remap the node's inputs "
+            "(comma-separated, one per camera); the others set the parameter of the same name, "
+            "and an empty argument keeps the parameter file's value.")
     return textwrap.fill(text, 100, break_on_hyphens=False, break_long_words=False) + "\n"
 
 
 def replace_between(text: str, name: str, body: str) -> str:
-    """``text`` with the lines between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` set to
-    ``body``; ValueError when the markers are missing."""
+    """``text`` with the lines between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` set
+    to ``body``; ValueError when the markers are missing."""
     begin, end = f"<!-- generated: {name} -->\n", f"<!-- end: {name} -->"
     head, found, rest = text.partition(begin)
     _, found_end, tail = rest.partition(end)

@@ -1,4 +1,5 @@
-"""What the embedded models' training scripts share: the command line and batches rendered ahead."""
+"""What the embedded models' training scripts share: the command line and batches rendered
+ahead."""
 
 from __future__ import annotations
 
@@ -30,11 +31,12 @@ def _render(seed: int, step: int):
 
 
 def prefetched_batches(setup: Callable, args: Tuple, seed: int, steps: int) -> Iterator:
-    """``make(rng)`` for steps ``0 .. steps-1`` in order, where ``make = setup(*args)`` and the rng of
-    step ``k`` is ``default_rng([seed, k])``: one spawned process renders :data:`PREFETCH` steps ahead.
+    """``make(rng)`` for steps ``0 .. steps-1`` in order, where ``make = setup(*args)`` and the rng
+    of step ``k`` is ``default_rng([seed, k])``: one spawned process renders :data:`PREFETCH` steps
+    ahead.
 
-    A batch depends on the seed and its step only, so the run stays deterministic. ``setup`` must be
-    a module-level function (the process imports it by name).
+    A batch depends on the seed and its step only, so the run stays deterministic. ``setup`` must
+    be a module-level function (the process imports it by name).
     """
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1, initializer=_start_renderer, initargs=(setup, args)) as pool:
@@ -46,27 +48,31 @@ def prefetched_batches(setup: Callable, args: Tuple, seed: int, steps: int) -> I
             yield batch
 
 
-def write_training_info(out: Path, *, seed: int, steps: int, batch_size: int, lr: float, threads: int,
-                        started: float, loss_curve, **details) -> Dict:
-    """Record a finished run in ``out/training.json`` (settings, ``details``, seconds since ``started``,
-    torch version, loss curve) and return the record."""
+def write_training_info(out: Path, *, seed: int, steps: int, batch_size: int, lr: float,
+                        threads: int, started: float, loss_curve, **details) -> Dict:
+    """Record a finished run in ``out/training.json`` (settings, ``details``, seconds since
+    ``started``, torch version, loss curve) and return the record."""
     import torch
 
-    info = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "threads": threads, **details,
-            "seconds": round(time.time() - started, 1), "torch": torch.__version__, "loss_curve": list(loss_curve)}
+    info = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "threads": threads,
+            **details,
+            "seconds": round(time.time() - started, 1), "torch": torch.__version__,
+            "loss_curve": list(loss_curve)}
     (Path(out) / TRAINING_INFO).write_text(json.dumps(info, indent=1))
     return info
 
 
-def training_main(description: str, train: Callable[..., Dict], out: Path, *, steps: int, batch_size: int,
-                  lr: float, threads: int, argv=None) -> int:
-    """Parse ``--seed --steps --batch-size --lr --threads --out`` (defaults given here), train, report."""
+def training_main(description: str, train: Callable[..., Dict], out: Path, *, steps: int,
+                  batch_size: int, lr: float, threads: int, argv=None) -> int:
+    """Parse ``--seed --steps --batch-size --lr --threads --out`` (defaults given here), train,
+    report."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--lr", type=float, default=lr)
-    p.add_argument("--threads", type=int, default=threads, help="torch CPU threads (fixed for reproducibility)")
+    p.add_argument("--threads", type=int, default=threads,
+                   help="torch CPU threads (fixed for reproducibility)")
     p.add_argument("--out", type=Path, default=out, help="model folder to write")
     args = p.parse_args(argv)
     info = train(args.seed, args.steps, args.batch_size, args.lr, args.out, args.threads)

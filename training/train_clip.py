@@ -5,20 +5,21 @@
 
 A small open_clip CLIP (custom config, 64 px images) learns from crops of scenes drawn by
 :mod:`ros_mm_perception.synthetic.scenes` (most of them ``varied``: wider shades, more backgrounds,
-saturated grounds and photographs, clutter, edges, shadows, JPEG) paired with captions, through CLIP's
-symmetric contrastive loss (image→text and text→image cross-entropy, learned temperature) with these
-additions:
+saturated grounds and photographs, clutter, edges, shadows, JPEG) paired with captions, through
+CLIP's symmetric contrastive loss (image→text and text→image cross-entropy, learned temperature)
+with these additions:
 
-* multi-positive targets: captions that say the same thing ("a red circle", "a photo of red circle.")
-  are positives of each other; captions true of a crop but saying something else ("a circle" for a
-  crop captioned "a red circle") are left out of its softmax instead of counted as wrong;
+* multi-positive targets: captions that say the same thing ("a red circle", "a photo of red
+  circle.") are positives of each other; captions true of a crop but saying something else ("a
+  circle" for a crop captioned "a red circle") are left out of its softmax instead of counted as
+  wrong;
 * every batch also contrasts against the whole known vocabulary (each seen phrase, colour, shape);
 * some single objects are captioned by one attribute ("a red shape", "a star"), which teaches the
   text tower to compose colour and shape words;
-* null captions: "an object" takes a share of each object crop's target (more when the crop is loose
-  around the object) and the whole target of crops that cut an object; crops without objects are
-  captioned "background". CLIP-only grounding scores regions against these same null prompts, so an
-  absent object gets a low score and tight boxes beat loose ones.
+* null captions: "an object" takes a share of each object crop's target (more when the crop is
+  loose around the object) and the whole target of crops that cut an object; crops without objects
+  are captioned "background". CLIP-only grounding scores regions against these same null prompts,
+  so an absent object gets a low score and tight boxes beat loose ones.
 
 Some colour-shape combinations never appear in training (:data:`HELDOUT`), to measure how well the
 model composes colour and shape words it has only seen apart. The run is deterministic given
@@ -37,17 +38,18 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-# Idle OpenMP threads sleep instead of spinning: on a shared CPU spinning threads steal the time slices
-# their siblings need, which makes small tensor ops many times slower.
+# Idle OpenMP threads sleep instead of spinning: on a shared CPU spinning threads steal the time
+# slices their siblings need, which makes small tensor ops many times slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: E402
 
-from ros_mm_perception.core.perception.boxes import box_area
-from ros_mm_perception.core.models.clip_model import save_clip
-from ros_mm_perception.core.models.embedded import EMBEDDED_CLIP_DIR
-from ros_mm_perception.core.imaging.preprocess import ClipPreprocessor, crop_windows
-from ros_mm_perception.synthetic.scenes import COLOURS, SHAPES, all_combos, caption, phrase, render_scene
+from ros_mm_perception.core.perception.boxes import box_area  # noqa: E402
+from ros_mm_perception.core.models.clip_model import save_clip  # noqa: E402
+from ros_mm_perception.core.models.embedded import EMBEDDED_CLIP_DIR  # noqa: E402
+from ros_mm_perception.core.imaging.preprocess import ClipPreprocessor, crop_windows  # noqa: E402
+from ros_mm_perception.synthetic.scenes import (COLOURS, SHAPES, all_combos,  # noqa: E402
+                                                caption, phrase, render_scene)
 from training.common import prefetched_batches, training_main, write_training_info  # noqa: E402
 
 MODEL_CFG = {
@@ -59,33 +61,39 @@ MODEL_CFG = {
 (its 49408-token embedding table dominates the size)."""
 
 HELDOUT = [(c, SHAPES[(i + 3) % len(SHAPES)]) for i, c in enumerate(COLOURS)]
-"""One combination per colour, never shown in training (red star, orange cross, yellow ring, ...)."""
+"""One combination per colour, never shown in training (red star, orange cross, yellow ring,
+...)."""
 
 NULL_TEXTS = ("a photo of an object.", "an object")
 OBJECT_SHARE = (0.1, 0.6)
-"""Target share of "an object" for an object crop, from tight crops (the object spans at least 80 % of
-the crop's side) to loose ones (40 % or less): the phrase's score then tells a tight box from a loose one."""
+"""Target share of "an object" for an object crop, from tight crops (the object spans at least 80 %
+of the crop's side) to loose ones (40 % or less): the phrase's score then tells a tight box from a
+loose one."""
 MIN_RELATIVE_SIZE = 0.12
-"""Crops holding a whole object smaller than this share of the crop's longer side are left out (ambiguous)."""
+"""Crops holding a whole object smaller than this share of the crop's longer side are left out
+(ambiguous)."""
 VARIED_SCENES = 0.7
-"""Share of training scenes rendered with ``varied=True`` (wider shades, more backgrounds, saturated grounds
-and photographs, clutter, edges, shadows, JPEG); the rest are plain."""
+"""Share of training scenes rendered with ``varied=True`` (wider shades, more backgrounds,
+saturated grounds and photographs, clutter, edges, shadows, JPEG); the rest are plain."""
 LETTERBOX_FRAMES = 0.6
-"""Share of whole-frame crops fitted by letterbox (the labeler's default) rather than centre crop."""
+"""Share of whole-frame crops fitted by letterbox (the labeler's default) rather than centre
+crop."""
 OBJECT_CROP_LOOSEST = 3.5
-"""A square around an object is 1 to this many times the object's size (log-uniform), so objects are
-seen at every share of the input that whole frames give them, from 30 % to all of it."""
+"""A square around an object is 1 to this many times the object's size (log-uniform), so objects
+are seen at every share of the input that whole frames give them, from 30 % to all of it."""
 TIGHT_CROPS = 0.3
-"""Chance per object of one more crop: its box with a small margin, letterboxed, as grounding scores a
-fitted box on its own pixels."""
+"""Chance per object of one more crop: its box with a small margin, letterboxed, as grounding
+scores a fitted box on its own pixels."""
 
 ATTRIBUTE_CAPTIONS = 0.4
-"""Share of single-object crops captioned by colour alone ("a red shape") or shape alone ("a circle")."""
+"""Share of single-object crops captioned by colour alone ("a red shape") or shape alone ("a
+circle")."""
 
 Content = Optional[Tuple[Tuple[str, str], ...]]
 """The whole objects in a crop, sorted; () for background; None for a crop that cuts an object."""
 Key = Tuple[Tuple[Optional[str], Optional[str]], ...]
-"""What a caption says: (colour, shape) items, either may be None (not mentioned); () = background."""
+"""What a caption says: (colour, shape) items, either may be None (not mentioned); () =
+background."""
 
 
 @dataclass
@@ -107,7 +115,8 @@ def says_truly(key: Key, content: Content) -> bool:
     return all(any(c in (None, oc) and s in (None, os) for oc, os in content) for c, s in key)
 
 
-# ------------------------------------------------------------------------------------------------ data
+# ------------------------------------------------------------------------------------------------
+# data
 
 def centre_square(box):
     """The square the preprocessor keeps of a crop (shortest side, centred), in image pixels."""
@@ -118,7 +127,8 @@ def centre_square(box):
 
 
 def square_inside(cx: float, cy: float, side: float, width: int, height: int):
-    """A square of ``side`` centred near (cx, cy), shifted to lie inside the image where it fits."""
+    """A square of ``side`` centred near (cx, cy), shifted to lie inside the image where it
+    fits."""
     side = min(side, width, height)
     x0 = float(np.clip(cx - side / 2, 0, width - side))
     y0 = float(np.clip(cy - side / 2, 0, height - side))
@@ -126,11 +136,12 @@ def square_inside(cx: float, cy: float, side: float, width: int, height: int):
 
 
 def crop_content(crop, objects) -> Tuple[Content, float]:
-    """(content, "an object" share) of what the model sees of a crop, or (None, -1) when it is ambiguous.
+    """(content, "an object" share) of what the model sees of a crop, or (None, -1) when it is
+    ambiguous.
 
-    An object is whole in the crop when 85 % of its box is inside and it is not tiny there (its longer
-    side under :data:`MIN_RELATIVE_SIZE` of the crop's); it is cut when less of it is inside but it
-    still covers part of the crop.
+    An object is whole in the crop when 85 % of its box is inside and it is not tiny there (its
+    longer side under :data:`MIN_RELATIVE_SIZE` of the crop's); it is cut when less of it is inside
+    but it still covers part of the crop.
     """
     side = max(crop[2] - crop[0], crop[3] - crop[1])
     area = (crop[2] - crop[0]) * (crop[3] - crop[1])
@@ -149,7 +160,8 @@ def crop_content(crop, objects) -> Tuple[Content, float]:
         return None, -1.0
     if whole:
         tight = min(rel[i] for i in whole)
-        share = OBJECT_SHARE[0] + (OBJECT_SHARE[1] - OBJECT_SHARE[0]) * float(np.clip((0.8 - tight) / 0.4, 0, 1))
+        share = OBJECT_SHARE[0] + (OBJECT_SHARE[1] - OBJECT_SHARE[0]) * float(np.clip((0.8 - tight)
+                                                                                      / 0.4, 0, 1))
         return tuple(sorted((objects[i].colour, objects[i].shape) for i in whole)), share
     if not cut:
         return (), 0.0
@@ -159,7 +171,8 @@ def crop_content(crop, objects) -> Tuple[Content, float]:
 
 
 def caption_key(rng: np.random.Generator, content: Content) -> Optional[Key]:
-    """What the caption of a crop will say: everything, or for some single objects one attribute."""
+    """What the caption of a crop will say: everything, or for some single objects one
+    attribute."""
     if content is None or len(content) != 1 or rng.random() >= ATTRIBUTE_CAPTIONS:
         return content
     (colour, shape), = content
@@ -185,25 +198,33 @@ def caption_text(rng: np.random.Generator, key: Key) -> str:
     return forms[rng.integers(len(forms))]
 
 
-def scene_crops(rng: np.random.Generator, scene, width: int, height: int) -> List[Tuple[tuple, str]]:
-    """Candidate ``(crop, crop mode)`` of one scene: the frame, a square around each object, for some
-    objects a tight box, and two random squares."""
+def scene_crops(rng: np.random.Generator, scene, width: int,
+                height: int) -> List[Tuple[tuple, str]]:
+    """Candidate ``(crop, crop mode)`` of one scene: the frame, a square around each object, for
+    some objects a tight box, and two random squares."""
     frame_mode = "letterbox" if rng.random() < LETTERBOX_FRAMES else "center"
     crops = [((0.0, 0.0, float(width), float(height)), frame_mode)]
     for o in scene.objects:
         bw, bh = o.box[2] - o.box[0], o.box[3] - o.box[1]
         side = max(bw, bh) * float(np.exp(rng.uniform(0.0, np.log(OBJECT_CROP_LOOSEST))))
         jitter = rng.uniform(-0.25, 0.25, 2) * (side - max(bw, bh))
-        crops.append((square_inside((o.box[0] + o.box[2]) / 2 + jitter[0], (o.box[1] + o.box[3]) / 2 + jitter[1],
-                                    side, width, height), "center"))
+        crops.append((square_inside((o.box[0] + o.box[2]) / 2 + jitter[0],
+                                    (o.box[1] + o.box[3]) / 2 + jitter[1], side, width, height),
+                      "center"))
         if rng.random() < TIGHT_CROPS:
             mx, my = rng.uniform(0.0, 0.15, 2) * (bw, bh)
-            crops.append(((max(0.0, o.box[0] - mx), max(0.0, o.box[1] - my), min(float(width), o.box[2] + mx),
-                           min(float(height), o.box[3] + my)), "letterbox"))
+            crops.append(((max(0.0, o.box[0] - mx), max(0.0, o.box[1] - my),
+                           min(float(width), o.box[2] + mx), min(float(height), o.box[3] + my)),
+                          "letterbox"))
     short = min(width, height)
     for _ in range(2):
         side = short * rng.uniform(0.15, 0.9)
-        crops.append((square_inside(rng.uniform(0, width), rng.uniform(0, height), side, width, height), "center"))
+        crops.append(
+            (
+                square_inside(rng.uniform(0, width), rng.uniform(0, height), side, width, height),
+                "center",
+            )
+        )
     return crops
 
 
@@ -221,7 +242,8 @@ def make_batch(rng: np.random.Generator, batch_size: int, allowed: Sequence[Tupl
     while len(samples) < batch_size:
         n = int(rng.choice([1, 2, 3, 4], p=[0.4, 0.25, 0.2, 0.15]))
         short = int(rng.integers(64, 193))
-        height, width = (short, int(short * rng.uniform(1.0, 1.8)))[::1 if rng.random() < 0.7 else -1]
+        height, width = (short, int(short * rng.uniform(1.0, 1.8)))[::1 if rng.random() < 0.7
+                                                                    else -1]
         size_range = (0.12, 0.7) if n == 1 else (0.12, 0.45)
         scene = render_scene(rng, n, (height, width), combos=allowed, size_range=size_range,
                              varied=bool(rng.random() < VARIED_SCENES))
@@ -238,7 +260,8 @@ def make_batch(rng: np.random.Generator, batch_size: int, allowed: Sequence[Tupl
                 count[kind] += 1
             key = caption_key(rng, content)
             boxes[mode].append(crop)
-            kept[mode].append(Sample(content, key, None if key is None else caption_text(rng, key), share))
+            kept[mode].append(Sample(content, key, None if key is None else caption_text(rng, key),
+                                     share))
         chw = torch.from_numpy(scene.image).permute(2, 0, 1).contiguous()  # planar: fast crops
         for mode in boxes:
             if boxes[mode]:
@@ -248,26 +271,29 @@ def make_batch(rng: np.random.Generator, batch_size: int, allowed: Sequence[Tupl
     return torch.cat(pixels)[:batch_size], samples[:batch_size]
 
 
-# ------------------------------------------------------------------------------------------------ loss
+# ------------------------------------------------------------------------------------------------
+# loss
 
 def vocabulary(allowed: Sequence[Tuple[str, str]]) -> List[Tuple[str, Key]]:
-    """(text, key) of every caption the batch contrasts against besides its own: each allowed phrase,
-    each colour and shape alone, and the background, in the labeler's default prompt wording."""
+    """(text, key) of every caption the batch contrasts against besides its own: each allowed
+    phrase, each colour and shape alone, and the background, in the labeler's default prompt
+    wording."""
     entries = [(f"a photo of {phrase(c, s)}.", ((c, s),)) for c, s in allowed]
     entries += [(f"a photo of a {c} shape.", ((c, None),)) for c in COLOURS]
     entries += [(f"a photo of a {s}.", ((None, s),)) for s in SHAPES]
     return entries + [("a photo of background.", ())]
 
 
-def contrastive_loss(model, pixels: torch.Tensor, samples: Sequence[Sample], vocab: Sequence[Tuple[str, Key]],
-                     tokenizer) -> torch.Tensor:
-    """CLIP's symmetric cross-entropy, with multi-positive targets, the vocabulary and null captions.
+def contrastive_loss(model, pixels: torch.Tensor, samples: Sequence[Sample],
+                     vocab: Sequence[Tuple[str, Key]], tokenizer) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy, with multi-positive targets, the vocabulary and null
+    captions.
 
     The texts are the batch's captions plus ``vocab`` (so every crop is told apart from every known
-    phrase, not only from those that happen to be in its batch). Positives of a crop are the texts that
-    say the same thing as its own caption; texts that are true of it but say something else ("a circle"
-    for a crop captioned "a red circle") are left out of its softmax rather than counted as wrong. The
-    "an object" captions take the crop's object share.
+    phrase, not only from those that happen to be in its batch). Positives of a crop are the texts
+    that say the same thing as its own caption; texts that are true of it but say something else
+    ("a circle" for a crop captioned "a red circle") are left out of its softmax rather than
+    counted as wrong. The "an object" captions take the crop's object share.
     """
     by_text = dict(vocab)
     for s in samples:
@@ -298,15 +324,18 @@ def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
     return -torch.where(target > 0, target * logp, torch.zeros_like(logp)).sum(1).mean()
 
 
-# ----------------------------------------------------------------------------------------------- train
+# -----------------------------------------------------------------------------------------------
+# train
 
 def batch_maker(image_size: int, batch_size: int):
-    """``make(rng)`` → one training batch (what :func:`prefetched_batches` calls in its process)."""
+    """``make(rng)`` → one training batch (what :func:`prefetched_batches` calls in its
+    process)."""
     from functools import partial
 
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-    preprocessor = ClipPreprocessor(image_size, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, torch.device("cpu"))
+    preprocessor = ClipPreprocessor(image_size, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD,
+                                    torch.device("cpu"))
     allowed = [c for c in all_combos() if c not in HELDOUT]
     return partial(make_batch, batch_size=batch_size, allowed=allowed, preprocessor=preprocessor)
 
@@ -322,16 +351,19 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
     tokenizer = SimpleTokenizer(context_length=MODEL_CFG["text_cfg"]["context_length"])
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                             {"params": rest, "weight_decay": 0.0}],
                             lr=lr, betas=(0.9, 0.98), eps=1e-6)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(k / steps, 1.0))))
+        opt,
+        lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(k / steps, 1.0))))
     allowed = [c for c in all_combos() if c not in HELDOUT]
     vocab = vocabulary(allowed)
     curve, start = [], time.time()
     model.train()
-    data = prefetched_batches(batch_maker, (MODEL_CFG["vision_cfg"]["image_size"], batch_size), seed, steps)
+    data = prefetched_batches(batch_maker, (MODEL_CFG["vision_cfg"]["image_size"], batch_size),
+                              seed, steps)
     for step, (pixels, samples) in enumerate(data):
         loss = contrastive_loss(model, pixels, samples, vocab, tokenizer)
         opt.zero_grad(set_to_none=True)
@@ -343,18 +375,22 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
             model.logit_scale.clamp_(0, math.log(100))
         curve.append(round(loss.item(), 5))
         if step % 25 == 0 or step == steps - 1:
-            print(f"step {step:5d}  loss {loss.item():.4f}  scale {model.logit_scale.exp().item():6.2f}  "
-                  f"{time.time() - start:7.1f}s", flush=True)
+            print(f"step {step:5d}  loss {loss.item():.4f}  scale "
+                  f"{model.logit_scale.exp().item():6.2f}  {time.time() - start:7.1f}s",
+                  flush=True)
     model.eval()
     save_clip(model, MODEL_CFG, out, half=True)
-    return write_training_info(out, seed=seed, steps=steps, batch_size=batch_size, lr=lr, threads=threads,
-                               started=start, loss_curve=curve, heldout=[list(c) for c in HELDOUT],
-                               world={"colours": list(COLOURS), "shapes": list(SHAPES)}, null_texts=list(NULL_TEXTS))
+    return write_training_info(out, seed=seed, steps=steps, batch_size=batch_size, lr=lr,
+                               threads=threads, started=start, loss_curve=curve,
+                               heldout=[list(c) for c in HELDOUT],
+                               world={"colours": list(COLOURS), "shapes": list(SHAPES)},
+                               null_texts=list(NULL_TEXTS))
 
 
 def main(argv=None) -> int:
-    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_CLIP_DIR, steps=3600, batch_size=128, lr=2e-3,
-                         threads=2, argv=argv)
+    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_CLIP_DIR, steps=3600,
+                         batch_size=128, lr=2e-3, threads=2, argv=argv)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,4 +1,5 @@
-"""Train the embedded open-vocabulary detector (OWLv2 format) on rendered scenes (CPU, about 21 minutes).
+"""Train the embedded open-vocabulary detector (OWLv2 format) on rendered scenes (CPU, about 21
+minutes).
 
     .venv/bin/python scripts/train_embedded_owl.py            # writes the package's model
     .venv/bin/python scripts/train_embedded_owl.py --steps 50 --out /tmp/owl_try
@@ -10,11 +11,12 @@ queries are embedded as the CLIP labeler embeds them. It is saved with ``save_pr
 with an ``Owlv2Processor``, and loads through :func:`~ros_mm_perception.core.models.owl.load_owl`
 like any OWLv2 checkpoint.
 
-Training data: scenes of :mod:`ros_mm_perception.synthetic.scenes` (seven in ten ``varied``) with 0-4 objects at random sizes
-and aspect ratios (the frame's short side 180-360 px, objects 10-50 % of it), some JPEG-compressed, preprocessed by the
-same device-side OWLv2 preprocessing as at inference. Queries are every colour-shape phrase plus
-the attribute phrases ``"<colour> shape"`` and ``"<shape>"``; a patch's target for a query is 1 when
-the patch is assigned to an object the query describes.
+Training data: scenes of :mod:`ros_mm_perception.synthetic.scenes` (seven in ten ``varied``) with
+0-4 objects at random sizes and aspect ratios (the frame's short side 180-360 px, objects 10-50 %
+of it), some JPEG-compressed, preprocessed by the same device-side OWLv2 preprocessing as at
+inference. Queries are every colour-shape phrase plus the attribute phrases ``"<colour> shape"``
+and ``"<shape>"``; a patch's target for a query is 1 when the patch is assigned to an object the
+query describes.
 
 Assignment and losses, per object: the patches whose centres lie in the middle of its box (within
 :data:`CENTRE_RADIUS` of the box's half-size from its centre, at least the one nearest the centre)
@@ -25,9 +27,9 @@ own predicted box with the object's, so the score rates the box; negatives weigh
 objectness (OWLv2's head): binary cross-entropy, 1 on positives. Each sum is divided by the number
 of positives.
 
-The run is deterministic given ``--seed``: the data of step ``k`` comes from the seed and ``k`` alone
-(a second process renders it a few steps ahead), torch uses a fixed thread count and deterministic
-algorithms.
+The run is deterministic given ``--seed``: the data of step ``k`` comes from the seed and ``k``
+alone (a second process renders it a few steps ahead), torch uses a fixed thread count and
+deterministic algorithms.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ros_mm_perception.core.imaging.owl_preprocess import Owlv2Preprocessor  # noqa: E402
-from ros_mm_perception.core.models.embedded import EMBEDDED_CLIP_DIR, EMBEDDED_OWL_DIR  # noqa: E402
+from ros_mm_perception.core.models.embedded import (EMBEDDED_CLIP_DIR,  # noqa: E402
+                                                    EMBEDDED_OWL_DIR)
 from ros_mm_perception.core.models.owl import image_heads  # noqa: E402
 from ros_mm_perception.core.models.random_models import owl_config, owl_processor  # noqa: E402
 from ros_mm_perception.synthetic.scenes import COLOURS, SHAPES, phrase, render_scene  # noqa: E402
@@ -56,8 +59,8 @@ from training.common import prefetched_batches, training_main, write_training_in
 VISION = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
               image_size=128, patch_size=8)
 """The ViT: 4 layers, 64 wide, 128 px input in 8 px patches."""
-TEXT_FROM_CLIP = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                      hidden_act="gelu")
+TEXT_FROM_CLIP = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=4, hidden_act="gelu")
 """The embedded CLIP's text transformer (open_clip: width 64, 4 heads, 2 layers, GELU)."""
 
 SHORT_SIDE = (180, 360)
@@ -85,23 +88,27 @@ def queries() -> List[Tuple[str, Tuple[str, str] | None, str | None]]:
 
 def query_targets(objects, query_list) -> np.ndarray:
     """``len(objects) x Q`` 0/1: which queries describe each object."""
-    return np.array([[float((c is None or o.colour == c) and (s is None or o.shape == s)) for _, c, s in query_list]
+    return np.array([[float((c is None or o.colour == c) and (s is None or o.shape == s))
+                      for _, c, s in query_list]
                      for o in objects], np.float32).reshape(len(objects), len(query_list))
 
 
 def render_training_scene(rng: np.random.Generator):
-    """One scene of random size, aspect, object count and size; mostly ``varied``, otherwise sometimes
-    JPEG-compressed."""
+    """One scene of random size, aspect, object count and size; mostly ``varied``, otherwise
+    sometimes JPEG-compressed."""
     short = int(rng.integers(SHORT_SIDE[0], SHORT_SIDE[1] + 1))
     aspect = float(rng.uniform(*ASPECT))
-    h, w = (short, int(round(short * aspect))) if rng.random() < 0.8 else (int(round(short * aspect)), short)
+    h, w = (short,
+            int(round(short * aspect))) if rng.random() < 0.8 else (int(round(short * aspect)),
+                                                                    short)
     n = 0 if rng.random() < EMPTY_SHARE else int(rng.integers(1, 5))
     lo = float(rng.uniform(OBJECT_SIZE[0], 0.3))
     hi = float(rng.uniform(lo + 0.05, OBJECT_SIZE[1]))
     varied = bool(rng.random() < VARIED_SCENES)
     scene = render_scene(rng, n_objects=n, size=(h, w), size_range=(lo, hi), varied=varied)
     if not varied and rng.random() < JPEG_SHARE:
-        ok, data = cv2.imencode(".jpg", scene.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 90))])
+        ok, data = cv2.imencode(".jpg", scene.image[:, :, ::-1],
+                                [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 90))])
         scene.image = cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
     return scene
 
@@ -110,7 +117,8 @@ def assign(boxes_rel: np.ndarray, grid: int) -> Tuple[np.ndarray, np.ndarray]:
     """Per patch: index of its object (-1 none) and whether the class loss ignores it.
 
     ``boxes_rel`` are ``(x0, y0, x1, y1)`` relative to the model input square. A patch that is
-    positive for several objects goes to the smallest; patches inside a box but not positive are ignored.
+    positive for several objects goes to the smallest; patches inside a box but not positive are
+    ignored.
     """
     centres = (np.arange(grid) + 0.5) / grid
     px, py = np.meshgrid(centres, centres, indexing="xy")
@@ -122,14 +130,16 @@ def assign(boxes_rel: np.ndarray, grid: int) -> Tuple[np.ndarray, np.ndarray]:
         x0, y0, x1, y1 = boxes_rel[k]
         cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
         inside = (px >= x0) & (px <= x1) & (py >= y0) & (py <= y1)
-        positive = inside & (np.abs(px - cx) <= CENTRE_RADIUS * hw) & (np.abs(py - cy) <= CENTRE_RADIUS * hh)
+        positive = inside & (np.abs(px - cx) <= CENTRE_RADIUS * hw) & (np.abs(py - cy)
+                                                                       <= CENTRE_RADIUS * hh)
         positive[int(np.argmin((px - cx) ** 2 + (py - cy) ** 2))] = True
         owner[positive] = k
         inside_any |= inside
     return owner, inside_any & (owner < 0)
 
 
-def make_batch(rng: np.random.Generator, batch_size: int, preprocessor: Owlv2Preprocessor, query_list, grid: int):
+def make_batch(rng: np.random.Generator, batch_size: int, preprocessor: Owlv2Preprocessor,
+               query_list, grid: int):
     """Pixels, class targets and masks, box targets for one step."""
     from ros_mm_perception.core.imaging.preprocess import upload
 
@@ -186,12 +196,15 @@ def box_iou_pairs(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def losses(model, pixels, queries_embeds, cls_t, cls_mask, box_t, pos) -> dict:
     enc = image_heads(model, pixels)
-    logits = (torch.einsum("npd,qd->npq", enc.class_embeds, queries_embeds) + enc.logit_shift) * enc.logit_scale
+    logits = (torch.einsum("npd,qd->npq", enc.class_embeds, queries_embeds)
+              + enc.logit_shift) * enc.logit_scale
     n_pos = max(1.0, float(pos.sum()))
     p = torch.sigmoid(logits)
     # Varifocal loss: a positive's target is the IoU of its own predicted box with the object's, so
     # a score says how good the box is; negatives are down-weighted by alpha * p^gamma.
-    quality = box_iou_pairs(enc.boxes.detach().float(), box_t).clamp(min=0.05)[..., None] * pos[..., None]
+    quality = box_iou_pairs(enc.boxes.detach().float(), box_t).clamp(min=0.05)[...,
+                                                                               None] * pos[...,
+                                                                                           None]
     target = cls_t * quality
     ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     weight = torch.where(cls_t > 0, target, FOCAL_ALPHA * p.detach() ** FOCAL_GAMMA)
@@ -202,8 +215,10 @@ def losses(model, pixels, queries_embeds, cls_t, cls_mask, box_t, pos) -> dict:
         out["giou"] = giou_loss(pb, tb) / n_pos
     else:
         out["l1"] = out["giou"] = enc.boxes.sum() * 0.0
-    obj_mask = cls_mask[..., 0]                         # the ignored patches, as for the class loss
-    out["objectness"] = (F.binary_cross_entropy_with_logits(enc.objectness, pos.float(), reduction="none")
+    # the ignored patches, as for the class loss
+    obj_mask = cls_mask[..., 0]
+    out["objectness"] = (F.binary_cross_entropy_with_logits(enc.objectness, pos.float(),
+                                                            reduction="none")
                          * obj_mask).sum() / n_pos
     out["total"] = sum(LOSS_WEIGHTS[k] * v for k, v in out.items())
     return out
@@ -236,15 +251,16 @@ def copy_clip_text_tower(owl, clip_dir: Path = EMBEDDED_CLIP_DIR) -> None:
 
 
 def build_model(seed: int):
-    """A fresh ``Owlv2ForObjectDetection`` with the embedded CLIP's text tower, and its processor."""
+    """A fresh ``Owlv2ForObjectDetection`` with the embedded CLIP's text tower, and its
+    processor."""
     from transformers import Owlv2ForObjectDetection
 
     torch.manual_seed(seed)
     model = Owlv2ForObjectDetection(owl_config("owlv2", VISION, TEXT_FROM_CLIP))
     copy_clip_text_tower(model)
     with torch.no_grad():  # heads start neutral: every score near the prior, boxes at their patch
-        for layer in (model.class_head.logit_shift, model.class_head.logit_scale, model.objectness_head.dense2,
-                      model.box_head.dense2):
+        for layer in (model.class_head.logit_shift, model.class_head.logit_scale,
+                      model.objectness_head.dense2, model.box_head.dense2):
             layer.weight.zero_(), layer.bias.zero_()
         model.class_head.logit_shift.bias.fill_(SHIFT_PRIOR)
         model.objectness_head.dense2.bias.fill_(SHIFT_PRIOR)
@@ -256,22 +272,26 @@ def build_model(seed: int):
 @torch.no_grad()
 def query_embeddings(model, processor, texts: Sequence[str]) -> torch.Tensor:
     """Normalised query embeddings, as :meth:`OwlEngine.encode_text` computes them."""
-    tokens = processor.tokenizer(list(texts), padding="max_length", truncation=True, return_tensors="pt")
+    tokens = processor.tokenizer(list(texts), padding="max_length", truncation=True,
+                                 return_tensors="pt")
     out = model.owlv2.get_text_features(**tokens).pooler_output
     out = out / torch.linalg.norm(out, dim=-1, keepdim=True)
     return out / (torch.linalg.norm(out, dim=-1, keepdim=True) + 1e-6)
 
 
 def batch_maker(batch_size: int):
-    """``make(rng)`` → one training batch (what :func:`prefetched_batches` calls in its process)."""
+    """``make(rng)`` → one training batch (what :func:`prefetched_batches` calls in its
+    process)."""
     from functools import partial
 
-    preprocessor = Owlv2Preprocessor(owl_processor("owlv2", VISION["image_size"]).image_processor, torch.device("cpu"))
-    return partial(make_batch, batch_size=batch_size, preprocessor=preprocessor, query_list=queries(),
-                   grid=VISION["image_size"] // VISION["patch_size"])
+    preprocessor = Owlv2Preprocessor(owl_processor("owlv2", VISION["image_size"]).image_processor,
+                                     torch.device("cpu"))
+    return partial(make_batch, batch_size=batch_size, preprocessor=preprocessor,
+                   query_list=queries(), grid=VISION["image_size"] // VISION["patch_size"])
 
 
-def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads: int, log_every: int = 25) -> dict:
+def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads: int,
+          log_every: int = 25) -> dict:
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     model, processor = build_model(seed)
@@ -280,11 +300,13 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     rest = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                             {"params": rest, "weight_decay": 0.0}],
                             lr=lr, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(k / steps, 1.0))))
+        opt,
+        lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(k / steps, 1.0))))
     curve, start = [], time.time()
     model.train()
     for step, batch in enumerate(prefetched_batches(batch_maker, (batch_size,), seed, steps)):
@@ -302,14 +324,15 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
     out = Path(out)
     model.half().save_pretrained(out)
     processor.save_pretrained(out)
-    return write_training_info(out, seed=seed, steps=steps, batch_size=batch_size, lr=lr, threads=threads,
-                               started=start, loss_curve=curve, vision=VISION, text_from="embedded CLIP",
-                               queries=[t for t, _, _ in query_list])
+    return write_training_info(out, seed=seed, steps=steps, batch_size=batch_size, lr=lr,
+                               threads=threads, started=start, loss_curve=curve, vision=VISION,
+                               text_from="embedded CLIP", queries=[t for t, _, _ in query_list])
 
 
 def main(argv=None) -> int:
-    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_OWL_DIR, steps=3200, batch_size=16, lr=1.5e-3,
-                         threads=1, argv=argv)
+    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_OWL_DIR, steps=3200,
+                         batch_size=16, lr=1.5e-3, threads=1, argv=argv)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

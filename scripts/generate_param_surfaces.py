@@ -4,8 +4,7 @@ in ``docs/ros2.md``, the parameter table and the list of launch arguments (betwe
 comments).
 
     python3 scripts/generate_param_surfaces.py          # rewrite the files
-    python3 scripts/generate_param_surfaces.py --check  # exit 1 if a file differs from what it
-    would write
+    python3 scripts/generate_param_surfaces.py --check  # exit 1 if a file would change
 
 ``test/test_params.py`` compares the files byte for byte with :func:`surfaces`.
 """

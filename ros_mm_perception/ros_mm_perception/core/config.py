@@ -1,13 +1,13 @@
 """The one home of every setting: :class:`PerceptionConfig`.
 
 Each field holds its default, a one-line description, and its range or choices. The ROS node
-declares one parameter per field (:mod:`ros_mm_perception.ros.params`), the launch file one argument
-per field marked ``launch``, the commands one option per field they expose
+declares one parameter per field (:mod:`ros_mm_perception.ros.params`), the launch file one
+argument per field marked ``launch``, the commands one option per field they expose
 (:mod:`ros_mm_perception.commands.options`), and ``scripts/generate_param_surfaces.py`` writes
 ``config/perception.yaml`` and the parameter table of ``docs/ros2.md`` from them.
-:meth:`PerceptionConfig.replace` validates a change before it takes effect, so a bad
-``ros2 param set`` is rejected with a reason and the old values are kept. This module needs only the
-standard library (the launch file imports it).
+:meth:`PerceptionConfig.replace` validates a change before it takes effect, so a bad ``ros2 param
+set`` is rejected with a reason and the old values are kept. This module needs only the standard
+library (the launch file imports it).
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ class PerceptionConfig:
     detect_phrases: List[str] = _param(["person", "cup"], "Phrases to ground as detections.")
     # Behaviour
     enable_labels: bool = _param(True, "Publish whole-frame zero-shot labels.")
-    foxglove: bool = _param(True, "Publish Foxglove overlays on annotations and scene (foxglove_msgs).",
+    foxglove: bool = _param(True,
+                            "Publish Foxglove overlays on annotations and scene (foxglove_msgs).",
                             read_only=True)
     crop_mode: str = _param("letterbox", "How CLIP fits a frame or box to its square input.",
                             choices=CROP_MODES, launch=True)
@@ -110,7 +111,8 @@ class PerceptionConfig:
         3, "Rows of tiles whole-frame labels also look at; 0 = the frame alone.",
         low=0, high=8, launch=True)
     grounding_source: str = _param("auto",
-                                   "Detection source: auto (SAM 3, else OWL, else PaliGemma, else CLIP).",
+                                   "Detection source: auto (SAM 3, else OWL, else PaliGemma, "
+                                   "else CLIP).",
                                    choices=GROUNDING_SOURCES)
     top_k: int = _param(5, "How many labels to publish per frame.", low=1, high=MAX_PHRASES)
     score_threshold: float = _param(0.5, "Minimum score of CLIP and PaliGemma detections.",
@@ -163,7 +165,8 @@ class PerceptionConfig:
     memory_max_range_m: float = _param(
         5.0, "Farthest range at which an undetected object counts as unseen.",
         low=0.1, high=100.0)
-    # ROS node (read only: fixed when the node starts; list defaults stay non-empty, as ROS cannot type [])
+    # ROS node (read only: fixed when the node starts; list defaults stay non-empty, as ROS cannot
+    # type [])
     cameras: List[str] = _param(["camera"],
                                 "Camera names; several put each camera's topics under its name.",
                                 read_only=True, launch=True)
@@ -186,7 +189,8 @@ class PerceptionConfig:
     max_batch: int = _param(4, "Most frames (one per camera) processed in one model call.",
                             low=1, high=64)
     max_image_pixels: int = _param(DEFAULT_MAX_IMAGE_PIXELS,
-                                   "Largest image (width x height) decoded; larger ones are refused.",
+                                   "Largest image (width x height) decoded; larger ones are "
+                                   "refused.",
                                    low=1, high=2**31 - 1)
     diagnostics_period_s: float = _param(1.0, "Period of the /diagnostics report.",
                                          low=0.1, high=60.0, read_only=True)
@@ -205,12 +209,15 @@ class PerceptionConfig:
                 object.__setattr__(self, f.name, float(value))
                 value = float(value)
             if expected is list:
-                if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                if not isinstance(value, (list, tuple)) or not all(
+                    isinstance(v, str) for v in value
+                ):
                     raise ConfigError(f"{f.name} must be a list of strings, got {value!r}")
                 object.__setattr__(self, f.name, [v.strip() for v in value])
                 value = getattr(self, f.name)
             elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ConfigError(f"{f.name} must be {expected.__name__}, got {type(value).__name__} {value!r}")
+                raise ConfigError(f"{f.name} must be {expected.__name__}, got "
+                                  f"{type(value).__name__} {value!r}")
             lo_hi = f.metadata.get("range")
             if lo_hi and not (lo_hi[0] <= value <= lo_hi[1]):
                 raise ConfigError(f"{f.name}={value} is outside [{lo_hi[0]}, {lo_hi[1]}]")
@@ -230,7 +237,8 @@ class PerceptionConfig:
             raise ConfigError(f"device={self.device!r} must be auto, cpu or cuda[:N]")
 
     def replace(self, **changes: Any) -> "PerceptionConfig":
-        """Return a validated copy with ``changes``; raises :class:`ConfigError` and leaves ``self`` as is."""
+        """Return a validated copy with ``changes``; raises :class:`ConfigError` and leaves
+        ``self`` as is."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -241,12 +249,14 @@ class PerceptionConfig:
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "PerceptionConfig":
-        """Build from a mapping (e.g. the ``ros__parameters`` of a YAML file); unknown keys are errors."""
+        """Build from a mapping (e.g. the ``ros__parameters`` of a YAML file); unknown keys are
+        errors."""
         return cls().replace(**values)
 
     @staticmethod
     def describe() -> Dict[str, Dict[str, Any]]:
-        """Field name → {default, description, range?, choices?}: what the node declares as parameters."""
+        """Field name → {default, description, range?, choices?}: what the node declares as
+        parameters."""
         out = {}
         for f in dataclasses.fields(PerceptionConfig):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -255,12 +265,14 @@ class PerceptionConfig:
 
 
 def check_camera_names(cameras) -> List[str]:
-    """Validate camera names: at least one, unique, each a ROS name token (letters, digits, '_')."""
+    """Validate camera names: at least one, unique, each a ROS name token (letters, digits,
+    '_')."""
     if not cameras:
         raise ConfigError("cameras must name at least one camera")
     for name in cameras:
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
-            raise ConfigError(f"camera name {name!r} must start with a letter and hold only letters, digits and '_'")
+            raise ConfigError(f"camera name {name!r} must start with a letter and hold only "
+                              "letters, digits and '_'")
     dupes = sorted({c for c in cameras if cameras.count(c) > 1})
     if dupes:
         raise ConfigError(f"cameras has duplicates: {', '.join(dupes)}")
@@ -268,15 +280,16 @@ def check_camera_names(cameras) -> List[str]:
 
 
 def split_phrases(text: str) -> List[str]:
-    """A phrase list typed as one string, the rule of every command: ``;`` separates phrases; without
-    any ``;``, commas do. So ``"red mug, person"`` and ``"red mug ; person"`` are two phrases, and a
-    phrase may hold a comma when ``;`` separates: ``"cup, upside down ; door"``. Surrounding spaces and
-    empty entries are dropped."""
+    """A phrase list typed as one string, the rule of every command: ``;`` separates phrases;
+    without any ``;``, commas do. So ``"red mug, person"`` and ``"red mug ; person"`` are two
+    phrases, and a phrase may hold a comma when ``;`` separates: ``"cup, upside down ; door"``.
+    Surrounding spaces and empty entries are dropped."""
     return [p.strip() for p in text.split(";" if ";" in text else ",") if p.strip()]
 
 
 def check_phrases(phrases, what: str = "phrases", *, allow_empty: bool = False) -> List[str]:
-    """Validate a list of phrases (non-empty strings, no duplicates, bounded size); return it stripped."""
+    """Validate a list of phrases (non-empty strings, no duplicates, bounded size); return it
+    stripped."""
     cleaned = [p.strip() for p in phrases]
     if not cleaned and not allow_empty:
         raise ConfigError(f"{what} must not be empty")
@@ -286,7 +299,8 @@ def check_phrases(phrases, what: str = "phrases", *, allow_empty: bool = False) 
         if not p:
             raise ConfigError(f"{what} contains an empty phrase")
         if len(p) > MAX_PHRASE_CHARS:
-            raise ConfigError(f"{what} has a phrase of {len(p)} characters; at most {MAX_PHRASE_CHARS} are allowed")
+            raise ConfigError(f"{what} has a phrase of {len(p)} characters; at most "
+                              f"{MAX_PHRASE_CHARS} are allowed")
         if not any(c.isalnum() for c in p):
             raise ConfigError(f"{what} has {p!r}, which is not a phrase: a phrase needs a letter "
                               "or digit")

@@ -13,7 +13,8 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` → ``cuda`` when available, else ``cpu``. An unavailable CUDA device is a clear error."""
+    """``auto`` → ``cuda`` when available, else ``cpu``. An unavailable CUDA device is a clear
+    error."""
     if device in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -26,11 +27,13 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-"""CPU feature flags (as Linux names them) of bf16 matrix instructions: AMX tiles or AVX-512 BF16."""
+"""CPU feature flags (as Linux names them) of bf16 matrix instructions: AMX tiles or AVX-512
+BF16."""
 
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset:
-    """The feature flags of the first CPU listed in ``cpuinfo`` (empty where the file is missing)."""
+    """The feature flags of the first CPU listed in ``cpuinfo`` (empty where the file is
+    missing)."""
     try:
         with open(cpuinfo) as fh:
             for line in fh:
@@ -43,7 +46,8 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset:
 
 
 def runs_bf16_natively(flags: Optional[Iterable[str]] = None) -> bool:
-    """Whether the CPU has bf16 matrix instructions (:data:`NATIVE_BF16_FLAGS`); ``flags`` default: this CPU's."""
+    """Whether the CPU has bf16 matrix instructions (:data:`NATIVE_BF16_FLAGS`); ``flags`` default:
+    this CPU's."""
     return not set(NATIVE_BF16_FLAGS).isdisjoint(_this_cpu_flags() if flags is None else flags)
 
 
@@ -68,13 +72,14 @@ MIN_BF16_WIDTH = 256
 """Narrowest model (embedding width) that ``auto`` runs in bf16 on the CPU.
 
 Measured on one thread of an AMX CPU: CLIP ViT-B/16 (width 512) encodes 3.3x faster in bf16 than in
-fp32, while the embedded CLIP (64) and the tiny test PaliGemma (32) run slower in bf16, their matrices
-too small for the bf16 kernels to pay; the bound lies between.
+fp32, while the embedded CLIP (64) and the tiny test PaliGemma (32) run slower in bf16, their
+matrices too small for the bf16 kernels to pay; the bound lies between.
 """
 
 
 INT8 = "int8"
-"""The precision whose CLIP and OWL image towers run their linear layers in int8 (:mod:`.models.int8`).
+"""The precision whose CLIP and OWL image towers run their linear layers in int8
+(:mod:`.models.int8`).
 """
 MIN_INT8_WIDTH = 256
 """Narrowest transformer image tower (hidden width) that ``auto`` runs in int8 without bf16 units.

@@ -3,8 +3,8 @@
 Three ways to name a model:
 
 * ``load_clip("")`` – the embedded default model shipped in the package (see :mod:`.embedded`);
-* ``load_clip("ViT-B-16", "laion2b_s34b_b88k")`` – an open_clip name + pretrained tag, taken from the
-  hub cache (honours ``HF_HUB_OFFLINE``); a local checkpoint file may replace the tag;
+* ``load_clip("ViT-B-16", "laion2b_s34b_b88k")`` – an open_clip name + pretrained tag, taken from
+  the hub cache (honours ``HF_HUB_OFFLINE``); a local checkpoint file may replace the tag;
 * ``load_clip("/path/to/dir")`` or ``load_clip("local-dir:/path")`` – a folder written by
   :func:`save_clip` (``open_clip_config.json`` + weights), the format open_clip itself reads.
 """
@@ -43,20 +43,24 @@ class ClipModel:
     device: torch.device
     dtype: torch.dtype
     fast_encoder: Optional[Any] = None
-    """A :class:`~ros_mm_perception.core.models.fast_clip.FastClipEncoder` set by ``enable_fast_clip``, or ``None``."""
+    """A :class:`~ros_mm_perception.core.models.fast_clip.FastClipEncoder` set by
+    ``enable_fast_clip``, or ``None``."""
     precision: str = "fp32"
-    """The resolved precision: fp32, fp16, bf16 or int8 (the image tower's linear layers in int8)."""
+    """The resolved precision: fp32, fp16, bf16 or int8 (the image tower's linear layers in
+    int8)."""
 
     @property
     def image_size(self) -> int:
         return self.preprocessor.size
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Image embeddings (not normalised) of a preprocessed batch, through the fast encoder when enabled."""
+        """Image embeddings (not normalised) of a preprocessed batch, through the fast encoder when
+        enabled."""
         if self.fast_encoder is not None:
             try:
                 return self.fast_encoder(pixels)
-            except Exception:  # a failed capture or compile must not stop the robot: fall back for good
+            # a failed capture or compile must not stop the robot: fall back for good
+            except Exception:
                 log.exception("CLIP fast path %r failed; using open_clip's encoder from now on",
                               self.fast_encoder.mode)
                 self.fast_encoder = None
@@ -65,18 +69,20 @@ class ClipModel:
 
 def _missing_weights_error(name: str, pretrained: str, err: Exception) -> ModelNotFoundError:
     return ModelNotFoundError(
-        f"CLIP weights for model {name!r} pretrained {pretrained!r} are not in the local cache and could "
-        f"not be downloaded ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}). "
-        f"Download them on a machine with network access (e.g. "
-        f"`python -c \"import open_clip; open_clip.create_model_and_transforms('{name}', pretrained='{pretrained}')\"` "
-        f"fills the Hugging Face cache, which you can copy to ~/.cache/huggingface), or pass a local "
-        f"checkpoint path as pretrained, or a model folder as the model; leave the model empty to use the "
-        f"embedded default."
+        f"CLIP weights for model {name!r} pretrained {pretrained!r} are not in the local cache "
+        f"and could not be downloaded ({type(err).__name__}: "
+        f"{str(err).splitlines()[0][:200] if str(err) else ''}). Download them on a machine with "
+        "network access (e.g. `python -c \"import open_clip; "
+        f"open_clip.create_model_and_transforms('{name}', pretrained='{pretrained}')\"` fills "
+        "the Hugging Face cache, which you can copy to ~/.cache/huggingface), or pass a local "
+        "checkpoint path as pretrained, or a model folder as the model; leave the model empty "
+        "to use the embedded default."
     )
 
 
 def _resolve_source(name: str, pretrained: str):
-    """Map the user's (name, pretrained) to open_clip's (model id, pretrained argument), checking both."""
+    """Map the user's (name, pretrained) to open_clip's (model id, pretrained argument), checking
+    both."""
     import open_clip
 
     if name.startswith("local-dir:"):
@@ -84,7 +90,8 @@ def _resolve_source(name: str, pretrained: str):
     local_dir = Path(name).expanduser()
     if local_dir.is_dir():
         if not (local_dir / CONFIG_NAME).is_file():
-            raise ModelNotFoundError(f"{local_dir} has no {CONFIG_NAME}; it is not an open_clip model folder")
+            raise ModelNotFoundError(f"{local_dir} has no {CONFIG_NAME}; it is not an open_clip "
+                                     "model folder")
         return f"local-dir:{local_dir.resolve()}", None
     if os.sep in name or name.endswith(_CHECKPOINT_SUFFIXES):
         raise ModelNotFoundError(f"CLIP model path {name!r} does not exist")
@@ -97,9 +104,13 @@ def _resolve_source(name: str, pretrained: str):
     if os.sep in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES):
         raise ModelNotFoundError(f"CLIP checkpoint {pretrained!r} does not exist")
     if pretrained not in tags:
-        what = f"unknown pretrained tag {pretrained!r}" if pretrained else "no pretrained weights given"
-        raise UserError(f"{what} for open_clip model {name!r}: pass a tag ({', '.join(tags) or 'none known'}) "
-                        "or a local checkpoint path")
+        what = (
+            f"unknown pretrained tag {pretrained!r}"
+            if pretrained
+            else "no pretrained weights given"
+        )
+        raise UserError(f"{what} for open_clip model {name!r}: pass a tag "
+                        f"({', '.join(tags) or 'none known'}) or a local checkpoint path")
     return name, pretrained
 
 
@@ -121,14 +132,15 @@ def transformer_width(config: Dict[str, Any]) -> Optional[int]:
         vision.get("layers", 12), int) else None
 
 
-def load_clip(name: str = "", pretrained: str = "", device: str = "auto", precision: str = "auto") -> ClipModel:
+def load_clip(name: str = "", pretrained: str = "", device: str = "auto",
+              precision: str = "auto") -> ClipModel:
     """Load an open_clip model (see the module docstring for how to name one).
 
-    ``precision`` auto means fp16 on CUDA; on the CPU bf16 where it runs natively (AMX or AVX-512 BF16)
-    for models wide enough to gain, on CPUs without it int8 for vision transformers (the image
-    tower's linear layers, :mod:`.int8`), else fp32 (the embedded model stays fp32; see
-    :func:`~ros_mm_perception.core.devices.resolve_precision`). Raises :class:`ModelNotFoundError` with what
-    to download when weights are missing, :class:`UserError` for unknown names.
+    ``precision`` auto means fp16 on CUDA; on the CPU bf16 where it runs natively (AMX or AVX-512
+    BF16) for models wide enough to gain, on CPUs without it int8 for vision transformers (the
+    image tower's linear layers, :mod:`.int8`), else fp32 (the embedded model stays fp32; see
+    :func:`~ros_mm_perception.core.devices.resolve_precision`). Raises :class:`ModelNotFoundError`
+    with what to download when weights are missing, :class:`UserError` for unknown names.
     """
     import open_clip
 
@@ -150,7 +162,8 @@ def load_clip(name: str = "", pretrained: str = "", device: str = "auto", precis
         )
     except Exception as err:  # open_clip, huggingface_hub and safetensors raise many kinds
         if pretrained_arg is None or Path(pretrained_arg).is_file():
-            raise ModelNotFoundError(f"cannot load CLIP weights from {pretrained_arg or model_id}: {err}") from err
+            raise ModelNotFoundError("cannot load CLIP weights from "
+                                     f"{pretrained_arg or model_id}: {err}") from err
         raise _missing_weights_error(name, pretrained_arg, err) from err
     model.eval().requires_grad_(False)
     if precision == INT8 and not quantize_linear_layers(model.visual):
@@ -161,9 +174,13 @@ def load_clip(name: str = "", pretrained: str = "", device: str = "auto", precis
     pp = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
-    if pp.get("resize_mode", "shortest") != "shortest" or pp.get("interpolation", "bicubic") != "bicubic":
-        raise UserError(f"CLIP model {name!r} uses resize mode {pp.get('resize_mode')!r} / interpolation "
-                        f"{pp.get('interpolation')!r}; only 'shortest' with 'bicubic' is supported")
+    if (
+        pp.get("resize_mode", "shortest") != "shortest"
+        or pp.get("interpolation", "bicubic") != "bicubic"
+    ):
+        raise UserError(f"CLIP model {name!r} uses resize mode {pp.get('resize_mode')!r} / "
+                        f"interpolation {pp.get('interpolation')!r}; only 'shortest' with "
+                        "'bicubic' is supported")
     mean = pp.get("mean", model.visual.image_mean)
     std = pp.get("std", model.visual.image_std)
     preprocessor = ClipPreprocessor(size, mean, std, dev, dtype)

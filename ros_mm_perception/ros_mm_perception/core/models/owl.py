@@ -18,11 +18,11 @@ The work is split in three so that each part runs only when it must:
 Frames are uploaded as uint8 and preprocessed on the device exactly as the checkpoint's processor
 does (:mod:`~ros_mm_perception.core.imaging.owl_preprocess`). Each patch proposes one box; its
 phrase is the best-scoring query and its score is ``sigmoid(logit)`` in [0, 1], the rule of
-transformers' ``post_process_object_detection``. Boxes are mapped back to the original frame's pixels
-on both axes (OWLv2: relative to the padded square; OWL-ViT: to the stretched frame) and clipped to it.
-OWLv2's objectness picks which patches are kept when a frame has more candidates than
-``max_candidates``: the most object-like first, so that a large vocabulary cannot crowd real objects
-out with many weak matches.
+transformers' ``post_process_object_detection``. Boxes are mapped back to the original frame's
+pixels on both axes (OWLv2: relative to the padded square; OWL-ViT: to the stretched frame) and
+clipped to it. OWLv2's objectness picks which patches are kept when a frame has more candidates
+than ``max_candidates``: the most object-like first, so that a large vocabulary cannot crowd real
+objects out with many weak matches.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ import torch
 from ros_mm_perception.core.config import check_phrases
 from ros_mm_perception.core.devices import INT8, dtype_of, resolve_device, resolve_precision
 from ros_mm_perception.core.errors import ModelNotFoundError
-from ros_mm_perception.core.models.hf_loading import build_network, checked_config, checkpoint_source, error_reason
+from ros_mm_perception.core.models.hf_loading import (build_network, checked_config,
+                                                      checkpoint_source, error_reason)
 from ros_mm_perception.core.imaging.owl_preprocess import Owlv2Preprocessor, OwlViTPreprocessor
 from ros_mm_perception.core.imaging.preprocess import check_rgb, upload
 from ros_mm_perception.core.models.int8 import quantize_linear_layers
@@ -60,8 +61,8 @@ MODEL_TYPES = ("owlv2", "owlvit")
 class OwlImageEncoding:
     """Per-patch outputs of the image tower and heads for ``N`` frames of ``P`` patches.
 
-    ``boxes`` are ``(cx, cy, w, h)`` relative to the model input; ``class_embeds`` are normalised as
-    the class head normalises them; ``objectness`` is ``None`` for OWL-ViT.
+    ``boxes`` are ``(cx, cy, w, h)`` relative to the model input; ``class_embeds`` are normalised
+    as the class head normalises them; ``objectness`` is ``None`` for OWL-ViT.
     """
 
     class_embeds: torch.Tensor   # N x P x D
@@ -71,7 +72,9 @@ class OwlImageEncoding:
     objectness: Optional[torch.Tensor] = None  # N x P
 
     def tensors(self):
-        return tuple(t for t in (self.class_embeds, self.logit_shift, self.logit_scale, self.boxes, self.objectness)
+        return tuple(t
+                     for t in (self.class_embeds, self.logit_shift, self.logit_scale, self.boxes,
+                               self.objectness)
                      if t is not None)
 
     @classmethod
@@ -80,7 +83,8 @@ class OwlImageEncoding:
 
 
 def image_heads(model, pixels: torch.Tensor) -> OwlImageEncoding:
-    """Image tower and per-patch heads of an ``Owlv2ForObjectDetection`` / ``OwlViTForObjectDetection``."""
+    """Image tower and per-patch heads of an ``Owlv2ForObjectDetection`` /
+    ``OwlViTForObjectDetection``."""
     feature_map = model.image_embedder(pixel_values=pixels)[0]
     n, gh, gw, d = feature_map.shape
     feats = feature_map.reshape(n, gh * gw, d)
@@ -90,7 +94,9 @@ def image_heads(model, pixels: torch.Tensor) -> OwlImageEncoding:
     shift = head.logit_shift(feats)
     scale = head.elu(head.logit_scale(feats)) + 1
     boxes = model.box_predictor(feats, feature_map)
-    objectness = model.objectness_predictor(feats) if hasattr(model, "objectness_predictor") else None
+    objectness = (
+        model.objectness_predictor(feats) if hasattr(model, "objectness_predictor") else None
+    )
     return OwlImageEncoding(embeds, shift, scale, boxes, objectness)
 
 
@@ -132,21 +138,26 @@ class OwlEngine:
 
     @torch.inference_mode()
     def encode_text(self, phrases: Sequence[str]) -> torch.Tensor:
-        """``Q x D`` query embeddings of ``phrases`` (normalised as the class head does), new ones encoded."""
+        """``Q x D`` query embeddings of ``phrases`` (normalised as the class head does), new ones
+        encoded."""
         phrases = list(phrases)
         new = [p for p in dict.fromkeys(phrases) if p not in self._text]
         if new:
-            tokens = self.processor.tokenizer(new, padding="max_length", truncation=True, return_tensors="pt")
+            tokens = self.processor.tokenizer(new, padding="max_length", truncation=True,
+                                              return_tensors="pt")
             base = self.model.owlv2 if self.kind == "owlv2" else self.model.owlvit
             out = base.get_text_features(input_ids=tokens["input_ids"].to(self.device),
                                          attention_mask=tokens["attention_mask"].to(self.device))
             text = out.pooler_output if hasattr(out, "pooler_output") else out
-            text = text / torch.linalg.norm(text, ord=2, dim=-1, keepdim=True)      # as the model's forward
-            text = text / (torch.linalg.norm(text, dim=-1, keepdim=True) + 1e-6)    # as the class head
+            # as the model's forward
+            text = text / torch.linalg.norm(text, ord=2, dim=-1, keepdim=True)
+            # as the class head
+            text = text / (torch.linalg.norm(text, dim=-1, keepdim=True) + 1e-6)
             self._text.update(zip(new, text))
             self.text_encodings += len(new)
         if not phrases:
-            return torch.zeros(0, self.model.config.projection_dim, device=self.device, dtype=self.dtype)
+            return torch.zeros(0, self.model.config.projection_dim, device=self.device,
+                               dtype=self.dtype)
         return torch.stack([self._text[p] for p in phrases])
 
     def forget_text(self, keep: Sequence[str] = ()) -> None:
@@ -159,25 +170,31 @@ class OwlEngine:
         if self.fast_encoder is not None:
             try:
                 return self.fast_encoder(pixels)
-            except Exception:  # a failed capture or compile must not stop the robot: fall back for good
-                log.exception("OWL fast path %r failed; using the plain encoder from now on", self.fast_encoder.mode)
+            # a failed capture or compile must not stop the robot: fall back for good
+            except Exception:
+                log.exception("OWL fast path %r failed; using the plain encoder from now on",
+                              self.fast_encoder.mode)
                 self.fast_encoder = None
         return image_heads(self.model, pixels.to(self.dtype))
 
     @staticmethod
     def decode(encoding: OwlImageEncoding, queries: torch.Tensor) -> torch.Tensor:
         """``N x P x Q`` float32 class logits of every patch against ``queries`` (``Q x D``)."""
-        logits = torch.einsum("npd,qd->npq", encoding.class_embeds, queries.to(encoding.class_embeds.dtype))
+        logits = torch.einsum("npd,qd->npq", encoding.class_embeds,
+                              queries.to(encoding.class_embeds.dtype))
         return ((logits + encoding.logit_shift) * encoding.logit_scale).float()
 
     # -------------------------------------------------------------------------------- detection
 
     @torch.inference_mode()
-    def raw_detections(self, images: Sequence[np.ndarray], phrases: Sequence[str], threshold: float = 0.0):
-        """Per frame ``(scores, labels, boxes)`` tensors with ``scores > threshold``, unclipped, unsorted.
+    def raw_detections(self, images: Sequence[np.ndarray], phrases: Sequence[str],
+                       threshold: float = 0.0):
+        """Per frame ``(scores, labels, boxes)`` tensors with ``scores > threshold``, unclipped,
+        unsorted.
 
-        The same numbers as transformers' ``post_process_object_detection`` with ``target_sizes`` the
-        frames' (height, width): best query per patch, sigmoid score, boxes in the frame's pixels.
+        The same numbers as transformers' ``post_process_object_detection`` with ``target_sizes``
+        the frames' (height, width): best query per patch, sigmoid score, boxes in the frame's
+        pixels.
         """
         images = [check_rgb(image) for image in images]
         if not images:
@@ -195,15 +212,19 @@ class OwlEngine:
             keep = scores[i] > threshold
             scale = torch.tensor([sx, sy, sx, sy], device=corners.device)
             objectness = encoding.objectness[i][keep] if encoding.objectness is not None else None
-            out.append((scores[i][keep], best.indices[i][keep], corners[i][keep] * scale, objectness))
+            out.append((scores[i][keep], best.indices[i][keep], corners[i][keep] * scale,
+                        objectness))
         return out
 
     def detect_batch(self, images: Sequence[np.ndarray], phrases: Sequence[str],
                      threshold: float = 0.0) -> List[List[Detection]]:
-        """Boxes of ``phrases`` in each frame (score > ``threshold``, at most ``max_candidates``), no NMS."""
+        """Boxes of ``phrases`` in each frame (score > ``threshold``, at most ``max_candidates``),
+        no NMS."""
         phrases = check_phrases(phrases, "phrases")
         results = []
-        for image, (scores, labels, boxes, objectness) in zip(images, self.raw_detections(images, phrases, threshold)):
+        for image, (scores, labels, boxes, objectness) in zip(
+            images, self.raw_detections(images, phrases, threshold)
+        ):
             if scores.numel() > self.max_candidates:
                 rank = objectness if objectness is not None else scores
                 top = torch.topk(rank.float(), self.max_candidates).indices
@@ -211,7 +232,8 @@ class OwlEngine:
             h, w = image.shape[:2]
             bounds = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
             boxes = torch.minimum(boxes.clamp(min=0), bounds).cpu().numpy().astype(np.float64)
-            dets = [Detection(phrase=phrases[int(k)], score=float(s), box=tuple(float(v) for v in b), source="owl")
+            dets = [Detection(phrase=phrases[int(k)], score=float(s),
+                              box=tuple(float(v) for v in b), source="owl")
                     for s, k, b in zip(scores.cpu().numpy(), labels.cpu().numpy(), boxes)
                     if b[2] > b[0] and b[3] > b[1]]
             results.append(sorted(dets, key=lambda d: -d.score))
@@ -232,56 +254,62 @@ class OwlEngine:
 
 
 def embedded_owl_dir() -> Path:
-    """Folder of the embedded detector (transformers OWLv2 format); a clear error if the package lacks it."""
+    """Folder of the embedded detector (transformers OWLv2 format); a clear error if the package
+    lacks it."""
     from ros_mm_perception.core.models.embedded import EMBEDDED_OWL_DIR
 
     if not (EMBEDDED_OWL_DIR / "config.json").is_file():
         raise ModelNotFoundError(
-            f"the embedded OWL detector is missing from {EMBEDDED_OWL_DIR}; reinstall the package or retrain it "
-            "with `python scripts/train_embedded_owl.py`, or name an OWL checkpoint (owl_model / --owl-model)")
+            f"the embedded OWL detector is missing from {EMBEDDED_OWL_DIR}; reinstall the "
+            "package or retrain it with `python scripts/train_embedded_owl.py`, or name an OWL "
+            "checkpoint (owl_model / --owl-model)")
     return EMBEDDED_OWL_DIR
-
 
 
 def _missing_model_error(model: str, local: bool, err: Exception) -> ModelNotFoundError:
     reason = error_reason(err)
     if local:
         return ModelNotFoundError(
-            f"{model} is not a complete OWL model folder ({reason}); pass a folder written by save_pretrained "
-            f"(config.json, model*.safetensors, tokenizer and processor files) or a hub id such as {DEFAULT_MODEL}")
+            f"{model} is not a complete OWL model folder ({reason}); pass a folder written by "
+            "save_pretrained (config.json, model*.safetensors, tokenizer and processor files) "
+            f"or a hub id such as {DEFAULT_MODEL}")
     return ModelNotFoundError(
-        f"OWL model {model!r} is not in the Hugging Face cache and could not be downloaded ({reason}). On a "
-        f"machine with network access run `hf download {model}` (older huggingface_hub: `huggingface-cli "
-        f"download {model}`) and copy ~/.cache/huggingface here if needed; or pass a local model folder, or "
-        f"'{EMBEDDED}' for the detector shipped in the package")
+        f"OWL model {model!r} is not in the Hugging Face cache and could not be downloaded "
+        f"({reason}). On a machine with network access run `hf download {model}` (older "
+        f"huggingface_hub: `huggingface-cli download {model}`) and copy ~/.cache/huggingface "
+        f"here if needed; or pass a local model folder, or '{EMBEDDED}' for the detector shipped "
+        "in the package")
 
 
-def load_owl(model: str, device: str = "auto", precision: str = "auto", *, random_weights: bool = False,
-             max_candidates: int = MAX_CANDIDATES) -> OwlEngine:
+def load_owl(model: str, device: str = "auto", precision: str = "auto", *,
+             random_weights: bool = False, max_candidates: int = MAX_CANDIDATES) -> OwlEngine:
     """Load OWLv2 or OWL-ViT from a hub id (cache), a local folder or ``embedded``.
 
-    ``precision`` auto is fp16 on CUDA; on the CPU bf16 where it runs natively for models wide enough
-    to gain (OWLv2-base), on CPUs without it int8 (the image tower's linear layers; heads and text
-    tower fp32), as for CLIP. ``random_weights`` builds the folder's
-    architecture with random weights on the device (benchmarks: compute does not depend on weight
-    values). A missing model raises :class:`ModelNotFoundError` saying what to download or which path
-    to pass; a folder of another model type raises :class:`UserError`.
+    ``precision`` auto is fp16 on CUDA; on the CPU bf16 where it runs natively for models wide
+    enough to gain (OWLv2-base), on CPUs without it int8 (the image tower's linear layers; heads
+    and text tower fp32), as for CLIP. ``random_weights`` builds the folder's architecture with
+    random weights on the device (benchmarks: compute does not depend on weight values). A missing
+    model raises :class:`ModelNotFoundError` saying what to download or which path to pass; a
+    folder of another model type raises :class:`UserError`.
     """
-    from transformers import Owlv2ForObjectDetection, Owlv2Processor, OwlViTForObjectDetection, OwlViTProcessor
+    from transformers import (Owlv2ForObjectDetection, Owlv2Processor, OwlViTForObjectDetection,
+                              OwlViTProcessor)
 
     if not isinstance(model, str) or not model.strip():
-        raise ModelNotFoundError(f"no OWL model given; pass a hub id such as {DEFAULT_MODEL}, a local model "
-                                 f"folder or '{EMBEDDED}'")
+        raise ModelNotFoundError(f"no OWL model given; pass a hub id such as {DEFAULT_MODEL}, a "
+                                 f"local model folder or '{EMBEDDED}'")
     dev = resolve_device(device)
     path = embedded_owl_dir() if model == EMBEDDED else Path(model).expanduser()
-    source, local = checkpoint_source(model, path, "OWL", f", a hub id such as {DEFAULT_MODEL} or '{EMBEDDED}'")
+    source, local = checkpoint_source(model, path, "OWL",
+                                      f", a hub id such as {DEFAULT_MODEL} or '{EMBEDDED}'")
     try:
         config = checked_config(source, model, MODEL_TYPES, "OWLv2 or OWL-ViT")
         width = config.vision_config.hidden_size
         precision = resolve_precision(precision, dev, cuda_default="fp16", width=width,
                                       int8_width=width)
         dtype = dtype_of(precision)
-        net_cls, proc_cls = ((Owlv2ForObjectDetection, Owlv2Processor) if config.model_type == "owlv2"
+        net_cls, proc_cls = ((Owlv2ForObjectDetection, Owlv2Processor)
+                             if config.model_type == "owlv2"
                              else (OwlViTForObjectDetection, OwlViTProcessor))
         processor = proc_cls.from_pretrained(source)
         net = build_network(net_cls, source, config, dtype, dev, random_weights)
@@ -290,5 +318,5 @@ def load_owl(model: str, device: str = "auto", precision: str = "auto", *, rando
     if precision == INT8:
         base = net.owlv2 if config.model_type == "owlv2" else net.owlvit
         quantize_linear_layers(base.vision_model.encoder)
-    return OwlEngine(net, processor, name=str(path) if model == EMBEDDED else model, device=dev, dtype=dtype,
-                     max_candidates=max_candidates, precision=precision)
+    return OwlEngine(net, processor, name=str(path) if model == EMBEDDED else model, device=dev,
+                     dtype=dtype, max_candidates=max_candidates, precision=precision)

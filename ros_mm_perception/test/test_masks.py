@@ -322,3 +322,14 @@ def test_pipeline_with_a_tiny_sam_from_its_folder(tiny_clip, tmp_path, rng):
     for det, theirs in zip(result.detections, reference):
         assert np.array_equal(det.mask, theirs)
     pipe.close()
+
+
+def test_an_empty_mask_falls_back_to_the_box_window():
+    from ros_mm_perception.core.perception.geometry import locate
+
+    ring, depth = ring_scene()
+    k = Intrinsics(100.0, 100.0, 39.5, 29.5)
+    empty, boxed = (Detection("red ring", 0.9, (20, 10, 60, 50), mask=np.zeros((60, 80), bool)),
+                    Detection("red ring", 0.9, (20, 10, 60, 50)))
+    locate([empty, boxed], depth, k, depth.shape)
+    assert empty.xyz is not None and empty.xyz == boxed.xyz and empty.size_xyz == boxed.size_xyz

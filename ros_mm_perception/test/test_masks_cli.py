@@ -77,3 +77,15 @@ def test_bag_without_masks_has_no_instance_mask_topic(tiny_clip_dir, frames_fold
     assert main(["bag", str(frames_folder), "--out", str(out), "--fps", "10",
                  *tiny_clip_options(tiny_clip_dir, "red mug", "a,b", threshold=0)]) == 0
     assert not any(topic.endswith("/instance_mask") for topic, *_ in read_mcap(out))
+
+
+def test_eval_embedded_masks_reports_iou_and_3d_error_for_both_styles(sam_dir, capsys):
+    assert main(["eval-embedded", "--masks", "--mask-model", str(sam_dir), "--scenes", "1", "--device", "cpu",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for style in ("own", "unseen"):
+        masks = report[style]["masks"]
+        assert 0.0 <= masks["mean_iou"] <= 1.0 and masks["objects"] >= 1 and masks["ms_per_frame"] > 0
+        assert set(report[style]["depth"]) == {"ring", "cross", "star"}
+        for errors in report[style]["depth"].values():
+            assert set(errors) == {"median_error_m_mask", "median_error_m_box"}

@@ -64,6 +64,11 @@ def add_parser(sub) -> None:
     p.add_argument("--versus-precision", default="", metavar="P",
                    help="also compare with the model loaded in precision P (fp32, fp16 or bf16): embedding "
                         "cosine and top-1 agreement")
+    p.add_argument("--masks", action="store_true",
+                   help="measure the mask model instead (--mask-model, default: the embedded one): mask IoU "
+                        "against the renderer's exact masks on --scenes scenes per style, and the 3D error "
+                        "with masks and with the box window on ring, cross and star shapes")
+    p.add_argument("--mask-model", default="embedded", help="mask model of --masks (default: embedded)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -122,6 +127,20 @@ def precision_agreement(labeler, other, seed: int, per_combo: int) -> Dict[str, 
             for kind, r in rows.items()}
 
 
+def mask_report(args, config) -> Dict:
+    """The ``--masks`` figures of :mod:`ros_mm_perception.synthetic.mask_evaluation`, per style."""
+    from ros_mm_perception.core.models.sam import load_mask_model
+    from ros_mm_perception.synthetic import mask_evaluation
+
+    engine = load_mask_model(args.mask_model, config.device, config.precision)
+    report = {"seed": args.seed, "mask_model": engine.name, "precision": str(engine.dtype).removeprefix("torch."),
+              "box_jitter": mask_evaluation.BOX_JITTER}
+    for style in ("own", "unseen"):
+        report[style] = {"masks": mask_evaluation.mask_quality(engine, style, args.seed, args.scenes),
+                         "depth": mask_evaluation.depth_error(engine, style, args.seed, max(1, args.scenes // 5))}
+    return report
+
+
 def _mean(values) -> Optional[float]:
     return round(float(np.mean(values)), 4) if len(values) else None
 
@@ -144,6 +163,14 @@ def run(args) -> int:
     require_photos()  # the unseen style's, before the minutes of the own style
     start = time.time()
     config = config_from_args(args)
+    if args.masks:
+        report = mask_report(args, config)
+        report["seconds"] = round(time.time() - start, 1)
+        if args.json:
+            print(json.dumps(report))
+        else:
+            _print(report)
+        return 0
     clip = load_clip(config.clip_model, config.clip_pretrained, config.device, config.precision)
     labeler = ClipLabeler(clip, crop_mode=config.crop_mode, label_tiles=config.label_tiles)
     heldout = heldout_combos(clip.name) if Path(clip.name).is_dir() else []

@@ -28,7 +28,7 @@ class ContactSheetOutput:
         scale = self.tile_width / image.shape[1]
         small = cv2.resize(image, (self.tile_width, int(round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
         shrunk = FrameResult(result.camera, result.frame_id, result.stamp, small.shape[1], small.shape[0],
-                             detections=[_scaled(d, scale) for d in result.detections])
+                             detections=[_scaled(d, scale, small.shape[:2]) for d in result.detections])
         caption = f"{item.namespace or '/'} frame {len(self.tiles.get(item.namespace, []))}: " \
                   f"{len(result.detections)} detections"
         self.tiles.setdefault(item.namespace, []).append((annotate(small, shrunk), caption))
@@ -50,7 +50,12 @@ class ContactSheetOutput:
         self.stream.write(png.tobytes())
 
 
-def _scaled(det, scale: float):
+def _scaled(det, scale: float, hw):
+    """``det`` on the tile: its box scaled, its mask (if any) resized to the tile's ``hw``."""
     from dataclasses import replace
 
-    return replace(det, box=tuple(v * scale for v in det.box))
+    import cv2
+
+    mask = None if det.mask is None else cv2.resize(det.mask.astype(np.uint8), (hw[1], hw[0]),
+                                                    interpolation=cv2.INTER_NEAREST).astype(bool)
+    return replace(det, box=tuple(v * scale for v in det.box), mask=mask)

@@ -17,7 +17,8 @@ Method, per detection:
   ``cx, cy`` index pixel centres, so ``u = (x0 + x1) / 2 - 0.5``) and the size is the box extent
   at ``z`` plus, for depth, the spread of the mode (:data:`SPREAD_PERCENTILES`);
 * with a mask, ``z`` is the median depth of the mask pixels in the mode, and the centre and size
-  come from the robust extents (:data:`EXTENT_PERCENTILES`) of those pixels back-projected to 3D.
+  come from the robust extents (:data:`EXTENT_PERCENTILES`) of those pixels back-projected to 3D;
+  a mask with no valid depth (an empty one too) falls back to the box.
 
 A depth image with another resolution than the colour image is accepted when it has the same aspect
 ratio (boxes and masks are scaled onto it); any other shape is an :class:`ImageFormatError`.
@@ -173,7 +174,9 @@ def box_position(
         raise ValueError(f"box {box} has non-finite coordinates")
     k = intrinsics
     if mask is not None:
-        return _mask_position(depth, k, _mask_on_depth(mask, image_hw, depth.shape), sx, sy)
+        found = _mask_position(depth, k, _mask_on_depth(mask, image_hw, depth.shape), sx, sy)
+        if found is not None:   # an empty mask, or one without valid depth: the box window
+            return found
     bx0, by0, bx1, by1 = _window((x0, y0, x1, y1), sx, sy, depth.shape)
     values = _metres(depth[by0:by1, bx0:bx1]).ravel()
     values = values[np.isfinite(values)]

@@ -267,3 +267,24 @@ def test_with_a_text_encoder_clip_must_prefer_the_phrase_to_background(rng):
     drive(memory, OBJECTS[:2], 3, rng, embeddings=crops, phrases=["red mug", "blue box"])
     assert [r.phrase for r in memory.objects()] == ["red mug"]
     assert len(memory.objects(include_unconfirmed=True)) == 2
+
+
+def test_query_scores_kept_between_queries_follow_every_change(rng):
+    names = [f"thing {i}" for i in range(6)]
+    vectors = {n: unit(rng.normal(size=16)) for n in [*names, "background", "an object", "asked"]}
+
+    def encode(phrases):
+        return np.stack([vectors[p] for p in phrases])
+
+    memory = ObjectMemory("map")
+    places = [(n, (2.0 + 0.3 * i, 0.5 - 0.2 * i, 0.4)) for i, n in enumerate(names)]
+    # the same objects seen with other crops (changed rows), then a new object (a new phrase)
+    for step, count in enumerate((3, 3, 4)):
+        crops = [unit(vectors[n] + 0.6 * unit(rng.normal(size=16))) for n in names[:count]]
+        drive(memory, places[:count], 2, rng, start=10 * step, embeddings=crops, phrases=names)
+        for asked in ("asked", names[0], names[2]):
+            kept = memory.query(asked, encode_text=encode, min_match=0.0)
+            memory._logit_cache = None                            # computed afresh
+            fresh = memory.query(asked, encode_text=encode, min_match=0.0)
+            assert [(m.record.id, round(m.match, 6)) for m in kept] == \
+                [(m.record.id, round(m.match, 6)) for m in fresh]

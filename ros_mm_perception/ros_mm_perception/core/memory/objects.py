@@ -182,6 +182,14 @@ class _Columns:
         """Phrase -> its column in :attr:`evidence` and :attr:`has_phrase`."""
         self.evidence = np.zeros((0, 0))
         self.has_phrase = np.zeros((0, 0), bool)
+        self.totals = np.zeros(0)
+        """The sum of each row's phrase evidence."""
+        self.free: List[int] = []
+        """Rows that hold no record."""
+        self.used = 0
+        """One past the highest row ever given to a record (rows are handed out lowest first)."""
+        self.dirty: set = set()
+        """Rows changed since the query cache last looked (:meth:`ObjectMemory._phrase_logits`)."""
 
     def _grow_rows(self) -> None:
         pad = max(16, len(self.ids))
@@ -201,9 +209,10 @@ class _Columns:
         )
         self.confirmed, self.present = grown(self.confirmed), grown(self.present)
         self.has_embedding, self.evidence = grown(self.has_embedding), grown(self.evidence)
-        self.has_phrase = grown(self.has_phrase)
+        self.has_phrase, self.totals = grown(self.has_phrase), grown(self.totals)
         if self.embeddings is not None:
             self.embeddings = grown(self.embeddings)
+        self.free.extend(range(len(self.ids) - 1, len(self.ids) - pad - 1, -1))
 
     def code(self, phrase: str) -> int:
         """The column of ``phrase`` (a new one for a new phrase)."""
@@ -219,12 +228,12 @@ class _Columns:
     def set(self, record: "ObjectRecord") -> None:
         row = self.rows.get(record.id)
         if row is None:
-            free = np.flatnonzero(~self.valid)
-            if free.size == 0:
+            if not self.free:
                 self._grow_rows()
-                free = np.flatnonzero(~self.valid)
-            row = self.rows[record.id] = int(free[0])
+            row = self.rows[record.id] = self.free.pop()
+            self.used = max(self.used, row + 1)
         self.ids[row], self.valid[row], self.means[row] = record.id, True, record.mean
+        self.dirty.add(row)
         self.spread[row] = math.sqrt(max(float(np.trace(record.covariance)), 0.0))
         self.log_odds[row], self.last_seen[row] = record.log_odds, record.last_seen_ns
         self.confirmed[row], self.present[row] = record.confirmed, record.state == PRESENT
@@ -237,6 +246,7 @@ class _Columns:
         for phrase, evidence in record.phrases.items():
             code = self.code(phrase)
             self.evidence[row, code], self.has_phrase[row, code] = evidence, True
+        self.totals[row] = sum(record.phrases.values())
 
     def remove(self, record: "ObjectRecord") -> None:
         row = self.rows.pop(record.id)
@@ -246,7 +256,9 @@ class _Columns:
             False,
             False,
         )
-        self.evidence[row], self.has_phrase[row] = 0.0, False
+        self.evidence[row], self.has_phrase[row], self.totals[row] = 0.0, False, 0.0
+        self.dirty.add(row)
+        self.free.append(row)
 
     def columns_of(self, phrases: Sequence[str]) -> np.ndarray:
         """Column indices of ``phrases`` (-1 for a phrase no record holds)."""
@@ -286,6 +298,7 @@ class ObjectMemory:
         self._lock = threading.RLock()
         self._records: Dict[int, ObjectRecord] = {}
         self._cols = _Columns()
+        self._logit_cache = None
         self._next_id = 1
         self._latest_ns = 0
         self._store: Optional[MemoryStore] = MemoryStore(path) if path else None
@@ -348,7 +361,7 @@ class ObjectMemory:
             if self._store is not None:
                 self._store.close()
                 self._store = None
-            self._records, self._cols = {}, _Columns()
+            self._records, self._cols, self._logit_cache = {}, _Columns(), None
 
     # ------------------------------------------------------------------------------ reading
 
@@ -648,28 +661,64 @@ class ObjectMemory:
                 for i in order
             ]
 
+    def _phrase_logits(self, encode_text):
+        """``(K, own, other)``: per row, the cosines ``K`` of its mean crop embedding with every
+        phrase the memory knows (by code) and :data:`NULL_PROMPTS`, and the columns of the largest
+        of its own phrases and of the others. Kept between queries; rows changed since are
+        redone."""
+        cols, cache = self._cols, self._logit_cache
+        phrases = [*cols.codes, *NULL_PROMPTS]
+        rows = len(cols.ids)
+        text = np.asarray(encode_text(phrases), np.float32)   # the encoder's cache: cheap
+        if (cache is None or cache["known"].shape != (rows, len(phrases))
+                or not np.array_equal(cache["text"], text)):
+            cache = self._logit_cache = {"text": text,
+                                         "known": np.zeros((rows, len(phrases)), np.float32),
+                                         "own": np.zeros(rows, np.int64),
+                                         "other": np.zeros(rows, np.int64)}
+            dirty = np.flatnonzero(cols.valid & cols.has_embedding)
+        else:
+            dirty = np.fromiter(cols.dirty, np.int64, len(cols.dirty))
+        cols.dirty.clear()
+        if dirty.size:
+            known = cols.embeddings[dirty] @ cache["text"].T
+            own = cols.has_phrase[dirty, : len(cols.codes)]
+            own = np.pad(own, ((0, 0), (0, len(NULL_PROMPTS))))
+            cache["known"][dirty] = known
+            cache["own"][dirty] = np.where(own, known, -np.inf).argmax(axis=1)
+            cache["other"][dirty] = np.where(own, -np.inf, known).argmax(axis=1)
+        return cache["known"], cache["own"], cache["other"]
+
     def _match_scores(self, phrase: str, rows: np.ndarray, encode_text, logit_scale) -> np.ndarray:
         cols = self._cols
         code = cols.codes.get(phrase)
         scores = np.zeros(rows.size)
         if code is not None:
-            totals = cols.evidence[rows].sum(axis=1)
-            scores = cols.evidence[rows, code] / np.maximum(totals, 1e-12)
+            scores = cols.evidence[rows, code] / np.maximum(cols.totals[rows], 1e-12)
         embedded = cols.has_embedding[rows]
         if encode_text is None or cols.embeddings is None or not embedded.any():
             return scores
-        vocabulary = [p for p in dict.fromkeys([*self.vocabulary(), *NULL_PROMPTS]) if p != phrase]
-        text = np.asarray(encode_text([phrase, *vocabulary]), dtype=np.float32)
         chosen = rows[embedded]
-        logits = logit_scale * (cols.embeddings[chosen] @ text.T)
-        asked, known = logits[:, 0], logits[:, 1:]
-        columns = cols.columns_of(vocabulary)
-        own = np.where(columns >= 0, cols.has_phrase[chosen][:, np.maximum(columns, 0)], False)
-        best_own = np.where(own, known, -np.inf).max(axis=1)
-        best_other = np.where(own, -np.inf, known).max(axis=1)
+        known, own_at, other_at = self._phrase_logits(encode_text)
+        text = np.asarray(encode_text([phrase]), np.float32)[0]
+        asked = (cols.embeddings[: cols.used] @ text)[chosen]
+        own_at, other_at = own_at[chosen], other_at[chosen]
+        has_own = cols.has_phrase[chosen, own_at] & (own_at < len(cols.codes))
+        best_own = np.where(has_own, known[chosen, own_at], -np.inf)
+        best_other = known[chosen, other_at]
+        if code is not None:           # the asked phrase competes with none: redo rows it led
+            redo = np.flatnonzero((own_at == code) | (other_at == code))
+            if redo.size:
+                own = cols.has_phrase[chosen[redo], : len(cols.codes)]
+                own = np.pad(own, ((0, 0), (0, len(NULL_PROMPTS))))
+                rest = known[chosen[redo]]
+                rest[:, code] = -np.inf
+                best_own[redo] = np.where(own, rest, -np.inf).max(axis=1)
+                best_other[redo] = np.where(own, -np.inf, rest).max(axis=1)
         margin = np.minimum(
-            np.where(np.isfinite(best_own), asked - best_own + MATCH_TOLERANCE, np.inf),
-            asked - best_other,
+            np.where(np.isfinite(best_own), logit_scale * (asked - best_own) + MATCH_TOLERANCE,
+                     np.inf),
+            logit_scale * (asked - best_other),
         )
         embed = 1.0 / (1.0 + np.exp(-np.clip(margin, -50.0, 50.0)))
         scores[embedded] = np.maximum(scores[embedded], embed)

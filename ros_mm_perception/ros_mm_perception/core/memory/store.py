@@ -131,7 +131,8 @@ class MemoryStore:
         except sqlite3.DatabaseError as err:
             self._db.close()
             raise MemoryFileError(
-                f"the object memory {self.path} is damaged ({err}); it was left as it is"
+                f"the object memory {self.path} is damaged ({' '.join(str(err).split())}); "
+                "it was left as it is"
             ) from None
         except BaseException:
             self._db.close()
@@ -165,7 +166,7 @@ class MemoryStore:
             )
         check = self._db.execute("PRAGMA quick_check").fetchone()[0]
         if check != "ok":
-            raise sqlite3.DatabaseError(str(check))
+            raise sqlite3.DatabaseError(str(check).strip().splitlines()[-1])
 
     def _create(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")

@@ -48,21 +48,24 @@ BOX_JITTER = 0.05
 def render_pool(seed: int, n: int) -> List:
     """``n`` scenes (image and objects with masks) from ``seed``."""
     rng = np.random.default_rng([seed, 1])
-    return [render_scene(rng, n_objects=int(rng.integers(1, 5)), size=SCENE_SIZE, varied=rng.random() < 0.75,
+    return [render_scene(rng, n_objects=int(rng.integers(1, 5)), size=SCENE_SIZE,
+                         varied=rng.random() < 0.75,
                          size_range=(0.15, 0.5)) for _ in range(n)]
 
 
 def low_res_target(mask: np.ndarray, new_hw, grid: int) -> np.ndarray:
     """The exact mask as the model's low-resolution mask sees it: resized onto the resized frame,
     padded to the square input and area-averaged to ``grid x grid``."""
-    scaled = cv2.resize(mask.astype(np.float32), (new_hw[1], new_hw[0]), interpolation=cv2.INTER_AREA)
+    scaled = cv2.resize(mask.astype(np.float32), (new_hw[1], new_hw[0]),
+                        interpolation=cv2.INTER_AREA)
     square = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
     square[:new_hw[0], :new_hw[1]] = scaled
     return cv2.resize(square, (grid, grid), interpolation=cv2.INTER_AREA)
 
 
 def make_batch(rng: np.random.Generator, pool, processor, batch_size: int):
-    """Pixels, ``B x N x 4`` prompt boxes (input pixels), targets ``B x N x g x g`` and a box mask ``B x N``."""
+    """Pixels, ``B x N x 4`` prompt boxes (input pixels), targets ``B x N x g x g`` and a box
+    mask ``B x N``."""
     scenes = [pool[i] for i in rng.choice(len(pool), batch_size, replace=False)]
     images, boxes, masks = [], [], []
     for scene in scenes:
@@ -95,11 +98,13 @@ def make_batch(rng: np.random.Generator, pool, processor, batch_size: int):
             box_t[i, j] = np.clip(box, 0, [w, h, w, h]) * scale
             target[i, j] = low_res_target(mask, (new_h, new_w), grid)
             valid[i, j] = 1.0
-    return inputs["pixel_values"], torch.from_numpy(box_t), torch.from_numpy(target), torch.from_numpy(valid)
+    return (inputs["pixel_values"], torch.from_numpy(box_t), torch.from_numpy(target),
+            torch.from_numpy(valid))
 
 
 def losses(model, pixels, boxes, target, valid) -> dict:
-    logits = model(pixel_values=pixels, input_boxes=boxes, multimask_output=False).pred_masks[:, :, 0]
+    out = model(pixel_values=pixels, input_boxes=boxes, multimask_output=False)
+    logits = out.pred_masks[:, :, 0]
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((-2, -1))
     p = torch.sigmoid(logits)
     dice = 1 - (2 * (p * target).sum((-2, -1)) + 1) / (p.sum((-2, -1)) + target.sum((-2, -1)) + 1)
@@ -113,10 +118,18 @@ def build_model(seed: int):
     from transformers import SamModel
 
     torch.manual_seed(seed)
-    return SamModel(sam_config(**ARCH)), sam_processor(IMAGE_SIZE)
+    model = SamModel(sam_config(**ARCH))
+    # The random Fourier features that encode box corners: N(0, 1) frequencies, as the original
+    # SAM draws them (transformers draws them at half the vision width, to be overwritten by a
+    # checkpoint; that many cycles across the frame alias on the mask grid and hide the boxes).
+    frequencies = torch.randn_like(model.shared_image_embedding.positional_embedding)
+    for embedding in (model.shared_image_embedding, model.prompt_encoder.shared_embedding):
+        embedding.positional_embedding.data.copy_(frequencies)
+    return model, sam_processor(IMAGE_SIZE)
 
 
-def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads: int, log_every: int = 25) -> dict:
+def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads: int,
+          log_every: int = 25) -> dict:
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     start = time.time()
@@ -126,11 +139,13 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     rest = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                             {"params": rest, "weight_decay": 0.0}],
                             lr=lr, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(k / steps, 1.0))))
+        opt,
+        lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(k / steps, 1.0))))
     rng = np.random.default_rng([seed, 2])
     curve = []
     model.train()
@@ -149,14 +164,14 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
     out = Path(out)
     model.half().save_pretrained(out)
     processor.save_pretrained(out)
-    return write_training_info(out, seed=seed, steps=steps, batch_size=batch_size, lr=lr, threads=threads,
-                               started=start, loss_curve=curve, arch=ARCH, pool=POOL, scene_size=SCENE_SIZE,
-                               box_jitter=BOX_JITTER)
+    return write_training_info(out, seed=seed, steps=steps, batch_size=batch_size, lr=lr,
+                               threads=threads, started=start, loss_curve=curve, arch=ARCH,
+                               pool=POOL, scene_size=SCENE_SIZE, box_jitter=BOX_JITTER)
 
 
 def main(argv=None) -> int:
-    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_SAM_DIR, steps=550, batch_size=8, lr=2e-3,
-                         threads=1, argv=argv)
+    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_SAM_DIR, steps=600,
+                         batch_size=8, lr=2e-3, threads=1, argv=argv)
 
 
 if __name__ == "__main__":

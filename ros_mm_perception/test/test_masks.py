@@ -1,4 +1,4 @@
-"""Masks: COCO RLE, the mono16 instance image and its message, exports, SAM / SAM 2 box prompts, 3D."""
+"""Masks: COCO RLE, the mono16 instance image and its message, exports, SAM / SAM 2, 3D."""
 
 import functools
 import io
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ros_mm_perception.core.errors import ImageFormatError
-from ros_mm_perception.core.imaging.masks import (check_mask, decode_rle, encode_rle, instance_image, mask_area,
+from ros_mm_perception.core.imaging.masks import (check_mask, decode_rle, encode_rle,
+                                                  instance_image, mask_area,
                                                   overlay_masks)
 from ros_mm_perception.core.results import Detection, FrameResult, Intrinsics, Stamp
 
@@ -40,7 +41,8 @@ def test_rle_of_empty_and_full_masks():
     for mask in (np.zeros((5, 9), bool), np.ones((5, 9), bool)):
         rle = encode_rle(mask)
         assert np.array_equal(decode_rle(rle), mask) and mask_area(rle) == int(mask.sum())
-    assert decode_rle({"size": [5, 9], "counts": encode_rle(np.zeros((5, 9), bool))["counts"].encode()}).sum() == 0
+    as_bytes = encode_rle(np.zeros((5, 9), bool))["counts"].encode()
+    assert decode_rle({"size": [5, 9], "counts": as_bytes}).sum() == 0
 
 
 def test_bad_masks_and_rles_are_clear_errors():
@@ -64,7 +66,8 @@ def test_rendered_objects_carry_their_exact_visible_masks(style):
     for obj in scene.objects:
         assert obj.mask.shape == (120, 160) and obj.mask.dtype == bool
         rows, cols = np.nonzero(obj.mask)
-        assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == tuple(int(v) for v in obj.box)
+        extent = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+        assert extent == tuple(int(v) for v in obj.box)
         cover += obj.mask
     assert cover.max() == 1                       # visible masks never overlap
 
@@ -105,9 +108,11 @@ def result_with_masks(h=6, w=8):
     m0, m1 = np.zeros((h, w), bool), np.zeros((h, w), bool)
     m0[1:3, 1:4] = True
     m1[2:5, 3:7] = True
-    dets = [Detection("red ring", 0.9, (1, 1, 4, 3), mask=m0), Detection("blue star", 0.8, (3, 2, 7, 5), mask=m1),
+    dets = [Detection("red ring", 0.9, (1, 1, 4, 3), mask=m0),
+            Detection("blue star", 0.8, (3, 2, 7, 5), mask=m1),
             Detection("cup", 0.7, (0, 0, 2, 2))]
-    return FrameResult(camera="front", frame_id="front_optical", stamp=Stamp(12, 345), width=w, height=h,
+    return FrameResult(camera="front", frame_id="front_optical", stamp=Stamp(12, 345), width=w,
+                       height=h,
                        detections=dets, detections_ran=True, masks_ran=True)
 
 
@@ -121,12 +126,15 @@ def test_instance_mask_message_contract(distro):
     types = rosbags_types(store)
     result = result_with_masks()
     msg = convert.instance_mask(types, result)
-    assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == ("front_optical", 12, 345)
+    header = (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec)
+    assert header == ("front_optical", 12, 345)
     assert (msg.encoding, msg.height, msg.width, msg.step) == ("mono16", 6, 8, 16)
-    labels = image_to_numpy(store.deserialize_cdr(store.serialize_cdr(msg, msg.__msgtype__), msg.__msgtype__))
+    cdr = store.serialize_cdr(msg, msg.__msgtype__)
+    labels = image_to_numpy(store.deserialize_cdr(cdr, msg.__msgtype__))
     # pixel = 1 + index in the Detection2DArray (whose order is the result's); 0 = no detection
     array = convert.detection_2d_array(types, result)
-    assert [d.results[0].hypothesis.class_id for d in array.detections] == [d.phrase for d in result.detections]
+    phrases = [d.results[0].hypothesis.class_id for d in array.detections]
+    assert phrases == [d.phrase for d in result.detections]
     m0, m1 = result.detections[0].mask, result.detections[1].mask
     assert np.array_equal(labels == 1, m0)
     assert np.array_equal(labels == 2, m1 & ~m0)
@@ -153,7 +161,8 @@ def test_jsonl_and_coco_exports_carry_rle_masks():
     assert [("mask" in d) for d in row["detections"]] == [True, True, False]
     anns = json.loads(coco.getvalue())["annotations"]
     assert np.array_equal(decode_rle(anns[1]["segmentation"]), result.detections[1].mask)
-    assert anns[1]["area"] == int(result.detections[1].mask.sum()) and "segmentation" not in anns[2]
+    assert anns[1]["area"] == int(result.detections[1].mask.sum())
+    assert "segmentation" not in anns[2]
 
 
 # ----------------------------------------------------------------------------- SAM and SAM 2
@@ -178,10 +187,13 @@ def transformers_sam(directory):
 def reference_masks(directory, image, boxes):
     """transformers' own processor → model → post_process_masks for one image."""
     kind, processor, net = transformers_sam(directory)
-    inputs = processor(images=image, input_boxes=[[list(map(float, b)) for b in boxes]], return_tensors="pt")
+    prompts = [[list(map(float, b)) for b in boxes]]
+    inputs = processor(images=image, input_boxes=prompts, return_tensors="pt")
     with torch.no_grad():
         pred = net(**inputs, multimask_output=False).pred_masks
-    sizes = (inputs["original_sizes"],) + ((inputs["reshaped_input_sizes"],) if kind == "sam" else ())
+    sizes = (inputs["original_sizes"],)
+    if kind == "sam":
+        sizes += (inputs["reshaped_input_sizes"],)
     return processor.post_process_masks(pred, *sizes)[0][:, 0].numpy()
 
 
@@ -189,7 +201,8 @@ def test_box_prompted_masks_equal_transformers_post_processing(sam_dir, rng):
     from ros_mm_perception.core.models.sam import load_mask_model
 
     engine = load_mask_model(str(sam_dir), "cpu", "fp32")
-    images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)]
+    images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8),
+              rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)]
     boxes = [[(5, 5, 30, 30), (10, 2, 60, 40)], [(1, 1, 20, 35)]]
     calls = []
     encode = engine.net.get_image_embeddings
@@ -249,7 +262,8 @@ class BoxMasks:
 
     def masks(self, images, boxes):
         self.calls.append([len(b) for b in boxes])
-        return [[self.masks_for(b, image.shape[:2]) for b in frame_boxes] for image, frame_boxes in zip(images, boxes)]
+        return [[self.masks_for(b, image.shape[:2]) for b in frame_boxes]
+                for image, frame_boxes in zip(images, boxes)]
 
     def warm_up(self):
         pass
@@ -285,7 +299,8 @@ def test_pipeline_gives_masks_and_3d_from_the_ring_not_the_wall(tiny_clip):
     for det in result.detections:
         assert det.mask is ring
         assert det.xyz[2] == pytest.approx(1.0)       # the ring's depth, not the wall's 3 m
-        assert det.size_xyz[0] == pytest.approx(40 / 100.0, abs=0.03)   # 40 px wide at 1 m, f = 100 px
+        # 40 px wide at 1 m with f = 100 px
+        assert det.size_xyz[0] == pytest.approx(40 / 100.0, abs=0.03)
     # the mask decides: a mask over the ring's hole gives the wall's depth
     hole = disc(60, 80, 40, 30, 9)
     pipe_hole = PerceptionPipeline(config, clip=tiny_clip, masker=BoxMasks(lambda box, hw: hole))
@@ -312,8 +327,9 @@ def test_pipeline_with_a_tiny_sam_from_its_folder(tiny_clip, tmp_path, rng):
     from ros_mm_perception.core.results import Frame
 
     folder = build_random_sam(tmp_path / "sam", "sam")
-    config = PerceptionConfig(labels=["a"], detect_phrases=["red ring", "blue star"], grounding_source="clip",
-                              enable_labels=False, mask_model=str(folder), device="cpu", precision="fp32")
+    config = PerceptionConfig(labels=["a"], detect_phrases=["red ring", "blue star"],
+                              grounding_source="clip", enable_labels=False, mask_model=str(folder),
+                              device="cpu", precision="fp32")
     pipe = PerceptionPipeline(config, clip=tiny_clip)
     image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     result = pipe.ground(Frame(image), ["red ring", "blue star"], score_threshold=0.0)

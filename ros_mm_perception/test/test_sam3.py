@@ -1,4 +1,4 @@
-"""The sam3 grounding source: a tiny random SAM 3 from the real config, through the project's loader."""
+"""The sam3 grounding source: a tiny random SAM 3 (real config) through the project's loader."""
 
 import functools
 
@@ -10,7 +10,7 @@ from ros_mm_perception.core.config import ConfigError, PerceptionConfig
 from ros_mm_perception.core.results import Frame
 
 PHRASES = ["red ring", "blue star", "cup"]
-THRESHOLD = 0.25                      # the tiny model's random scores lie around 0.25: some kept, some not
+THRESHOLD = 0.25   # the tiny model's random scores lie around 0.25: some kept, some not
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,8 @@ def engine(sam3_dir):
 
 
 def images(rng):
-    return [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)]
+    return [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8),
+            rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)]
 
 
 @functools.lru_cache(maxsize=1)
@@ -44,7 +45,8 @@ def reference(directory, image, phrase, threshold):
     inputs = processor(images=image, text=phrase, return_tensors="pt")
     with torch.no_grad():
         out = net(**inputs)
-    found = processor.post_process_instance_segmentation(out, threshold=threshold, target_sizes=[image.shape[:2]])[0]
+    found = processor.post_process_instance_segmentation(out, threshold=threshold,
+                                                         target_sizes=[image.shape[:2]])[0]
     order = np.argsort(-found["scores"].numpy(), kind="stable")
     h, w = image.shape[:2]
     return (found["scores"].numpy()[order], found["boxes"].numpy()[order].clip(0, [w, h, w, h]),
@@ -55,11 +57,13 @@ def test_detections_equal_transformers_post_processing(engine, sam3_dir, rng):
     frames = images(rng)
     calls = {"vision": [], "text": []}
     vision, text = engine.net.get_vision_features, engine.net.get_text_features
-    engine.net.get_vision_features = lambda **kw: calls["vision"].append(len(kw["pixel_values"])) or vision(**kw)
-    engine.net.get_text_features = lambda **kw: calls["text"].append(len(kw["input_ids"])) or text(**kw)
+    engine.net.get_vision_features = (
+        lambda **kw: calls["vision"].append(len(kw["pixel_values"])) or vision(**kw))
+    engine.net.get_text_features = (
+        lambda **kw: calls["text"].append(len(kw["input_ids"])) or text(**kw))
     found = engine.detect_batch(frames, PHRASES, THRESHOLD)
     engine.detect_batch(frames, PHRASES[:2], THRESHOLD)
-    assert calls["vision"] == [2, 2]                     # one image-encoder call per batch of frames
+    assert calls["vision"] == [2, 2]     # one image-encoder call per batch of frames
     assert calls["text"] == [3]                          # each phrase encoded once, then cached
     kept = 0
     for image, dets in zip(frames, found):
@@ -70,7 +74,8 @@ def test_detections_equal_transformers_post_processing(engine, sam3_dir, rng):
             assert len(mine) == len(scores)
             kept += len(mine)
             np.testing.assert_allclose([d.score for d in mine], scores, atol=1e-5)
-            np.testing.assert_allclose(np.array([d.box for d in mine]).reshape(-1, 4), boxes, atol=1e-3)
+            mine_boxes = np.array([d.box for d in mine]).reshape(-1, 4)
+            np.testing.assert_allclose(mine_boxes, boxes, atol=1e-3)
             for det, mask in zip(mine, masks):
                 assert det.source == "sam3" and det.mask.shape == image.shape[:2]
                 assert np.array_equal(det.mask, mask)
@@ -81,15 +86,16 @@ def test_an_absent_phrase_returns_nothing(engine, rng):
     frames = images(rng)
     assert any(engine.detect_batch(frames, PHRASES, THRESHOLD))
     presence = engine.net.detr_decoder.presence_head.layer3
-    presence.bias.data.fill_(-1e4)                        # the presence token says: not in the image
+    presence.bias.data.fill_(-1e4)       # the presence token says: not in the image
     assert engine.detect_batch(frames, PHRASES, 0.01) == [[], []]
 
 
 def test_pipeline_auto_prefers_sam3_and_outputs_masks(sam3_dir, tiny_clip, rng):
     from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
 
-    config = PerceptionConfig(labels=["a"], detect_phrases=PHRASES, enable_labels=False, score_threshold=THRESHOLD,
-                              sam3_model=str(sam3_dir), device="cpu", precision="fp32")
+    config = PerceptionConfig(labels=["a"], detect_phrases=PHRASES, enable_labels=False,
+                              score_threshold=THRESHOLD, sam3_model=str(sam3_dir), device="cpu",
+                              precision="fp32")
     pipe = PerceptionPipeline(config, clip=tiny_clip)
     assert pipe.detection_source() == "sam3" and pipe.makes_masks
     result = pipe.process(Frame(images(rng)[0]))

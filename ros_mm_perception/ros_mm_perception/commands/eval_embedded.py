@@ -65,9 +65,10 @@ def add_parser(sub) -> None:
                    help="also compare with the model loaded in precision P (fp32, fp16 or bf16): embedding "
                         "cosine and top-1 agreement")
     p.add_argument("--masks", action="store_true",
-                   help="measure the mask model instead (--mask-model, default: the embedded one): mask IoU "
-                        "against the renderer's exact masks on --scenes scenes per style, and the 3D error "
-                        "with masks and with the box window on ring, cross and star shapes")
+                   help="measure the mask model instead (--mask-model, default: the embedded "
+                        "one): mask IoU against the renderer's exact masks on --scenes scenes per "
+                        "style, and the 3D error with masks and with the box window on ring, cross "
+                        "and star shapes")
     p.add_argument("--mask-model", default="embedded", help="mask model of --masks (default: embedded)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -133,11 +134,13 @@ def mask_report(args, config) -> Dict:
     from ros_mm_perception.synthetic import mask_evaluation
 
     engine = load_mask_model(args.mask_model, config.device, config.precision)
-    report = {"seed": args.seed, "mask_model": engine.name, "precision": str(engine.dtype).removeprefix("torch."),
+    report = {"seed": args.seed, "mask_model": engine.name,
+              "precision": str(engine.dtype).removeprefix("torch."),
               "box_jitter": mask_evaluation.BOX_JITTER}
     for style in ("own", "unseen"):
-        report[style] = {"masks": mask_evaluation.mask_quality(engine, style, args.seed, args.scenes),
-                         "depth": mask_evaluation.depth_error(engine, style, args.seed, max(1, args.scenes // 5))}
+        report[style] = {
+            "masks": mask_evaluation.mask_quality(engine, style, args.seed, args.scenes),
+            "depth": mask_evaluation.depth_error(engine, style, args.seed, max(1, args.scenes // 5))}
     return report
 
 

@@ -28,7 +28,8 @@ class ContactSheetOutput:
         scale = self.tile_width / image.shape[1]
         small = cv2.resize(image, (self.tile_width, int(round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
         shrunk = FrameResult(result.camera, result.frame_id, result.stamp, small.shape[1], small.shape[0],
-                             detections=[_scaled(d, scale, small.shape[:2]) for d in result.detections])
+                             detections=[_scaled(d, scale, small.shape[:2])
+                                         for d in result.detections])
         caption = f"{item.namespace or '/'} frame {len(self.tiles.get(item.namespace, []))}: " \
                   f"{len(result.detections)} detections"
         self.tiles.setdefault(item.namespace, []).append((annotate(small, shrunk), caption))

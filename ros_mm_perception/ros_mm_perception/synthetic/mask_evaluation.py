@@ -21,7 +21,8 @@ import numpy as np
 
 from ros_mm_perception.core.perception.geometry import locate
 from ros_mm_perception.core.results import Detection, Intrinsics
-from ros_mm_perception.synthetic.evaluation import GROUNDING_OBJECT_SIZE, GROUNDING_SIZE, MIN_VISIBLE, STYLES, render
+from ros_mm_perception.synthetic.evaluation import (GROUNDING_OBJECT_SIZE, GROUNDING_SIZE,
+                                                    MIN_VISIBLE, STYLES, render)
 
 BOX_JITTER = 0.05
 HOLLOW_SHAPES = ("ring", "cross", "star")
@@ -30,7 +31,7 @@ FOCAL = 525.0
 
 
 def jittered(rng: np.random.Generator, box, height: int, width: int) -> tuple:
-    """``box`` with each side moved by up to :data:`BOX_JITTER` of its size, clipped to the frame."""
+    """``box``, each side moved by up to :data:`BOX_JITTER` of its size, clipped to the frame."""
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
     dx0, dy0, dx1, dy1 = rng.uniform(-BOX_JITTER, BOX_JITTER, 4) * [w, h, w, h]
@@ -86,7 +87,8 @@ def mask_quality(engine, style: str, seed: int, n_scenes: int) -> Dict[str, obje
             "objects": len(ious), "frames": len(total_s)}
 
 
-def scene_depth(rng: np.random.Generator, mask: np.ndarray, z_object: float, z_wall: float) -> np.ndarray:
+def scene_depth(rng: np.random.Generator, mask: np.ndarray, z_object: float,
+                z_wall: float) -> np.ndarray:
     """Float metres: the object's pixels at ``z_object``, the rest at ``z_wall``, 1 % noise."""
     depth = np.where(mask, z_object, z_wall).astype(np.float32)
     return depth * (1 + rng.normal(0, 0.01, depth.shape)).astype(np.float32)
@@ -104,7 +106,8 @@ def depth_error(engine, style: str, seed: int, per_shape: int,
         errors = {"mask": [], "box": []}
         for _ in range(per_shape):
             colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
-            scene = render(style, rng, objects=[(colour, shape)], size=GROUNDING_SIZE, size_range=(0.25, 0.5))
+            scene = render(style, rng, objects=[(colour, shape)], size=GROUNDING_SIZE,
+                           size_range=(0.25, 0.5))
             obj = scene.objects[0]
             z_obj = float(rng.uniform(0.8, 2.5))
             depth = scene_depth(rng, obj.mask, z_obj, z_obj + float(rng.uniform(0.5, 2.0)))
@@ -116,8 +119,10 @@ def depth_error(engine, style: str, seed: int, per_shape: int,
             for kind, det_mask in (("mask", mask), ("box", None)):
                 det = Detection(obj.phrase, 1.0, box, mask=det_mask)
                 locate([det], depth, k, depth.shape)
-                errors[kind].append(np.inf if det.xyz is None else float(np.linalg.norm(np.array(det.xyz) - truth)))
-        out[shape] = {f"median_error_m_{kind}": _round(np.median(e), 4) for kind, e in errors.items()}
+                error = np.inf if det.xyz is None else np.linalg.norm(np.array(det.xyz) - truth)
+                errors[kind].append(float(error))
+        out[shape] = {f"median_error_m_{kind}": _round(np.median(e), 4)
+                      for kind, e in errors.items()}
     return out
 
 

@@ -18,12 +18,12 @@ the offline tools run the same object. Per frame (or per batch of frames from se
     region proposals scored by CLIP, thresholded and suppressed);
   - ``owl``: OWLv2 / OWL-ViT (:mod:`~ros_mm_perception.core.models.owl`): one box per image patch, scored
     against the cached phrase queries, thresholded and suppressed like PaliGemma's boxes (no CLIP re-scoring);
-  - ``sam3``: SAM 3 (:mod:`~ros_mm_perception.core.models.sam3`): every instance of each phrase with
-    a box, a mask and a score (query probability times the phrase's presence probability), thresholded
-    by ``score_threshold``; one image-encoder call per batch, cached phrase encodings;
-  - ``auto``: the best source configured: SAM 3 when a SAM 3 model is configured, else OWL when an OWL
-    model is (boxes at camera rate), else PaliGemma when a PaliGemma model is, else CLIP; ``off``: no
-    detections;
+  - ``sam3``: SAM 3 (:mod:`~ros_mm_perception.core.models.sam3`): every instance of each phrase
+    with a box, a mask and a score (query probability times the phrase's presence probability),
+    thresholded by ``score_threshold``; one image-encoder call per batch, cached phrase encodings;
+  - ``auto``: the best source configured: SAM 3 when a SAM 3 model is configured, else OWL when an
+    OWL model is (boxes at camera rate), else PaliGemma when a PaliGemma model is, else CLIP;
+    ``off``: no detections;
 
 * **masks** – with ``mask_model`` (SAM or SAM 2, :mod:`~ros_mm_perception.core.models.sam`) each
   detection gets a mask, prompted with its box; one image embedding per frame serves all its boxes;
@@ -210,8 +210,8 @@ class PerceptionPipeline:
         return self._labeler
 
     def detection_source(self, config: Optional[PerceptionConfig] = None) -> str:
-        """The grounding source in effect: ``sam3``, ``owl``, ``paligemma``, ``clip`` or ``off`` (``auto``
-        resolved)."""
+        """The grounding source in effect: ``sam3``, ``owl``, ``paligemma``, ``clip`` or ``off``
+        (``auto`` resolved)."""
         source = (config or self.config).grounding_source
         return self._best_source() if source == "auto" else source
 
@@ -415,14 +415,16 @@ class PerceptionPipeline:
         return labels, detections
 
     def _add_masks(self, images, detections) -> None:
-        """Masks from the mask model for detections without one: one image embedding per frame, all of
-        the frame's boxes decoded against it."""
+        """Masks from the mask model for detections without one: one image embedding per frame,
+        all of the frame's boxes decoded against it."""
         if self._masker is None:
             return
-        todo = [(image, [d for d in dets if d.mask is None]) for image, dets in zip(images, detections)]
+        todo = [(image, [d for d in dets if d.mask is None])
+                for image, dets in zip(images, detections)]
         todo = [(image, dets) for image, dets in todo if dets]
         if todo:
-            masks = self._masker.masks([image for image, _ in todo], [[d.box for d in dets] for _, dets in todo])
+            masks = self._masker.masks([image for image, _ in todo],
+                                       [[d.box for d in dets] for _, dets in todo])
             for (_, dets), frame_masks in zip(todo, masks):
                 for det, mask in zip(dets, frame_masks):
                     det.mask = mask

@@ -12,7 +12,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.append(str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
-import pytest
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +33,8 @@ def tiny_clip(tiny_clip_dir):
 
 @pytest.fixture(scope="session")
 def tiny_paligemma_dir(tmp_path_factory):
-    """A tiny PaliGemma folder (random weights, small custom tokenizer) written by ``save_pretrained``."""
+    """A tiny PaliGemma folder (random weights, small custom tokenizer) written by
+    ``save_pretrained``."""
     from ros_mm_perception.core.models.random_models import build_random_paligemma
 
     return build_random_paligemma(tmp_path_factory.mktemp("tiny_paligemma"))
@@ -43,8 +44,9 @@ def tiny_paligemma_dir(tmp_path_factory):
 def package_logs_propagate():
     """Let caplog see the package's log records under a sourced ROS 2 too.
 
-    ROS 2's launch (imported by its pytest plugin, as in ``colcon test``) makes every logger created
-    after it non-propagating, so records would never reach pytest's handler on the root logger.
+    ROS 2's launch (imported by its pytest plugin, as in ``colcon test``) makes every logger
+    created after it non-propagating, so records would never reach pytest's handler on the root
+    logger.
     """
     for name, logger in list(logging.Logger.manager.loggerDict.items()):
         if name.split(".")[0] == "ros_mm_perception" and isinstance(logger, logging.Logger):

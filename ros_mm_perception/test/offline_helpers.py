@@ -22,8 +22,11 @@ def rendered_images(n: int, seed: int = 0) -> List[np.ndarray]:
     return [s.image for s in render_sequence(seed, n, n_objects=2, size=(48, 64))]
 
 
-def tiny_clip_options(clip_dir, detect: str, labels: str, threshold: Optional[float] = None) -> List[str]:
-    """``bag`` / ``fleet`` options for the tiny CLIP in ``clip_dir``, CPU, fp32, CLIP-only grounding."""
-    options = ["--clip-model", str(clip_dir), "--device", "cpu", "--precision", "fp32", "--grounding-source", "clip",
-               "--detect-phrases", detect, "--labels", labels, "--no-progress"]
+def tiny_clip_options(clip_dir, detect: str, labels: str,
+                      threshold: Optional[float] = None) -> List[str]:
+    """``bag`` / ``fleet`` options for the tiny CLIP in ``clip_dir``, CPU, fp32, CLIP-only
+    grounding."""
+    options = ["--clip-model", str(clip_dir), "--device", "cpu", "--precision", "fp32",
+               "--grounding-source", "clip", "--detect-phrases", detect, "--labels", labels,
+               "--no-progress"]
     return options + (["--score-threshold", str(threshold)] if threshold is not None else [])

@@ -11,7 +11,8 @@ LIMIT_S = 120.0
 
 NODE_PARAMETERS = {"device": "cpu", "precision": "fp32", "detect_phrases": ["red box"],
                    "score_threshold": 0.0}
-"""The node's parameters in these tests, besides its CLIP model: CPU, fp32, one phrase, every box."""
+"""The node's parameters in these tests, besides its CLIP model: CPU, fp32, one phrase, every
+box."""
 
 
 class Inbox:

@@ -28,8 +28,8 @@ def test_json_output(tiny_clip_dir, image_file, capsys):
 
 
 def test_top_k_and_text_output(tiny_clip_dir, image_file, capsys):
-    assert main(["classify", str(image_file), "--labels", "a,b,c", "--clip-model", str(tiny_clip_dir),
-                 "--top-k", "2"]) == 0
+    assert main(["classify", str(image_file), "--labels", "a,b,c", "--clip-model",
+                 str(tiny_clip_dir), "--top-k", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and all(line.split()[0] in "abc" for line in lines)
 
@@ -54,5 +54,6 @@ def test_undecodable_image(tmp_path, capsys):
 
 
 def test_python_dash_m_entry_point():
-    out = subprocess.run([sys.executable, "-m", "ros_mm_perception", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "ros_mm_perception", "--help"],
+                         capture_output=True, text=True)
     assert out.returncode == 0 and "classify" in out.stdout

@@ -1,4 +1,5 @@
-"""One phrase-separator rule, the crop mode, --nms and --no-labels, and the embedded model's world warning."""
+"""One phrase-separator rule, the crop mode, --nms and --no-labels, and the embedded model's world
+warning."""
 
 import argparse
 import json
@@ -36,8 +37,9 @@ def bag_config(argv):
 
 def test_bag_options_reach_the_config():
     assert bag_config([]) == PerceptionConfig()
-    config = bag_config(["--no-enable-labels", "--nms-iou", "0.25", "--score-threshold", "0.4", "--crop-mode", "center",
-                         "--label-tiles", "0", "--detect-phrases", "red mug ; cup, blue", "--labels", "a,b"])
+    config = bag_config(["--no-enable-labels", "--nms-iou", "0.25", "--score-threshold", "0.4",
+                         "--crop-mode", "center", "--label-tiles", "0", "--detect-phrases",
+                         "red mug ; cup, blue", "--labels", "a,b"])
     assert not config.enable_labels and config.nms_iou == 0.25 and config.score_threshold == 0.4
     assert config.crop_mode == "center" and config.label_tiles == 0
     assert config.detect_phrases == ["red mug", "cup, blue"] and config.labels == ["a", "b"]
@@ -73,7 +75,11 @@ def test_phrases_outside_the_embedded_world():
     assert phrases_outside_world(all_phrases() + ["a photo of a red shape.", "Blue"]) == []
     assert phrases_outside_world(["red circle", "person", "red mug"]) == ["person", "red mug"]
     message = outside_world_message(["person", "red circle"], "--clip-model")
-    assert "person" in message and "red circle" not in message.split("world:")[1] and "--clip-model" in message
+    assert (
+        "person" in message
+        and "red circle" not in message.split("world:")[1]
+        and "--clip-model" in message
+    )
     assert outside_world_message(["red circle"], "--clip-model") is None
 
 
@@ -84,11 +90,12 @@ def test_a_folder_without_a_world_reports_nothing(tmp_path):
 
 def test_classify_warns_once_on_the_embedded_model_only(tmp_path, capsys, tiny_clip_dir):
     image = write_rgb(tmp_path / "frame.png", np.full((40, 60, 3), 128, np.uint8))
-    assert main(["classify", str(image), "--labels", "person,red circle", "--device", "cpu", "--json"]) == 0
+    assert main(["classify", str(image), "--labels", "person,red circle", "--device", "cpu",
+                 "--json"]) == 0
     err = capsys.readouterr().err
     assert err.count("warning") == 1 and "person" in err and "--clip-model" in err
-    assert main(["classify", str(image), "--labels", "person,red circle", "--clip-model", str(tiny_clip_dir),
-                 "--crop-mode", "center", "--label-tiles", "1", "--json"]) == 0
+    assert main(["classify", str(image), "--labels", "person,red circle", "--clip-model",
+                 str(tiny_clip_dir), "--crop-mode", "center", "--label-tiles", "1", "--json"]) == 0
     assert "warning" not in capsys.readouterr().err
     assert main(["classify", str(image), "--labels", "red circle", "--label-tiles", "-1"]) == 2
     assert "label_tiles" in capsys.readouterr().err

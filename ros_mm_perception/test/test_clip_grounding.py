@@ -1,11 +1,13 @@
-"""CLIP-only grounding plumbing: proposals, the score rule, thresholding, one box per object, one batch per frame."""
+"""CLIP-only grounding plumbing: proposals, the score rule, thresholding, one box per object, one
+batch per frame."""
 
 import numpy as np
 import pytest
 
 from ros_mm_perception.core.perception.boxes import box_iou
-from ros_mm_perception.core.perception.clip_grounding import (NULL_PROMPTS, Proposals, context_squares,
-                                                              ground_with_clip, one_box_per_object, phrase_scores,
+from ros_mm_perception.core.perception.clip_grounding import (NULL_PROMPTS, Proposals,
+                                                              context_squares, ground_with_clip,
+                                                              one_box_per_object, phrase_scores,
                                                               propose_regions, sliding_windows)
 from ros_mm_perception.core.errors import ImageFormatError
 from ros_mm_perception.core.perception.labeler import ClipLabeler
@@ -13,7 +15,8 @@ from ros_mm_perception.synthetic.scenes import render_scene
 
 
 class ScriptedLabeler:
-    """Stands in for ClipLabeler: logits come from a function of (crop box, phrase); calls are recorded."""
+    """Stands in for ClipLabeler: logits come from a function of (crop box, phrase); calls are
+    recorded."""
 
     def __init__(self, logit):
         self.logit = logit
@@ -55,7 +58,8 @@ def test_no_two_boxes_of_a_phrase_overlap(labeler, frame):
 
 
 def test_max_detections_and_empty_phrases(labeler, frame):
-    assert len(ground_with_clip(labeler, frame, ["a", "b"], score_threshold=0.0, max_detections=3)) == 3
+    assert len(ground_with_clip(labeler, frame, ["a", "b"], score_threshold=0.0,
+                                max_detections=3)) == 3
     before = labeler.text_encodes
     assert ground_with_clip(labeler, frame, []) == []
     assert labeler.text_encodes == before
@@ -100,7 +104,8 @@ def test_the_region_a_phrase_fits_best_wins_and_keeps_its_box(frame, monkeypatch
     target = (40.0, 30.0, 70.0, 60.0)
     square = context_squares(np.array([target]), *frame.shape[:2])[0]
     found = propose_regions(frame)
-    proposals = Proposals(np.concatenate([[target], found.boxes]), np.concatenate([[True], found.fitted]))
+    proposals = Proposals(np.concatenate([[target], found.boxes]),
+                          np.concatenate([[True], found.fitted]))
     monkeypatch.setattr(grounding, "propose_regions", lambda image: proposals)
 
     def logit(box, phrase):
@@ -112,18 +117,22 @@ def test_the_region_a_phrase_fits_best_wins_and_keeps_its_box(frame, monkeypatch
     assert (overlap[1:] == 0).all()
 
 
-def test_overlapping_boxes_of_a_phrase_publish_one_fitted_box_and_a_separate_one_stays(frame, monkeypatch):
+def test_overlapping_boxes_of_a_phrase_publish_one_fitted_box_and_a_separate_one_stays(
+    frame, monkeypatch
+):
     import ros_mm_perception.core.perception.clip_grounding as grounding
 
-    tight, loose, part, neighbour = ((40.0, 30.0, 60.0, 50.0), (20.0, 10.0, 90.0, 80.0), (45.0, 35.0, 55.0, 45.0),
-                                     (95.0, 40.0, 120.0, 70.0))
+    tight, loose, part, neighbour = ((40.0, 30.0, 60.0, 50.0), (20.0, 10.0, 90.0, 80.0),
+                                     (45.0, 35.0, 55.0, 45.0), (95.0, 40.0, 120.0, 70.0))
     boxes = np.array([loose, tight, part, neighbour])
-    assert box_iou([tight], [loose])[0, 0] < 0.5 and box_iou([tight], [part])[0, 0] < 0.5  # NMS keeps both
+    # NMS keeps both
+    assert box_iou([tight], [loose])[0, 0] < 0.5 and box_iou([tight], [part])[0, 0] < 0.5
     monkeypatch.setattr(grounding, "propose_regions",
                         lambda image: Proposals(boxes, np.array([False, True, True, True])))
     squares = context_squares(boxes, *frame.shape[:2])
     context_logit = {tuple(sq): s for sq, s in zip(squares.tolist(), (6.0, 4.0, 5.0, 3.0))}
-    own_logit = {tight: 5.0, part: 2.0, neighbour: 4.0}  # the part's own pixels show less of the object
+    # the part's own pixels show less of the object
+    own_logit = {tight: 5.0, part: 2.0, neighbour: 4.0}
 
     def logit(box, phrase):
         key = tuple(float(v) for v in box)
@@ -139,7 +148,8 @@ def test_overlapping_boxes_of_a_phrase_publish_one_fitted_box_and_a_separate_one
 
 
 def test_one_box_per_object_prefers_fitted_boxes_and_falls_back_to_windows():
-    boxes = np.array([[0, 0, 10, 10], [2, 2, 9, 9], [20, 20, 30, 30], [40, 40, 50, 50]], dtype=float)
+    boxes = np.array([[0, 0, 10, 10], [2, 2, 9, 9], [20, 20, 30, 30], [40, 40, 50, 50]],
+                     dtype=float)
     fitted = np.array([False, True, False, False])
     scores = np.array([0.9, 0.6, 0.7, 0.4])
     assert one_box_per_object(boxes, fitted, scores, 0.5) == [1, 2]
@@ -147,7 +157,8 @@ def test_one_box_per_object_prefers_fitted_boxes_and_falls_back_to_windows():
     assert one_box_per_object(boxes, np.zeros(4, bool), scores, 0.5) == [0, 2]
     both_fitted = np.array([True, True, False, False])
     assert one_box_per_object(boxes, both_fitted, scores, 0.5) == [0, 2]
-    assert one_box_per_object(boxes, both_fitted, scores, 0.5, np.array([0.1, 0.8, 0.0, 0.0])) == [1, 2]
+    assert one_box_per_object(boxes, both_fitted, scores, 0.5,
+                              np.array([0.1, 0.8, 0.0, 0.0])) == [1, 2]
 
 
 def test_windows_cover_the_image_and_fitted_boxes_hug_an_object():
@@ -162,11 +173,13 @@ def test_windows_cover_the_image_and_fitted_boxes_hug_an_object():
     proposals, fitted = propose_regions(scene.image)
     assert box_iou([scene.objects[0].box], proposals[fitted]).max() > 0.8
     assert box_iou(proposals, proposals)[np.triu_indices(len(proposals), 1)].max() <= 0.9
-    assert fitted.any() and not fitted.all() and (np.diff(fitted.astype(int)) <= 0).all()  # fitted boxes first
+    # fitted boxes first
+    assert fitted.any() and not fitted.all() and (np.diff(fitted.astype(int)) <= 0).all()
 
 
 def test_context_squares_are_square_centred_and_inside():
-    sq = context_squares(np.array([[10, 10, 30, 20], [0, 0, 5, 50], [90, 40, 100, 60]]), 60, 100, margin=0.1)
+    sq = context_squares(np.array([[10, 10, 30, 20], [0, 0, 5, 50], [90, 40, 100, 60]]), 60, 100,
+                         margin=0.1)
     sides = sq[:, 2:] - sq[:, :2]
     assert np.allclose(sides[:, 0], sides[:, 1])
     assert np.allclose(sides[:, 0], [24, 60, 24])

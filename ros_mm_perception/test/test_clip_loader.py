@@ -17,7 +17,8 @@ def test_tiny_model_loads_on_cpu_fp32(tiny_clip_dir):
 
 def test_missing_weights_give_actionable_error():
     # conftest.py sets HF_HUB_OFFLINE=1, as a robot without network access would.
-    with pytest.raises(ModelNotFoundError, match="not in the local cache.*create_model_and_transforms"):
+    with pytest.raises(ModelNotFoundError,
+                       match="not in the local cache.*create_model_and_transforms"):
         load_clip("ViT-B-32", "openai", device="cpu")
 
 
@@ -41,7 +42,8 @@ def test_folder_without_config(tmp_path):
 def test_corrupt_weights_are_a_clear_error(tiny_clip_dir, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "open_clip_config.json").write_text((tiny_clip_dir / "open_clip_config.json").read_text())
+    (broken
+     / "open_clip_config.json").write_text((tiny_clip_dir / "open_clip_config.json").read_text())
     (broken / "open_clip_model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ModelNotFoundError, match="cannot load CLIP weights"):
         load_clip(str(broken), device="cpu")

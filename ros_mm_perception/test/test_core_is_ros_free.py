@@ -1,9 +1,10 @@
-"""The import rules: only the node layer (ros/) may import ROS; the package's groups import one way.
+"""The import rules: only the node layer (ros/) may import ROS; the package's groups import one
+way.
 
-Groups, lowest first: the core's root (config, results, errors, devices), core.imaging, core.models,
-core.perception, core.memory; above the core: synthetic, messages, offline, fleet, ros, commands.
-:data:`ALLOWED` says which groups each may import; imports inside functions count too, and no module
-may take part in an import cycle.
+Groups, lowest first: the core's root (config, results, errors, devices), core.imaging,
+core.models, core.perception, core.memory; above the core: synthetic, messages, offline, fleet,
+ros, commands. :data:`ALLOWED` says which groups each may import; imports inside functions count
+too, and no module may take part in an import cycle.
 """
 
 import ast
@@ -12,7 +13,8 @@ import subprocess
 import sys
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ros_mm_perception"
-ROS_ROOTS = ("rclpy", "launch", "launch_ros", "rosidl_runtime_py", "ament_index_python", "cv_bridge", "tf2_ros")
+ROS_ROOTS = ("rclpy", "launch", "launch_ros", "rosidl_runtime_py", "ament_index_python",
+             "cv_bridge", "tf2_ros")
 
 
 def is_ros_module(name: str) -> bool:
@@ -35,7 +37,8 @@ ALLOWED = {
     "ros": {*CORE, MEMORY, "messages", "ros"},
     "commands": {*CORE, MEMORY, "synthetic", "messages", "offline", "fleet", "commands"},
 }
-"""Which groups a group may import (the package's bare ``__init__``, its version, is open to all)."""
+"""Which groups a group may import (the package's bare ``__init__``, its version, is open to
+all)."""
 
 
 def imported_modules(path: pathlib.Path):
@@ -53,19 +56,24 @@ def module_name(package: pathlib.Path, path: pathlib.Path) -> str:
 
 
 def group_of(module: str) -> str:
-    """``ros_mm_perception.core.models.paligemma`` → ``core.models``; top-level modules are ``commands``."""
+    """``ros_mm_perception.core.models.paligemma`` → ``core.models``; top-level modules are
+    ``commands``."""
     parts = module.split(".")[1:]
     if not parts:
         return ""
     if parts[0] == "core":
-        return "core." + parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in
-                                                          ("imaging", "models", "perception", "memory")) else "core"
+        return (
+            "core." + parts[1]
+            if len(parts) > 2
+            or (len(parts) == 2 and parts[1] in ("imaging", "models", "perception", "memory"))
+            else "core"
+        )
     return parts[0] if parts[0] in ALLOWED else "commands"
 
 
 def imported_package_modules(path: pathlib.Path, modules):
-    """The modules of ``modules`` that ``path`` imports: ``from a.b import c`` counts ``a.b.c`` when
-    that is a module, else ``a.b``; imports inside functions count too."""
+    """The modules of ``modules`` that ``path`` imports: ``from a.b import c`` counts ``a.b.c``
+    when that is a module, else ``a.b``; imports inside functions count too."""
     tree = ast.parse(path.read_text(), filename=str(path))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -78,7 +86,8 @@ def imported_package_modules(path: pathlib.Path, modules):
 def import_graph(package: pathlib.Path):
     """Module → the package's modules it imports."""
     modules = {module_name(package, p): p for p in package.rglob("*.py")}
-    return {name: set(imported_package_modules(path, modules)) - {name} for name, path in modules.items()}
+    return {name: set(imported_package_modules(path, modules)) - {name}
+            for name, path in modules.items()}
 
 
 def layer_violations(graph):
@@ -105,7 +114,8 @@ def command_cross_imports(graph):
 
 
 def import_cycles(graph):
-    """Each import cycle once, as the list of its modules (Tarjan's strongly connected components)."""
+    """Each import cycle once, as the list of its modules (Tarjan's strongly connected
+    components)."""
     index, low, stack, on_stack, cycles = {}, {}, [], set(), []
 
     def visit(v):
@@ -140,13 +150,16 @@ def test_only_node_layer_imports_ros():
     for path in PACKAGE.rglob("*.py"):
         if path.relative_to(PACKAGE).parts[0] == "ros":
             continue
-        offenders += [f"{path.relative_to(PACKAGE)}: {m}" for m in imported_modules(path) if is_ros_module(m)]
+        offenders += [f"{path.relative_to(PACKAGE)}: {m}"
+                      for m in imported_modules(path) if is_ros_module(m)]
     assert not offenders, "ROS imports outside ros/: " + ", ".join(offenders)
 
 
 def test_rule_detects_violations(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("import rclpy\nfrom vision_msgs.msg import Detection2D\nfrom . import sibling\n")
+    bad.write_text(
+        "import rclpy\nfrom vision_msgs.msg import Detection2D\nfrom . import sibling\n"
+    )
     assert [m for m in imported_modules(bad) if is_ros_module(m)] == ["rclpy", "vision_msgs.msg"]
 
 
@@ -187,11 +200,13 @@ def test_layer_and_cycle_checks_catch_violations(tmp_path):
     files = {
         "__init__.py": "",
         "core/__init__.py": "",
-        "core/config.py": "from ros_mm_perception.core.perception import pipeline\n",   # root → higher
+        # root → higher
+        "core/config.py": "from ros_mm_perception.core.perception import pipeline\n",
         "core/perception/__init__.py": "",
         "core/perception/pipeline.py": "import ros_mm_perception.core.config\n",
         "core/imaging/__init__.py": "",
-        "core/imaging/codec.py": "def f():\n    from ros_mm_perception.offline import runner\n",  # lazy, upward
+        # lazy, upward
+        "core/imaging/codec.py": "def f():\n    from ros_mm_perception.offline import runner\n",
         "offline/__init__.py": "",
         "offline/runner.py": "from ros_mm_perception.core.imaging import codec\n",
     }

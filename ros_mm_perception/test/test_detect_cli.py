@@ -59,9 +59,9 @@ def detect(*args):
 
 
 def test_paligemma_json_with_3d(tiny_clip_dir, image_file, depth_file, scripted_paligemma, capsys):
-    assert detect(image_file, "red mug ; person", "--paligemma-model", "scripted", "--clip-model", tiny_clip_dir,
-                  "--device", "cpu", "--score-threshold", "0", "--depth", depth_file,
-                  "--intrinsics", "50,50,31.5,23.5", "--json") == 0
+    assert detect(image_file, "red mug ; person", "--paligemma-model", "scripted", "--clip-model",
+                  tiny_clip_dir, "--device", "cpu", "--score-threshold", "0", "--depth",
+                  depth_file, "--intrinsics", "50,50,31.5,23.5", "--json") == 0
     (det,) = json.loads(capsys.readouterr().out)["detections"]
     assert det["label"] == "red mug" and det["box"] == list(BOX)
     assert 0.0 < det["score"] <= np.sqrt(0.81) + 1e-9          # re-scored: sqrt(0.81 * p_clip)
@@ -70,9 +70,11 @@ def test_paligemma_json_with_3d(tiny_clip_dir, image_file, depth_file, scripted_
     assert scripted_paligemma[0].closed
 
 
-def test_clip_only_grounding_without_a_paligemma_model(tiny_clip_dir, image_file, depth_file, capsys):
-    assert detect(image_file, "red mug ; person", "--clip-model", tiny_clip_dir, "--score-threshold", "0",
-                  "--depth", depth_file, "--intrinsics", "50,50,31.5,23.5", "--json") == 0
+def test_clip_only_grounding_without_a_paligemma_model(tiny_clip_dir, image_file, depth_file,
+                                                       capsys):
+    assert detect(image_file, "red mug ; person", "--clip-model", tiny_clip_dir,
+                  "--score-threshold", "0", "--depth", depth_file, "--intrinsics",
+                  "50,50,31.5,23.5", "--json") == 0
     dets = json.loads(capsys.readouterr().out)["detections"]
     assert dets and {d["label"] for d in dets} <= {"red mug", "person"}
     assert [d["score"] for d in dets] == sorted((d["score"] for d in dets), reverse=True)
@@ -83,18 +85,18 @@ def test_clip_only_grounding_without_a_paligemma_model(tiny_clip_dir, image_file
 
 
 def test_text_output_and_threshold(tiny_clip_dir, image_file, scripted_paligemma, capsys):
-    assert detect(image_file, "red mug", "--paligemma-model", "scripted", "--clip-model", tiny_clip_dir,
-                  "--score-threshold", "0") == 0
+    assert detect(image_file, "red mug", "--paligemma-model", "scripted", "--clip-model",
+                  tiny_clip_dir, "--score-threshold", "0") == 0
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert line.startswith("red mug") and "[16.0, 8.0, 48.0, 40.0]" in line and "xyz" not in line
-    assert detect(image_file, "red mug", "--paligemma-model", "scripted", "--clip-model", tiny_clip_dir,
-                  "--score-threshold", "1") == 0
+    assert detect(image_file, "red mug", "--paligemma-model", "scripted", "--clip-model",
+                  tiny_clip_dir, "--score-threshold", "1") == 0
     assert capsys.readouterr().out.strip() == "no detections at score >= 1.0"
 
 
 def test_without_depth_json_has_no_xyz(tiny_clip_dir, image_file, scripted_paligemma, capsys):
-    assert detect(image_file, "cup", "--paligemma-model", "scripted", "--clip-model", tiny_clip_dir, "--score-threshold", "0",
-                  "--json") == 0
+    assert detect(image_file, "cup", "--paligemma-model", "scripted", "--clip-model",
+                  tiny_clip_dir, "--score-threshold", "0", "--json") == 0
     (det,) = json.loads(capsys.readouterr().out)["detections"]
     assert "xyz" not in det
 
@@ -106,9 +108,11 @@ def test_without_depth_json_has_no_xyz(tiny_clip_dir, image_file, scripted_palig
     (["--depth", "/no/depth.png", "--intrinsics", "50,50,1,1"], "does not exist"),
     (["--score-threshold", "1.5"], "score_threshold"),
 ])
-def test_user_errors_are_one_line(tiny_clip_dir, image_file, depth_file, scripted_paligemma, capsys, extra, message):
+def test_user_errors_are_one_line(tiny_clip_dir, image_file, depth_file, scripted_paligemma,
+                                  capsys, extra, message):
     extra = [a.replace("{depth}", str(depth_file)) for a in extra]
-    assert detect(image_file, "cup", "--paligemma-model", "scripted", "--clip-model", tiny_clip_dir, *extra) == 2
+    assert detect(image_file, "cup", "--paligemma-model", "scripted", "--clip-model",
+                  tiny_clip_dir, *extra) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
 

@@ -58,12 +58,16 @@ def test_readme_is_a_front_page():
     lines = (REPO / "README.md").read_text().splitlines()
     assert len(lines) <= 200
     commands = [b for lang, b in FENCE.findall("\n".join(lines[:30]) + "\n") if lang == "bash"]
-    assert [c.split()[:2] for c in commands[:2]] == [["bash", "scripts/demo.sh"], ["bash", "scripts/test.sh"]]
-    assert {p.name for p in PAGES[1:]} <= {t.split("/")[-1].split("#")[0] for t in relative_links(PAGES[0])}
+    assert [c.split()[:2] for c in commands[:2]] == [["bash", "scripts/demo.sh"],
+                                                     ["bash", "scripts/test.sh"]]
+    assert {p.name for p in PAGES[1:]} <= {t.split("/")[-1].split("#")[0]
+                                           for t in relative_links(PAGES[0])}
 
 
 def python_blocks(name: str):
-    return [code for lang, code in FENCE.findall((REPO / "docs" / name).read_text()) if lang == "python"]
+    return [code
+            for lang, code in FENCE.findall((REPO / "docs" / name).read_text())
+            if lang == "python"]
 
 
 @pytest.mark.parametrize("name", ["python-api.md", "perception.md", "foxglove.md"])

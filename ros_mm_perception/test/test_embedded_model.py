@@ -1,4 +1,5 @@
-"""The shipped embedded CLIP understands the rendered world: it names, finds and rejects objects."""
+"""The shipped embedded CLIP understands the rendered world: it names, finds and rejects
+objects."""
 
 import json
 from pathlib import Path
@@ -36,7 +37,9 @@ def test_shipped_model_fits_the_size_budget_and_records_its_training():
     info = json.loads((folder / "training.json").read_text())
     heldout = [tuple(c) for c in info["heldout"]]
     assert heldout and set(heldout) < set(all_combos())
-    assert len(info["loss_curve"]) == info["steps"] and info["loss_curve"][-1] < info["loss_curve"][0]
+    assert (
+        len(info["loss_curve"]) == info["steps"] and info["loss_curve"][-1] < info["loss_curve"][0]
+    )
 
 
 def test_classify_names_the_object_in_the_bundled_sample(capsys):
@@ -50,7 +53,8 @@ def test_fresh_scenes_are_named_correctly(labeler):
     rng = np.random.default_rng(314)
     combos = [all_combos()[i] for i in rng.choice(len(all_combos()), 12, replace=False)]
     scenes = [render_scene(rng, objects=[c], size=(256, 256)) for c in combos]
-    top = [labels[0].phrase for labels in labeler.label_batch([s.image for s in scenes], 1, all_phrases())]
+    top = [labels[0].phrase
+           for labels in labeler.label_batch([s.image for s in scenes], 1, all_phrases())]
     correct = sum(t == phrase(*c) for t, c in zip(top, combos))
     assert correct >= 11, list(zip(top, combos))
 
@@ -78,7 +82,8 @@ def test_training_is_deterministic_given_the_seed(tmp_path):
     runs = [train.train(seed=3, steps=2, batch_size=12, lr=1e-3, out=tmp_path / name, threads=1)
             for name in ("a", "b")]
     assert runs[0]["loss_curve"] == runs[1]["loss_curve"]
-    weights = [(tmp_path / name / "open_clip_model.safetensors").read_bytes() for name in ("a", "b")]
+    weights = [(tmp_path / name / "open_clip_model.safetensors").read_bytes()
+               for name in ("a", "b")]
     assert weights[0] == weights[1]
 
 
@@ -97,11 +102,14 @@ def test_batches_rendered_ahead_in_another_process_equal_those_rendered_here():
 
 
 def test_whole_frames_are_seen_as_the_labeler_fits_them():
-    """A letterboxed frame crop counts every object in it; a centre-cropped one only what its square keeps."""
+    """A letterboxed frame crop counts every object in it; a centre-cropped one only what its
+    square keeps."""
     from training import train_clip as train
     from ros_mm_perception.synthetic.scenes import SceneObject
 
-    side = SceneObject("red", "circle", (0.0, 40.0, 20.0, 60.0))  # in the left band of a 160x120 frame
+    # in the left band of a 160x120 frame
+    side = SceneObject("red", "circle", (0.0, 40.0, 20.0, 60.0))
     frame = (0.0, 0.0, 160.0, 120.0)
-    assert train.crop_content(train.seen_area(frame, "letterbox"), [side])[0] == (("red", "circle"),)
+    assert train.crop_content(train.seen_area(frame, "letterbox"),
+                              [side])[0] == (("red", "circle"),)
     assert train.crop_content(train.seen_area(frame, "center"), [side])[0] == ()

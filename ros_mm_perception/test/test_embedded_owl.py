@@ -1,4 +1,5 @@
-"""The shipped embedded OWL detector finds rendered objects by phrase; its training is deterministic."""
+"""The shipped embedded OWL detector finds rendered objects by phrase; its training is
+deterministic."""
 
 import json
 from pathlib import Path
@@ -56,8 +57,8 @@ def test_a_rendered_object_is_found_by_its_phrase_and_an_absent_phrase_is_not(ow
 
 
 def test_detect_command_finds_the_bundled_sample(capsys):
-    assert main(["detect", str(SAMPLES / "red_circle.png"), "red circle ; blue star", "--owl-model", "embedded",
-                 "--device", "cpu", "--json"]) == 0
+    assert main(["detect", str(SAMPLES / "red_circle.png"), "red circle ; blue star",
+                 "--owl-model", "embedded", "--device", "cpu", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["detections"]
     assert rows and {r["label"] for r in rows} == {"red circle"}
 
@@ -68,19 +69,23 @@ def test_training_is_deterministic_given_the_seed(tmp_path):
     first = train(seed=5, steps=2, batch_size=2, lr=1e-3, out=tmp_path / "a", threads=1)
     second = train(seed=5, steps=2, batch_size=2, lr=1e-3, out=tmp_path / "b", threads=1)
     assert first["loss_curve"] == second["loss_curve"]
-    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(
+        str(tmp_path / "b" / "model.safetensors")
+    )
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
-    engine = load_owl(str(tmp_path / "a"), device="cpu")     # the written folder is a loadable OWLv2 model
+    # the written folder is a loadable OWLv2 model
+    engine = load_owl(str(tmp_path / "a"), device="cpu")
     assert engine.kind == "owlv2"
 
 
 def test_demo_runs_on_the_embedded_detector(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--frames", "2", "--owl-model", "embedded", "--device", "cpu",
-                 "--threads", "1", "--no-progress"]) == 0
+    assert main(["demo", "--out", str(out), "--frames", "2", "--owl-model", "embedded", "--device",
+                 "cpu", "--threads", "1", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "OWL detector embedded" in printed and "objects found" in printed
     records = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
     assert len(records) == 4 and any(r["detections"] for r in records)
-    assert all(d["score"] >= DEFAULTS.owl_score_threshold for r in records for d in r["detections"])
+    assert all(d["score"] >= DEFAULTS.owl_score_threshold for r in records
+               for d in r["detections"])
     assert (out / "contact_sheet.png").stat().st_size > 0

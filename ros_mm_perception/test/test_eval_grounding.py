@@ -17,7 +17,8 @@ def test_scene_sets_are_reproducible_and_of_both_styles():
 
 
 def run_eval(capsys, *extra):
-    assert main(["eval-grounding", "--scenes", "2", "--sources", "clip,owl", "--json", *extra]) == 0
+    assert main(["eval-grounding", "--scenes", "2", "--sources", "clip,owl", "--json",
+                 *extra]) == 0
     return json.loads(capsys.readouterr().out)
 
 

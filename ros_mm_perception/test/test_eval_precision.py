@@ -1,4 +1,5 @@
-"""eval-embedded --versus-precision: one model in two precisions compared on rendered and altered scenes."""
+"""eval-embedded --versus-precision: one model in two precisions compared on rendered and altered
+scenes."""
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ def test_precision_agreement_reports_both_scene_kinds(tiny_clip_dir):
     for report in (same, other):
         assert set(report) == {"rendered", "unseen"}
         assert all(r["n"] == len(all_combos()) for r in report.values())
-    assert all(r["top1_agreement"] == 1.0 and r["embedding_cosine_min"] > 0.9999 for r in same.values())
+    assert all(r["top1_agreement"] == 1.0 and r["embedding_cosine_min"] > 0.9999
+               for r in same.values())
     assert all(r["top1"] == r["top1_other"] for r in same.values())
     assert all(0.99 < r["embedding_cosine_min"] < 1.0 for r in other.values())

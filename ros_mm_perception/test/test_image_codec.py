@@ -60,7 +60,8 @@ def other_byte_order(fields, encoding):
 
 
 @pytest.mark.parametrize("encoding", sorted(ENCODINGS))
-@pytest.mark.parametrize("layout", ["plain", "padded", "other_byte_order", "padded_other_byte_order"])
+@pytest.mark.parametrize("layout",
+                         ["plain", "padded", "other_byte_order", "padded_other_byte_order"])
 def test_round_trip_every_encoding(encoding, layout, rng):
     pixels = random_pixels(rng, encoding)
     fields = numpy_to_image(pixels, encoding)
@@ -85,10 +86,12 @@ def test_byte_order_is_actually_swapped():
 
 
 def test_layout_shapes(rng):
-    shapes = {"rgb8": (3, 4, 3), "bgra8": (3, 4, 4), "mono8": (3, 4), "mono16": (3, 4), "16UC1": (3, 4),
-              "32FC1": (3, 4), "yuv422": (3, 4, 2), "yuv422_yuy2": (3, 4, 2), "uyvy": (3, 4, 2), "yuyv": (3, 4, 2)}
+    shapes = {"rgb8": (3, 4, 3), "bgra8": (3, 4, 4), "mono8": (3, 4), "mono16": (3, 4),
+              "16UC1": (3, 4), "32FC1": (3, 4), "yuv422": (3, 4, 2), "yuv422_yuy2": (3, 4, 2),
+              "uyvy": (3, 4, 2), "yuyv": (3, 4, 2)}
     for encoding, shape in shapes.items():
-        out = image_to_numpy(SimpleNamespace(**numpy_to_image(random_pixels(rng, encoding), encoding)))
+        out = image_to_numpy(SimpleNamespace(**numpy_to_image(random_pixels(rng, encoding),
+                                                              encoding)))
         assert out.shape == shape, encoding
 
 
@@ -101,7 +104,8 @@ def test_zero_copy_for_buffers_including_padded_rows(rng):
         out = image_to_numpy(SimpleNamespace(**dict(fields, data=data)))
         assert np.shares_memory(out, backing)
         np.testing.assert_array_equal(out, pixels)
-    buffer[fields["step"] + 1] = 99  # a change to the message buffer shows in the view (row 1, pixel 0, G)
+    # a change to the message buffer shows in the view (row 1, pixel 0, G)
+    buffer[fields["step"] + 1] = 99
     assert out[1, 0, 1] == 99
 
 
@@ -121,8 +125,8 @@ def test_zero_copy_for_array_array_and_copy_for_foreign_byte_order(rng):
 def test_data_types(kind, rng):
     pixels = random_pixels(rng, "bgr8")
     raw = numpy_to_image(pixels, "bgr8")["data"]
-    data = {"bytes": raw, "bytearray": bytearray(raw), "array": array.array("B", raw), "list": list(raw),
-            "numpy": np.frombuffer(raw, np.uint8).copy()}[kind]
+    data = {"bytes": raw, "bytearray": bytearray(raw), "array": array.array("B", raw),
+            "list": list(raw), "numpy": np.frombuffer(raw, np.uint8).copy()}[kind]
     msg = ImageMsg(height=3, width=4, encoding="bgr8", is_bigendian=0, step=12, data=data)
     np.testing.assert_array_equal(image_to_numpy(msg), pixels)
 
@@ -144,7 +148,8 @@ def test_numpy_to_image_data_as_and_header(rng):
 def test_numpy_to_image_accepts_strided_and_single_channel_3d(rng):
     pixels = random_pixels(rng, "rgb8", 6, 8)
     view = pixels[::2, ::2]
-    np.testing.assert_array_equal(image_to_numpy(SimpleNamespace(**numpy_to_image(view, "rgb8"))), view)
+    np.testing.assert_array_equal(image_to_numpy(SimpleNamespace(**numpy_to_image(view, "rgb8"))),
+                                  view)
     grey = random_pixels(rng, "mono8")
     fields = numpy_to_image(grey[..., None], "mono8")
     np.testing.assert_array_equal(image_to_numpy(SimpleNamespace(**fields)), grey)
@@ -162,9 +167,17 @@ def test_bgr_and_alpha_to_rgb():
     rgb = image_to_rgb(msg_of(bgr, "bgr8"))
     assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
     assert tuple(rgb[1, 1]) == (30, 20, 10)
-    assert tuple(image_to_rgb(msg_of(np.full((2, 2, 4), (10, 20, 30, 40), np.uint8), "bgra8"))[0, 0]) == (30, 20, 10)
-    assert tuple(image_to_rgb(msg_of(np.full((2, 2, 4), (10, 20, 30, 40), np.uint8), "rgba8"))[0, 0]) == (10, 20, 30)
-    assert tuple(image_to_rgb(msg_of(np.full((2, 2, 3), (1, 2, 3), np.uint8), "rgb8"))[0, 0]) == (1, 2, 3)
+    assert tuple(
+        image_to_rgb(msg_of(np.full((2, 2, 4), (10, 20, 30, 40), np.uint8), "bgra8"))[0, 0]
+    ) == (30, 20, 10)
+    assert tuple(
+        image_to_rgb(msg_of(np.full((2, 2, 4), (10, 20, 30, 40), np.uint8), "rgba8"))[0, 0]
+    ) == (10, 20, 30)
+    assert tuple(image_to_rgb(msg_of(np.full((2, 2, 3), (1, 2, 3), np.uint8), "rgb8"))[0, 0]) == (
+        1,
+        2,
+        3,
+    )
 
 
 def test_rgb8_is_returned_without_copy(rng):
@@ -196,7 +209,8 @@ def test_mono_is_replicated_and_16_bit_scaled():
     np.testing.assert_array_equal(image_to_rgb(msg_of(mono, "8UC1")), rgb)
     wide = np.array([[0, 257, 257 * 100, 65535, 128, 129]], np.uint16)  # v * 255 / 65535, rounded
     for encoding in ("mono16", "16UC1"):
-        np.testing.assert_array_equal(image_to_rgb(msg_of(wide, encoding))[0, :, 1], [0, 1, 100, 255, 0, 1])
+        np.testing.assert_array_equal(image_to_rgb(msg_of(wide, encoding))[0, :, 1],
+                                      [0, 1, 100, 255, 0, 1])
     every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
     expected = np.rint(every.astype(np.float64) * 255 / 65535)
     np.testing.assert_array_equal(image_to_rgb(msg_of(every, "mono16"))[..., 0], expected)
@@ -219,7 +233,8 @@ def test_yuv422_constant_colour(encoding, order):
     msg = ImageMsg(height=3, width=4, encoding=encoding, is_bigendian=0, step=8, data=data)
     rgb = image_to_rgb(msg)
     assert rgb.shape == (3, 4, 3)
-    np.testing.assert_allclose(rgb.reshape(-1, 3), np.tile(bt601_limited(y, u, v), (12, 1)), atol=2)
+    np.testing.assert_allclose(rgb.reshape(-1, 3), np.tile(bt601_limited(y, u, v), (12, 1)),
+                               atol=2)
 
 
 def test_uyvy_and_yuyv_agree_on_varying_pixels(rng):
@@ -227,7 +242,8 @@ def test_uyvy_and_yuyv_agree_on_varying_pixels(rng):
     uv = rng.integers(16, 241, size=(4, 6), dtype=np.uint8)  # U, V alternating per pixel pair
     uyvy = np.stack([uv, y], axis=2)
     yuyv = np.stack([y, uv], axis=2)
-    np.testing.assert_array_equal(image_to_rgb(msg_of(uyvy, "yuv422")), image_to_rgb(msg_of(yuyv, "yuv422_yuy2")))
+    np.testing.assert_array_equal(image_to_rgb(msg_of(uyvy, "yuv422")),
+                                  image_to_rgb(msg_of(yuyv, "yuv422_yuy2")))
 
 
 @pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
@@ -306,7 +322,8 @@ def test_bad_messages_raise_image_format_error(change, pattern):
 
 def test_odd_width_yuv422_is_rejected():
     with pytest.raises(ImageFormatError, match="width must be even, got 3"):
-        image_to_numpy(ImageMsg(height=1, width=3, encoding="yuv422", is_bigendian=0, step=6, data=bytes(6)))
+        image_to_numpy(ImageMsg(height=1, width=3, encoding="yuv422", is_bigendian=0, step=6,
+                                data=bytes(6)))
     with pytest.raises(ImageFormatError, match="width must be even"):
         numpy_to_image(np.zeros((1, 3, 2), np.uint8), "yuyv")
 
@@ -337,7 +354,8 @@ def test_png_round_trip_is_exact(rng):
     fmt, data = rgb_to_compressed(image, "png")
     assert fmt == "rgb8; png compressed bgr8" and data[:4] == b"\x89PNG"
     for as_data in (data, array.array("B", data), np.frombuffer(data, np.uint8)):
-        np.testing.assert_array_equal(compressed_to_rgb(SimpleNamespace(format=fmt, data=as_data)), image)
+        np.testing.assert_array_equal(compressed_to_rgb(SimpleNamespace(format=fmt, data=as_data)),
+                                      image)
 
 
 def test_jpeg_keeps_a_constant_colour():
@@ -351,7 +369,8 @@ def test_jpeg_keeps_a_constant_colour():
 
 def test_jpeg_quality_changes_size(rng):
     image = random_pixels(rng, "rgb8", 32, 32)
-    assert len(rgb_to_compressed(image, quality=10)[1]) < len(rgb_to_compressed(image, quality=95)[1])
+    assert len(rgb_to_compressed(image, quality=10)[1]) < len(rgb_to_compressed(image,
+                                                                                quality=95)[1])
 
 
 def test_compressed_channel_order_from_format():
@@ -359,19 +378,22 @@ def test_compressed_channel_order_from_format():
     ok, png = cv2.imencode(".png", image)  # the channels as given: R in OpenCV's B slot
     plain = compressed_to_rgb(SimpleNamespace(format="png", data=png.tobytes()))
     assert tuple(plain[0, 0]) == (90, 40, 200)  # plain formats hold OpenCV's BGR order
-    fed_rgb = compressed_to_rgb(SimpleNamespace(format="rgb8; png compressed rgb8", data=png.tobytes()))
+    fed_rgb = compressed_to_rgb(SimpleNamespace(format="rgb8; png compressed rgb8",
+                                                data=png.tobytes()))
     assert tuple(fed_rgb[0, 0]) == (200, 40, 90)
 
 
 def test_compressed_grey_is_replicated():
     grey = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
     ok, png = cv2.imencode(".png", grey)
-    rgb = compressed_to_rgb(SimpleNamespace(format="mono8; png compressed mono8", data=png.tobytes()))
+    rgb = compressed_to_rgb(SimpleNamespace(format="mono8; png compressed mono8",
+                                            data=png.tobytes()))
     np.testing.assert_array_equal(rgb, np.repeat(grey[..., None], 3, axis=2))
 
 
 @pytest.mark.parametrize("fmt,data,pattern", [
-    ("jpeg", b"not an image at all", r"cannot decode compressed image \(format 'jpeg', 19 bytes\)"),
+    ("jpeg", b"not an image at all",
+     r"cannot decode compressed image \(format 'jpeg', 19 bytes\)"),
     ("png", b"", r"0 bytes"),
     ("16UC1; compressedDepth png", b"\x00" * 20, r"compressed depth images .* not supported"),
 ])
@@ -407,7 +429,8 @@ def make_header(typestore):
 def test_rosbags_image_both_directions(typestore, encoding, rng):
     image_type = typestore.types["sensor_msgs/msg/Image"]
     pixels = random_pixels(rng, encoding, 5, 6)
-    msg = numpy_to_image(pixels, encoding, header=make_header(typestore), msg_factory=image_type, data_as="numpy")
+    msg = numpy_to_image(pixels, encoding, header=make_header(typestore), msg_factory=image_type,
+                         data_as="numpy")
     assert isinstance(msg, image_type)
     raw = typestore.serialize_cdr(msg, image_type.__msgtype__)
     back = typestore.deserialize_cdr(raw, image_type.__msgtype__)
@@ -421,13 +444,15 @@ def test_rosbags_padded_image_and_compressed(typestore, rng):
     fields = padded(numpy_to_image(pixels, "bgr8"), extra=2)
     fields["data"] = np.frombuffer(fields["data"], np.uint8)
     msg = typestore.deserialize_cdr(
-        typestore.serialize_cdr(image_type(header=make_header(typestore), **fields), image_type.__msgtype__),
+        typestore.serialize_cdr(image_type(header=make_header(typestore), **fields),
+                                image_type.__msgtype__),
         image_type.__msgtype__)
     assert msg.step == 20
     np.testing.assert_array_equal(image_to_rgb(msg), pixels[..., ::-1])
     compressed_type = typestore.types["sensor_msgs/msg/CompressedImage"]
     fmt, data = rgb_to_compressed(pixels, "png")
-    cmsg = compressed_type(header=make_header(typestore), format=fmt, data=np.frombuffer(data, np.uint8))
+    cmsg = compressed_type(header=make_header(typestore), format=fmt,
+                           data=np.frombuffer(data, np.uint8))
     back = typestore.deserialize_cdr(typestore.serialize_cdr(cmsg, compressed_type.__msgtype__),
                                      compressed_type.__msgtype__)
     np.testing.assert_array_equal(compressed_to_rgb(back), pixels)

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from ros_mm_perception.core.config import ConfigError
-from ros_mm_perception.core.imaging.preprocess import MIN_TILE_SIDE, TILE_STEP, label_windows, tile_windows
+from ros_mm_perception.core.imaging.preprocess import (MIN_TILE_SIDE, TILE_STEP, label_windows,
+                                                       tile_windows)
 from ros_mm_perception.core.perception.labeler import BACKGROUND_PROMPT, ClipLabeler
 from ros_mm_perception.core.perception.labeler import _pool_views as pool_views
 
@@ -54,7 +55,8 @@ def smooth_image(rng, shape):
     return cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
-@pytest.mark.parametrize("shape", [(48, 64, 3), (64, 40, 3), (32, 32, 3), (120, 160, 3), (480, 640, 3)])
+@pytest.mark.parametrize("shape",
+                         [(48, 64, 3), (64, 40, 3), (32, 32, 3), (120, 160, 3), (480, 640, 3)])
 def test_preprocessing_matches_open_clip(tiny_clip, reference, rng, shape):
     for image, max_tol in ((smooth_image(rng, shape), SMOOTH_MAX_TOL),
                            (rng.integers(0, 256, shape, dtype=np.uint8), None)):
@@ -69,7 +71,8 @@ def test_preprocessing_matches_open_clip(tiny_clip, reference, rng, shape):
 
 @pytest.mark.parametrize("shape", [(48, 64, 3), (64, 40, 3), (20, 24, 3), (480, 640, 3)])
 def test_cpu_resize_is_within_one_grey_level_of_pil(tiny_clip, reference, rng, shape):
-    """On the CPU the resize runs on uint8 pixels with PIL's rounding: one grey level even on pure noise."""
+    """On the CPU the resize runs on uint8 pixels with PIL's rounding: one grey level even on pure
+    noise."""
     image = rng.integers(0, 256, shape, dtype=np.uint8)
     ours = tiny_clip.preprocessor.frames([image])[0]
     theirs = reference[2](Image.fromarray(image))
@@ -108,7 +111,8 @@ def test_text_cache_reused_and_invalidated(tiny_clip):
     labeler.set_vocabulary(["person", "chair"])                   # one new phrase
     assert labeler.text_encodes == 4
     before = labeler.encode_text(["person"]).clone()
-    labeler.set_templates(["a blurry photo of {}."])              # templates change → cache cleared
+    # templates change → cache cleared
+    labeler.set_templates(["a blurry photo of {}."])
     assert labeler.text_encodes == 6                               # vocabulary re-encoded at once
     assert not torch.allclose(before, labeler.encode_text(["person"]))
     labeler.set_templates(["a blurry photo of {}."])              # unchanged → nothing re-encoded
@@ -150,9 +154,11 @@ def test_bad_inputs(tiny_clip):
         labeler.set_templates(["no placeholder"])
 
 
-@pytest.mark.parametrize("height,width", [(240, 320), (480, 640), (360, 640), (640, 480), (100, 100), (33, 200)])
+@pytest.mark.parametrize("height,width",
+                         [(240, 320), (480, 640), (360, 640), (640, 480), (100, 100), (33, 200)])
 @pytest.mark.parametrize("rows", [1, 2, 3, 5])
-def test_tiles_are_squares_inside_the_frame_that_hold_every_small_object_whole(height, width, rows, rng):
+def test_tiles_are_squares_inside_the_frame_that_hold_every_small_object_whole(height, width, rows,
+                                                                               rng):
     windows = tile_windows(height, width, rows)
     if 2 * min(height, width) / (rows + 1) < MIN_TILE_SIDE or (rows == 1 and height == width):
         assert windows == []
@@ -160,12 +166,15 @@ def test_tiles_are_squares_inside_the_frame_that_hold_every_small_object_whole(h
     side = windows[0][2] - windows[0][0]
     assert all(x1 - x0 == y1 - y0 == side and 0 <= x0 and 0 <= y0 and x1 <= width and y1 <= height
                for x0, y0, x1, y1 in windows)
-    assert len({y0 for _, y0, _, _ in windows}) == (rows if height <= width else len(windows) // rows)
+    assert len({y0 for _, y0, _, _ in windows}) == (rows if height <= width
+                                                    else len(windows) // rows)
     assert (0, 0, width, height) not in windows
-    for _ in range(50):                              # any box up to 40 % of a tile's side lies whole in one
+    # any box up to 40 % of a tile's side lies whole in one
+    for _ in range(50):
         size = rng.uniform(1, (1 - TILE_STEP) * side)
         x, y = rng.uniform(0, width - size), rng.uniform(0, height - size)
-        assert any(x0 <= x and y0 <= y and x + size <= x1 and y + size <= y1 for x0, y0, x1, y1 in windows)
+        assert any(x0 <= x and y0 <= y and x + size <= x1 and y + size <= y1
+                   for x0, y0, x1, y1 in windows)
 
 
 def test_no_tiles_for_zero_rows_or_frames_too_small():
@@ -175,7 +184,8 @@ def test_no_tiles_for_zero_rows_or_frames_too_small():
     assert len(tile_windows(240, 320, 3)) == 12      # 4 x 3 on a 4:3 frame
 
 
-@pytest.mark.parametrize("height,width", [(240, 320), (480, 640), (360, 640), (640, 480), (100, 100)])
+@pytest.mark.parametrize("height,width",
+                         [(240, 320), (480, 640), (360, 640), (640, 480), (100, 100)])
 def test_label_windows_add_full_height_squares_that_hold_large_objects_whole(height, width, rng):
     windows = label_windows(height, width, 3)
     tiles = tile_windows(height, width, 3)
@@ -183,13 +193,18 @@ def test_label_windows_add_full_height_squares_that_hold_large_objects_whole(hei
     squares = [w for w in windows if w[2] - w[0] == short]
     assert squares == tile_windows(height, width, 1) and windows == squares + tiles
     assert len(squares) == (0 if height == width else 2 if max(height, width) < 1.6 * short else 3)
-    assert label_windows(height, width, 1) == tile_windows(height, width, 1) and label_windows(height, width, 0) == []
+    assert (
+        label_windows(height, width, 1) == tile_windows(height, width, 1)
+        and label_windows(height, width, 0) == []
+    )
     if height == width:
         return
-    for _ in range(50):              # objects larger than the tiles are sure to hold lie whole in a square
+    # objects larger than the tiles are sure to hold lie whole in a square
+    for _ in range(50):
         size = rng.uniform((1 - TILE_STEP) * (tiles[0][2] - tiles[0][0]), (1 - TILE_STEP) * short)
         x, y = rng.uniform(0, width - size), rng.uniform(0, height - size)
-        assert any(x0 <= x and y0 <= y and x + size <= x1 and y + size <= y1 for x0, y0, x1, y1 in squares)
+        assert any(x0 <= x and y0 <= y and x + size <= x1 and y + size <= y1
+                   for x0, y0, x1, y1 in squares)
     assert len(label_windows(240, 320, 3)) == 14     # 2 squares and 4 x 3 tiles on a 4:3 frame
 
 
@@ -201,19 +216,22 @@ def test_pooled_views_follow_the_view_that_is_sure():
     assert pooled.shape == (2, 3)
     torch.testing.assert_close(pooled.sum(dim=-1), torch.ones(2))
     assert pooled[0].argmax() == 0 and pooled[0, 0] > 0.9
-    torch.testing.assert_close(pooled[1], tile[0].softmax(dim=-1))   # one view: its softmax unchanged
+    # one view: its softmax unchanged
+    torch.testing.assert_close(pooled[1], tile[0].softmax(dim=-1))
 
 
 def test_a_view_that_looks_like_background_counts_little_in_the_pool():
     frame = torch.tensor([[1.0, 0.0]])               # the frame leans to phrase 0
-    ground = torch.tensor([[0.0, 3.0]])              # a tile of background, fairly sure of phrase 1 ...
+    # a tile of background, fairly sure of phrase 1 ...
+    ground = torch.tensor([[0.0, 3.0]])
     logits = torch.cat([frame, ground])
     assert pool_views(logits, [2])[0].argmax() == 1  # ... which decides without the null prompt
     null = torch.tensor([[0.0], [6.0]])              # but it is far surer of "background"
     pooled = pool_views(logits, [2], null)
     assert pooled[0].argmax() == 0
     torch.testing.assert_close(pooled.sum(dim=-1), torch.ones(1))
-    torch.testing.assert_close(pool_views(frame, [1], null[:1]), frame.softmax(dim=-1))  # one view: unchanged
+    # one view: unchanged
+    torch.testing.assert_close(pool_views(frame, [1], null[:1]), frame.softmax(dim=-1))
 
 
 def test_tiled_labels_pool_the_frame_and_its_tile_crops(tiny_clip, rng):

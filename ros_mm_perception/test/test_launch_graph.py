@@ -1,13 +1,15 @@
-"""perception.launch.py on a real ROS 2 graph, used as a robot would (needs ROS 2 and launch_testing).
+"""perception.launch.py on a real ROS 2 graph, used as a robot would (needs ROS 2 and
+launch_testing).
 
-Two cameras in a namespace under simulation time, a tiny CLIP and a tiny PaliGemma on the CPU. A probe
-node publishes /clock and synthetic images for both cameras on a timer, then checks what a user checks
-with ``ros2 topic echo``, ``ros2 service call``, ``ros2 param set`` and ``ros2 lifecycle set``: output
-headers equal to the inputs' (empty arrays still published), every service's success and failure
-answers, run-time parameter changes (good and bad), deactivate/activate keeping the models loaded
-(the time from activate to the first output is printed), label_info stamped with /clock once it runs,
-and a burst of concurrent service calls while frames stream. Waits are on events with a
-generous limit, never sleeps. Runs where the package is installed (``colcon test``).
+Two cameras in a namespace under simulation time, a tiny CLIP and a tiny PaliGemma on the CPU. A
+probe node publishes /clock and synthetic images for both cameras on a timer, then checks what a
+user checks with ``ros2 topic echo``, ``ros2 service call``, ``ros2 param set`` and ``ros2
+lifecycle set``: output headers equal to the inputs' (empty arrays still published), every
+service's success and failure answers, run-time parameter changes (good and bad),
+deactivate/activate keeping the models loaded (the time from activate to the first output is
+printed), label_info stamped with /clock once it runs, and a burst of concurrent service calls
+while frames stream. Waits are on events with a generous limit, never sleeps. Runs where the
+package is installed (``colcon test``).
 """
 
 import tempfile
@@ -41,15 +43,18 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo  # noqa: E402
 
 from ros_mm_perception.core.imaging.image_codec import numpy_to_image  # noqa: E402
-from ros_mm_perception.core.models.random_models import build_random_clip, build_random_paligemma  # noqa: E402
-from ros_mm_perception_interfaces.srv import AskQuestion, ClassifyImage, GroundPhrases  # noqa: E402
+from ros_mm_perception.core.models.random_models import (build_random_clip,  # noqa: E402
+                                                         build_random_paligemma)
+from ros_mm_perception_interfaces.srv import (AskQuestion, ClassifyImage,  # noqa: E402
+                                              GroundPhrases)
 from rclpy_helpers import Inbox  # noqa: E402
 
 LIMIT_S = 120.0
 NODE = "/robot2/perception"
 CAMERAS = ("front", "rear")
 SIM_START_S = 1000
-"""The probe's /clock starts here; wall-clock stamps are far larger, so sim-time stamps are recognisable."""
+"""The probe's /clock starts here; wall-clock stamps are far larger, so sim-time stamps are
+recognisable."""
 
 
 @pytest.mark.launch_test
@@ -57,10 +62,11 @@ def generate_test_description():
     clip_dir = build_random_clip(tempfile.mkdtemp(prefix="tiny_clip_"))
     paligemma_dir = build_random_paligemma(tempfile.mkdtemp(prefix="tiny_paligemma_"))
     perception = launch.actions.IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(PathJoinSubstitution([FindPackageShare("ros_mm_perception"), "launch",
-                                                            "perception.launch.py"])),
-        launch_arguments={"clip_model": str(clip_dir), "paligemma_model": str(paligemma_dir), "device": "cpu",
-                          "namespace": "robot2", "cameras": ",".join(CAMERAS), "use_sim_time": "true",
+        PythonLaunchDescriptionSource(PathJoinSubstitution([FindPackageShare("ros_mm_perception"),
+                                                            "launch", "perception.launch.py"])),
+        launch_arguments={"clip_model": str(clip_dir), "paligemma_model": str(paligemma_dir),
+                          "device": "cpu", "namespace": "robot2", "cameras": ",".join(CAMERAS),
+                          "use_sim_time": "true",
                           "image_topic": ",".join(f"/{c}/image_raw" for c in CAMERAS)}.items(),
     )
     return launch.LaunchDescription([perception, launch_testing.actions.ReadyToTest()])
@@ -74,12 +80,14 @@ class TestPerceptionGraph(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         rclpy.init()
-        cls.probe = rclpy.create_node("graph_probe", parameter_overrides=[Parameter("use_sim_time", value=False)])
+        cls.probe = rclpy.create_node("graph_probe",
+                                      parameter_overrides=[Parameter("use_sim_time", value=False)])
         cls.sent = {c: set() for c in CAMERAS}
         cls.sent_lock = threading.Lock()
         cls.ticks = 0
         cls.clock_pub = cls.probe.create_publisher(Clock, "/clock", 10)
-        cls.image_pubs = {c: cls.probe.create_publisher(Image, f"/{c}/image_raw", 10) for c in CAMERAS}
+        cls.image_pubs = {c: cls.probe.create_publisher(Image, f"/{c}/image_raw", 10)
+                          for c in CAMERAS}
         cls.inboxes = {}
         for cam in CAMERAS:
             for base, msg_type in (("detections", Detection2DArray), ("labels", Classification)):
@@ -88,7 +96,8 @@ class TestPerceptionGraph(unittest.TestCase):
         cls.diagnostics = Inbox()
         cls.probe.create_subscription(DiagnosticArray, "/diagnostics", cls.diagnostics, 10)
         cls.label_info = Inbox()
-        latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+        latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                             reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         cls.probe.create_subscription(LabelInfo, "/robot2/label_info", cls.label_info, latched)
         cls.probe.create_timer(0.05, cls._tick)
@@ -118,7 +127,8 @@ class TestPerceptionGraph(unittest.TestCase):
             header.stamp.sec, header.stamp.nanosec = sec, nanosec
             with cls.sent_lock:
                 cls.sent[cam].add(key(header))
-            pub.publish(numpy_to_image(rgb, "rgb8", header=header, msg_factory=Image, data_as="array"))
+            pub.publish(numpy_to_image(rgb, "rgb8", header=header, msg_factory=Image,
+                                       data_as="array"))
 
     def call(self, srv_type, name, request):
         future = self.call_async(srv_type, name, request)
@@ -126,7 +136,8 @@ class TestPerceptionGraph(unittest.TestCase):
 
     def call_async(self, srv_type, name, request):
         client = self.probe.create_client(srv_type, name)
-        self.assertTrue(client.wait_for_service(timeout_sec=LIMIT_S), f"service {name} did not appear")
+        self.assertTrue(client.wait_for_service(timeout_sec=LIMIT_S),
+                        f"service {name} did not appear")
         return client.call_async(request)
 
     def result(self, future, name):
@@ -137,10 +148,12 @@ class TestPerceptionGraph(unittest.TestCase):
 
     def set_parameter(self, name, value):
         param = Parameter(name, value=value).to_parameter_msg()
-        return self.call(SetParameters, f"{NODE}/set_parameters", SetParameters.Request(parameters=[param])).results[0]
+        return self.call(SetParameters, f"{NODE}/set_parameters",
+                         SetParameters.Request(parameters=[param])).results[0]
 
     def get_parameter(self, name):
-        return self.call(GetParameters, f"{NODE}/get_parameters", GetParameters.Request(names=[name])).values[0]
+        return self.call(GetParameters, f"{NODE}/get_parameters",
+                         GetParameters.Request(names=[name])).values[0]
 
     def change_state(self, transition_id):
         response = self.call(ChangeState, f"{NODE}/change_state",
@@ -156,7 +169,8 @@ class TestPerceptionGraph(unittest.TestCase):
             for base in ("detections", "labels"):
                 msg = self.inboxes[cam, base].wait_for(lambda m: m.header.frame_id)
                 self.assertEqual(msg.header.frame_id, f"{cam}_optical")
-                self.assertIn(key(msg.header), self.sent_headers(cam), f"{cam}/{base}: header is not an input's")
+                self.assertIn(key(msg.header), self.sent_headers(cam),
+                              f"{cam}/{base}: header is not an input's")
                 self.assertGreaterEqual(msg.header.stamp.sec, SIM_START_S)
 
     def test_empty_detection_arrays_are_still_published(self):
@@ -171,42 +185,53 @@ class TestPerceptionGraph(unittest.TestCase):
 
     def test_diagnostics_use_simulation_time_and_report_both_cameras(self):
         msg = self.diagnostics.wait_for(
-            lambda m: m.header.stamp.sec >= SIM_START_S and sum(" camera " in s.name for s in m.status) == 2)
-        self.assertLess(msg.header.stamp.sec, SIM_START_S + 100_000, "diagnostics are not stamped with /clock")
+            lambda m: m.header.stamp.sec >= SIM_START_S
+            and sum(" camera " in s.name for s in m.status) == 2)
+        self.assertLess(msg.header.stamp.sec, SIM_START_S + 100_000,
+                        "diagnostics are not stamped with /clock")
 
     def test_vocabulary_changes_at_run_time_and_bad_values_are_rejected(self):
         self.assertTrue(self.set_parameter("labels", ["kitchen", "corridor"]).successful)
         inbox = self.inboxes["rear", "labels"]
-        msg = inbox.wait_for(lambda m: m.results and {r.class_id for r in m.results} <= {"kitchen", "corridor"})
+        msg = inbox.wait_for(lambda m: m.results
+                             and {r.class_id for r in m.results} <= {"kitchen", "corridor"})
         self.assertIn(key(msg.header), self.sent_headers("rear"))
         rejected = self.set_parameter("labels", ["mug", "mug"])
         self.assertFalse(rejected.successful)
         self.assertIn("duplicates", rejected.reason)
-        self.assertEqual(list(self.get_parameter("labels").string_array_value), ["kitchen", "corridor"])
+        self.assertEqual(list(self.get_parameter("labels").string_array_value),
+                         ["kitchen", "corridor"])
         self.assertFalse(self.set_parameter("device", "cuda").successful)  # read-only
-        self.assertFalse(self.set_parameter("score_threshold", 1.5).successful)  # outside the declared range
+        # outside the declared range
+        self.assertFalse(self.set_parameter("score_threshold", 1.5).successful)
 
     def test_services_answer_success_and_failure(self):
         self.inboxes["rear", "labels"].wait_for(lambda m: True)  # a rear frame has arrived
         grounded = self.call(GroundPhrases, f"{NODE}/ground",
-                             GroundPhrases.Request(camera="rear", phrases=["red box"], score_threshold=0.0))
+                             GroundPhrases.Request(camera="rear", phrases=["red box"],
+                                                   score_threshold=0.0))
         self.assertTrue(grounded.success, grounded.message)
         self.assertIn(key(grounded.detections.header), self.sent_headers("rear"))
         classified = self.call(ClassifyImage, f"{NODE}/classify",
-                               ClassifyImage.Request(camera="front", labels=["red", "green", "blue"], top_k=2))
+                               ClassifyImage.Request(camera="front",
+                                                     labels=["red", "green", "blue"], top_k=2))
         self.assertTrue(classified.success, classified.message)
         self.assertEqual(len(classified.classification.results), 2)
-        answered = self.call(AskQuestion, f"{NODE}/ask", AskQuestion.Request(camera="front", question="what is red?"))
+        answered = self.call(AskQuestion, f"{NODE}/ask",
+                             AskQuestion.Request(camera="front", question="what is red?"))
         self.assertTrue(answered.success, answered.message)
         self.assertIn(key(answered.header), self.sent_headers("front"))
-        unknown = self.call(ClassifyImage, f"{NODE}/classify", ClassifyImage.Request(camera="side"))
+        unknown = self.call(ClassifyImage, f"{NODE}/classify",
+                            ClassifyImage.Request(camera="side"))
         self.assertFalse(unknown.success)
         self.assertIn("unknown camera", unknown.message)
         truncated = Image(height=2, width=2, encoding="rgb8", step=6, data=[1, 2, 3])
-        bad_image = self.call(AskQuestion, f"{NODE}/ask", AskQuestion.Request(image=truncated, question="?"))
+        bad_image = self.call(AskQuestion, f"{NODE}/ask",
+                              AskQuestion.Request(image=truncated, question="?"))
         self.assertFalse(bad_image.success)
         self.assertIn("truncated", bad_image.message)
-        bad_threshold = self.call(GroundPhrases, f"{NODE}/ground", GroundPhrases.Request(score_threshold=2.0))
+        bad_threshold = self.call(GroundPhrases, f"{NODE}/ground",
+                                  GroundPhrases.Request(score_threshold=2.0))
         self.assertFalse(bad_threshold.success)
         self.assertIn("score_threshold", bad_threshold.message)
 
@@ -225,17 +250,21 @@ class TestPerceptionGraph(unittest.TestCase):
 
     def test_label_info_is_stamped_with_simulation_time_once_the_clock_runs(self):
         msg = self.label_info.wait_for(lambda m: m.header.stamp.sec >= SIM_START_S)
-        self.assertLess(msg.header.stamp.sec, SIM_START_S + 100_000, "label_info is not stamped with /clock")
+        self.assertLess(msg.header.stamp.sec, SIM_START_S + 100_000,
+                        "label_info is not stamped with /clock")
         self.assertTrue(msg.class_map)
 
     def test_z_deactivate_keeps_models_and_activate_resumes_at_once(self):
         self.change_state(Transition.TRANSITION_DEACTIVATE)
         state = self.call(GetState, f"{NODE}/get_state", GetState.Request()).current_state.label
         self.assertEqual(state, "inactive")
-        idle = self.call(ClassifyImage, f"{NODE}/classify", ClassifyImage.Request(labels=["red", "blue"]))
+        idle = self.call(ClassifyImage, f"{NODE}/classify",
+                         ClassifyImage.Request(labels=["red", "blue"]))
         self.assertTrue(idle.success, idle.message)  # the models stay loaded while inactive
-        inactive = self.diagnostics.wait_for(lambda m: any("inactive" in s.message for s in m.status))
-        self.assertTrue(any("models" in s.message and "not loaded" not in s.message for s in inactive.status))
+        inactive = self.diagnostics.wait_for(lambda m: any("inactive" in s.message
+                                                           for s in m.status))
+        self.assertTrue(any("models" in s.message and "not loaded" not in s.message
+                            for s in inactive.status))
         start_diagnostics = len(self.diagnostics.messages)
         inbox = self.inboxes["front", "detections"]
         start = len(inbox.messages)
@@ -244,12 +273,15 @@ class TestPerceptionGraph(unittest.TestCase):
         self.assertIn(key(msg.header), self.sent_headers("front"))
 
         def first_output(m):
-            return {kv.key: kv.value for s in m.status if s.name.endswith(": pipeline") for kv in s.values
+            return {kv.key: kv.value for s in m.status if s.name.endswith(": pipeline")
+                    for kv in s.values
                     }.get("first_output_after_activate_s")
 
         timed = self.diagnostics.wait_for(first_output, start_diagnostics)
-        print(f"activate -> first output: {first_output(timed)} s")  # a measurement, not an assertion
-        resumed = self.call(ClassifyImage, f"{NODE}/classify", ClassifyImage.Request(camera="rear"))
+        # a measurement, not an assertion
+        print(f"activate -> first output: {first_output(timed)} s")
+        resumed = self.call(ClassifyImage, f"{NODE}/classify",
+                            ClassifyImage.Request(camera="rear"))
         self.assertTrue(resumed.success, resumed.message)
 
 

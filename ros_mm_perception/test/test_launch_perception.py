@@ -1,9 +1,9 @@
 """perception.launch.py brings the node up to active on the topic its arguments name, and it exits
 cleanly (needs ROS 2 and launch_testing).
 
-Runs where the package is installed (``colcon test``), since the launch file is found by package share.
-test_launch_arguments.py checks the same arguments without ROS, test_node_helpers.py the topic the
-node derives from them.
+Runs where the package is installed (``colcon test``), since the launch file is found by package
+share. test_launch_arguments.py checks the same arguments without ROS, test_node_helpers.py the
+topic the node derives from them.
 """
 
 import tempfile
@@ -26,9 +26,12 @@ from ros_mm_perception.core.models.random_models import build_random_clip  # noq
 
 CASES = [
     # a namespace, and the image topic remapped into it
-    ({"namespace": "robot1", "image_topic": "/robot1/camera/image_raw"}, "/robot1/camera/image_raw"),
-    # compressed transport: only the base name is remapped, the node subscribes <image_topic>/compressed
-    ({"image_transport": "compressed", "image_topic": "/camera/image_raw"}, "/camera/image_raw/compressed"),
+    ({"namespace": "robot1", "image_topic": "/robot1/camera/image_raw"},
+     "/robot1/camera/image_raw"),
+    # compressed transport: only the base name is remapped, the node subscribes
+    # <image_topic>/compressed
+    ({"image_transport": "compressed", "image_topic": "/camera/image_raw"},
+     "/camera/image_raw/compressed"),
 ]
 
 
@@ -37,8 +40,8 @@ CASES = [
 def generate_test_description(arguments, topic):
     clip_dir = build_random_clip(tempfile.mkdtemp(prefix="tiny_clip_"))
     perception = launch.actions.IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(PathJoinSubstitution([FindPackageShare("ros_mm_perception"), "launch",
-                                                            "perception.launch.py"])),
+        PythonLaunchDescriptionSource(PathJoinSubstitution([FindPackageShare("ros_mm_perception"),
+                                                            "launch", "perception.launch.py"])),
         launch_arguments={"clip_model": str(clip_dir), "device": "cpu", **arguments}.items(),
     )
     return launch.LaunchDescription([perception, launch_testing.actions.ReadyToTest()])

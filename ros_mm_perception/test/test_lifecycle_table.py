@@ -1,10 +1,20 @@
-"""The node's lifecycle state table and start-up stamping, ROS-free (the node runs exactly these steps)."""
+"""The node's lifecycle state table and start-up stamping, ROS-free (the node runs exactly these
+steps)."""
 
 import pytest
 
-from ros_mm_perception.ros.lifecycle_table import (DESTROY_PUBLISHERS, LOAD_MODELS, MAKE_PUBLISHERS, RELEASE_MODELS,
-                                                   START_STREAMING, STATE_TABLE, STOP_STREAMING, TRANSITIONS,
-                                                   steps_between, transition_steps)
+from ros_mm_perception.ros.lifecycle_table import (
+    DESTROY_PUBLISHERS,
+    LOAD_MODELS,
+    MAKE_PUBLISHERS,
+    RELEASE_MODELS,
+    START_STREAMING,
+    STATE_TABLE,
+    STOP_STREAMING,
+    TRANSITIONS,
+    steps_between,
+    transition_steps,
+)
 from ros_mm_perception.ros.startup import StampWhenClockRuns
 
 
@@ -32,8 +42,8 @@ def test_deactivate_and_activate_keep_the_models_loaded():
 
 
 def test_transitions_outside_the_design_are_refused():
-    for state, transition in (("unconfigured", "activate"), ("active", "cleanup"), ("inactive", "deactivate"),
-                              ("finalized", "configure")):
+    for state, transition in (("unconfigured", "activate"), ("active", "cleanup"),
+                              ("inactive", "deactivate"), ("finalized", "configure")):
         with pytest.raises(ValueError, match="not allowed"):
             transition_steps(state, transition)
 
@@ -46,7 +56,9 @@ def test_steps_between_any_states_release_in_reverse_order_of_acquiring():
             acquired = [s for s in steps if s in order]
             released = [s for s in steps if s not in order]
             assert acquired == sorted(acquired, key=order.index)
-            assert released == sorted(released, key=[STOP_STREAMING, DESTROY_PUBLISHERS, RELEASE_MODELS].index)
+            assert released == sorted(released,
+                                      key=[STOP_STREAMING, DESTROY_PUBLISHERS,
+                                           RELEASE_MODELS].index)
             assert not (acquired and released)  # a state never both gains and loses holdings
     assert set(TRANSITIONS.values()) <= set(STATE_TABLE)
 

@@ -138,7 +138,7 @@ def test_a_damaged_file_is_a_one_line_error_and_left_alone(tmp_path):
     memory.close()
     data = bytearray(path.read_bytes())
     assert len(data) > 3 * 4096
-    data[4096 + 100 : 3 * 4096] = os.urandom(2 * 4096 - 100)  # garble pages after the header
+    data[4096 + 100:3 * 4096] = os.urandom(2 * 4096 - 100)  # garble pages after the header
     path.write_bytes(bytes(data))
     one_line_error(path, "damaged")
 

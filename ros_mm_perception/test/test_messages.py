@@ -107,7 +107,9 @@ def test_classification_fields(store, types, result):
 
 
 def test_label_info_fields(store, types):
-    msg = roundtrip(store, convert.label_info(types, convert.header(types, "", Stamp(1, 2)), ["a", "b c"], 0.25))
+    msg = roundtrip(store,
+                    convert.label_info(types, convert.header(types, "", Stamp(1, 2)), ["a", "b c"],
+                                       0.25))
     assert [(c.class_id, c.class_name) for c in msg.class_map] == [(0, "a"), (1, "b c")]
     assert msg.threshold == pytest.approx(0.25)
     assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1, 2)
@@ -122,9 +124,12 @@ def test_marker_array_clears_then_draws_each_located_detection(store, types, res
     assert cube.ns == "front" and cube.id != text.id
     check_header(cube.header, result)
     assert (cube.pose.position.x, cube.pose.position.z) == (0.1, 1.5)
-    assert cube.scale.x == pytest.approx(0.08) and cube.scale.z == pytest.approx(convert.MARKER_MIN_SIZE)
+    assert cube.scale.x == pytest.approx(0.08) and cube.scale.z == pytest.approx(
+        convert.MARKER_MIN_SIZE
+    )
     assert text.text.startswith("red mug 0.90") and "#7" in text.text
-    assert (cube.color.r, cube.color.g, cube.color.b) == pytest.approx(convert.phrase_colour("red mug"))
+    assert (cube.color.r, cube.color.g,
+            cube.color.b) == pytest.approx(convert.phrase_colour("red mug"))
 
 
 def test_phrase_colour_is_stable_and_distinguishes_phrases():
@@ -134,7 +139,8 @@ def test_phrase_colour_is_stable_and_distinguishes_phrases():
 
 
 def test_diagnostics_fields(store, types):
-    status = convert.diagnostic_status(types, "perception: front", "WARN", "slow", {"rate_hz": 2.5, "drops": 3})
+    status = convert.diagnostic_status(types, "perception: front", "WARN", "slow",
+                                       {"rate_hz": 2.5, "drops": 3})
     msg = roundtrip(store, convert.diagnostic_array(types, Stamp(5, 0), [status]))
     st = msg.status[0]
     assert st.level == types.DiagnosticStatus.WARN
@@ -145,7 +151,8 @@ def test_diagnostics_fields(store, types):
 
 
 @pytest.mark.parametrize("topic", sorted(t for t, name in OUTPUT_TYPES.items()
-                                         if not name.startswith("foxglove_msgs/")))  # test_foxglove.py
+                                         # test_foxglove.py
+                                         if not name.startswith("foxglove_msgs/")))
 def test_schema_text_decodes_our_cdr_with_mcap_ros2(store, types, result, topic):
     from mcap_ros2._dynamic import generate_dynamic
 
@@ -154,8 +161,10 @@ def test_schema_text_decodes_our_cdr_with_mcap_ros2(store, types, result, topic)
         "detections": lambda: convert.detection_2d_array(types, result),
         "detections_3d": lambda: convert.detection_3d_array(types, result),
         "labels": lambda: convert.classification(types, result),
-        "label_info": lambda: convert.label_info(types, convert.result_header(types, result), ["a"], 0.3),
-        "debug_image": lambda: numpy_to_image(np.zeros((2, 4, 3), np.uint8), "rgb8", data_as="numpy",
+        "label_info": lambda: convert.label_info(types, convert.result_header(types, result),
+                                                 ["a"], 0.3),
+        "debug_image": lambda: numpy_to_image(np.zeros((2, 4, 3), np.uint8), "rgb8",
+                                              data_as="numpy",
                                               header=convert.result_header(types, result),
                                               msg_factory=types.Image),
         "markers": lambda: convert.marker_array(types, result),
@@ -172,14 +181,16 @@ def test_schema_text_decodes_our_cdr_with_mcap_ros2(store, types, result, topic)
 def test_frame_from_messages_keeps_header_and_builds_3d_inputs(store, types):
     hdr = convert.header(types, "cam_optical", Stamp(9, 10))
     rgb = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
-    image = numpy_to_image(rgb[..., ::-1], "bgr8", header=hdr, msg_factory=types.Image, data_as="numpy")
-    depth = numpy_to_image(np.full((4, 6), 1500, np.uint16), "16UC1", header=hdr, msg_factory=types.Image,
+    image = numpy_to_image(rgb[..., ::-1], "bgr8", header=hdr, msg_factory=types.Image,
                            data_as="numpy")
+    depth = numpy_to_image(np.full((4, 6), 1500, np.uint16), "16UC1", header=hdr,
+                           msg_factory=types.Image, data_as="numpy")
     k = np.array([500.0, 0, 3, 0, 500.0, 2, 0, 0, 1])
-    roi = store.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-    info = types.CameraInfo(header=hdr, height=4, width=6, distortion_model="plumb_bob", d=np.zeros(5), k=k,
-                            r=np.eye(3).ravel(), p=np.zeros(12), binning_x=0, binning_y=0,
-                            roi=roi)
+    roi = store.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0,
+                                                          width=0, do_rectify=False)
+    info = types.CameraInfo(header=hdr, height=4, width=6, distortion_model="plumb_bob",
+                            d=np.zeros(5), k=k, r=np.eye(3).ravel(), p=np.zeros(12), binning_x=0,
+                            binning_y=0, roi=roi)
     frame = frame_from_messages(image, "front", depth=depth, camera_info=info)
     assert np.array_equal(frame.image, rgb)
     assert (frame.camera, frame.frame_id, frame.stamp) == ("front", "cam_optical", Stamp(9, 10))

@@ -24,7 +24,8 @@ from vision_msgs.msg import Classification, Detection2DArray, LabelInfo  # noqa:
 from ros_mm_perception.core.imaging.image_codec import numpy_to_image  # noqa: E402
 from ros_mm_perception.messages.names import TYPE_NAMES  # noqa: E402
 from ros_mm_perception.ros.msg_types import rclpy_types  # noqa: E402
-from ros_mm_perception_interfaces.srv import AskQuestion, ClassifyImage, GroundPhrases  # noqa: E402
+from ros_mm_perception_interfaces.srv import (AskQuestion, ClassifyImage,  # noqa: E402
+                                              GroundPhrases)
 from rclpy_helpers import LIMIT_S, Inbox, perception_graph  # noqa: E402
 
 STAMP = Time(sec=1234, nanosec=5678)
@@ -33,8 +34,8 @@ STAMP = Time(sec=1234, nanosec=5678)
 def synthetic_image(frame_id="cam_optical"):
     rgb = np.zeros((64, 96, 3), np.uint8)
     rgb[16:48, 24:72] = (200, 30, 30)
-    return numpy_to_image(rgb, "rgb8", header=Header(stamp=STAMP, frame_id=frame_id), msg_factory=Image,
-                          data_as="array")
+    return numpy_to_image(rgb, "rgb8", header=Header(stamp=STAMP, frame_id=frame_id),
+                          msg_factory=Image, data_as="array")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,11 @@ def test_detections_and_labels_carry_the_input_header(graph):
     publish_until(probe, detections)
     assert labels.event.wait(LIMIT_S)
     for msg in (detections.messages[-1], labels.messages[-1]):
-        assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (1234, 5678, "cam_optical")
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (
+            1234,
+            5678,
+            "cam_optical",
+        )
     for det in detections.messages[-1].detections:
         assert det.results[0].hypothesis.class_id == "red box"
         assert 0.0 <= det.results[0].hypothesis.score <= 1.0
@@ -86,7 +91,8 @@ def test_detections_and_labels_carry_the_input_header(graph):
 
 def test_label_info_is_latched_and_follows_parameter_changes(graph):
     node, probe = graph
-    latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+    latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
     info = Inbox()
     probe.create_subscription(LabelInfo, "/label_info", info, latched)
@@ -103,13 +109,18 @@ def test_bad_parameter_is_rejected_with_a_reason_and_old_value_kept(graph):
     before = node.get_parameter("detect_phrases").value
     result = node.set_parameters([Parameter("detect_phrases", value=["mug", "mug"])])[0]
     assert not result.successful and "duplicates" in result.reason
-    assert list(node.get_parameter("detect_phrases").value) == list(before) == node.config.detect_phrases
+    assert (
+        list(node.get_parameter("detect_phrases").value)
+        == list(before)
+        == node.config.detect_phrases
+    )
     assert not node.set_parameters([Parameter("device", value="cuda")])[0].successful  # read-only
 
 
 def test_classify_service_on_a_given_image(graph):
     _, probe = graph
-    request = ClassifyImage.Request(labels=["red", "green", "blue"], top_k=2, image=synthetic_image("given"))
+    request = ClassifyImage.Request(labels=["red", "green", "blue"], top_k=2,
+                                    image=synthetic_image("given"))
     response = call(probe, ClassifyImage, "/perception/classify", request)
     assert response.success, response.message
     assert response.classification.header.frame_id == "given"
@@ -119,20 +130,23 @@ def test_classify_service_on_a_given_image(graph):
 
 def test_ground_service_on_the_newest_frame(graph):
     _, probe = graph
-    response = call(probe, GroundPhrases, "/perception/ground", GroundPhrases.Request(phrases=["red box"]))
+    response = call(probe, GroundPhrases, "/perception/ground",
+                    GroundPhrases.Request(phrases=["red box"]))
     assert response.success, response.message
     assert response.detections.header.stamp.sec == 1234
 
 
 def test_ask_service_answers_with_a_reason_without_paligemma(graph):
     _, probe = graph
-    response = call(probe, AskQuestion, "/perception/ask", AskQuestion.Request(question="is the door open?"))
+    response = call(probe, AskQuestion, "/perception/ask",
+                    AskQuestion.Request(question="is the door open?"))
     assert not response.success and "PaliGemma" in response.message
 
 
 def test_unknown_camera_is_an_answer_not_an_exception(graph):
     _, probe = graph
-    response = call(probe, ClassifyImage, "/perception/classify", ClassifyImage.Request(camera="nope"))
+    response = call(probe, ClassifyImage, "/perception/classify",
+                    ClassifyImage.Request(camera="nope"))
     assert not response.success and "unknown camera" in response.message
 
 
@@ -140,15 +154,21 @@ def test_deactivate_keeps_the_models_and_activate_resumes_with_the_same_pipeline
     node, probe = graph
     pipeline = node.pipeline
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    assert node.state_label == "inactive" and node.pipeline is pipeline and not node._subscriptions_made
-    response = call(probe, ClassifyImage, "/perception/classify", ClassifyImage.Request(labels=["a", "b"]))
+    assert (
+        node.state_label == "inactive"
+        and node.pipeline is pipeline
+        and not node._subscriptions_made
+    )
+    response = call(probe, ClassifyImage, "/perception/classify",
+                    ClassifyImage.Request(labels=["a", "b"]))
     assert response.success, response.message  # services still answer while inactive
     detections = Inbox()
     probe.create_subscription(Detection2DArray, "/detections", detections, 10)
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert node.pipeline is pipeline  # nothing was loaded again
     publish_until(probe, detections)
-    print(f"activate -> first output: {node._stats.first_output_s:.3f} s")  # a measurement, not an assertion
+    # a measurement, not an assertion
+    print(f"activate -> first output: {node._stats.first_output_s:.3f} s")
     assert node._stats.first_output_s is not None
 
 
@@ -156,7 +176,14 @@ def test_lifecycle_cleanup_frees_models_and_services_say_so(graph):
     node, probe = graph
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
-    assert node.pipeline is None and node.state_label == "unconfigured" and not node._publishers_made
-    response = call(probe, ClassifyImage, "/perception/classify", ClassifyImage.Request(labels=["a", "b"]))
-    assert not response.success and "not loaded" in response.message and "configure" in response.message
+    assert (
+        node.pipeline is None and node.state_label == "unconfigured" and not node._publishers_made
+    )
+    response = call(probe, ClassifyImage, "/perception/classify",
+                    ClassifyImage.Request(labels=["a", "b"]))
+    assert (
+        not response.success
+        and "not loaded" in response.message
+        and "configure" in response.message
+    )
     assert node.start()

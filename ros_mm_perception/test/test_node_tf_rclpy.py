@@ -36,10 +36,16 @@ def stamped(parent, child, sec, nanosec, xyz, rotation):
     t = TransformStamped()
     t.header.frame_id, t.child_frame_id = parent, child
     t.header.stamp = Time(sec=sec, nanosec=nanosec)
-    t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = (float(v) for v in xyz)
+    t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = (
+        float(v) for v in xyz
+    )
     q = rotation.as_quat()
-    t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = (
-        float(v) for v in q)
+    (
+        t.transform.rotation.x,
+        t.transform.rotation.y,
+        t.transform.rotation.z,
+        t.transform.rotation.w,
+    ) = (float(v) for v in q)
     return t
 
 
@@ -48,8 +54,8 @@ def frame_messages(frame_id, sec, nanosec):
     rgb = np.zeros((48, 64, 3), np.uint8)
     rgb[12:36, 16:48] = (200, 30, 30)
     image = numpy_to_image(rgb, "rgb8", header=header, msg_factory=Image, data_as="array")
-    depth = numpy_to_image(np.full((48, 64), 2000, np.uint16), "16UC1", header=header, msg_factory=Image,
-                           data_as="array")
+    depth = numpy_to_image(np.full((48, 64), 2000, np.uint16), "16UC1", header=header,
+                           msg_factory=Image, data_as="array")
     info = CameraInfo(header=header, height=48, width=64, distortion_model="plumb_bob",
                       k=[60.0, 0.0, 32.0, 0.0, 60.0, 24.0, 0.0, 0.0, 1.0])
     return image, depth, info
@@ -70,7 +76,8 @@ def stream_until(probe, moving, inbox, predicate, frame_id):
             probe.create_publisher(CameraInfo, "/camera_info", 1)]
     for i in range(int(LIMIT_S / 0.5)):
         moving.sendTransform([stamped("odom", "base_link", T0, 0, (0, 0, 0), Rotation.identity()),
-                              stamped("odom", "base_link", T0 + 1, 0, (1.0, 0, 0), Rotation.identity())])
+                              stamped("odom", "base_link", T0 + 1, 0, (1.0, 0, 0),
+                                      Rotation.identity())])
         info_pub = pubs[2]
         # Half a second after T0, one nanosecond more per frame: a 2D and a 3D message of the same
         # frame share their stamp, and no other frame's.
@@ -98,11 +105,13 @@ def test_detections_3d_are_in_the_target_frame_at_the_image_stamp(graph):
     rotation = PITCH * OPTICAL
     for d3, d2 in zip(msg.detections, camera_frame.detections):
         p = d2.results[0].pose.pose.position
-        want = rotation.apply([p.x, p.y, p.z]) + [0.5, 0.0, 1.0]  # odom → base_link interpolated at +0.5 s
+        # odom → base_link interpolated at +0.5 s
+        want = rotation.apply([p.x, p.y, p.z]) + [0.5, 0.0, 1.0]
         c = d3.bbox.center
         assert np.allclose([c.position.x, c.position.y, c.position.z], want, atol=1e-4)
         q = c.orientation
-        assert np.allclose(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), rotation.as_matrix(), atol=1e-6)
+        assert np.allclose(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(),
+                           rotation.as_matrix(), atol=1e-6)
 
 
 def test_missing_transform_publishes_2d_only_and_diagnostics_name_it(graph):
@@ -111,7 +120,8 @@ def test_missing_transform_publishes_2d_only_and_diagnostics_name_it(graph):
     probe.create_subscription(Detection2DArray, "/detections", flat, 10)
     probe.create_subscription(Detection3DArray, "/detections_3d", located, 10)
     probe.create_subscription(DiagnosticArray, "/diagnostics", diagnostics, 10)
-    stream_until(probe, moving, flat, lambda m: m.header.frame_id == "lost_optical", "lost_optical")
+    stream_until(probe, moving, flat, lambda m: m.header.frame_id == "lost_optical",
+                 "lost_optical")
 
     def names_the_link(m):
         return any(kv.key == "missing_transform" and kv.value == "lost_optical -> odom"
@@ -119,4 +129,5 @@ def test_missing_transform_publishes_2d_only_and_diagnostics_name_it(graph):
 
     warned = diagnostics.wait_for(names_the_link)
     assert any(s.level == s.WARN and "no 3D output" in s.message for s in warned.status)
-    assert all(m.header.frame_id == "odom" for m in located.messages)  # never a 3D output in a wrong frame
+    # never a 3D output in a wrong frame
+    assert all(m.header.frame_id == "odom" for m in located.messages)

@@ -1,6 +1,6 @@
-"""``bag`` and ``detect`` under faults: transforms tf2 refuses, giant images, what a crashed recorder
-leaves, and small input mistakes. Each is a one-line error or a counted skip, never a traceback,
-never a NaN in an output, and every readable frame is processed."""
+"""``bag`` and ``detect`` under faults: transforms tf2 refuses, giant images, what a crashed
+recorder leaves, and small input mistakes. Each is a one-line error or a counted skip, never a
+traceback, never a NaN in an output, and every readable frame is processed."""
 
 import contextlib
 import io
@@ -57,13 +57,15 @@ def floats_of(path, topic_suffix):
 
 
 def tf_message(entries):
-    """A tf2_msgs/TFMessage of (parent, child, stamp ns, xyz, quaternion xyzw) (rosbags classes)."""
+    """A tf2_msgs/TFMessage of (parent, child, stamp ns, xyz, quaternion xyzw) (rosbags
+    classes)."""
     from ros_mm_perception.messages.typestore import typestore
 
     t = typestore().types
     return t["tf2_msgs/msg/TFMessage"](transforms=[t["geometry_msgs/msg/TransformStamped"](
         header=t["std_msgs/msg/Header"](
-            stamp=t["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9), frame_id=parent),
+            stamp=t["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9),
+            frame_id=parent),
         child_frame_id=child,
         transform=t["geometry_msgs/msg/Transform"](
             translation=t["geometry_msgs/msg/Vector3"](x=xyz[0], y=xyz[1], z=xyz[2]),
@@ -77,36 +79,68 @@ def located_bag(path, extra):
                                                   frame_id="front_optical")], extra=extra)
 
 
-def test_transforms_tf2_refuses_are_rejected_counted_and_never_reach_the_output(tmp_path, clip_args):
+def test_transforms_tf2_refuses_are_rejected_counted_and_never_reach_the_output(tmp_path,
+                                                                                clip_args):
     good = ("base_link", "front_optical", 0, (0.0, 0.0, 1.0), (0.0, 0.0, 0.0, 1.0))
-    extra = [("/tf_static", tf_message([("base_link", "front_optical", 0, (math.nan, 0.0, 1.0),
-                                          (0.0, 0.0, 0.0, 1.0)),
-                                         ("odom", "odom", 0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)),
-                                         ("", "x", 0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))]),
-              START_NS - 2),
-             ("/tf", tf_message([("base_link", "front_optical", START_NS, (0.0, 0.0, 1.0),
-                                  (0.0, 0.0, math.inf, 1.0)),
-                                 ("base_link", "front_optical", START_NS, (0.0, 0.0, 1.0),
-                                  (0.0, 0.0, 0.0, 0.0))]), START_NS)]
+    extra = [
+        (
+            "/tf_static",
+            tf_message(
+                [
+                    ("base_link", "front_optical", 0, (math.nan, 0.0, 1.0), (0.0, 0.0, 0.0, 1.0)),
+                    ("odom", "odom", 0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)),
+                    ("", "x", 0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)),
+                ]
+            ),
+            START_NS - 2,
+        ),
+        (
+            "/tf",
+            tf_message(
+                [
+                    (
+                        "base_link",
+                        "front_optical",
+                        START_NS,
+                        (0.0, 0.0, 1.0),
+                        (0.0, 0.0, math.inf, 1.0),
+                    ),
+                    (
+                        "base_link",
+                        "front_optical",
+                        START_NS,
+                        (0.0, 0.0, 1.0),
+                        (0.0, 0.0, 0.0, 0.0),
+                    ),
+                ]
+            ),
+            START_NS,
+        ),
+    ]
     # nothing usable: one line naming what was rejected, not "no transforms"
     bag = located_bag(tmp_path / "bad.mcap", extra)
     code, _, err = run(["bag", str(bag), "--out", str(tmp_path / "bad_out.mcap"), "--target-frame",
                         "base_link", *clip_args])
     assert code == 2 and "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert "every transform on /tf and /tf_static was rejected" in last and "no transforms" not in last
+    assert (
+        "every transform on /tf and /tf_static was rejected" in last
+        and "no transforms" not in last
+    )
     assert "2 NaN or infinite value" in last and "1 quaternion not of unit length" in last
     assert not (tmp_path / "bad_out.mcap").exists()
 
     # with one good static transform too: processed; the rejected ones counted in the note and JSON
-    bag = located_bag(tmp_path / "mixed.mcap", [*extra, ("/tf_static", tf_message([good]), START_NS - 1)])
+    bag = located_bag(tmp_path / "mixed.mcap",
+                      [*extra, ("/tf_static", tf_message([good]), START_NS - 1)])
     out = tmp_path / "out.mcap"
-    code, stdout, err = run(["bag", str(bag), "--out", str(out), "--target-frame", "base_link", "--json",
-                             *clip_args])
+    code, stdout, err = run(["bag", str(bag), "--out", str(out), "--target-frame", "base_link",
+                             "--json", *clip_args])
     assert code == 0 and "Traceback" not in err, err
     summary = json.loads(stdout)
     assert summary["frames"] == 3
-    assert summary["transforms_rejected"] == {"NaN or infinite value": 2, "quaternion not of unit length": 1,
+    assert summary["transforms_rejected"] == {"NaN or infinite value": 2,
+                                              "quaternion not of unit length": 1,
                                               "frame is its own parent": 1, "empty frame id": 1}
     assert "5 transform(s) on /tf or /tf_static rejected" in err
     values = floats_of(out, "/detections_3d")
@@ -119,12 +153,14 @@ def giant_png(path, width=20_000, height=20_000):
     import zlib
 
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I",
+                                                                        zlib.crc32(kind + data))
 
     packer = zlib.compressobj(9)
     row = b"\0" * (1 + (width + 7) // 8)
     body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
                      + chunk(b"IDAT", body) + chunk(b"IEND", b""))
     return path
 
@@ -192,17 +228,20 @@ def test_giant_images_are_skipped_and_the_rest_processed(giant, clip_args, tmp_p
 
     types = rosbags_types(typestore())
     stamp = Stamp.from_ns(START_NS + 250_000_000)
-    huge_raw = types.Image(header=header(types, "front_optical", stamp), height=20_000, width=20_000,
-                           encoding="rgb8", is_bigendian=0, step=60_000,
+    huge_raw = types.Image(header=header(types, "front_optical", stamp), height=20_000,
+                           width=20_000, encoding="rgb8", is_bigendian=0, step=60_000,
                            data=np.zeros(3, np.uint8))
     huge_jpeg = types.CompressedImage(header=header(types, "rear_optical", stamp), format="png",
-                                      data=byte_array(types, giant.read_bytes(), "CompressedImage"))
+                                      data=byte_array(types, giant.read_bytes(),
+                                                      "CompressedImage"))
     bag = write_recording(tmp_path / "giant.mcap", [
         CameraRecording("/front", rendered_images(2), frame_id="front_optical"),
-        CameraRecording("/rear", rendered_images(2, seed=1), compressed=True, frame_id="rear_optical")],
+        CameraRecording("/rear", rendered_images(2, seed=1), compressed=True,
+                        frame_id="rear_optical")],
         extra=[("/front/image_raw", huge_raw, START_NS + 250_000_000),
                ("/rear/image_raw/compressed", huge_jpeg, START_NS + 250_000_000)])
-    code, stdout, err = run(["bag", str(bag), "--out", str(tmp_path / "o.mcap"), "--json", *clip_args])
+    code, stdout, err = run(["bag", str(bag), "--out", str(tmp_path / "o.mcap"), "--json",
+                             *clip_args])
     summary = json.loads(stdout)
     assert code == 0 and (summary["frames"], summary["skipped"]) == (4, 2), err
     assert err.count("max_image_pixels") == 2 and "Traceback" not in err
@@ -232,23 +271,27 @@ def test_service_requests_are_bounded_before_any_model_runs():
 
 def test_detect_rejects_a_phrase_without_a_letter_or_digit(clip_args):
     code, out, err = run(["detect", "unused.png", " ; , ;", "--clip-model", clip_args[1]])
-    assert code == 2 and out == "" and err.count("\n") == 1 and "needs a letter or digit" in err, err
+    assert (
+        code == 2 and out == "" and err.count("\n") == 1 and "needs a letter or digit" in err
+    ), err
 
 
 def test_a_nan_camera_info_is_reported_as_such(tmp_path, clip_args):
     depths = [np.full((48, 64), 1200, np.uint16)] * 2
     bag = write_recording(tmp_path / "nan_k.mcap", [
-        CameraRecording("/front", rendered_images(2), depths=depths, k=[math.nan, 0, 32, 0, 60, 24, 0, 0, 1],
-                        frame_id="front_optical")])
-    code, stdout, err = run(["bag", str(bag), "--out", str(tmp_path / "o.mcap"), "--json", *clip_args])
+        CameraRecording("/front", rendered_images(2), depths=depths,
+                        k=[math.nan, 0, 32, 0, 60, 24, 0, 0, 1], frame_id="front_optical")])
+    code, stdout, err = run(["bag", str(bag), "--out", str(tmp_path / "o.mcap"), "--json",
+                             *clip_args])
     assert code == 0 and json.loads(stdout)["frames"] == 2
     assert "camera_info is unusable" in err and "not finite" in err, err
     assert "depth without camera_info" not in err
 
 
 def split_recording(folder, splits, per=1):
-    """A rosbag2 folder as a recorder that split every ``per`` images writes it: ``<folder>_<N>.mcap``
-    and a metadata.yaml listing them (``splits x per`` images on /cam/image_raw)."""
+    """A rosbag2 folder as a recorder that split every ``per`` images writes it:
+    ``<folder>_<N>.mcap`` and a metadata.yaml listing them (``splits x per`` images on
+    /cam/image_raw)."""
     import shutil
 
     import yaml
@@ -267,10 +310,12 @@ def split_recording(folder, splits, per=1):
     for k in range(splits):
         part = folder.parent / f"{folder.name}.part{k}"
         with Writer(part, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-            conn = writer.add_connection("/cam/image_raw", "sensor_msgs/msg/Image", typestore=store)
+            conn = writer.add_connection("/cam/image_raw", "sensor_msgs/msg/Image",
+                                         typestore=store)
             for n in range(k * per, (k + 1) * per):
                 t = START_NS + n * 100_000_000
-                msg = numpy_to_image(images[n], "rgb8", header=header(types, "cam", Stamp.from_ns(t)),
+                msg = numpy_to_image(images[n], "rgb8",
+                                     header=header(types, "cam", Stamp.from_ns(t)),
                                      msg_factory=types.Image, data_as="numpy")
                 writer.write(conn, t, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
         meta = meta or yaml.safe_load((part / "metadata.yaml").read_text())
@@ -292,23 +337,29 @@ def jsonl_stamps(path):
 
 
 def test_what_a_crashed_recorder_leaves_is_read(tmp_path, clip_args):
-    whole = split_recording(tmp_path / "run", 11)  # run_0 ... run_10: split order is not name order
-    code, stdout, err = run(["bag", str(whole), "--jsonl", str(tmp_path / "whole.jsonl"), "--json", *clip_args])
+    # run_0 ... run_10: split order is not name order
+    whole = split_recording(tmp_path / "run", 11)
+    code, stdout, err = run(["bag", str(whole), "--jsonl", str(tmp_path / "whole.jsonl"), "--json",
+                             *clip_args])
     assert code == 0 and json.loads(stdout)["frames"] == 11 and json.loads(stdout)["damaged"] == []
     stamps = jsonl_stamps(tmp_path / "whole.jsonl")
     assert stamps == [START_NS + n * 100_000_000 for n in range(11)]
 
     (whole / "metadata.yaml").unlink()  # the recorder died before writing it
-    code, stdout, err = run(["bag", str(whole), "--jsonl", str(tmp_path / "no_meta.jsonl"), "--json",
-                             *clip_args])
+    code, stdout, err = run(["bag", str(whole), "--jsonl", str(tmp_path / "no_meta.jsonl"),
+                             "--json", *clip_args])
     summary = json.loads(stdout)
     assert code == 0 and summary["frames"] == 11 and "Traceback" not in err
-    assert "no metadata.yaml" in summary["damaged"][0] and "11 storage file(s)" in summary["damaged"][0]
+    assert (
+        "no metadata.yaml" in summary["damaged"][0]
+        and "11 storage file(s)" in summary["damaged"][0]
+    )
     assert jsonl_stamps(tmp_path / "no_meta.jsonl") == stamps
 
     missing = split_recording(tmp_path / "cut", 4)
     (missing / "cut_2.mcap").unlink()
-    code, stdout, err = run(["bag", str(missing), "--jsonl", str(tmp_path / "cut.jsonl"), "--json", *clip_args])
+    code, stdout, err = run(["bag", str(missing), "--jsonl", str(tmp_path / "cut.jsonl"), "--json",
+                             *clip_args])
     summary = json.loads(stdout)
     assert code == 0 and (summary["frames"], summary["skipped"]) == (3, 1), err
     assert "cut_2.mcap listed in metadata.yaml is missing" in summary["damaged"][0]
@@ -316,11 +367,14 @@ def test_what_a_crashed_recorder_leaves_is_read(tmp_path, clip_args):
     other = split_recording(tmp_path / "other", 2)
     meta = other / "metadata.yaml"
     meta.write_text(meta.read_text().replace("/cam/image_raw", "/front/image_raw"))
-    code, stdout, err = run(["bag", str(other), "--jsonl", str(tmp_path / "other.jsonl"), "--json", *clip_args])
+    code, stdout, err = run(["bag", str(other), "--jsonl", str(tmp_path / "other.jsonl"), "--json",
+                             *clip_args])
     summary = json.loads(stdout)
     assert code == 0 and (summary["frames"], summary["skipped"]) == (2, 0), err
     assert "metadata.yaml lists topics its storage files do not hold" in summary["damaged"][0]
-    assert "/front/image_raw" in summary["damaged"][0] and "/cam/image_raw" in summary["damaged"][0]
+    assert (
+        "/front/image_raw" in summary["damaged"][0] and "/cam/image_raw" in summary["damaged"][0]
+    )
 
 
 def test_a_folder_of_separate_recordings_is_not_taken_for_splits(tmp_path):

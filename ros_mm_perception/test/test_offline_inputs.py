@@ -1,4 +1,5 @@
-"""Offline inputs: topic choice, depth pairing, rosbag2 reading (MCAP, sqlite3), folders and videos."""
+"""Offline inputs: topic choice, depth pairing, rosbag2 reading (MCAP, sqlite3), folders and
+videos."""
 
 
 import numpy as np
@@ -14,7 +15,11 @@ from ros_mm_perception.offline.pairing import NearestStampPairer
 from ros_mm_perception.offline.recording import START_NS, CameraRecording, write_recording
 from ros_mm_perception.offline.sources import FolderSource, VideoSource, open_input
 
-IMAGE, COMPRESSED, INFO = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/CameraInfo"
+IMAGE, COMPRESSED, INFO = (
+    "sensor_msgs/msg/Image",
+    "sensor_msgs/msg/CompressedImage",
+    "sensor_msgs/msg/CameraInfo",
+)
 K = [60.0, 0.0, 32.0, 0.0, 60.0, 24.0, 0.0, 0.0, 1.0]
 
 
@@ -32,7 +37,8 @@ def jpeg_roundtrip(image):
     return compressed_to_rgb(SimpleNamespace(format=fmt, data=data))
 
 
-# ------------------------------------------------------------------------------------------ topic choice
+# ------------------------------------------------------------------------------------------ topic
+# choice
 
 def test_output_namespace():
     assert output_namespace("/front/color/image_raw") == "/front/color"
@@ -45,14 +51,18 @@ def test_plan_picks_cameras_depth_and_info_by_namespace():
         "/front/color/image_raw": IMAGE, "/front/color/image_raw/compressed": COMPRESSED,
         "/front/color/camera_info": INFO, "/front/aligned_depth_to_color/image_raw": IMAGE,
         "/front/depth/image_rect_raw": IMAGE, "/front/depth/camera_info": INFO,
-        "/rear/image_raw/compressed": COMPRESSED, "/rear/camera_info": INFO, "/odom": "nav_msgs/msg/Odometry",
+        "/rear/image_raw/compressed": COMPRESSED, "/rear/camera_info": INFO,
+        "/odom": "nav_msgs/msg/Odometry",
     }
     plans = {p.image_topic: p for p in plan_cameras(topics)}
-    assert set(plans) == {"/front/color/image_raw", "/rear/image_raw/compressed"}  # raw wins over compressed
+    # raw wins over compressed
+    assert set(plans) == {"/front/color/image_raw", "/rear/image_raw/compressed"}
     front, rear = plans["/front/color/image_raw"], plans["/rear/image_raw/compressed"]
     assert (front.namespace, front.info_topic) == ("/front/color", "/front/color/camera_info")
-    assert front.depth_topic == "/front/aligned_depth_to_color/image_raw"  # same prefix: aligned preferred
-    assert (rear.namespace, rear.info_topic, rear.depth_topic) == ("/rear", "/rear/camera_info", None)
+    # same prefix: aligned preferred
+    assert front.depth_topic == "/front/aligned_depth_to_color/image_raw"
+    assert (rear.namespace, rear.info_topic, rear.depth_topic) == ("/rear", "/rear/camera_info",
+                                                                   None)
 
 
 def test_plan_single_camera_takes_the_only_depth_and_info():
@@ -61,7 +71,8 @@ def test_plan_single_camera_takes_the_only_depth_and_info():
 
 
 def test_plan_explicit_topics_and_no_depth():
-    topics = {"/a/image_raw": IMAGE, "/a/image_raw/compressed": COMPRESSED, "/a/depth/image_raw": IMAGE}
+    topics = {"/a/image_raw": IMAGE, "/a/image_raw/compressed": COMPRESSED,
+              "/a/depth/image_raw": IMAGE}
     plan, = plan_cameras(topics, camera_topics=["/a/image_raw/compressed"], depth_topics=[])
     assert (plan.image_topic, plan.depth_topic) == ("/a/image_raw/compressed", None)
 
@@ -77,7 +88,8 @@ def test_plan_errors_name_the_problem(topics, cameras, message):
         plan_cameras(topics, camera_topics=cameras)
 
 
-# ------------------------------------------------------------------------------------------ depth pairing
+# ------------------------------------------------------------------------------------------ depth
+# pairing
 
 def test_pairer_takes_the_nearest_depth_on_either_side_and_keeps_order():
     pairer = NearestStampPairer(tolerance_ns=30)
@@ -107,10 +119,12 @@ def test_pairer_bounds_waiting_images():
     assert out == [(0, None), (1, None)]
 
 
-# ------------------------------------------------------------------------------------------ bag reading
+# ------------------------------------------------------------------------------------------ bag
+# reading
 
 def test_bag_source_reads_raw_compressed_depth_and_info(tmp_path, rng):
-    images, depths = frames(rng, 4), [np.full((48, 64), 1000 + 100 * i, np.uint16) for i in range(4)]
+    images, depths = frames(rng, 4), [np.full((48, 64), 1000 + 100 * i, np.uint16)
+                                      for i in range(4)]
     path = write_recording(tmp_path / "in.mcap", [
         CameraRecording("/front", images, depths=depths, k=K, frame_id="front_optical"),
         CameraRecording("/rear", images[:3], compressed=True, frame_id="rear_optical"),
@@ -122,19 +136,26 @@ def test_bag_source_reads_raw_compressed_depth_and_info(tmp_path, rng):
     assert sorted(it.index for it in items) == list(range(7)) and not any(it.error for it in items)
     front = [it for it in items if it.namespace == "/front"]
     rear = [it for it in items if it.namespace == "/rear"]
-    assert [it.frame.stamp for it in front] == [Stamp.from_ns(START_NS + i * 100_000_000) for i in range(4)]
+    assert [it.frame.stamp for it in front] == [Stamp.from_ns(START_NS + i * 100_000_000)
+                                                for i in range(4)]
     for i, it in enumerate(front):
         assert it.frame.camera == "front" and it.frame.frame_id == "front_optical"
         np.testing.assert_array_equal(it.frame.image, images[i])  # raw: exact
-        np.testing.assert_allclose(it.frame.depth, (1000 + 100 * i) / 1000.0)  # paired with its own stamp
+        # paired with its own stamp
+        np.testing.assert_allclose(it.frame.depth, (1000 + 100 * i) / 1000.0)
         assert it.frame.intrinsics.fx == 60.0
     for i, it in enumerate(rear):
-        assert it.frame.frame_id == "rear_optical" and it.frame.depth is None and it.frame.intrinsics is None
+        assert (
+            it.frame.frame_id == "rear_optical"
+            and it.frame.depth is None
+            and it.frame.intrinsics is None
+        )
         np.testing.assert_array_equal(it.frame.image, jpeg_roundtrip(images[i]))
 
 
 def write_rosbag2(path, storage, msgs):
-    """A rosbag2 folder (metadata.yaml) written by rosbags: ``msgs`` = [(topic, type, msg or raw bytes, t)]."""
+    """A rosbag2 folder (metadata.yaml) written by rosbags: ``msgs`` = [(topic, type, msg or raw
+    bytes, t)]."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     store = typestore()
@@ -219,7 +240,8 @@ def test_unreadable_bag_is_a_user_error(tmp_path):
         open_input(path)
 
 
-# ------------------------------------------------------------------------------------------ folders, videos
+# ------------------------------------------------------------------------------------------
+# folders, videos
 
 def test_folder_source_reads_images_in_name_order_and_skips_broken_files(tmp_path, rng):
     from ros_mm_perception.core.imaging.image_io import write_rgb
@@ -252,7 +274,8 @@ def test_video_source_yields_every_frame(tmp_path):
     source.close()
     assert len(items) == 6 == len(source)
     assert [it.frame.stamp.to_ns() for it in items] == [i * 200_000_000 for i in range(6)]
-    np.testing.assert_allclose([it.frame.image.mean() for it in items], [40 * i for i in range(6)], atol=2)
+    np.testing.assert_allclose([it.frame.image.mean() for it in items], [40 * i for i in range(6)],
+                               atol=2)
 
 
 @pytest.mark.parametrize("name", ["missing.mcap", "data.csv"])
@@ -275,12 +298,15 @@ def test_ground_truth_check_counts_found_objects_and_correct_detections():
     from ros_mm_perception.offline.input_frame import InputFrame
 
     scene = Scene(np.zeros((100, 100, 3), np.uint8),
-                  [SceneObject("red", "circle", (10, 10, 40, 40)), SceneObject("blue", "square", (50, 50, 90, 90))])
+                  [SceneObject("red", "circle", (10, 10, 40, 40)),
+                   SceneObject("blue", "square", (50, 50, 90, 90))])
     check = GroundTruthCheck({"/cam": [scene, scene]})
     detections = [Detection("red circle", 0.9, (12, 12, 40, 42)),   # right place, right phrase
-                  Detection("blue square", 0.8, (10, 10, 40, 40)),  # a real box, but the wrong object
+                  # a real box, but the wrong object
+                  Detection("blue square", 0.8, (10, 10, 40, 40)),
                   Detection("red circle", 0.5, (60, 0, 99, 30))]    # nothing there
     stamp = Stamp.from_ns(START_NS + PERIOD_NS)  # the second scene
-    check.add(InputFrame(0, "x", "/cam", 0), FrameResult("cam", "f", stamp, 100, 100, detections=detections))
+    check.add(InputFrame(0, "x", "/cam", 0),
+              FrameResult("cam", "f", stamp, 100, 100, detections=detections))
     assert (check.found, check.objects, check.correct, check.detections) == (1, 2, 1, 3)
     assert check.recall == 0.5 and check.precision == 1 / 3

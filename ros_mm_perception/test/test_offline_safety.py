@@ -27,7 +27,8 @@ PACKAGE = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def clip_args(tiny_clip_dir):
-    return tiny_clip_options(tiny_clip_dir, "red circle,blue square", "red circle,blue square", threshold=0)
+    return tiny_clip_options(tiny_clip_dir, "red circle,blue square", "red circle,blue square",
+                             threshold=0)
 
 
 def snapshot(*folders):
@@ -61,8 +62,8 @@ def rosbag2_folder(path, n=3):
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         conn = writer.add_connection("/cam/image_raw", "sensor_msgs/msg/Image", typestore=store)
         for i, image in enumerate(noise_images(n)):
-            msg = numpy_to_image(image, "rgb8", header=header(types, "cam", Stamp(1, i)), msg_factory=types.Image,
-                                 data_as="numpy")
+            msg = numpy_to_image(image, "rgb8", header=header(types, "cam", Stamp(1, i)),
+                                 msg_factory=types.Image, data_as="numpy")
             writer.write(conn, i + 1, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
     return path
 
@@ -76,7 +77,8 @@ def image_folder(path, n=2):
     return path
 
 
-# ------------------------------------------------------------------------------------- outputs on inputs
+# ------------------------------------------------------------------------------------- outputs on
+# inputs
 
 def test_no_output_inside_the_input_however_spelled(tmp_path, capsys, clip_args, monkeypatch):
     from ros_mm_perception.commands import bag as bag_command
@@ -92,8 +94,9 @@ def test_no_output_inside_the_input_however_spelled(tmp_path, capsys, clip_args,
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path / "sub")
     before = snapshot(tmp_path)
-    for option, path in [("--out", storage), ("--out", f"../B/{storage.name}"), ("--jsonl", bag / "metadata.yaml"),
-                         ("--out", bag / "new.mcap"), ("--coco", "../sub/../B/x.json"), ("--out", "../link.mcap"),
+    for option, path in [("--out", storage), ("--out", f"../B/{storage.name}"),
+                         ("--jsonl", bag / "metadata.yaml"), ("--out", bag / "new.mcap"),
+                         ("--coco", "../sub/../B/x.json"), ("--out", "../link.mcap"),
                          ("--out", tmp_path / "hard.mcap")]:
         assert main(["bag", "../B", option, str(path), *clip_args]) == 2, (option, path)
         err = one_line_error(capsys)
@@ -101,13 +104,15 @@ def test_no_output_inside_the_input_however_spelled(tmp_path, capsys, clip_args,
         assert snapshot(tmp_path) == before, (option, path)
 
 
-def test_no_output_on_a_file_of_an_image_folder_or_on_a_single_file_input(tmp_path, capsys, clip_args):
+def test_no_output_on_a_file_of_an_image_folder_or_on_a_single_file_input(tmp_path, capsys,
+                                                                          clip_args):
     folder = image_folder(tmp_path / "IMAGES")
     bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(2))])
     before = snapshot(tmp_path)
     assert main(["bag", str(folder), "--coco", str(folder / "frame_0.png"), *clip_args]) == 2
     assert "input" in one_line_error(capsys)
-    assert main(["bag", str(bag), "--jsonl", str(tmp_path / "." / "x" / ".." / "in.mcap"), *clip_args]) == 2
+    assert main(["bag", str(bag), "--jsonl", str(tmp_path / "." / "x" / ".." / "in.mcap"),
+                 *clip_args]) == 2
     assert "overwrite the input" in one_line_error(capsys)
     assert snapshot(tmp_path) == before
 
@@ -126,15 +131,18 @@ def test_two_outputs_on_one_path_are_refused(tmp_path, capsys, clip_args, names)
     assert snapshot(tmp_path) == before
 
 
-# -------------------------------------------------------------------------------- all outputs or none
+# -------------------------------------------------------------------------------- all outputs or
+# none
 
 def outputs_argv(bag, out):
     return ["bag", str(bag), "--out", str(out / "out.mcap"), "--jsonl", str(out / "out.jsonl"),
             "--coco", str(out / "coco.json")]
 
 
-def test_a_run_that_fails_at_its_last_output_commits_none(tmp_path, capsys, clip_args, monkeypatch):
-    """A full disk while the COCO file is flushed: the MCAP and JSONL files must not appear either."""
+def test_a_run_that_fails_at_its_last_output_commits_none(tmp_path, capsys, clip_args,
+                                                          monkeypatch):
+    """A full disk while the COCO file is flushed: the MCAP and JSONL files must not appear
+    either."""
     bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(3))])
     out = tmp_path / "out"
     out.mkdir()
@@ -175,7 +183,8 @@ def test_a_symlinked_output_is_written_through_to_its_target(tmp_path, capsys, c
     assert link.is_symlink() and dangling.is_symlink()
     assert len((real / "frames.jsonl").read_text().splitlines()) == 2
     assert len(json.loads((real / "coco.json").read_text())["images"]) == 2
-    assert sorted(p.name for p in real.iterdir()) == ["coco.json", "frames.jsonl"]  # no temporary file
+    # no temporary file
+    assert sorted(p.name for p in real.iterdir()) == ["coco.json", "frames.jsonl"]
 
 
 def test_a_failed_rename_puts_back_what_was_renamed(tmp_path, monkeypatch):
@@ -201,7 +210,8 @@ def test_a_failed_rename_puts_back_what_was_renamed(tmp_path, monkeypatch):
     assert [(tmp_path / n).read_text() for n in ("a.txt", "c.txt")] == ["old a\n", "old c\n"]
 
 
-# ------------------------------------------------------------------------------------------- signals
+# -------------------------------------------------------------------------------------------
+# signals
 
 DRIVER = textwrap.dedent("""
     import os, signal, sys
@@ -227,9 +237,10 @@ DRIVER = textwrap.dedent("""
 
 
 def run_python(code, *args, cwd=None):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=120)
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(PACKAGE), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=120)
 
 
 @pytest.mark.parametrize("name, status", [("SIGTERM", 143), ("SIGHUP", 129)])
@@ -239,7 +250,9 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path, clip_args, name, status):
     out.mkdir()
     done = run_python(DRIVER, name, *outputs_argv(bag, out), *clip_args)
     assert done.returncode == status, done.stderr
-    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert (
+        "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    ), done.stderr
     assert list(out.iterdir()) == []
 
 
@@ -264,10 +277,13 @@ CTRL_C_DURING_IMPORT = textwrap.dedent("""
 def test_ctrl_c_while_starting_prints_no_traceback(tmp_path, module):
     done = run_python(CTRL_C_DURING_IMPORT, module, "bag", str(tmp_path / "in.mcap"))
     assert done.returncode == 130, done.stderr
-    assert "Traceback" not in done.stderr and done.stderr.strip().endswith("interrupted"), done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.strip().endswith(
+        "interrupted"
+    ), done.stderr
 
 
-def test_a_closed_stdout_ends_quietly_after_the_outputs_are_committed(tmp_path, capsys, clip_args, monkeypatch):
+def test_a_closed_stdout_ends_quietly_after_the_outputs_are_committed(tmp_path, capsys, clip_args,
+                                                                      monkeypatch):
     bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(2))])
 
     class ClosedPipe:
@@ -278,12 +294,14 @@ def test_a_closed_stdout_ends_quietly_after_the_outputs_are_committed(tmp_path, 
             pass
 
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
-    assert main(["bag", str(bag), "--jsonl", str(tmp_path / "f.jsonl"), "--json", *clip_args]) == 141
+    assert main(["bag", str(bag), "--jsonl", str(tmp_path / "f.jsonl"), "--json",
+                 *clip_args]) == 141
     assert "Traceback" not in capsys.readouterr().err
     assert len((tmp_path / "f.jsonl").read_text().splitlines()) == 2
 
 
-# ----------------------------------------------------------------------------------- file system faults
+# ----------------------------------------------------------------------------------- file system
+# faults
 
 def test_a_name_too_long_for_the_file_system(tmp_path, capsys, clip_args):
     bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(2))])
@@ -295,7 +313,8 @@ def test_a_name_too_long_for_the_file_system(tmp_path, capsys, clip_args):
 
 def _mount_tmpfs(path, options):
     path.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                      capture_output=True).returncode:
         pytest.skip("needs permission to mount a small tmpfs")
     return path
 
@@ -339,20 +358,23 @@ def read_only_folder(tmp_path):
 
 def test_a_read_only_output_folder(tmp_path, capsys, clip_args, read_only_folder):
     bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(2))])
-    assert main(["bag", str(bag), "--jsonl", str(tmp_path / "ok.jsonl"), "--out", str(read_only_folder / "o.mcap"),
-                 *clip_args]) == 2
+    assert main(["bag", str(bag), "--jsonl", str(tmp_path / "ok.jsonl"), "--out",
+                 str(read_only_folder / "o.mcap"), *clip_args]) == 2
     err = one_line_error(capsys)
     assert "o.mcap" in err and ("read-only" in err or "permission" in err)
     assert list(read_only_folder.iterdir()) == [] and not (tmp_path / "ok.jsonl").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-# ---------------------------------------------------------------------------------------- bad options
+# ---------------------------------------------------------------------------------------- bad
+# options
 
 @pytest.mark.parametrize("fps", ["nan", "0", "-1", "1e-9", "inf", "1e-300"])
 def test_fps_must_be_a_usable_rate(tmp_path, capsys, clip_args, fps):
-    folder = image_folder(tmp_path / "images", n=4)  # at 1e-9 frames/s, frame 3 is 3e9 s after frame 0
-    assert main(["bag", str(folder), "--jsonl", str(tmp_path / "f.jsonl"), "--fps", fps, *clip_args]) == 2
+    # at 1e-9 frames/s, frame 3 is 3e9 s after frame 0
+    folder = image_folder(tmp_path / "images", n=4)
+    assert main(["bag", str(folder), "--jsonl", str(tmp_path / "f.jsonl"), "--fps", fps,
+                 *clip_args]) == 2
     assert "--fps" in one_line_error(capsys)
     assert not (tmp_path / "f.jsonl").exists()
 
@@ -369,9 +391,11 @@ def test_non_finite_camera_info_never_reaches_the_json(tmp_path, capsys, clip_ar
     k = list(K)
     k[k_bad[0]] = k_bad[1]
     depths = [np.full((48, 64), 1200, np.uint16)] * 2
-    bag = write_recording(tmp_path / "in.mcap", [CameraRecording("/cam", noise_images(2), depths=depths, k=k)])
+    bag = write_recording(tmp_path / "in.mcap",
+                          [CameraRecording("/cam", noise_images(2), depths=depths, k=k)])
     jsonl, coco = tmp_path / "f.jsonl", tmp_path / "coco.json"
-    assert main(["bag", str(bag), "--jsonl", str(jsonl), "--coco", str(coco), "--json", *clip_args]) == 0
+    assert main(["bag", str(bag), "--jsonl", str(jsonl), "--coco", str(coco), "--json",
+                 *clip_args]) == 0
     captured = capsys.readouterr()
     strict_json(captured.out)
     strict_json(coco.read_text())
@@ -386,8 +410,9 @@ def test_non_finite_intrinsics_option_is_an_error(tmp_path, capsys, tiny_clip_di
 
     write_rgb(tmp_path / "f.png", noise_images(1)[0])
     np.save(tmp_path / "d.npy", np.full((48, 64), 1.0, np.float32))
-    assert main(["detect", str(tmp_path / "f.png"), "red circle", "--clip-model", str(tiny_clip_dir), "--device",
-                 "cpu", "--depth", str(tmp_path / "d.npy"), "--intrinsics", intrinsics, "--json"]) == 2
+    assert main(["detect", str(tmp_path / "f.png"), "red circle", "--clip-model",
+                 str(tiny_clip_dir), "--device", "cpu", "--depth", str(tmp_path / "d.npy"),
+                 "--intrinsics", intrinsics, "--json"]) == 2
     assert "--intrinsics" in one_line_error(capsys)
 
 
@@ -396,13 +421,14 @@ def test_top_k_must_be_positive(tmp_path, capsys, tiny_clip_dir, top_k):
     from ros_mm_perception.core.imaging.image_io import write_rgb
 
     write_rgb(tmp_path / "f.png", noise_images(1)[0])
-    assert main(["classify", str(tmp_path / "f.png"), "--labels", "a,b,c", "--clip-model", str(tiny_clip_dir),
-                 "--device", "cpu", "--top-k", top_k]) == 2
+    assert main(["classify", str(tmp_path / "f.png"), "--labels", "a,b,c", "--clip-model",
+                 str(tiny_clip_dir), "--device", "cpu", "--top-k", top_k]) == 2
     assert "--top-k" in one_line_error(capsys)
 
 
 def test_a_folder_given_as_an_image_says_so(tmp_path, capsys, tiny_clip_dir):
-    assert main(["classify", str(tmp_path), "--labels", "a,b", "--clip-model", str(tiny_clip_dir)]) == 2
+    assert main(["classify", str(tmp_path), "--labels", "a,b", "--clip-model",
+                 str(tiny_clip_dir)]) == 2
     assert "is a folder" in one_line_error(capsys)
 
 
@@ -419,6 +445,7 @@ def test_a_npy_depth_that_is_not_a_plain_array(tmp_path, capsys, tiny_clip_dir, 
             np.savez(f, a=np.zeros((48, 64), np.float32))
     else:
         depth.write_bytes(b"\x93NUMPY garbage")
-    assert main(["detect", str(tmp_path / "f.png"), "red circle", "--clip-model", str(tiny_clip_dir), "--device",
-                 "cpu", "--depth", str(depth), "--intrinsics", "60,60,32,24"]) == 2
+    assert main(["detect", str(tmp_path / "f.png"), "red circle", "--clip-model",
+                 str(tiny_clip_dir), "--device", "cpu", "--depth", str(depth), "--intrinsics",
+                 "60,60,32,24"]) == 2
     assert "d.npy" in one_line_error(capsys)

@@ -1,4 +1,5 @@
-"""OWL engine on tiny random OWLv2 / OWL-ViT models saved with save_pretrained and loaded for real."""
+"""OWL engine on tiny random OWLv2 / OWL-ViT models saved with save_pretrained and loaded for
+real."""
 
 import numpy as np
 import pytest
@@ -30,9 +31,10 @@ def test_device_preprocessing_equals_the_processor(engine, shape):
     ours = engine.preprocessor.frames([image])
     reference = engine.processor(images=image, return_tensors="pt")["pixel_values"]
     assert ours.shape == reference.shape == (1, 3, engine.image_size, engine.image_size)
-    # OWL-ViT: the same ops, exactly; OWLv2: pad, blur and resize as matrix products, equal to float
-    # rounding (far below one grey level, 1 / 255 / std = 0.014 here).
-    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6 if engine.kind == "owlvit" else 1e-4)
+    # OWL-ViT: the same ops, exactly; OWLv2: pad, blur and resize as matrix products, equal to
+    # float rounding (far below one grey level, 1 / 255 / std = 0.014 here).
+    torch.testing.assert_close(ours, reference, rtol=0,
+                               atol=1e-6 if engine.kind == "owlvit" else 1e-4)
 
 
 @pytest.mark.parametrize("shape", [(480, 640), (300, 200)])
@@ -41,10 +43,12 @@ def test_owlv2_preprocessing_equals_the_processor_at_other_sizes(shape):
     from ros_mm_perception.core.models.random_models import owl_processor
 
     (image,) = frames(shape)
-    for size in (128, 256):        # shrinking (blurred) from a camera frame, or enlarging a small one
+    # shrinking (blurred) from a camera frame, or enlarging a small one
+    for size in (128, 256):
         processor = owl_processor("owlv2", size).image_processor
         ours = Owlv2Preprocessor(processor, torch.device("cpu")).frames([image])
-        torch.testing.assert_close(ours, processor(images=image, return_tensors="pt")["pixel_values"],
+        torch.testing.assert_close(ours,
+                                   processor(images=image, return_tensors="pt")["pixel_values"],
                                    rtol=0, atol=1e-4)
 
 
@@ -110,8 +114,10 @@ def test_batch_equals_single(engine):
     for image, together in zip(images, batch):
         (alone,) = engine.detect_batch([image], PHRASES, threshold=0.1)
         assert [d.phrase for d in alone] == [d.phrase for d in together]
-        np.testing.assert_allclose([d.score for d in alone], [d.score for d in together], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose([d.box for d in alone], [d.box for d in together], rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose([d.score for d in alone], [d.score for d in together],
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose([d.box for d in alone], [d.box for d in together], rtol=1e-5,
+                                   atol=1e-3)
 
 
 def test_max_candidates_keeps_the_most_object_like_patches(engine):
@@ -149,7 +155,8 @@ def test_fast_path_equals_plain(engine, mode):
 
 
 def test_fast_path_rejects_wrong_shapes(engine):
-    encoder = FastOwlEncoder(engine.model, engine.image_size, engine.device, engine.dtype, mode="static")
+    encoder = FastOwlEncoder(engine.model, engine.image_size, engine.device, engine.dtype,
+                             mode="static")
     with pytest.raises(ValueError, match="pixels"):
         encoder(torch.zeros(1, 3, engine.image_size + 1, engine.image_size))
 

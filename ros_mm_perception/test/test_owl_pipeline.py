@@ -29,8 +29,8 @@ def owl(owl_dir):
 
 
 def config(**kw):
-    base = dict(labels=["red circle", "blue star", "green ring"], detect_phrases=PHRASES, owl_score_threshold=0.2,
-                grounding_source="owl", nms_iou=0.5)
+    base = dict(labels=["red circle", "blue star", "green ring"], detect_phrases=PHRASES,
+                owl_score_threshold=0.2, grounding_source="owl", nms_iou=0.5)
     base.update(kw)
     return PerceptionConfig(**base)
 
@@ -49,8 +49,10 @@ def test_owl_source_thresholds_suppresses_and_tracks(tiny_clip, owl, rng):
     assert all(d.source == "owl" and d.score >= 0.2 for d in dets)
     tracked = [d for d in dets if d.track_id is not None]
     assert tracked
-    for second_view in (d for d in dets if d.track_id is None):   # published without an id of its own
-        assert any(mostly_overlap(second_view, t) for t in tracked if t.phrase == second_view.phrase)
+    # published without an id of its own
+    for second_view in (d for d in dets if d.track_id is None):
+        assert any(mostly_overlap(second_view, t)
+                   for t in tracked if t.phrase == second_view.phrase)
     again = pipe.process(Frame(f.image, camera="front", stamp=Stamp(1, 0))).detections
     assert sorted(d.track_id for d in again if d.track_id) == sorted(d.track_id for d in tracked)
 
@@ -58,7 +60,8 @@ def test_owl_source_thresholds_suppresses_and_tracks(tiny_clip, owl, rng):
 def mostly_overlap(a, b) -> bool:
     lo, hi = np.maximum(a.box[:2], b.box[:2]), np.minimum(a.box[2:], b.box[2:])
     inter = float(np.prod(np.clip(np.subtract(hi, lo), 0, None)))
-    area = min((a.box[2] - a.box[0]) * (a.box[3] - a.box[1]), (b.box[2] - b.box[0]) * (b.box[3] - b.box[1]))
+    area = min((a.box[2] - a.box[0]) * (a.box[3] - a.box[1]),
+               (b.box[2] - b.box[0]) * (b.box[3] - b.box[1]))
     return inter > BIRTH_OVERLAP * area
 
 
@@ -66,14 +69,17 @@ def test_owl_has_its_own_threshold_and_an_explicit_one_wins(tiny_clip, owl, rng)
     f = frame(rng)
     scores = sorted(d.score for d in owl.detect_batch([f.image], PHRASES, 0.0)[0])
     cut = scores[len(scores) // 2]
-    pipe = PerceptionPipeline(config(owl_score_threshold=cut, score_threshold=1.0), clip=tiny_clip, owl=owl)
+    pipe = PerceptionPipeline(config(owl_score_threshold=cut, score_threshold=1.0), clip=tiny_clip,
+                              owl=owl)
     assert pipe.detection_threshold() == cut
     dets = pipe.process(f).detections
-    assert dets and min(d.score for d in dets) >= cut          # score_threshold (1.0) does not apply to OWL
+    # score_threshold (1.0) does not apply to OWL
+    assert dets and min(d.score for d in dets) >= cut
     assert all(d.score >= 0.9 for d in pipe.ground(f, PHRASES, score_threshold=0.9).detections)
 
 
-def test_cameras_share_one_image_tower_call_and_phrases_are_encoded_once(tiny_clip, owl, rng, monkeypatch):
+def test_cameras_share_one_image_tower_call_and_phrases_are_encoded_once(tiny_clip, owl, rng,
+                                                                         monkeypatch):
     calls = []
     embed = owl.model.image_embedder
 
@@ -97,7 +103,8 @@ def test_cameras_share_one_image_tower_call_and_phrases_are_encoded_once(tiny_cl
 def test_3d_positions_from_depth(tiny_clip, owl, rng):
     depth = np.full((H, W), 2000, np.uint16)
     pipe = PerceptionPipeline(config(owl_score_threshold=0.0), clip=tiny_clip, owl=owl)
-    dets = pipe.process(frame(rng, depth=depth, intrinsics=Intrinsics(50.0, 50.0, W / 2, H / 2))).detections
+    dets = pipe.process(frame(rng, depth=depth,
+                              intrinsics=Intrinsics(50.0, 50.0, W / 2, H / 2))).detections
     assert dets and all(d.xyz is not None and d.xyz[2] == pytest.approx(2.0) for d in dets)
 
 
@@ -109,7 +116,8 @@ def test_auto_prefers_owl_then_paligemma_then_clip(tiny_clip, owl):
                               paligemma=Stub()).detection_source() == "owl"
     assert PerceptionPipeline(config(grounding_source="auto"), clip=tiny_clip,
                               paligemma=Stub()).detection_source() == "paligemma"
-    assert PerceptionPipeline(config(grounding_source="auto"), clip=tiny_clip).detection_source() == "clip"
+    assert PerceptionPipeline(config(grounding_source="auto"),
+                              clip=tiny_clip).detection_source() == "clip"
 
 
 def test_owl_source_without_a_model_is_a_config_error(tiny_clip):
@@ -124,7 +132,8 @@ def test_owl_model_cannot_change_at_run_time(tiny_clip, owl, owl_dir):
 
 
 def test_pipeline_loads_the_configured_model_and_releases_it(tiny_clip, owl_dir, rng):
-    pipe = PerceptionPipeline(config(owl_model=str(owl_dir), device="cpu", owl_fast_path="static"), clip=tiny_clip)
+    pipe = PerceptionPipeline(config(owl_model=str(owl_dir), device="cpu", owl_fast_path="static"),
+                              clip=tiny_clip)
     engine = pipe.owl
     assert engine.fast_encoder is not None and engine.fast_encoder.mode == "static"
     ground = pipe.ground(frame(rng), ["red circle"], score_threshold=0.0)
@@ -135,8 +144,9 @@ def test_pipeline_loads_the_configured_model_and_releases_it(tiny_clip, owl_dir,
 
 def test_detect_command_with_owl_model(tmp_path, capsys, tiny_clip_dir, owl_dir, rng):
     image = write_rgb(tmp_path / "frame.png", rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
-    assert main(["detect", str(image), "red circle ; blue star", "--owl-model", str(owl_dir), "--clip-model",
-                 str(tiny_clip_dir), "--device", "cpu", "--owl-score-threshold", "0", "--json"]) == 0
+    assert main(["detect", str(image), "red circle ; blue star", "--owl-model", str(owl_dir),
+                 "--clip-model", str(tiny_clip_dir), "--device", "cpu", "--owl-score-threshold",
+                 "0", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["detections"]
     assert rows and {r["label"] for r in rows} <= set(PHRASES)
     assert all(0 <= r["score"] <= 1 and 0 <= r["box"][0] < r["box"][2] <= W for r in rows)
@@ -149,7 +159,8 @@ def test_bag_options_name_the_owl_model(owl_dir):
 
     parser = ArgumentParser()
     add_pipeline_options(parser)
-    cfg = config_from_args(parser.parse_args(["--owl-model", str(owl_dir), "--grounding-source", "owl"]))
+    cfg = config_from_args(parser.parse_args(["--owl-model", str(owl_dir), "--grounding-source",
+                                              "owl"]))
     assert (cfg.owl_model, cfg.grounding_source) == (str(owl_dir), "owl")
 
 

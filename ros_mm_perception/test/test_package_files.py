@@ -1,4 +1,5 @@
-"""Package metadata: package.xml files, declared dependencies, installed data files, launch files, .srv files."""
+"""Package metadata: package.xml files, declared dependencies, installed data files, launch files,
+.srv files."""
 
 import ast
 import pathlib
@@ -19,18 +20,19 @@ SIMULATION_AND_VIEW = {"ros_gz_sim", "ros_gz_bridge", "rviz2"}
 OWN = {"ros_mm_perception"}
 
 # Import name → rosdep key (package.xml) for modules a ROS install provides.
-ROSDEP = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml", "scipy": "python3-scipy"}
+ROSDEP = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml",
+          "scipy": "python3-scipy"}
 ROS_PACKAGE_SUFFIXES = ("_msgs", "_interfaces")
-ROS_PACKAGES = {"rclpy", "rcl_interfaces", "builtin_interfaces", "launch", "launch_ros", "ament_index_python",
-                "tf2_ros"}
+ROS_PACKAGES = {"rclpy", "rcl_interfaces", "builtin_interfaces", "launch", "launch_ros",
+                "ament_index_python", "tf2_ros"}
 # Import name → ROS package name where they differ.
 ROS_PACKAGE_OF = {"tf2_ros": "tf2_ros_py"}
 # Import name → PyPI distribution (setup.py) for everything pip installs (ML stack, bag tools).
-PIP = {"numpy": "numpy", "cv2": "opencv-python-headless", "yaml": "pyyaml", "scipy": "scipy", "torch": "torch",
-       "torchvision": "torchvision", "open_clip": "open_clip_torch", "transformers": "transformers",
-       "tokenizers": "tokenizers", "safetensors": "safetensors", "PIL": "pillow", "tqdm": "tqdm", "mcap": "mcap",
-       "mcap_ros2": "mcap-ros2-support", "rosbags": "rosbags", "ray": "ray",
-       "skimage": "scikit-image", "pycocotools": "pycocotools"}
+PIP = {"numpy": "numpy", "cv2": "opencv-python-headless", "yaml": "pyyaml", "scipy": "scipy",
+       "torch": "torch", "torchvision": "torchvision", "open_clip": "open_clip_torch",
+       "transformers": "transformers", "tokenizers": "tokenizers", "safetensors": "safetensors",
+       "PIL": "pillow", "tqdm": "tqdm", "mcap": "mcap", "mcap_ros2": "mcap-ros2-support",
+       "rosbags": "rosbags", "ray": "ray", "skimage": "scikit-image", "pycocotools": "pycocotools"}
 
 
 def is_ros_package(root: str) -> bool:
@@ -71,7 +73,8 @@ def exec_keys(package):
 
 @pytest.fixture(scope="module")
 def packages():
-    return parse_package(str(PKG_DIR / "package.xml")), parse_package(str(IFACE_DIR / "package.xml"))
+    return parse_package(str(PKG_DIR / "package.xml")), parse_package(str(IFACE_DIR
+                                                                          / "package.xml"))
 
 
 def test_package_xml_files_parse(packages):
@@ -80,7 +83,8 @@ def test_package_xml_files_parse(packages):
     assert product.package_format == 3 and interfaces.package_format == 3
     assert product.get_build_type() == "ament_python"
     assert interfaces.get_build_type() == "ament_cmake"
-    assert {"ament_cmake", "rosidl_default_generators"} <= {d.name for d in interfaces.buildtool_depends}
+    assert {"ament_cmake", "rosidl_default_generators"} <= {d.name
+                                                            for d in interfaces.buildtool_depends}
     assert "rosidl_default_runtime" in {d.name for d in interfaces.exec_depends}
     assert "rosidl_interface_packages" in {g.name for g in interfaces.member_of_groups}
     assert product.version == interfaces.version
@@ -88,31 +92,38 @@ def test_package_xml_files_parse(packages):
 
 def test_every_import_is_declared(packages, monkeypatch):
     product, _ = packages
-    code = list((PKG_DIR / "ros_mm_perception").rglob("*.py")) + list((PKG_DIR / "launch").glob("*.py"))
+    code = list((PKG_DIR / "ros_mm_perception").rglob("*.py")) + list((PKG_DIR
+                                                                       / "launch").glob("*.py"))
     roots = import_roots(code)
     kw = setup_kwargs(monkeypatch)
-    pip = requirement_names(kw["install_requires"] + [r for extra in kw["extras_require"].values() for r in extra])
+    pip = requirement_names(kw["install_requires"]
+                            + [r for extra in kw["extras_require"].values() for r in extra])
     declared_ros = exec_keys(product)
     problems = []
     for root, where in sorted(roots.items()):
         if is_ros_package(root):
             key = ROS_PACKAGE_OF.get(root, root)
             if key not in declared_ros:
-                problems.append(f"{root} ({where}) needs <exec_depend>{key}</exec_depend> in package.xml")
+                problems.append(f"{root} ({where}) needs <exec_depend>{key}</exec_depend> in "
+                                "package.xml")
             continue
         if root not in PIP:
-            problems.append(f"{root} ({where}) is not in this test's PIP/ROSDEP tables: declare it, then add it")
+            problems.append(f"{root} ({where}) is not in this test's PIP/ROSDEP tables: declare "
+                            "it, then add it")
             continue
         if PIP[root].lower() not in pip:
-            problems.append(f"{root} ({where}) needs {PIP[root]} in setup.py install_requires or extras")
+            problems.append(f"{root} ({where}) needs {PIP[root]} in setup.py install_requires or "
+                            "extras")
         if root in ROSDEP and ROSDEP[root] not in declared_ros:
-            problems.append(f"{root} ({where}) needs <exec_depend>{ROSDEP[root]}</exec_depend> in package.xml")
+            problems.append(f"{root} ({where}) needs <exec_depend>{ROSDEP[root]}</exec_depend> "
+                            "in package.xml")
     assert not problems, "\n".join(problems)
 
 
 def test_node_imports_ros_only_from_the_node_layer():
     ros_dir = PKG_DIR / "ros_mm_perception" / "ros"
-    outside = [p for p in (PKG_DIR / "ros_mm_perception").rglob("*.py") if ros_dir not in p.parents]
+    outside = [p
+               for p in (PKG_DIR / "ros_mm_perception").rglob("*.py") if ros_dir not in p.parents]
     assert not [r for r in import_roots(outside) if is_ros_package(r)]
     # the message packages are imported by name (test_every_message_package_of_the_type_table_...)
     assert {"rclpy", "ros_mm_perception_interfaces"} <= set(import_roots(ros_dir.rglob("*.py")))
@@ -120,7 +131,8 @@ def test_node_imports_ros_only_from_the_node_layer():
 
 def test_setup_installs_launch_config_and_resource_files(monkeypatch):
     kw = setup_kwargs(monkeypatch)
-    installed = {(dest, pathlib.Path(src).as_posix()) for dest, files in kw["data_files"] for src in files}
+    installed = {(dest, pathlib.Path(src).as_posix()) for dest, files in kw["data_files"]
+                 for src in files}
     expected = [("share/ament_index/resource_index/packages", "resource/ros_mm_perception"),
                 ("share/ros_mm_perception", "package.xml")]
     for folder in ("launch", "config"):
@@ -146,7 +158,8 @@ def test_entry_point_targets_exist():
 def test_launch_files_compile_and_define_a_description(launch_file, tmp_path):
     py_compile.compile(str(launch_file), cfile=str(tmp_path / "out.pyc"), doraise=True)
     tree = ast.parse(launch_file.read_text())
-    assert "generate_launch_description" in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in {n.name
+                                             for n in tree.body if isinstance(n, ast.FunctionDef)}
 
 
 def parse_srv(path):
@@ -170,13 +183,17 @@ def type_name(spec):
 
 SRV_CONTRACT = {
     "AskQuestion": ({"camera": "string", "image": "sensor_msgs/msg/Image", "question": "string"},
-                    {"answer": "string", "header": "std_msgs/msg/Header", "success": "bool", "message": "string"}),
+                    {"answer": "string", "header": "std_msgs/msg/Header", "success": "bool",
+                     "message": "string"}),
     "GroundPhrases": ({"camera": "string", "image": "sensor_msgs/msg/Image", "phrases": "string[]",
                        "score_threshold": "float64"},
                       {"detections": "vision_msgs/msg/Detection2DArray",
-                       "detections_3d": "vision_msgs/msg/Detection3DArray", "success": "bool", "message": "string"}),
-    "ClassifyImage": ({"camera": "string", "image": "sensor_msgs/msg/Image", "labels": "string[]", "top_k": "uint16"},
-                      {"classification": "vision_msgs/msg/Classification", "success": "bool", "message": "string"}),
+                       "detections_3d": "vision_msgs/msg/Detection3DArray", "success": "bool",
+                       "message": "string"}),
+    "ClassifyImage": ({"camera": "string", "image": "sensor_msgs/msg/Image", "labels": "string[]",
+                       "top_k": "uint16"},
+                      {"classification": "vision_msgs/msg/Classification", "success": "bool",
+                       "message": "string"}),
     "FindObjects": ({"phrases": "string[]", "max_results": "uint32", "min_confidence": "float64",
                      "max_age_s": "float64", "point": "geometry_msgs/msg/Point",
                      "radius": "float64", "include_gone": "bool"},
@@ -221,7 +238,11 @@ def test_interface_build_lists_every_srv_and_its_dependencies(packages):
     _, interfaces = packages
     cmake = (IFACE_DIR / "CMakeLists.txt").read_text()
     srv_files = sorted(p.name for p in (IFACE_DIR / "srv").glob("*.srv"))
-    assert sorted(re.findall(r'"srv/(\w+\.srv)"', cmake)) == srv_files == sorted(f"{n}.srv" for n in SRV_CONTRACT)
+    assert (
+        sorted(re.findall(r'"srv/(\w+\.srv)"', cmake))
+        == srv_files
+        == sorted(f"{n}.srv" for n in SRV_CONTRACT)
+    )
     msg_files = sorted(p.name for p in (IFACE_DIR / "msg").glob("*.msg"))
     listed = sorted(re.findall(r'"msg/(\w+\.msg)"', cmake))
     assert listed == msg_files == sorted(f"{n}.msg" for n in MSG_CONTRACT)
@@ -231,7 +252,8 @@ def test_interface_build_lists_every_srv_and_its_dependencies(packages):
     deps = set(re.search(r"DEPENDENCIES([^)]*)\)", cmake).group(1).split())
     assert used == deps == {"builtin_interfaces", "geometry_msgs", "sensor_msgs", "std_msgs",
                             "vision_msgs"}
-    declared = {d.name for d in interfaces.build_depends} & {d.name for d in interfaces.exec_depends}
+    declared = {d.name for d in interfaces.build_depends} & {d.name
+                                                             for d in interfaces.exec_depends}
     assert used <= declared
     for pkg in used:
         assert f"find_package({pkg} REQUIRED)" in cmake
@@ -247,25 +269,33 @@ def test_node_uses_exactly_the_declared_services():
 def test_node_package_leaves_simulation_and_rviz_to_the_bringup_package(packages):
     product, _ = packages
     assert not SIMULATION_AND_VIEW & {d.name for d in product.exec_depends + product.build_depends}
-    assert not list((PKG_DIR / "launch").glob("sim*")) and not list((PKG_DIR / "config").glob("*.rviz"))
+    assert not list((PKG_DIR / "launch").glob("sim*")) and not list(
+        (PKG_DIR / "config").glob("*.rviz")
+    )
     bringup = parse_package(str(BRINGUP_DIR / "package.xml"))
     assert (bringup.name, bringup.package_format, bringup.get_build_type()) == (
         "ros_mm_perception_bringup", 3, "ament_cmake")
     assert bringup.version == product.version
-    assert SIMULATION_AND_VIEW | {"ros_mm_perception", "launch", "launch_ros"} <= {d.name for d in bringup.exec_depends}
+    assert SIMULATION_AND_VIEW | {"ros_mm_perception", "launch", "launch_ros"} <= {
+        d.name for d in bringup.exec_depends
+    }
     cmake = (BRINGUP_DIR / "CMakeLists.txt").read_text()
     assert "project(ros_mm_perception_bringup)" in cmake and "ament_package()" in cmake
-    assert re.search(r"install\(DIRECTORY launch config DESTINATION share/\$\{PROJECT_NAME\}\)", cmake)
+    assert re.search(r"install\(DIRECTORY launch config DESTINATION share/\$\{PROJECT_NAME\}\)",
+                     cmake)
     sim = (BRINGUP_DIR / "launch" / "sim.launch.py").read_text()
     assert (BRINGUP_DIR / "config" / "perception.rviz").is_file()
-    assert 'FindPackageShare("ros_mm_perception_bringup"), "config"' in sim  # the RViz file of this package
+    # the RViz file of this package
+    assert 'FindPackageShare("ros_mm_perception_bringup"), "config"' in sim
     # every package the sim launch file finds is declared by the bringup package
-    found = set(re.findall(r'FindPackageShare\("(\w+)"\)', sim)) | set(re.findall(r'package="(\w+)"', sim))
+    found = set(re.findall(r'FindPackageShare\("(\w+)"\)',
+                           sim)) | set(re.findall(r'package="(\w+)"', sim))
     assert found <= {d.name for d in bringup.exec_depends} | {"ros_mm_perception_bringup"}
 
 
 def test_wheel_holds_the_embedded_model_without_setuptools_warnings(tmp_path):
-    """``pip wheel`` of the node package (as colcon's setuptools build does): the model files are in it."""
+    """``pip wheel`` of the node package (as colcon's setuptools build does): the model files are
+    in it."""
     import shutil
     import subprocess
     import zipfile
@@ -275,9 +305,26 @@ def test_wheel_holds_the_embedded_model_without_setuptools_warnings(tmp_path):
     if major < 70:
         pytest.importorskip("wheel")  # older setuptools build wheels through the wheel package
     src = tmp_path / "src"
-    shutil.copytree(PKG_DIR, src, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info", "test"))
-    run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                          "-v", "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    shutil.copytree(PKG_DIR, src,
+                    ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info", "test"))
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-v",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-3000:]
     for warning in ("would be ignored", "is absent from the `packages`", "as data is deprecated"):
@@ -302,11 +349,13 @@ def test_scikit_image_is_an_extra_for_training_and_the_unseen_evaluation(monkeyp
     holders = {name for name, reqs in kw["extras_require"].items()
                if "scikit-image" in requirement_names(reqs)}
     assert holders == {"photos"}
-    assert re.search(r"\[[a-z,]*\bphotos\b[a-z,]*\]", (REPO / "scripts" / "setup_env.sh").read_text())
+    assert re.search(r"\[[a-z,]*\bphotos\b[a-z,]*\]",
+                     (REPO / "scripts" / "setup_env.sh").read_text())
 
 
 def test_every_message_package_of_the_type_table_is_a_run_dependency(packages):
-    """The node imports its message classes by the names of messages/names.py, not by import lines."""
+    """The node imports its message classes by the names of messages/names.py, not by import
+    lines."""
     from ros_mm_perception.messages.names import TYPE_NAMES
 
     product, _ = packages

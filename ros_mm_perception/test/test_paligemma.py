@@ -1,4 +1,5 @@
-"""PaliGemma engine end to end on a tiny random model saved with save_pretrained and loaded for real."""
+"""PaliGemma engine end to end on a tiny random model saved with save_pretrained and loaded for
+real."""
 
 import json
 import logging
@@ -12,10 +13,16 @@ from ros_mm_perception import cli
 from ros_mm_perception.core.config import ConfigError
 from ros_mm_perception.core.errors import ImageFormatError, ModelNotFoundError
 from ros_mm_perception.core.imaging.image_io import write_rgb
-from ros_mm_perception.core.models.paligemma import (MAX_PROMPT_CHARS, PaliGemmaEngine, PaliGemmaSegment, PromptError,
-                                              load_paligemma)
+from ros_mm_perception.core.models.paligemma import (
+    MAX_PROMPT_CHARS,
+    PaliGemmaEngine,
+    PaliGemmaSegment,
+    PromptError,
+    load_paligemma,
+)
 from ros_mm_perception.core.models.paligemma_parser import LOC_GRID
-from ros_mm_perception.core.models.random_models import build_random_mask_decoder, build_random_paligemma
+from ros_mm_perception.core.models.random_models import (build_random_mask_decoder,
+                                                         build_random_paligemma)
 
 SHORT = 6  # generation budget for tests that only compare answers
 
@@ -31,7 +38,8 @@ def engine(tiny_paligemma_dir):
 @pytest.fixture
 def frames():
     rng = np.random.default_rng(7)
-    return [rng.integers(0, 256, size=shape, dtype=np.uint8) for shape in ((40, 100, 3), (64, 48, 3), (30, 30, 3))]
+    return [rng.integers(0, 256, size=shape, dtype=np.uint8)
+            for shape in ((40, 100, 3), (64, 48, 3), (30, 30, 3))]
 
 
 class ForceTokens(LogitsProcessor):
@@ -80,7 +88,8 @@ def reference_answer(engine, image, prompt, max_new_tokens=SHORT):
     return engine.processor.decode(new, skip_special_tokens=True).strip()
 
 
-# ---- loading --------------------------------------------------------------------------------------
+# ---- loading
+# --------------------------------------------------------------------------------------
 
 def test_loads_through_the_real_loader_on_cpu_in_fp32(engine):
     assert isinstance(engine.model, PaliGemmaForConditionalGeneration)
@@ -114,14 +123,17 @@ def test_real_size_folders_hold_the_3b_architectures_without_weights(tmp_path):
         folder = build_random_paligemma(tmp_path / size, size)
         config = PaliGemmaConfig.from_pretrained(folder)
         assert config.text_config.model_type == text_type
-        assert (config.text_config.hidden_size, config.text_config.num_hidden_layers) == (hidden, layers)
-        assert (config.vision_config.num_hidden_layers, config.text_config.num_image_tokens) == (27, 256)
+        assert (config.text_config.hidden_size, config.text_config.num_hidden_layers) == (hidden,
+                                                                                          layers)
+        assert (config.vision_config.num_hidden_layers,
+                config.text_config.num_image_tokens) == (27, 256)
         assert not list(folder.glob("*.safetensors"))
         with pytest.raises(ModelNotFoundError, match="not a complete"):
             load_paligemma(str(folder), device="cpu")
 
 
-def test_random_weights_build_the_folders_architecture_without_reading_weights(tiny_paligemma_dir, engine):
+def test_random_weights_build_the_folders_architecture_without_reading_weights(tiny_paligemma_dir,
+                                                                               engine):
     eng = load_paligemma(str(tiny_paligemma_dir), device="cpu", random_weights=True)
     saved, built = engine.model.state_dict(), eng.model.state_dict()
     assert {k: v.shape for k, v in built.items()} == {k: v.shape for k, v in saved.items()}
@@ -130,19 +142,23 @@ def test_random_weights_build_the_folders_architecture_without_reading_weights(t
 
 
 def test_paligemma2_batches_and_maps_boxes(tmp_path, frames):
-    eng = load_paligemma(str(build_random_paligemma(tmp_path / "pg2", "tiny-paligemma2")), device="cpu")
+    eng = load_paligemma(str(build_random_paligemma(tmp_path / "pg2", "tiny-paligemma2")),
+                         device="cpu")
     assert eng.model.config.text_config.model_type == "gemma2"
-    eng.max_new_tokens = SHORT  # the prefix (16 image tokens + prompt) is longer than its sliding window of 8
+    # the prefix (16 image tokens + prompt) is longer than its sliding window of 8
+    eng.max_new_tokens = SHORT
     questions = ["what color is the mug?", "how many people are there in the room?"]
     assert eng.ask_many(frames[0], questions) == [eng.answer(frames[0], q) for q in questions]
     force(eng, loc(100, 200, 300, 400) + " cup")
     (found,) = eng.detect(frames[1], ["cup"])
     h, w = frames[1].shape[:2]
-    assert found.box == pytest.approx((200 / LOC_GRID * w, 100 / LOC_GRID * h, 400 / LOC_GRID * w, 300 / LOC_GRID * h))
+    assert found.box == pytest.approx((200 / LOC_GRID * w, 100 / LOC_GRID * h, 400 / LOC_GRID * w,
+                                       300 / LOC_GRID * h))
     eng.close()
 
 
-# ---- text tasks -----------------------------------------------------------------------------------
+# ---- text tasks
+# -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("language", ["en", "es"])
 def test_text_tasks_match_transformers_own_pipeline(engine, frames, language, monkeypatch):
@@ -156,7 +172,8 @@ def test_text_tasks_match_transformers_own_pipeline(engine, frames, language, mo
 
 def test_questions_and_frames_batch_in_request_order(engine, frames):
     questions = ["what color is the mug?", "where is the door?", "how many people are there?"]
-    assert engine.ask_many(frames[0], questions) == [engine.answer(frames[0], q) for q in questions]
+    assert engine.ask_many(frames[0],
+                           questions) == [engine.answer(frames[0], q) for q in questions]
     prompts = ["caption en", "answer en where is the cat?", "ocr"]
     singles = [engine.answer_batch([f], [p])[0] for f, p in zip(frames, prompts)]
     assert engine.answer_batch(frames, prompts) == singles
@@ -164,7 +181,8 @@ def test_questions_and_frames_batch_in_request_order(engine, frames):
     assert engine.ask_many(frames[0], []) == []
 
 
-# ---- detection ------------------------------------------------------------------------------------
+# ---- detection
+# ------------------------------------------------------------------------------------
 
 def test_detect_maps_boxes_to_a_non_square_frame(engine, frames, monkeypatch):
     image = frames[0]  # 100 wide, 40 high: stretched to the model's square input
@@ -198,14 +216,18 @@ def test_score_is_the_geometric_mean_of_the_entry_token_probabilities(engine, fr
     force(engine, "".join(pieces))
     monkeypatch.setattr(engine, "max_new_tokens", 20)
     found = engine.detect(image, ["red mug", "person"])
-    # Independent check: one forward pass over prompt + forced answer, probabilities from raw logits.
-    prompt = engine.processor(images=[image], text=["<image>detect red mug ; person"], return_tensors="pt")
+    # Independent check: one forward pass over prompt + forced answer, probabilities from raw
+    # logits.
+    prompt = engine.processor(images=[image], text=["<image>detect red mug ; person"],
+                              return_tensors="pt")
     n_prompt = prompt["input_ids"].shape[1]
     full = torch.cat([prompt["input_ids"], torch.tensor([forced])], dim=1)
-    token_types = torch.cat([torch.zeros(1, n_prompt), torch.ones(1, len(forced))], 1).long()  # suffix is causal
+    # suffix is causal
+    token_types = torch.cat([torch.zeros(1, n_prompt), torch.ones(1, len(forced))], 1).long()
     with torch.inference_mode():
         logits = engine.model(input_ids=full, pixel_values=prompt["pixel_values"],
-                              attention_mask=torch.ones_like(full), token_type_ids=token_types).logits[0]
+                              attention_mask=torch.ones_like(full),
+                              token_type_ids=token_types).logits[0]
     logprobs = torch.log_softmax(logits.float(), -1)
     token_lp = [logprobs[n_prompt + i - 1, t].item() for i, t in enumerate(forced)]
     starts = np.cumsum([0] + [len(p) for p in piece_ids])
@@ -220,19 +242,23 @@ def test_detect_batch_keeps_frame_order_and_each_frames_size(engine, frames, mon
     monkeypatch.setattr(engine, "max_new_tokens", 12)
     per_frame = engine.detect_batch(frames, ["cup"])
     assert [len(dets) for dets in per_frame] == [1, 1, 0]
-    for dets, image, (y0, x0, y1, x1) in zip(per_frame[:2], frames, [(100, 200, 300, 400), (512, 0, 1023, 512)]):
+    for dets, image, (y0, x0, y1, x1) in zip(per_frame[:2], frames,
+                                             [(100, 200, 300, 400), (512, 0, 1023, 512)]):
         h, w = image.shape[:2]
         want = (x0 / LOC_GRID * w, y0 / LOC_GRID * h, x1 / LOC_GRID * w, y1 / LOC_GRID * h)
         assert dets[0].box == pytest.approx(want)
 
 
-# ---- segmentation ---------------------------------------------------------------------------------
+# ---- segmentation
+# ---------------------------------------------------------------------------------
 
 def segment_answer(codes):
     return loc(256, 100, 768, 900) + "".join(f"<seg{c:03d}>" for c in codes) + " cat"
 
 
-def test_segment_without_decoder_gives_box_and_codes_and_says_there_is_no_mask(engine, frames, caplog, monkeypatch):
+def test_segment_without_decoder_gives_box_and_codes_and_says_there_is_no_mask(
+    engine, frames, caplog, monkeypatch
+):
     codes = list(range(0, 128, 8))
     force(engine, segment_answer(codes))
     monkeypatch.setattr(engine, "max_new_tokens", 24)
@@ -259,7 +285,8 @@ def test_segment_with_decoder_gives_a_mask_in_image_pixels(tiny_paligemma_dir, f
     assert found.mask.sum() == inside.sum()  # nothing outside the box
 
 
-# ---- input checks and lifetime --------------------------------------------------------------------
+# ---- input checks and lifetime
+# --------------------------------------------------------------------
 
 class _Untouchable:
     def generate(self, *args, **kwargs):
@@ -309,13 +336,17 @@ def test_close_releases_the_model(tiny_paligemma_dir, frames):
         eng.caption(frames[0])
 
 
-# ---- command line ---------------------------------------------------------------------------------
+# ---- command line
+# ---------------------------------------------------------------------------------
 
 def test_ask_and_caption_commands(engine, tiny_paligemma_dir, frames, tmp_path, capsys):
     path = write_rgb(tmp_path / "frame.png", frames[0])
-    common = ["--paligemma-model", str(tiny_paligemma_dir), "--device", "cpu", "--max-new-tokens", str(SHORT)]
+    common = ["--paligemma-model", str(tiny_paligemma_dir), "--device", "cpu", "--max-new-tokens",
+              str(SHORT)]
     assert cli.main(["ask", str(path), "what color is the mug?", "--json", *common]) == 0
-    assert json.loads(capsys.readouterr().out) == {"answer": engine.answer(frames[0], "what color is the mug?")}
+    assert json.loads(capsys.readouterr().out) == {
+        "answer": engine.answer(frames[0], "what color is the mug?")
+    }
     assert cli.main(["caption", str(path), "--json", *common]) == 0
     assert json.loads(capsys.readouterr().out) == {"caption": engine.caption(frames[0])}
     assert cli.main(["caption", str(path), *common]) == 0
@@ -324,10 +355,12 @@ def test_ask_and_caption_commands(engine, tiny_paligemma_dir, frames, tmp_path, 
 
 def test_commands_report_user_errors_in_one_line(tiny_paligemma_dir, frames, tmp_path, capsys):
     path = write_rgb(tmp_path / "frame.png", frames[0])
-    assert cli.main(["caption", str(path), "--paligemma-model", str(tmp_path / "missing" / "model")]) == 2
+    assert cli.main(["caption", str(path), "--paligemma-model",
+                     str(tmp_path / "missing" / "model")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and len(err.strip().splitlines()) == 1
     assert cli.main(["ask", str(path), " ", "--paligemma-model", str(tiny_paligemma_dir)]) == 2
     assert "question is empty" in capsys.readouterr().err
-    assert cli.main(["ask", str(path), "why?", "--paligemma-model", str(tiny_paligemma_dir), "--language", "e n"]) == 2
+    assert cli.main(["ask", str(path), "why?", "--paligemma-model", str(tiny_paligemma_dir),
+                     "--language", "e n"]) == 2
     assert "language" in capsys.readouterr().err

@@ -16,12 +16,14 @@ def seg(*codes):
 
 
 def expected_box(y0, x0, y1, x1, width, height):
-    return (x0 / LOC_GRID * width, y0 / LOC_GRID * height, x1 / LOC_GRID * width, y1 / LOC_GRID * height)
+    return (x0 / LOC_GRID * width, y0 / LOC_GRID * height, x1 / LOC_GRID * width,
+            y1 / LOC_GRID * height)
 
 
 def test_each_axis_maps_back_on_its_own():
     width, height = 640, 240
-    objs = parse_detections(loc(256, 512, 768, 1000) + " red mug ; " + loc(0, 0, 1023, 1023) + " person",
+    objs = parse_detections(loc(256, 512, 768, 1000) + " red mug ; " + loc(0, 0, 1023, 1023)
+                            + " person",
                             width, height)
     assert [o.label for o in objs] == ["red mug", "person"]
     assert objs[0].box == pytest.approx(expected_box(256, 512, 768, 1000, width, height))
@@ -57,14 +59,17 @@ def test_bad_entry_is_skipped_and_good_neighbours_kept(bad):
     assert [o.label for o in objs] == ["cat", "dog"]
 
 
-@pytest.mark.parametrize("text", ["", "   ", "\n", "no objects here", ";;;", " ; ", "<unk>", "<eos>",
-                                  "<loc0001", "loc0001 loc0002 loc0003 loc0004 cat", "< > << >>", None])
+@pytest.mark.parametrize("text",
+                         ["", "   ", "\n", "no objects here", ";;;", " ; ", "<unk>", "<eos>",
+                          "<loc0001", "loc0001 loc0002 loc0003 loc0004 cat", "< > << >>", None])
 def test_answers_without_entries_give_nothing(text):
     assert parse_detections(text, 10, 10) == []
 
 
 def test_stray_text_and_tokens_around_entries():
-    text = "sure! here: " + loc(100, 200, 300, 400) + " red  mug <unk> trailing ; junk ; <b>" + loc(5, 6, 7, 8) + " cup"
+    text = "sure! here: " + loc(100, 200, 300,
+                                400) + " red  mug <unk> trailing ; junk ; <b>" + loc(5, 6, 7,
+                                                                                     8) + " cup"
     objs = parse_detections(text, 1024, 1024)
     assert [o.label for o in objs] == ["red mug", "cup"]
 
@@ -72,7 +77,8 @@ def test_stray_text_and_tokens_around_entries():
 def test_entries_without_separator_and_with_spaces_between_tokens():
     text = "<loc0100> <loc0200> <loc0300> <loc0400> cat" + loc(500, 500, 600, 600) + " dog"
     objs = parse_detections(text, 1024, 512)
-    assert [(o.label, o.grid) for o in objs] == [("cat", (100, 200, 300, 400)), ("dog", (500, 500, 600, 600))]
+    assert [(o.label, o.grid) for o in objs] == [("cat", (100, 200, 300, 400)),
+                                                 ("dog", (500, 500, 600, 600))]
 
 
 def test_segmentation_codes_are_read():
@@ -97,8 +103,9 @@ def test_image_size_must_be_positive():
 
 # ---- properties ---------------------------------------------------------------------------------
 
-_pieces = st.sampled_from(["<loc", "<seg", ">", "<", ";", " ", "0", "1", "9", "0123", "1023", "1024", "127",
-                           "cat", "red mug", "\n", "<unk>", "<loc0005>", "<seg010>", "<loc1023>", "é", "\x00"])
+_pieces = st.sampled_from(["<loc", "<seg", ">", "<", ";", " ", "0", "1", "9", "0123", "1023",
+                           "1024", "127", "cat", "red mug", "\n", "<unk>", "<loc0005>", "<seg010>",
+                           "<loc1023>", "é", "\x00"])
 _texts = st.one_of(st.text(max_size=200), st.lists(_pieces, max_size=60).map("".join))
 
 
@@ -114,11 +121,13 @@ def test_never_raises_and_every_box_is_valid(text, width, height):
 
 _words = st.sampled_from(["cat", "dog", "red", "mug", "open", "door", "person", "big", "chair"])
 _labels = st.lists(_words, min_size=1, max_size=3).map(" ".join)
-_coord_pairs = st.tuples(st.integers(0, LOC_GRID - 1), st.integers(0, LOC_GRID - 1)).filter(lambda p: p[0] != p[1])
+_coord_pairs = st.tuples(st.integers(0, LOC_GRID - 1),
+                         st.integers(0, LOC_GRID - 1)).filter(lambda p: p[0] != p[1])
 _entries = st.tuples(_coord_pairs, _coord_pairs, _labels, st.one_of(st.none(), st.lists(
     st.integers(0, 127), min_size=16, max_size=16)))
-_junk = st.sampled_from([loc(1, 2, 3) + " short", loc(1, 2, 3, 4, 5) + " long", loc(5, 5, 5, 9) + " flat",
-                         "<loc2000><loc0001><loc0002><loc0003> off", loc(1, 2, 3, 4), "words only", ""])
+_junk = st.sampled_from([loc(1, 2, 3) + " short", loc(1, 2, 3, 4, 5) + " long",
+                         loc(5, 5, 5, 9) + " flat", "<loc2000><loc0001><loc0002><loc0003> off",
+                         loc(1, 2, 3, 4), "words only", ""])
 
 
 @settings(max_examples=200, deadline=None)
@@ -130,7 +139,8 @@ def test_good_entries_survive_any_junk_between_them(entries, width, height):
         parts += junk
         parts.append(loc(ya, xa, yb, xb) + (seg(*codes) if codes else "") + " " + label)
         y0, y1, x0, x1 = min(ya, yb), max(ya, yb), min(xa, xb), max(xa, xb)
-        want.append((label, (y0, x0, y1, x1), tuple(codes or ()), expected_box(y0, x0, y1, x1, width, height)))
+        want.append((label, (y0, x0, y1, x1), tuple(codes or ()),
+                     expected_box(y0, x0, y1, x1, width, height)))
     objs = parse_detections(" ; ".join(parts), width, height)
     assert [(o.label, o.grid, o.seg_codes) for o in objs] == [w[:3] for w in want]
     for obj, w in zip(objs, want):

@@ -1,4 +1,5 @@
-"""The ``<seg>`` mask decoder: checkpoint layout, agreement with the published (Flax) definition, pasting."""
+"""The ``<seg>`` mask decoder: checkpoint layout, agreement with the published (Flax) definition,
+pasting."""
 
 import numpy as np
 import pytest
@@ -25,7 +26,8 @@ def _correlate(x, kernel_hwio, bias, pad):
 
 
 def _conv_transpose(x, kernel, bias, stride=2, pad=2):
-    """``lax.conv_transpose(..., padding=((2, 2), (2, 2)), transpose_kernel=True)`` with a Flax kernel."""
+    """``lax.conv_transpose(..., padding=((2, 2), (2, 2)), transpose_kernel=True)`` with a Flax
+    kernel."""
     b, h, w, c = x.shape
     dilated = np.zeros((b, (h - 1) * stride + 1, (w - 1) * stride + 1, c), x.dtype)
     dilated[:, ::stride, ::stride] = x
@@ -88,7 +90,8 @@ def test_masks_are_pasted_into_their_boxes():
     logits = -torch.ones(2, 64, 64)
     logits[0, :, :32] = 1.0  # left half of the first mask is inside
     logits[1] = 1.0
-    masks = masks_in_boxes(logits, [(10.2, 4.0, 30.0, 20.4), (0.0, 0.0, 5.0, 5.0)], height=24, width=40)
+    masks = masks_in_boxes(logits, [(10.2, 4.0, 30.0, 20.4), (0.0, 0.0, 5.0, 5.0)], height=24,
+                           width=40)
     assert masks.shape == (2, 24, 40) and masks.dtype == bool
     expected = np.zeros((24, 40), bool)
     expected[4:20, 10:20] = True  # box x 10..30, y 4..20; left half x 10..20

@@ -1,9 +1,11 @@
-"""Humble runs Python 3.10: every module must parse with 3.10's grammar and avoid stdlib names added later.
+"""Humble runs Python 3.10: every module must parse with 3.10's grammar and avoid stdlib names
+added later.
 
-``ast.parse(..., feature_version=(3, 10))`` rejects newer syntax the running parser knows (``except*``,
-``type`` aliases, generic classes); f-strings that reuse their own quotes (3.12) are found with the
-tokenizer where it reports f-string parts; 3.11+ standard-library names are matched in imports and
-attribute accesses. Cheap, not complete: colcon builds on Humble remain the real check.
+``ast.parse(..., feature_version=(3, 10))`` rejects newer syntax the running parser knows
+(``except*``, ``type`` aliases, generic classes); f-strings that reuse their own quotes (3.12) are
+found with the tokenizer where it reports f-string parts; 3.11+ standard-library names are matched
+in imports and attribute accesses. Cheap, not complete: colcon builds on Humble remain the real
+check.
 """
 
 import ast
@@ -16,14 +18,16 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SOURCES = sorted(p for p in REPO.rglob("*.py")
-                 if not {".venv", "build", "install", "log", "__pycache__"} & set(p.relative_to(REPO).parts))
+                 if not {".venv", "build", "install", "log",
+                         "__pycache__"} & set(p.relative_to(REPO).parts))
 
 NEWER_STDLIB = {
     "tomllib": None, "wsgiref.types": None,  # whole modules (3.11)
-    "typing": {"Self", "LiteralString", "Never", "assert_never", "assert_type", "reveal_type", "dataclass_transform",
-               "Required", "NotRequired", "TypeVarTuple", "Unpack", "get_overloads", "clear_overloads", "override",
-               "TypeAliasType"},
-    "enum": {"StrEnum", "ReprEnum", "EnumCheck", "verify", "member", "nonmember", "global_enum", "show_flag_values"},
+    "typing": {"Self", "LiteralString", "Never", "assert_never", "assert_type", "reveal_type",
+               "dataclass_transform", "Required", "NotRequired", "TypeVarTuple", "Unpack",
+               "get_overloads", "clear_overloads", "override", "TypeAliasType"},
+    "enum": {"StrEnum", "ReprEnum", "EnumCheck", "verify", "member", "nonmember", "global_enum",
+             "show_flag_values"},
     "datetime": {"UTC"},
     "itertools": {"batched"},
     "asyncio": {"TaskGroup", "timeout", "timeout_at", "Runner", "Barrier"},
@@ -48,7 +52,8 @@ def newer_stdlib_uses(source: str):
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             if node.module in NEWER_STDLIB and NEWER_STDLIB[node.module] is None:
                 found.append(node.module)
-            found += [f"{node.module}.{a.name}" for a in node.names if a.name in (NEWER_STDLIB.get(node.module) or ())]
+            found += [f"{node.module}.{a.name}"
+                      for a in node.names if a.name in (NEWER_STDLIB.get(node.module) or ())]
         elif isinstance(node, ast.Name) and node.id in NEWER_BUILTINS:
             found.append(node.id)
     for node in ast.walk(ast.parse(source)):
@@ -60,15 +65,20 @@ def newer_stdlib_uses(source: str):
 
 
 def fstring_quote_reuse(source: str):
-    """Lines of f-strings that reuse their own quote inside a replacement field (valid from 3.12 only)."""
+    """Lines of f-strings that reuse their own quote inside a replacement field (valid from 3.12
+    only)."""
     start = getattr(tokenize, "FSTRING_START", None)
-    if start is None:  # before 3.12 such f-strings do not even tokenize, so ast.parse has rejected them
+    # before 3.12 such f-strings do not even tokenize, so ast.parse has rejected them
+    if start is None:
         return []
     lines, quotes = [], []
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == start:
-            quote = tok.string.lstrip("rRfFbB")[:3] if tok.string.lstrip("rRfFbB")[:3] in ('"""', "'''") \
+            quote = (
+                tok.string.lstrip("rRfFbB")[:3]
+                if tok.string.lstrip("rRfFbB")[:3] in ('"""', "'''")
                 else tok.string.lstrip("rRfFbB")[:1]
+            )
             if quotes and quote == quotes[-1]:
                 lines.append(tok.start[0])
             quotes.append(quote)
@@ -82,10 +92,12 @@ def fstring_quote_reuse(source: str):
 
 
 def test_the_checks_catch_what_they_look_for():
-    assert newer_stdlib_uses("import tomllib\nfrom typing import Self\nimport datetime as dt\nx = dt.UTC\n"
-                             "raise ExceptionGroup('a', [])\n") == ["tomllib", "typing.Self", "ExceptionGroup",
-                                                                    "datetime.UTC"]
-    assert not newer_stdlib_uses("from typing import Optional\nimport datetime\nx = datetime.timezone.utc\n")
+    assert newer_stdlib_uses(
+        "import tomllib\nfrom typing import Self\nimport datetime as dt\nx "
+        "= dt.UTC\nraise ExceptionGroup('a', [])\n"
+    ) == ["tomllib", "typing.Self", "ExceptionGroup", "datetime.UTC"]
+    assert not newer_stdlib_uses("from typing import Optional\nimport datetime\nx = "
+                                 "datetime.timezone.utc\n")
     with pytest.raises(SyntaxError):
         ast.parse("try:\n    pass\nexcept* ValueError:\n    pass\n", feature_version=(3, 10))
     if sys.version_info >= (3, 12):
@@ -98,4 +110,6 @@ def test_module_is_python_3_10(path):
     source = path.read_text()
     ast.parse(source, filename=str(path), feature_version=(3, 10))
     assert not newer_stdlib_uses(source), f"{path.name} uses 3.11+ standard library names"
-    assert not fstring_quote_reuse(source), f"{path.name}: f-strings reuse their quotes (3.12+) on these lines"
+    assert not fstring_quote_reuse(
+        source
+    ), f"{path.name}: f-strings reuse their quotes (3.12+) on these lines"

@@ -1,13 +1,15 @@
-"""The procedural scene generator: determinism, boxes that match the pixels, captions, sequences."""
+"""The procedural scene generator: determinism, boxes that match the pixels, captions,
+sequences."""
 
 import cv2
 import numpy as np
 import pytest
 
 from ros_mm_perception.core.perception.boxes import box_iou
-from ros_mm_perception.synthetic.scenes import (BACKGROUNDS, COLOURS, SHAPES, VARIED_BACKGROUNDS, VIVID_HUE_GAP,
-                                                all_combos, all_phrases, caption, render_background, render_scene,
-                                                render_sequence, shape_mask, varied_rgb, vivid_colour)
+from ros_mm_perception.synthetic.scenes import (BACKGROUNDS, COLOURS, SHAPES, VARIED_BACKGROUNDS,
+                                                VIVID_HUE_GAP, all_combos, all_phrases, caption,
+                                                render_background, render_scene, render_sequence,
+                                                shape_mask, varied_rgb, vivid_colour)
 
 
 def _hue_degrees(rgb) -> float:
@@ -36,7 +38,9 @@ def test_same_seed_same_scene_and_different_seed_different_scene():
     assert a.image.shape == (96, 128, 3) and a.image.dtype == np.uint8
 
 
-@pytest.mark.parametrize("colour,shape", [("red", "circle"), ("blue", "star"), ("yellow", "cross"), ("pink", "ring")])
+@pytest.mark.parametrize("colour,shape",
+                         [("red", "circle"), ("blue", "star"), ("yellow", "cross"),
+                          ("pink", "ring")])
 def test_box_bounds_the_object_pixels_and_they_have_its_colour(colour, shape):
     scene = render_scene(3, objects=[(colour, shape)], size=(120, 160), background="flat",
                          lighting=False, blur=False)
@@ -78,9 +82,11 @@ def test_multi_object_scene_has_distinct_objects_named_in_the_caption():
 def test_occluded_objects_stay_mostly_visible_and_no_occlusion_means_fully_visible():
     rng = np.random.default_rng(2)
     for _ in range(5):
-        crowded = render_scene(rng, n_objects=4, size=(120, 120), size_range=(0.4, 0.5), min_visible=0.7)
+        crowded = render_scene(rng, n_objects=4, size=(120, 120), size_range=(0.4, 0.5),
+                               min_visible=0.7)
         assert all(o.visible_fraction >= 0.7 - 1e-6 for o in crowded.objects)
-        apart = render_scene(rng, n_objects=3, size=(150, 150), size_range=(0.3, 0.4), occlusion=False)
+        apart = render_scene(rng, n_objects=3, size=(150, 150), size_range=(0.3, 0.4),
+                             occlusion=False)
         assert all(o.visible_fraction > 0.999 for o in apart.objects)
 
 
@@ -93,7 +99,8 @@ def test_allowed_combos_are_respected():
 
 def test_backgrounds_differ_in_texture():
     rng = np.random.default_rng(0)
-    spread = {k: float(render_background(rng, (64, 64), k).std(axis=(0, 1)).mean()) for k in BACKGROUNDS}
+    spread = {k: float(render_background(rng, (64, 64), k).std(axis=(0, 1)).mean())
+              for k in BACKGROUNDS}
     assert spread["flat"] < 1e-3
     assert spread["noise"] > 3 and spread["floor"] > 3 and spread["gradient"] > 0.5
 
@@ -107,14 +114,16 @@ def test_varied_backgrounds_are_textured_and_stay_in_range():
 
 
 def test_varied_scenes_keep_the_objects_boxes_and_are_deterministic():
-    """Edges, shadows, clutter and JPEG change the look of a varied scene but not what it contains."""
+    """Edges, shadows, clutter and JPEG change the look of a varied scene but not what it
+    contains."""
     a = render_scene(5, n_objects=3, size=(120, 160), varied=True)
     b = render_scene(5, n_objects=3, size=(120, 160), varied=True)
     assert np.array_equal(a.image, b.image) and a.objects == b.objects
     assert a.background in VARIED_BACKGROUNDS
-    for seed in range(6):  # the object's pixels still span its box on a flat background with clutter
-        scene = render_scene(seed, objects=[("blue", "square")], size=(120, 160), background="flat", varied=True,
-                             lighting=False, blur=False)
+    # the object's pixels still span its box on a flat background with clutter
+    for seed in range(6):
+        scene = render_scene(seed, objects=[("blue", "square")], size=(120, 160),
+                             background="flat", varied=True, lighting=False, blur=False)
         (obj,) = scene.objects
         x0, y0, x1, y1 = (int(round(v)) for v in obj.box)
         inside = scene.image[y0 + 2:y1 - 2, x0 + 2:x1 - 2].reshape(-1, 3).astype(int)
@@ -131,13 +140,15 @@ def test_vivid_backgrounds_are_saturated_and_keep_away_from_the_objects_hues():
         for _ in range(30):
             rgb = vivid_colour(rng, avoid)
             assert _saturation(rgb) >= 75
-            gap = min(_hue_distance(_hue_degrees(np.uint8(rgb)), _hue_degrees(COLOURS[c])) for c in avoid)
+            gap = min(_hue_distance(_hue_degrees(np.uint8(rgb)), _hue_degrees(COLOURS[c]))
+                      for c in avoid)
             assert gap >= 2 * VIVID_HUE_GAP - 2, (avoid, rgb)  # OpenCV hue units are 2 degrees
     bg = render_background(rng, (32, 48), "floor", lambda r: vivid_colour(r, ["red"]))
     assert _saturation(bg.mean(axis=(0, 1))) > 60
     # Some varied scenes stand on a saturated ground, plain scenes never do.
-    corner = [_saturation(render_scene(seed, objects=[("blue", "star")], size=(64, 96), size_range=(0.2, 0.3),
-                                       background="flat", varied=varied, lighting=False, blur=False).image[1, 1])
+    corner = [_saturation(render_scene(seed, objects=[("blue", "star")], size=(64, 96),
+                                       size_range=(0.2, 0.3), background="flat", varied=varied,
+                                       lighting=False, blur=False).image[1, 1])
               for varied in (False, True) for seed in range(40)]
     assert max(corner[:40]) < 75 and 4 <= sum(s >= 75 for s in corner[40:]) <= 25
 
@@ -171,7 +182,8 @@ def test_sequence_keeps_identities_and_moves_smoothly():
     assert all(i == ids[0] for i in ids)
 
     def centres(f):
-        return np.array([((o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2) for o in f.objects])
+        return np.array([((o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2)
+                         for o in f.objects])
 
     steps = [np.linalg.norm(centres(b) - centres(a), axis=1) for a, b in zip(frames, frames[1:])]
     moved = np.linalg.norm(centres(frames[-1]) - centres(frames[0]), axis=1)

@@ -1,4 +1,5 @@
-"""Newest-frame scheduler: bounded, drops counted, newest frames in order, clean shutdown (no sleeps)."""
+"""Newest-frame scheduler: bounded, drops counted, newest frames in order, clean shutdown (no
+sleeps)."""
 
 import threading
 

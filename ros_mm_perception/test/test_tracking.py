@@ -1,4 +1,5 @@
-"""Tracker id stability on scripted sequences: moving, appearing, disappearing, crossing objects."""
+"""Tracker id stability on scripted sequences: moving, appearing, disappearing, crossing
+objects."""
 
 from collections import defaultdict
 
@@ -13,7 +14,8 @@ def box_at(x, y, w=40, h=80):
 
 
 def run(tracker, frames):
-    """Feed ``frames`` (lists of (object name, phrase, box)); return name -> list of (frame, id)."""
+    """Feed ``frames`` (lists of (object name, phrase, box)); return name -> list of (frame,
+    id)."""
     seen = defaultdict(list)
     for i, objects in enumerate(frames):
         dets = [Detection(phrase, 0.9, box) for _, phrase, box in objects]
@@ -69,7 +71,8 @@ def test_the_walkers_really_cross():
 
 
 def test_without_motion_prediction_crossing_would_be_ambiguous():
-    """Guard that the crossing case is hard: at some frame a walker overlaps the other's old box more."""
+    """Guard that the crossing case is hard: at some frame a walker overlaps the other's old box
+    more."""
     from ros_mm_perception.core.perception.boxes import box_iou
 
     frames = scripted_scene()
@@ -92,7 +95,8 @@ def test_a_track_survives_exactly_max_missed_updates():
 
 def test_min_hits_delays_ids_and_one_frame_ghosts_use_none():
     tracker = Tracker(min_hits=3)
-    ghost = tracker.update([Detection("cup", 0.9, box_at(300, 0)), Detection("cup", 0.9, box_at(0, 0))])
+    ghost = tracker.update([Detection("cup", 0.9, box_at(300, 0)),
+                            Detection("cup", 0.9, box_at(0, 0))])
     assert [d.track_id for d in ghost] == [None, None]
     second = tracker.update([Detection("cup", 0.9, box_at(2, 0))])
     third = tracker.update([Detection("cup", 0.9, box_at(4, 0))])
@@ -103,9 +107,10 @@ def test_min_hits_delays_ids_and_one_frame_ghosts_use_none():
 
 def test_same_phrase_wins_over_a_better_overlap_of_another_phrase():
     tracker = Tracker()
-    mug, person = tracker.update([Detection("mug", 0.9, box_at(0, 0)), Detection("person", 0.9, box_at(20, 0))])
-    # The mug moves onto the person's box while the person is missed: it overlaps the person's track
-    # more (IoU 0.9) than its own (0.38), yet keeps its own id.
+    mug, person = tracker.update([Detection("mug", 0.9, box_at(0, 0)),
+                                  Detection("person", 0.9, box_at(20, 0))])
+    # The mug moves onto the person's box while the person is missed: it overlaps the person's
+    # track more (IoU 0.9) than its own (0.38), yet keeps its own id.
     moved = tracker.update([Detection("mug", 0.9, box_at(18, 0))])[0]
     assert moved.track_id == mug.track_id != person.track_id
 
@@ -120,8 +125,10 @@ def test_label_change_keeps_the_id():
 
 def test_two_phrases_on_one_object_get_two_tracks():
     tracker = Tracker()
-    a, b = tracker.update([Detection("mug", 0.9, box_at(0, 0)), Detection("red mug", 0.8, box_at(1, 0))])
-    c, d = tracker.update([Detection("red mug", 0.8, box_at(2, 0)), Detection("mug", 0.9, box_at(2, 0))])
+    a, b = tracker.update([Detection("mug", 0.9, box_at(0, 0)),
+                           Detection("red mug", 0.8, box_at(1, 0))])
+    c, d = tracker.update([Detection("red mug", 0.8, box_at(2, 0)),
+                           Detection("mug", 0.9, box_at(2, 0))])
     assert a.track_id != b.track_id
     assert (c.track_id, d.track_id) == (b.track_id, a.track_id)
 

@@ -6,16 +6,21 @@ import numpy as np
 import pytest
 
 from ros_mm_perception.synthetic.evaluation import centre_share
-from ros_mm_perception.synthetic.scenes import TRAINING_PHOTOS, all_phrases, photo, photo_background, render_scene
-from ros_mm_perception.synthetic.unseen import (UNSEEN_BACKGROUNDS, UNSEEN_PHOTOS, render_unseen_scene,
-                                                render_unseen_sequence)
+from ros_mm_perception.synthetic.scenes import (TRAINING_PHOTOS, all_phrases, photo,
+                                                photo_background, render_scene)
+from ros_mm_perception.synthetic.unseen import (UNSEEN_BACKGROUNDS, UNSEEN_PHOTOS,
+                                                render_unseen_scene, render_unseen_sequence)
 
 
 @pytest.mark.parametrize("background", UNSEEN_BACKGROUNDS)
 def test_scenes_are_repeatable_and_name_world_objects(background):
     a = render_unseen_scene(7, n_objects=3, size=(120, 160), background=background)
     b = render_unseen_scene(7, n_objects=3, size=(120, 160), background=background)
-    assert a.image.dtype == np.uint8 and a.image.shape == (120, 160, 3) and np.array_equal(a.image, b.image)
+    assert (
+        a.image.dtype == np.uint8
+        and a.image.shape == (120, 160, 3)
+        and np.array_equal(a.image, b.image)
+    )
     assert a.background == background and len(a.objects) == 3
     for obj in a.objects:
         assert obj.phrase in all_phrases()
@@ -24,8 +29,9 @@ def test_scenes_are_repeatable_and_name_world_objects(background):
 
 
 def test_the_box_is_the_object_not_its_shadow_or_outline_band():
-    scene = render_unseen_scene(3, objects=[("red", "square")], size=(120, 160), background="checker",
-                                distractors=0, jpeg=False, size_range=(0.4, 0.4))
+    scene = render_unseen_scene(3, objects=[("red", "square")], size=(120, 160),
+                                background="checker", distractors=0, jpeg=False,
+                                size_range=(0.4, 0.4))
     x0, y0, x1, y1 = (int(v) for v in scene.objects[0].box)
     assert 40 <= x1 - x0 <= 56 and 40 <= y1 - y0 <= 56  # diameter 48 px, turned up to 30 degrees
     inside = scene.image[y0 + 8:y1 - 8, x0 + 8:x1 - 8].reshape(-1, 3).astype(int)
@@ -36,7 +42,8 @@ def test_side_band_objects_lie_mostly_outside_the_centre_square():
     rng = np.random.default_rng(0)
     for _ in range(10):
         scene = render_unseen_scene(rng, size=(240, 320), size_range=(0.1, 0.2), side_band=True)
-        assert centre_share(scene.objects[0].box, 240, 320) <= 0.5  # centred in a band: at most half inside
+        # centred in a band: at most half inside
+        assert centre_share(scene.objects[0].box, 240, 320) <= 0.5
 
 
 def test_sequences_move_the_same_objects_smoothly():
@@ -53,7 +60,12 @@ def test_photographs_of_training_and_of_the_unseen_style_are_disjoint_and_load()
     assert not set(TRAINING_PHOTOS) & set(UNSEEN_PHOTOS)
     for name in TRAINING_PHOTOS + UNSEEN_PHOTOS:
         image = photo(name)
-        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) >= 300
+        assert (
+            image.dtype == np.uint8
+            and image.ndim == 3
+            and image.shape[2] == 3
+            and min(image.shape[:2]) >= 300
+        )
     with pytest.raises(ValueError, match="unknown photo"):
         photo("sunset")
 
@@ -62,7 +74,9 @@ def test_a_photo_background_is_a_crop_of_the_picture_at_the_frame_size():
     rng = np.random.default_rng(4)
     for hw in ((48, 64), (90, 60), (480, 640)):
         bg = photo_background(rng, hw, ["coffee"])
-        assert bg.shape == (*hw, 3) and bg.dtype == np.float32 and 0 <= bg.min() and bg.max() <= 255
+        assert (
+            bg.shape == (*hw, 3) and bg.dtype == np.float32 and 0 <= bg.min() and bg.max() <= 255
+        )
         assert bg.std() > 10  # a picture, not a flat fill
     # Training's varied scenes stand on a photograph now and then; plain scenes never do.
     kinds = [render_scene(seed, size=(48, 64), size_range=(0.3, 0.4), varied=varied).background

@@ -30,10 +30,12 @@ def test_depth_and_indices_follow_the_geometry():
 
 
 def test_eval_memory_runs_and_reports_every_figure(capsys):
-    assert main(["eval-memory", "--frames", "8", "--style", "own", "--json", "--threads", "1"]) == 0
+    assert main(["eval-memory", "--frames", "8", "--style", "own", "--json", "--threads",
+                 "1"]) == 0
     figures = json.loads(capsys.readouterr().out)["own"]
-    for key in ("recorded_once", "duplicates", "false_objects_per_object", "position_error_median_m",
-                "query_top1", "absent_phrases_answered", "removed_marked_gone", "views_until_gone",
-                "wrongly_gone", "hidden_object_marked_gone"):
+    for key in ("recorded_once", "duplicates", "false_objects_per_object",
+                "position_error_median_m", "query_top1", "absent_phrases_answered",
+                "removed_marked_gone", "views_until_gone", "wrongly_gone",
+                "hidden_object_marked_gone"):
         assert key in figures
     assert 0.0 <= figures["recorded_once"] <= 1.0 and figures["frames_per_pass"] == 8

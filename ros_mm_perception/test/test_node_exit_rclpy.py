@@ -1,11 +1,12 @@
-"""``perception_node``'s ``main()`` exits on Ctrl-C whenever it comes (skipped where ROS 2 is not installed).
+"""``perception_node``'s ``main()`` exits on Ctrl-C whenever it comes (skipped where ROS 2 is not
+installed).
 
 A Ctrl-C raises KeyboardInterrupt in the main thread at whatever line it is running. Had the main
-thread started the executor's pool threads, one landing just after a pool thread started would leave
-that thread unregistered and never told to stop, and the process would hang at exit (seen on Humble).
-The script below raises KeyboardInterrupt in the main thread right after it starts any pool thread,
-keeps the executor alive past ``main()`` (as it was in the hang), and sends a real SIGINT once the
-executor runs.
+thread started the executor's pool threads, one landing just after a pool thread started would
+leave that thread unregistered and never told to stop, and the process would hang at exit (seen on
+Humble). The script below raises KeyboardInterrupt in the main thread right after it starts any
+pool thread, keeps the executor alive past ``main()`` (as it was in the hang), and sends a real
+SIGINT once the executor runs.
 """
 
 import subprocess
@@ -37,7 +38,8 @@ threading.Thread.start = start_then_interrupt
 
 import rclpy.executors
 
-kept = []  # the executor outlives main(), as it did in the hang seen (nothing then wakes its idle threads)
+# the executor outlives main(), as it did in the hang seen (nothing then wakes its idle threads)
+kept = []
 init = rclpy.executors.MultiThreadedExecutor.__init__
 
 def init_and_keep(self, *args, **kwargs):
@@ -47,7 +49,8 @@ def init_and_keep(self, *args, **kwargs):
 rclpy.executors.MultiThreadedExecutor.__init__ = init_and_keep
 from ros_mm_perception.ros.perception_node import main
 
-main(["--ros-args", "-p", "clip_model:=" + sys.argv[1], "-p", "device:=cpu", "-p", "precision:=fp32"])
+main(["--ros-args", "-p", "clip_model:=" + sys.argv[1], "-p", "device:=cpu",
+      "-p", "precision:=fp32"])
 """
 
 

@@ -147,7 +147,7 @@ def evaluate_style(
                 if watch[i].id in report.gone and views_until_gone[i] is None:
                     views_until_gone[i] = views[i]
             progress(f"{style} pass {pass_no} frame {f + 1}/{len(poses)}")
-        return views_until_gone
+        return views_until_gone, views
 
     run_pass(1)
     figures = {"frames_per_pass": len(poses)}
@@ -166,7 +166,7 @@ def evaluate_style(
     world.objects[moved_index] = replace(old, position=tuple(float(v) for v in new_position))
     world.panels.append(_hiding_panel(world, world.objects[hidden_index], centre))
     hidden_before = _records_of(memory, world.objects[hidden_index])
-    views = run_pass(2, removed, watch)
+    views, seen = run_pass(2, removed, watch)
     kept = [i for i in range(len(world.objects)) if i not in removed and i != moved_index]
     wrongly_gone = [
         world.objects[i].phrase
@@ -180,6 +180,8 @@ def evaluate_style(
             "removed_recorded": len(watch),
             "removed_marked_gone": sum(v is not None for v in views.values()),
             "views_until_gone": sorted(v for v in views.values() if v is not None),
+            "removed_views_not_gone": sorted(seen[i] for i, v in views.items() if v is None),
+            "removed_misses_not_gone": sorted(watch[i].misses for i, v in views.items() if v is None),
             "moved_recorded_at_new_place": bool(_records_of(memory, world.objects[moved_index])),
             "moved_old_record_gone": bool(_records_of(memory, old, (GONE,))),
             "hidden_object_recorded": bool(hidden_before),

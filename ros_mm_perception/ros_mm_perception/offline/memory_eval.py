@@ -181,7 +181,9 @@ def evaluate_style(
             "removed_marked_gone": sum(v is not None for v in views.values()),
             "views_until_gone": sorted(v for v in views.values() if v is not None),
             "removed_views_not_gone": sorted(seen[i] for i, v in views.items() if v is None),
-            "removed_misses_not_gone": sorted(watch[i].misses for i, v in views.items() if v is None),
+            "removed_misses_not_gone": sorted(
+                watch[i].misses for i, v in views.items() if v is None
+            ),
             "moved_recorded_at_new_place": bool(_records_of(memory, world.objects[moved_index])),
             "moved_old_record_gone": bool(_records_of(memory, old, (GONE,))),
             "hidden_object_recorded": bool(hidden_before),

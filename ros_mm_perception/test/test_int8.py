@@ -133,3 +133,25 @@ def test_capping_torch_at_avx2_hides_the_bf16_units(monkeypatch, capability, nat
         assert picked == ("bf16" if native else "int8")
     finally:
         devices._this_cpu_flags.cache_clear()
+
+
+def test_mobileclip_style_branches_are_merged_on_load(tmp_path):
+    import open_clip
+
+    from ros_mm_perception.core.models.clip_model import save_clip
+
+    cfg = {"embed_dim": 32,
+           "vision_cfg": {"timm_model_name": "fastvit_t8", "timm_model_pretrained": False,
+                          "timm_pool": "avg", "timm_proj": "linear", "image_size": 64},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                        "layers": 1}}
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**cfg).eval()
+    assert any(getattr(m, "reparam_conv", 0) is None for m in model.visual.modules())
+    folder = save_clip(model, cfg, tmp_path / "fastvit")
+    clip = load_clip(str(folder), device="cpu", precision="fp32")
+    assert not any(getattr(m, "reparam_conv", 0) is None for m in clip.model.visual.modules())
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(clip.encode_image(pixels), model.encode_image(pixels),
+                                   atol=1e-4, rtol=1e-4)

@@ -132,6 +132,19 @@ def transformer_width(config: Dict[str, Any]) -> Optional[int]:
         vision.get("layers", 12), int) else None
 
 
+def merge_branches(model) -> None:
+    """Merge the train-time branches of a reparameterizable image tower into single convolutions.
+
+    MobileCLIP's FastViT/MobileOne blocks train with parallel branches that their authors merge for
+    inference (timm's ``reparameterize_model``): the same outputs, 1.4x faster measured on one CPU
+    thread for MobileCLIP-S1. Towers without such blocks are left as they are.
+    """
+    if any(hasattr(m, "reparameterize") for m in model.visual.modules()):
+        from timm.utils.model import reparameterize_model
+
+        reparameterize_model(model.visual, inplace=True)
+
+
 def load_clip(name: str = "", pretrained: str = "", device: str = "auto",
               precision: str = "auto") -> ClipModel:
     """Load an open_clip model (see the module docstring for how to name one).
@@ -166,6 +179,7 @@ def load_clip(name: str = "", pretrained: str = "", device: str = "auto",
                                      f"{pretrained_arg or model_id}: {err}") from err
         raise _missing_weights_error(name, pretrained_arg, err) from err
     model.eval().requires_grad_(False)
+    merge_branches(model)
     if precision == INT8 and not quantize_linear_layers(model.visual):
         log.warning("CLIP model %r has no linear layers in its image tower to run in int8; "
                     "it runs fp32", name)

@@ -82,6 +82,10 @@ class NodeMemory:
         except UserError as err:
             self.node.get_logger().error(f"object memory: {err}")
             return False
+        if not cfg.use_depth:
+            self.node.get_logger().warning(
+                "object memory: use_depth is false, so detections have no 3D and the memory "
+                "stays as it is")
         where = cfg.memory_path or "RAM only"
         self.node.get_logger().info(
             f"object memory in {self.frame} ({where}): {len(self.memory)} objects"

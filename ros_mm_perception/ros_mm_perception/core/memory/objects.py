@@ -173,6 +173,7 @@ class _Columns:
         self.spread = np.zeros(0)
         """Square root of the covariance's trace (a bound on its largest standard deviation)."""
         self.log_odds = np.zeros(0)
+        self.observations = np.zeros(0, np.int64)
         self.last_seen = np.zeros(0, np.int64)
         self.confirmed = np.zeros(0, bool)
         self.present = np.zeros(0, bool)
@@ -208,6 +209,7 @@ class _Columns:
             grown(self.last_seen),
         )
         self.confirmed, self.present = grown(self.confirmed), grown(self.present)
+        self.observations = grown(self.observations)
         self.has_embedding, self.evidence = grown(self.has_embedding), grown(self.evidence)
         self.has_phrase, self.totals = grown(self.has_phrase), grown(self.totals)
         if self.embeddings is not None:
@@ -236,6 +238,7 @@ class _Columns:
         self.dirty.add(row)
         self.spread[row] = math.sqrt(max(float(np.trace(record.covariance)), 0.0))
         self.log_odds[row], self.last_seen[row] = record.log_odds, record.last_seen_ns
+        self.observations[row] = record.observations
         self.confirmed[row], self.present[row] = record.confirmed, record.state == PRESENT
         embedding = record.embedding
         if embedding is not None:
@@ -615,7 +618,8 @@ class ObjectMemory:
         Filters: within ``radius`` metres of ``near`` (memory frame), confidence at least
         ``min_confidence``, last seen at most ``max_age_s`` before ``now_ns`` (default: the newest
         stamp the memory saw), state in ``states``; at most ``max_results``; match at least
-        ``min_match``. Ties in match go to the more confident, then the nearer record.
+        ``min_match``. Ties in match go to the record seen in more frames, then the more
+        confident, then the nearer one.
         """
         check_query(phrase, near, radius, min_confidence, max_age_s, states, max_results)
         with self._lock:
@@ -649,7 +653,8 @@ class ObjectMemory:
             chosen = scores >= min_match
             rows, scores = rows[chosen], scores[chosen]
             near_key = distance[rows] if distance is not None else np.zeros(rows.size)
-            order = np.lexsort((cols.ids[rows], near_key, -cols.log_odds[rows], -scores))[
+            order = np.lexsort((cols.ids[rows], near_key, -cols.log_odds[rows],
+                                -cols.observations[rows], -scores))[
                 :max_results
             ]
             return [

@@ -55,8 +55,7 @@ def write_training_info(out: Path, *, seed: int, steps: int, batch_size: int, lr
     import torch
 
     info = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "threads": threads,
-            **details,
-            "seconds": round(time.time() - started, 1), "torch": torch.__version__,
+            **details, "seconds": round(time.time() - started, 1), "torch": torch.__version__,
             "loss_curve": list(loss_curve)}
     (Path(out) / TRAINING_INFO).write_text(json.dumps(info, indent=1))
     return info

@@ -62,8 +62,11 @@ def _raise_interrupted(signum, _frame):
 def main(argv: Optional[List[str]] = None) -> int:
     # signals can only be set there
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.signal(sig, _raise_interrupted)
-                for sig in STOP_SIGNALS} if in_main_thread else {}
+    previous = (
+        {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS}
+        if in_main_thread
+        else {}
+    )
     command = "ros-mm-perception"
     try:
         args = build_parser().parse_args(argv)

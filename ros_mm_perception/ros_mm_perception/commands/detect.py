@@ -12,8 +12,7 @@ from ros_mm_perception.core.errors import UserError
 
 DETECT_FIELDS = ("paligemma_model", "owl_model", "sam3_model", "mask_model", "clip_model",
                  "clip_pretrained", "device", "precision", "score_threshold",
-                 "owl_score_threshold",
-                 "nms_iou", "crop_mode")
+                 "owl_score_threshold", "nms_iou", "crop_mode")
 """The config fields detect takes as options."""
 
 

@@ -110,8 +110,9 @@ def config_from_args(args, **fixed) -> PerceptionConfig:
 def with_masks(config: PerceptionConfig) -> PerceptionConfig:
     """``config`` with a mask source: itself when it has one (``mask_model``, or SAM 3 grounding),
     else with the embedded mask model."""
-    sam3 = config.grounding_source == "sam3" or (config.grounding_source == "auto"
-                                                 and config.sam3_model)
+    sam3 = config.grounding_source == "sam3" or (
+        config.grounding_source == "auto" and config.sam3_model
+    )
     return config if config.mask_model or sam3 else config.replace(mask_model="embedded")
 
 

@@ -114,8 +114,8 @@ class Recording:
         row = {"input": self.input,
                "output": str(out_dir / self.name) if self.status != "failed" else None,
                "status": self.status, **{k: getattr(self, k) for k in COUNTS},
-               "damaged": self.damaged,
-               "seconds": round(self.seconds, 3), "worker": self.worker, "attempts": self.attempts}
+               "damaged": self.damaged, "seconds": round(self.seconds, 3), "worker": self.worker,
+               "attempts": self.attempts}
         if self.reason:
             row["reason"] = self.reason
         return row

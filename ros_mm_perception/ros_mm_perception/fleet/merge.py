@@ -50,9 +50,9 @@ def merge_mcap(sources: Sequence[Path], target: Path) -> None:
                         continue
                     if topic not in channels:
                         if schema.name not in schemas:
-                            schemas[schema.name] = writer.register_schema(schema.name,
-                                                                          schema.encoding,
-                                                                          schema.data)
+                            schemas[schema.name] = writer.register_schema(
+                                schema.name, schema.encoding, schema.data
+                            )
                         channels[topic] = writer.register_channel(topic, channel.message_encoding,
                                                                   schemas[schema.name])
                     writer.add_message(channels[topic], log_time=message.log_time,
@@ -85,5 +85,4 @@ def merge_coco(sources: Sequence[Path], target: Path) -> None:
                                 "category_id": category_of[ann["category_id"]]})
     with open(target, "w", encoding="utf-8") as f:
         json.dump({"info": merged["info"], "images": merged["images"],
-                   "annotations": merged["annotations"],
-                   "categories": merged["categories"]}, f)
+                   "annotations": merged["annotations"], "categories": merged["categories"]}, f)

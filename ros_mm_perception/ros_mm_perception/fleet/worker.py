@@ -90,8 +90,9 @@ class TaskSource:
     def __iter__(self) -> Iterator:
         start, stop = self.task.start_ns, self.task.stop_ns
         for item in self.source:
-            if (start is None or item.log_time_ns >= start) and (stop is None or item.log_time_ns
-                                                                 < stop):
+            if (start is None or item.log_time_ns >= start) and (
+                stop is None or item.log_time_ns < stop
+            ):
                 yield item
                 self.report(1)
 
@@ -109,8 +110,9 @@ class TaskSource:
 
     @property
     def transforms_rejected(self) -> Dict[str, int]:
-        return dict(getattr(self.source, "transforms_rejected",
-                            {})) if self.task.window == 0 else {}
+        return (
+            dict(getattr(self.source, "transforms_rejected", {})) if self.task.window == 0 else {}
+        )
 
     def close(self) -> None:
         self.source.close()
@@ -203,8 +205,9 @@ class LabelWorker:
                           coco=staging / COCO_NAME if tools.coco else None,
                           debug_images=tools.debug_images)
         self.pipeline.reset(restart_ids=True)
-        pipeline = OffsetTracks(self.pipeline,
-                                task.track_offset) if task.track_offset else self.pipeline
+        pipeline = (
+            OffsetTracks(self.pipeline, task.track_offset) if task.track_offset else self.pipeline
+        )
         try:
             source = tools.open_source(tools.input_args, config, path)
             staged = OutputStaging(inputs=[path, *source.paths])
@@ -225,6 +228,6 @@ class LabelWorker:
             return {"status": "failed", "reason": f"{type(err).__name__}: {err}",
                     "worker": self.name}
         return {"status": "done", "worker": self.name, "frames": summary.frames,
-                "skipped": summary.skipped,
-                "damaged": summary.damaged, "detections": summary.detections,
-                "per_label": dict(summary.per_label), "seconds": summary.seconds}
+                "skipped": summary.skipped, "damaged": summary.damaged,
+                "detections": summary.detections, "per_label": dict(summary.per_label),
+                "seconds": summary.seconds}

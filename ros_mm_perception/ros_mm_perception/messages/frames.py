@@ -19,8 +19,9 @@ def is_compressed(msg) -> bool:
 def rgb_of(msg, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
     """HxWx3 uint8 RGB pixels of an Image or CompressedImage message; one above ``max_pixels``
     is refused (:class:`~ros_mm_perception.core.imaging.image_codec.ImageTooLarge`) undecoded."""
-    return compressed_to_rgb(msg, max_pixels) if is_compressed(msg) else image_to_rgb(msg,
-                                                                                      max_pixels)
+    return (
+        compressed_to_rgb(msg, max_pixels) if is_compressed(msg) else image_to_rgb(msg, max_pixels)
+    )
 
 
 def intrinsics_of(camera_info) -> Intrinsics:

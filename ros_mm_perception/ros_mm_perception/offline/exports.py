@@ -86,8 +86,8 @@ class CocoExport:
     def add(self, item: InputFrame, result: FrameResult) -> None:
         image_id = len(self.images) + 1
         self.images.append({"id": image_id, "file_name": item.name, "width": result.width,
-                            "height": result.height,
-                            "frame_id": result.frame_id, "stamp_ns": result.stamp.to_ns()})
+                            "height": result.height, "frame_id": result.frame_id,
+                            "stamp_ns": result.stamp.to_ns()})
         for det in result.detections:
             x0, y0, x1, y1 = (float(v) for v in det.box)
             category = self.categories.setdefault(det.phrase, len(self.categories) + 1)

@@ -104,9 +104,11 @@ def check_output_path(path, target: Path, inputs: InputFiles,
     outputs)."""
     conflict = inputs.conflict(target)
     if conflict is not None:
-        where = "is inside the input folder" if conflict in inputs.folders else ("would "
-                                                                                 "overwrite the "
-                                                                                 "input")
+        where = (
+            "is inside the input folder"
+            if conflict in inputs.folders
+            else "would overwrite the input"
+        )
         raise UserError(f"output {path} {where} {conflict}; write it somewhere else")
     identity = _identity(target)
     for other, other_target in others:

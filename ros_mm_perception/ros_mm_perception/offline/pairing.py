@@ -59,8 +59,9 @@ class NearestStampPairer:
 
     def _release(self) -> List[Tuple[Any, Optional[Any]]]:
         out = []
-        while self._images and (self._depth_passed(*self._images[0][:2]) or len(self._images)
-                                > self.max_pending):
+        while self._images and (
+            self._depth_passed(*self._images[0][:2]) or len(self._images) > self.max_pending
+        ):
             out.append(self._pop())
         return out
 
@@ -76,9 +77,10 @@ class NearestStampPairer:
         best = min(same, key=lambda d: abs(d[1] - stamp), default=None)
         # Depths of earlier epochs, and those older than the one chosen, can never be nearest for a
         # later image.
-        while self._depths and (self._depths[0][0] < epoch
-                                or (best is not None and self._depths[0][0] == epoch
-                                    and self._depths[0][1] < best[1])):
+        while self._depths and (
+            self._depths[0][0] < epoch
+            or (best is not None and self._depths[0][0] == epoch and self._depths[0][1] < best[1])
+        ):
             self._depths.popleft()
         if best is None or abs(best[1] - stamp) > self.tolerance_ns:
             return item, None

@@ -49,8 +49,9 @@ def camera_info(store, types, msg_header, k: Sequence[float], width: int, height
     """A ``sensor_msgs/CameraInfo`` for an undistorted pinhole camera with intrinsics ``k``."""
     k = np.asarray(k, np.float64)
     p = np.array([k[0], k[1], k[2], 0.0, k[3], k[4], k[5], 0.0, k[6], k[7], k[8], 0.0])
-    roi = store.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0,
-                                                          width=0, do_rectify=False)
+    roi = store.types["sensor_msgs/msg/RegionOfInterest"](
+        x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+    )
     return types.CameraInfo(header=msg_header, height=height, width=width,
                             distortion_model="plumb_bob", d=np.zeros(5), k=k,
                             r=np.eye(3).reshape(-1), p=p, binning_x=0, binning_y=0, roi=roi)

@@ -43,8 +43,9 @@ class FolderSource:
                  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.folder = Path(folder)
         self.max_pixels = max_pixels
-        self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                            and p.is_file())
+        self.files = sorted(p
+                            for p in self.folder.iterdir()
+                            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self.files:
             raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}")
         self.period_ns = frame_period_ns(fps, len(self.files))

@@ -66,13 +66,16 @@ def split_files(folder: Path) -> List[Path]:
     did not finish): ``<name>_<N>.mcap`` / ``.db3`` with one ``<name>`` (the folder's own, unless
     it was renamed), by split number N, as ``ros2 bag reindex`` finds them. Empty when the folder
     holds no such files, or storage files named otherwise (a folder of separate recordings)."""
-    storages = [p for p in Path(folder).iterdir() if p.suffix.lower() in STORAGE_SUFFIXES
-                and p.is_file()]
+    storages = [p
+                for p in Path(folder).iterdir()
+                if p.suffix.lower() in STORAGE_SUFFIXES and p.is_file()]
     numbered = [(re.fullmatch(r"(.+)_(\d+)\.(mcap|db3)", p.name, re.IGNORECASE), p)
                 for p in storages]
-    if not storages or not all(m
-                               for m, _ in numbered) or len({m.group(1)
-                                                             for m, _ in numbered}) != 1:
+    if (
+        not storages
+        or not all(m for m, _ in numbered)
+        or len({m.group(1) for m, _ in numbered}) != 1
+    ):
         return []
     return [p for m, p in sorted(numbered, key=lambda mp: (int(mp[0].group(2)), mp[1].name))]
 
@@ -220,8 +223,9 @@ class _McapScan:
                     if isinstance(record, MessageIndex):
                         if lost_chunk:
                             channel = self.channels.get(record.channel_id)
-                            if channel is not None and (self.topics is None
-                                                        or channel.topic in self.topics):
+                            if channel is not None and (
+                                self.topics is None or channel.topic in self.topics
+                            ):
                                 self.damage.lost[channel.topic] += len(record.records)
                         continue
                     inner = [record]
@@ -236,8 +240,9 @@ class _McapScan:
                             self.damage.lost[UNKNOWN_CHANNEL] += 1
                             continue
                         self.counts[rec.channel_id] += 1
-                        if count_only or (self.topics is not None
-                                          and channel.topic not in self.topics):
+                        if count_only or (
+                            self.topics is not None and channel.topic not in self.topics
+                        ):
                             continue
                         schema = self.schemas.get(channel.schema_id)
                         yield RawMessage(channel.topic, schema.name if schema else "",
@@ -286,8 +291,10 @@ def _chunk_header_at(data, position: int, size: int) -> bool:
     if compression_length not in (0, 3, 4) or position + 9 + length > size:
         return False
     compression = bytes(data[position + fixed:position + fixed + compression_length])
-    if compression not in (b"", b"lz4",
-                           b"zstd") or position + fixed + compression_length + 8 > size:
+    if (
+        compression not in (b"", b"lz4", b"zstd")
+        or position + fixed + compression_length + 8 > size
+    ):
         return False
     records_length = struct.unpack_from("<Q", data, position + fixed + compression_length)[0]
     return length == 8 + 8 + 8 + 4 + 4 + compression_length + 8 + records_length

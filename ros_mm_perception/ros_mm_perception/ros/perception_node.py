@@ -206,9 +206,11 @@ class PerceptionNode(LifecycleNode):
         coloured shapes."""
         phrases = (self.config.labels if self.config.enable_labels
                    else []) + self.config.detect_phrases
-        message = None if self.config.clip_model else outside_world_message(phrases,
-                                                                            "the clip_model "
-                                                                            "parameter")
+        message = (
+            None
+            if self.config.clip_model
+            else outside_world_message(phrases, "the clip_model parameter")
+        )
         if message:
             self.get_logger().warning(message)
 
@@ -400,9 +402,15 @@ class PerceptionNode(LifecycleNode):
             if not source:
                 raise TransformException("the image header has no frame_id")
             stamped = self._tf_buffer.lookup_transform(
-                target, source, Time(seconds=result.stamp.sec, nanoseconds=result.stamp.nanosec,
-                                     clock_type=self.get_clock().clock_type),
-                timeout=Duration(seconds=self.config.transform_timeout_s))
+                target,
+                source,
+                Time(
+                    seconds=result.stamp.sec,
+                    nanoseconds=result.stamp.nanosec,
+                    clock_type=self.get_clock().clock_type,
+                ),
+                timeout=Duration(seconds=self.config.transform_timeout_s),
+            )
         except TransformException as err:
             self._stats.transform_missing(camera, what, time.monotonic())
             self.get_logger().warning(f"camera {camera}: detections_3d not published: no "
@@ -476,8 +484,11 @@ class PerceptionNode(LifecycleNode):
             return None, (f"no frame received yet from camera {name!r} on "
                           f"{self.resolve_topic_name(cam.image_topic)}; pass an image in the "
                           "request")
-        tolerance = self.config.depth_tolerance_s if (self.config.use_depth and image.height
-                                                      == 0) else None
+        tolerance = (
+            self.config.depth_tolerance_s
+            if (self.config.use_depth and image.height == 0)
+            else None
+        )
         return cam.frame(msg, tolerance, self.config.max_image_pixels), None
 
     def _answer(self, response, work):
@@ -489,8 +500,10 @@ class PerceptionNode(LifecycleNode):
             response.success, response.message = False, str(err)
         except Exception as err:
             self._log_failure("service failed", err)
-            response.success, response.message = False, (f"internal error: {type(err).__name__}: "
-                                                         f"{err}")
+            response.success, response.message = (
+                False,
+                f"internal error: {type(err).__name__}: {err}",
+            )
         return response
 
     def _on_ask(self, request, response):

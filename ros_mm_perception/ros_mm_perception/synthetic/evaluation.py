@@ -251,8 +251,7 @@ def tracking(labeler, style: str, seed: int, n_sequences: int, config: Perceptio
             found_share.append(len(seen) / max(len(ids), 1))
     return {"ids_per_object": _mean(ids_per_object), "switches_per_object": _mean(switches),
             "max_switches": int(max(switches)) if switches else None,
-            "frames_found": _mean(found_share),
-            "ids_on_two_objects": shared,
+            "frames_found": _mean(found_share), "ids_on_two_objects": shared,
             "objects": len(switches), "frames": n_frames}
 
 

@@ -485,7 +485,8 @@ def _clutter(rng: np.random.Generator, img: np.ndarray, count: int) -> np.ndarra
         cx, cy, size = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.04, 0.18) * short
         if kind == "blob":
             t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
-            r = size * (1 + 0.35
+            r = size * (1
+                        + 0.35
                         * np.convolve(np.tile(rng.uniform(-1, 1, 24), 3), np.ones(5) / 5,
                                       "same")[24:48])
             pts = np.stack([cx + r * np.cos(t), cy + r * np.sin(t) * rng.uniform(0.5, 1)], 1)

@@ -182,8 +182,9 @@ def render_unseen_scene(rng, n_objects: int = 1, size: Tuple[int, int] = (480, 6
             fill, line = _object_layers(shape, (x, y), radius, angle, hw,
                                         outline=rng.random() < 0.5)
             mask = np.maximum(fill, line)
-            if centres is not None or _acceptable(mask, [np.maximum(*m) for m in layers], True,
-                                                  0.6):
+            if centres is not None or _acceptable(
+                mask, [np.maximum(*m) for m in layers], True, 0.6
+            ):
                 break
         else:
             raise ValueError(f"cannot place {len(chosen)} objects in a {hw[1]}x{hw[0]} image")

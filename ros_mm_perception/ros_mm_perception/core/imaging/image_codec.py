@@ -373,8 +373,9 @@ def numpy_to_image(array, encoding: str, *, header: Any = None,
     if enc.channels == 1 and array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     want = "HxW" if enc.channels == 1 else f"HxWx{enc.channels}"
-    if array.ndim != (2 if enc.channels == 1 else 3) or (enc.channels > 1 and array.shape[2]
-                                                         != enc.channels):
+    if array.ndim != (2 if enc.channels == 1 else 3) or (
+        enc.channels > 1 and array.shape[2] != enc.channels
+    ):
         raise ImageFormatError(
             f"encoding {enc.name} needs a {want} array, got shape {array.shape}"
         )

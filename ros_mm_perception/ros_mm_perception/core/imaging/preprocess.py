@@ -51,9 +51,11 @@ def upload(image: np.ndarray, device: torch.device) -> torch.Tensor:
     """HxWx3 uint8 numpy → 3xHxW uint8 tensor on ``device`` (one copy, non-blocking where
     pinned)."""
     check_rgb(image)
-    return torch.from_numpy(np.ascontiguousarray(image)).to(device, non_blocking=True).permute(2,
-                                                                                               0,
-                                                                                               1)
+    return (
+        torch.from_numpy(np.ascontiguousarray(image))
+        .to(device, non_blocking=True)
+        .permute(2, 0, 1)
+    )
 
 
 def _resize(chw: torch.Tensor, new_h: int, new_w: int) -> torch.Tensor:

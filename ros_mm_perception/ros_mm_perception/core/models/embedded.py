@@ -40,8 +40,9 @@ def phrases_outside_world(phrases: Sequence[str], model_dir=EMBEDDED_CLIP_DIR) -
     if not world:
         return []
     words = {w.lower() for w in [*world["colours"], *world["shapes"]]} | set(FILLER_WORDS)
-    return [p for p in phrases if not set(p.lower().replace(",", " ").replace(".", " ").split())
-            <= words]
+    return [p
+            for p in phrases
+            if not set(p.lower().replace(",", " ").replace(".", " ").split()) <= words]
 
 
 def outside_world_message(phrases: Sequence[str], option: str) -> Optional[str]:

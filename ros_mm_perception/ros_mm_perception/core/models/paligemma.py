@@ -194,8 +194,11 @@ class PaliGemmaEngine:
         from ros_mm_perception.core.models.fast_generate import FastGenerator
 
         mode = resolve_mode(mode, self.device)
-        self._fast = None if mode == "off" else FastGenerator(self.model, self.processor,
-                                                              self.device, self.dtype, mode=mode)
+        self._fast = (
+            None
+            if mode == "off"
+            else FastGenerator(self.model, self.processor, self.device, self.dtype, mode=mode)
+        )
 
     def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
         """Prepare the fast path's shapes for these batch sizes now (the node calls this when it
@@ -234,9 +237,8 @@ class PaliGemmaEngine:
         above."""
         return self.detect_batch([image], phrases)[0]
 
-    def detect_batch(
-        self, images: Sequence[np.ndarray], phrases: Sequence[str]
-    ) -> List[List[Detection]]:
+    def detect_batch(self, images: Sequence[np.ndarray],
+                     phrases: Sequence[str]) -> List[List[Detection]]:
         """The same phrases over several frames (e.g. cameras) in one generate call, in frame
         order.
 
@@ -390,16 +392,10 @@ def _missing_model_error(model: str, local: bool, err: Exception) -> ModelNotFou
         f"copying ~/.cache/huggingface here if needed; or pass a local model folder instead")
 
 
-def load_paligemma(
-    model: str,
-    device: str = "auto",
-    precision: str = "auto",
-    *,
-    mask_decoder: str = "",
-    max_new_tokens: int = _DEFAULTS.max_new_tokens,
-    random_weights: bool = False,
-    fast_path: str = _DEFAULTS.paligemma_fast_path,
-) -> PaliGemmaEngine:
+def load_paligemma(model: str, device: str = "auto", precision: str = "auto", *,
+                   mask_decoder: str = "", max_new_tokens: int = _DEFAULTS.max_new_tokens,
+                   random_weights: bool = False,
+                   fast_path: str = _DEFAULTS.paligemma_fast_path) -> PaliGemmaEngine:
     """Load PaliGemma or PaliGemma 2 from a hub id (cache) or a local folder.
 
     ``precision`` auto is bf16 on CUDA; on the CPU bf16 where it runs natively for models wide
@@ -433,13 +429,6 @@ def load_paligemma(
         from ros_mm_perception.core.models.seg_decoder import load_mask_decoder
 
         decoder = load_mask_decoder(mask_decoder, dev)
-    return PaliGemmaEngine(
-        net,
-        processor,
-        name=model,
-        device=dev,
-        dtype=dtype,
-        max_new_tokens=max_new_tokens,
-        mask_decoder=decoder,
-        fast_path=fast_path,
-    )
+    return PaliGemmaEngine(net, processor, name=model, device=dev, dtype=dtype,
+                           max_new_tokens=max_new_tokens, mask_decoder=decoder,
+                           fast_path=fast_path)

@@ -18,9 +18,8 @@ TINY_CLIP_CONFIG: Dict[str, Any] = {
 }
 
 
-def build_random_clip(
-    directory, model_cfg: Optional[Dict[str, Any]] = None, *, seed: int = 0
-) -> Path:
+def build_random_clip(directory, model_cfg: Optional[Dict[str, Any]] = None, *,
+                      seed: int = 0) -> Path:
     """Create an open_clip CLIP from ``model_cfg`` (default: tiny) with random weights in
     ``directory``.
 
@@ -329,18 +328,12 @@ def sam2_config(image_size: int = 64, width: int = 32):
     size."""
     from transformers import Sam2Config
 
-    backbone = dict(
-        model_type="sam2_hiera_det_model",
-        hidden_size=8,
-        num_attention_heads=1,
-        image_size=[image_size, image_size],
-        blocks_per_stage=[1, 1, 2, 1],
-        embed_dim_per_stage=[8, 16, 32, 64],
-        num_attention_heads_per_stage=[1, 1, 1, 1],
-        window_size_per_stage=[4, 4, 4, 4],
-        global_attention_blocks=[3],
-        window_positional_embedding_background_size=[2, 2],
-    )
+    backbone = dict(model_type="sam2_hiera_det_model", hidden_size=8, num_attention_heads=1,
+                    image_size=[image_size, image_size], blocks_per_stage=[1, 1, 2, 1],
+                    embed_dim_per_stage=[8, 16, 32, 64],
+                    num_attention_heads_per_stage=[1, 1, 1, 1], window_size_per_stage=[4, 4, 4, 4],
+                    global_attention_blocks=[3],
+                    window_positional_embedding_background_size=[2, 2])
     sizes = [[image_size // s] * 2 for s in (4, 8, 16)]
     vision = dict(backbone_config=backbone, backbone_channel_list=[64, 32, 16, 8],
                   backbone_feature_sizes=sizes, fpn_hidden_size=width)

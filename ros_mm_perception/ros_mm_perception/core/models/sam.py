@@ -56,9 +56,8 @@ class BoxMaskEngine:
         self.kind = net.config.model_type
 
     @torch.inference_mode()
-    def masks(
-        self, images: Sequence[np.ndarray], boxes: Sequence[Sequence]
-    ) -> List[List[np.ndarray]]:
+    def masks(self, images: Sequence[np.ndarray],
+              boxes: Sequence[Sequence]) -> List[List[np.ndarray]]:
         """For each RGB image its boxes' masks (``H x W`` bool), in box order."""
         if len(images) != len(boxes):
             raise ValueError(f"{len(images)} images but {len(boxes)} box lists")
@@ -91,9 +90,8 @@ class BoxMaskEngine:
         else:
             longest = self.processor.image_processor.size["longest_edge"]
             new_h, new_w = self.processor.image_processor._get_preprocess_shape(tuple(hw), longest)
-            scaled = torch.from_numpy(
-                boxes * np.array([new_w / hw[1], new_h / hw[0]] * 2)
-            ).float()[None]
+            scaled = torch.from_numpy(boxes
+                                      * np.array([new_w / hw[1], new_h / hw[0]] * 2)).float()[None]
         return scaled.to(self.device, self.dtype)
 
     def _post_process(self, pred: torch.Tensor, inputs, k: int) -> np.ndarray:

@@ -121,9 +121,8 @@ def load_sam3(model: str, device: str = "auto", precision: str = "auto", *,
                                  "or a local folder")
     dev = resolve_device(device)
     path = Path(model).expanduser()
-    source, local = checkpoint_source(
-        model, path, "SAM 3", f" or a hub id such as {DEFAULT_MODEL}"
-    )
+    source, local = checkpoint_source(model, path, "SAM 3",
+                                      f" or a hub id such as {DEFAULT_MODEL}")
     try:
         config = checked_config(source, model, MODEL_TYPES, "SAM 3")
         dtype = resolve_dtype(precision, dev, cuda_default="bf16",

@@ -227,8 +227,9 @@ def _pool_views(logits: torch.Tensor, counts: Sequence[int],
     probs = logits.softmax(dim=-1)
     if all(count == 1 for count in counts):
         return probs
-    sure = probs if null_logits is None else torch.cat([logits, null_logits],
-                                                       dim=-1).softmax(dim=-1)
+    sure = (
+        probs if null_logits is None else torch.cat([logits, null_logits], dim=-1).softmax(dim=-1)
+    )
     weights = sure[:, :logits.shape[1]].max(dim=-1, keepdim=True).values ** VIEW_WEIGHT_POWER
     return torch.stack([(w * rows).sum(dim=0) / w.sum()
                         for rows, w in zip(probs.split(list(counts)),

@@ -123,8 +123,9 @@ class Tracker:
                 owner[d] = Track(phrases[d], boxes[d])
                 self._confirm(owner[d])
                 born.append(owner[d])
-        kept = [track for t, track in enumerate(self._tracks) if t not in free_tracks
-                or self._survives_miss(track)]
+        kept = [track
+                for t, track in enumerate(self._tracks)
+                if t not in free_tracks or self._survives_miss(track)]
         self._tracks = kept + born
         for d, det in enumerate(detections):
             det.track_id = owner[d].track_id if d in owner else None
@@ -138,8 +139,8 @@ class Tracker:
             return False
         others = [track.box, track.predicted_box()]
         inter = box_intersection([box], others)[0]
-        return bool(np.any(inter > BIRTH_OVERLAP
-                           * np.minimum(box_area([box])[0], box_area(others))))
+        return bool(np.any(inter
+                           > BIRTH_OVERLAP * np.minimum(box_area([box])[0], box_area(others))))
 
     def _survives_miss(self, track: Track) -> bool:
         track.missed += 1

@@ -12,7 +12,8 @@ class ContactSheetOutput:
     """An offline output that writes a PNG contact sheet: one row per camera of annotated frames.
 
     Every frame is kept as a small annotated tile; at :meth:`finish` ``per_camera`` of them, evenly
-    spread over the run, are laid out per camera and the PNG is written to ``stream`` by :meth:`finish`.
+    spread over the run, are laid out per camera and the PNG is written to ``stream`` by
+    :meth:`finish`.
     """
 
     def __init__(self, stream, per_camera: int = 4, tile_width: int = 320):
@@ -26,10 +27,16 @@ class ContactSheetOutput:
 
         image = item.frame.image
         scale = self.tile_width / image.shape[1]
-        small = cv2.resize(image, (self.tile_width, int(round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
-        shrunk = FrameResult(result.camera, result.frame_id, result.stamp, small.shape[1], small.shape[0],
-                             detections=[_scaled(d, scale, small.shape[:2])
-                                         for d in result.detections])
+        small = cv2.resize(image, (self.tile_width, int(round(image.shape[0] * scale))),
+                           interpolation=cv2.INTER_AREA)
+        shrunk = FrameResult(
+            result.camera,
+            result.frame_id,
+            result.stamp,
+            small.shape[1],
+            small.shape[0],
+            detections=[_scaled(d, scale, small.shape[:2]) for d in result.detections],
+        )
         caption = f"{item.namespace or '/'} frame {len(self.tiles.get(item.namespace, []))}: " \
                   f"{len(result.detections)} detections"
         self.tiles.setdefault(item.namespace, []).append((annotate(small, shrunk), caption))
@@ -39,7 +46,8 @@ class ContactSheetOutput:
 
         tiles, captions = [], []
         for _, frames in sorted(self.tiles.items()):
-            picks = np.unique(np.linspace(0, len(frames) - 1, min(self.per_camera, len(frames))).round().astype(int))
+            picks = np.unique(np.linspace(0, len(frames) - 1,
+                                          min(self.per_camera, len(frames))).round().astype(int))
             row = [frames[i] for i in picks]
             row += [(np.zeros_like(row[0][0]), "")] * (self.per_camera - len(row))
             tiles += [t for t, _ in row]

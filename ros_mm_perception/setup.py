@@ -48,7 +48,7 @@ setup(
             "pycocotools>=2.0.8",
         ],
         "bag": ["mcap>=1.1", "mcap-ros2-support>=0.5", "rosbags>=0.11.9"],
-        "fleet": ["ray>=2.30"],
+        "fleet": ["ray>=2.59"],  # token authentication on by default for local Ray
         # Sample photographs for training the embedded models and the unseen evaluation style.
         "photos": ["scikit-image"],
         "test": ["pytest>=7", "hypothesis>=6", "catkin_pkg>=1.0", "flake8>=6"],

@@ -288,3 +288,16 @@ def test_query_scores_kept_between_queries_follow_every_change(rng):
             fresh = memory.query(asked, encode_text=encode, min_match=0.0)
             assert [(m.record.id, round(m.match, 6)) for m in kept] == \
                 [(m.record.id, round(m.match, 6)) for m in fresh]
+
+
+def test_two_records_that_drift_onto_one_object_are_merged(rng):
+    memory = ObjectMemory("map")
+    drive(memory, [("red mug", (2.0, 0.0, 0.4))], 3, rng, noise=0.0)
+    drive(memory, [("red mug", (2.0, 0.36, 0.4))], 2, rng, start=3, noise=0.0)
+    first, second = memory.objects()
+    assert np.linalg.norm(first.mean - second.mean) > 0.3            # two records, apart
+    reports = drive(memory, [("red mug", (2.0, 0.18, 0.4))], 4, rng, start=5, noise=0.0)
+    (record,) = memory.objects()
+    assert record.id == first.id and record.observations == 9
+    assert second.id in [i for rep in reports for i in rep.merged]
+    assert 0.0 < record.mean[1] < 0.18

@@ -13,6 +13,8 @@ Per frame (:meth:`ObjectMemory.update`):
   scores per phrase, the embedding is the mean of the crops' embeddings; first and last seen
   and the number of frames it was detected in are kept. Its log-odds confidence gains 1 per
   detected frame (at most :data:`MAX_LOG_ODDS`) and ``confidence = sigmoid(log_odds)``;
+* **merging** – a record that comes within the gate of a compatible record (two records that
+  drifted onto one object) is merged into it; the one seen in more frames keeps its id;
 * **confirmation** – a record is confirmed after ``memory_confirm_observations`` frames; until
   then it is never reported, so a one-frame false positive never reaches a planner. Given a text
   encoder (``encode_text``), a record is also confirmed only where CLIP prefers its phrase to
@@ -136,11 +138,19 @@ class Match:
     def as_json(self, frame: str) -> dict:
         """The fields a planner reads (``find --json``, the services)."""
         r = self.record
-        return {"id": r.id, "phrase": r.phrase, "match": round(self.match, 4),
-                "position": [round(float(v), 4) for v in r.mean], "frame": frame,
-                "size": [round(float(v), 4) for v in r.size], "first_seen_ns": r.first_seen_ns,
-                "last_seen_ns": r.last_seen_ns, "observations": r.observations,
-                "confidence": round(r.confidence, 4), "state": r.state}
+        return {
+            "id": r.id,
+            "phrase": r.phrase,
+            "match": round(self.match, 4),
+            "position": [round(float(v), 4) for v in r.mean],
+            "frame": frame,
+            "size": [round(float(v), 4) for v in r.size],
+            "first_seen_ns": r.first_seen_ns,
+            "last_seen_ns": r.last_seen_ns,
+            "observations": r.observations,
+            "confidence": round(r.confidence, 4),
+            "state": r.state,
+        }
 
 
 @dataclass
@@ -154,11 +164,13 @@ class UpdateReport:
     hidden: List[int] = field(default_factory=list)
     gone: List[int] = field(default_factory=list)
     dropped: List[int] = field(default_factory=list)
+    merged: List[int] = field(default_factory=list)
+    """Records folded into another one that lay within the gate of them (their ids are gone)."""
 
     @property
     def changed(self) -> bool:
         """Whether anything a planner sees (confirmed records) changed."""
-        return bool(self.confirmed or self.gone or self.updated or self.missed)
+        return bool(self.confirmed or self.gone or self.updated or self.missed or self.merged)
 
 
 class _Columns:
@@ -419,6 +431,9 @@ class ObjectMemory:
                     record.confirmed = True
                     report.confirmed.append(rid)
                 self._cols.set(record)
+            for rid in joined:
+                if rid in self._records:
+                    self._merge_duplicate(self._records[rid], report)
             self._negative_evidence(view, set(joined), report)
             dirty = {
                 *report.created,
@@ -428,7 +443,8 @@ class ObjectMemory:
                 *report.gone,
             }
             self._write(
-                [self._records[i] for i in sorted(dirty) if i in self._records], report.dropped
+                [self._records[i] for i in sorted(dirty) if i in self._records],
+                [*report.dropped, *report.merged],
             )
             if report.changed:
                 self.revision += 1
@@ -442,6 +458,71 @@ class ObjectMemory:
             return True
         cos = np.asarray(self.encode_text([record.phrase, BACKGROUND]), np.float32) @ embedding
         return bool(cos[0] >= cos[1])
+
+    def _merge_duplicate(self, record: ObjectRecord, report: UpdateReport) -> None:
+        """Merge ``record`` with a compatible record within the gate of it, if there is one: two
+        records that drifted onto one object (the one seen in more frames keeps its id)."""
+        cols, cfg = self._cols, self.config
+        floor = cfg.memory_gate_floor_m**2
+        gate = cfg.memory_gate_sigma**2
+        reach = gate * (cols.spread**2 + float(np.trace(record.covariance)) + 3 * floor)
+        near = np.flatnonzero(
+            cols.valid & (np.sum((cols.means - record.mean) ** 2, axis=1) <= reach)
+        )
+        for row in near:
+            other = self._records[int(cols.ids[row])]
+            if other.id == record.id or not self._records_compatible(record, other):
+                continue
+            delta = other.mean - record.mean
+            joint = record.covariance + other.covariance + floor * np.eye(3)
+            if float(delta @ np.linalg.solve(joint, delta)) > gate:
+                continue
+            keep, drop = sorted((record, other), key=lambda r: (-r.observations, r.id))
+            self._absorb(keep, drop)
+            del self._records[drop.id]
+            cols.remove(drop)
+            cols.set(keep)
+            report.merged.append(drop.id)
+            if keep.confirmed and keep.id not in report.updated:
+                report.updated.append(keep.id)
+            return
+
+    @staticmethod
+    def _absorb(keep: ObjectRecord, drop: ObjectRecord) -> None:
+        """Fold ``drop``'s evidence into ``keep`` (independent observations: information adds)."""
+        info_k, info_d = np.linalg.inv(keep.covariance), np.linalg.inv(drop.covariance)
+        covariance = np.linalg.inv(info_k + info_d)
+        keep.mean = covariance @ (info_k @ keep.mean + info_d @ drop.mean)
+        keep.covariance = (covariance + covariance.T) / 2
+        total = keep.observations + drop.observations
+        keep.size = (keep.size * keep.observations + drop.size * drop.observations) / total
+        for phrase, evidence in drop.phrases.items():
+            keep.phrases[phrase] = keep.phrases.get(phrase, 0.0) + evidence
+        if drop.embedding_sum is not None:
+            keep.embedding_sum = (
+                drop.embedding_sum.copy()
+                if keep.embedding_sum is None
+                else keep.embedding_sum + drop.embedding_sum
+            )
+            keep.embedding_count += drop.embedding_count
+        keep.first_seen_ns = min(keep.first_seen_ns, drop.first_seen_ns)
+        keep.last_seen_ns = max(keep.last_seen_ns, drop.last_seen_ns)
+        keep.observations = total
+        keep.log_odds = max(keep.log_odds, drop.log_odds)
+        keep.misses = min(keep.misses, drop.misses)
+        keep.confirmed = keep.confirmed or drop.confirmed
+        if PRESENT in (keep.state, drop.state):
+            keep.state = PRESENT
+
+    def _records_compatible(self, a: ObjectRecord, b: ObjectRecord) -> bool:
+        if set(a.phrases) & set(b.phrases):
+            return True
+        ea, eb = a.embedding, b.embedding
+        return (
+            ea is not None
+            and eb is not None
+            and float(ea @ eb) >= self.config.memory_embedding_threshold
+        )
 
     def _compatible(self, record: ObjectRecord, o: Observation) -> bool:
         if normalise_phrase(o.phrase) in record.phrases:
@@ -653,10 +734,9 @@ class ObjectMemory:
             chosen = scores >= min_match
             rows, scores = rows[chosen], scores[chosen]
             near_key = distance[rows] if distance is not None else np.zeros(rows.size)
-            order = np.lexsort((cols.ids[rows], near_key, -cols.log_odds[rows],
-                                -cols.observations[rows], -scores))[
-                :max_results
-            ]
+            order = np.lexsort(
+                (cols.ids[rows], near_key, -cols.log_odds[rows], -cols.observations[rows], -scores)
+            )[:max_results]
             return [
                 Match(
                     self._records[int(cols.ids[rows[i]])],
@@ -674,13 +754,18 @@ class ObjectMemory:
         cols, cache = self._cols, self._logit_cache
         phrases = [*cols.codes, *NULL_PROMPTS]
         rows = len(cols.ids)
-        text = np.asarray(encode_text(phrases), np.float32)   # the encoder's cache: cheap
-        if (cache is None or cache["known"].shape != (rows, len(phrases))
-                or not np.array_equal(cache["text"], text)):
-            cache = self._logit_cache = {"text": text,
-                                         "known": np.zeros((rows, len(phrases)), np.float32),
-                                         "own": np.zeros(rows, np.int64),
-                                         "other": np.zeros(rows, np.int64)}
+        text = np.asarray(encode_text(phrases), np.float32)  # the encoder's cache: cheap
+        if (
+            cache is None
+            or cache["known"].shape != (rows, len(phrases))
+            or not np.array_equal(cache["text"], text)
+        ):
+            cache = self._logit_cache = {
+                "text": text,
+                "known": np.zeros((rows, len(phrases)), np.float32),
+                "own": np.zeros(rows, np.int64),
+                "other": np.zeros(rows, np.int64),
+            }
             dirty = np.flatnonzero(cols.valid & cols.has_embedding)
         else:
             dirty = np.fromiter(cols.dirty, np.int64, len(cols.dirty))
@@ -711,7 +796,7 @@ class ObjectMemory:
         has_own = cols.has_phrase[chosen, own_at] & (own_at < len(cols.codes))
         best_own = np.where(has_own, known[chosen, own_at], -np.inf)
         best_other = known[chosen, other_at]
-        if code is not None:           # the asked phrase competes with none: redo rows it led
+        if code is not None:  # the asked phrase competes with none: redo rows it led
             redo = np.flatnonzero((own_at == code) | (other_at == code))
             if redo.size:
                 own = cols.has_phrase[chosen[redo], : len(cols.codes)]
@@ -721,8 +806,9 @@ class ObjectMemory:
                 best_own[redo] = np.where(own, rest, -np.inf).max(axis=1)
                 best_other[redo] = np.where(own, -np.inf, rest).max(axis=1)
         margin = np.minimum(
-            np.where(np.isfinite(best_own), logit_scale * (asked - best_own) + MATCH_TOLERANCE,
-                     np.inf),
+            np.where(
+                np.isfinite(best_own), logit_scale * (asked - best_own) + MATCH_TOLERANCE, np.inf
+            ),
             logit_scale * (asked - best_other),
         )
         embed = 1.0 / (1.0 + np.exp(-np.clip(margin, -50.0, 50.0)))

@@ -69,7 +69,7 @@ def add_parser(sub) -> None:
                         "one): mask IoU against the renderer's exact masks on --scenes scenes per "
                         "style, and the 3D error with masks and with the box window on ring, cross "
                         "and star shapes")
-    p.add_argument("--mask-model", default="embedded", help="mask model of --masks (default: embedded)")
+    add_config_options(p, ("mask_model",), defaults={"mask_model": "embedded"})  # with --masks
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

@@ -387,3 +387,44 @@ def test_a_folder_of_separate_recordings_is_not_taken_for_splits(tmp_path):
     (tmp_path / "b_0.db3").write_bytes(b"")
     (tmp_path / "b_10.mcap").write_bytes(b"")
     assert [p.name for p in split_files(tmp_path)] == ["b_0.db3", "b_1.mcap", "b_10.mcap"]
+
+
+def test_an_empty_model_option_is_an_error(clip_args):
+    code, out, err = run(["detect", "unused.png", "red circle", "--owl-model", "", "--clip-model",
+                          clip_args[1]])
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "--owl-model is empty" in err, err
+
+
+def test_a_non_ros_channel_is_left_aside_not_called_damage(tmp_path, clip_args, monkeypatch):
+    """An MCAP with a JSON (jsonschema) channel beside the cameras, as Foxglove tools write them."""
+    from ros_mm_perception.offline import recording
+    from ros_mm_perception.offline.mcap_output import RosMcapFile
+
+    class WithJsonChannel(RosMcapFile):
+        def __init__(self, stream, store, **kwargs):
+            super().__init__(stream, store, **kwargs)
+            schema = self.writer.register_schema(name="Note", encoding="jsonschema",
+                                                 data=json.dumps({"type": "object"}).encode())
+            channel = self.writer.register_channel(topic="/notes", message_encoding="json",
+                                                   schema_id=schema)
+            self.writer.add_message(channel_id=channel, log_time=START_NS, publish_time=START_NS,
+                                    data=b'{"note": "door open"}')
+
+    monkeypatch.setattr(recording, "RosMcapFile", WithJsonChannel)
+    path = write_recording(tmp_path / "with_json.mcap",
+                           [CameraRecording("/front", rendered_images(3), frame_id="front_optical")])
+    code, stdout, err = run(["bag", str(path), "--jsonl", str(tmp_path / "o.jsonl"), "--json",
+                             *clip_args])
+    summary = json.loads(stdout)
+    assert code == 0 and summary["frames"] == 3 and summary["damaged"] == [], err
+    assert "/notes (jsonschema)" in err and "left aside" in err
+
+
+def test_the_outside_world_warning_names_each_phrase_once():
+    from ros_mm_perception.core.models.embedded import outside_world_message
+
+    message = outside_world_message(["person", "chair", "red circle", "person", "chair"],
+                                    "--clip-model")
+    assert message.count("person") == 1 and message.count("chair") == 1
+    assert "red circle" not in message

@@ -99,6 +99,9 @@ def config_from_args(args, **fixed) -> PerceptionConfig:
         value = getattr(args, name, None)
         if value is None:
             continue
+        if value == "" and name.endswith("_model"):  # a model option given, but no model named
+            raise UserError(f"--{name.replace('_', '-')} is empty: give a model id or folder, or "
+                            "leave the option out")
         changes[name] = split_phrases(value) if isinstance(spec["default"], list) else value
     if changes.get("memory_path"):
         changes.setdefault("memory_enabled", True)

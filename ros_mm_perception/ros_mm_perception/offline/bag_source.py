@@ -162,6 +162,10 @@ class _CameraState:
         self.warned = set()
 
 
+ROS_SCHEMA_ENCODINGS = ("ros2msg", "ros2idl", "")
+"""MCAP schema encodings of ROS 2 messages ("" for a channel whose schema was lost)."""
+
+
 class BagSource:
     """Frames of the camera topics of a rosbag2, with depth and intrinsics attached when recorded.
 
@@ -278,6 +282,7 @@ class BagSource:
         if not self.storages or any(kind is None for kind, _ in self.storages):
             raise UserError(f"cannot read bag {self.path}: {reason}")
         self.msgtypes, self.counts, schemas, notes = {}, {}, {}, []
+        foreign = []
         self.declared = declared
         for kind, path in self.storages:
             try:
@@ -285,6 +290,9 @@ class BagSource:
                     topics, seen = storage_reading.mcap_topics(path)
                     notes += seen
                     for topic, info in topics.items():
+                        if info.schema_encoding not in ROS_SCHEMA_ENCODINGS:
+                            foreign.append(f"{topic} ({info.schema_encoding})")
+                            continue
                         self.msgtypes[topic] = info.msgtype
                         self.counts[topic] = self.counts.get(topic, 0) + info.count
                         if info.schema_encoding == "ros2msg" and info.schema:
@@ -299,7 +307,10 @@ class BagSource:
         self.deserialize = _typestore_of(self.path, schemas).deserialize_cdr
         for note in notes:
             self.damage.note(note)
-        if not self.damage.notes:
+        if foreign:  # what rosbags could not open, and no damage: said, but not as damage
+            self.warn(f"{self.path}: topics not in a ROS 2 encoding are left aside: "
+                      f"{', '.join(foreign)}")
+        elif not self.damage.notes:
             self.damage.note(f"{self.path}: damaged ({reason}); reading every message that can "
                              "be read")
 

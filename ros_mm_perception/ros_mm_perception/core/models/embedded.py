@@ -29,8 +29,8 @@ FILLER_WORDS = ("a", "an", "the", "of", "photo", "shape")
 
 
 def phrases_outside_world(phrases: Sequence[str], model_dir=EMBEDDED_CLIP_DIR) -> List[str]:
-    """The phrases a model folder's world does not cover: any word that is not one of its colours
-    or shapes.
+    """The phrases a model folder's world does not cover (each once): any word that is not one of
+    its colours or shapes.
 
     The world (``{"colours": [...], "shapes": [...]}``) comes from the folder's ``training.json``;
     a folder without one has no known world, and nothing is reported.
@@ -41,7 +41,7 @@ def phrases_outside_world(phrases: Sequence[str], model_dir=EMBEDDED_CLIP_DIR) -
         return []
     words = {w.lower() for w in [*world["colours"], *world["shapes"]]} | set(FILLER_WORDS)
     return [p
-            for p in phrases
+            for p in dict.fromkeys(phrases)  # each once: labels and detect phrases often share some
             if not set(p.lower().replace(",", " ").replace(".", " ").split()) <= words]
 
 

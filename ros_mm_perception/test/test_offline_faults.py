@@ -397,7 +397,7 @@ def test_an_empty_model_option_is_an_error(clip_args):
 
 
 def test_a_non_ros_channel_is_left_aside_not_called_damage(tmp_path, clip_args, monkeypatch):
-    """An MCAP with a JSON (jsonschema) channel beside the cameras, as Foxglove tools write them."""
+    """An MCAP with a JSON (jsonschema) channel beside the cameras, as Foxglove's tools write."""
     from ros_mm_perception.offline import recording
     from ros_mm_perception.offline.mcap_output import RosMcapFile
 
@@ -412,8 +412,8 @@ def test_a_non_ros_channel_is_left_aside_not_called_damage(tmp_path, clip_args, 
                                     data=b'{"note": "door open"}')
 
     monkeypatch.setattr(recording, "RosMcapFile", WithJsonChannel)
-    path = write_recording(tmp_path / "with_json.mcap",
-                           [CameraRecording("/front", rendered_images(3), frame_id="front_optical")])
+    camera = CameraRecording("/front", rendered_images(3), frame_id="front_optical")
+    path = write_recording(tmp_path / "with_json.mcap", [camera])
     code, stdout, err = run(["bag", str(path), "--jsonl", str(tmp_path / "o.jsonl"), "--json",
                              *clip_args])
     summary = json.loads(stdout)

@@ -1,4 +1,5 @@
-"""``ros-mm-perception eval-embedded [--json]``: what a planner gets from the embedded CLIP, on fresh scenes.
+"""``ros-mm-perception eval-embedded [--json]``: what a planner gets from the embedded CLIP, on
+fresh scenes.
 
 Renders scenes from a seed that training never uses, in two styles: ``own`` (the training renderer)
 and ``unseen`` (shades, outlines, shadows, backgrounds, clutter, small and off-centre objects and
@@ -42,9 +43,11 @@ PRECISION_OBJECT_SIZE = (0.3, 0.6)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval-embedded", help="measure the embedded CLIP on freshly rendered scenes",
-                       description="Whole-frame top-1, CLIP-only grounding precision and recall, and tracking "
-                                   "on rendered scenes of the training style and of an unseen style.")
+    p = sub.add_parser("eval-embedded",
+                       help="measure the embedded CLIP on freshly rendered scenes",
+                       description="Whole-frame top-1, CLIP-only grounding precision and recall, "
+                                   "and tracking on rendered scenes of the training style and of "
+                                   "an unseen style.")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help=f"scene seed (default {EVAL_SEED})")
     p.add_argument("--full", action="store_true",
                    help="the full run: {n} scenes per combination, {scenes} scenes, {sequences} "
@@ -62,20 +65,21 @@ def add_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_options(p, CLIP_FIELDS)
     p.add_argument("--versus-precision", default="", metavar="P",
-                   help="also compare with the model loaded in precision P (fp32, fp16 or bf16): embedding "
-                        "cosine and top-1 agreement")
+                   help="also compare with the model loaded in precision P (fp32, fp16 or bf16): "
+                        "embedding cosine and top-1 agreement")
     p.add_argument("--masks", action="store_true",
                    help="measure the mask model instead (--mask-model, default: the embedded "
                         "one): mask IoU against the renderer's exact masks on --scenes scenes per "
-                        "style, and the 3D error with masks and with the box window on ring, cross "
-                        "and star shapes")
+                        "style, and the 3D error with masks and with the box window on ring, "
+                        "cross and star shapes")
     add_config_options(p, ("mask_model",), defaults={"mask_model": "embedded"})  # with --masks
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
 def heldout_combos(model_dir) -> List[Tuple[str, str]]:
-    """The colour-shape combinations a model folder's ``training.json`` says were held out (else none)."""
+    """The colour-shape combinations a model folder's ``training.json`` says were held out (else
+    none)."""
     info = Path(model_dir) / "training.json"
     if not info.is_file():
         return []
@@ -97,9 +101,12 @@ def unseen_copy(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1])
 
 
-def precision_agreement(labeler, other, seed: int, per_combo: int) -> Dict[str, Dict[str, Optional[float]]]:
-    """Embedding cosine and top-1 agreement between two labelers of one model on the single-object scenes
-    (``rendered``) and on :func:`unseen_copy` of them (``unseen``); top-1 accuracy of each too."""
+def precision_agreement(
+    labeler, other, seed: int, per_combo: int
+) -> Dict[str, Dict[str, Optional[float]]]:
+    """Embedding cosine and top-1 agreement between two labelers of one model on the single-object
+    scenes (``rendered``) and on :func:`unseen_copy` of them (``unseen``); top-1 accuracy of each
+    too."""
     from ros_mm_perception.synthetic.scenes import all_combos, all_phrases, phrase, render_scene
 
     rng = np.random.default_rng([seed, 3])
@@ -109,10 +116,13 @@ def precision_agreement(labeler, other, seed: int, per_combo: int) -> Dict[str, 
                                         for kind in ("rendered", "unseen")}
     for start in range(0, len(combos), 64):
         chunk = combos[start:start + 64]
-        rendered = [render_scene(rng, objects=[c], size=PRECISION_SCENE_SIZE, size_range=PRECISION_OBJECT_SIZE).image
+        rendered = [render_scene(rng, objects=[c], size=PRECISION_SCENE_SIZE,
+                                 size_range=PRECISION_OBJECT_SIZE).image
                     for c in chunk]
-        for kind, images in (("rendered", rendered), ("unseen", [unseen_copy(rng, im) for im in rendered])):
-            a, b = (lb.encode_image(lb.clip.preprocessor.frames(images)) for lb in (labeler, other))
+        for kind, images in (("rendered", rendered),
+                             ("unseen", [unseen_copy(rng, im) for im in rendered])):
+            a, b = (lb.encode_image(lb.clip.preprocessor.frames(images))
+                    for lb in (labeler, other))
             top_a, top_b = (lb.logits(emb, lb.encode_text(phrases)).argmax(dim=-1).tolist()
                             for lb, emb in ((labeler, a), (other, b)))
             truth = [phrases.index(phrase(*c)) for c in chunk]
@@ -123,8 +133,8 @@ def precision_agreement(labeler, other, seed: int, per_combo: int) -> Dict[str, 
             out["other"] += [y == t for y, t in zip(top_b, truth)]
     return {kind: {"embedding_cosine_mean": round(float(np.mean(r["cos"])), 6),
                    "embedding_cosine_min": round(min(r["cos"]), 6),
-                   "top1_agreement": _mean(r["agree"]), "top1": _mean(r["ours"]), "top1_other": _mean(r["other"]),
-                   "n": len(r["cos"])}
+                   "top1_agreement": _mean(r["agree"]), "top1": _mean(r["ours"]),
+                   "top1_other": _mean(r["other"]), "n": len(r["cos"])}
             for kind, r in rows.items()}
 
 
@@ -140,7 +150,8 @@ def mask_report(args, config) -> Dict:
     for style in ("own", "unseen"):
         report[style] = {
             "masks": mask_evaluation.mask_quality(engine, style, args.seed, args.scenes),
-            "depth": mask_evaluation.depth_error(engine, style, args.seed, max(1, args.scenes // 5))}
+            "depth": mask_evaluation.depth_error(engine, style, args.seed,
+                                                 max(1, args.scenes // 5))}
     return report
 
 
@@ -178,7 +189,8 @@ def run(args) -> int:
     labeler = ClipLabeler(clip, crop_mode=config.crop_mode, label_tiles=config.label_tiles)
     heldout = heldout_combos(clip.name) if Path(clip.name).is_dir() else []
     report = {"settings": {k: getattr(config, k)
-                           for k in ("score_threshold", "nms_iou", "crop_mode", "label_tiles", "track_iou")},
+                           for k in ("score_threshold", "nms_iou", "crop_mode", "label_tiles",
+                                     "track_iou")},
               "seed": args.seed, "model": clip.name,
               "precision": str(clip.dtype).removeprefix("torch."),
               "sizes": {"n": args.n, "scenes": args.scenes, "sequences": args.sequences}}

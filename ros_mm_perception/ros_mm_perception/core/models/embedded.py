@@ -41,7 +41,8 @@ def phrases_outside_world(phrases: Sequence[str], model_dir=EMBEDDED_CLIP_DIR) -
         return []
     words = {w.lower() for w in [*world["colours"], *world["shapes"]]} | set(FILLER_WORDS)
     return [p
-            for p in dict.fromkeys(phrases)  # each once: labels and detect phrases often share some
+            # each once: labels and detect phrases often share some
+            for p in dict.fromkeys(phrases)
             if not set(p.lower().replace(",", " ").replace(".", " ").split()) <= words]
 
 

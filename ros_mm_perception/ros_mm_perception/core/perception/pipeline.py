@@ -396,7 +396,7 @@ class PerceptionPipeline:
             proposals = [[] for _ in detect_images]
         else:
             proposals = [list(d) for d in self._paligemma.detect_batch(detect_images, list(phrases))]
-        labels, clip_probs = self._clip_scores(label_images, detect_images, proposals, phrases)
+        detections = None
         if source == "clip" and phrases:
             detections = [ground_with_clip(self._labeler, image, list(phrases), score_threshold=threshold)
                           for image in detect_images]
@@ -405,7 +405,12 @@ class PerceptionPipeline:
                           for dets in self._owl.detect_batch(detect_images, list(phrases), threshold)]
         elif source == "sam3" and phrases:
             detections = self._sam3.detect_batch(detect_images, list(phrases), threshold)
-        else:
+        # the object memory needs each detection's crop embedding: PaliGemma's crops are scored
+        # anyway; OWL's and CLIP-only grounding's boxes join the frame's CLIP batch
+        embed = detections if cfg.memory_enabled and detections is not None else None
+        labels, clip_probs = self._clip_scores(label_images, detect_images, proposals, phrases,
+                                               embed)
+        if detections is None:
             detections = []
             for dets, probs in zip(proposals, clip_probs):
                 for det, score in zip(dets, combine_scores([d.score for d in dets], probs)):
@@ -430,9 +435,15 @@ class PerceptionPipeline:
                     det.mask = mask
 
     @torch.inference_mode()
-    def _clip_scores(self, label_images, detect_images, proposals, phrases):
-        """Whole-frame labels and per-box CLIP probabilities from one CLIP image batch."""
-        crops = [(i, square) for i, dets in enumerate(proposals) if dets
+    def _clip_scores(self, label_images, detect_images, proposals, phrases, embed=None):
+        """Whole-frame labels and per-box CLIP probabilities from one CLIP image batch.
+
+        With ``config.memory_enabled``, each proposal gets the embedding of its context crop; so do
+        the detections of ``embed`` (per detect image, when the boxes came from another source than
+        PaliGemma: their crops join the batch, for embeddings only).
+        """
+        boxes = proposals if embed is None else embed
+        crops = [(i, square) for i, dets in enumerate(boxes) if dets
                  for square in context_squares([d.box for d in dets], *detect_images[i].shape[:2])]
         if not label_images and not crops:
             return [], [np.zeros(0) for _ in proposals]
@@ -452,9 +463,13 @@ class PerceptionPipeline:
         text = self._text_matrix(vocabulary + (BACKGROUND_PROMPT,)) if label_images else None
         probs, crop_embeddings = self._labeler.frame_probabilities(
             [on_device(image) for image in label_images], text, crop_pixels)
+        if self.config.memory_enabled and crops:
+            rows = crop_embeddings.cpu().numpy()
+            for det, row in zip([d for dets in boxes for d in dets], rows):
+                det.embedding = row
         labels = [top_labels(row, vocabulary, self.config.top_k) for row in probs.cpu().numpy()]
         box_probs = np.zeros(0)
-        if crops:
+        if crops and embed is None:
             extra = [d.phrase for dets in proposals for d in dets]
             competing = tuple(dict.fromkeys([*phrases, *NULL_PROMPTS, *extra]))
             text = self._text_matrix(competing)

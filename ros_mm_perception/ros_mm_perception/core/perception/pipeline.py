@@ -1,23 +1,26 @@
-"""The ROS-free perception pipeline: frames in, labels and tracked, language-grounded detections out.
+"""The ROS-free perception pipeline: frames in, labels and tracked, language-grounded detections
+out.
 
-One :class:`PerceptionPipeline` owns one copy of each model and serves every camera; the live node and
-the offline tools run the same object. Per frame (or per batch of frames from several cameras):
+One :class:`PerceptionPipeline` owns one copy of each model and serves every camera; the live node
+and the offline tools run the same object. Per frame (or per batch of frames from several cameras):
 
 * **labels** – CLIP zero-shot labels over ``config.labels`` (top ``config.top_k``);
 * **detections** for ``config.detect_phrases`` from ``config.grounding_source``:
 
-  - ``paligemma``: PaliGemma ``detect`` boxes, each re-scored by CLIP exactly as CLIP-only grounding
-    scores its proposals: the square context crop around the box
-    (:func:`~ros_mm_perception.core.perception.clip_grounding.context_squares`) against the detect phrases plus
-    the null prompts (``"background"``, ``"an object"``) and any other phrase in the answer;
-    ``p_clip`` is the softmax probability of the box's own phrase. The final score is the geometric
-    mean ``sqrt(p_paligemma * p_clip)``: high only when both models agree, on the same [0, 1] scale
-    for every phrase and frame. Boxes below ``score_threshold`` are dropped and same-phrase boxes
-    overlapping more than ``nms_iou`` are suppressed (highest score kept);
-  - ``clip``: CLIP-only grounding (:func:`~ros_mm_perception.core.perception.clip_grounding.ground_with_clip`:
-    region proposals scored by CLIP, thresholded and suppressed);
-  - ``owl``: OWLv2 / OWL-ViT (:mod:`~ros_mm_perception.core.models.owl`): one box per image patch, scored
-    against the cached phrase queries, thresholded and suppressed like PaliGemma's boxes (no CLIP re-scoring);
+  - ``paligemma``: PaliGemma ``detect`` boxes, each re-scored by CLIP exactly as CLIP-only
+    grounding scores its proposals: the square context crop around the box
+    (:func:`~ros_mm_perception.core.perception.clip_grounding.context_squares`) against the detect
+    phrases plus the null prompts (``"background"``, ``"an object"``) and any other phrase in the
+    answer; ``p_clip`` is the softmax probability of the box's own phrase. The final score is the
+    geometric mean ``sqrt(p_paligemma * p_clip)``: high only when both models agree, on the same
+    [0, 1] scale for every phrase and frame. Boxes below ``score_threshold`` are dropped and
+    same-phrase boxes overlapping more than ``nms_iou`` are suppressed (highest score kept);
+  - ``clip``: CLIP-only grounding
+    (:func:`~ros_mm_perception.core.perception.clip_grounding.ground_with_clip`: region proposals
+    scored by CLIP, thresholded and suppressed);
+  - ``owl``: OWLv2 / OWL-ViT (:mod:`~ros_mm_perception.core.models.owl`): one box per image patch,
+    scored against the cached phrase queries, thresholded and suppressed like PaliGemma's boxes (no
+    CLIP re-scoring);
   - ``sam3``: SAM 3 (:mod:`~ros_mm_perception.core.models.sam3`): every instance of each phrase
     with a box, a mask and a score (query probability times the phrase's presence probability),
     thresholded by ``score_threshold``; one image-encoder call per batch, cached phrase encodings;
@@ -27,14 +30,16 @@ the offline tools run the same object. Per frame (or per batch of frames from se
 
 * **masks** – with ``mask_model`` (SAM or SAM 2, :mod:`~ros_mm_perception.core.models.sam`) each
   detection gets a mask, prompted with its box; one image embedding per frame serves all its boxes;
-* **tracking** – a :class:`~ros_mm_perception.core.perception.tracking.Tracker` per camera sets ``track_id``;
-* **3D** – with depth and intrinsics on the frame, :func:`~ros_mm_perception.core.perception.geometry.locate`
-  sets ``xyz`` and ``size_xyz`` (from the mask's pixels when the detection has a mask).
+* **tracking** – a :class:`~ros_mm_perception.core.perception.tracking.Tracker` per camera sets
+  ``track_id``;
+* **3D** – with depth and intrinsics on the frame,
+  :func:`~ros_mm_perception.core.perception.geometry.locate` sets ``xyz`` and ``size_xyz`` (from
+  the mask's pixels when the detection has a mask).
 
 Each part has its own maximum rate per camera (``labels_rate_hz``, ``detect_rate_hz``; 0 = every
 frame), judged by frame stamps on a fixed grid: a part runs on the first frame at or after each due
-time, so 30 Hz input with ``detect_rate_hz=10`` detects on every third frame on average. A stamp that
-goes backwards (a bag restarts, simulation resets) restarts the grid.
+time, so 30 Hz input with ``detect_rate_hz=10`` detects on every third frame on average. A stamp
+that goes backwards (a bag restarts, simulation resets) restarts the grid.
 
 Batches make one call per model: PaliGemma detects on all due frames at once, OWL encodes them in
 one image-tower call, and CLIP encodes the due frames (labels) and every PaliGemma box crop in one
@@ -53,35 +58,41 @@ import numpy as np
 import torch
 
 from ros_mm_perception.core.perception.boxes import nms
-from ros_mm_perception.core.perception.clip_grounding import NULL_PROMPTS, context_squares, ground_with_clip
+from ros_mm_perception.core.perception.clip_grounding import (NULL_PROMPTS, context_squares,
+                                                              ground_with_clip)
 from ros_mm_perception.core.models.clip_model import ClipModel
 from ros_mm_perception.core.config import ConfigError, PerceptionConfig, check_phrases
 from ros_mm_perception.core.errors import UserError
 from ros_mm_perception.core.perception.geometry import check_depth, depth_scale, locate
 from ros_mm_perception.core.perception.labeler import BACKGROUND_PROMPT, ClipLabeler, top_labels
-from ros_mm_perception.core.imaging.preprocess import check_rgb, crop_windows, label_windows, upload
+from ros_mm_perception.core.imaging.preprocess import (check_rgb, crop_windows, label_windows,
+                                                       upload)
 from ros_mm_perception.core.results import Detection, Frame, FrameResult, Label
 from ros_mm_perception.core.perception.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT_MATRICES = 8
-"""How many stacked phrase sets (vocabulary, detect phrases + null prompts, ...) stay on the device."""
+"""How many stacked phrase sets (vocabulary, detect phrases + null prompts, ...) stay on the
+device."""
 WARM_UP_FRAMES = ((480, 640), (360, 640))
-"""Frame shapes (4:3 and 16:9) whose label views :meth:`PerceptionPipeline.warm_up` prepares batches for."""
-MODEL_FIELDS = ("device", "precision", "clip_model", "clip_pretrained", "paligemma_model", "owl_model",
-                "mask_model", "sam3_model")
+"""Frame shapes (4:3 and 16:9) whose label views :meth:`PerceptionPipeline.warm_up` prepares
+batches for."""
+MODEL_FIELDS = ("device", "precision", "clip_model", "clip_pretrained", "paligemma_model",
+                "owl_model", "mask_model", "sam3_model")
 """Settings fixed for the life of a pipeline (changing them means building a new one)."""
 
 
 def combine_scores(detector_scores, clip_probabilities) -> np.ndarray:
-    """The re-scoring rule: geometric mean of detector confidence and CLIP probability, in [0, 1]."""
+    """The re-scoring rule: geometric mean of detector confidence and CLIP probability, in [0,
+    1]."""
     a = np.clip(np.asarray(detector_scores, dtype=np.float64), 0.0, 1.0)
     b = np.clip(np.asarray(clip_probabilities, dtype=np.float64), 0.0, 1.0)
     return np.sqrt(a * b)
 
 
-def suppress(detections: Sequence[Detection], score_threshold: float, nms_iou: float) -> List[Detection]:
+def suppress(detections: Sequence[Detection], score_threshold: float,
+             nms_iou: float) -> List[Detection]:
     """Drop detections under ``score_threshold``, then per-phrase NMS; highest score first."""
     kept = [d for d in detections if d.score >= score_threshold]
     out: List[Detection] = []
@@ -92,7 +103,8 @@ def suppress(detections: Sequence[Detection], score_threshold: float, nms_iou: f
 
 
 class RateGate:
-    """Decides by frame stamp whether a part is due, at most ``rate_hz`` times per second on average."""
+    """Decides by frame stamp whether a part is due, at most ``rate_hz`` times per second on
+    average."""
 
     def __init__(self):
         self._due_ns: Optional[int] = None
@@ -124,12 +136,13 @@ class _CameraState:
 class PerceptionPipeline:
     """Labels, grounded detections, tracks and 3D for frames of any number of cameras.
 
-    ``clip``, ``paligemma`` and ``owl`` may be given already loaded (they stay the caller's to close);
-    otherwise they are loaded from ``config`` (PaliGemma and OWL only when their model is set).
+    ``clip``, ``paligemma`` and ``owl`` may be given already loaded (they stay the caller's to
+    close); otherwise they are loaded from ``config`` (PaliGemma and OWL only when their model is
+    set).
     """
 
-    def __init__(self, config: PerceptionConfig, *, clip: Optional[ClipModel] = None, paligemma=None, owl=None,
-                 masker=None, sam3=None):
+    def __init__(self, config: PerceptionConfig, *, clip: Optional[ClipModel] = None,
+                 paligemma=None, owl=None, masker=None, sam3=None):
         if not isinstance(config, PerceptionConfig):
             raise TypeError(f"config must be a PerceptionConfig, got {type(config).__name__}")
         self._lock = threading.RLock()
@@ -139,13 +152,15 @@ class PerceptionPipeline:
 
             from ros_mm_perception.core.models.fast_clip import enable_fast_clip
 
-            clip = load_clip(config.clip_model, config.clip_pretrained, config.device, config.precision)
+            clip = load_clip(config.clip_model, config.clip_pretrained, config.device,
+                             config.precision)
             enable_fast_clip(clip, config.clip_fast_path)
         if paligemma is None and config.paligemma_model:
             from ros_mm_perception.core.models.paligemma import load_paligemma
 
             paligemma = load_paligemma(config.paligemma_model, config.device, config.precision,
-                                       max_new_tokens=config.max_new_tokens, fast_path=config.paligemma_fast_path)
+                                       max_new_tokens=config.max_new_tokens,
+                                       fast_path=config.paligemma_fast_path)
             self._owned.append(paligemma)
         if owl is None and config.owl_model:
             from ros_mm_perception.core.models.fast_owl import enable_fast_owl
@@ -169,8 +184,9 @@ class PerceptionPipeline:
         self._owl = owl
         self._masker = masker
         self._sam3 = sam3
-        self._labeler: Optional[ClipLabeler] = ClipLabeler(clip, config.labels, config.prompt_templates,
-                                                         config.crop_mode, config.label_tiles)
+        self._labeler: Optional[ClipLabeler] = ClipLabeler(
+            clip, config.labels, config.prompt_templates, config.crop_mode, config.label_tiles
+        )
         self._cameras: Dict[str, _CameraState] = {}
         self._stacked: Dict[tuple, torch.Tensor] = {}
         self._check_source(config)
@@ -219,7 +235,11 @@ class PerceptionPipeline:
         """SAM 3, else OWL, else PaliGemma, else CLIP: the best detector configured."""
         if self._sam3 is not None:
             return "sam3"
-        return "owl" if self._owl is not None else "paligemma" if self._paligemma is not None else "clip"
+        return (
+            "owl"
+            if self._owl is not None
+            else "paligemma" if self._paligemma is not None else "clip"
+        )
 
     def update_config(self, config: PerceptionConfig) -> None:
         """Apply run-time changes (vocabulary, phrases, templates, thresholds, rates, tracking).
@@ -233,7 +253,8 @@ class PerceptionPipeline:
             self._check_open()
             for name in MODEL_FIELDS:
                 if getattr(config, name) != getattr(self.config, name):
-                    raise ConfigError(f"{name} cannot change at run time; restart with the new model setting")
+                    raise ConfigError(f"{name} cannot change at run time; restart with the new "
+                                      "model setting")
             self._check_source(config)
             self._configure_paligemma(config)
             self._labeler.set_templates(config.prompt_templates)
@@ -246,8 +267,9 @@ class PerceptionPipeline:
             self.config = config
 
     def reset(self, camera: Optional[str] = None, restart_ids: bool = False) -> None:
-        """Forget tracks and rate state of ``camera`` (all cameras when None); track ids stay unique,
-        unless ``restart_ids`` numbers them from 1 again (a new recording, as in a fresh pipeline)."""
+        """Forget tracks and rate state of ``camera`` (all cameras when None); track ids stay
+        unique, unless ``restart_ids`` numbers them from 1 again (a new recording, as in a fresh
+        pipeline)."""
         with self._lock:
             for name, state in list(self._cameras.items()):
                 if camera is None or name == camera:
@@ -260,16 +282,19 @@ class PerceptionPipeline:
     def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
         """Prepare the fast paths (CUDA graphs, compiled code) for these frame batch sizes now.
 
-        The node calls this at configure time so the first frames do not pay for capture or compilation.
-        CLIP prepares the batches of whole-frame labels (each frame with its tiles, for 4:3 and 16:9
-        frames) and its largest bucket, which region scoring uses. Does nothing on the plain paths.
+        The node calls this at configure time so the first frames do not pay for capture or
+        compilation. CLIP prepares the batches of whole-frame labels (each frame with its tiles,
+        for 4:3 and 16:9 frames) and its largest bucket, which region scoring uses. Does nothing on
+        the plain paths.
         """
         with self._lock:
             encoder = self._clip.fast_encoder if self._clip is not None else None
             if encoder is not None:
-                views = {1 + len(label_windows(h, w, self._labeler.label_tiles)) for h, w in WARM_UP_FRAMES}
+                views = {1 + len(label_windows(h, w, self._labeler.label_tiles))
+                         for h, w in WARM_UP_FRAMES}
                 try:
-                    encoder.warm_up(sorted({n * v for n in batch_sizes for v in views} | {encoder.buckets[-1]}))
+                    encoder.warm_up(sorted({n * v for n in batch_sizes for v in views}
+                                           | {encoder.buckets[-1]}))
                 except Exception:  # as enable_fast_clip: keep open_clip's encoder rather than fail
                     log.exception("CLIP fast path failed to prepare; using open_clip's encoder")
                     self._clip.fast_encoder = None
@@ -290,7 +315,13 @@ class PerceptionPipeline:
             cuda = self._clip.device.type == "cuda"
             for model in self._owned:
                 model.close()
-            self._owned, self._paligemma, self._owl, self._clip, self._labeler = [], None, None, None, None
+            self._owned, self._paligemma, self._owl, self._clip, self._labeler = (
+                [],
+                None,
+                None,
+                None,
+                None,
+            )
             self._masker = self._sam3 = None
             self._stacked = {}
             if cuda:
@@ -299,7 +330,8 @@ class PerceptionPipeline:
     # ------------------------------------------------------------------------------- per frame
 
     def process(self, frame: Frame) -> FrameResult:
-        """Labels and detections (with track ids, and 3D when the frame has depth and intrinsics)."""
+        """Labels and detections (with track ids, and 3D when the frame has depth and
+        intrinsics)."""
         return self.process_batch([frame])[0]
 
     def process_batch(self, frames: Sequence[Frame]) -> List[FrameResult]:
@@ -314,12 +346,14 @@ class PerceptionPipeline:
             for f in frames:
                 state = self._camera(f.camera)
                 ns = f.stamp.to_ns()
-                runs_labels.append(cfg.enable_labels and state.labels_gate.due(ns, cfg.labels_rate_hz))
-                runs_detect.append(source != "off" and state.detect_gate.due(ns, cfg.detect_rate_hz))
+                runs_labels.append(cfg.enable_labels
+                                   and state.labels_gate.due(ns, cfg.labels_rate_hz))
+                runs_detect.append(source != "off"
+                                   and state.detect_gate.due(ns, cfg.detect_rate_hz))
             label_images = [f.image for f, run in zip(frames, runs_labels) if run]
             detect_images = [f.image for f, run in zip(frames, runs_detect) if run]
-            labels, detections = self._run_models(label_images, detect_images, cfg.detect_phrases, source,
-                                                  self._threshold(source))
+            labels, detections = self._run_models(label_images, detect_images, cfg.detect_phrases,
+                                                  source, self._threshold(source))
             labels, detections = iter(labels), iter(detections)
             results = []
             for f, run_labels, run_detect in zip(frames, runs_labels, runs_detect):
@@ -338,7 +372,8 @@ class PerceptionPipeline:
     # -------------------------------------------------------------------------------- services
 
     def _threshold(self, source: str) -> float:
-        """The configured least score of ``source``'s detections (OWL's scores have their own scale)."""
+        """The configured least score of ``source``'s detections (OWL's scores have their own
+        scale)."""
         return self.config.owl_score_threshold if source == "owl" else self.config.score_threshold
 
     def detection_threshold(self) -> float:
@@ -346,7 +381,8 @@ class PerceptionPipeline:
         source = self.detection_source()
         return self._threshold(self._best_source() if source == "off" else source)
 
-    def ground(self, frame: Frame, phrases: Sequence[str], score_threshold: Optional[float] = None) -> FrameResult:
+    def ground(self, frame: Frame, phrases: Sequence[str],
+               score_threshold: Optional[float] = None) -> FrameResult:
         """Detect ``phrases`` in ``frame`` now (no tracking, no rate limit), with 3D when possible.
 
         Uses the configured grounding source; with ``off`` the best one configured (as ``auto``).
@@ -360,7 +396,9 @@ class PerceptionPipeline:
             source = self.detection_source()
             if source == "off":
                 source = self._best_source()
-            threshold = self._threshold(source) if score_threshold is None else float(score_threshold)
+            threshold = (
+                self._threshold(source) if score_threshold is None else float(score_threshold)
+            )
             _, (dets,) = self._run_models([], [frame.image], phrases, source, threshold)
             locate(dets, frame.depth, frame.intrinsics, frame.image.shape)
             result = _empty_result(frame)
@@ -368,12 +406,15 @@ class PerceptionPipeline:
             result.masks_ran = self._masks_run(source)
             return result
 
-    def classify(self, image: np.ndarray, labels: Sequence[str], top_k: Optional[int] = None) -> List[Label]:
-        """Zero-shot labels of ``image`` over ``labels`` (all of them, sorted, unless ``top_k``)."""
+    def classify(self, image: np.ndarray, labels: Sequence[str],
+                 top_k: Optional[int] = None) -> List[Label]:
+        """Zero-shot labels of ``image`` over ``labels`` (all of them, sorted, unless
+        ``top_k``)."""
         labels = check_phrases(labels, "labels")
         with self._lock:
             self._check_open()
-            return self._labeler.label(check_rgb(image), top_k=top_k or len(labels), phrases=labels)
+            return self._labeler.label(check_rgb(image), top_k=top_k or len(labels),
+                                       phrases=labels)
 
     def answer(self, image: np.ndarray, question: str) -> str:
         """PaliGemma's answer to ``question`` about ``image``."""
@@ -395,14 +436,17 @@ class PerceptionPipeline:
         if not phrases or not detect_images or source in ("clip", "owl", "sam3"):
             proposals = [[] for _ in detect_images]
         else:
-            proposals = [list(d) for d in self._paligemma.detect_batch(detect_images, list(phrases))]
+            proposals = [list(d)
+                         for d in self._paligemma.detect_batch(detect_images, list(phrases))]
         detections = None
         if source == "clip" and phrases:
-            detections = [ground_with_clip(self._labeler, image, list(phrases), score_threshold=threshold)
+            detections = [ground_with_clip(self._labeler, image, list(phrases),
+                                           score_threshold=threshold)
                           for image in detect_images]
         elif source == "owl" and phrases:
             detections = [suppress(dets, threshold, cfg.nms_iou)
-                          for dets in self._owl.detect_batch(detect_images, list(phrases), threshold)]
+                          for dets in self._owl.detect_batch(detect_images, list(phrases),
+                                                             threshold)]
         elif source == "sam3" and phrases:
             detections = self._sam3.detect_batch(detect_images, list(phrases), threshold)
         # the object memory needs each detection's crop embedding: PaliGemma's crops are scored
@@ -473,14 +517,17 @@ class PerceptionPipeline:
             extra = [d.phrase for dets in proposals for d in dets]
             competing = tuple(dict.fromkeys([*phrases, *NULL_PROMPTS, *extra]))
             text = self._text_matrix(competing)
-            column = torch.as_tensor([competing.index(d.phrase) for dets in proposals for d in dets], device=device)
+            column = torch.as_tensor(
+                [competing.index(d.phrase) for dets in proposals for d in dets], device=device
+            )
             probs = self._labeler.logits(crop_embeddings, text).softmax(dim=-1)
             box_probs = probs.gather(1, column[:, None])[:, 0].cpu().numpy()
         split = np.cumsum([len(d) for d in proposals])[:-1]
         return labels, np.split(box_probs, split)
 
     def _text_matrix(self, phrases: Tuple[str, ...]) -> torch.Tensor:
-        """The ``P x D`` text embedding matrix of ``phrases``, kept across frames (a few recent sets)."""
+        """The ``P x D`` text embedding matrix of ``phrases``, kept across frames (a few recent
+        sets)."""
         key = (phrases, self._labeler.templates)
         matrix = self._stacked.get(key)
         if matrix is None:
@@ -501,7 +548,8 @@ class PerceptionPipeline:
     def _camera(self, camera: str) -> _CameraState:
         state = self._cameras.get(camera)
         if state is None:
-            state = self._cameras[camera] = _CameraState(self._configure_tracker(Tracker(), self.config))
+            state = self._cameras[camera] = _CameraState(self._configure_tracker(Tracker(),
+                                                                                 self.config))
         return state
 
     @staticmethod
@@ -524,7 +572,8 @@ class PerceptionPipeline:
 
     def _check_source(self, config: PerceptionConfig) -> None:
         if config.grounding_source == "paligemma" and self._paligemma is None:
-            raise ConfigError("grounding_source=paligemma needs a PaliGemma model: set paligemma_model")
+            raise ConfigError("grounding_source=paligemma needs a PaliGemma model: set "
+                              "paligemma_model")
         if config.grounding_source == "owl" and self._owl is None:
             raise ConfigError("grounding_source=owl needs an OWL model: set owl_model")
         if config.grounding_source == "sam3" and self._sam3 is None:
@@ -537,10 +586,12 @@ class PerceptionPipeline:
     def _require_paligemma(self):
         self._check_open()
         if self._paligemma is None:
-            raise UserError("PaliGemma is not configured: set paligemma_model to a model id or directory")
+            raise UserError("PaliGemma is not configured: set paligemma_model to a model id or "
+                            "directory")
         return self._paligemma
 
 
 def _empty_result(frame: Frame) -> FrameResult:
     height, width = frame.image.shape[:2]
-    return FrameResult(camera=frame.camera, frame_id=frame.frame_id, stamp=frame.stamp, width=width, height=height)
+    return FrameResult(camera=frame.camera, frame_id=frame.frame_id, stamp=frame.stamp,
+                       width=width, height=height)

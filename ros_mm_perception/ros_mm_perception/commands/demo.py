@@ -83,7 +83,8 @@ def run(args) -> int:
     except OSError as err:
         raise UserError(f"cannot create the output folder {out}: {err.strerror}") from None
     config = config_from_args(args, grounding_source="owl" if args.owl_model else "clip",
-                              detect_phrases=demo.demo_phrases(), labels=all_phrases())
+                              detect_phrases=demo.demo_phrases(), labels=all_phrases(),
+                              mask_model="embedded")
     scenes = demo.demo_scenes(args.frames, size, args.seed)
     truth = demo.GroundTruthCheck(scenes)
     with OutputStaging() as staging:

@@ -80,7 +80,8 @@ class PerceptionConfig:
         "", "OWLv2 / OWL-ViT hub id, model folder or 'embedded'; empty disables OWL.",
         read_only=True, launch=True)
     mask_model: str = _param(
-        "", "SAM / SAM 2 hub id or model folder giving each detection a mask; empty = no masks.",
+        "", "SAM / SAM 2 hub id, model folder or 'embedded' giving each detection a mask; empty = "
+        "no masks.",
         read_only=True, launch=True)
     sam3_model: str = _param(
         "", "SAM 3 hub id or model folder (boxes and masks per phrase); empty disables SAM 3.",

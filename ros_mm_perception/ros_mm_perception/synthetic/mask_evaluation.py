@@ -3,8 +3,9 @@
 * :func:`mask_quality`: multi-object scenes of the ``own`` and ``unseen`` styles
   (:func:`~.evaluation.render`); each visible object's box, each side moved by up to
   :data:`BOX_JITTER` of the box's size (a detector's box is never exact), prompts the model; the
-  mask's IoU with the renderer's exact visible mask, overall and per shape, and the time per frame
-  (image encoder) and per box (mask decoder) on this machine;
+  mask's IoU with the renderer's exact visible mask, overall and per shape, beside the IoU of the
+  prompt box itself taken as the mask (what a model must beat to add anything), and the time per
+  frame (image encoder) and per box (mask decoder) on this machine;
 * :func:`depth_error`: single objects of hollow and thin shapes (ring, cross, star) at 0.8-2.5 m
   before a wall 0.5-2 m behind them, with sensor noise (1 % of the range) on a rendered depth
   image; the median error of the 3D centre (metres) from the mask's pixels and from the box
@@ -39,6 +40,15 @@ def jittered(rng: np.random.Generator, box, height: int, width: int) -> tuple:
             float(np.clip(x1 + dx1, 0, width)), float(np.clip(y1 + dy1, 0, height)))
 
 
+def box_mask(box, height: int, width: int) -> np.ndarray:
+    """The pixels whose centres lie in ``box``."""
+    x0, y0, x1, y1 = box
+    mask = np.zeros((height, width), bool)
+    r0, r1, c0, c1 = (int(np.ceil(v - 0.5)) for v in (y0, y1, x0, x1))
+    mask[r0:r1, c0:c1] = True
+    return mask
+
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
@@ -48,6 +58,7 @@ def mask_quality(engine, style: str, seed: int, n_scenes: int) -> Dict[str, obje
     """Mean and median mask IoU, per shape, the share of masks at IoU >= 0.75, and timings."""
     rng = np.random.default_rng([seed, 7, STYLES.index(style)])
     ious: List[float] = []
+    box_ious: List[float] = []
     by_shape: Dict[str, List[float]] = {}
     encoder_s, total_s, n_boxes = [], [], 0
     encode = engine.net.get_image_embeddings
@@ -72,7 +83,8 @@ def mask_quality(engine, style: str, seed: int, n_scenes: int) -> Dict[str, obje
             (masks,) = engine.masks([scene.image], [boxes])
             total_s.append(time.perf_counter() - t)
             n_boxes += len(boxes)
-            for obj, mask in zip(objects, masks):
+            for obj, mask, box in zip(objects, masks, boxes):
+                box_ious.append(mask_iou(box_mask(box, h, w), obj.mask))
                 iou = mask_iou(mask, obj.mask)
                 ious.append(iou)
                 by_shape.setdefault(obj.shape, []).append(iou)
@@ -80,6 +92,7 @@ def mask_quality(engine, style: str, seed: int, n_scenes: int) -> Dict[str, obje
         engine.net.get_image_embeddings = encode
     return {"mean_iou": _round(np.mean(ious)), "median_iou": _round(np.median(ious)),
             "iou_at_least_0.75": _round(np.mean(np.array(ious) >= 0.75)),
+            "box_as_mask_mean_iou": _round(np.mean(box_ious)),
             "by_shape": {s: _round(np.mean(v)) for s, v in sorted(by_shape.items())},
             "ms_per_frame": _round(1000 * np.mean(total_s), 1),
             "ms_image_encoder": _round(1000 * np.mean(encoder_s), 1),

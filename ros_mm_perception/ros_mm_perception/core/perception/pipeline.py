@@ -315,13 +315,8 @@ class PerceptionPipeline:
             cuda = self._clip.device.type == "cuda"
             for model in self._owned:
                 model.close()
-            self._owned, self._paligemma, self._owl, self._clip, self._labeler = (
-                [],
-                None,
-                None,
-                None,
-                None,
-            )
+            (self._owned, self._paligemma, self._owl, self._clip,
+             self._labeler) = [], None, None, None, None
             self._masker = self._sam3 = None
             self._stacked = {}
             if cuda:

@@ -36,16 +36,11 @@ def stamped(parent, child, sec, nanosec, xyz, rotation):
     t = TransformStamped()
     t.header.frame_id, t.child_frame_id = parent, child
     t.header.stamp = Time(sec=sec, nanosec=nanosec)
-    t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = (
-        float(v) for v in xyz
-    )
+    (t.transform.translation.x, t.transform.translation.y,
+     t.transform.translation.z) = (float(v) for v in xyz)
     q = rotation.as_quat()
-    (
-        t.transform.rotation.x,
-        t.transform.rotation.y,
-        t.transform.rotation.z,
-        t.transform.rotation.w,
-    ) = (float(v) for v in q)
+    (t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z,
+     t.transform.rotation.w) = (float(v) for v in q)
     return t
 
 

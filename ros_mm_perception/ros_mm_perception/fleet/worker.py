@@ -194,12 +194,8 @@ class LabelWorker:
         from ros_mm_perception.offline.atomic import OutputStaging
         from ros_mm_perception.offline.runner import process_input
 
-        tools, config, path, staging = (
-            self.tools,
-            self.config,
-            Path(task.input),
-            Path(task.staging),
-        )
+        tools, config, path, staging = (self.tools, self.config, Path(task.input),
+                                        Path(task.staging))
         files = Namespace(out=staging / MCAP_NAME,
                           jsonl=staging / JSONL_NAME if tools.jsonl else None,
                           coco=staging / COCO_NAME if tools.coco else None,

@@ -500,10 +500,8 @@ class PerceptionNode(LifecycleNode):
             response.success, response.message = False, str(err)
         except Exception as err:
             self._log_failure("service failed", err)
-            response.success, response.message = (
-                False,
-                f"internal error: {type(err).__name__}: {err}",
-            )
+            response.success, response.message = (False,
+                                                  f"internal error: {type(err).__name__}: {err}")
         return response
 
     def _on_ask(self, request, response):

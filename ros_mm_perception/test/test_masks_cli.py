@@ -96,3 +96,11 @@ def test_eval_embedded_masks_reports_iou_and_3d_error_for_both_styles(sam_dir, c
         assert set(report[style]["depth"]) == {"ring", "cross", "star"}
         for errors in report[style]["depth"].values():
             assert set(errors) == {"median_error_m_mask", "median_error_m_box"}
+
+
+def test_masks_without_a_mask_model_use_the_embedded_one(tiny_clip_dir, frames_folder, capsys):
+    assert main(["detect", str(frames_folder / "000.png"), "red circle", "--clip-model",
+                 str(tiny_clip_dir), "--device", "cpu", "--score-threshold", "0", "--masks",
+                 "--json"]) == 0
+    dets = json.loads(capsys.readouterr().out)["detections"]
+    assert dets and all(decode_rle(d["mask"]).shape == (H, W) for d in dets)

@@ -150,6 +150,17 @@ def test_a_hollow_shape_before_a_wall_keeps_its_own_depth_and_flat_size(shape, n
     assert size[2] < 0.05 + 3 * noise  # flat, not the 1 m gap to the wall
 
 
+def test_a_ring_in_a_loose_box_keeps_its_depth_while_the_wall_fills_most_of_the_box():
+    depth, mask, (x0, y0, x1, y1) = hollow_scene("ring", 0.01)
+    w, h = x1 - x0, y1 - y0
+    loose = (x0 - 0.6 * w, y0 - 0.6 * h, x1 + 0.6 * w, y1 + 0.6 * h)   # a sloppy box
+    bx0, by0, bx1, by1 = (int(round(v)) for v in loose)
+    share = mask[by0:by1, bx0:bx1].mean()
+    assert share < 0.15                                               # mostly wall
+    centre, _ = box_position(depth, K, loose)
+    assert centre[2] == pytest.approx(2.0, abs=0.02)
+
+
 @pytest.mark.parametrize("shape", ["ring", "cross"])
 def test_a_mask_gives_the_median_over_its_pixels_and_the_extents_of_its_points(shape):
     depth, mask, _ = hollow_scene(shape, 0.005)

@@ -34,7 +34,7 @@ import numpy as np
 from ros_mm_perception.core.errors import ImageFormatError
 from ros_mm_perception.core.results import Box, Detection, Intrinsics
 
-MODE_MIN_FRACTION = 0.15
+MODE_MIN_FRACTION = 0.08
 """Least share of a box's (or mask's) valid depths that a depth mode needs to be the object's."""
 MODE_BIN_M = 0.02
 """Depth bin width in metres at 0 m; bins widen by :data:`MODE_BIN_PER_M` per metre of depth."""

@@ -436,3 +436,19 @@ def test_pipeline_reset_can_restart_track_ids(tiny_clip):
     assert min(ids()) > max(first)  # plain reset: ids stay unique
     pipeline.reset(restart_ids=True)
     assert ids() == first  # as a fresh pipeline
+
+
+def test_rejected_transforms_are_counted_per_recording(local_ray, pipeline_args, tmp_path, capsys):
+    import math
+
+    bad = static_tf("base_link", "front_optical", math.nan)
+    bag = write_recording(tmp_path / "tf.mcap", [
+        CameraRecording("/front", rendered_images(2, seed=4),
+                        depths=[np.full((48, 64), 900, np.uint16)] * 2, k=K, frame_id="front_optical")],
+        extra=[("/tf_static", bad, START_NS - 2),
+               ("/tf_static", static_tf("base_link", "front_optical", 1.0), START_NS - 1)])
+    summary = fleet_json(capsys, ["fleet", str(bag), "--out", str(tmp_path / "out"), "--json",
+                                  "--target-frame", "base_link", *pipeline_args])
+    row = summary["per_recording"][0]
+    assert row["status"] == "done" and row["frames"] == 2
+    assert row["transforms_rejected"] == {"NaN or infinite value": 1}

@@ -99,6 +99,8 @@ class Recording:
     damaged: List[str] = field(default_factory=list)
     """What was damaged in the input (a cut-off file, a damaged chunk), one line each, as ``bag``
     says."""
+    transforms_rejected: Dict[str, int] = field(default_factory=dict)
+    """Transforms of /tf and /tf_static left out, per reason (with a target frame), as ``bag``."""
     detections: int = 0
     seconds: float = 0.0
     worker: str = ""
@@ -114,8 +116,8 @@ class Recording:
         row = {"input": self.input,
                "output": str(out_dir / self.name) if self.status != "failed" else None,
                "status": self.status, **{k: getattr(self, k) for k in COUNTS},
-               "damaged": self.damaged, "seconds": round(self.seconds, 3), "worker": self.worker,
-               "attempts": self.attempts}
+               "damaged": self.damaged, "transforms_rejected": self.transforms_rejected,
+               "seconds": round(self.seconds, 3), "worker": self.worker, "attempts": self.attempts}
         if self.reason:
             row["reason"] = self.reason
         return row
@@ -185,6 +187,7 @@ def _run_locked(inputs, out_dir, config, tools, options, progress, report, start
             rec.status = "up-to-date"
             for key in (*COUNTS, "damaged", "seconds", "worker", "attempts"):
                 setattr(rec, key, manifest["summary"][key])
+            rec.transforms_rejected = manifest["summary"].get("transforms_rejected", {})
         elif _plan(rec, config, tools, options):
             todo.append(rec)
         else:
@@ -395,6 +398,8 @@ class _Run:
         for key in COUNTS:
             setattr(rec, key, sum(p[key] for p in parts))
         rec.damaged = [line for p in parts for line in p["damaged"]]
+        rec.transforms_rejected = {reason: n for p in parts
+                                   for reason, n in p["transforms_rejected"].items()}
         rec.seconds = sum(p["seconds"] for p in parts)
         names = self.tools.output_names()
         if len(parts) == 1:
@@ -402,8 +407,8 @@ class _Run:
         else:  # windows without frames wrote nothing
             folder = self.staging.new(f"{rec.name}.merged")
             merge_windows([Path(p["staging"]) for p in parts if p["frames"]], folder, names)
-        summary = {key: getattr(rec, key)
-                   for key in (*COUNTS, "damaged", "seconds", "worker", "attempts")}
+        summary = {key: getattr(rec, key) for key in (*COUNTS, "damaged", "transforms_rejected",
+                                                      "seconds", "worker", "attempts")}
         write_manifest(folder, {**rec.identity, "outputs": names, "summary": summary})
         self.staging.publish(folder, self.out_dir / rec.name)
         rec.status = "done"

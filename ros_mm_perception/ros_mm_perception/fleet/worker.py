@@ -225,5 +225,6 @@ class LabelWorker:
                     "worker": self.name}
         return {"status": "done", "worker": self.name, "frames": summary.frames,
                 "skipped": summary.skipped, "damaged": summary.damaged,
+                "transforms_rejected": summary.transforms_rejected,
                 "detections": summary.detections, "per_label": dict(summary.per_label),
                 "seconds": summary.seconds}

@@ -444,7 +444,8 @@ def test_rejected_transforms_are_counted_per_recording(local_ray, pipeline_args,
     bad = static_tf("base_link", "front_optical", math.nan)
     bag = write_recording(tmp_path / "tf.mcap", [
         CameraRecording("/front", rendered_images(2, seed=4),
-                        depths=[np.full((48, 64), 900, np.uint16)] * 2, k=K, frame_id="front_optical")],
+                        depths=[np.full((48, 64), 900, np.uint16)] * 2, k=K,
+                        frame_id="front_optical")],
         extra=[("/tf_static", bad, START_NS - 2),
                ("/tf_static", static_tf("base_link", "front_optical", 1.0), START_NS - 1)])
     summary = fleet_json(capsys, ["fleet", str(bag), "--out", str(tmp_path / "out"), "--json",

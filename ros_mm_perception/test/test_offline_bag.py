@@ -87,7 +87,9 @@ def stamps(msgs, topic):
 
 def test_bag_writes_the_node_topics_with_input_headers(processed):
     summary, out = processed
-    assert set(summary) == {"frames", "detections", "skipped", "per_label", "seconds", "damaged"}
+    assert set(summary) == {"frames", "detections", "skipped", "per_label", "seconds", "damaged",
+                            "transforms_rejected"}
+    assert summary["transforms_rejected"] == {}
     assert summary["damaged"] == []
     assert (summary["frames"], summary["skipped"]) == (5, 0)
 

@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="least detection score of every source (default: each source's own, "
                         "score_threshold or owl_score_threshold)")
-    add_config_options(p, ("owl_model", "clip_model", "device"),
+    add_config_options(p, ("owl_model", "clip_model", "device", "precision"),
                        defaults={"owl_model": EMBEDDED, "device": "cpu"})
     add_threads_option(p, 1)
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -3,7 +3,8 @@
 For each model of :data:`CPU_MODELS` (random weights at the real size; ``embedded`` is the shipped
 model) one 640x480 frame goes to labels three ways, the calls taking turns (plain, fp32, int8,
 plain, ...): plain open_clip in fp32 (its own PIL transform and encoder), ours in fp32 and ours in
-int8 (``ClipLabeler.label`` on the frame alone, ``freeze`` fast path). Each row has wall-clock and
+int8 (``ClipLabeler.label`` on the frame alone, ``freeze`` fast path); on a CPU with bf16 units
+ours in bf16 too. Each row has wall-clock and
 thread-CPU medians, the speedups over plain, frames per second on one core (from the thread CPU
 time of the faster of ours), the cosine of the int8 image embeddings to fp32 on
 :data:`COSINE_FRAMES` frames and the precision ``auto`` picks on this CPU. The embedded detector
@@ -26,10 +27,11 @@ from ros_mm_perception.commands.bench.harness import VOCABULARY
 CPU_MODELS = ("ViT-B-16", "ViT-B-32", "MobileCLIP-S1", "MobileCLIP-S2", "embedded")
 """open_clip architectures timed by ``--cpu-only`` (``embedded``: the model in the package)."""
 COSINE_FRAMES = 8
-CPU_FIGURES = ("auto_precision", "plain_ms", "fp32_ms", "int8_ms", "plain_thread_cpu_ms",
-               "fp32_thread_cpu_ms", "int8_thread_cpu_ms", "fp32_speedup", "int8_speedup",
-               "thread_cpu_fp32_speedup", "thread_cpu_int8_speedup", "frames_per_s_one_core",
-               "int8_layers", "int8_cosine_min")
+CPU_FIGURES = ("auto_precision", "plain_ms", "fp32_ms", "int8_ms", "bf16_ms",
+               "plain_thread_cpu_ms", "fp32_thread_cpu_ms", "int8_thread_cpu_ms",
+               "bf16_thread_cpu_ms", "fp32_speedup", "int8_speedup", "bf16_speedup",
+               "thread_cpu_fp32_speedup", "thread_cpu_int8_speedup", "thread_cpu_bf16_speedup",
+               "frames_per_s_one_core", "int8_layers", "int8_cosine_min")
 OWL_FIGURES = ("auto_precision", "plain_ms", "fp32_ms", "int8_ms", "plain_thread_cpu_ms",
                "fp32_thread_cpu_ms", "int8_thread_cpu_ms", "fp32_speedup", "int8_speedup",
                "thread_cpu_fp32_speedup", "thread_cpu_int8_speedup", "int8_max_score_diff")
@@ -93,7 +95,7 @@ class CpuBench(ClipBench):
                              os.path.join(self.workdir, "cpu", name)))
 
     def cpu_clip(self, name: str) -> Dict:
-        from ros_mm_perception.core.devices import resolve_precision
+        from ros_mm_perception.core.devices import resolve_precision, runs_bf16_natively
         from ros_mm_perception.core.models.clip_model import (load_clip, open_clip_config,
                                                               transformer_width)
         from ros_mm_perception.core.models.fast_clip import enable_fast_clip
@@ -110,7 +112,7 @@ class CpuBench(ClipBench):
         plain, _ = self.plain_open_clip(f"local-dir:{folder}", None)
         calls = {"plain": plain}
         models = {}
-        for precision in ("fp32", "int8"):
+        for precision in ("fp32", "int8") + (("bf16",) if runs_bf16_natively() else ()):
             clip = load_clip(folder, device="cpu", precision=precision)
             if clip.precision != precision:  # a tower without linear layers: int8 is fp32
                 continue
@@ -119,7 +121,7 @@ class CpuBench(ClipBench):
             calls[precision] = lambda labeler=labeler: labeler.label(self.frame)
             models[precision] = clip
         out.update(self.race(calls))
-        ours = min(out.get(f"{p}_thread_cpu_ms") or float("inf") for p in ("fp32", "int8"))
+        ours = min(out.get(f"{p}_thread_cpu_ms") or float("inf") for p in models)
         out["frames_per_s_one_core"] = round(1e3 / ours, 2)
         if "int8" in models:
             out["int8_layers"] = quantized_layers(models["int8"].model.visual)

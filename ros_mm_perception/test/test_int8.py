@@ -113,6 +113,13 @@ def test_auto_picks_int8_only_without_bf16_units(monkeypatch, native_bf16):
     assert resolve_dtype("auto", CPU, width=512) == bf16
 
 
+def test_auto_keeps_fp32_where_int8_kernels_are_not_x86s(monkeypatch):
+    monkeypatch.setattr(devices, "runs_bf16_natively", lambda: False)
+    monkeypatch.setattr(devices, "int8_kernels_measured", lambda: False)  # e.g. ARM's QNNPACK
+    assert resolve_precision("auto", CPU, width=512, int8_width=768) == "fp32"
+    assert resolve_precision("int8", CPU) == "int8"
+
+
 def test_int8_is_a_cpu_precision():
     with pytest.raises(UserError, match="CPU only"):
         resolve_precision("int8", CUDA)

@@ -90,6 +90,15 @@ matrices too small for quantizing each input to pay; the bound lies between, as 
 """
 
 
+def int8_kernels_measured() -> bool:
+    """Whether torch's int8 kernels here are x86's fbgemm, the ones measured for ``auto``.
+
+    On ARM torch runs int8 through QNNPACK, not measured: ``auto`` stays fp32 there and ``int8``
+    may be set by hand.
+    """
+    return torch.backends.quantized.engine in ("x86", "fbgemm")
+
+
 def resolve_precision(precision: str, device: torch.device, *, cuda_default: str = "fp16",
                       width: Optional[int] = None, int8_width: Optional[int] = None) -> str:
     """The precision a model runs in: ``precision`` itself, or what ``auto`` picks for it here.
@@ -97,14 +106,16 @@ def resolve_precision(precision: str, device: torch.device, *, cuda_default: str
     ``auto`` is ``cuda_default`` on CUDA. On the CPU it is bf16 where bf16 runs natively and the
     model's embedding ``width`` (when given) is at least :data:`MIN_BF16_WIDTH`; on a CPU without
     bf16 units int8 for models with an int8 image tower (``int8_width``, its hidden width) at least
-    :data:`MIN_INT8_WIDTH` wide; else fp32. ``int8`` runs on the CPU only.
+    :data:`MIN_INT8_WIDTH` wide, where torch's int8 kernels are x86's
+    (:func:`int8_kernels_measured`); else fp32. ``int8`` runs on the CPU only.
     """
     if precision in ("", "auto"):
         if device.type == "cuda":
             return cuda_default
         if runs_bf16_natively():
             return "bf16" if width is None or width >= MIN_BF16_WIDTH else "fp32"
-        return INT8 if int8_width is not None and int8_width >= MIN_INT8_WIDTH else "fp32"
+        wide = int8_width is not None and int8_width >= MIN_INT8_WIDTH
+        return INT8 if wide and int8_kernels_measured() else "fp32"
     if precision not in _DTYPES and precision != INT8:
         raise UserError(f"unknown precision {precision!r}: use auto, fp32, fp16, bf16 or int8")
     if precision == INT8 and device.type != "cpu":

@@ -1,11 +1,14 @@
-"""``ros-mm-perception eval-grounding [--sources clip,owl] [--json]``: detection quality per grounding source.
+"""``ros-mm-perception eval-grounding [--sources clip,owl] [--json]``: detection quality per
+grounding source.
 
 Each source runs through :meth:`PerceptionPipeline.ground` (at its default threshold,
-``score_threshold`` or ``owl_score_threshold``, unless ``--threshold`` is given) on two sets of multi-object scenes (2-4 objects each), queried with the
-phrases of their objects plus one absent phrase, drawn by :func:`ros_mm_perception.synthetic.evaluation.render`
-as ``eval-embedded`` draws them:
+``score_threshold`` or ``owl_score_threshold``, unless ``--threshold`` is given) on two sets of
+multi-object scenes (2-4 objects each), queried with the phrases of their objects plus one absent
+phrase, drawn by :func:`ros_mm_perception.synthetic.evaluation.render` as ``eval-embedded`` draws
+them:
 
-* ``own``: 640x480 scenes of :mod:`ros_mm_perception.synthetic.scenes` from a seed that no training uses;
+* ``own``: 640x480 scenes of :mod:`ros_mm_perception.synthetic.scenes` from a seed that no training
+  uses;
 * ``unseen``: :mod:`ros_mm_perception.synthetic.unseen` scenes, a style the generator never makes
   (other shades, outlines, shadows, backgrounds, clutter, JPEG), at frame sizes of several aspects.
 
@@ -37,12 +40,15 @@ SOURCES = ("clip", "owl")
 def add_parser(sub) -> None:
     from ros_mm_perception.core.models.owl import EMBEDDED
 
-    p = sub.add_parser("eval-grounding", help="recall, precision and absent-phrase rate of grounding sources",
-                       description="Measure grounding sources on rendered scenes: the project's own and "
-                                   "scenes the generator never makes.")
-    p.add_argument("--sources", default=",".join(SOURCES), help="comma-separated sources (default: %(default)s)")
+    p = sub.add_parser("eval-grounding",
+                       help="recall, precision and absent-phrase rate of grounding sources",
+                       description="Measure grounding sources on rendered scenes: the project's "
+                                   "own and scenes the generator never makes.")
+    p.add_argument("--sources", default=",".join(SOURCES),
+                   help="comma-separated sources (default: %(default)s)")
     p.add_argument("--scenes", type=int, default=100, help="scenes per set (default %(default)s)")
-    p.add_argument("--sets", default="own,unseen", help="own, unseen or both (default: %(default)s)")
+    p.add_argument("--sets", default="own,unseen",
+                   help="own, unseen or both (default: %(default)s)")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help=f"scene seed (default {EVAL_SEED})")
     p.add_argument("--threshold", type=float, default=None,
                    help="least detection score of every source (default: each source's own, "
@@ -64,7 +70,11 @@ def evaluation_scenes(kind: str, seed: int, n: int) -> List[Tuple[object, List[s
     rng = np.random.default_rng([seed, evaluation.STYLES.index(kind)])
     out = []
     for _ in range(n):
-        size = evaluation.GROUNDING_SIZE if kind == "own" else UNSEEN_SIZES[int(rng.integers(len(UNSEEN_SIZES)))]
+        size = (
+            evaluation.GROUNDING_SIZE
+            if kind == "own"
+            else UNSEEN_SIZES[int(rng.integers(len(UNSEEN_SIZES)))]
+        )
         scene = evaluation.render(kind, rng, n_objects=int(rng.integers(2, 5)), size=size,
                                   size_range=evaluation.GROUNDING_OBJECT_SIZE)
         present = list(dict.fromkeys(o.phrase for o in scene.objects))
@@ -74,7 +84,8 @@ def evaluation_scenes(kind: str, seed: int, n: int) -> List[Tuple[object, List[s
 
 
 def evaluate(pipeline, scenes, threshold) -> Dict[str, float]:
-    """Recall, precision, absent-phrase rate, mean IoU and ms per frame of ``pipeline.ground`` on ``scenes``."""
+    """Recall, precision, absent-phrase rate, mean IoU and ms per frame of ``pipeline.ground`` on
+    ``scenes``."""
     from ros_mm_perception.core.perception.boxes import box_iou
     from ros_mm_perception.core.results import Frame
     from ros_mm_perception.synthetic.evaluation import MIN_VISIBLE, match
@@ -84,7 +95,8 @@ def evaluate(pipeline, scenes, threshold) -> Dict[str, float]:
     seconds = 0.0
     for scene, present, absent in scenes:
         start = time.perf_counter()
-        dets = pipeline.ground(Frame(scene.image), present + [absent], score_threshold=threshold).detections
+        dets = pipeline.ground(Frame(scene.image), present + [absent],
+                               score_threshold=threshold).detections
         seconds += time.perf_counter() - start
         objects = [o for o in scene.objects if o.visible_fraction >= MIN_VISIBLE]
         pairs = match(dets, objects)
@@ -94,9 +106,12 @@ def evaluate(pipeline, scenes, threshold) -> Dict[str, float]:
         matched += len(pairs)
         absent_hits += any(d.phrase == absent for d in dets)
     n = max(1, len(scenes))
-    return {"recall": round(matched / max(1, objects_n), 4), "precision": round(matched / max(1, detections_n), 4),
-            "absent_rate": round(absent_hits / n, 4), "mean_iou": round(float(np.mean(ious)) if ious else 0.0, 4),
-            "ms_per_frame": round(1000 * seconds / n, 1), "objects": objects_n, "scenes": len(scenes)}
+    return {"recall": round(matched / max(1, objects_n), 4),
+            "precision": round(matched / max(1, detections_n), 4),
+            "absent_rate": round(absent_hits / n, 4),
+            "mean_iou": round(float(np.mean(ious)) if ious else 0.0, 4),
+            "ms_per_frame": round(1000 * seconds / n, 1), "objects": objects_n,
+            "scenes": len(scenes)}
 
 
 def run(args) -> int:
@@ -122,8 +137,11 @@ def run(args) -> int:
                               owl_model=base.owl_model if source == "owl" else "")
         pipeline = PerceptionPipeline(config)
         try:
-            report[source] = {kind: evaluate(pipeline, scenes, args.threshold) for kind, scenes in scene_sets.items()}
-            thresholds[source] = pipeline.detection_threshold() if args.threshold is None else args.threshold
+            report[source] = {kind: evaluate(pipeline, scenes, args.threshold)
+                              for kind, scenes in scene_sets.items()}
+            thresholds[source] = (
+                pipeline.detection_threshold() if args.threshold is None else args.threshold
+            )
         finally:
             pipeline.close()
     out = {"sources": report, "score_thresholds": thresholds, "nms_iou": base.nms_iou,
@@ -131,9 +149,10 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"{'source':<8}{'set':<8}{'recall':>8}{'precision':>11}{'absent':>8}{'IoU':>7}{'ms/frame':>10}")
+        print(f"{'source':<8}{'set':<8}{'recall':>8}{'precision':>11}{'absent':>8}{'IoU':>7}"
+              f"{'ms/frame':>10}")
         for source, sets_ in report.items():
             for kind, r in sets_.items():
-                print(f"{source:<8}{kind:<8}{r['recall']:>8.3f}{r['precision']:>11.3f}{r['absent_rate']:>8.3f}"
-                      f"{r['mean_iou']:>7.3f}{r['ms_per_frame']:>10.1f}")
+                print(f"{source:<8}{kind:<8}{r['recall']:>8.3f}{r['precision']:>11.3f}"
+                      f"{r['absent_rate']:>8.3f}{r['mean_iou']:>7.3f}{r['ms_per_frame']:>10.1f}")
     return 0

@@ -217,6 +217,37 @@ def test_query_by_embedding_finds_unseen_phrases_and_not_absent_ones(rng):
     assert memory.query("blue square", encode_text=encode)[0].match == 1.0
 
 
+def test_an_object_named_by_several_phrases_is_found_by_the_one_its_crops_show(rng):
+    """The blue triangle is called "blue circle" twice as often; the blue ring is also called
+    "blue triangle" half the time. CLIP's view of the crops decides which is the blue triangle,
+    even where every crop is nearer to "an object" than to any phrase (a small CLIP)."""
+    names = ["blue triangle", "blue circle", "blue ring", "background"]
+    vectors = {n: unit(rng.normal(size=64)) for n in names}
+    vectors["an object"] = common = unit(rng.normal(size=64))
+
+    def encode(phrases):
+        return np.stack([vectors[p] for p in phrases])
+
+    triangle, ring = (2.0, 0.3, 0.4), (2.5, -0.4, 0.6)
+    crops = {triangle: unit(common + 0.6 * vectors["blue triangle"]),
+             ring: unit(common + 0.6 * vectors["blue ring"])}
+    memory = ObjectMemory("map")
+    for i in range(6):
+        pose = camera_pose((0.1 * np.sin(i), 0.1 * np.cos(i), 0.5))
+        seen = [("blue circle", triangle), ("blue ring", ring), ("blue triangle", ring)]
+        if i % 2:
+            seen.append(("blue triangle", triangle))
+        result = frame(pose, seen, i * S, embeddings=[crops[xyz] for _, xyz in seen])
+        memory.update(result, view(pose, i * S, names[:3]))
+    found = memory.query("blue triangle", encode_text=encode, logit_scale=20.0)
+    assert np.linalg.norm(found[0].record.mean - triangle) < 0.05
+    assert found[0].match >= MATCH_THRESHOLD
+    assert memory.query("blue circle", encode_text=encode, logit_scale=20.0) == []
+    # without CLIP, the phrase evidence share alone ranks
+    shares = memory.query("blue triangle", min_match=0.0)
+    assert np.linalg.norm(shares[0].record.mean - ring) < 0.05
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

@@ -30,9 +30,12 @@ Per frame (:meth:`ObjectMemory.update`):
   reliably.
 
 Queries (:meth:`ObjectMemory.query`) rank confirmed records by a match score in [0, 1], the larger
-of two parts: the phrase evidence share of the asked phrase (1.0 for an object only ever detected
-as that phrase), and, with a text encoder, an embedding part from the CLIP logits
-``l(p) = scale * cos(text(p), mean crop embedding)``:
+of two parts, both from the CLIP logits ``l(p) = scale * cos(text(p), mean crop embedding)``
+when a text encoder is given. The phrase part is the asked phrase's share of the record's phrase
+evidence with each phrase's evidence ``e(p)`` weighted by ``exp(l(p))``:
+``e(q) exp(l(q)) / sum_p e(p) exp(l(p))`` over the record's phrases (without a text encoder, the
+plain share; 1.0 for an object only ever detected as that phrase), so an object the detector
+names by several phrases is found by the phrase its crops show. The embedding part is
 ``sigmoid(min(l(q) - l(own) + MATCH_TOLERANCE, l(q) - max l(other)))``, where ``own`` is the
 record's best-described phrase and ``other`` runs over every other phrase the memory knows plus
 :data:`NULL_PROMPTS`. So a phrase never in the detection vocabulary ("red thing") finds the object
@@ -812,6 +815,18 @@ class ObjectMemory:
             logit_scale * (asked - best_other),
         )
         embed = 1.0 / (1.0 + np.exp(-np.clip(margin, -50.0, 50.0)))
+        if code is not None:  # the evidence share, each phrase weighted by CLIP's view of the crops
+            held = np.flatnonzero(cols.has_phrase[chosen, code])
+            if held.size:
+                n = len(cols.codes)
+                own = cols.has_phrase[chosen[held], :n]
+                logits = np.where(own, logit_scale * known[chosen[held], :n], -np.inf)
+                weights = cols.evidence[chosen[held], :n] * np.exp(
+                    logits - logits.max(axis=1, keepdims=True)
+                )
+                shares = scores[embedded]
+                shares[held] = weights[:, code] / np.maximum(weights.sum(axis=1), 1e-300)
+                scores[embedded] = shares
         scores[embedded] = np.maximum(scores[embedded], embed)
         return scores
 

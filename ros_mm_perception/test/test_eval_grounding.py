@@ -34,3 +34,31 @@ def test_reports_every_source_and_set_and_a_threshold_of_one_finds_nothing(capsy
     assert strict["score_thresholds"] == {"clip": 1.0, "owl": 1.0}
     assert all(f["recall"] == 0.0 for sets in strict["sources"].values() for f in sets.values())
     assert report["sources"]["clip"]["own"]["recall"] > 0.0
+
+
+def test_compare_precision_reports_int8_agreement_with_fp32(capsys):
+    assert main(["eval-grounding", "--scenes", "2", "--sources", "owl", "--json",
+                 "--precision", "fp32", "--compare-precision", "int8"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    compared = report["compare_precision"]
+    assert compared["precisions"] == {"reference": "fp32", "compared": "int8"}
+    for kind in ("own", "unseen"):
+        figures = compared["sets"][kind]
+        assert figures["scenes"] == 2 and 0.0 <= figures["recall"] <= 1.0
+        assert figures["detected_patches"] > 0 and 0.9 <= figures["top1_agreement"] <= 1.0
+        assert 0.0 < figures["max_score_diff"] < 0.05
+        assert 0.99 < figures["class_embedding_cosine_min"] < 1.0
+
+
+def test_compare_precision_with_itself_agrees_exactly(capsys):
+    assert main(["eval-grounding", "--scenes", "1", "--sets", "own", "--sources", "owl",
+                 "--json", "--precision", "fp32", "--compare-precision", "fp32"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    figures = report["compare_precision"]["sets"]["own"]
+    assert figures["top1_agreement"] == 1.0 and figures["max_score_diff"] == 0.0
+    assert figures["recall"] == report["sources"]["owl"]["own"]["recall"]
+
+
+def test_compare_precision_needs_the_owl_source(capsys):
+    assert main(["eval-grounding", "--sources", "clip", "--compare-precision", "int8"]) == 2
+    assert "--compare-precision" in capsys.readouterr().err

@@ -16,6 +16,12 @@ Per set and source: ``recall`` (objects matched one-to-one by a detection of the
 IoU >= 0.5, :func:`~ros_mm_perception.synthetic.evaluation.match`), ``precision`` (detections so
 matched, among all detections), ``absent_rate`` (absent phrases that got any detection),
 ``mean_iou`` of the matches, and ``ms_per_frame`` (mean wall time of ``ground`` per frame).
+
+``--compare-precision P`` runs the ``owl`` source a second time in precision ``P`` and reports,
+per set, its figures beside those of ``--precision`` and their agreement
+(:func:`precision_agreement`): ``top1_agreement`` (share of the patches the reference detects,
+score above the threshold, whose best phrase ``P`` keeps), ``max_score_diff`` and
+``class_embedding_cosine_min``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import numpy as np
 
 from ros_mm_perception.commands.options import (add_config_options, add_threads_option,
                                                 config_from_args)
+from ros_mm_perception.core.config import PRECISIONS
 from ros_mm_perception.core.errors import UserError
 
 EVAL_SEED = 20261201
@@ -56,6 +63,9 @@ def add_parser(sub) -> None:
     add_config_options(p, ("owl_model", "clip_model", "device", "precision"),
                        defaults={"owl_model": EMBEDDED, "device": "cpu"})
     add_threads_option(p, 1)
+    p.add_argument("--compare-precision", choices=PRECISIONS, default=None,
+                   help="also run the owl source in this precision and report its agreement "
+                        "with --precision's run (top-1 phrase, scores, embeddings)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -114,6 +124,53 @@ def evaluate(pipeline, scenes, threshold) -> Dict[str, float]:
             "scenes": len(scenes)}
 
 
+def precision_agreement(reference, compared, scenes, threshold: float) -> Dict[str, float]:
+    """Agreement of OWL engine ``compared`` with ``reference`` on ``scenes``: per patch whose best
+    score under ``reference`` exceeds ``threshold``, whether ``compared`` gives it the same
+    phrase; the largest difference of best scores and the least cosine of class embeddings over
+    all patches."""
+    import torch
+
+    agree = total = 0
+    score_diff, cosine = 0.0, 1.0
+    for scene, present, absent in scenes:
+        phrases = present + [absent]
+        outputs = []
+        for owl in (reference, compared):
+            pixels = owl.preprocessor(
+                [torch.from_numpy(scene.image).permute(2, 0, 1).to(owl.device)])
+            with torch.inference_mode():
+                encoded = owl.encode_image(pixels)
+                logits = owl.decode(encoded, owl.encode_text(phrases))[0].float()
+            outputs.append((encoded.class_embeds[0].float(),
+                            torch.sigmoid(logits.max(-1).values), logits.argmax(-1)))
+        (emb_a, score_a, top_a), (emb_b, score_b, top_b) = outputs
+        keep = score_a > threshold
+        agree += int((top_a[keep] == top_b[keep]).sum())
+        total += int(keep.sum())
+        score_diff = max(score_diff, float((score_a - score_b).abs().max()))
+        cosine = min(cosine, float(torch.nn.functional.cosine_similarity(emb_a, emb_b).min()))
+    return {"detected_patches": total, "top1_agreement": round(agree / max(1, total), 4),
+            "max_score_diff": round(score_diff, 5), "class_embedding_cosine_min": round(cosine, 5)}
+
+
+def compare_precision(pipeline, precision: str, scene_sets, threshold) -> Dict:
+    """The ``compare_precision`` report: ``pipeline`` (the owl source) run again in
+    ``precision``, per set its figures and :func:`precision_agreement`."""
+    from ros_mm_perception.core.perception.pipeline import PerceptionPipeline
+
+    other = PerceptionPipeline(pipeline.config.replace(precision=precision))
+    try:
+        least = pipeline.detection_threshold() if threshold is None else threshold
+        return {"precisions": {"reference": pipeline.owl.precision,
+                               "compared": other.owl.precision},
+                "sets": {kind: {**evaluate(other, scenes, threshold),
+                                **precision_agreement(pipeline.owl, other.owl, scenes, least)}
+                         for kind, scenes in scene_sets.items()}}
+    finally:
+        other.close()
+
+
 def run(args) -> int:
     import torch
 
@@ -129,8 +186,11 @@ def run(args) -> int:
     torch.set_num_threads(args.threads)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.compare_precision and "owl" not in sources:
+        raise UserError("--compare-precision compares the owl source: add owl to --sources")
     scene_sets = {kind: evaluation_scenes(kind, args.seed, args.scenes) for kind in sets}
     report: Dict[str, Dict] = {}
+    compared: Dict = {}
     thresholds: Dict[str, float] = {}
     for source in sources:
         config = base.replace(grounding_source=source,
@@ -139,6 +199,9 @@ def run(args) -> int:
         try:
             report[source] = {kind: evaluate(pipeline, scenes, args.threshold)
                               for kind, scenes in scene_sets.items()}
+            if source == "owl" and args.compare_precision:
+                compared = compare_precision(pipeline, args.compare_precision, scene_sets,
+                                             args.threshold)
             thresholds[source] = (
                 pipeline.detection_threshold() if args.threshold is None else args.threshold
             )
@@ -146,6 +209,8 @@ def run(args) -> int:
             pipeline.close()
     out = {"sources": report, "score_thresholds": thresholds, "nms_iou": base.nms_iou,
            "seed": args.seed, "threads": args.threads, "device": base.device}
+    if compared:
+        out["compare_precision"] = compared
     if args.json:
         print(json.dumps(out))
     else:
@@ -155,4 +220,12 @@ def run(args) -> int:
             for kind, r in sets_.items():
                 print(f"{source:<8}{kind:<8}{r['recall']:>8.3f}{r['precision']:>11.3f}"
                       f"{r['absent_rate']:>8.3f}{r['mean_iou']:>7.3f}{r['ms_per_frame']:>10.1f}")
+        if compared:
+            names = compared["precisions"]
+            for kind, r in compared["sets"].items():
+                print(f"owl {names['compared']} vs {names['reference']}, {kind}: recall "
+                      f"{r['recall']:.3f} precision {r['precision']:.3f}, top-1 agreement "
+                      f"{r['top1_agreement']:.2%} of {r['detected_patches']} patches, largest "
+                      f"score difference {r['max_score_diff']}, least embedding cosine "
+                      f"{r['class_embedding_cosine_min']}")
     return 0

@@ -26,6 +26,7 @@ from ros_mm_perception.commands.bench.owl import OWL_PATHS, OwlBench, empty_owl
 from ros_mm_perception.commands.bench.paligemma import (PALIGEMMA_MODELS, PALIGEMMA_PATHS,
                                                         PaliGemmaBench, empty_paligemma)
 from ros_mm_perception.commands.bench.pipeline import PipelineBench, empty_pipeline
+from ros_mm_perception.core.config import PRECISIONS
 
 SIZES = ("tiny", "real", "real-clip")
 VERSUS_PLAIN = {**clip.VERSUS_PLAIN, **paligemma.VERSUS_PLAIN}
@@ -56,6 +57,9 @@ def add_parser(sub) -> None:
                    help="without --random-weights: PaliGemma model id or folder (repeat for a "
                         "second one)")
     add_threads_option(p)
+    p.add_argument("--owl-precision", choices=PRECISIONS, default="auto",
+                   help="precision of ours in the owl section; on the CPU int8 is raced beside "
+                        "it and plain runs fp32 where ours is int8 (default: auto)")
     p.add_argument("--no-compile", action="store_true",
                    help="skip the torch.compile paths (slow to prepare)")
     p.add_argument("--budget-s", type=float, default=420.0,

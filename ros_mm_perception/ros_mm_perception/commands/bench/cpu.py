@@ -17,9 +17,8 @@ AVX2-only CPU on a larger one (``meta.cpu.isa_limits`` records them).
 from __future__ import annotations
 
 import os
-import statistics
 import time
-from typing import Callable, Dict
+from typing import Dict
 
 from ros_mm_perception.commands.bench.clip import ClipBench
 from ros_mm_perception.commands.bench.harness import VOCABULARY
@@ -46,30 +45,6 @@ def empty_cpu() -> Dict:
 
 class CpuBench(ClipBench):
     """Fills ``cpu`` (see the module docstring)."""
-
-    def race(self, calls: Dict[str, Callable]) -> Dict:
-        """Medians (wall clock and this thread's CPU time, ms) of ``calls`` taking turns."""
-        for _ in range(2):
-            for fn in calls.values():
-                fn()
-        wall = {k: [] for k in calls}
-        cpu = {k: [] for k in calls}
-        for _ in range(max(self.repeats, 5)):
-            for key, fn in calls.items():
-                start, start_cpu = time.perf_counter(), time.thread_time()
-                fn()
-                wall[key].append((time.perf_counter() - start) * 1e3)
-                cpu[key].append((time.thread_time() - start_cpu) * 1e3)
-        out = {}
-        for key in calls:
-            out[f"{key}_ms"] = round(statistics.median(wall[key]), 3)
-            out[f"{key}_thread_cpu_ms"] = round(statistics.median(cpu[key]), 3)
-        for key in calls:
-            if key != "plain":
-                out[f"{key}_speedup"] = round(out["plain_ms"] / out[f"{key}_ms"], 2)
-                out[f"thread_cpu_{key}_speedup"] = round(
-                    out["plain_thread_cpu_ms"] / out[f"{key}_thread_cpu_ms"], 2)
-        return out
 
     def cpu_section(self) -> None:
         for name in CPU_MODELS:

@@ -72,6 +72,11 @@ def cpu_info(cpuinfo: str = "/proc/cpuinfo") -> Dict:
     }
 
 
+def ratio(plain_ms: float, ours_ms: float) -> Optional[float]:
+    """``plain_ms / ours_ms`` to two decimals (``None`` for a call too quick to time)."""
+    return round(plain_ms / ours_ms, 2) if ours_ms else None
+
+
 def precision_name(dtype) -> str:
     """``torch.bfloat16`` → ``bf16`` (the names of the ``precision`` setting)."""
     names = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
@@ -184,6 +189,38 @@ class Harness:
             return out
 
         self.measure(self.result["versus_plain"], key, f"versus_plain.{key}", measure)
+
+    def race(self, calls: Dict[str, Callable], rounds: Optional[int] = None,
+             warmup: int = 2) -> Dict:
+        """Medians (wall clock and this thread's CPU time, ms) of ``calls`` taking turns.
+
+        ``warmup`` untimed rounds, then ``rounds`` timed ones (default ``--repeats``, at least 5),
+        each calling every function once in order, so load from other programs falls on all of
+        them alike. Keys: ``{name}_ms``, ``{name}_thread_cpu_ms`` and, beside ``plain``,
+        ``{name}_speedup`` and ``thread_cpu_{name}_speedup``."""
+        for _ in range(warmup):
+            for fn in calls.values():
+                fn()
+        self.sync()
+        wall: Dict[str, List[float]] = {k: [] for k in calls}
+        cpu: Dict[str, List[float]] = {k: [] for k in calls}
+        for _ in range(rounds or max(self.repeats, 5)):
+            for key, fn in calls.items():
+                start, start_cpu = time.perf_counter(), time.thread_time()
+                fn()
+                self.sync()
+                wall[key].append((time.perf_counter() - start) * 1e3)
+                cpu[key].append((time.thread_time() - start_cpu) * 1e3)
+        out = {}
+        for key in calls:
+            out[f"{key}_ms"] = round(statistics.median(wall[key]), 3)
+            out[f"{key}_thread_cpu_ms"] = round(statistics.median(cpu[key]), 3)
+        for key in calls:
+            if key != "plain" and "plain" in calls:
+                out[f"{key}_speedup"] = ratio(out["plain_ms"], out[f"{key}_ms"])
+                out[f"thread_cpu_{key}_speedup"] = ratio(out["plain_thread_cpu_ms"],
+                                                         out[f"{key}_thread_cpu_ms"])
+        return out
 
     def thread_clock_valid(self) -> bool:
         """Whether this thread's CPU time covers the work: on the CPU with one PyTorch thread."""

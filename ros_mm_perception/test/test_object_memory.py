@@ -73,6 +73,18 @@ def test_confirmation_needs_two_frames_not_two_boxes_in_one_frame():
     assert [r.observations for r in memory.objects()] == [2]
 
 
+def test_a_record_seen_only_cut_by_the_image_border_is_confirmed_once_wholly_in_view():
+    memory = ObjectMemory("map")
+    edge = [("red mug", (2.0, 0.95, 0.4))]  # 16 px from the left border: partly outside
+    pose = camera_pose()
+    for i in range(3):
+        memory.update(frame(pose, edge, i * S), view(pose, i * S, ["red mug"]))
+    assert memory.objects() == [] and len(memory.objects(include_unconfirmed=True)) == 1
+    turned = camera_pose(yaw=0.45)
+    memory.update(frame(turned, edge, 3 * S), view(turned, 3 * S, ["red mug"]))
+    assert [r.observations for r in memory.objects()] == [4]
+
+
 def test_objects_near_each_other_with_other_phrases_stay_apart(rng):
     close = [("red mug", (2.0, 0.0, 0.4)), ("blue mug", (2.0, 0.12, 0.4))]
     memory = ObjectMemory("map")

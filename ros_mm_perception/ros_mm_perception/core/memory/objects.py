@@ -15,8 +15,12 @@ Per frame (:meth:`ObjectMemory.update`):
   detected frame (at most :data:`MAX_LOG_ODDS`) and ``confidence = sigmoid(log_odds)``;
 * **merging** – a record that comes within the gate of a compatible record (two records that
   drifted onto one object) is merged into it; the one seen in more frames keeps its id;
-* **confirmation** – a record is confirmed after ``memory_confirm_observations`` frames; until
-  then it is never reported, so a one-frame false positive never reaches a planner. Given a text
+* **confirmation** – a record is confirmed after ``memory_confirm_observations`` frames, in a
+  frame that detects it with its whole extent in the image and within range (a place negative
+  evidence could judge, :func:`~.views.visibility` not ``outside``); until then it is never
+  reported, so a one-frame false positive never reaches a planner, nor one only ever seen cut by
+  the image's border (where partial structures, such as a floor's edge, pass for objects and
+  could never be seen missing). Given a text
   encoder (``encode_text``), a record is also confirmed only where CLIP prefers its phrase to
   "background" on its mean crop embedding (a second opinion on the detector's);
 * **negative evidence** – a record that was not detected in a frame whose detector looked for one
@@ -60,6 +64,7 @@ from ros_mm_perception.core.errors import UserError
 from ros_mm_perception.core.memory.store import MemoryFileError, MemoryStore
 from ros_mm_perception.core.memory.views import (
     HIDDEN,
+    OUTSIDE,
     VISIBLE,
     CameraView,
     Observation,
@@ -428,8 +433,10 @@ class ObjectMemory:
                 if record.confirmed:
                     if rid not in report.created:
                         report.updated.append(rid)
-                elif record.observations >= cfg.memory_confirm_observations and self._agrees(
-                    record
+                elif (
+                    record.observations >= cfg.memory_confirm_observations
+                    and self._wholly_in_view(record, view)
+                    and self._agrees(record)
                 ):
                     record.confirmed = True
                     report.confirmed.append(rid)
@@ -452,6 +459,17 @@ class ObjectMemory:
             if report.changed:
                 self.revision += 1
         return report
+
+    def _wholly_in_view(self, record: ObjectRecord, view: CameraView) -> bool:
+        """Whether the record's whole extent lies in the image and within range in ``view``: a
+        place that negative evidence could also judge, not one cut by the image's border."""
+        cfg = self.config
+        return (
+            visibility(
+                record.mean, record.size, view, cfg.memory_depth_noise, cfg.memory_max_range_m
+            )
+            != OUTSIDE
+        )
 
     def _agrees(self, record: ObjectRecord) -> bool:
         """Whether CLIP prefers the record's phrase to "background" on its mean crop embedding

@@ -7,7 +7,9 @@ import numpy as np
 from ros_mm_perception.cli import main
 from ros_mm_perception.core.perception.transforms import RigidTransform
 from ros_mm_perception.core.results import Intrinsics
-from ros_mm_perception.synthetic.world3d import OPTICAL, Panel, World, WorldObject, render
+from ros_mm_perception.synthetic.world3d import (
+    OPTICAL, Panel, World, WorldObject, look_at, render,
+)
 
 K = Intrinsics(100.0, 100.0, 49.5, 39.5)
 HW = (80, 100)
@@ -27,6 +29,16 @@ def test_depth_and_indices_follow_the_geometry():
     assert (index == -1).all() and abs(depth[on_ring] - 1.0) < 0.02
     _, _, index = render(World([ring]), pose, K, HW, removed=(0,))
     assert (index == -1).all()
+
+
+def test_look_at_shows_the_place_in_the_middle_of_every_view():
+    disc = WorldObject("red", "circle", (5.5, 1.0, 1.3), 0.2, 2.4)
+    world = World([disc], size=(6.0, 5.0, 2.6))
+    poses = look_at(world, disc.position, 5)
+    assert len(poses) == 5 and len({tuple(p.translation) for p in poses}) == 5
+    for pose in poses:
+        _, depth, index = render(world, pose, K, HW)
+        assert index[39, 49] == 0 and 1.4 < depth[39, 49] < 1.8
 
 
 def test_eval_memory_runs_and_reports_every_figure(capsys):

@@ -6,7 +6,8 @@ rings and crosses included) and optional occluders (grey panels). :func:`render`
 pixel through a pinhole camera (REP 103 optical frame) and returns the colour image, the depth in
 metres (with the noise of a stereo camera: 1 mm + 1.5 mm per square metre, quantised to mm) and the
 index of the object each pixel sees. :func:`drive` is a robot's path through the room (poses of its
-camera in ``map``) on which objects leave and re-enter the view.
+camera in ``map``) on which objects leave and re-enter the view; :func:`look_at` a robot stopping
+to look at one place.
 
 Two styles: ``own`` (muted textured walls, a wooden floor, the world's base colours) and
 ``unseen`` (striped and tiled walls, a saturated floor, wider shades, strong light falling off,
@@ -123,6 +124,28 @@ def drive(
         yaw = a + 0.3 * np.sin(3 * a)
         rotation = Rotation.from_euler("zy", [yaw, 0.12]) * OPTICAL
         poses.append(RigidTransform(centre, rotation))
+    return poses
+
+
+def look_at(
+    world: World, target, n_frames: int, distance: float = 1.6, height: float = 0.8
+) -> List[RigidTransform]:
+    """Camera poses (optical frame in ``map``) of a robot that stops ``distance`` metres from the
+    place ``target`` (on the side of the room's middle) and looks at it from ``n_frames`` spots
+    0.5 m apart across the line of sight."""
+    target = np.asarray(target, float)
+    middle = np.array(world.size[:2]) / 2
+    towards = middle - target[:2]
+    towards /= np.linalg.norm(towards)
+    across = np.array([-towards[1], towards[0]])
+    poses = []
+    for s in np.linspace(-0.25, 0.25, n_frames):
+        xy = np.clip(target[:2] + distance * towards + s * across, 0.3, middle * 2 - 0.3)
+        ray = np.array([*(target[:2] - xy), target[2] - height])
+        yaw = np.arctan2(ray[1], ray[0])
+        pitch = np.arctan2(-ray[2], np.linalg.norm(ray[:2]))
+        rotation = Rotation.from_euler("zy", [yaw, pitch]) * OPTICAL
+        poses.append(RigidTransform(np.array([*xy, height]), rotation))
     return poses
 
 

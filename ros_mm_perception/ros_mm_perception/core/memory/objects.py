@@ -833,7 +833,8 @@ class ObjectMemory:
             logit_scale * (asked - best_other),
         )
         embed = 1.0 / (1.0 + np.exp(-np.clip(margin, -50.0, 50.0)))
-        if code is not None:  # the evidence share, each phrase weighted by CLIP's view of the crops
+        # the evidence share, each phrase weighted by CLIP's view of the crops
+        if code is not None:
             held = np.flatnonzero(cols.has_phrase[chosen, code])
             if held.size:
                 n = len(cols.codes)

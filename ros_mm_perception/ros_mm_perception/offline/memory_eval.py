@@ -16,8 +16,9 @@ them, is driven through twice by a camera circling its middle (objects leave and
 * **pass 2**, later: two objects are taken away, one is moved, and a second panel hides another;
   after the lap the robot stops before each removed object's place and looks at it from
   :data:`REVISIT_VIEWS` spots (the lap alone shows a place wholly in view once or never, and the
-  goal is about views of the place). Reported: removed objects marked gone and after how many views of their place, the moved object
-  recorded at its new place, and objects wrongly marked gone (hidden or still there).
+  goal is about views of the place). Reported: removed objects marked gone and after how many
+  views of their place, the moved object recorded at its new place, and objects wrongly marked
+  gone (hidden or still there).
 
 A record belongs to an object when it holds the object's phrase and lies within
 :data:`MATCH_RADIUS_M` of it. Recorded-once and query figures count the objects in view (at least

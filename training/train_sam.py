@@ -170,7 +170,7 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
 
 
 def main(argv=None) -> int:
-    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_SAM_DIR, steps=600,
+    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_SAM_DIR, steps=1200,
                          batch_size=8, lr=2e-3, threads=1, argv=argv)
 
 

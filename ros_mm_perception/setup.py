@@ -39,6 +39,7 @@ setup(
             "torch>=2.1",
             "torchvision",
             "open_clip_torch>=2.24",
+            "timm",  # merges MobileCLIP's training-time branches (open_clip needs it too)
             "transformers>=4.45",
             "tokenizers",
             "safetensors",

@@ -30,7 +30,8 @@ ROS_PACKAGE_OF = {"tf2_ros": "tf2_ros_py"}
 # Import name → PyPI distribution (setup.py) for everything pip installs (ML stack, bag tools).
 PIP = {"numpy": "numpy", "cv2": "opencv-python-headless", "yaml": "pyyaml", "scipy": "scipy",
        "torch": "torch", "torchvision": "torchvision", "open_clip": "open_clip_torch",
-       "transformers": "transformers", "tokenizers": "tokenizers", "safetensors": "safetensors",
+       "timm": "timm", "transformers": "transformers", "tokenizers": "tokenizers",
+       "safetensors": "safetensors",
        "PIL": "pillow", "tqdm": "tqdm", "mcap": "mcap", "mcap_ros2": "mcap-ros2-support",
        "rosbags": "rosbags", "ray": "ray", "skimage": "scikit-image", "pycocotools": "pycocotools"}
 

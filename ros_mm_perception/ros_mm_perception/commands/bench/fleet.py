@@ -101,7 +101,7 @@ class FleetBench(Harness):
         section.update(recordings=RECORDINGS, frames_per_camera=FRAMES,
                        size="x".join(map(str, SIZE)))
         pipeline = ["--device", str(self.device), "--threads", "1",
-                    "--detect", ",".join(demo_phrases()), "--no-progress"]
+                    "--detect-phrases", ",".join(demo_phrases()), "--no-progress"]
         tmp = Path(self.workdir) / "fleet"
         (tmp / "in").mkdir(parents=True)
         recordings = [str(write_recording(tmp / "in" / f"robot{i}.mcap",

@@ -23,10 +23,10 @@ OUTPUT_FILES = (
     ("sample_scenes.mcap",
      "input recording: /front raw images + depth + camera_info, /overhead JPEG images"),
     ("perception.mcap",
-     "output topics per camera: detections, detections_3d, labels, label_info, debug_image, "
-     "annotations, scene"),
+     "output topics per camera: detections, detections_3d, labels, label_info, instance_mask, "
+     "debug_image, annotations, scene"),
     ("detections.jsonl", "one JSON line per frame"),
-    ("contact_sheet.png", "annotated frames: boxes, phrases, scores, track ids"),
+    ("contact_sheet.png", "annotated frames: boxes, masks, phrases, scores, track ids"),
 )
 
 

@@ -62,9 +62,10 @@ def write_training_info(out: Path, *, seed: int, steps: int, batch_size: int, lr
 
 
 def training_main(description: str, train: Callable[..., Dict], out: Path, *, steps: int,
-                  batch_size: int, lr: float, threads: int, argv=None) -> int:
-    """Parse ``--seed --steps --batch-size --lr --threads --out`` (defaults given here), train,
-    report."""
+                  batch_size: int, lr: float, threads: int, continuable: bool = False,
+                  argv=None) -> int:
+    """Parse ``--seed --steps --batch-size --lr --threads --out`` (defaults given here), and
+    ``--init-from`` (passed to ``train`` as ``init_from``) when ``continuable``; train, report."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=steps)
@@ -73,8 +74,12 @@ def training_main(description: str, train: Callable[..., Dict], out: Path, *, st
     p.add_argument("--threads", type=int, default=threads,
                    help="torch CPU threads (fixed for reproducibility)")
     p.add_argument("--out", type=Path, default=out, help="model folder to write")
+    if continuable:
+        p.add_argument("--init-from", type=Path,
+                       help="model folder whose weights the run starts from (default: random)")
     args = p.parse_args(argv)
-    info = train(args.seed, args.steps, args.batch_size, args.lr, args.out, args.threads)
+    extra = {"init_from": args.init_from} if continuable else {}
+    info = train(args.seed, args.steps, args.batch_size, args.lr, args.out, args.threads, **extra)
     print(f"saved {args.out} after {info['steps']} steps in {info['seconds']:.0f}s, "
           f"final loss {info['loss_curve'][-1]}")
     return 0

@@ -16,16 +16,19 @@ box is never exact). The low-resolution mask logits (a quarter of the input size
 the exact mask resampled onto the same grid (area averaging: soft targets on the outline) by
 binary cross-entropy plus a soft Dice loss. The unseen style of :mod:`.unseen` is never trained on.
 
-The run is deterministic given ``--seed``: the pool and each step's draw come from the seed alone,
-and torch uses one thread and deterministic algorithms.
+The run is deterministic given ``--seed`` and ``--threads``: the pool and each step's draw come
+from the seed alone, and torch uses deterministic algorithms. ``--init-from DIR`` continues from
+a saved model instead of random weights (a fresh optimizer and schedule; a new ``--seed`` gives a
+new pool); its ``training.json`` is kept under ``continued_from`` in the new one.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import cv2
 import numpy as np
@@ -35,7 +38,7 @@ import torch.nn.functional as F
 from ros_mm_perception.core.models.embedded import EMBEDDED_SAM_DIR
 from ros_mm_perception.core.models.random_models import sam_config, sam_processor
 from ros_mm_perception.synthetic.scenes import render_scene
-from training.common import training_main, write_training_info
+from training.common import TRAINING_INFO, training_main, write_training_info
 
 IMAGE_SIZE = 192
 ARCH = dict(image_size=IMAGE_SIZE, patch_size=8, width=48, layers=3, heads=4, window_size=6)
@@ -128,12 +131,30 @@ def build_model(seed: int):
     return model, sam_processor(IMAGE_SIZE)
 
 
+def load_model(folder: Path):
+    """A model saved by this script, in float32, and its training record."""
+    from transformers import SamModel
+
+    model = SamModel.from_pretrained(folder, torch_dtype=torch.float32)
+    if model.config.vision_config.image_size != IMAGE_SIZE:
+        raise ValueError(f"{folder}: input size {model.config.vision_config.image_size}, "
+                         f"this script trains {IMAGE_SIZE}")
+    record = json.loads((Path(folder) / TRAINING_INFO).read_text())
+    record.pop("loss_curve", None)
+    return model, sam_processor(IMAGE_SIZE), record
+
+
 def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads: int,
-          log_every: int = 25) -> dict:
+          init_from: Optional[Path] = None, log_every: int = 25) -> dict:
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     start = time.time()
-    model, processor = build_model(seed)
+    if init_from is None:
+        model, processor = build_model(seed)
+        previous = {}
+    else:
+        model, processor, record = load_model(init_from)
+        previous = {"continued_from": record}
     pool = render_pool(seed, POOL)
     print(f"rendered {len(pool)} scenes in {time.time() - start:.0f}s", flush=True)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -166,12 +187,13 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
     processor.save_pretrained(out)
     return write_training_info(out, seed=seed, steps=steps, batch_size=batch_size, lr=lr,
                                threads=threads, started=start, loss_curve=curve, arch=ARCH,
-                               pool=POOL, scene_size=SCENE_SIZE, box_jitter=BOX_JITTER)
+                               pool=POOL, scene_size=SCENE_SIZE, box_jitter=BOX_JITTER,
+                               **previous)
 
 
 def main(argv=None) -> int:
     return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_SAM_DIR, steps=1200,
-                         batch_size=8, lr=2e-3, threads=1, argv=argv)
+                         batch_size=8, lr=2e-3, threads=1, continuable=True, argv=argv)
 
 
 if __name__ == "__main__":

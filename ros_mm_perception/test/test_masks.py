@@ -363,3 +363,23 @@ def test_the_embedded_mask_model_masks_rendered_objects():
         (masks,) = engine.masks([scene.image], [[o.box for o in scene.objects]])
         ious += [mask_iou(m, o.mask) for m, o in zip(masks, scene.objects)]
     assert np.mean(ious) >= 0.35     # eval-embedded --masks has the figures; see docs/models.md
+
+
+def test_mask_training_continues_from_a_saved_model(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from ros_mm_perception.core.models.embedded import EMBEDDED_SAM_DIR
+    from training import train_sam
+
+    monkeypatch.setattr(train_sam, "POOL", 4)
+    # learning rate 0: the saved weights are the loaded ones, so the run started from them
+    assert train_sam.main(["--init-from", str(EMBEDDED_SAM_DIR), "--steps", "1", "--lr", "0",
+                           "--batch-size", "2", "--seed", "3", "--out", str(tmp_path)]) == 0
+    before = load_file(EMBEDDED_SAM_DIR / "model.safetensors")
+    after = load_file(tmp_path / "model.safetensors")
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    shipped = json.loads((EMBEDDED_SAM_DIR / "training.json").read_text())
+    info = json.loads((tmp_path / "training.json").read_text())
+    assert info["seed"] == 3 and info["steps"] == 1
+    assert info["continued_from"] == {k: v for k, v in shipped.items() if k != "loss_curve"}

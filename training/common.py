@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import time
 from pathlib import Path
@@ -46,6 +47,46 @@ def prefetched_batches(setup: Callable, args: Tuple, seed: int, steps: int) -> I
             if step + PREFETCH < steps:
                 pending.append(pool.apply_async(_render, (seed, step + PREFETCH)))
             yield batch
+
+
+def adamw_cosine(decay, rest, lr: float, steps: int, eps: float = 1e-8):
+    """AdamW with weight decay 0.05 on ``decay`` only, a linear warm-up over the first 5 % of the
+    steps, then a cosine decay to 0: ``(optimizer, scheduler)``."""
+    import torch
+
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                             {"params": rest, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, 0.98), eps=eps)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(k / steps, 1.0))))
+    return opt, sched
+
+
+def optimise(model, batches: Iterator, losses: Callable, opt, sched, steps: int, started: float,
+             log_every: int = 25) -> list:
+    """Train ``model`` on ``steps`` batches, ``losses(batch)`` giving named loss terms with
+    ``total``; gradients clipped to norm 1; a log line every ``log_every`` steps. Returns the
+    loss curve."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    curve = []
+    model.train()
+    for step, batch in enumerate(batches):
+        parts = losses(batch)
+        opt.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        curve.append(round(parts["total"].item(), 5))
+        if step % log_every == 0 or step == steps - 1:
+            detail = "  ".join(f"{k} {v.item():.3f}" for k, v in parts.items())
+            print(f"step {step:5d}  {detail}  {time.time() - started:7.1f}s", flush=True)
+    model.eval()
+    return curve
 
 
 def write_training_info(out: Path, *, seed: int, steps: int, batch_size: int, lr: float,

@@ -50,7 +50,8 @@ from ros_mm_perception.core.models.embedded import EMBEDDED_CLIP_DIR  # noqa: E4
 from ros_mm_perception.core.imaging.preprocess import ClipPreprocessor, crop_windows  # noqa: E402
 from ros_mm_perception.synthetic.scenes import (COLOURS, SHAPES, all_combos,  # noqa: E402
                                                 caption, phrase, render_scene)
-from training.common import prefetched_batches, training_main, write_training_info  # noqa: E402
+from training.common import (adamw_cosine, prefetched_batches, training_main,  # noqa: E402
+                             write_training_info)
 
 MODEL_CFG = {
     "embed_dim": 64,
@@ -351,13 +352,7 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
     tokenizer = SimpleTokenizer(context_length=MODEL_CFG["text_cfg"]["context_length"])
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                             {"params": rest, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(k / steps, 1.0))))
+    opt, sched = adamw_cosine(decay, rest, lr, steps, eps=1e-6)
     allowed = [c for c in all_combos() if c not in HELDOUT]
     vocab = vocabulary(allowed)
     curve, start = [], time.time()

@@ -34,7 +34,6 @@ deterministic algorithms.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -54,7 +53,8 @@ from ros_mm_perception.core.models.embedded import (EMBEDDED_CLIP_DIR,  # noqa: 
 from ros_mm_perception.core.models.owl import image_heads  # noqa: E402
 from ros_mm_perception.core.models.random_models import owl_config, owl_processor  # noqa: E402
 from ros_mm_perception.synthetic.scenes import COLOURS, SHAPES, phrase, render_scene  # noqa: E402
-from training.common import prefetched_batches, training_main, write_training_info  # noqa: E402
+from training.common import (adamw_cosine, optimise, prefetched_batches,  # noqa: E402
+                             training_main, write_training_info)
 
 VISION = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
               image_size=128, patch_size=8)
@@ -298,29 +298,12 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
     query_list = queries()
     embeds = query_embeddings(model, processor, [t for t, _, _ in query_list])
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    rest = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                             {"params": rest, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.98))
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(k / steps, 1.0))))
-    curve, start = [], time.time()
-    model.train()
-    for step, batch in enumerate(prefetched_batches(batch_maker, (batch_size,), seed, steps)):
-        parts = losses(model, batch[0], embeds, *batch[1:])
-        opt.zero_grad(set_to_none=True)
-        parts["total"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        curve.append(round(parts["total"].item(), 5))
-        if step % log_every == 0 or step == steps - 1:
-            detail = "  ".join(f"{k} {v.item():.3f}" for k, v in parts.items())
-            print(f"step {step:5d}  {detail}  {time.time() - start:7.1f}s", flush=True)
-    model.eval()
+    opt, sched = adamw_cosine([p for p in params if p.ndim >= 2],
+                              [p for p in params if p.ndim < 2], lr, steps)
+    start = time.time()
+    curve = optimise(model, prefetched_batches(batch_maker, (batch_size,), seed, steps),
+                     lambda batch: losses(model, batch[0], embeds, *batch[1:]), opt, sched,
+                     steps, start, log_every)
     out = Path(out)
     model.half().save_pretrained(out)
     processor.save_pretrained(out)

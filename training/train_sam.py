@@ -25,7 +25,6 @@ new pool); its ``training.json`` is kept under ``continued_from`` in the new one
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -38,7 +37,8 @@ import torch.nn.functional as F
 from ros_mm_perception.core.models.embedded import EMBEDDED_SAM_DIR
 from ros_mm_perception.core.models.random_models import sam_config, sam_processor
 from ros_mm_perception.synthetic.scenes import render_scene
-from training.common import TRAINING_INFO, training_main, write_training_info
+from training.common import (TRAINING_INFO, adamw_cosine, optimise, training_main,
+                             write_training_info)
 
 IMAGE_SIZE = 192
 ARCH = dict(image_size=IMAGE_SIZE, patch_size=8, width=48, layers=3, heads=4, window_size=6)
@@ -158,30 +158,12 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
     pool = render_pool(seed, POOL)
     print(f"rendered {len(pool)} scenes in {time.time() - start:.0f}s", flush=True)
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    rest = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                             {"params": rest, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.98))
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(k / steps, 1.0))))
+    opt, sched = adamw_cosine([p for p in params if p.ndim >= 2],
+                              [p for p in params if p.ndim < 2], lr, steps)
     rng = np.random.default_rng([seed, 2])
-    curve = []
-    model.train()
-    for step in range(steps):
-        parts = losses(model, *make_batch(rng, pool, processor, batch_size))
-        opt.zero_grad(set_to_none=True)
-        parts["total"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        curve.append(round(parts["total"].item(), 5))
-        if step % log_every == 0 or step == steps - 1:
-            detail = "  ".join(f"{k} {v.item():.3f}" for k, v in parts.items())
-            print(f"step {step:5d}  {detail}  {time.time() - start:7.1f}s", flush=True)
-    model.eval()
+    batches = (make_batch(rng, pool, processor, batch_size) for _ in range(steps))
+    curve = optimise(model, batches, lambda batch: losses(model, *batch), opt, sched, steps,
+                     start, log_every)
     out = Path(out)
     model.half().save_pretrained(out)
     processor.save_pretrained(out)

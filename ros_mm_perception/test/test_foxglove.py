@@ -177,6 +177,43 @@ def test_object_scene_draws_remembered_objects_and_fades_the_gone(store, fx):
     assert {kv.key: kv.value for kv in door.metadata}["state"] == "gone"
 
 
+def test_memory_scene_has_an_entity_per_record_and_drops_forgotten_ones(store, fx):
+    """The node's ``object_scene``: every remembered object of a memory, in its frame and stamped
+    with its newest observation; a gone object faded; after a forget the update (which deletes
+    everything first) no longer holds the forgotten object."""
+    from memory_helpers import camera_pose, frame, view, wall
+    from ros_mm_perception.core.memory.objects import GONE, PRESENT, ObjectMemory
+
+    second = 1_000_000_000
+    memory, pose = ObjectMemory("map"), camera_pose()
+    objects = [("red mug", (2.0, 0.3, 0.4)), ("blue box", (2.5, -0.4, 0.6))]
+    for i in range(8):  # the box is taken away after 3 frames: marked gone
+        seen = objects if i < 3 else objects[:1]
+        memory.update(frame(pose, seen, i * second),
+                      view(pose, i * second, ["red mug", "blue box"], wall()))
+    records = memory.objects()
+    assert sorted(r.state for r in records) == [GONE, PRESENT]
+    msg = roundtrip_official(store, foxglove.memory_scene(fx, memory))
+    (deletion,) = msg.deletions
+    assert deletion.type == 1  # ALL
+    assert [e.id for e in msg.entities] == [f"objects/{r.id}" for r in records]
+    stamps = {(e.timestamp.sec, e.timestamp.nanosec) for e in msg.entities}
+    assert stamps == {(deletion.timestamp.sec, deletion.timestamp.nanosec)} == {(7, 0)}
+    assert {e.frame_id for e in msg.entities} == {"map"}
+    entity = {r.state: e for r, e in zip(records, msg.entities)}
+    assert entity[GONE].cubes[0].color.a < entity[PRESENT].cubes[0].color.a
+    assert entity[GONE].texts[0].text.endswith("(gone)")
+    present = next(r for r in records if r.state == PRESENT)
+    position = entity[PRESENT].cubes[0].pose.position
+    assert np.allclose([position.x, position.y, position.z], present.mean)
+
+    gone = next(r for r in records if r.state == GONE)
+    assert memory.forget([gone.id]) == [gone.id]
+    after = roundtrip_official(store, foxglove.memory_scene(fx, memory))
+    assert [d.type for d in after.deletions] == [1]
+    assert [e.id for e in after.entities] == [f"objects/{present.id}"]
+
+
 def test_embedded_schemas_decode_like_the_official_definitions(store, fx, result):
     """The schema the MCAP files embed (rosbags' text) and the official files decode alike."""
     from mcap_ros2._dynamic import generate_dynamic

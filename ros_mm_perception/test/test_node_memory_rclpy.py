@@ -3,7 +3,9 @@
 A still camera (cam_optical, placed in odom by /tf_static) sees a red box before a wall; the node
 runs with memory_enabled in odom and a memory file. Checked: ``objects`` (transient local) holds
 the remembered objects in odom, ``~/find_objects`` answers with their fields,
-``~/forget_objects`` deletes, and cleanup closes the file while configure reopens it.
+``~/forget_objects`` deletes, and cleanup closes the file while configure reopens it; where
+foxglove_msgs is installed, ``object_scene`` is rendered only while someone subscribes and drops a
+forgotten object.
 """
 
 import threading
@@ -26,6 +28,7 @@ from tf2_ros import StaticTransformBroadcaster  # noqa: E402
 from vision_msgs.msg import Detection3DArray  # noqa: E402
 
 from ros_mm_perception.core.imaging.image_codec import numpy_to_image  # noqa: E402
+from ros_mm_perception.ros import memory_glue  # noqa: E402
 from ros_mm_perception_interfaces.srv import FindObjects, ForgetObjects  # noqa: E402
 from rclpy_helpers import LIMIT_S, Inbox, perception_graph  # noqa: E402
 
@@ -83,6 +86,37 @@ def stream_until_remembered(probe, objects):
             if objects.cond.wait_for(lambda: any(m.detections for m in objects.messages), 0.5):
                 return
     pytest.fail("the memory published no object")
+
+
+def test_object_scene_only_while_subscribed_and_without_forgotten_objects(graph, monkeypatch):
+    """Runs before the lifecycle test below (file order), while the node is active."""
+    pytest.importorskip("foxglove_msgs")
+    from foxglove_msgs.msg import SceneUpdate
+
+    node, probe, _ = graph
+    rendered = []
+    real = memory_glue.foxglove.memory_scene
+    monkeypatch.setattr(memory_glue.foxglove, "memory_scene",
+                        lambda *a: rendered.append(1) or real(*a))
+    objects = Inbox()
+    probe.create_subscription(Detection3DArray, "/objects", objects, LATCHED)
+    stream_until_remembered(probe, objects)
+    assert rendered == []  # the memory changed, but nobody subscribes to object_scene
+    remembered = [m for m in objects.messages if m.detections][-1].detections[0].id
+    scenes = Inbox()
+    probe.create_subscription(SceneUpdate, "/object_scene", scenes, LATCHED)
+    scene = scenes.wait_for(lambda m: f"objects/{remembered}" in [e.id for e in m.entities])
+    assert rendered and [d.type for d in scene.deletions] == [1]  # ALL, then every object
+    assert {e.frame_id for e in scene.entities} == {"odom"}
+    assert all(e.id.startswith("objects/") and e.cubes and e.texts for e in scene.entities)
+
+    start = len(scenes.messages)
+    forgotten = call(probe, ForgetObjects, "/perception/forget_objects",
+                     ForgetObjects.Request(ids=[int(remembered)]))
+    assert forgotten.success and list(forgotten.forgotten) == [int(remembered)]
+    after = scenes.wait_for(
+        lambda m: f"objects/{remembered}" not in [e.id for e in m.entities], start)
+    assert [d.type for d in after.deletions] == [1]
 
 
 def test_objects_services_and_lifecycle(graph):

@@ -12,7 +12,10 @@ Image panel pairs annotations with the image of the same stamp): per detection i
 polyline in the phrase's colour, a text ``phrase score #track`` and, with a mask, the mask's
 outlines. One ``SceneUpdate`` per frame with 3D detections, in the frame of ``detections_3d``: it
 deletes the previous frame's entities, then adds a cube and a label per 3D detection.
-:func:`object_scene` draws the object memory's records the same way, in its fixed frame.
+:func:`object_scene` draws the object memory's records the same way, in its fixed frame;
+:func:`memory_scene` is the node's ``object_scene`` topic (and ``/object_scene`` offline): every
+confirmed record of a memory, so an update replaces the previous one whole and a forgotten
+object's entity goes with the deletion.
 """
 
 from __future__ import annotations
@@ -197,3 +200,10 @@ def object_scene(types, records: Iterable, frame_id: str, stamp: Stamp, ns: str 
         entities.append(_entity(types, stamp, frame_id, f"{ns}/{record.id}", metadata, [cube],
                                 [label]))
     return types.SceneUpdate(deletions=[deletion], entities=entities)
+
+
+def memory_scene(types, memory):
+    """``object_scene``: :func:`object_scene` of every confirmed record of ``memory`` (an
+    :class:`~ros_mm_perception.core.memory.objects.ObjectMemory`), present and gone, in its frame,
+    stamped with the newest observation it holds (as ``objects`` is)."""
+    return object_scene(types, memory.objects(), memory.frame, Stamp.from_ns(memory.latest_ns))

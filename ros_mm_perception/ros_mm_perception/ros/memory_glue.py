@@ -5,9 +5,11 @@ With ``memory_enabled``: ``configure`` opens the memory (``memory_path``, or RAM
 ``cleanup`` closes it. Each frame that ran detection updates it with the camera's pose from tf2 at
 the image stamp; a camera whose frame is the memory frame is refused (logged once: the memory
 needs a fixed frame). ``objects`` (Detection3DArray, transient local) is published when the
-memory changed, at most twice a second; ``object_markers`` only while someone subscribes. The
-services ``~/find_objects`` and ``~/forget_objects`` answer in every state (``success=false`` with
-the reason while the memory is closed or off).
+memory changed, at most twice a second; ``object_markers`` only while someone subscribes; with
+foxglove_msgs installed (``foxglove``), ``object_scene`` (SceneUpdate, transient local: every
+remembered object, gone ones faded) when the memory changed and someone subscribes, at most as
+often as ``objects``. The services ``~/find_objects`` and ``~/forget_objects`` answer in every
+state (``success=false`` with the reason while the memory is closed or off).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ros_mm_perception.core.memory.text import embedding_model_id, labeler_text_
 from ros_mm_perception.core.memory.views import CameraView
 from ros_mm_perception.core.perception.transforms import frame_name
 from ros_mm_perception.core.results import Stamp
+from ros_mm_perception.messages import foxglove
 from ros_mm_perception.messages import memory as memory_msgs
 from ros_mm_perception.messages.tf import rigid_transform_of
 from ros_mm_perception_interfaces.msg import RememberedObject
@@ -47,9 +50,9 @@ class NodeMemory:
         self.node = node
         self.memory: Optional[ObjectMemory] = None
         self._encoder = (None, 100.0)
-        self._published = -1
+        self._published = self._scene_published = -1
         self._refused = set()
-        self._objects_pub = self._markers_pub = None
+        self._objects_pub = self._markers_pub = self._scene_pub = None
         self.types = SimpleNamespace(**vars(node.types), RememberedObject=RememberedObject)
         node.create_timer(
             PUBLISH_PERIOD_S,
@@ -90,7 +93,8 @@ class NodeMemory:
         self.node.get_logger().info(
             f"object memory in {self.frame} ({where}): {len(self.memory)} objects"
         )
-        self._published, self._refused = -1, set()
+        self._published = self._scene_published = -1
+        self._refused = set()
         return True
 
     def close(self) -> None:
@@ -108,13 +112,18 @@ class NodeMemory:
             self._markers_pub = self.node.create_publisher(
                 t.MarkerArray, "object_markers", OBJECTS_QOS
             )
-            self._published = -1
+            fx = self.node.overlay_types
+            if fx is not None:
+                self._scene_pub = self.node.create_publisher(
+                    fx.SceneUpdate, "object_scene", OBJECTS_QOS
+                )
+            self._published = self._scene_published = -1
 
     def destroy_publishers(self) -> None:
-        for pub in (self._objects_pub, self._markers_pub):
+        for pub in (self._objects_pub, self._markers_pub, self._scene_pub):
             if pub is not None:
                 self.node.destroy_publisher(pub)
-        self._objects_pub = self._markers_pub = None
+        self._objects_pub = self._markers_pub = self._scene_pub = None
 
     def add(self, camera: str, frame, result) -> None:
         """Fold one processed frame in (the worker thread)."""
@@ -181,6 +190,14 @@ class NodeMemory:
                     self.node.get_clock().now().nanoseconds,
                 )
             )
+        scene = self._scene_pub
+        if (
+            scene is not None
+            and memory.revision != self._scene_published
+            and scene.get_subscription_count() > 0
+        ):
+            self._scene_published = memory.revision
+            scene.publish(foxglove.memory_scene(self.node.overlay_types, memory))
 
     # ------------------------------------------------------------------------------ services
 

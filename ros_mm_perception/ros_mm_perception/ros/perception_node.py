@@ -12,8 +12,8 @@ image's stamp (waiting at most ``transform_timeout_s``); a frame without the tra
 its 2D outputs only, and a throttled warning and ``/diagnostics`` name the missing transform.
 
 With ``memory_enabled``, the object memory (:mod:`.memory_glue`) is opened at configure, fed by
-every processed frame, published on ``objects`` / ``object_markers`` and asked through
-``~/find_objects`` and ``~/forget_objects``; cleanup closes its file.
+every processed frame, published on ``objects`` / ``object_markers`` / ``object_scene`` and asked
+through ``~/find_objects`` and ``~/forget_objects``; cleanup closes its file.
 
 Only the newest frame of each camera is processed: callbacks store messages in a
 :class:`FrameScheduler`, one worker thread takes up to ``max_batch`` waiting frames (one per

@@ -150,6 +150,48 @@ def test_bag_builds_and_extends_a_memory_that_find_answers(tmp_path, capsys, roo
     assert code == 0 and phrase in out, err
 
 
+def scene_messages(path, topic="/object_scene"):
+    """[(schema name, schema text, log time, decoded message)] of ``topic``."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    with open(path, "rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        return [(s.name, s.data.decode(), m.log_time, msg)
+                for s, _, m, msg in reader.iter_decoded_messages(topics=[topic])]
+
+
+def test_bag_writes_the_memory_scene_into_the_mcap(tmp_path, capsys, room_bag, clip_args):
+    memory_file, out = tmp_path / "objects.db", tmp_path / "out.mcap"
+    argv = ["bag", str(room_bag), "--out", str(out), "--memory", str(memory_file),
+            "--target-frame", "map", "--no-progress", *clip_args]
+    code, _, err = run(capsys, argv)
+    assert code == 0, err
+    memory = ObjectMemory.open_existing(str(memory_file))
+    records = memory.objects()
+    memory.close()
+    scenes = scene_messages(out)
+    assert records and 1 <= len(scenes) <= FRAMES  # on change, at most once per frame
+    frame_times = [t for _, _, t, _ in scene_messages(out, "/cam/detections")]
+    times = [t for _, _, t, _ in scenes]
+    assert times == sorted(set(times)) and set(times) <= set(frame_times)  # a frame's log time
+    name, schema, log_time, last = scenes[-1]
+    assert name == "foxglove_msgs/msg/SceneUpdate" and "MSG: foxglove_msgs/SceneEntity" in schema
+    assert log_time == frame_times[-1]  # the last frame changed the memory too
+    assert [d.type for d in last.deletions] == [1]  # ALL: each update replaces the one before
+    assert [e.id for e in last.entities] == [f"objects/{r.id}" for r in records]
+    assert {e.frame_id for e in last.entities} == {"map"}
+    newest = max(r.last_seen_ns for r in records)
+    assert {e.timestamp.sec * 10**9 + e.timestamp.nanosec for e in last.entities} == {newest}
+    for entity, record in zip(last.entities, records):
+        p = entity.cubes[0].pose.position
+        assert np.allclose([p.x, p.y, p.z], record.mean)
+    code, _, err = run(capsys, [*argv[:3], str(tmp_path / "plain.mcap"), "--memory",
+                                str(tmp_path / "plain.db"), *argv[6:], "--no-foxglove"])
+    assert code == 0, err
+    assert scene_messages(tmp_path / "plain.mcap") == []
+
+
 def test_memory_refuses_the_camera_frame_and_a_recording_without_tf(
     tmp_path, capsys, room_bag, clip_args
 ):
@@ -270,3 +312,8 @@ def test_fleet_writes_one_memory_per_recording_like_bag(tmp_path, capsys, room_b
         db = out / name / "objects.db"
         assert objects(db) == objects(alone)
         assert not (out / name / "objects.db-wal").exists()
+        memory = ObjectMemory.open_existing(str(db))
+        ids = [f"objects/{r.id}" for r in memory.objects()]
+        memory.close()
+        last = scene_messages(out / name / "perception.mcap")[-1][3]  # the memory's scene too
+        assert [e.id for e in last.entities] == ids

@@ -186,12 +186,14 @@ def add_memory_options(parser) -> None:
     add_config_options(g, MEMORY_FIELDS)
 
 
-def memory_outputs(config, source, path=None):
+def memory_outputs(config, source, path=None, beside=()):
     """``[MemoryOutput]`` folding a recording into the memory file ``path`` (default: the
-    config's ``memory_path``), or ``[]`` when no memory is asked for."""
+    config's ``memory_path``), or ``[]`` when no memory is asked for. An MCAP output among the
+    recording's other outputs ``beside`` also gets the memory's Foxglove scene."""
     path = path or config.memory_path
     if not path:
         return []
+    from ros_mm_perception.offline.mcap_output import ResultsMcap
     from ros_mm_perception.offline.memory_output import MemoryOutput, memory_frame, open_memory
     from ros_mm_perception.offline.runner import stderr_report
 
@@ -199,8 +201,9 @@ def memory_outputs(config, source, path=None):
     if not hasattr(source, "transform_tree") or not source.transform_tree().frames():
         raise UserError(f"--memory needs a rosbag2 recording with /tf or /tf_static (to place "
                         f"objects in {frame})")
+    scene = next((o for o in beside if isinstance(o, ResultsMcap)), None)
     return [MemoryOutput(open_memory(config, str(path)), source.transform_tree(),
-                         config.detect_phrases, warn=stderr_report)]
+                         config.detect_phrases, warn=stderr_report, scene=scene)]
 
 
 def build_pipeline(config):

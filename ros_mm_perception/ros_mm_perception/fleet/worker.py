@@ -37,7 +37,8 @@ class LabelTools:
     ``coco`` (paths or None) and ``debug_images`` and ``staging`` is an
     :class:`~ros_mm_perception.offline.atomic.OutputStaging`; ``build_pipeline(config)`` returns an
     object with ``process(frame)`` and ``reset(restart_ids=True)``; ``open_memory(config, source,
-    path)`` (when set) returns the outputs that build the recording's object memory at ``path``.
+    path, outputs)`` (when set) returns the outputs that build the recording's object memory at
+    ``path`` (and write its scene into the MCAP output among ``outputs``).
     """
 
     open_source: Callable
@@ -211,7 +212,7 @@ class LabelWorker:
                 target = tools.target_frame(source, config.target_frame)
                 outputs = tools.open_outputs(files, config, path, staged, target)
                 if tools.open_memory is not None:
-                    outputs += tools.open_memory(config, source, staging / MEMORY_NAME)
+                    outputs += tools.open_memory(config, source, staging / MEMORY_NAME, outputs)
             except BaseException:
                 staged.abort()
                 source.close()

@@ -15,6 +15,8 @@ from ros_mm_perception import __version__
 from ros_mm_perception.messages.typestore import schema_text
 
 CHUNK_SIZE = 1024 * 1024
+OBJECT_SCENE_TOPIC = "/object_scene"
+"""The object memory's SceneUpdate (the node's ``object_scene``; one memory per recording)."""
 """Bytes of messages per compressed MCAP chunk (the unit a damaged file loses)."""
 
 
@@ -65,7 +67,9 @@ class ResultsMcap:
     official foxglove_msgs definitions (:mod:`..messages.foxglove`). Once per namespace,
     ``ns/label_info`` (LabelInfo: the detection phrases then the label vocabulary, and the score
     threshold, as the node publishes it). Every message carries its input image's header; its log
-    time is the input's recording time.
+    time is the input's recording time. With an object memory (``bag --memory``) and
+    ``config.foxglove``, :meth:`add_object_scene` writes the memory's records on
+    :data:`OBJECT_SCENE_TOPIC`.
     """
 
     def __init__(self, stream, config, debug_images: bool = False, distro: str = "jazzy",
@@ -116,6 +120,16 @@ class ResultsMcap:
                                    header=convert.result_header(types, result),
                                    msg_factory=types.Image)
             self.file.write(f"{ns}/debug_image", debug, t)
+
+    def add_object_scene(self, memory, log_time_ns: int) -> None:
+        """The object memory's records as one SceneUpdate on :data:`OBJECT_SCENE_TOPIC`
+        (:func:`~ros_mm_perception.messages.foxglove.memory_scene`); nothing without the Foxglove
+        overlays."""
+        from ros_mm_perception.messages import foxglove
+
+        if self.overlays is not None:
+            self.file.write(OBJECT_SCENE_TOPIC, foxglove.memory_scene(self.overlays, memory),
+                            log_time_ns)
 
     def finish(self) -> None:
         self.file.finish()

@@ -6,7 +6,10 @@ stamp (the recording's ``/tf`` and ``/tf_static``, interpolated as tf2 does), an
 memory with the frame's detections, depth and the phrases it looked for. Frames without that
 transform are counted and reported once per link, never guessed. The memory file is written as it
 changes (not staged): running ``bag`` again with the same file extends it, and a run that stops
-half-way keeps what it had folded in.
+half-way keeps what it had folded in. With ``scene`` (the run's
+:class:`~.mcap_output.ResultsMcap`), the first frame folded in (so an extended memory shows from
+the start) and each frame that changed the memory also write the memory's records to the MCAP
+file as a Foxglove SceneUpdate at that frame's recording time.
 """
 
 from __future__ import annotations
@@ -42,11 +45,13 @@ class MemoryOutput:
     """Folds each processed frame of a recording into ``memory`` (see the module docstring)."""
 
     def __init__(self, memory: ObjectMemory, tree: TransformTree, phrases,
-                 warn: Callable[[str], None] = lambda _m: None):
+                 warn: Callable[[str], None] = lambda _m: None, scene=None):
         self.memory = memory
         self.tree = tree
         self.phrases = list(phrases)
         self.warn = warn
+        self.scene = scene
+        self._written = -1
         self.frames = 0
         self.missing: Dict[str, int] = {}
         self._checked = set()
@@ -73,6 +78,9 @@ class MemoryOutput:
                           depth=frame.depth)
         self.memory.update(result, view)
         self.frames += 1
+        if self.scene is not None and self.memory.revision != self._written:
+            self._written = self.memory.revision
+            self.scene.add_object_scene(self.memory, item.log_time_ns)
 
     def finish(self) -> None:
         """Close the memory (every update is already written; its file is then one file, no

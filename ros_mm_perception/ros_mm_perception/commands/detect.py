@@ -10,9 +10,9 @@ from ros_mm_perception.commands.options import (MASKS_HELP, PHRASES_HELP, add_co
                                                 config_from_args, warn_outside_world)
 from ros_mm_perception.core.errors import UserError
 
-DETECT_FIELDS = ("paligemma_model", "owl_model", "sam3_model", "mask_model", "clip_model",
-                 "clip_pretrained", "device", "precision", "score_threshold",
-                 "owl_score_threshold", "nms_iou", "crop_mode")
+DETECT_FIELDS = ("paligemma_model", "paligemma_mask_decoder", "owl_model", "sam3_model",
+                 "mask_model", "clip_model", "clip_pretrained", "device", "precision",
+                 "score_threshold", "owl_score_threshold", "nms_iou", "crop_mode")
 """The config fields detect takes as options."""
 
 

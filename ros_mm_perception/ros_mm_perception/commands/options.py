@@ -26,11 +26,12 @@ PALIGEMMA_FIELDS = ("paligemma_model", "device", "precision", "language", "max_n
 """What loads and prompts PaliGemma (ask, caption)."""
 PIPELINE_FIELDS = ("labels", "enable_labels", "detect_phrases", "grounding_source",
                    "score_threshold", "owl_score_threshold", "nms_iou", "crop_mode", "label_tiles",
-                   "paligemma_model", "owl_model", "sam3_model", "mask_model", "clip_model",
-                   "clip_pretrained", "device", "precision")
+                   "paligemma_model", "paligemma_mask_decoder", "owl_model", "sam3_model",
+                   "mask_model", "clip_model", "clip_pretrained", "device", "precision")
 """The pipeline settings of the offline commands that process recordings (bag, fleet)."""
 MASKS_HELP = ("give each detection a mask (COCO compressed RLE in JSON, instance_mask in the "
-              "MCAP): from --mask-model, or SAM 3's own, else the embedded mask model")
+              "MCAP): from --mask-model, or SAM 3's own, or PaliGemma's own with "
+              "--paligemma-mask-decoder, else the embedded mask model")
 
 
 MEMORY_FIELDS = ("memory_frame", "memory_gate_sigma", "memory_gate_floor_m", "memory_depth_noise",
@@ -111,12 +112,15 @@ def config_from_args(args, **fixed) -> PerceptionConfig:
 
 
 def with_masks(config: PerceptionConfig) -> PerceptionConfig:
-    """``config`` with a mask source: itself when it has one (``mask_model``, or SAM 3 grounding),
-    else with the embedded mask model."""
-    sam3 = config.grounding_source == "sam3" or (
-        config.grounding_source == "auto" and config.sam3_model
+    """``config`` with a mask source: itself when it has one (``mask_model``, SAM 3 grounding, or
+    PaliGemma grounding with ``paligemma_mask_decoder``), else with the embedded mask model."""
+    source, auto = config.grounding_source, config.grounding_source == "auto"
+    sam3 = source == "sam3" or (auto and config.sam3_model)
+    paligemma = source == "paligemma" or (
+        auto and config.paligemma_model and not (config.owl_model or config.sam3_model)
     )
-    return config if config.mask_model or sam3 else config.replace(mask_model="embedded")
+    own_masks = sam3 or (paligemma and config.paligemma_mask_decoder)
+    return config if config.mask_model or own_masks else config.replace(mask_model="embedded")
 
 
 def add_threads_option(parser, default: int = 0) -> None:

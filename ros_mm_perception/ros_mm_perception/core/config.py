@@ -76,6 +76,9 @@ class PerceptionConfig:
     paligemma_model: str = _param("",
                                   "PaliGemma hub id or model folder; empty disables PaliGemma.",
                                   read_only=True, launch=True)
+    paligemma_mask_decoder: str = _param(
+        "", "PaliGemma mask decoder (vae-oid.npz) for PaliGemma's own masks; mask_model wins.",
+        read_only=True)
     owl_model: str = _param(
         "", "OWLv2 / OWL-ViT hub id, model folder or 'embedded'; empty disables OWL.",
         read_only=True, launch=True)

@@ -255,24 +255,27 @@ class PaliGemmaEngine:
     def segment(self, image, phrase: str) -> List[PaliGemmaSegment]:
         """Boxes, mask codebook indices and, with a mask decoder, masks in original-image
         pixels."""
-        phrases = self._check_phrases([phrase])
-        gen = self._generate([image], [f"segment {phrases[0]}"], spans=True)[0]
-        found = [self._detection(obj, gen, p, PaliGemmaSegment, seg_codes=obj.seg_codes)
-                 for obj, p in self._matched(gen, image, phrases)]
-        with_codes = [s for s in found if s.seg_codes]
-        if with_codes and self.mask_decoder is None and not self._warned_no_mask:
-            log.warning("no mask decoder configured: segment returns boxes and <seg> codes but "
-                        "no masks; pass mask_decoder=PATH/vae-oid.npz to load_paligemma")
-            self._warned_no_mask = True
-        if with_codes and self.mask_decoder is not None:
-            from ros_mm_perception.core.models.seg_decoder import masks_in_boxes
+        return self.segment_batch([image], [phrase])[0]
 
-            codes = torch.tensor([s.seg_codes for s in with_codes], device=self.device)
-            with torch.inference_mode():
-                logits = self.mask_decoder(codes)
-            masks = masks_in_boxes(logits, [s.box for s in with_codes], *image.shape[:2])
-            for s, m in zip(with_codes, masks):
-                s.mask = m
+    def segment_batch(self, images: Sequence[np.ndarray],
+                      phrases: Sequence[str]) -> List[List[PaliGemmaSegment]]:
+        """``segment`` for every phrase in every frame in one generate call, in frame order.
+
+        ``segment`` takes one phrase, so each frame gets one prompt per phrase; the fast path
+        encodes each frame once for all of them. With a mask decoder every segment gets a mask
+        (one decoder call for all): an entry without ``<seg>`` tokens gets an empty one.
+        """
+        phrases = self._check_phrases(phrases)
+        generations = self._generate([image for image in images for _ in phrases],
+                                     [f"segment {p}" for _ in images for p in phrases],
+                                     spans=True)
+        found = []
+        for i, image in enumerate(images):
+            answers = zip(phrases, generations[i * len(phrases):(i + 1) * len(phrases)])
+            found.append([self._detection(obj, gen, p, PaliGemmaSegment, seg_codes=obj.seg_codes)
+                          for phrase, gen in answers
+                          for obj, p in self._matched(gen, image, [phrase])])
+        self._add_masks(images, found)
         return found
 
     def close(self) -> None:
@@ -295,6 +298,29 @@ class PaliGemmaEngine:
         check_prompt("detect " + " ; ".join(phrases),
                      "detect prompt (split the phrases over several calls)")
         return phrases
+
+    def _add_masks(self, images, found: List[List[PaliGemmaSegment]]) -> None:
+        """Decode the ``<seg>`` codes of every frame's segments into masks (see segment_batch)."""
+        coded = [s for segments in found for s in segments if s.seg_codes]
+        if self.mask_decoder is None:
+            if coded and not self._warned_no_mask:
+                log.warning("no mask decoder configured: segment returns boxes and <seg> codes "
+                            "but no masks; pass mask_decoder=PATH/vae-oid.npz to load_paligemma")
+                self._warned_no_mask = True
+            return
+        from ros_mm_perception.core.models.seg_decoder import masks_in_boxes
+
+        logits = []
+        if coded:
+            codes = torch.tensor([s.seg_codes for s in coded], device=self.device)
+            with torch.inference_mode():
+                logits = self.mask_decoder(codes)
+        coded_logits = iter(logits)
+        for image, segments in zip(images, found):
+            height, width = image.shape[:2]
+            for s in segments:
+                s.mask = (masks_in_boxes(next(coded_logits)[None], [s.box], height, width)[0]
+                          if s.seg_codes else np.zeros((height, width), dtype=bool))
 
     def _matched(self, gen: Generation, image, phrases: Sequence[str]):
         by_key = {_normal(p): p for p in phrases}

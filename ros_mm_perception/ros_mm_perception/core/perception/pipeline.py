@@ -29,7 +29,10 @@ and the offline tools run the same object. Per frame (or per batch of frames fro
     ``off``: no detections;
 
 * **masks** – with ``mask_model`` (SAM or SAM 2, :mod:`~ros_mm_perception.core.models.sam`) each
-  detection gets a mask, prompted with its box; one image embedding per frame serves all its boxes;
+  detection gets a mask, prompted with its box; one image embedding per frame serves all its boxes.
+  Without one, ``paligemma_mask_decoder`` makes PaliGemma grounding run ``segment`` (one prompt
+  per phrase, all in one generate call) instead of ``detect``: its boxes come with PaliGemma's own
+  masks. SAM 3 makes its own masks;
 * **tracking** – a :class:`~ros_mm_perception.core.perception.tracking.Tracker` per camera sets
   ``track_id``;
 * **3D** – with depth and intrinsics on the frame,
@@ -79,7 +82,7 @@ WARM_UP_FRAMES = ((480, 640), (360, 640))
 """Frame shapes (4:3 and 16:9) whose label views :meth:`PerceptionPipeline.warm_up` prepares
 batches for."""
 MODEL_FIELDS = ("device", "precision", "clip_model", "clip_pretrained", "paligemma_model",
-                "owl_model", "mask_model", "sam3_model")
+                "paligemma_mask_decoder", "owl_model", "mask_model", "sam3_model")
 """Settings fixed for the life of a pipeline (changing them means building a new one)."""
 
 
@@ -155,12 +158,17 @@ class PerceptionPipeline:
             clip = load_clip(config.clip_model, config.clip_pretrained, config.device,
                              config.precision)
             enable_fast_clip(clip, config.clip_fast_path)
+        paligemma_masks = bool(config.paligemma_mask_decoder)
+        if paligemma_masks and (masker is not None or config.mask_model):
+            log.warning("mask_model gives the masks: paligemma_mask_decoder is not used")
+            paligemma_masks = False
         if paligemma is None and config.paligemma_model:
             from ros_mm_perception.core.models.paligemma import load_paligemma
 
-            paligemma = load_paligemma(config.paligemma_model, config.device, config.precision,
-                                       max_new_tokens=config.max_new_tokens,
-                                       fast_path=config.paligemma_fast_path)
+            paligemma = load_paligemma(
+                config.paligemma_model, config.device, config.precision,
+                mask_decoder=config.paligemma_mask_decoder if paligemma_masks else "",
+                max_new_tokens=config.max_new_tokens, fast_path=config.paligemma_fast_path)
             self._owned.append(paligemma)
         if owl is None and config.owl_model:
             from ros_mm_perception.core.models.fast_owl import enable_fast_owl
@@ -181,6 +189,7 @@ class PerceptionPipeline:
             self._owned.append(masker)
         self._clip: Optional[ClipModel] = clip
         self._paligemma = paligemma
+        self._paligemma_masks = paligemma_masks
         self._owl = owl
         self._masker = masker
         self._sam3 = sam3
@@ -190,6 +199,7 @@ class PerceptionPipeline:
         self._cameras: Dict[str, _CameraState] = {}
         self._stacked: Dict[tuple, torch.Tensor] = {}
         self._check_source(config)
+        self._check_paligemma_masks(config)
         self._configure_paligemma(config)
         self._encode(config.detect_phrases)
         self.config = config
@@ -208,12 +218,14 @@ class PerceptionPipeline:
 
     @property
     def makes_masks(self) -> bool:
-        """Whether detections can get masks (a mask model or SAM 3 is loaded)."""
-        return self._masker is not None or self._sam3 is not None
+        """Whether detections can get masks (a mask model, SAM 3 or PaliGemma's mask decoder is
+        loaded)."""
+        return self._masker is not None or self._sam3 is not None or self._paligemma_masks
 
     def _masks_run(self, source: str) -> bool:
         """Whether detections from ``source`` get masks."""
-        return self._masker is not None or source == "sam3"
+        return (self._masker is not None or source == "sam3"
+                or (source == "paligemma" and self._paligemma_masks))
 
     @property
     def owl(self):
@@ -431,8 +443,9 @@ class PerceptionPipeline:
         if not phrases or not detect_images or source in ("clip", "owl", "sam3"):
             proposals = [[] for _ in detect_images]
         else:
-            proposals = [list(d)
-                         for d in self._paligemma.detect_batch(detect_images, list(phrases))]
+            find = (self._paligemma.segment_batch if self._paligemma_masks
+                    else self._paligemma.detect_batch)
+            proposals = [list(d) for d in find(detect_images, list(phrases))]
         detections = None
         if source == "clip" and phrases:
             detections = [ground_with_clip(self._labeler, image, list(phrases),
@@ -577,6 +590,16 @@ class PerceptionPipeline:
     def _check_open(self) -> None:
         if self._labeler is None:
             raise UserError("the perception pipeline is closed")
+
+    def _check_paligemma_masks(self, config: PerceptionConfig) -> None:
+        if not config.paligemma_mask_decoder:
+            return
+        if self._paligemma is None:
+            raise ConfigError("paligemma_mask_decoder needs a PaliGemma model: set "
+                              "paligemma_model")
+        if self._paligemma_masks and not self._paligemma.has_mask_decoder:
+            raise ConfigError("paligemma_mask_decoder is set but the PaliGemma engine passed in "
+                              "has none: load it with load_paligemma(..., mask_decoder=PATH)")
 
     def _require_paligemma(self):
         self._check_open()

@@ -85,6 +85,32 @@ def test_a_record_seen_only_cut_by_the_image_border_is_confirmed_once_wholly_in_
     assert [r.observations for r in memory.objects()] == [4]
 
 
+def test_one_frame_is_one_look_at_what_an_object_is(rng):
+    """Three boxes of one frame on one object (the whole as "red mug", a lesser "red mug" box and
+    a "red cup" box of a part): all three positions fuse, but each phrase gains its best score of
+    the frame once, and the look (crop embedding) is the best box's."""
+    whole, part = unit(rng.normal(size=16)), unit(rng.normal(size=16))
+    mug = (2.0, 0.3, 0.4)
+    boxes = [
+        ("red cup", (2.0, 0.34, 0.4)),
+        ("red mug", (2.0, 0.3, 0.4)),
+        ("red mug", (2.0, 0.32, 0.4)),
+    ]
+    memory = ObjectMemory("map", PerceptionConfig(memory_embedding_threshold=-1.0))
+    for i in range(3):
+        pose = camera_pose((0.0, 0.05 * i, 0.5))
+        result = frame(pose, boxes, i * S, embeddings=[part, whole, part])
+        for det, score in zip(result.detections, (0.5, 0.9, 0.6)):
+            det.score = score
+        memory.update(result, view(pose, i * S, ["red mug", "red cup"]))
+    (record,) = memory.objects()
+    assert record.observations == 3
+    assert record.phrases == pytest.approx({"red mug": 3 * 0.9, "red cup": 3 * 0.5})
+    assert np.allclose(record.embedding, whole, atol=1e-6)
+    assert record.mean[1] == pytest.approx(0.32, abs=0.005)  # between the three boxes
+    assert np.linalg.norm(record.mean - mug) < 0.03
+
+
 def test_objects_near_each_other_with_other_phrases_stay_apart(rng):
     close = [("red mug", (2.0, 0.0, 0.4)), ("blue mug", (2.0, 0.12, 0.4))]
     memory = ObjectMemory("map")

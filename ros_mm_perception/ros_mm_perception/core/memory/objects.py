@@ -9,9 +9,10 @@ Per frame (:meth:`ObjectMemory.update`):
   with its crop's. Several detections of one frame (two phrases on one object) may join one record;
   an observation that joins none starts a new record;
 * **fusion** – the position is fused as independent Gaussian measurements (information form: the
-  covariance shrinks with every view), the size is a running mean, the phrase evidence sums the
-  scores per phrase, the embedding is the mean of the crops' embeddings; first and last seen
-  and the number of frames it was detected in are kept. Its log-odds confidence gains 1 per
+  covariance shrinks with every view), the size is a running mean; a frame is one look at what
+  the object is: its phrase evidence gains each phrase's best score of the frame, and its
+  embedding (the mean over frames) the crop of the frame's best box; first and last seen and
+  the number of frames it was detected in are kept. Its log-odds confidence gains 1 per
   detected frame (at most :data:`MAX_LOG_ODDS`) and ``confidence = sigmoid(log_odds)``;
 * **merging** – a record that comes within the gate of a compatible record (two records that
   drifted onto one object) is merged into it; the one seen in more frames keeps its id;
@@ -418,18 +419,15 @@ class ObjectMemory:
             stamp = int(view.stamp_ns)
             self._latest_ns = max(self._latest_ns, stamp)
             joined: Dict[int, List[Observation]] = {}
-            for o in obs:
+            for o in sorted(obs, key=lambda o: -o.score):  # the best box of an object first
                 record = self._associate(o)
                 if record is None:
                     record = self._create(o, stamp)
                     report.created.append(record.id)
-                    joined[record.id] = []
-                else:
-                    joined.setdefault(record.id, []).append(o)
+                joined.setdefault(record.id, []).append(o)
             for rid, items in joined.items():
                 record = self._records[rid]
-                if items:
-                    self._fuse(record, items, stamp, new_frame=rid not in report.created)
+                self._fuse(record, items, stamp, created=rid in report.created)
                 if record.confirmed:
                     if rid not in report.created:
                         report.updated.append(rid)
@@ -595,32 +593,46 @@ class ObjectMemory:
 
     @staticmethod
     def _fuse(
-        record: ObjectRecord, items: Sequence[Observation], stamp: int, new_frame: bool
+        record: ObjectRecord, items: Sequence[Observation], stamp: int, created: bool
     ) -> None:
-        """Fold one frame's observations of ``record`` in (``new_frame``: a frame it was not yet
-        counted in)."""
+        """Fold one frame's observations of ``record`` in, best score first (``created``: the
+        record was made from ``items[0]`` in this frame).
+
+        Every box's position is a measurement (the boxes of one frame on an object scatter about
+        it). The frame is one look, though: each phrase gains the best score it had in the frame
+        (a detector's overlapping lesser boxes, often of a part, are not further evidence of what
+        the object is), and the crop embedding is the best box's (a whole-object box, where the
+        lesser ones show a part; a record made from a box without one waits for the next
+        frame's)."""
         info = np.linalg.inv(record.covariance)
         weighted = info @ record.mean
-        for o in items:
+        for o in items[1:] if created else items:
             o_info = np.linalg.inv(o.covariance)
             info, weighted = info + o_info, weighted + o_info @ o.xyz
             n = record.observations
             record.size = (record.size * n + o.size) / (n + 1)
-            key = normalise_phrase(o.phrase)
-            record.phrases[key] = record.phrases.get(key, 0.0) + o.score
-            if o.embedding is not None:
-                emb = o.embedding.astype(np.float32)
-                record.embedding_sum = (
-                    emb.copy() if record.embedding_sum is None else record.embedding_sum + emb
-                )
-                record.embedding_count += 1
         covariance = np.linalg.inv(info)
         record.covariance = (covariance + covariance.T) / 2
         record.mean = record.covariance @ weighted
+        frame_best: Dict[str, float] = {}
+        for o in items:
+            key = normalise_phrase(o.phrase)
+            frame_best[key] = max(frame_best.get(key, 0.0), o.score)
+        if created:  # items[0], the frame's best, made the record: its phrase and look are in
+            del frame_best[normalise_phrase(items[0].phrase)]
+        for key, score in frame_best.items():
+            record.phrases[key] = record.phrases.get(key, 0.0) + score
+        best = next((o.embedding for o in items if o.embedding is not None), None)
+        if best is not None and not created:
+            emb = best.astype(np.float32)
+            record.embedding_sum = (
+                emb.copy() if record.embedding_sum is None else record.embedding_sum + emb
+            )
+            record.embedding_count += 1
         record.last_seen_ns = max(record.last_seen_ns, stamp)
         record.misses = 0
         record.state = PRESENT
-        if new_frame:
+        if not created:
             record.observations += 1
             record.log_odds = min(record.log_odds + 1.0, MAX_LOG_ODDS)
 

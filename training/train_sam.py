@@ -9,12 +9,15 @@ decoder), saved with ``save_pretrained`` together with a ``SamProcessor``; it lo
 :func:`~ros_mm_perception.core.models.sam.load_mask_model` like any SAM checkpoint.
 
 Training data: :data:`POOL` scenes of :mod:`ros_mm_perception.synthetic.scenes` (three in four
-``varied``), 1-4 objects each at 240 x 320 px, rendered once at the start with their exact visible
-masks; each step draws scenes from the pool, mirrors some left to right, and prompts the model with
-every object's box, each side moved by up to :data:`BOX_JITTER` of the box's size (a detector's
-box is never exact). The low-resolution mask logits (a quarter of the input size) are compared with
-the exact mask resampled onto the same grid (area averaging: soft targets on the outline) by
-binary cross-entropy plus a soft Dice loss. The unseen style of :mod:`.unseen` is never trained on.
+``varied``), 1-4 objects each at one of :data:`SCENE_SIZES`, rendered once at the start with their
+exact visible masks. The model masks each box on its own crop at run time
+(:func:`~ros_mm_perception.core.models.sam.crop_window`), so each step draws scenes from the pool,
+one object of each, mirrors some left to right, moves each side of the object's box by up to
+:data:`BOX_JITTER` of its size (a detector's box is never exact), crops around that box with a
+margin drawn from :data:`CROP_MARGINS` and prompts with the box. The low-resolution mask logits (a
+quarter of the input size) are compared with the exact mask resampled onto the same grid (area
+averaging: soft targets on the outline) by binary cross-entropy plus a soft Dice loss. The unseen
+style of :mod:`.unseen` is never trained on.
 
 The run is deterministic given ``--seed`` and ``--threads``: the pool and each step's draw come
 from the seed alone, and torch uses deterministic algorithms. ``--init-from DIR`` continues from
@@ -36,6 +39,7 @@ import torch.nn.functional as F
 
 from ros_mm_perception.core.models.embedded import EMBEDDED_SAM_DIR
 from ros_mm_perception.core.models.random_models import sam_config, sam_processor
+from ros_mm_perception.core.models.sam import CROP_MARGIN, crop_window
 from ros_mm_perception.synthetic.scenes import render_scene
 from training.common import (TRAINING_INFO, adamw_cosine, optimise, training_main,
                              write_training_info)
@@ -44,20 +48,28 @@ IMAGE_SIZE = 192
 ARCH = dict(image_size=IMAGE_SIZE, patch_size=8, width=48, layers=3, heads=4, window_size=6)
 POOL = 800
 """Scenes rendered once for the whole run."""
-SCENE_SIZE = (240, 320)
+SCENE_SIZES = ((240, 320), (480, 640))
+"""Frame sizes of the pool, one drawn per scene."""
 BOX_JITTER = 0.05
+CROP_MARGINS = (CROP_MARGIN / 2, CROP_MARGIN * 2)
+"""Range of the crop margin drawn per crop: the model learns around the engine's
+:data:`~ros_mm_perception.core.models.sam.CROP_MARGIN` rather than at one value."""
 
 
 def render_pool(seed: int, n: int) -> List:
-    """``n`` scenes (image and objects with masks) from ``seed``."""
+    """``n`` scenes (image and objects with masks) from ``seed``, each at one of
+    :data:`SCENE_SIZES`."""
     rng = np.random.default_rng([seed, 1])
-    return [render_scene(rng, n_objects=int(rng.integers(1, 5)), size=SCENE_SIZE,
-                         varied=rng.random() < 0.75,
-                         size_range=(0.15, 0.5)) for _ in range(n)]
+    pool = []
+    for _ in range(n):
+        size = SCENE_SIZES[int(rng.integers(len(SCENE_SIZES)))]
+        pool.append(render_scene(rng, n_objects=int(rng.integers(1, 5)), size=size,
+                                 varied=rng.random() < 0.75, size_range=(0.15, 0.5)))
+    return pool
 
 
 def low_res_target(mask: np.ndarray, new_hw, grid: int) -> np.ndarray:
-    """The exact mask as the model's low-resolution mask sees it: resized onto the resized frame,
+    """The exact mask as the model's low-resolution mask sees it: resized onto the resized crop,
     padded to the square input and area-averaged to ``grid x grid``."""
     scaled = cv2.resize(mask.astype(np.float32), (new_hw[1], new_hw[0]),
                         interpolation=cv2.INTER_AREA)
@@ -67,42 +79,37 @@ def low_res_target(mask: np.ndarray, new_hw, grid: int) -> np.ndarray:
 
 
 def make_batch(rng: np.random.Generator, pool, processor, batch_size: int):
-    """Pixels, ``B x N x 4`` prompt boxes (input pixels), targets ``B x N x g x g`` and a box
-    mask ``B x N``."""
-    scenes = [pool[i] for i in rng.choice(len(pool), batch_size, replace=False)]
-    images, boxes, masks = [], [], []
-    for scene in scenes:
+    """Pixels of ``batch_size`` crops (one object each), ``B x 1 x 4`` prompt boxes (input
+    pixels), targets ``B x 1 x g x g`` and a box mask ``B x 1``."""
+    crops, boxes, masks = [], [], []
+    for i in rng.choice(len(pool), batch_size, replace=False):
+        scene = pool[i]
+        obj = scene.objects[int(rng.integers(len(scene.objects)))]
         flip = rng.random() < 0.5
         image = scene.image[:, ::-1] if flip else scene.image
-        w = image.shape[1]
-        frame_boxes, frame_masks = [], []
-        for obj in scene.objects:
-            x0, y0, x1, y1 = obj.box
-            if flip:
-                x0, x1 = w - x1, w - x0
-            bw, bh = x1 - x0, y1 - y0
-            jitter = rng.uniform(-BOX_JITTER, BOX_JITTER, 4) * [bw, bh, bw, bh]
-            frame_boxes.append(np.array([x0, y0, x1, y1]) + jitter)
-            frame_masks.append(obj.mask[:, ::-1] if flip else obj.mask)
-        images.append(np.ascontiguousarray(image))
-        boxes.append(frame_boxes)
-        masks.append(frame_masks)
-    h, w = images[0].shape[:2]
-    inputs = processor.image_processor(images, return_tensors="pt")
-    new_h, new_w = processor.image_processor._get_preprocess_shape((h, w), IMAGE_SIZE)
+        mask = obj.mask[:, ::-1] if flip else obj.mask
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = obj.box
+        if flip:
+            x0, x1 = w - x1, w - x0
+        bw, bh = x1 - x0, y1 - y0
+        jitter = rng.uniform(-BOX_JITTER, BOX_JITTER, 4) * [bw, bh, bw, bh]
+        box = np.clip(np.array([x0, y0, x1, y1]) + jitter, 0, [w, h, w, h])
+        c0, r0, c1, r1 = crop_window(box, h, w, rng.uniform(*CROP_MARGINS))
+        crops.append(np.ascontiguousarray(image[r0:r1, c0:c1]))
+        boxes.append(box - [c0, r0, c0, r0])
+        masks.append(mask[r0:r1, c0:c1])
+    inputs = processor.image_processor(crops, return_tensors="pt")
     grid = IMAGE_SIZE // ARCH["patch_size"] * 4
-    n = max(len(b) for b in boxes)
-    box_t = np.zeros((batch_size, n, 4), np.float32)
-    target = np.zeros((batch_size, n, grid, grid), np.float32)
-    valid = np.zeros((batch_size, n), np.float32)
-    scale = np.array([new_w / w, new_h / h] * 2)
-    for i, (frame_boxes, frame_masks) in enumerate(zip(boxes, masks)):
-        for j, (box, mask) in enumerate(zip(frame_boxes, frame_masks)):
-            box_t[i, j] = np.clip(box, 0, [w, h, w, h]) * scale
-            target[i, j] = low_res_target(mask, (new_h, new_w), grid)
-            valid[i, j] = 1.0
+    box_t = np.zeros((batch_size, 1, 4), np.float32)
+    target = np.zeros((batch_size, 1, grid, grid), np.float32)
+    for i, (crop, box, mask) in enumerate(zip(crops, boxes, masks)):
+        h, w = crop.shape[:2]
+        new_h, new_w = processor.image_processor._get_preprocess_shape((h, w), IMAGE_SIZE)
+        box_t[i, 0] = box * np.array([new_w / w, new_h / h] * 2)
+        target[i, 0] = low_res_target(mask, (new_h, new_w), grid)
     return (inputs["pixel_values"], torch.from_numpy(box_t), torch.from_numpy(target),
-            torch.from_numpy(valid))
+            torch.ones(batch_size, 1))
 
 
 def losses(model, pixels, boxes, target, valid) -> dict:
@@ -169,7 +176,8 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
     processor.save_pretrained(out)
     return write_training_info(out, seed=seed, steps=steps, batch_size=batch_size, lr=lr,
                                threads=threads, started=start, loss_curve=curve, arch=ARCH,
-                               pool=POOL, scene_size=SCENE_SIZE, box_jitter=BOX_JITTER,
+                               pool=POOL, scene_sizes=SCENE_SIZES, box_jitter=BOX_JITTER,
+                               crop_margins=CROP_MARGINS,
                                **previous)
 
 

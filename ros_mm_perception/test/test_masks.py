@@ -240,6 +240,55 @@ def test_a_box_partly_outside_is_clipped_to_the_image(sam_dir, rng):
     assert np.array_equal(outside, inside)
 
 
+def test_crop_window_is_a_square_around_the_box_moved_into_the_image():
+    from ros_mm_perception.core.models.sam import crop_window
+
+    assert crop_window((40, 30, 60, 40), 100, 200, 0.25) == (35, 20, 65, 50)   # side 20 * 1.5
+    assert crop_window((0, 0, 20, 10), 100, 200, 0.25) == (0, 0, 30, 30)       # moved right, down
+    assert crop_window((180, 90, 200, 100), 100, 200, 0.25) == (170, 70, 200, 100)
+    assert crop_window((0, 10, 80, 40), 50, 200, 0.5) == (0, 0, 160, 50)       # cut to the image
+
+
+def test_crop_path_pastes_each_box_mask_from_its_crop_into_frame_pixels(sam_dir, rng):
+    from ros_mm_perception.core.imaging.masks import decode_rle, encode_rle
+    from ros_mm_perception.core.models.sam import clip_boxes, crop_window, load_mask_model
+
+    engine = load_mask_model(str(sam_dir), "cpu", "fp32")
+    engine.crop_margin = 0.25
+    images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8),
+              rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)]
+    # near the border, partly outside, inside, outside (empty, no crop)
+    boxes = [[(50, 30, 70, 52), (-6, 4, 14, 20), (20, 10, 36, 34)],
+             [(2, 2, 12, 30), (40, 1, 50, 9)]]
+    calls = []
+    encode = engine.net.get_image_embeddings
+    engine.net.get_image_embeddings = lambda pixels: calls.append(len(pixels)) or encode(pixels)
+    got = engine.masks(images, boxes)
+    assert calls == [4]                                    # one encoder call for all four crops
+    assert engine.masks(images, boxes)[0][1].tobytes() == got[0][1].tobytes()   # deterministic
+    for image, frame_boxes, masks in zip(images, boxes, got):
+        h, w = image.shape[:2]
+        assert len(masks) == len(frame_boxes)
+        for box, mask in zip(clip_boxes(frame_boxes, h, w), masks):
+            assert mask.shape == (h, w) and mask.dtype == bool
+            assert np.array_equal(decode_rle(encode_rle(mask)), mask)
+            if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+                assert not mask.any()
+                continue
+            c0, r0, c1, r1 = crop_window(box, h, w, 0.25)
+            expected = np.zeros((h, w), bool)
+            expected[r0:r1, c0:c1] = reference_masks(sam_dir, image[r0:r1, c0:c1],
+                                                     [box - [c0, r0, c0, r0]])[0]
+            assert np.array_equal(mask, expected)
+
+
+def test_only_the_embedded_model_masks_on_crops(sam_dir):
+    from ros_mm_perception.core.models.sam import CROP_MARGIN, load_mask_model
+
+    assert load_mask_model(str(sam_dir), "cpu", "fp32").crop_margin is None
+    assert load_mask_model("embedded", "cpu", "fp32").crop_margin == CROP_MARGIN
+
+
 def test_mask_model_loader_errors(tmp_path, tiny_clip_dir):
     from ros_mm_perception.core.errors import ModelNotFoundError, UserError
     from ros_mm_perception.core.models.random_models import build_random_owl
@@ -383,3 +432,19 @@ def test_mask_training_continues_from_a_saved_model(tmp_path, monkeypatch):
     info = json.loads((tmp_path / "training.json").read_text())
     assert info["seed"] == 3 and info["steps"] == 1
     assert info["continued_from"] == {k: v for k, v in shipped.items() if k != "loss_curve"}
+
+
+def test_mask_training_on_crops_is_deterministic_given_the_seed(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from training import train_sam
+
+    monkeypatch.setattr(train_sam, "POOL", 4)
+    runs = []
+    for name in ("a", "b"):
+        assert train_sam.main(["--steps", "2", "--batch-size", "2", "--seed", "5",
+                               "--out", str(tmp_path / name)]) == 0
+        runs.append(load_file(tmp_path / name / "model.safetensors"))
+        info = json.loads((tmp_path / name / "training.json").read_text())
+        assert info["crop_margins"] == list(train_sam.CROP_MARGINS)
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])

@@ -140,13 +140,18 @@ def precision_agreement(
 
 def mask_report(args, config) -> Dict:
     """The ``--masks`` figures of :mod:`ros_mm_perception.synthetic.mask_evaluation`, per style."""
+    import torch
+
+    from ros_mm_perception.commands.bench.harness import cpu_info
     from ros_mm_perception.core.models.sam import load_mask_model
     from ros_mm_perception.synthetic import mask_evaluation
 
     engine = load_mask_model(args.mask_model, config.device, config.precision)
     report = {"seed": args.seed, "mask_model": engine.name,
               "precision": str(engine.dtype).removeprefix("torch."),
-              "box_jitter": mask_evaluation.BOX_JITTER}
+              "crop_margin": engine.crop_margin, "box_jitter": mask_evaluation.BOX_JITTER,
+              "device": str(engine.device), "threads": torch.get_num_threads(),
+              "cpu": cpu_info()}
     for style in ("own", "unseen"):
         report[style] = {
             "masks": mask_evaluation.mask_quality(engine, style, args.seed, args.scenes),

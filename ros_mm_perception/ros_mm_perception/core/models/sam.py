@@ -7,13 +7,20 @@ choice for box prompts). Boxes are scaled onto the model input as the processors
 masks go back to original-image pixels with the processors' own ``post_process_masks``, so the
 result equals transformers' pipeline of processor, model and post-processing. A box that lies
 outside the image, or is narrower than a pixel inside it, gets an empty mask and costs nothing.
+
+The embedded model (trained on crops) masks each box on its own crop instead
+(``crop_margin``, :func:`crop_window`): a square around the box, resized to the model's input, so
+the object fills most of its 96 x 96 mask grid rather than a few cells of the whole frame's; the
+mask comes back into the crop's pixels and is pasted into the frame. That costs one image
+encoding per box (all crops of a batch in one encoder call), cheap for the embedded model's tiny
+encoder; SAM and SAM 2 checkpoints, whose encoders are the expensive part, see the whole frame.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,6 +40,10 @@ EMBEDDED = "embedded"
 """The ``mask_model`` value of the mask model shipped in the package (:data:`EMBEDDED_SAM_DIR`)."""
 MASK_THRESHOLD = 0.0
 """Mask logit above which a pixel belongs to the object (transformers' default)."""
+CROP_MARGIN = 0.25
+"""The embedded model's crop around a box: the box's longer side grown by this share of it on
+every side, so a box off by its 5 % jitter still holds the whole object and the decoder sees
+background all round, while the object fills two thirds of the model's input."""
 
 
 def clip_boxes(boxes, height: int, width: int) -> np.ndarray:
@@ -46,14 +57,29 @@ def clip_boxes(boxes, height: int, width: int) -> np.ndarray:
                     1)
 
 
+def crop_window(box, height: int, width: int, margin: float) -> Tuple[int, int, int, int]:
+    """``(col0, row0, col1, row1)``: the square around a clipped ``box`` whose side is the box's
+    longer side times ``1 + 2 * margin``, centred on the box, moved to lie in the image and cut
+    to it where the image is smaller."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    left = min(max((x0 + x1 - side) / 2, 0.0), max(width - side, 0.0))
+    top = min(max((y0 + y1 - side) / 2, 0.0), max(height - side, 0.0))
+    col0, row0 = int(np.floor(left)), int(np.floor(top))
+    return (col0, row0, min(width, int(np.ceil(left + side))),
+            min(height, int(np.ceil(top + side))))
+
+
 class BoxMaskEngine:
     """SAM / SAM 2 with its processor: :meth:`masks` turns boxes into masks in original-image
     pixels."""
 
-    def __init__(self, net, processor, *, name: str, device: torch.device, dtype: torch.dtype):
+    def __init__(self, net, processor, *, name: str, device: torch.device, dtype: torch.dtype,
+                 crop_margin: Optional[float] = None):
         self.net, self.processor, self.name = net, processor, name
         self.device, self.dtype = device, dtype
         self.kind = net.config.model_type
+        self.crop_margin = crop_margin
 
     @torch.inference_mode()
     def masks(self, images: Sequence[np.ndarray],
@@ -64,23 +90,48 @@ class BoxMaskEngine:
         clipped = [clip_boxes(b, *image.shape[:2]) for image, b in zip(images, boxes)]
         usable = [(c[:, 2] - c[:, 0] >= 1) & (c[:, 3] - c[:, 1] >= 1) for c in clipped]
         out = [[np.zeros(image.shape[:2], bool) for _ in c] for image, c in zip(images, clipped)]
+        if self.crop_margin is None:
+            self._frame_masks(images, clipped, usable, out)
+        else:
+            self._crop_masks(images, clipped, usable, out)
+        return out
+
+    def _frame_masks(self, images, clipped, usable, out) -> None:
+        """One image embedding per frame, all of the frame's boxes decoded against it."""
         todo = [i for i, u in enumerate(usable) if u.any()]
         if not todo:
-            return out
+            return
         inputs = self.processor.image_processor([images[i] for i in todo], return_tensors="pt")
-        pixels = inputs["pixel_values"].to(self.device, self.dtype)
-        embeddings = self.net.get_image_embeddings(pixels)
+        embeddings = self.net.get_image_embeddings(
+            inputs["pixel_values"].to(self.device, self.dtype))
         for k, i in enumerate(todo):
             keep = np.flatnonzero(usable[i])
-            frame_embedding = ([e[k:k + 1] for e in embeddings]
-                               if isinstance(embeddings, (list, tuple))
-                               else embeddings[k:k + 1])
             prompt = self._prompt(clipped[i][keep], images[i].shape[:2])
-            pred = self.net(image_embeddings=frame_embedding, input_boxes=prompt,
+            pred = self.net(image_embeddings=_select(embeddings, k), input_boxes=prompt,
                             multimask_output=False).pred_masks
             for j, mask in zip(keep, self._post_process(pred.float(), inputs, k)):
                 out[i][j] = mask
-        return out
+
+    def _crop_masks(self, images, clipped, usable, out) -> None:
+        """Each box on its own crop (:func:`crop_window` at ``crop_margin``), its mask pasted
+        back into the frame; the crops of all frames go through the model together."""
+        jobs = []
+        for i, image in enumerate(images):
+            for j in np.flatnonzero(usable[i]):
+                window = crop_window(clipped[i][j], *image.shape[:2], self.crop_margin)
+                jobs.append((i, j, window))
+        if not jobs:
+            return
+        crops = [np.ascontiguousarray(images[i][r0:r1, c0:c1]) for i, _, (c0, r0, c1, r1) in jobs]
+        inputs = self.processor.image_processor(crops, return_tensors="pt")
+        embeddings = self.net.get_image_embeddings(
+            inputs["pixel_values"].to(self.device, self.dtype))
+        for k, ((i, j, (c0, r0, c1, r1)), crop) in enumerate(zip(jobs, crops)):
+            box = clipped[i][j:j + 1] - np.array([c0, r0, c0, r0])
+            pred = self.net(image_embeddings=_select(embeddings, k),
+                            input_boxes=self._prompt(box, crop.shape[:2]),
+                            multimask_output=False).pred_masks
+            out[i][j][r0:r1, c0:c1] = self._post_process(pred.float(), inputs, k)[0]
 
     def _prompt(self, boxes: np.ndarray, hw) -> torch.Tensor:
         """``1 x N x 4`` boxes on the model input, scaled as the processor scales them."""
@@ -114,6 +165,13 @@ class BoxMaskEngine:
     def close(self) -> None:
         """Release the model; the engine cannot be used afterwards."""
         self.net = None
+
+
+def _select(embeddings, k: int):
+    """Image ``k``'s embedding (SAM: one tensor; SAM 2: a list of feature levels)."""
+    if isinstance(embeddings, (list, tuple)):
+        return [e[k:k + 1] for e in embeddings]
+    return embeddings[k:k + 1]
 
 
 def load_mask_model(model: str, device: str = "auto", precision: str = "auto", *,
@@ -160,4 +218,5 @@ def load_mask_model(model: str, device: str = "auto", precision: str = "auto", *
             f"({reason}). On a machine with network access run `hf download {model}` and copy "
             "~/.cache/huggingface here if needed, or pass a local model folder") from err
     return BoxMaskEngine(net, processor, name=str(path) if model == EMBEDDED else model,
-                         device=dev, dtype=dtype)
+                         device=dev, dtype=dtype,
+                         crop_margin=CROP_MARGIN if model == EMBEDDED else None)

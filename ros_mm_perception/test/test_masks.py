@@ -260,11 +260,12 @@ def test_crop_path_pastes_each_box_mask_from_its_crop_into_frame_pixels(sam_dir,
     # near the border, partly outside, inside, outside (empty, no crop)
     boxes = [[(50, 30, 70, 52), (-6, 4, 14, 20), (20, 10, 36, 34)],
              [(2, 2, 12, 30), (40, 1, 50, 9)]]
-    calls = []
-    encode = engine.net.get_image_embeddings
+    calls, decoded = [], []
+    encode, decode = engine.net.get_image_embeddings, engine.net.forward
     engine.net.get_image_embeddings = lambda pixels: calls.append(len(pixels)) or encode(pixels)
+    engine.net.forward = lambda **kw: decoded.append(len(kw["input_boxes"])) or decode(**kw)
     got = engine.masks(images, boxes)
-    assert calls == [4]                                    # one encoder call for all four crops
+    assert calls == [4] and decoded == [4]     # one encoder and one decoder call for four crops
     assert engine.masks(images, boxes)[0][1].tobytes() == got[0][1].tobytes()   # deterministic
     for image, frame_boxes, masks in zip(images, boxes, got):
         h, w = image.shape[:2]

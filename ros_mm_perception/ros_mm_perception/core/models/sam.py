@@ -12,8 +12,9 @@ The embedded model (trained on crops) masks each box on its own crop instead
 (``crop_margin``, :func:`crop_window`): a square around the box, resized to the model's input, so
 the object fills most of its 96 x 96 mask grid rather than a few cells of the whole frame's; the
 mask comes back into the crop's pixels and is pasted into the frame. That costs one image
-encoding per box (all crops of a batch in one encoder call), cheap for the embedded model's tiny
-encoder; SAM and SAM 2 checkpoints, whose encoders are the expensive part, see the whole frame.
+encoding per box (all crops of a batch in one encoder and one decoder call), cheap for the
+embedded model's tiny encoder; SAM and SAM 2 checkpoints, whose encoders are the expensive part,
+see the whole frame.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ class BoxMaskEngine:
 
     def _crop_masks(self, images, clipped, usable, out) -> None:
         """Each box on its own crop (:func:`crop_window` at ``crop_margin``), its mask pasted
-        back into the frame; the crops of all frames go through the model together."""
+        back into the frame; the crops of all frames go through the encoder and the decoder in
+        one call each."""
         jobs = []
         for i, image in enumerate(images):
             for j in np.flatnonzero(usable[i]):
@@ -126,12 +128,13 @@ class BoxMaskEngine:
         inputs = self.processor.image_processor(crops, return_tensors="pt")
         embeddings = self.net.get_image_embeddings(
             inputs["pixel_values"].to(self.device, self.dtype))
-        for k, ((i, j, (c0, r0, c1, r1)), crop) in enumerate(zip(jobs, crops)):
-            box = clipped[i][j:j + 1] - np.array([c0, r0, c0, r0])
-            pred = self.net(image_embeddings=_select(embeddings, k),
-                            input_boxes=self._prompt(box, crop.shape[:2]),
-                            multimask_output=False).pred_masks
-            out[i][j][r0:r1, c0:c1] = self._post_process(pred.float(), inputs, k)[0]
+        prompts = torch.cat([self._prompt(clipped[i][j:j + 1] - np.array([c0, r0, c0, r0]),
+                                          crop.shape[:2])
+                             for (i, j, (c0, r0, c1, r1)), crop in zip(jobs, crops)])
+        pred = self.net(image_embeddings=embeddings, input_boxes=prompts,
+                        multimask_output=False).pred_masks.float()
+        for k, (i, j, (c0, r0, c1, r1)) in enumerate(jobs):
+            out[i][j][r0:r1, c0:c1] = self._post_process(pred[k:k + 1], inputs, k)[0]
 
     def _prompt(self, boxes: np.ndarray, hw) -> torch.Tensor:
         """``1 x N x 4`` boxes on the model input, scaled as the processor scales them."""

@@ -48,6 +48,8 @@ def test_eval_memory_runs_and_reports_every_figure(capsys):
     for key in ("recorded_once", "duplicates", "false_objects_per_object",
                 "position_error_median_m", "query_top1", "absent_phrases_answered",
                 "removed_marked_gone", "views_until_gone", "wrongly_gone",
-                "hidden_object_marked_gone"):
+                "hidden_object_marked_gone", "recorded_once_any_phrase",
+                "false_objects_at_an_object", "position_errors_m", "query_least_right_match",
+                "never_wholly_in_view", "position_error_median_wholly_seen_m"):
         assert key in figures
     assert 0.0 <= figures["recorded_once"] <= 1.0 and figures["frames_per_pass"] == 8

@@ -12,7 +12,14 @@ them, is driven through twice by a camera circling its middle (objects leave and
   :data:`~ros_mm_perception.core.memory.objects.MATCH_THRESHOLD`; ``query_top1_ranked``: it comes
   first whatever its match; absent phrases answered above the threshold). A missed object whose
   place holds a record of other phrases only (the detector named it wrongly) is listed in
-  ``missed_but_recorded_as_other_phrases``;
+  ``missed_but_recorded_as_other_phrases``. Breakdowns: ``recorded_once_any_phrase`` (exactly one
+  record at the object's place, whatever its phrase: association alone),
+  ``false_objects_at_an_object`` (false records at the place of an object in the room: named
+  wrongly, not phantoms), ``position_errors_m`` per object, ``query_least_right_match`` (the
+  smallest match of a right top-1 answer: the margin above the threshold) and
+  ``never_wholly_in_view`` (objects in view in at least two frames but always cut by the image's
+  border, whose box centres are then biased inwards) and ``position_error_median_wholly_seen_m``
+  (the median over the other objects);
 * **pass 2**, later: two objects are taken away, one is moved, and a second panel hides another;
   after the lap the robot stops before each removed object's place and looks at it from
   :data:`REVISIT_VIEWS` spots (the lap alone shows a place wholly in view once or never, and the
@@ -82,8 +89,12 @@ def _records_of(memory: ObjectMemory, obj, states=(PRESENT,)) -> list:
         for r in memory.objects()
         if r.state in states
         and obj.phrase in r.phrases
-        and np.linalg.norm(r.mean - np.asarray(obj.position)) <= MATCH_RADIUS_M
+        and _near(r, obj)
     ]
+
+
+def _near(record, obj) -> bool:
+    return bool(np.linalg.norm(record.mean - np.asarray(obj.position)) <= MATCH_RADIUS_M)
 
 
 def _hiding_panel(world: World, obj, centre) -> Panel:
@@ -132,6 +143,7 @@ def evaluate_style(
     poses = drive(world, frames)
     distances: Dict[int, List[float]] = {i: [] for i in range(len(world.objects))}
     seen_in = {i: 0 for i in range(len(world.objects))}
+    wholly_in = {i: 0 for i in range(len(world.objects))}
 
     def run_pass(pass_no: int, poses, removed=(), watch=()):
         views_until_gone = {i: None for i in watch}
@@ -153,6 +165,7 @@ def evaluate_style(
             for i in set(np.unique(index)) - {-1}:
                 if pass_no == 1 and (index == i).sum() >= SEEN_PIXELS:
                     seen_in[int(i)] += 1
+                    wholly_in[int(i)] += not _touches_border(index == i)
                 distances[int(i)].append(
                     float(np.linalg.norm(np.asarray(world.objects[i].position) - pose.translation))
                 )
@@ -182,6 +195,12 @@ def evaluate_style(
     figures = {"frames_per_pass": len(poses)}
     seen = [obj for i, obj in enumerate(world.objects) if seen_in[i] >= 2]
     figures.update(_pass_one(memory, world, seen, absent_detected, absent_asked, encode, scale))
+    cut = [o.phrase for i, o in enumerate(world.objects) if seen_in[i] >= 2 and not wholly_in[i]]
+    whole = [e for p, e in figures["position_errors_m"].items() if p not in cut]
+    figures["never_wholly_in_view"] = cut
+    figures["position_error_median_wholly_seen_m"] = (
+        round(float(np.median(whole)), 4) if whole else None
+    )
     # pass 2: objects 1 and 2 are gone, object 3 moved 1 m along its wall, a panel hides object 4
     removed, moved_index, hidden_index = (1, 2), 3, 4
     watch = {}
@@ -234,37 +253,44 @@ def evaluate_style(
     return figures
 
 
+def _touches_border(pixels: np.ndarray) -> bool:
+    """Whether an object's pixels reach the image's border (it is cut by it)."""
+    return bool(pixels[0].any() or pixels[-1].any() or pixels[:, 0].any() or pixels[:, -1].any())
+
+
 def _pass_one(memory, world, seen, absent_detected, absent_asked, encode, scale) -> Dict:
     """Lap 1's figures; ``seen`` are the objects in view in at least two frames (the others cannot
     be recorded: they count neither as missed nor in the query figure)."""
     records = memory.objects()
-    counts, errors, matched = [], [], set()
+    counts, errors, matched, placed = [], {}, set(), []
     for obj in world.objects:
         mine = _records_of(memory, obj)
         if obj not in seen:
             matched.update(r.id for r in mine)
             continue
         counts.append(len(mine))
+        placed.append(sum(_near(r, obj) for r in records))
         matched.update(r.id for r in mine)
         if mine:
             best = min(mine, key=lambda r: np.linalg.norm(r.mean - np.asarray(obj.position)))
-            errors.append(float(np.linalg.norm(best.mean - np.asarray(obj.position))))
+            errors[obj.phrase] = float(np.linalg.norm(best.mean - np.asarray(obj.position)))
     false = [r for r in records if r.id not in matched]
+    misnamed = [r for r in false if any(_near(r, obj) for obj in world.objects)]
     right = ranked = 0
+    right_matches = []
     for obj in seen:
         mine = {r.id for r in _records_of(memory, obj)}
         found = memory.query(
             obj.phrase, encode_text=encode, logit_scale=scale, max_results=1, min_match=0.0
         )
         ranked += bool(found) and found[0].record.id in mine
-        right += bool(found) and found[0].record.id in mine and found[0].match >= MATCH_THRESHOLD
+        if bool(found) and found[0].record.id in mine and found[0].match >= MATCH_THRESHOLD:
+            right += 1
+            right_matches.append(found[0].match)
     elsewhere = [
         obj.phrase
         for obj in seen
-        if not _records_of(memory, obj)
-        and any(
-            np.linalg.norm(r.mean - np.asarray(obj.position)) <= MATCH_RADIUS_M for r in records
-        )
+        if not _records_of(memory, obj) and any(_near(r, obj) for r in records)
     ]
     answered_absent = [
         p
@@ -276,15 +302,23 @@ def _pass_one(memory, world, seen, absent_detected, absent_asked, encode, scale)
         "objects": len(world.objects),
         "objects_seen": n,
         "recorded_once": round(sum(c == 1 for c in counts) / max(n, 1), 3),
+        "recorded_once_any_phrase": round(sum(c == 1 for c in placed) / max(n, 1), 3),
         "missed": sum(c == 0 for c in counts),
         "missed_but_recorded_as_other_phrases": elsewhere,
         "duplicates": sum(max(c - 1, 0) for c in counts),
         "false_objects_per_object": round(len(false) / len(world.objects), 3),
         "false_objects": sorted(r.phrase for r in false),
-        "position_error_median_m": round(float(np.median(errors)), 4) if errors else None,
-        "position_error_p90_m": round(float(np.percentile(errors, 90)), 4) if errors else None,
+        "false_objects_at_an_object": sorted(r.phrase for r in misnamed),
+        "position_error_median_m": (
+            round(float(np.median(list(errors.values()))), 4) if errors else None
+        ),
+        "position_error_p90_m": (
+            round(float(np.percentile(list(errors.values()), 90)), 4) if errors else None
+        ),
+        "position_errors_m": {p: round(e, 4) for p, e in sorted(errors.items())},
         "query_top1": round(right / max(n, 1), 3),
         "query_top1_ranked": round(ranked / max(n, 1), 3),
+        "query_least_right_match": round(min(right_matches), 3) if right_matches else None,
         "absent_phrases_asked": len(absent_detected) + len(absent_asked),
         "absent_phrases_answered": answered_absent,
         "match_threshold": MATCH_THRESHOLD,

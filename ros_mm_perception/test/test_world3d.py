@@ -44,7 +44,9 @@ def test_look_at_shows_the_place_in_the_middle_of_every_view():
 def test_eval_memory_runs_and_reports_every_figure(capsys):
     assert main(["eval-memory", "--frames", "8", "--style", "own", "--json", "--threads",
                  "1"]) == 0
-    figures = json.loads(capsys.readouterr().out)["own"]
+    everything = json.loads(capsys.readouterr().out)
+    assert everything["mask_model"] == ""  # the default setting: boxes, no masks
+    figures = everything["own"]
     for key in ("recorded_once", "duplicates", "false_objects_per_object",
                 "position_error_median_m", "query_top1", "absent_phrases_answered",
                 "removed_marked_gone", "views_until_gone", "wrongly_gone",

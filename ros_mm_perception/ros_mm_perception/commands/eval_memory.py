@@ -51,6 +51,13 @@ def add_parser(sub) -> None:
         help="give the memory CLIP's text encoder: an object is confirmed only where CLIP "
         "prefers its phrase to 'background' on its crops",
     )
+    p.add_argument(
+        "--mask-model",
+        default="",
+        metavar="MODEL",
+        help="give each detection a mask from MODEL ('embedded', a SAM / SAM 2 id or folder), "
+        "so its 3D position comes from the mask's pixels (default: none, the default setting)",
+    )
     add_threads_option(p)
     p.set_defaults(func=run)
 
@@ -64,7 +71,7 @@ def run(args) -> int:
         raise UserError("--frames must be at least 8")
     styles = ("own", "unseen") if args.style == "both" else (args.style,)
     start = time.perf_counter()
-    pipeline = PerceptionPipeline(eval_config())
+    pipeline = PerceptionPipeline(eval_config(mask_model=args.mask_model))
     if args.bench:
         from ros_mm_perception.offline.memory_bench import bench
 
@@ -87,6 +94,7 @@ def run(args) -> int:
     finally:
         pipeline.close()
     print(file=sys.stderr)
+    figures["mask_model"] = args.mask_model
     figures["seconds"] = round(time.perf_counter() - start, 1)
     if args.json:
         print(json.dumps(figures, allow_nan=False))

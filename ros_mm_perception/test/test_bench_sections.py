@@ -6,7 +6,8 @@ import platform
 import pytest
 
 from ros_mm_perception import cli
-from ros_mm_perception.commands.bench import fleet, harness
+from ros_mm_perception.commands.bench import fleet
+from ros_mm_perception.core import devices
 
 EPYC = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -26,22 +27,22 @@ def test_cpu_info_reads_model_and_instruction_sets(tmp_path, monkeypatch):
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     (tmp_path / "epyc").write_text(EPYC)
-    info = harness.cpu_info(str(tmp_path / "epyc"))
-    assert set(info) == set(harness.CPU_FIELDS)
+    info = devices.cpu_info(str(tmp_path / "epyc"))
+    assert set(info) == set(devices.CPU_FIELDS)
     assert info["model"] == "AMD EPYC 9654 96-Core Processor"
     assert (info["avx2"], info["avx512"], info["avx512_bf16"], info["amx"], info["neon"]) == (
         True, True, True, False, False)
     assert info["isa_limits"] == "ONEDNN_MAX_CPU_ISA=AVX2"
     (tmp_path / "spr").write_text(SAPPHIRE_RAPIDS)
-    assert harness.cpu_info(str(tmp_path / "spr"))["amx"] is True
+    assert devices.cpu_info(str(tmp_path / "spr"))["amx"] is True
     (tmp_path / "graviton").write_text(GRAVITON)
-    arm = harness.cpu_info(str(tmp_path / "graviton"))
+    arm = devices.cpu_info(str(tmp_path / "graviton"))
     assert arm["neon"] is True and arm["avx2"] is False and arm["avx512_bf16"] is False
 
 
 def test_cpu_info_without_cpuinfo_says_unknown(tmp_path, monkeypatch):
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
-    info = harness.cpu_info(str(tmp_path / "missing"))
+    info = devices.cpu_info(str(tmp_path / "missing"))
     assert info["avx2"] is None and info["neon"] is None and info["arch"] == "x86_64"
 
 

@@ -142,7 +142,7 @@ def mask_report(args, config) -> Dict:
     """The ``--masks`` figures of :mod:`ros_mm_perception.synthetic.mask_evaluation`, per style."""
     import torch
 
-    from ros_mm_perception.commands.bench.harness import cpu_info
+    from ros_mm_perception.core.devices import cpu_info
     from ros_mm_perception.core.models.sam import load_mask_model
     from ros_mm_perception.synthetic import mask_evaluation
 

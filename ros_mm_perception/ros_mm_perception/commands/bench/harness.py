@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import statistics
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable, Dict, List, Optional
+
+from ros_mm_perception.core.devices import CPU_FIELDS, cpu_info
 
 FRAME_SHAPE = (480, 640, 3)
 """The camera frame every section times (random pixels unless a section renders a scene)."""
@@ -27,49 +27,6 @@ VOCABULARY = ["person", "chair", "door", "cup", "red mug", "open door", "closed 
               "keyboard", "monitor", "book", "lamp"]
 VERSUS_FIGURES = ("plain_ms", "ours_ms", "speedup", "plain_thread_cpu_ms", "ours_thread_cpu_ms",
                   "thread_cpu_speedup", "plain_precision", "ours_precision", "ours_fast_path")
-CPU_FIELDS = ("model", "arch", "cores", "avx2", "avx512", "avx512_bf16", "amx", "neon",
-              "isa_limits")
-"""The keys of :func:`cpu_info`."""
-ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "FBGEMM_ENABLE_INSTRUCTIONS")
-"""Environment variables that make torch use fewer instruction sets than the CPU has."""
-
-
-def cpu_info(cpuinfo: str = "/proc/cpuinfo") -> Dict:
-    """The CPU model and the instruction sets that decide CPU speed, keyed by :data:`CPU_FIELDS`.
-
-    The flags are ``True``/``False`` from ``/proc/cpuinfo`` (``None`` where it cannot be read);
-    ``amx`` means AMX tiles with bf16, ``neon`` Arm's SIMD. ``isa_limits`` names the
-    :data:`ISA_LIMITS` variables that are set (``NAME=value ...``; torch then uses less than the
-    CPU has), else ``None``.
-    """
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        text = ""
-    fields: Dict[str, str] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip().lower(), value.strip())
-    flags = set((fields.get("flags") or fields.get("features") or "").split())
-    arch = platform.machine()
-    if not flags and arch.lower() in ("arm64", "aarch64"):
-        flags = {"asimd"}  # every 64-bit Arm CPU has NEON (e.g. macOS, without /proc/cpuinfo)
-
-    def has(*names: str) -> Optional[bool]:
-        return all(n in flags for n in names) if flags else None
-
-    limits = " ".join(f"{n}={os.environ[n]}" for n in ISA_LIMITS if n in os.environ)
-    return {
-        "model": fields.get("model name") or platform.processor() or None,
-        "arch": arch,
-        "cores": os.cpu_count(),
-        "avx2": has("avx2"),
-        "avx512": has("avx512f"),
-        "avx512_bf16": has("avx512_bf16"),
-        "amx": has("amx_tile", "amx_bf16"),
-        "neon": ("asimd" in flags or "neon" in flags) if flags else None,
-        "isa_limits": limits or None,
-    }
 
 
 def ratio(plain_ms: float, ours_ms: float) -> Optional[float]:

@@ -1,4 +1,4 @@
-"""Train the embedded box-prompted mask model (SAM format) on rendered scenes (CPU, one thread).
+"""Train the embedded box-prompted mask model (SAM format) on rendered scenes (CPU, two threads).
 
     .venv/bin/python scripts/train_embedded_sam.py            # writes the package's model
     .venv/bin/python scripts/train_embedded_sam.py --steps 50 --out /tmp/sam_try
@@ -182,8 +182,8 @@ def train(seed: int, steps: int, batch_size: int, lr: float, out: Path, threads:
 
 
 def main(argv=None) -> int:
-    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_SAM_DIR, steps=1200,
-                         batch_size=8, lr=2e-3, threads=1, continuable=True, argv=argv)
+    return training_main(__doc__.split("\n\n")[0], train, EMBEDDED_SAM_DIR, steps=1800,
+                         batch_size=8, lr=2e-3, threads=2, continuable=True, argv=argv)
 
 
 if __name__ == "__main__":

@@ -240,6 +240,18 @@ def test_a_box_partly_outside_is_clipped_to_the_image(sam_dir, rng):
     assert np.array_equal(outside, inside)
 
 
+@pytest.mark.parametrize("crop_margin", [None, 0.25])
+def test_images_one_or_three_pixels_high_or_wide_get_masks_of_their_size(sam_dir, crop_margin):
+    from ros_mm_perception.core.models.sam import load_mask_model
+
+    engine = load_mask_model(str(sam_dir), "cpu", "fp32")
+    engine.crop_margin = crop_margin
+    images = [np.full(hw + (3,), 200, np.uint8) for hw in [(1, 1), (1, 50), (50, 1), (3, 40)]]
+    boxes = [[(0, 0, 1, 1)], [(0, 0, 45, 1)], [(0, 0, 1, 45)], [(0, 0, 3, 3)]]
+    for image, masks in zip(images, engine.masks(images, boxes)):
+        assert [m.shape for m in masks] == [image.shape[:2]]
+
+
 def test_crop_window_is_a_square_around_the_box_moved_into_the_image():
     from ros_mm_perception.core.models.sam import crop_window
 

@@ -102,7 +102,7 @@ class BoxMaskEngine:
         todo = [i for i, u in enumerate(usable) if u.any()]
         if not todo:
             return
-        inputs = self.processor.image_processor([images[i] for i in todo], return_tensors="pt")
+        inputs = self._encode_inputs([images[i] for i in todo])
         embeddings = self.net.get_image_embeddings(
             inputs["pixel_values"].to(self.device, self.dtype))
         for k, i in enumerate(todo):
@@ -125,7 +125,7 @@ class BoxMaskEngine:
         if not jobs:
             return
         crops = [np.ascontiguousarray(images[i][r0:r1, c0:c1]) for i, _, (c0, r0, c1, r1) in jobs]
-        inputs = self.processor.image_processor(crops, return_tensors="pt")
+        inputs = self._encode_inputs(crops)
         embeddings = self.net.get_image_embeddings(
             inputs["pixel_values"].to(self.device, self.dtype))
         prompts = torch.cat([self._prompt(clipped[i][j:j + 1] - np.array([c0, r0, c0, r0]),
@@ -135,6 +135,12 @@ class BoxMaskEngine:
                         multimask_output=False).pred_masks.float()
         for k, (i, j, (c0, r0, c1, r1)) in enumerate(jobs):
             out[i][j][r0:r1, c0:c1] = self._post_process(pred[k:k + 1], inputs, k)[0]
+
+    def _encode_inputs(self, images):
+        """The processor's inputs for RGB ``H x W x 3`` images (channels named: a guess takes a
+        1- or 3-pixel-high image for channels first)."""
+        return self.processor.image_processor(images, return_tensors="pt",
+                                              input_data_format="channels_last")
 
     def _prompt(self, boxes: np.ndarray, hw) -> torch.Tensor:
         """``1 x N x 4`` boxes on the model input, scaled as the processor scales them."""

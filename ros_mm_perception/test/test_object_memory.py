@@ -370,3 +370,16 @@ def test_two_records_that_drift_onto_one_object_are_merged(rng):
     assert record.id == first.id and record.observations == 9
     assert second.id in [i for rep in reports for i in rep.merged]
     assert 0.0 < record.mean[1] < 0.18
+
+
+def test_detections_beyond_any_depth_camera_are_not_placed():
+    memory = ObjectMemory("map")
+    pose = camera_pose(yaw=0.3)
+    far, near = pose.apply(np.array([0.0, 0.0, 1e30])), pose.apply(np.array([0.0, 0.0, 50.0]))
+    for i in range(3):
+        memory.update(
+            frame(pose, [("red circle", far), ("blue square", near)], i * 10**8),
+            view(pose, i * 10**8, ["red circle", "blue square"]),
+        )
+    (record,) = memory.objects(include_unconfirmed=True)
+    assert record.phrase == "blue square" and np.allclose(record.mean, near, atol=1.0)

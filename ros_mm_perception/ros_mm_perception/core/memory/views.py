@@ -27,6 +27,9 @@ LATERAL_PIXELS = 3.0
 """Standard deviation of a box centre across the viewing ray, in pixels."""
 NEAREST_M = 0.1
 """Positions nearer to the camera than this are not judged (behind or at the lens)."""
+FARTHEST_M = 1000.0
+"""Detections farther from the camera than this are not placed: no depth camera measures them,
+and their variance would swamp the fusion's arithmetic."""
 HIDDEN_SHARE = 0.5
 """A place is hidden when more than this share of its valid depths lies in front of it."""
 VISIBLE, HIDDEN, OUTSIDE, UNKNOWN = "visible", "hidden", "outside", "unknown"
@@ -84,9 +87,12 @@ def observations(result: FrameResult, view: CameraView, depth_noise: float) -> L
     out = []
     rotation = view.camera_to_memory.rotation.as_matrix()
     for det in result.detections:
-        if det.xyz is None or not np.isfinite(det.xyz).all() or det.xyz[2] <= NEAREST_M:
+        if det.xyz is None:
             continue
         xyz = np.asarray(det.xyz, dtype=np.float64)
+        if not (np.isfinite(xyz).all() and xyz[2] > NEAREST_M
+                and np.linalg.norm(xyz) <= FARTHEST_M):
+            continue
         size = np.abs(
             np.asarray(det.size_xyz if det.size_xyz is not None else (0.0, 0.0, 0.0), np.float64)
         )

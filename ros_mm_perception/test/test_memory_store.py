@@ -203,3 +203,21 @@ def test_reading_while_another_process_writes(tmp_path):
     fill(writer, n=1, start=3)
     reader.close()
     writer.close()
+
+
+def test_a_memory_locked_by_another_writer_is_a_one_line_error(tmp_path, monkeypatch):
+    from ros_mm_perception.core.memory import store
+
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_S", 0.01)
+    path = tmp_path / "objects.db"
+    memory = ObjectMemory("map", path=str(path))
+    fill(memory, n=1)
+    before = repr(snapshot(memory))
+    other = sqlite3.connect(str(path), isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(MemoryFileError, match="cannot write the object memory .*locked"):
+        fill(memory, n=1, start=1)
+    other.execute("ROLLBACK")
+    other.close()
+    memory.close()
+    assert repr(snapshot(ObjectMemory("map", path=str(path)))) == before

@@ -200,7 +200,13 @@ class MemoryStore:
         if not rows and not deleted and not meta:
             return
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as err:  # locked by another writer, or read-only
+            raise MemoryFileError(
+                f"cannot write the object memory {self.path}: {err} (another process may be "
+                f"writing it); it was left as it is"
+            ) from None
         try:
             if rows:
                 db.executemany(

@@ -317,3 +317,18 @@ def test_fleet_writes_one_memory_per_recording_like_bag(tmp_path, capsys, room_b
         memory.close()
         last = scene_messages(out / name / "perception.mcap")[-1][3]  # the memory's scene too
         assert [e.id for e in last.entities] == ids
+
+
+def test_a_memory_file_that_is_the_input_or_an_output_is_refused(
+    tmp_path, capsys, room_bag, clip_args
+):
+    recording = room_bag.read_bytes()
+    out, jsonl = tmp_path / "out.mcap", tmp_path / "out.jsonl"
+    for memory_file in (out, jsonl, room_bag):
+        code, _, err = run(capsys, ["bag", str(room_bag), "--out", str(out), "--jsonl",
+                                    str(jsonl), "--memory", str(memory_file),
+                                    "--target-frame", "map", *clip_args])
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert str(memory_file) in err and ("same file" in err or "overwrite the input" in err)
+        assert not out.exists() and not jsonl.exists()
+    assert room_bag.read_bytes() == recording

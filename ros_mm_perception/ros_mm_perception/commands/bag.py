@@ -62,7 +62,7 @@ def run(args) -> int:
     try:
         target = target_frame(source, config.target_frame)
         outputs = open_outputs(args, config, input_path, staging, target)
-        outputs += memory_outputs(config, source, beside=outputs)
+        outputs += memory_outputs(config, source, beside=outputs, staging=staging)
         pipeline = build_pipeline(config)
     except BaseException:
         staging.abort()

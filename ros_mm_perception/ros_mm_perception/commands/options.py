@@ -190,13 +190,17 @@ def add_memory_options(parser) -> None:
     add_config_options(g, MEMORY_FIELDS)
 
 
-def memory_outputs(config, source, path=None, beside=()):
+def memory_outputs(config, source, path=None, beside=(), staging=None):
     """``[MemoryOutput]`` folding a recording into the memory file ``path`` (default: the
     config's ``memory_path``), or ``[]`` when no memory is asked for. An MCAP output among the
-    recording's other outputs ``beside`` also gets the memory's Foxglove scene."""
+    recording's other outputs ``beside`` also gets the memory's Foxglove scene; ``staging`` (the
+    run's :class:`~ros_mm_perception.offline.atomic.OutputStaging`) refuses a memory file that is
+    an input or one of the run's outputs."""
     path = path or config.memory_path
     if not path:
         return []
+    if staging is not None:
+        staging.check(path)
     from ros_mm_perception.offline.mcap_output import ResultsMcap
     from ros_mm_perception.offline.memory_output import MemoryOutput, memory_frame, open_memory
     from ros_mm_perception.offline.runner import stderr_report

@@ -121,14 +121,20 @@ class OutputStaging:
         """Add ``path`` to the inputs that no output may write."""
         self.inputs.add(path)
 
+    def check(self, path) -> Path:
+        """The file an output ``path`` writes, after the checks of the class docstring; for a file
+        the run writes in place (an object memory) as well as for the staged ones."""
+        target = output_target(path)
+        check_output_path(path, target, self.inputs, [(f.path, f.target) for f in self.files])
+        return target
+
     def stage(self, path, mode: str = "wb", keep_suffix: bool = False) -> StagedFile:
         """A new staged file for the output ``path`` (after the checks of the class docstring).
 
         ``keep_suffix`` ends the temporary name with the target's suffix as well, for a file that
         is read back before the commit by a reader that goes by the suffix (the demo's recording).
         """
-        target = output_target(path)
-        check_output_path(path, target, self.inputs, [(f.path, f.target) for f in self.files])
+        target = self.check(path)
         staged = StagedFile(path, target, mode, keep_suffix)
         self.files.append(staged)
         return staged

@@ -298,6 +298,9 @@ def test_an_object_named_by_several_phrases_is_found_by_the_one_its_crops_show(r
         {"phrase": "a", "max_age_s": -1.0},
         {"phrase": "a", "states": ("lost",)},
         {"phrase": "a", "max_results": 0},
+        {"phrase": "a", "min_match": float("nan")},
+        {"phrase": "a", "min_match": -3.0},
+        {"phrase": "a", "min_match": 1.5},
     ],
 )
 def test_bad_queries_are_one_line_errors(kwargs):

@@ -735,7 +735,8 @@ class ObjectMemory:
         ``min_match``. Ties in match go to the record seen in more frames, then the more
         confident, then the nearer one.
         """
-        check_query(phrase, near, radius, min_confidence, max_age_s, states, max_results)
+        check_query(phrase, near, radius, min_confidence, max_age_s, states, max_results,
+                    min_match)
         with self._lock:
             cols = self._cols
             keep = cols.valid & cols.confirmed
@@ -862,7 +863,8 @@ class ObjectMemory:
         return scores
 
 
-def check_query(phrase, near, radius, min_confidence, max_age_s, states, max_results) -> None:
+def check_query(phrase, near, radius, min_confidence, max_age_s, states, max_results,
+                min_match) -> None:
     """One-line :class:`UserError` for a bad query field."""
     if phrase is not None and (
         not isinstance(phrase, str) or not phrase.strip() or len(phrase) > 200
@@ -875,6 +877,8 @@ def check_query(phrase, near, radius, min_confidence, max_age_s, states, max_res
         raise UserError("radius must be a positive number of metres and needs a point to be near")
     if not 0.0 <= min_confidence <= 1.0:
         raise UserError(f"min_confidence={min_confidence} is outside [0, 1]")
+    if not 0.0 <= min_match <= 1.0:
+        raise UserError(f"min_match={min_match} is outside [0, 1]")
     if max_age_s is not None and not (max_age_s >= 0 and math.isfinite(max_age_s)):
         raise UserError(f"max_age_s={max_age_s} must be a non-negative number of seconds")
     if not states or any(s not in STATES for s in states):

@@ -1,6 +1,8 @@
 """The ``<seg>`` mask decoder: checkpoint layout, agreement with the published (Flax) definition,
 pasting."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -84,6 +86,12 @@ def test_wrong_checkpoint_is_a_clear_error(tmp_path, vae_path):
     (tmp_path / "text.npz").write_text("not numpy")
     with pytest.raises(UserError, match="not a PaliGemma mask decoder"):
         load_mask_decoder(tmp_path / "text.npz")
+    (tmp_path / "cut.npz").write_bytes(Path(vae_path).read_bytes()[:100])   # a cut-off download
+    with pytest.raises(UserError, match="not a PaliGemma mask decoder"):
+        load_mask_decoder(tmp_path / "cut.npz")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(UserError, match="not a PaliGemma mask decoder"):
+        load_mask_decoder(tmp_path / "empty.npz")
 
 
 def test_masks_are_pasted_into_their_boxes():

@@ -10,6 +10,7 @@ The 64x64 mask covers the entry's box and is resized to the box in original-imag
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Dict, Sequence
 
@@ -90,7 +91,8 @@ def load_mask_decoder(path, device="cpu") -> MaskDecoder:
             for k, v in params.items()
         }
         decoder.load_state_dict(state, strict=True)
-    except (OSError, ValueError, KeyError, IndexError, RuntimeError) as err:
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError,
+            RuntimeError) as err:
         raise UserError(
             f"{path} is not a PaliGemma mask decoder checkpoint (like vae-oid.npz): "
             f"{str(err).splitlines()[0][:300] if str(err) else type(err).__name__}"

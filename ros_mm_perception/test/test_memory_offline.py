@@ -332,3 +332,19 @@ def test_a_memory_file_that_is_the_input_or_an_output_is_refused(
         assert str(memory_file) in err and ("same file" in err or "overwrite the input" in err)
         assert not out.exists() and not jsonl.exists()
     assert room_bag.read_bytes() == recording
+
+
+def test_a_recording_without_depth_says_the_memory_gets_nothing(
+    tmp_path, capsys, clip_args
+):
+    pose = drive(build_world(3, 8), 8)[0]
+    image, _, _ = render(build_world(3, 8), pose, K, (48, 64))
+    tf = [("/tf", tf_message(typestore(), "map", "cam_optical", START_NS, pose), START_NS)]
+    bag = write_recording(tmp_path / "flat.mcap", [CameraRecording(
+        "/cam", [image] * 2, k=[K.fx, 0, K.cx, 0, K.fy, K.cy, 0, 0, 1], frame_id="cam_optical")],
+        extra=tf)
+    code, _, err = run(capsys, ["bag", str(bag), "--jsonl", str(tmp_path / "o.jsonl"),
+                                "--memory", str(tmp_path / "m.db"), "--target-frame", "map",
+                                *clip_args])
+    assert code == 0, err
+    assert err.count("without a depth image and its camera_info place no objects") == 1

@@ -55,11 +55,19 @@ class MemoryOutput:
         self.frames = 0
         self.missing: Dict[str, int] = {}
         self._checked = set()
+        self._warned = set()
 
     def add(self, item: InputFrame, result: FrameResult) -> None:
         frame = item.frame
-        if not result.detections_ran or frame is None or frame.intrinsics is None:
+        if not result.detections_ran or frame is None:
             return
+        if frame.intrinsics is None or frame.depth is None:
+            if result.camera not in self._warned:
+                self._warned.add(result.camera)
+                self.warn(f"{result.camera}: frames without a depth image and its camera_info "
+                          f"place no objects in the object memory")
+            if frame.intrinsics is None:
+                return
         camera = frame_name(result.frame_id)
         if camera not in self._checked:
             check_memory_frame(self.memory.frame, camera, self.tree)

@@ -239,6 +239,8 @@ def test_find_on_a_file_that_is_no_memory_is_one_line(tmp_path, capsys):
     assert code != 0 and len(err.strip().splitlines()) == 1 and "not an object memory" in err
     code, _, err = run(capsys, ["find", str(tmp_path / "none.db"), "mug"])
     assert code != 0 and "does not exist" in err
+    code, _, err = run(capsys, ["find", str(tmp_path), "mug"])
+    assert code == 2 and "is a folder" in err and len(err.strip().splitlines()) == 1
 
 
 def test_fleet_writes_one_memory_per_recording_like_bag(tmp_path, capsys, room_bag, clip_args):

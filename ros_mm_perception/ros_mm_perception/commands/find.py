@@ -59,6 +59,8 @@ def run(args) -> int:
     from ros_mm_perception.core.memory.objects import GONE, MATCH_THRESHOLD, PRESENT, ObjectMemory
 
     path = Path(args.memory)
+    if path.is_dir():
+        raise UserError(f"object memory {str(path)!r} is a folder; give the memory's file")
     if not path.is_file():
         raise UserError(f"object memory {str(path)!r} does not exist")
     near = parse_point(args.near) if args.near is not None else None

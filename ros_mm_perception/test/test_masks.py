@@ -295,11 +295,20 @@ def test_crop_path_pastes_each_box_mask_from_its_crop_into_frame_pixels(sam_dir,
             assert np.array_equal(mask, expected)
 
 
-def test_only_the_embedded_model_masks_on_crops(sam_dir):
+def test_models_trained_on_crops_mask_on_crops(sam_dir, tmp_path):
+    import shutil
+
+    from ros_mm_perception.core.models.embedded import EMBEDDED_SAM_DIR
     from ros_mm_perception.core.models.sam import CROP_MARGIN, load_mask_model
 
     assert load_mask_model(str(sam_dir), "cpu", "fp32").crop_margin is None
     assert load_mask_model("embedded", "cpu", "fp32").crop_margin == CROP_MARGIN
+    retrained = shutil.copytree(EMBEDDED_SAM_DIR, tmp_path / "retrained")
+    assert load_mask_model(str(retrained), "cpu", "fp32").crop_margin == CROP_MARGIN
+    info = json.loads((retrained / "training.json").read_text())
+    del info["crop_margins"]
+    (retrained / "training.json").write_text(json.dumps(info))
+    assert load_mask_model(str(retrained), "cpu", "fp32").crop_margin is None
 
 
 def test_mask_model_loader_errors(tmp_path, tiny_clip_dir):

@@ -8,7 +8,8 @@ masks go back to original-image pixels with the processors' own ``post_process_m
 result equals transformers' pipeline of processor, model and post-processing. A box that lies
 outside the image, or is narrower than a pixel inside it, gets an empty mask and costs nothing.
 
-The embedded model (trained on crops) masks each box on its own crop instead
+The embedded model, like any folder trained on crops (:func:`trained_on_crops`), masks each box
+on its own crop instead
 (``crop_margin``, :func:`crop_window`): a square around the box, resized to the model's input, so
 the object fills most of its 96 x 96 mask grid rather than a few cells of the whole frame's; the
 mask comes back into the crop's pixels and is pasted into the frame. That costs one image
@@ -19,6 +20,7 @@ see the whole frame.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -228,4 +230,13 @@ def load_mask_model(model: str, device: str = "auto", precision: str = "auto", *
             "~/.cache/huggingface here if needed, or pass a local model folder") from err
     return BoxMaskEngine(net, processor, name=str(path) if model == EMBEDDED else model,
                          device=dev, dtype=dtype,
-                         crop_margin=CROP_MARGIN if model == EMBEDDED else None)
+                         crop_margin=CROP_MARGIN if trained_on_crops(path) else None)
+
+
+def trained_on_crops(folder: Path) -> bool:
+    """Whether a model folder was trained on box crops (its ``training.json``, as
+    ``training/train_sam.py`` writes it, lists ``crop_margins``), so it masks on crops too."""
+    try:
+        return "crop_margins" in json.loads((folder / "training.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False

@@ -25,7 +25,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from tf2_ros import StaticTransformBroadcaster  # noqa: E402
-from vision_msgs.msg import Detection3DArray  # noqa: E402
+from vision_msgs.msg import Detection2DArray, Detection3DArray  # noqa: E402
 
 from ros_mm_perception.core.imaging.image_codec import numpy_to_image  # noqa: E402
 from ros_mm_perception.ros import memory_glue  # noqa: E402
@@ -117,6 +117,45 @@ def test_object_scene_only_while_subscribed_and_without_forgotten_objects(graph,
     after = scenes.wait_for(
         lambda m: f"objects/{remembered}" not in [e.id for e in m.entities], start)
     assert [d.type for d in after.deletions] == [1]
+
+
+def test_bad_depth_and_camera_info_leave_the_memory_and_the_node_working(graph, monkeypatch):
+    """Runs while the node is active: a tilted camera sends depth of 1e30 m, NaN and the wrong
+    size, and a camera_info with K all zeros; every frame still gets its detections, nothing
+    fails, and a good frame after them is still remembered."""
+    from scipy.spatial.transform import Rotation
+
+    node, probe, _ = graph
+    failures = []
+    monkeypatch.setattr(node, "_log_failure", lambda what, err, throttle=False:
+                        failures.append(f"{what}: {err!r}"))
+    tilted = TransformStamped()
+    tilted.header.frame_id, tilted.child_frame_id = "odom", "cam_tilted"
+    tilted.transform.translation.z = 1.0
+    (tilted.transform.rotation.x, tilted.transform.rotation.y, tilted.transform.rotation.z,
+     tilted.transform.rotation.w) = Rotation.from_euler("xyz", [0.3, 0.4, 0.5]).as_quat()
+    StaticTransformBroadcaster(probe).sendTransform([tilted])
+    detections = Inbox()
+    probe.create_subscription(Detection2DArray, "/detections", detections, 10)
+    pubs = {topic: probe.create_publisher(t, topic, 10)
+            for t, topic in ((Image, "/image"), (Image, "/depth"), (CameraInfo, "/camera_info"))}
+    bad = [("32FC1", np.full((48, 64), 1e30, np.float32), None),
+           ("32FC1", np.full((48, 64), np.nan, np.float32), None),
+           ("16UC1", np.full((10, 7), 2000, np.uint16), None),
+           ("16UC1", np.full((48, 64), 2000, np.uint16), [0.0] * 9)]
+    for i, (encoding, depth, k) in enumerate(bad + bad):
+        image, _, info = frame_messages(200 + i)
+        for msg in (image, info):
+            msg.header.frame_id = "cam_tilted"
+        if k is not None:
+            info.k = k
+        pubs["/camera_info"].publish(info)
+        pubs["/depth"].publish(numpy_to_image(depth, encoding, header=image.header,
+                                              msg_factory=Image, data_as="array"))
+        start = len(detections.messages)
+        pubs["/image"].publish(image)
+        detections.wait_for(lambda m: m.header.stamp.sec == 300 + i, start)
+    assert failures == []
 
 
 def test_objects_services_and_lifecycle(graph):

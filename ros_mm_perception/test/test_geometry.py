@@ -104,6 +104,16 @@ def test_a_box_without_any_valid_depth_has_no_position():
     assert box_position(depth, K, object_box()) is None
 
 
+def test_a_position_that_overflows_is_no_position(recwarn):
+    depth = np.full((48, 64), 1e30, np.float32)
+    tiny = Intrinsics(1e-300, 1e-300, 32.0, 24.0)
+    mask = np.zeros((48, 64), bool)
+    mask[10:20, 40:50] = True
+    assert box_position(depth, tiny, (40, 10, 50, 20)) is None
+    assert box_position(depth, tiny, (40, 10, 50, 20), mask=mask) is None
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_a_tilted_surface_gives_its_median_depth_and_visible_extent():
     x0, _, x1, _ = object_box()
     # Depth grows linearly from 2.0 m at the left edge to 2.4 m at the right edge of the object.

@@ -174,9 +174,10 @@ def box_position(
         raise ValueError(f"box {box} has non-finite coordinates")
     k = intrinsics
     if mask is not None:
-        found = _mask_position(depth, k, _mask_on_depth(mask, image_hw, depth.shape), sx, sy)
+        with np.errstate(over="ignore", invalid="ignore"):
+            found = _mask_position(depth, k, _mask_on_depth(mask, image_hw, depth.shape), sx, sy)
         if found is not None:   # an empty mask, or one without valid depth: the box window
-            return found
+            return _finite(found)
     bx0, by0, bx1, by1 = _window((x0, y0, x1, y1), sx, sy, depth.shape)
     values = _metres(depth[by0:by1, bx0:bx1]).ravel()
     values = values[np.isfinite(values)]
@@ -189,7 +190,13 @@ def box_position(
     u, v = (x0 + x1) / 2 - 0.5, (y0 + y1) / 2 - 0.5
     centre = ((u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z)
     size = ((x1 - x0) * z / k.fx, (y1 - y0) * z / k.fy, float(hi - lo))
-    return centre, size
+    return _finite((centre, size))
+
+
+def _finite(found):
+    """``found`` (centre, size), or ``None`` where a value overflowed (a depth and intrinsics so
+    extreme that the position is no number)."""
+    return found if np.isfinite(np.concatenate(found)).all() else None
 
 
 def _mask_position(depth: np.ndarray, k: Intrinsics, mask: np.ndarray, sx: float, sy: float):

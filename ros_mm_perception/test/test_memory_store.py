@@ -143,6 +143,25 @@ def test_a_damaged_file_is_a_one_line_error_and_left_alone(tmp_path):
     one_line_error(path, "damaged")
 
 
+@pytest.mark.parametrize("column, value", [
+    ("mean", np.array([np.nan, 0.0, 0.0]).tobytes()),
+    ("covariance", np.full(9, np.inf).tobytes()),
+    ("size", b"abc"),
+    ("embedding", np.full(3, np.nan, np.float32).tobytes()),
+    ("phrases", "[1, 2]"),
+])
+def test_a_damaged_record_is_a_one_line_error_and_left_alone(tmp_path, column, value):
+    path = tmp_path / "objects.db"
+    memory = ObjectMemory("map", path=str(path))
+    fill(memory)
+    memory.close()
+    db = sqlite3.connect(str(path))
+    db.execute(f"UPDATE objects SET {column} = ? WHERE id = 1", (value,))
+    db.commit()
+    db.close()
+    one_line_error(path, r"damaged \(object 1: ")
+
+
 WRITER = textwrap.dedent("""
     import sys
     sys.path[:0] = [{here!r}]

@@ -95,13 +95,28 @@ def fields_of(row: tuple) -> dict:
     """Record fields from an ``objects`` row."""
     values = dict(zip(COLUMNS, row))
     values["confirmed"] = bool(values["confirmed"])
-    values["mean"] = np.frombuffer(values["mean"], np.float64).copy()
-    values["covariance"] = np.frombuffer(values["covariance"], np.float64).reshape(3, 3).copy()
-    values["size"] = np.frombuffer(values["size"], np.float64).copy()
+    values["mean"] = _numbers(values, "mean", np.float64, 3)
+    values["covariance"] = _numbers(values, "covariance", np.float64, 9).reshape(3, 3)
+    values["size"] = _numbers(values, "size", np.float64, 3)
     values["phrases"] = {str(k): float(v) for k, v in json.loads(values["phrases"]).items()}
-    emb = values.pop("embedding")
-    values["embedding_sum"] = None if emb is None else np.frombuffer(emb, np.float32).copy()
+    values["embedding_sum"] = (None if values["embedding"] is None
+                               else _numbers(values, "embedding", np.float32))
+    del values["embedding"]
     return values
+
+
+def _numbers(values: dict, column: str, dtype, count: Optional[int] = None) -> np.ndarray:
+    """The finite numbers of a blob column (``count`` of them when given); a
+    :class:`ValueError` otherwise."""
+    blob, itemsize = values[column], np.dtype(dtype).itemsize
+    if not isinstance(blob, bytes) or len(blob) % itemsize or (
+        count is not None and len(blob) != count * itemsize
+    ):
+        raise ValueError(f"{column} is not {count or 'a list of'} numbers")
+    numbers = np.frombuffer(blob, dtype).copy()
+    if not np.isfinite(numbers).all():
+        raise ValueError(f"{column} holds NaN or infinite values")
+    return numbers
 
 
 class MemoryStore:
@@ -184,7 +199,16 @@ class MemoryStore:
 
     def rows(self) -> List[dict]:
         cursor = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM objects ORDER BY id")
-        return [fields_of(row) for row in cursor.fetchall()]
+        rows = []
+        for row in cursor.fetchall():
+            try:
+                rows.append(fields_of(row))
+            except (ValueError, TypeError, AttributeError) as err:
+                raise MemoryFileError(
+                    f"the object memory {self.path} is damaged (object {row[0]}: {err}); it was "
+                    "left as it is"
+                ) from None
+        return rows
 
     # ------------------------------------------------------------------------------- writing
 

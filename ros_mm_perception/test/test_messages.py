@@ -8,7 +8,7 @@ from ros_mm_perception.core.imaging.image_codec import numpy_to_image, rgb_to_co
 from ros_mm_perception.core.results import Detection, FrameResult, Label, Stamp
 from ros_mm_perception.messages import convert
 from ros_mm_perception.messages.definitions import VISION_MSGS
-from ros_mm_perception.messages.frames import frame_from_messages
+from ros_mm_perception.messages.frames import attach_depth, frame_from_messages
 from ros_mm_perception.messages.names import OUTPUT_TYPES, TYPE_NAMES
 from ros_mm_perception.messages.typestore import rosbags_types, schema_text, typestore
 
@@ -191,15 +191,22 @@ def test_frame_from_messages_keeps_header_and_builds_3d_inputs(store, types):
     info = types.CameraInfo(header=hdr, height=4, width=6, distortion_model="plumb_bob",
                             d=np.zeros(5), k=k, r=np.eye(3).ravel(), p=np.zeros(12), binning_x=0,
                             binning_y=0, roi=roi)
-    frame = frame_from_messages(image, "front", depth=depth, camera_info=info)
+    frame = frame_from_messages(image, "front")
+    assert frame.depth is None and frame.intrinsics is None
+    attach_depth(frame, depth, info)
     assert np.array_equal(frame.image, rgb)
     assert (frame.camera, frame.frame_id, frame.stamp) == ("front", "cam_optical", Stamp(9, 10))
     assert frame.depth.dtype == np.float32 and np.allclose(frame.depth, 1.5)
     assert (frame.intrinsics.fx, frame.intrinsics.cx, frame.intrinsics.cy) == (500.0, 3.0, 2.0)
-    assert frame_from_messages(image, "front", depth=depth).depth is None
+    unaligned = numpy_to_image(np.full((3, 6), 1500, np.uint16), "16UC1", header=hdr,
+                               msg_factory=types.Image, data_as="numpy")
+    bare = frame_from_messages(image, "front")
+    with pytest.raises(ImageFormatError, match="aligned"):
+        attach_depth(bare, unaligned, info)
     info.k = np.zeros(9)
     with pytest.raises(ImageFormatError, match="camera_info"):
-        frame_from_messages(image, "front", depth=depth, camera_info=info)
+        attach_depth(bare, depth, info)
+    assert bare.depth is None and bare.intrinsics is None
 
 
 def test_frame_from_compressed_image(types):

@@ -72,11 +72,21 @@ def test_frame_uses_depth_only_with_camera_info(store, types):
     cam = CameraState("camera", ["camera"])
     cam.on_depth(image_msg(types, 0, np.full((4, 6), 2000, np.uint16), "16UC1"))
     img = image_msg(types, 10_000_000)
-    assert cam.frame(img, tolerance_s=0.05).depth is None
+    assert cam.frame(img, tolerance_s=0.05)[0].depth is None
     cam.on_camera_info(camera_info(store, types))
-    frame = cam.frame(img, tolerance_s=0.05)
-    assert np.allclose(frame.depth, 2.0) and frame.intrinsics.fx == 50.0
-    assert cam.frame(img).depth is None  # without a tolerance the node does not use depth
+    frame, no_depth = cam.frame(img, tolerance_s=0.05)
+    assert np.allclose(frame.depth, 2.0) and frame.intrinsics.fx == 50.0 and no_depth is None
+    assert cam.frame(img)[0].depth is None  # without a tolerance the node does not use depth
+
+
+def test_unusable_depth_costs_the_frame_its_3d_not_the_frame(store, types):
+    cam = CameraState("camera", ["camera"])
+    cam.on_camera_info(camera_info(store, types))
+    cam.on_depth(image_msg(types, 0, np.full((3, 6), 2000, np.uint16), "16UC1"))
+    img = image_msg(types, 10_000_000)
+    frame, no_depth = cam.frame(img, tolerance_s=0.05)
+    assert frame.image.shape[:2] == (4, 6) and frame.depth is None and frame.intrinsics is None
+    assert "aligned" in no_depth
     cam.on_image(img)
     assert cam.latest is img
 

@@ -120,9 +120,9 @@ def test_object_scene_only_while_subscribed_and_without_forgotten_objects(graph,
 
 
 def test_bad_depth_and_camera_info_leave_the_memory_and_the_node_working(graph, monkeypatch):
-    """Runs while the node is active: a tilted camera sends depth of 1e30 m and NaN (each frame
-    still gets its detections and nothing fails), then a camera_info with K all zeros (that frame
-    is skipped) and a good frame, which gets its detections."""
+    """Runs while the node is active: a tilted camera sends depth of 1e30 m, NaN, a depth image
+    not aligned to the colour image and a camera_info with K all zeros: each frame still gets its
+    detections (the last two without 3D) and nothing fails; then a good frame."""
     from scipy.spatial.transform import Rotation
 
     node, probe, _ = graph
@@ -157,15 +157,16 @@ def test_bad_depth_and_camera_info_leave_the_memory_and_the_node_working(graph, 
                 lambda: any(m.header.stamp.sec == sec for m in detections.messages[start:]),
                 LIMIT_S)
 
-    bad = [("32FC1", np.full((48, 64), 1e30, np.float32)),
-           ("32FC1", np.full((48, 64), np.nan, np.float32))]
     good = np.full((48, 64), 2000, np.uint16)
-    for i, (encoding, depth) in enumerate(bad + bad):
+    bad = [("32FC1", np.full((48, 64), 1e30, np.float32), None),
+           ("32FC1", np.full((48, 64), np.nan, np.float32), None),
+           ("16UC1", np.full((30, 64), 2000, np.uint16), None),
+           ("16UC1", good, [0.0] * 9)]
+    for i, (encoding, depth, k) in enumerate(bad + bad):
         start = len(detections.messages)
-        send(200 + i, encoding, depth)
+        send(200 + i, encoding, depth, k)
         assert detected(300 + i, start), f"no detections for bad frame {i}: {failures}"
     start = len(detections.messages)
-    send(210, "16UC1", good, k=[0.0] * 9)
     send(211, "16UC1", good)
     assert detected(311, start) and failures == []
 

@@ -6,6 +6,7 @@ from ros_mm_perception.core.config import DEFAULT_MAX_IMAGE_PIXELS
 from ros_mm_perception.core.errors import ImageFormatError
 from ros_mm_perception.core.imaging.image_codec import (compressed_to_rgb, depth_to_metres,
                                                         image_to_rgb)
+from ros_mm_perception.core.perception.geometry import check_depth, depth_scale
 from ros_mm_perception.core.results import Frame, Intrinsics
 from ros_mm_perception.messages.convert import stamp_of
 
@@ -34,21 +35,30 @@ def intrinsics_of(camera_info) -> Intrinsics:
                                f"unusable: {exc}") from None
 
 
-def frame_from_messages(image, camera: str, depth=None, camera_info=None,
+def frame_from_messages(image, camera: str,
                         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Frame:
-    """A :class:`Frame` from an Image/CompressedImage and optional aligned depth + CameraInfo.
+    """A :class:`Frame` from an Image/CompressedImage.
 
     The frame keeps the image header's ``frame_id`` and stamp, so every output can carry the input
-    header. Depth becomes float32 metres (NaN = invalid); it is used only together with
-    ``camera_info`` (without intrinsics a depth image cannot place anything in 3D).
+    header.
     """
-    frame = Frame(
+    return Frame(
         image=rgb_of(image, max_pixels),
         camera=camera,
         frame_id=str(image.header.frame_id),
         stamp=stamp_of(image.header),
     )
-    if depth is not None and camera_info is not None:
-        frame.depth = depth_to_metres(depth, max_pixels=max_pixels)
-        frame.intrinsics = intrinsics_of(camera_info)
-    return frame
+
+
+def attach_depth(frame: Frame, depth, camera_info,
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    """Give ``frame`` its aligned depth (float32 metres, NaN = invalid) and intrinsics.
+
+    Depth is used only together with ``camera_info`` (without intrinsics a depth image cannot
+    place anything in 3D). Unusable depth or camera_info (undecodable, uncalibrated, not aligned
+    to the image) raises :class:`ImageFormatError` and leaves ``frame`` as it was.
+    """
+    metres = depth_to_metres(depth, max_pixels=max_pixels)
+    intrinsics = intrinsics_of(camera_info)
+    depth_scale(frame.image.shape, check_depth(metres).shape)
+    frame.depth, frame.intrinsics = metres, intrinsics

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Callable, Deque, List, Optional, Sequence
+from typing import Callable, Deque, List, Optional, Sequence, Tuple
 
 from ros_mm_perception.core.config import DEFAULT_MAX_IMAGE_PIXELS
+from ros_mm_perception.core.errors import ImageFormatError
 from ros_mm_perception.core.results import Frame
 from ros_mm_perception.messages.convert import stamp_of
-from ros_mm_perception.messages.frames import frame_from_messages
+from ros_mm_perception.messages.frames import attach_depth, frame_from_messages
 
 DEPTH_HISTORY = 8
 """Depth images kept per camera for pairing with colour images by stamp."""
@@ -86,14 +87,21 @@ class CameraState:
         return best
 
     def frame(self, image, tolerance_s: Optional[float] = None,
-              max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Frame:
-        """A core :class:`Frame` of ``image``; with ``tolerance_s``, paired with depth +
-        camera_info. An image above ``max_pixels`` is refused undecoded (an
-        ``ImageFormatError``)."""
-        depth = info = None
-        if tolerance_s is not None:
-            depth = self.depth_for(image, tolerance_s)
-            with self._lock:
-                info = self._info
-        return frame_from_messages(image, self.name, depth=depth, camera_info=info,
-                                   max_pixels=max_pixels)
+              max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Tuple[Frame, Optional[str]]:
+        """A core :class:`Frame` of ``image`` and why its depth was left out (else ``None``);
+        with ``tolerance_s``, paired with depth + camera_info. Unusable depth or camera_info
+        costs the frame its 3D, not its detections; an image above ``max_pixels`` is refused
+        undecoded (an ``ImageFormatError``)."""
+        frame = frame_from_messages(image, self.name, max_pixels)
+        if tolerance_s is None:
+            return frame, None
+        depth = self.depth_for(image, tolerance_s)
+        with self._lock:
+            info = self._info
+        if depth is None or info is None:
+            return frame, None
+        try:
+            attach_depth(frame, depth, info, max_pixels)
+        except ImageFormatError as err:
+            return frame, str(err)
+        return frame, None

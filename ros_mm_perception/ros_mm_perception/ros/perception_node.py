@@ -356,8 +356,13 @@ class PerceptionNode(LifecycleNode):
                     continue
                 try:
                     tolerance = self.config.depth_tolerance_s if self.config.use_depth else None
-                    frames.append(cam.frame(item.msg, tolerance, self.config.max_image_pixels))
+                    frame, no_depth = cam.frame(item.msg, tolerance, self.config.max_image_pixels)
+                    frames.append(frame)
                     received.append(item.received_at)
+                    if no_depth:
+                        self.get_logger().warning(
+                            f"camera {item.camera}: frame without 3D: {no_depth}",
+                            throttle_duration_sec=5.0)
                 except UserError as err:
                     reason = "undecodable" if isinstance(err, ImageFormatError) else "rejected"
                     self._stats.skipped(item.camera, reason, time.monotonic())
@@ -489,7 +494,7 @@ class PerceptionNode(LifecycleNode):
             if (self.config.use_depth and image.height == 0)
             else None
         )
-        return cam.frame(msg, tolerance, self.config.max_image_pixels), None
+        return cam.frame(msg, tolerance, self.config.max_image_pixels)[0], None
 
     def _answer(self, response, work):
         """Run ``work(response)``; any failure becomes ``success=false`` with the reason."""

@@ -224,6 +224,25 @@ def test_reading_while_another_process_writes(tmp_path):
     writer.close()
 
 
+def test_what_a_held_file_refused_is_written_with_the_next_write(tmp_path, monkeypatch):
+    from ros_mm_perception.core.memory import store
+
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_S", 0.01)
+    path = tmp_path / "objects.db"
+    memory = ObjectMemory("map", path=str(path))
+    fill(memory, n=1)
+    other = sqlite3.connect(str(path), isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(MemoryFileError):
+        fill(memory, n=2, start=1)  # confirms both objects, in RAM only
+    other.execute("ROLLBACK")
+    other.close()
+    memory.forget([])  # the next write, which changes no record itself
+    in_ram = repr(snapshot(memory))
+    memory.close()
+    assert repr(snapshot(ObjectMemory("map", path=str(path)))) == in_ram
+
+
 def test_a_memory_locked_by_another_writer_is_a_one_line_error(tmp_path, monkeypatch):
     from ros_mm_perception.core.memory import store
 

@@ -325,6 +325,8 @@ class ObjectMemory:
         self._logit_cache = None
         self._next_id = 1
         self._latest_ns = 0
+        self._unwritten: set = set()
+        self._unwritten_deleted: set = set()
         self._store: Optional[MemoryStore] = MemoryStore(path) if path else None
         if self._store is not None:
             try:
@@ -685,8 +687,18 @@ class ObjectMemory:
             cols.set(record)
 
     def _write(self, records, deleted=()) -> None:
-        if self._store is not None:
-            self._store.write(records, deleted, meta={"next_id": str(self._next_id)})
+        """Write ``records`` and ``deleted`` ids with what an earlier write could not (a file
+        held by another writer): the file catches up with the first write that goes through."""
+        if self._store is None:
+            return
+        self._unwritten.update(r.id for r in records)
+        self._unwritten_deleted.update(deleted)
+        self._unwritten -= self._unwritten_deleted
+        records = [self._records[i] for i in sorted(self._unwritten) if i in self._records]
+        self._store.write(records, sorted(self._unwritten_deleted),
+                          meta={"next_id": str(self._next_id)})
+        self._unwritten.clear()
+        self._unwritten_deleted.clear()
 
     def forget(self, ids: Optional[Sequence[int]] = None) -> List[int]:
         """Delete the records ``ids`` (all when None); returns the ids deleted (never reused)."""

@@ -42,6 +42,18 @@ class Inbox:
         return found[0]
 
 
+def call(probe, srv_type, name, request):
+    """``request`` to the service ``name`` from ``probe``: its response, each wait up to
+    :data:`LIMIT_S`."""
+    client = probe.create_client(srv_type, name)
+    assert client.wait_for_service(timeout_sec=LIMIT_S), f"service {name} did not appear"
+    done = threading.Event()
+    future = client.call_async(request)
+    future.add_done_callback(lambda _: done.set())
+    assert done.wait(LIMIT_S), f"service {name} did not answer"
+    return future.result()
+
+
 @contextlib.contextmanager
 def perception_graph(clip_dir, probe_name="probe", **parameters):
     """rclpy started, a started :class:`PerceptionNode` on the CLIP model in ``clip_dir`` (with

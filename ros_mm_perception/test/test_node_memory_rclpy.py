@@ -8,7 +8,6 @@ foxglove_msgs is installed, ``object_scene`` is rendered only while someone subs
 forgotten object.
 """
 
-import threading
 
 import numpy as np
 import pytest
@@ -30,7 +29,7 @@ from vision_msgs.msg import Detection2DArray, Detection3DArray  # noqa: E402
 from ros_mm_perception.core.imaging.image_codec import numpy_to_image  # noqa: E402
 from ros_mm_perception.ros import memory_glue  # noqa: E402
 from ros_mm_perception_interfaces.srv import FindObjects, ForgetObjects  # noqa: E402
-from rclpy_helpers import LIMIT_S, Inbox, perception_graph  # noqa: E402
+from rclpy_helpers import LIMIT_S, Inbox, call, perception_graph  # noqa: E402
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -62,16 +61,6 @@ def frame_messages(i):
     info = CameraInfo(header=header, height=48, width=64, distortion_model="plumb_bob",
                       k=[60.0, 0.0, 32.0, 0.0, 60.0, 24.0, 0.0, 0.0, 1.0])
     return image, depth, info
-
-
-def call(probe, srv_type, name, request):
-    client = probe.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=LIMIT_S), f"service {name} did not appear"
-    done = threading.Event()
-    future = client.call_async(request)
-    future.add_done_callback(lambda _: done.set())
-    assert done.wait(LIMIT_S), f"service {name} did not answer"
-    return future.result()
 
 
 def stream_until_remembered(probe, objects):

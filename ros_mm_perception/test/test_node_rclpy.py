@@ -4,7 +4,6 @@ A probe node publishes a synthetic image and calls the services; the perception 
 random-weight CLIP on the CPU. Waits are on events with a generous limit, never sleeps.
 """
 
-import threading
 
 import numpy as np
 import pytest
@@ -26,7 +25,7 @@ from ros_mm_perception.messages.names import TYPE_NAMES  # noqa: E402
 from ros_mm_perception.ros.msg_types import rclpy_types  # noqa: E402
 from ros_mm_perception_interfaces.srv import (AskQuestion, ClassifyImage,  # noqa: E402
                                               GroundPhrases)
-from rclpy_helpers import LIMIT_S, Inbox, perception_graph  # noqa: E402
+from rclpy_helpers import LIMIT_S, Inbox, call, perception_graph  # noqa: E402
 
 STAMP = Time(sec=1234, nanosec=5678)
 
@@ -42,16 +41,6 @@ def synthetic_image(frame_id="cam_optical"):
 def graph(tiny_clip_dir):
     with perception_graph(tiny_clip_dir) as (node, probe):
         yield node, probe
-
-
-def call(probe, srv_type, name, request):
-    client = probe.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=LIMIT_S), f"service {name} did not appear"
-    done = threading.Event()
-    future = client.call_async(request)
-    future.add_done_callback(lambda _: done.set())
-    assert done.wait(LIMIT_S), f"service {name} did not answer"
-    return future.result()
 
 
 def publish_until(probe, inbox, topic="/image"):
